@@ -1,0 +1,212 @@
+"""Command line of the toolchain: ``python -m build.cli <command>`` (nox sessions call this).
+
+Commands: build, recipes, cache {stats,gc,verify}, lock. Only ``main`` catches
+``BuildError``: it prints one line and exits with the error's code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from build import progress
+from build.cache import Cache, default_cache_dir
+from build.errors import BuildError, UsageError
+from build.lockfile import Lockfile
+from build.modes import MODES, get_mode
+from build.modes.base import BuildContext
+from build.pipeline import build_all, write_dist
+from build.platform import Platform, supported_arches
+from build.recipes import Recipe, load_recipes
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_MODE = "docker"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError (one line, exit 2) instead of printing usage."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recipes-dir", type=Path, default=REPO / "recipes", help="directory of recipe TOML files")
+    p.add_argument("--cache-dir", type=Path, default=None, help="cache root (default $MKE_CACHE_DIR or ~/.cache/mke)")
+
+
+def select_recipes(recipes: dict[str, Recipe], names: list[str]) -> list[Recipe]:
+    if not names:
+        return list(recipes.values())
+    wanted: list[str] = []
+    for n in names:
+        wanted += [x for x in n.split(",") if x]
+    by_binary = {b: r.name for r in recipes.values() for b in r.binary_names}
+    out: list[Recipe] = []
+    for n in wanted:
+        name = n if n in recipes else by_binary.get(n)
+        if name is None:
+            raise UsageError(f"unknown component {n!r}: choose from {', '.join(recipes)}")
+        if recipes[name] not in out:
+            out.append(recipes[name])
+    return out
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    t0 = time.monotonic()
+    if args.mode not in MODES:
+        raise UsageError(f"unknown mode {args.mode!r}: choose one of {', '.join(MODES)}")
+    platform = Platform.parse(args.arch) if args.arch else Platform.host()
+    recipes = select_recipes(load_recipes(args.recipes_dir), args.component or [])
+    lock_path = args.lock or args.recipes_dir / "recipes.lock"
+    lock = Lockfile.load(lock_path) if lock_path.exists() or args.mode != "none" else Lockfile.empty(lock_path)
+    cache = Cache(args.cache_dir or default_cache_dir())
+    mirror = args.mirror or os.environ.get("MKE_MIRROR") or None
+    ctx = BuildContext(
+        cache=cache,
+        lock=lock,
+        platform=platform,
+        jobs=args.jobs,
+        mirror=mirror,
+        allow_unpinned=args.allow_unpinned,
+        fips=args.fips,
+        source_date_epoch=int(os.environ.get("SOURCE_DATE_EPOCH", "0") or 0),
+        repo_root=REPO,
+        options=_mode_options(args),
+    )
+    mode = get_mode(args.mode)
+    results = build_all(ctx, mode, recipes)
+    manifest = write_dist(ctx, args.mode, results, args.dist)
+    built = sum(1 for r in results if r.result and not r.cached)
+    cached = sum(1 for r in results if r.cached)
+    print(
+        f"mke build: mode={args.mode} platform={platform} components={len(results)} "
+        f"built={built} cached={cached} manifest={manifest} ({time.monotonic() - t0:.2f}s)",
+        file=sys.stderr,
+    )
+    _after_build(args, ctx, results, manifest)
+    return 0
+
+
+def _mode_options(args: argparse.Namespace) -> dict:
+    """Extra, mode-specific flags (see the hooks the modes read)."""
+    return {k: v for k, v in vars(args).items() if k.startswith("opt_")}
+
+
+def _after_build(args, ctx, results, manifest) -> None:
+    """Steps that run after the binaries are in dist/ (the bundler hooks in here)."""
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    recipes = load_recipes(args.recipes_dir)
+    if args.json:
+        print(json.dumps([
+            {"component": r.name, "version": r.version, "binaries": list(r.binary_names), "modes": list(r.modes()),
+             "license": r.license, "homepage": r.homepage} for r in recipes.values()
+        ], indent=2))
+        return 0
+    rows = [("COMPONENT", "VERSION", "MODES", "BINARIES")]
+    for r in recipes.values():
+        rows.append((r.name, r.version, ",".join(r.modes()), " ".join(r.binary_names)))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(c.ljust(widths[i]) for i, c in enumerate(row[:3])) + "  " + row[3])
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    cache = Cache(args.cache_dir or default_cache_dir())
+    if args.action == "stats":
+        s = cache.stats()
+        print(f"cache {s['root']}: {s['actions']} actions, {s['blobs']} blobs, "
+              f"{s['blob_bytes'] / 2**20:.1f} MiB, {s['partial_downloads']} files in downloads/")
+    elif args.action == "verify":
+        with cache.shared():
+            problems = cache.verify_all()
+        for p in problems:
+            print(p)
+        print(f"cache verify: {len(problems)} problem(s) in {cache.root}")
+        return 1 if problems else 0
+    elif args.action == "gc":
+        removed = cache.gc(max_age_days=args.max_age_days)
+        print("cache gc: removed " + ", ".join(f"{v} {k}" for k, v in removed.items()))
+    return 0
+
+
+def cmd_lock(args: argparse.Namespace) -> int:
+    from build.pins import update_lock
+
+    recipes = select_recipes(load_recipes(args.recipes_dir), args.component or [])
+    platforms = [Platform.parse(a) for a in (args.arch or list(supported_arches()))]
+    lock_path = args.lock or args.recipes_dir / "recipes.lock"
+    mirror = args.mirror or os.environ.get("MKE_MIRROR") or None
+    update_lock(lock_path, recipes, platforms, mirror=mirror, fetch=not args.source_only, source=not args.fetch_only)
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="mke-build", description="Build the binaries mke embeds.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    b = sub.add_parser("build", help="fetch or build every embedded binary into the cache and dist/")
+    _add_common(b)
+    b.add_argument("--mode", default=DEFAULT_MODE, help=f"one of {', '.join(MODES)} (default {DEFAULT_MODE})")
+    b.add_argument("--arch", default=None, help=f"target arch: {', '.join(supported_arches())} (default: host)")
+    b.add_argument("--component", action="append", help="build only this component or binary (repeatable)")
+    b.add_argument("--mirror", default=None, help="rewrite upstream URLs onto this mirror (env MKE_MIRROR)")
+    b.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="parallel downloads/builds")
+    b.add_argument("--lock", type=Path, default=None, help="lock file (default RECIPES_DIR/recipes.lock)")
+    b.add_argument("--allow-unpinned", action="store_true", help="trust upstream checksum files for unpinned artifacts")
+    b.add_argument("--fips", action="store_true", help="build with the FIPS toolchain (see nox -s build-fips)")
+    b.add_argument("--dist", type=Path, default=REPO / "dist", help="output directory (default dist/)")
+    b.add_argument("--quiet", action="store_true", help="no progress lines")
+    b.set_defaults(func=cmd_build)
+
+    r = sub.add_parser("recipes", help="list components, versions and supported modes")
+    _add_common(r)
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_recipes)
+
+    c = sub.add_parser("cache", help="inspect or clean the cache")
+    _add_common(c)
+    c.add_argument("action", choices=["stats", "gc", "verify"])
+    c.add_argument("--max-age-days", type=float, default=None, help="gc: also drop results older than this")
+    c.set_defaults(func=cmd_cache)
+
+    lk = sub.add_parser("lock", help="pin artifact digests and Go module sums into recipes.lock")
+    _add_common(lk)
+    lk.add_argument("--component", action="append")
+    lk.add_argument("--arch", action="append")
+    lk.add_argument("--mirror", default=None)
+    lk.add_argument("--lock", type=Path, default=None)
+    lk.add_argument("--fetch-only", action="store_true")
+    lk.add_argument("--source-only", action="store_true")
+    lk.set_defaults(func=cmd_lock)
+    return p
+
+
+PARSER_HOOKS: list = []  # callables(parser) that add mode-specific flags
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    for hook in PARSER_HOOKS:
+        hook(parser)
+    try:
+        args = parser.parse_args(argv)
+        progress.set_quiet(getattr(args, "quiet", False))
+        return args.func(args)
+    except BuildError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

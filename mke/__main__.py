@@ -1,0 +1,5 @@
+import sys
+
+from mke.cli import main
+
+sys.exit(main())

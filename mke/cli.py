@@ -1,0 +1,64 @@
+"""The ``mke`` command line.
+
+Each command lives in its own module under ``mke/commands/`` and registers itself
+with ``register(name, help)``; ``main`` imports them lazily so that ``mke version``
+does not pay for ``cryptography`` or the supervisor. Only ``main`` catches
+``MkeError``: it prints one line and exits with the error's code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Callable
+
+from mke import __version__
+from mke.errors import MkeError, UsageError
+
+# command name -> (module under mke.commands, one-line help). Each module defines
+# ``add_arguments(parser)`` and ``run(args) -> int``.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "version": ("version", "print mke's version and its embedded components"),
+    "extract": ("extract", "stage every embedded binary into the bin dir"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def make_parser(only: str | None = None) -> argparse.ArgumentParser:
+    p = _Parser(prog="mke", description="mke: single-binary Kubernetes distribution")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        sp = sub.add_parser(name, help=help_text)
+        if only is None or only == name:
+            mod = importlib.import_module(f"mke.commands.{module}")
+            mod.add_arguments(sp)
+            sp.set_defaults(_run=mod.run)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Import only the module of the command being run (fast start-up).
+    only = next((a for a in argv if not a.startswith("-")), None)
+    debug = "--debug" in argv
+    try:
+        parser = make_parser(only if only in COMMANDS else None)
+        args = parser.parse_args(argv)
+        run: Callable[[argparse.Namespace], int] = args._run
+        return run(args)
+    except MkeError as e:
+        if debug:
+            raise
+        print(f"mke: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+__all__ = ["main", "COMMANDS", "__version__"]

@@ -1,0 +1,1 @@
+"""One module per ``mke`` subcommand; see mke.cli.COMMANDS."""

@@ -1,0 +1,98 @@
+"""Sessions of the mke toolchain. `nox -l` lists them; slow ones are not default.
+
+    nox -s tests                      unit + integration tests (what CI runs)
+    nox -s build -- --mode=docker     build dist/ (fetch|docker|none; see docs/build.md)
+    nox -s build-fips                 the FIPS variant
+    nox -s recipes                    components, versions, modes
+    nox -s cache -- stats|gc|verify   inspect the content-addressed cache
+    nox -s lock                       pin artifact digests and Go module sums (connected machine)
+    nox -s bench                      benchmarks, printed as ratios against a same-run baseline
+    nox -s e2e                        a real cluster (long)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["tests"]
+
+REPO = Path(__file__).resolve().parent
+BUILD_REQS = REPO / "requirements" / "build.txt"
+TEST_REQS = REPO / "requirements" / "test.txt"
+
+
+def _install(session: nox.Session, *req_files: Path) -> None:
+    """Install pinned requirements once per venv; later runs skip pip (fast no-op builds)."""
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in (BUILD_REQS, *req_files))).hexdigest()
+    stamp = Path(session.virtualenv.location) / ".mke-requirements"
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    for req in req_files:
+        session.install("-r", str(req))
+    stamp.write_text(digest)
+
+
+def _toolchain(session: nox.Session, *args: str) -> None:
+    session.run("python", "-m", "build.cli", *args, env={"PYTHONPATH": str(REPO)})
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Unit and integration tests (pytest args pass through: nox -s tests -- -k cache)."""
+    _install(session, TEST_REQS)
+    session.run("python", "-m", "pytest", *(session.posargs or ["tests/unit", "tests/integration"]),
+                env={"PYTHONPATH": str(REPO)})
+
+
+@nox.session
+def build(session: nox.Session) -> None:
+    """Build dist/: nox -s build -- --mode=fetch|docker|none [--arch ..] [--component ..] [--jobs N]."""
+    _install(session, BUILD_REQS)
+    _toolchain(session, "build", *session.posargs)
+
+
+@nox.session(name="build-fips")
+def build_fips(session: nox.Session) -> None:
+    """The FIPS variant: docker mode with the FIPS toolchain from fips/."""
+    _install(session, BUILD_REQS)
+    _toolchain(session, "build", "--mode=docker", "--fips", *session.posargs)
+
+
+@nox.session
+def recipes(session: nox.Session) -> None:
+    """Print the table of components, versions and the modes each supports."""
+    _install(session, BUILD_REQS)
+    _toolchain(session, "recipes", *session.posargs)
+
+
+@nox.session
+def cache(session: nox.Session) -> None:
+    """Inspect the cache: nox -s cache -- stats|gc|verify [--cache-dir DIR]."""
+    _install(session, BUILD_REQS)
+    _toolchain(session, "cache", *(session.posargs or ["stats"]))
+
+
+@nox.session
+def lock(session: nox.Session) -> None:
+    """Fill recipes/recipes.lock from upstream checksum files and the Go checksum database."""
+    _install(session, BUILD_REQS)
+    _toolchain(session, "lock", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks (slow): each figure is a ratio against a baseline measured in the same run."""
+    _install(session, TEST_REQS)
+    session.run("python", "-m", "tests.bench", *session.posargs, env={"PYTHONPATH": str(REPO)})
+
+
+@nox.session
+def e2e(session: nox.Session) -> None:
+    """End-to-end cluster tests (long, needs root and docker-mode binaries)."""
+    _install(session, TEST_REQS)
+    session.run("python", "-m", "pytest", "-m", "e2e", "tests/e2e", *session.posargs, env={"PYTHONPATH": str(REPO)})

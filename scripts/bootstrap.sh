@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Install what building and testing mke needs on a fresh Debian machine, idempotently:
+# Debian's docker.io engine (started with dockerd when not running), debootstrap for
+# the builder image, binutils, and nox. Safe to run again; quick when all is present.
+set -euo pipefail
+
+need_apt=()
+command -v dockerd >/dev/null 2>&1 || need_apt+=(docker.io)
+command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
+command -v objcopy >/dev/null 2>&1 || need_apt+=(binutils)
+command -v zstd >/dev/null 2>&1 || need_apt+=(zstd)
+command -v file >/dev/null 2>&1 || need_apt+=(file)
+if ((${#need_apt[@]})); then
+  if [ "$(id -u)" != 0 ]; then
+    echo "bootstrap: need root to install ${need_apt[*]} (run with sudo)" >&2
+    exit 1
+  fi
+  echo "bootstrap: installing ${need_apt[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${need_apt[@]}"
+fi
+
+# Start the Docker engine when it is not answering.
+if ! docker info >/dev/null 2>&1; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "bootstrap: Docker engine not running; start it with: sudo dockerd &" >&2
+    exit 1
+  fi
+  echo "bootstrap: starting dockerd (log: /var/log/mke-dockerd.log)" >&2
+  nohup dockerd >/var/log/mke-dockerd.log 2>&1 &
+  for _ in $(seq 1 60); do
+    docker info >/dev/null 2>&1 && break
+    sleep 1
+  done
+  docker info >/dev/null 2>&1 || { echo "bootstrap: dockerd did not start; see /var/log/mke-dockerd.log" >&2; exit 1; }
+fi
+
+python3 -m nox --version >/dev/null 2>&1 || python3 -m pip install -q "nox==2026.10.20"
+echo "bootstrap: ready (docker $(docker version --format '{{.Server.Version}}'), $(python3 -m nox --version 2>&1))" >&2
