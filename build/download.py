@@ -20,6 +20,7 @@ import urllib.parse
 from pathlib import Path
 
 import requests
+import urllib3
 
 from build.errors import DigestMismatchError, FetchError
 from build.fsutil import CHUNK, sha256_file as _sha256
@@ -45,14 +46,15 @@ class Downloader:
         *,
         mirror: str | None = None,
         retries: int = 5,
-        backoff: float = 0.5,
+        backoff: float | None = None,
         timeout: float = 30.0,
     ):
         self.dir = downloads_dir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.mirror = mirror
         self.retries = retries
-        self.backoff = backoff
+        # MKE_FETCH_BACKOFF: first retry delay in seconds (doubles each retry).
+        self.backoff = backoff if backoff is not None else float(os.environ.get("MKE_FETCH_BACKOFF", "0.5"))
         self.timeout = timeout
         self._session = requests.Session()
         self._session.headers["User-Agent"] = USER_AGENT
@@ -129,13 +131,17 @@ class Downloader:
                 log(component, f"resuming {label} at {have} bytes")
             progress = TransferProgress(component, label, total, start=have)
             received = 0
-            with open(part, "ab" if have else "wb") as f:
+            # Keep the bytes of a body cut short (urllib3 would raise and drop them) so the
+            # next attempt resumes after them; the length check below catches truncation.
+            r.raw.enforce_content_length = False
+            with open(part, "ab" if have else "wb", buffering=0) as f:  # unbuffered: a kill keeps what arrived
                 try:
-                    for chunk in r.iter_content(CHUNK):
+                    # read1: return what has arrived instead of waiting for a full chunk
+                    while chunk := r.raw.read1(CHUNK):
                         f.write(chunk)
                         received += len(chunk)
                         progress.update(len(chunk))
-                except (requests.RequestException, ConnectionError) as e:
+                except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
                     raise _Retryable(f"transfer interrupted after {have + received} bytes: {type(e).__name__}") from e
             if length and length.isdigit() and received < int(length):
                 raise _Retryable(f"body truncated: got {received} of {length} bytes")

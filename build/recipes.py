@@ -26,6 +26,7 @@ ROLES = ("controller", "worker")
 ARCHIVES = ("raw", "tar.gz", "zip")
 CHECKSUM_FORMATS = ("sha256sum", "bare")
 SOURCE_KINDS = ("go", "kubernetes", "c")
+BUILDMODES = ("exe", "pie")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 # Placeholders each kind of template may use.
@@ -86,6 +87,11 @@ class SourceSpec:
     staging_version: str = ""  # kind = "kubernetes": version of the k8s.io/* staging modules
     cflags: tuple[str, ...] = ()  # kind = "c"
     commit: str = ""
+    # kind = "go": published version for modules the upstream go.mod replaces with a local
+    # directory (a module zip holds no such directory); kind = "kubernetes" uses staging_version.
+    local_replace_version: str = ""
+    replace: tuple[tuple[str, str], ...] = ()  # extra wrapper-module replaces: module -> version
+    buildmode: str = ""  # go build -buildmode (e.g. "pie" for runc's static-pie); "" = Go's default
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -310,7 +316,7 @@ def _parse_source(ctx: _Ctx, t: Any, binaries: tuple[str, ...]) -> SourceSpec:
     _check_keys(
         ctx, where, t,
         {"kind", "module", "version", "packages", "cgo", "static", "tags", "ldflags", "env",
-         "staging_version", "cflags", "commit"},
+         "staging_version", "cflags", "commit", "local_replace_version", "replace", "buildmode"},
         {"kind", "module", "version", "packages"},
     )
     kind = _choice(ctx, _join(where, "kind"), _get(ctx, where, t, "kind", str), SOURCE_KINDS)
@@ -335,6 +341,20 @@ def _parse_source(ctx: _Ctx, t: Any, binaries: tuple[str, ...]) -> SourceSpec:
         raise ctx.fail(_join(where, "cflags"), "only allowed for kind = \"c\"")
     for i, flag in enumerate(cflags):
         check_template(ctx, _join(_join(where, "cflags"), i), flag, LDFLAG_FIELDS)
+    local_replace = _get(ctx, where, t, "local_replace_version", str, "")
+    if local_replace and kind != "go":
+        raise ctx.fail(_join(where, "local_replace_version"), "only allowed for kind = \"go\" (kubernetes: staging_version)")
+    replace = _str_table(ctx, where, t, "replace", ())
+    if replace and kind == "c":
+        raise ctx.fail(_join(where, "replace"), "not allowed for kind = \"c\"")
+    for label, v in [("local_replace_version", local_replace), *((f"replace.{m}", v) for m, v in replace)]:
+        if v and not v.startswith("v"):
+            raise ctx.fail(_join(where, label), f"a Go module version starts with 'v', got {v!r}")
+    buildmode = _get(ctx, where, t, "buildmode", str, "")
+    if buildmode:
+        _choice(ctx, _join(where, "buildmode"), buildmode, BUILDMODES)
+        if kind == "c":
+            raise ctx.fail(_join(where, "buildmode"), "not allowed for kind = \"c\"")
     return SourceSpec(
         kind=kind,
         module=_get(ctx, where, t, "module", str),
@@ -348,6 +368,9 @@ def _parse_source(ctx: _Ctx, t: Any, binaries: tuple[str, ...]) -> SourceSpec:
         staging_version=staging,
         cflags=cflags,
         commit=_get(ctx, where, t, "commit", str, ""),
+        local_replace_version=local_replace,
+        replace=replace,
+        buildmode=buildmode,
     )
 
 
@@ -357,10 +380,10 @@ def _parse_source(ctx: _Ctx, t: Any, binaries: tuple[str, ...]) -> SourceSpec:
 def parse_recipe(path: Path, data: dict) -> Recipe:
     ctx = _Ctx(path)
     top = {"schema", "name", "version", "license", "homepage", "description", "binary", "fetch", "source"}
-    _check_keys(ctx, "", data, top, {"schema", "name", "version", "license", "homepage", "binary", "fetch"})
     schema = _get(ctx, "", data, "schema", int)
     if schema != SCHEMA_VERSION:
         raise ctx.fail("schema", f"unsupported recipe schema {schema}; this toolchain reads schema {SCHEMA_VERSION}")
+    _check_keys(ctx, "", data, top, {"schema", "name", "version", "license", "homepage", "binary", "fetch"})
     name = _get(ctx, "", data, "name", str)
     if not NAME_RE.match(name):
         raise ctx.fail("name", f"{name!r} is not a valid component name (lowercase letters, digits, '-')")

@@ -39,15 +39,13 @@ def expand_artifacts(recipe: Recipe, os_name: str, arch: str) -> list[ConcreteAr
     for art in recipe.fetch.artifacts:
         binaries = recipe.binary_names if art.per_binary else (art.binary,) if art.binary else (None,)
         for binary in binaries:
-            values = {"version": recipe.version, "os": os_name, "arch": uarch}
-            if art.per_binary:
-                values["binary"] = binary
+            values = {"version": recipe.version, "os": os_name, "arch": uarch, "binary": binary or ""}
             url = render(art.url, **values)
-            checksum_url = render(art.checksum_url, url=url, filename=url.rsplit("/", 1)[-1], binary=binary or "", **values)
+            checksum_url = render(art.checksum_url, url=url, filename=url.rsplit("/", 1)[-1], **values)
             if art.archive == "raw":
                 members = ((binary, ""),)
             else:
-                members = tuple((b, render(m, binary=b, **values)) for b, m in art.members)
+                members = tuple((b, render(m, **{**values, "binary": b})) for b, m in art.members)
             out.append(ConcreteArtifact(url=url, archive=art.archive, checksum_url=checksum_url,
                                         checksum_format=art.checksum_format, members=members))
     return out
