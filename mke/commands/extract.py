@@ -1,0 +1,52 @@
+"""``mke extract [--bin-dir DIR] [NAME ...]``: stage embedded binaries without running anything.
+
+Binaries already staged (same digest) are not rewritten and the payload is not read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from mke import staging
+from mke.payload_format import running_payload
+
+BIN_DIR_ENV = "MKE_BIN_DIR"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("names", nargs="*", metavar="NAME", help="binaries to stage (default: all)")
+    p.add_argument("--bin-dir", type=Path, default=None,
+                   help=f"where to stage (default ${BIN_DIR_ENV} or {staging.DEFAULT_BIN_DIR}); "
+                        "use a dir on an exec-allowed mount")
+    p.add_argument("--role", action="append", choices=["controller", "worker"],
+                   help="stage only what this role runs (repeatable)")
+    p.add_argument("--jobs", type=int, default=None, help="frames decoded in parallel (default: CPUs)")
+    p.add_argument("--quiet", action="store_true", help="print nothing on success")
+
+
+def run(args: argparse.Namespace) -> int:
+    t0 = time.monotonic()
+    bin_dir = args.bin_dir or Path(os.environ.get(BIN_DIR_ENV) or staging.DEFAULT_BIN_DIR)
+    payload = running_payload()
+    if payload is None:
+        print("mke: this mke carries no payload; binaries are looked up on PATH (nothing to extract)",
+              file=sys.stderr)
+        return 0
+    names = list(args.names)
+    if args.role:
+        names += [b.name for b in payload.manifest.for_roles(args.role)]
+    if not names:
+        names = list(payload.manifest.names())
+    results = staging.stage(payload, names, bin_dir, jobs=args.jobs)
+    if not args.quiet:
+        written = sum(r.action == "staged" for r in results)
+        present = sum(r.action == "present" for r in results)
+        on_path = sum(r.action == "path" for r in results)
+        parts = [f"{written} written", f"{present} already present"] + ([f"{on_path} from PATH"] if on_path else [])
+        print(f"mke extract: {len(results)} binaries in {bin_dir} ({', '.join(parts)}) "
+              f"in {time.monotonic() - t0:.2f}s", file=sys.stderr)
+    return 0

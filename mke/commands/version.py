@@ -1,0 +1,57 @@
+"""``mke version [--json]``: mke's version, build mode, fips, and each embedded component.
+
+Reads only the payload manifest (a few small reads); never decodes a binary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from mke import __version__
+from mke.payload_format import Manifest, running_payload
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print a JSON document instead of a table")
+
+
+def describe(manifest: Manifest | None) -> dict[str, Any]:
+    if manifest is None:
+        return {"version": __version__, "mode": "none", "fips": False, "platform": None, "embedded": False,
+                "components": []}
+    return {
+        "version": manifest.mke_version,
+        "mode": manifest.mode,
+        "fips": manifest.fips,
+        "platform": manifest.platform,
+        "embedded": any(b.embedded for b in manifest.binaries),
+        "components": manifest.components(),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    payload = running_payload()
+    doc = describe(payload.manifest if payload else None)
+    if args.json:
+        json.dump(doc, sys.stdout, indent=2, sort_keys=True)
+        sys.stdout.write("\n")
+        return 0
+    fips = "yes" if doc["fips"] else "no"
+    where = doc["platform"] or "source"
+    print(f"mke {doc['version']} ({where}, mode {doc['mode']}, fips {fips})")
+    if not doc["components"]:
+        print("no component manifest: binaries are looked up on PATH")
+        return 0
+    if not doc["embedded"]:
+        print("no binaries embedded (none mode): each is looked up on PATH")
+    rows = [("COMPONENT", "VERSION", "BINARY", "SHA256")]
+    for c in doc["components"]:
+        for b in c["binaries"]:
+            rows.append((c["component"], c["version"], b["name"], (b["sha256"] or "-")[:16]))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        print("  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3])
+    return 0

@@ -1,0 +1,577 @@
+"""The payload format: the one module both halves share (build/bundle.py writes it, mke/ reads it).
+
+The payload is an ELF section named ``mkepayload`` inside dist/mke, placed (in file
+order) just before PyInstaller's ``pydata`` section, so that the bootloader's backwards
+scan for its own archive never walks through it and ``strip`` keeps it. It is found by
+section name, never by file end. A payload can also be a plain file with the same
+bytes (tests, ``MKE_PAYLOAD``). The layout (all integers little-endian; docs/payload.md):
+
+    header   128 bytes: magic, format version, header size, manifest offset+length,
+             data offset+length, sha256 of the manifest, zero padding
+    manifest canonical JSON (sorted keys): components, frames, binaries
+    data     zstd frames, one after another; a frame holds one binary or the
+             concatenation of a few (a "group"), and each binary names its frame and
+             its offset inside the decoded frame
+
+Reading the manifest costs a few small reads (ELF header, section headers, section
+names, payload header, manifest) and never decodes anything. Staging one binary
+decodes only its frame. Every frame is checked against its sha256 (compressed bytes)
+and every binary against its sha256 and size before the caller may publish it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Any, BinaryIO, Iterable, Mapping, Protocol
+
+from mke.errors import PayloadError
+
+SECTION_NAME = "mkepayload"
+MAGIC = b"MKEPAYLD"
+FORMAT_VERSION = 1
+MANIFEST_SCHEMA = 1
+HEADER_SIZE = 128
+_HEADER = struct.Struct("<8sIIQQQQ32s")  # 72 bytes, zero-padded to HEADER_SIZE
+CODEC = "zstd"
+# Largest zstd window the reader accepts (frames are written with --long up to 2^31).
+MAX_WINDOW_LOG = 31
+READ_CHUNK = 1 << 20
+DECODE_CHUNK = 1 << 22
+_HEX = frozenset("0123456789abcdef")
+
+
+# --------------------------------------------------------------------------- manifest model
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Frame:
+    """One zstd frame in the data area. ``offset`` is relative to the data area."""
+
+    offset: int
+    size: int  # compressed bytes
+    decoded_size: int
+    sha256: str  # of the compressed bytes
+    members: tuple[str, ...]  # binary names, in the order they appear in the decoded frame
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Binary:
+    """One embedded binary (or, in none mode, one binary that mke looks up on PATH)."""
+
+    name: str
+    component: str
+    version: str
+    license: str
+    homepage: str
+    roles: tuple[str, ...]
+    source: Any  # fetch: list of URLs; docker: module@version; none: "PATH"
+    mode: str
+    fips: bool
+    sha256: str | None  # None in none mode
+    size: int | None
+    frame: int | None = None  # index into Manifest.frames
+    offset: int | None = None  # inside the decoded frame
+
+    @property
+    def embedded(self) -> bool:
+        return self.frame is not None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Manifest:
+    mke_version: str
+    platform: str  # "linux/amd64"
+    mode: str  # fetch | docker | none
+    fips: bool
+    binaries: tuple[Binary, ...]
+    frames: tuple[Frame, ...] = ()
+    codec: str = CODEC
+    schema: int = MANIFEST_SCHEMA
+
+    def binary(self, name: str) -> Binary:
+        for b in self.binaries:
+            if b.name == name:
+                return b
+        raise PayloadError(f"this mke has no binary named {name!r}; it has: {', '.join(self.names()) or '(none)'}")
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(b.name for b in self.binaries)
+
+    def for_roles(self, roles: Iterable[str]) -> tuple[Binary, ...]:
+        wanted = set(roles)
+        return tuple(b for b in self.binaries if wanted.intersection(b.roles))
+
+    def components(self) -> list[dict[str, Any]]:
+        """One entry per component (name, version, binaries), sorted by name."""
+        out: dict[str, dict[str, Any]] = {}
+        for b in self.binaries:
+            c = out.setdefault(b.component, {"component": b.component, "version": b.version, "binaries": []})
+            c["binaries"].append({"name": b.name, "sha256": b.sha256, "size": b.size})
+        return [out[k] for k in sorted(out)]
+
+    # ------------------------------------------------------------- (de)serialization
+    def to_document(self) -> dict[str, Any]:
+        return {
+            "schema": self.schema,
+            "mke_version": self.mke_version,
+            "platform": self.platform,
+            "mode": self.mode,
+            "fips": self.fips,
+            "codec": self.codec,
+            "frames": [dataclasses.asdict(f) | {"members": list(f.members)} for f in self.frames],
+            "binaries": [dataclasses.asdict(b) | {"roles": list(b.roles)} for b in self.binaries],
+        }
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_document(), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, *, where: str = "payload manifest") -> "Manifest":
+        try:
+            doc = json.loads(data)
+        except (UnicodeDecodeError, ValueError) as e:
+            raise PayloadError(f"{where}: not valid JSON ({e}); the executable is damaged, download it again") from e
+        return cls.from_document(doc, where=where)
+
+    @classmethod
+    def from_document(cls, doc: Any, *, where: str = "payload manifest") -> "Manifest":
+        v = _Validator(where)
+        v.obj(doc, "")
+        schema = v.field(doc, "", "schema", int)
+        if schema != MANIFEST_SCHEMA:
+            raise PayloadError(f"{where}: schema {schema} is not supported (this mke reads schema {MANIFEST_SCHEMA})")
+        frames = []
+        for i, f in enumerate(v.field(doc, "", "frames", list)):
+            at = f"frames[{i}]"
+            v.obj(f, at)
+            frames.append(Frame(
+                offset=v.nonneg(f, at, "offset"),
+                size=v.nonneg(f, at, "size"),
+                decoded_size=v.nonneg(f, at, "decoded_size"),
+                sha256=v.digest(f, at, "sha256"),
+                members=tuple(v.strings(f, at, "members")),
+            ))
+        binaries = []
+        for i, b in enumerate(v.field(doc, "", "binaries", list)):
+            at = f"binaries[{i}]"
+            v.obj(b, at)
+            frame = v.field(b, at, "frame", (int, type(None)))
+            sha = v.field(b, at, "sha256", (str, type(None)))
+            binaries.append(Binary(
+                name=v.field(b, at, "name", str),
+                component=v.field(b, at, "component", str),
+                version=v.field(b, at, "version", str),
+                license=v.field(b, at, "license", str),
+                homepage=v.field(b, at, "homepage", str),
+                roles=tuple(v.strings(b, at, "roles")),
+                source=b.get("source"),
+                mode=v.field(b, at, "mode", str),
+                fips=v.field(b, at, "fips", bool),
+                sha256=v.digest(b, at, "sha256") if sha is not None else None,
+                size=v.field(b, at, "size", (int, type(None))),
+                frame=frame,
+                offset=v.field(b, at, "offset", (int, type(None))),
+            ))
+        m = cls(
+            schema=schema,
+            mke_version=v.field(doc, "", "mke_version", str),
+            platform=v.field(doc, "", "platform", str),
+            mode=v.field(doc, "", "mode", str),
+            fips=v.field(doc, "", "fips", bool),
+            codec=v.field(doc, "", "codec", str),
+            frames=tuple(frames),
+            binaries=tuple(binaries),
+        )
+        m.check(where)
+        return m
+
+    def check(self, where: str = "payload manifest") -> None:
+        """Cross-field consistency: every embedded binary lies inside its frame, names unique."""
+        if self.codec != CODEC:
+            raise PayloadError(f"{where}: codec {self.codec!r} is not supported (expected {CODEC!r})")
+        seen: set[str] = set()
+        for b in self.binaries:
+            if b.name in seen:
+                raise PayloadError(f"{where}: binary {b.name!r} is listed twice")
+            seen.add(b.name)
+            if b.frame is None:
+                continue
+            if b.sha256 is None or b.size is None or b.offset is None:
+                raise PayloadError(f"{where}: binary {b.name!r} is embedded but lacks sha256, size or offset")
+            if not 0 <= b.frame < len(self.frames):
+                raise PayloadError(f"{where}: binary {b.name!r} names frame {b.frame}, which does not exist")
+            f = self.frames[b.frame]
+            if b.name not in f.members or b.offset < 0 or b.offset + b.size > f.decoded_size:
+                raise PayloadError(f"{where}: binary {b.name!r} does not lie inside frame {b.frame}")
+        end = 0
+        for i, f in enumerate(self.frames):
+            if f.offset < end:
+                raise PayloadError(f"{where}: frame {i} overlaps the frame before it")
+            end = f.offset + f.size
+            for name in f.members:
+                if name not in seen:
+                    raise PayloadError(f"{where}: frame {i} holds {name!r}, which is not a listed binary")
+
+    @property
+    def data_length(self) -> int:
+        return max((f.offset + f.size for f in self.frames), default=0)
+
+
+class _Validator:
+    """Type checks for manifest fields; every error names the field."""
+
+    def __init__(self, where: str):
+        self.where = where
+
+    def fail(self, at: str, key: str, what: str) -> PayloadError:
+        path = f"{at}.{key}" if at else key
+        return PayloadError(f"{self.where}: field {path}: {what}; the executable is damaged, download it again")
+
+    def obj(self, value: Any, at: str) -> None:
+        if not isinstance(value, dict):
+            raise PayloadError(f"{self.where}: {at or 'document'} must be an object")
+
+    def field(self, d: dict, at: str, key: str, types: Any) -> Any:
+        if key not in d:
+            raise self.fail(at, key, "missing")
+        value = d[key]
+        ok = isinstance(value, types) and not (isinstance(value, bool) and types in (int, (int, type(None))))
+        if not ok:
+            raise self.fail(at, key, f"wrong type {type(value).__name__}")
+        return value
+
+    def nonneg(self, d: dict, at: str, key: str) -> int:
+        value = self.field(d, at, key, int)
+        if value < 0:
+            raise self.fail(at, key, "must not be negative")
+        return value
+
+    def digest(self, d: dict, at: str, key: str) -> str:
+        value = self.field(d, at, key, str)
+        if len(value) != 64 or not _HEX.issuperset(value):
+            raise self.fail(at, key, "not a sha256 hex digest")
+        return value
+
+    def strings(self, d: dict, at: str, key: str) -> list[str]:
+        value = self.field(d, at, key, list)
+        if not all(isinstance(x, str) for x in value):
+            raise self.fail(at, key, "must be a list of strings")
+        return value
+
+
+# --------------------------------------------------------------------------- header + layout
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Header:
+    manifest_offset: int
+    manifest_length: int
+    data_offset: int
+    data_length: int
+    manifest_sha256: bytes
+
+    def pack(self) -> bytes:
+        raw = _HEADER.pack(MAGIC, FORMAT_VERSION, HEADER_SIZE, self.manifest_offset, self.manifest_length,
+                           self.data_offset, self.data_length, self.manifest_sha256)
+        return raw + b"\0" * (HEADER_SIZE - len(raw))
+
+    @classmethod
+    def unpack(cls, raw: bytes, where: str) -> "Header":
+        if len(raw) < HEADER_SIZE:
+            raise PayloadError(f"{where}: payload header is truncated; the executable is damaged, download it again")
+        magic, version, size, m_off, m_len, d_off, d_len, digest = _HEADER.unpack_from(raw)
+        if magic != MAGIC:
+            raise PayloadError(f"{where}: payload header has the wrong magic; the executable is damaged, download it again")
+        if version != FORMAT_VERSION:
+            raise PayloadError(f"{where}: payload format {version} is not supported (this mke reads {FORMAT_VERSION})")
+        if size != HEADER_SIZE or m_off < HEADER_SIZE or d_off < m_off + m_len:
+            raise PayloadError(f"{where}: payload header is inconsistent; the executable is damaged, download it again")
+        return cls(manifest_offset=m_off, manifest_length=m_len, data_offset=d_off, data_length=d_len,
+                   manifest_sha256=digest)
+
+
+def layout(manifest: Manifest, *, align: int = 16) -> tuple[Header, bytes]:
+    """The header and manifest bytes for ``manifest``; the data area follows at ``header.data_offset``."""
+    body = manifest.to_json()
+    data_offset = HEADER_SIZE + len(body)
+    data_offset += -data_offset % align
+    header = Header(manifest_offset=HEADER_SIZE, manifest_length=len(body), data_offset=data_offset,
+                    data_length=manifest.data_length, manifest_sha256=hashlib.sha256(body).digest())
+    return header, header.pack() + body + b"\0" * (data_offset - HEADER_SIZE - len(body))
+
+
+def write_payload(out: BinaryIO, manifest: Manifest, frame_files: list[Path]) -> int:
+    """Write a whole payload (header, manifest, frames) to ``out``; returns its size.
+
+    ``frame_files[i]`` holds the compressed bytes of ``manifest.frames[i]``, which must
+    already carry the right offsets, sizes and digests (build/bundle.py computes them).
+    """
+    if len(frame_files) != len(manifest.frames):
+        raise ValueError("one file per frame")
+    header, head = layout(manifest)
+    out.write(head)
+    pos = 0
+    for frame, path in zip(manifest.frames, frame_files):
+        if frame.offset != pos:
+            out.write(b"\0" * (frame.offset - pos))
+            pos = frame.offset
+        with open(path, "rb") as f:
+            while chunk := f.read(READ_CHUNK):
+                out.write(chunk)
+                pos += len(chunk)
+        if pos != frame.offset + frame.size:
+            raise ValueError(f"frame file {path} does not have {frame.size} bytes")
+    return header.data_offset + pos
+
+
+# --------------------------------------------------------------------------- finding the section
+
+
+def find_elf_section(f: BinaryIO, name: str, where: str) -> tuple[int, int] | None:
+    """(file offset, size) of the section called ``name``; None if the file has none.
+
+    Raises PayloadError when the file is an ELF whose section table is cut off
+    (a truncated download) or points past the end of the file.
+    """
+    f.seek(0, os.SEEK_END)
+    file_size = f.tell()
+    f.seek(0)
+    ident = f.read(64)
+    if len(ident) < 52 or ident[:4] != b"\x7fELF":
+        return None
+    cls_, data = ident[4], ident[5]
+    end = "<" if data == 1 else ">"
+    if cls_ == 2:
+        shoff, = struct.unpack_from(end + "Q", ident, 0x28)
+        shentsize, shnum, shstrndx = struct.unpack_from(end + "HHH", ident, 0x3A)
+        sh = struct.Struct(end + "IIQQQQ")  # name, type, flags, addr, offset, size
+    elif cls_ == 1:
+        shoff, = struct.unpack_from(end + "I", ident, 0x20)
+        shentsize, shnum, shstrndx = struct.unpack_from(end + "HHH", ident, 0x2E)
+        sh = struct.Struct(end + "IIIIII")
+    else:
+        return None
+    truncated = PayloadError(f"{where}: the executable is truncated (its ELF section table is missing); "
+                             "download it again")
+    if shnum == 0 or shoff == 0:
+        return None
+    if shoff + shnum * shentsize > file_size or shstrndx >= shnum or shentsize < sh.size:
+        raise truncated
+    f.seek(shoff)
+    table = f.read(shnum * shentsize)
+    if len(table) != shnum * shentsize:
+        raise truncated
+    sections = [sh.unpack_from(table, i * shentsize) for i in range(shnum)]
+    str_off, str_size = sections[shstrndx][4], sections[shstrndx][5]
+    if str_off + str_size > file_size:
+        raise truncated
+    f.seek(str_off)
+    names = f.read(str_size)
+    want = name.encode()
+    for s_name, _type, _flags, _addr, s_off, s_size in sections:
+        if names[s_name:s_name + len(want) + 1] == want + b"\0":
+            if s_off + s_size > file_size:
+                raise truncated
+            return s_off, s_size
+    return None
+
+
+# --------------------------------------------------------------------------- reader
+
+
+class Sink(Protocol):
+    def write(self, data: memoryview) -> object: ...
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Payload:
+    """An opened payload: where it is and what it holds. Cheap: nothing is decoded."""
+
+    path: Path
+    label: str  # how messages name the file (the executable's path, not /proc/self/exe)
+    base: int  # file offset of the payload's first byte (section start, or 0 for a plain file)
+    size: int  # bytes in the section (or file)
+    header: Header
+    manifest: Manifest
+
+    @classmethod
+    def open(cls, path: Path | str, *, label: str | None = None) -> "Payload | None":
+        """Read the manifest of ``path`` (an ELF with a ``mkepayload`` section, or a plain payload
+        file). Returns None when ``path`` is an ELF without payload (a build without one)."""
+        path = Path(path)
+        where = label or str(path)
+        try:
+            with open(path, "rb") as f:
+                found = find_elf_section(f, SECTION_NAME, where)
+                if found is None:
+                    f.seek(0)
+                    if f.read(len(MAGIC)) != MAGIC:
+                        return None
+                    f.seek(0, os.SEEK_END)
+                    found = (0, f.tell())
+                base, size = found
+                f.seek(base)
+                header = Header.unpack(f.read(HEADER_SIZE), where)
+                if header.data_offset + header.data_length > size:
+                    raise PayloadError(f"{where}: the payload is truncated ({size} bytes, its header says "
+                                       f"{header.data_offset + header.data_length}); download mke again")
+                f.seek(base + header.manifest_offset)
+                body = f.read(header.manifest_length)
+        except OSError as e:
+            raise PayloadError(f"{where}: cannot read the payload: {e.strerror or e}") from e
+        if len(body) != header.manifest_length:
+            raise PayloadError(f"{where}: the payload manifest is truncated; download mke again")
+        if hashlib.sha256(body).digest() != header.manifest_sha256:
+            raise PayloadError(f"{where}: the payload manifest does not match its sha256 (tampered or damaged); "
+                               "download mke again")
+        manifest = Manifest.from_json(body, where=f"{where}: payload manifest")
+        if manifest.data_length > header.data_length:
+            raise PayloadError(f"{where}: the payload manifest points past the data area; download mke again")
+        return cls(path=path, label=where, base=base, size=size, header=header, manifest=manifest)
+
+    def frames_for(self, names: Iterable[str]) -> dict[int, list[Binary]]:
+        """Frame index -> the wanted binaries in it (only embedded binaries)."""
+        out: dict[int, list[Binary]] = {}
+        for name in names:
+            b = self.manifest.binary(name)
+            if b.frame is None:
+                raise PayloadError(f"{self.label}: {name} is not embedded (mode {b.mode}); it is looked up on PATH")
+            out.setdefault(b.frame, []).append(b)
+        return out
+
+    def decode_frame(self, index: int, sinks: Mapping[str, Sink]) -> None:
+        """Decode frame ``index`` once, writing each wanted member's bytes to its sink.
+
+        Decoding stops as soon as the last wanted member is complete. Raises
+        PayloadError (after the sinks got bytes, which the caller must then discard)
+        if the frame cannot be decoded or a member's sha256 or size does not match;
+        when the whole frame was read, its compressed bytes are checked too.
+        """
+        import zstandard  # imported here: `mke version` never pays for it
+
+        frame = self.manifest.frames[index]
+        wanted = [self.manifest.binary(n) for n in sinks]
+        for b in wanted:
+            if b.frame != index:
+                raise ValueError(f"{b.name} is not in frame {index}")
+        spans = [(b, b.offset or 0, (b.offset or 0) + (b.size or 0)) for b in wanted]
+        stop = max((e for _, _, e in spans), default=0)
+        where = f"{self.label}: payload frame {index} ({', '.join(frame.members)})"
+        hashes = {b.name: hashlib.sha256() for b in wanted}
+        written = {b.name: 0 for b in wanted}
+        dctx = zstandard.ZstdDecompressor(max_window_size=1 << MAX_WINDOW_LOG)
+        reader = _FrameReader(self.path, self.base + self.header.data_offset + frame.offset, frame.size, where)
+        try:
+            pos = 0
+            stream = dctx.stream_reader(reader, read_size=READ_CHUNK, read_across_frames=False, closefd=False)
+            while pos < stop:
+                chunk = stream.read(DECODE_CHUNK)
+                if not chunk:
+                    break
+                end = pos + len(chunk)
+                view = memoryview(chunk)
+                for b, b_start, b_end in spans:
+                    lo, hi = max(b_start, pos), min(b_end, end)
+                    if hi > lo:
+                        piece = view[lo - pos:hi - pos]
+                        hashes[b.name].update(piece)
+                        sinks[b.name].write(piece)
+                        written[b.name] += hi - lo
+                pos = end
+            if pos >= frame.decoded_size or stop >= frame.decoded_size:
+                while stream.read(DECODE_CHUNK):  # the end of the frame: its checksum gets checked
+                    pass
+                reader.read_rest()
+                if reader.digest() != frame.sha256:
+                    raise PayloadError(f"{where}: compressed bytes do not match their sha256 (tampered or "
+                                       "damaged); download mke again")
+        except zstandard.ZstdError as e:
+            raise PayloadError(f"{where}: cannot be decoded ({e}); the executable is damaged or tampered with, "
+                               "download it again") from e
+        finally:
+            reader.close()
+        for b in wanted:
+            if written[b.name] != b.size or hashes[b.name].hexdigest() != b.sha256:
+                raise PayloadError(f"{where}: {b.name} does not match its sha256 {b.sha256}"
+                                   " (tampered or damaged); download mke again")
+
+    def verify(self) -> list[str]:
+        """Check every frame's compressed bytes against its sha256 without decoding; returns problems."""
+        problems = []
+        for i, frame in enumerate(self.manifest.frames):
+            reader = _FrameReader(self.path, self.base + self.header.data_offset + frame.offset, frame.size,
+                                  f"{self.label}: payload frame {i}")
+            try:
+                reader.read_rest()
+            except PayloadError as e:
+                problems.append(str(e))
+                continue
+            finally:
+                reader.close()
+            if reader.digest() != frame.sha256:
+                problems.append(f"{self.label}: payload frame {i} ({', '.join(frame.members)}) does not match its sha256")
+        return problems
+
+
+class _FrameReader:
+    """File-like over one frame's compressed bytes that hashes what it hands out."""
+
+    def __init__(self, path: Path, offset: int, size: int, where: str):
+        self._f = open(path, "rb", buffering=0)
+        self._f.seek(offset)
+        self._left = size
+        self._size = size
+        self._hash = hashlib.sha256()
+        self._where = where
+
+    def read(self, n: int = -1) -> bytes:
+        if self._left <= 0:
+            return b""
+        n = self._left if n is None or n < 0 else min(n, self._left)
+        data = self._f.read(n)
+        if not data:
+            raise PayloadError(f"{self._where}: the executable is truncated; download mke again")
+        self._left -= len(data)
+        self._hash.update(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def read_rest(self) -> None:
+        while self._left > 0:
+            self.read(READ_CHUNK)
+
+    def digest(self) -> str:
+        return self._hash.hexdigest()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+PAYLOAD_ENV = "MKE_PAYLOAD"
+
+
+def running_payload() -> Payload | None:
+    """The payload of the running mke, or None (a build without payload, or run from source).
+
+    ``$MKE_PAYLOAD`` names a payload file (or an executable carrying one) to use instead;
+    a frozen mke reads its own executable through /proc/self/exe, which stays the file
+    this process started from even if dist/mke is replaced meanwhile.
+    """
+    import sys
+
+    env = os.environ.get(PAYLOAD_ENV)
+    if env:
+        if not os.path.exists(env):
+            raise PayloadError(f"${PAYLOAD_ENV}={env}: no such file")
+        return Payload.open(env)
+    if getattr(sys, "frozen", False):
+        exe = "/proc/self/exe" if os.path.exists("/proc/self/exe") else sys.executable
+        return Payload.open(exe, label=sys.executable)
+    return None
