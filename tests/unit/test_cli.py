@@ -1,0 +1,49 @@
+"""build/cli.py: one-line errors listing valid choices; the recipes table."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from build.cli import main
+from build.download import mirror_url
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("args,code,text", [
+    (["build", "--mode=bogus"], 2, "unknown mode 'bogus': choose one of fetch, docker, none"),
+    (["build", "--mode=none", "--component=nope"], 2, "unknown component 'nope': choose from cni-plugins, containerd"),
+    (["build", "--mode=none", "--arch=s390x"], 2, "unknown arch 's390x': choose one of amd64, arm64"),
+    (["build", "--jobs=x"], 2, "invalid int value"),
+])
+def test_usage_errors(args, code, text, capsys, tmp_path):
+    assert main([*args, f"--cache-dir={tmp_path}"]) == code
+    err = capsys.readouterr().err
+    assert text in err and err.count("\n") == 1
+
+
+def test_recipes_table(capsys):
+    assert main(["recipes"]) == 0
+    out = capsys.readouterr().out
+    assert "kubernetes    1.36.5   fetch,docker,none" in out
+    assert "konnectivity  0.36.0   docker,none" in out
+
+
+def test_none_mode_writes_manifest_without_binaries(tmp_path, capsys):
+    assert main(["build", "--mode=none", f"--cache-dir={tmp_path / 'c'}", f"--dist={tmp_path / 'd'}"]) == 0
+    import json
+
+    m = json.loads((tmp_path / "d" / "linux-amd64" / "manifest.json").read_text())
+    assert m["mode"] == "none" and all(e["sha256"] is None and e["source"] == "PATH" for e in m["binaries"])
+    assert not list((tmp_path / "d" / "linux-amd64" / "bin").iterdir())
+
+
+def test_component_by_binary_name(tmp_path):
+    assert main(["build", "--mode=none", "--component=kubelet", f"--cache-dir={tmp_path}", f"--dist={tmp_path / 'd'}"]) == 0
+
+
+def test_mirror_url():
+    assert mirror_url("https://dl.k8s.io/release/v1/bin/x", "http://m:8/base/") == "http://m:8/base/dl.k8s.io/release/v1/bin/x"
+    assert mirror_url("https://a/b", None) == "https://a/b"
