@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from build.action import Action
-from build.download import Downloader
 from build.errors import FetchError, UnpinnedArtifactError, UsageError
 from build.modes.base import BuildContext
 from build.progress import log
@@ -138,6 +137,8 @@ class FetchMode:
                         f"{recipe.name}: {art.url} has no pinned sha256 for {ctx.platform} in {ctx.lock.path}; "
                         "run `nox -s lock` to pin it, or pass --allow-unpinned to trust upstream's checksum file"
                     )
+                from build.download import Downloader  # requests is slow to import: only when needed
+
                 downloader = downloader or Downloader(ctx.cache.root / "downloads", mirror=ctx.mirror)
                 text = downloader.fetch_text(art.checksum_url, recipe.name)
                 digest = parse_checksum(text, art.checksum_format, art.url.rsplit("/", 1)[-1], source=art.checksum_url)
@@ -162,6 +163,8 @@ class FetchMode:
         )
 
     def run(self, ctx: BuildContext, recipe: Recipe, action: Action, workdir: Path) -> tuple[dict[str, Path], dict[str, Any]]:
+        from build.download import Downloader
+
         downloader = Downloader(ctx.cache.root / "downloads", mirror=ctx.mirror)
         arts = action.inputs["artifacts"]
         concrete = {a.url: a for a in expand_artifacts(recipe, ctx.platform.os, ctx.platform.arch)}
