@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -88,6 +89,10 @@ def cmd_build(args: argparse.Namespace) -> int:
         f"built={built} cached={cached} manifest={manifest} ({time.monotonic() - t0:.2f}s)",
         file=sys.stderr,
     )
+    if args.opt_check_reproducible:
+        from build.reproducible import check_reproducible
+
+        check_reproducible(ctx, args.mode, recipes, results)
     _after_build(args, ctx, results, manifest)
     return 0
 
@@ -164,6 +169,12 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--fips", action="store_true", help="build with the FIPS toolchain (see nox -s build-fips)")
     b.add_argument("--dist", type=Path, default=REPO / "dist", help="output directory (default dist/)")
     b.add_argument("--quiet", action="store_true", help="no progress lines")
+    b.add_argument("--check-reproducible", dest="opt_check_reproducible", action="store_true",
+                   help="rebuild from clean state (fresh cache, fresh Go build cache) and compare every digest")
+    b.add_argument("--go-cache-volume", dest="opt_go_cache_volume", default=None,
+                   help="docker mode: Docker volume for the persistent Go build cache (default mke-go-build-cache)")
+    b.add_argument("--builder-spec", dest="opt_builder_spec", type=Path, default=None,
+                   help="docker mode: builder image spec (default recipes/builders/go-builder.toml)")
     b.set_defaults(func=cmd_build)
 
     r = sub.add_parser("recipes", help="list components, versions and supported modes")
@@ -192,7 +203,12 @@ def make_parser() -> argparse.ArgumentParser:
 PARSER_HOOKS: list = []  # callables(parser) that add mode-specific flags
 
 
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt  # unwind: temp files and partial outputs are removed on the way out
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _terminate)
     parser = make_parser()
     for hook in PARSER_HOOKS:
         hook(parser)
