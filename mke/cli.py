@@ -21,6 +21,15 @@ from mke.errors import MkeError, UsageError
 COMMANDS: dict[str, tuple[str, str]] = {
     "version": ("version", "print mke's version and its embedded components"),
     "extract": ("extract", "stage every embedded binary into the bin dir"),
+    "server": ("server", "run a controller: the Kubernetes control plane"),
+    "config": ("config", "print the default mke.yaml (create) or check one (validate)"),
+    "token": ("token", "create, list or invalidate join tokens"),
+    "status": ("status", "show the role, components and versions of the mke running here"),
+    "kubeconfig": ("kubeconfig", "print a kubeconfig (admin)"),
+    "kubectl": ("kubectl", "run the embedded kubectl against this cluster"),
+    "reset": ("reset", "remove everything mke created on this host (mke must be stopped)"),
+    "install": ("install", "write a systemd unit for mke (controller or worker)"),
+    "etcd": ("etcd", "etcd membership: member-list, leave"),
 }
 
 

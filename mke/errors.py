@@ -53,3 +53,15 @@ class NotImplementedYet(MkeError):
     """A documented feature that this build does not provide yet."""
 
     exit_code = 9
+
+
+class KubeAPIError(MkeError):
+    """The Kubernetes API (or etcd's) answered with an error or could not be reached."""
+
+    exit_code = 10
+
+
+class BusyError(MkeError):
+    """The operation needs mke stopped (or running) and it is not; the message says which."""
+
+    exit_code = 11

@@ -1,0 +1,60 @@
+"""``mke server``: run a controller (the Kubernetes control plane) on this host."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+
+from mke.errors import NotImplementedYet
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("token", nargs="?", help="a controller token to join an existing control plane")
+    p.add_argument("--config", "-c", type=Path, help="mke.yaml (default: built-in defaults; see mke config create)")
+    p.add_argument("--data-dir", type=Path, default=None, help="state directory (default /var/lib/mke)")
+    p.add_argument("--bin-dir", type=Path, default=None,
+                   help="directory holding the component binaries (default: staged into <data-dir>/bin, or PATH)")
+    p.add_argument("--enable-worker", action="store_true", help="also run a (tainted) worker on this host")
+    p.add_argument("--no-taints", action="store_true", help="with --enable-worker: do not taint this node")
+    p.add_argument("--name", help="node name (default: the host name)")
+    p.add_argument("--no-manifests", action="store_true", help=argparse.SUPPRESS)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mke.config import load_config, with_overrides
+    from mke.controller import DEFAULT_DATA_DIR, Controller
+
+    cfg = load_config(args.config)
+    if args.enable_worker:
+        cfg = with_overrides(cfg, **{"control_plane.worker": True})
+    if args.no_taints:
+        cfg = with_overrides(cfg, **{"control_plane.taints": False})
+    if cfg.control_plane.worker:
+        raise NotImplementedYet("--enable-worker needs the worker runtime (mke worker), which this build lacks")
+    etcd_join = None
+    data_dir = args.data_dir or DEFAULT_DATA_DIR
+    if args.token:
+        from mke.join import join_control_plane
+
+        cfg, etcd_join = join_control_plane(args.token, cfg, data_dir=data_dir, name=args.name)
+    ctl = Controller(cfg, data_dir=data_dir, bin_dir=args.bin_dir, name=args.name, etcd_join=etcd_join,
+                     manifests=not args.no_manifests)
+    t0 = time.monotonic()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        print(f"mke: {signal.Signals(signum).name}: stopping", file=sys.stderr, flush=True)
+        ctl.stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    def ready(c: Controller) -> None:
+        print(f"mke: control plane ready in {time.monotonic() - t0:.1f}s; "
+              f"API https://{c.ctx.api_address}:{cfg.api.port}, kubeconfig {c.ctx.pki.kubeconfig('admin')}",
+              file=sys.stderr, flush=True)
+
+    ctl.run(on_ready=ready)
+    return 0

@@ -1,0 +1,66 @@
+"""``mke status``: role, components and their state, versions (from run/status.json)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=Path, default=None, help="state directory (default /var/lib/mke)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def read_status(data_dir: Path) -> dict | None:
+    from mke.controller import STATUS_NAME, holder_pid
+
+    pid = holder_pid(data_dir)
+    if pid is None:
+        return None
+    try:
+        doc = json.loads((data_dir / "run" / STATUS_NAME).read_text())
+    except (OSError, ValueError):
+        doc = {"pid": pid, "phase": "starting", "components": []}
+    return doc
+
+
+def run(args: argparse.Namespace) -> int:
+    from mke import __version__
+    from mke.controller import DEFAULT_DATA_DIR
+    from mke.errors import BusyError
+
+    data_dir = (args.data_dir or DEFAULT_DATA_DIR).absolute()
+    doc = read_status(data_dir)
+    if doc is None:
+        raise BusyError(f"mke is not running with data dir {data_dir}")
+    for c in doc.get("components", []):
+        pid = c.get("pid")
+        if pid and not os.path.exists(f"/proc/{pid}"):
+            c["state"] = "gone"
+    if args.json:
+        print(json.dumps(doc, indent=1))
+        return 0
+    up = time.time() - doc.get("started_at", time.time())
+    print(f"role:       {doc.get('role', '?')}")
+    print(f"mke:        {doc.get('mke_version', __version__)} (pid {doc.get('pid')}, {doc.get('phase')}, up {up:.0f}s)")
+    print(f"node:       {doc.get('node_name', '?')}")
+    print(f"api:        https://{doc.get('api_address')}:{doc.get('api_port')}")
+    print(f"storage:    {doc.get('storage', '?')}")
+    print("components:")
+    for c in doc.get("components", []):
+        extra = []
+        if c.get("pid"):
+            extra.append(f"pid {c['pid']}")
+        if c.get("restarts"):
+            extra.append(f"{c['restarts']} restarts")
+        if c.get("version"):
+            extra.append(c["version"])
+        if c.get("objects"):
+            extra.append(f"{c['objects']} objects")
+        if c.get("last_error"):
+            extra.append(f"error: {c['last_error']}")
+        print(f"  {c['name']:<25} {c.get('state', '?'):<10} {', '.join(extra)}")
+    return 0

@@ -1,0 +1,1 @@
+"""The components ``mke server`` runs, one small class each (see DESIGN.md)."""

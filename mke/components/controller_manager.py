@@ -1,0 +1,42 @@
+"""kube-controller-manager: signs kubelet certificates with the cluster CA, cleans and signs
+bootstrap tokens, allocates node pod CIDRs."""
+
+from __future__ import annotations
+
+from mke.components.base import SupervisedComponent, https_ok
+
+SECURE_PORT = 10257
+
+
+class KubeControllerManager(SupervisedComponent):
+    name = "kube-controller-manager"
+    binary = "kube-controller-manager"
+    ready_timeout = 120.0
+
+    def args(self) -> list[str]:
+        cfg, pki = self.ctx.config, self.ctx.pki
+        kubeconfig = pki.kubeconfig("controller-manager")
+        return [
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={SECURE_PORT}",
+            f"--client-ca-file={pki.crt('ca')}",
+            f"--requestheader-client-ca-file={pki.crt('front-proxy-ca')}",
+            f"--cluster-signing-cert-file={pki.crt('ca')}",
+            f"--cluster-signing-key-file={pki.key('ca')}",
+            f"--root-ca-file={pki.crt('ca')}",
+            f"--service-account-private-key-file={pki.sa_key}",
+            "--use-service-account-credentials=true",
+            "--controllers=*,bootstrapsigner,tokencleaner",
+            "--allocate-node-cidrs=true",
+            f"--cluster-cidr={cfg.network.pod_cidr}",
+            f"--service-cluster-ip-range={cfg.network.service_cidr}",
+            "--leader-elect=true",
+            "--profiling=false",
+        ]
+
+    def ready(self) -> bool:
+        ok, _ = https_ok(f"https://127.0.0.1:{SECURE_PORT}/healthz", verify=False)
+        return ok

@@ -1,0 +1,42 @@
+"""konnectivity-server: agents on the nodes dial in; the apiserver reaches nodes through it
+(kubectl logs/exec, webhooks, aggregated APIs) over a unix socket."""
+
+from __future__ import annotations
+
+from mke.components.base import SupervisedComponent, https_ok
+
+
+class KonnectivityServer(SupervisedComponent):
+    name = "konnectivity-server"
+    binary = "konnectivity-server"
+    ready_timeout = 60.0
+
+    @property
+    def socket_path(self):  # noqa: ANN201
+        return self.ctx.run_dir / "konnectivity-server.sock"
+
+    def args(self) -> list[str]:
+        k, pki = self.ctx.config.konnectivity, self.ctx.pki
+        return [
+            f"--uds-name={self.socket_path}",
+            "--delete-existing-uds-file=true",
+            "--server-port=0",
+            "--mode=grpc",
+            f"--agent-port={k.agent_port}",
+            f"--admin-port={k.admin_port}",
+            "--admin-bind-address=127.0.0.1",
+            f"--health-port={k.health_port}",
+            "--health-bind-address=127.0.0.1",
+            f"--cluster-cert={pki.crt('konnectivity')}",
+            f"--cluster-key={pki.key('konnectivity')}",
+            f"--kubeconfig={pki.kubeconfig('konnectivity')}",
+            "--agent-namespace=kube-system",
+            "--agent-service-account=konnectivity-agent",
+            "--authentication-audience=system:konnectivity-server",
+            "--proxy-strategies=destHost,default",
+            "--server-count=1",
+        ]
+
+    def ready(self) -> bool:
+        ok, _ = https_ok(f"http://127.0.0.1:{self.ctx.config.konnectivity.health_port}/healthz")
+        return ok

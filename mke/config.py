@@ -1,0 +1,435 @@
+"""mke.yaml: the cluster configuration, parsed into frozen keyword-only dataclasses.
+
+Every section is a dataclass whose fields carry their YAML key (camelCase) in the
+field metadata. ``load_config`` checks each value where it is read, so an error names
+the file and the dotted field (``mke.yaml: network.podCIDR: ...``); unknown keys are
+errors with a "did you mean" hint. ``default_config()`` is what ``mke config create``
+prints, and ``config_to_dict`` is its inverse, so create → validate round-trips.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from mke.errors import ConfigError
+
+KUBERNETES_VERSION = "1.36.5"
+
+# Component names whose flags `extraArgs` may extend (and which the supervisor runs).
+COMPONENTS = (
+    "etcd",
+    "kine",
+    "kube-apiserver",
+    "konnectivity-server",
+    "kube-controller-manager",
+    "kube-scheduler",
+)
+
+NETWORK_PROVIDERS = ("calico", "bridge", "custom")
+STORAGE_TYPES = ("etcd", "kine")
+KINE_SCHEMES = ("sqlite", "mysql", "postgres", "postgresql")
+
+
+def _key(name: str, check: Callable[[Any, str], Any] | None = None, **kw: Any) -> Any:
+    """A dataclass field bound to YAML key ``name``; ``check(value, where)`` validates it."""
+    return field(metadata={"key": name, "check": check}, **kw)
+
+
+# ---------------------------------------------------------------- value checks
+# Each takes the raw YAML value and the dotted path, returns the parsed value or raises.
+
+
+def _fail(where: str, msg: str) -> ConfigError:
+    return ConfigError(f"{where}: {msg}")
+
+
+def _str(v: Any, where: str) -> str:
+    if not isinstance(v, str):
+        raise _fail(where, f"expected a string, got {type(v).__name__} {v!r}")
+    return v
+
+
+def _bool(v: Any, where: str) -> bool:
+    if not isinstance(v, bool):
+        raise _fail(where, f"expected true or false, got {v!r}")
+    return v
+
+
+def _port(v: Any, where: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 65535:
+        raise _fail(where, f"expected a port number 1-65535, got {v!r}")
+    return v
+
+
+def _ip_or_empty(v: Any, where: str) -> str:
+    s = _str(v, where)
+    if s:
+        try:
+            ipaddress.ip_address(s)
+        except ValueError:
+            raise _fail(where, f"{s!r} is not an IP address (leave it empty to use the host's first address)") from None
+    return s
+
+
+_HOST_RE = re.compile(r"^(?=.{1,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$")
+
+
+def _host(v: Any, where: str) -> str:
+    s = _str(v, where)
+    try:
+        ipaddress.ip_address(s)
+        return s
+    except ValueError:
+        pass
+    if not _HOST_RE.match(s):
+        raise _fail(where, f"{s!r} is neither an IP address nor a DNS name")
+    return s
+
+
+def _host_or_empty(v: Any, where: str) -> str:
+    return _host(v, where) if _str(v, where) else ""
+
+
+def _hosts(v: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(v, list):
+        raise _fail(where, f"expected a list of addresses or DNS names, got {v!r}")
+    return tuple(_host(x, f"{where}[{i}]") for i, x in enumerate(v))
+
+
+def _cidr(v: Any, where: str) -> str:
+    s = _str(v, where)
+    try:
+        net = ipaddress.ip_network(s, strict=True)
+    except ValueError as e:
+        raise _fail(where, f"{s!r} is not a network in CIDR notation such as 10.244.0.0/16 ({e})") from None
+    if net.num_addresses < 16:
+        raise _fail(where, f"{s} is too small (needs at least /28)")
+    return s
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[Any, str], str]:
+    def check(v: Any, where: str) -> str:
+        s = _str(v, where)
+        if s not in choices:
+            raise _fail(where, f"{s!r} is not one of {', '.join(choices)}{_hint(s, choices)}")
+        return s
+
+    return check
+
+
+_DOMAIN_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
+
+
+def _domain(v: Any, where: str) -> str:
+    s = _str(v, where)
+    if not _DOMAIN_RE.match(s):
+        raise _fail(where, f"{s!r} is not a DNS domain such as cluster.local")
+    return s
+
+
+_IMAGE_RE = re.compile(r"^[a-z0-9]([a-z0-9._/-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9._-]+)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$")
+
+
+def _image(v: Any, where: str) -> str:
+    s = _str(v, where)
+    if ":" not in s.rsplit("/", 1)[-1] and "@" not in s:
+        raise _fail(where, f"{s!r} has no tag or digest; pin it (e.g. {s}:v1.0.0)")
+    if not _IMAGE_RE.match(s):
+        raise _fail(where, f"{s!r} is not an image reference such as registry.k8s.io/pause:3.10.1")
+    return s
+
+
+def _registry(v: Any, where: str) -> str:
+    s = _str(v, where)
+    if s and not re.match(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9._-]+)*$", s):
+        raise _fail(where, f"{s!r} is not a registry host[/path] such as registry.example.com:5000/mirror")
+    return s
+
+
+def _kine_dsn(v: Any, where: str) -> str:
+    s = _str(v, where)
+    if not s:
+        return s
+    scheme = s.split("://", 1)[0] if "://" in s else ""
+    if scheme not in KINE_SCHEMES:
+        raise _fail(
+            where,
+            f"{s.split('@')[-1]!r} has no supported scheme; use sqlite:///path/state.db, "
+            "mysql://user:pass@tcp(host:3306)/db or postgres://user:pass@host:5432/db",
+        )
+    return s
+
+
+_FLAG_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+
+def _extra_args(v: Any, where: str) -> Mapping[str, Mapping[str, str]]:
+    if not isinstance(v, dict):
+        raise _fail(where, f"expected a mapping of component name to flags, got {v!r}")
+    out: dict[str, dict[str, str]] = {}
+    for comp, flags in v.items():
+        w = f"{where}.{comp}"
+        if comp not in COMPONENTS:
+            raise _fail(w, f"unknown component{_hint(str(comp), COMPONENTS)}; one of {', '.join(COMPONENTS)}")
+        if flags is None:
+            flags = {}
+        if not isinstance(flags, dict):
+            raise _fail(w, f"expected a mapping of flag name to value, got {flags!r}")
+        parsed: dict[str, str] = {}
+        for flag, val in flags.items():
+            fw = f"{w}.{flag}"
+            if not isinstance(flag, str) or not _FLAG_RE.match(flag.lstrip("-")):
+                raise _fail(fw, "flag names are written without leading dashes, e.g. v: '2'")
+            if isinstance(val, bool):
+                val = "true" if val else "false"
+            if not isinstance(val, (str, int, float)):
+                raise _fail(fw, f"expected a scalar flag value, got {val!r}")
+            parsed[flag.lstrip("-")] = str(val)
+        out[comp] = parsed
+    return out
+
+
+def _hint(word: str, choices: Any) -> str:
+    by_lower = {c.lower(): c for c in choices}
+    close = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
+    return f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
+
+
+# ---------------------------------------------------------------- the model
+
+
+@dataclass(frozen=True, kw_only=True)
+class APIConfig:
+    """Where the Kubernetes API is served and what its certificate covers."""
+
+    address: str = _key("address", _ip_or_empty, default="")
+    port: int = _key("port", _port, default=6443)
+    external_address: str = _key("externalAddress", _host_or_empty, default="")
+    sans: tuple[str, ...] = _key("sans", _hosts, default=())
+    mke_api_port: int = _key("mkeAPIPort", _port, default=9443)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NetworkConfig:
+    provider: str = _key("provider", _one_of(NETWORK_PROVIDERS), default="calico")
+    pod_cidr: str = _key("podCIDR", _cidr, default="10.244.0.0/16")
+    service_cidr: str = _key("serviceCIDR", _cidr, default="10.96.0.0/12")
+    cluster_domain: str = _key("clusterDomain", _domain, default="cluster.local")
+
+    @property
+    def kubernetes_service_ip(self) -> str:
+        return str(ipaddress.ip_network(self.service_cidr)[1])
+
+    @property
+    def dns_service_ip(self) -> str:
+        return str(ipaddress.ip_network(self.service_cidr)[10])
+
+
+@dataclass(frozen=True, kw_only=True)
+class EtcdConfig:
+    peer_address: str = _key("peerAddress", _ip_or_empty, default="")
+    client_port: int = _key("clientPort", _port, default=2379)
+    peer_port: int = _key("peerPort", _port, default=2380)
+
+
+@dataclass(frozen=True, kw_only=True)
+class KineConfig:
+    data_source: str = _key("dataSource", _kine_dsn, default="")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StorageConfig:
+    type: str = _key("type", _one_of(STORAGE_TYPES), default="etcd")
+    etcd: EtcdConfig = _key("etcd", default_factory=EtcdConfig)
+    kine: KineConfig = _key("kine", default_factory=KineConfig)
+
+
+@dataclass(frozen=True, kw_only=True)
+class KonnectivityConfig:
+    enabled: bool = _key("enabled", _bool, default=True)
+    agent_port: int = _key("agentPort", _port, default=8132)
+    admin_port: int = _key("adminPort", _port, default=8133)
+    health_port: int = _key("healthPort", _port, default=8092)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ControlPlaneConfig:
+    """Isolation of the controller: no kubelet unless `worker` (or --enable-worker)."""
+
+    worker: bool = _key("worker", _bool, default=False)
+    taints: bool = _key("taints", _bool, default=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImagesConfig:
+    """Images of the cluster add-ons, pinned; `registry` replaces every image's registry host."""
+
+    registry: str = _key("registry", _registry, default="")
+    pause: str = _key("pause", _image, default="registry.k8s.io/pause:3.10.1")
+    coredns: str = _key("coredns", _image, default="registry.k8s.io/coredns/coredns:v1.12.1")
+    metrics_server: str = _key("metricsServer", _image, default="registry.k8s.io/metrics-server/metrics-server:v0.8.0")
+    kube_proxy: str = _key("kubeProxy", _image, default=f"registry.k8s.io/kube-proxy:v{KUBERNETES_VERSION}")
+    konnectivity_agent: str = _key(
+        "konnectivityAgent", _image, default="registry.k8s.io/kas-network-proxy/proxy-agent:v0.36.0"
+    )
+    calico_cni: str = _key("calicoCNI", _image, default="quay.io/calico/cni:v3.30.3")
+    calico_node: str = _key("calicoNode", _image, default="quay.io/calico/node:v3.30.3")
+    calico_kube_controllers: str = _key(
+        "calicoKubeControllers", _image, default="quay.io/calico/kube-controllers:v3.30.3"
+    )
+
+    def ref(self, attr: str) -> str:
+        """The image for ``attr`` with ``registry`` applied (the path after the host is kept)."""
+        image: str = getattr(self, attr)
+        if not self.registry:
+            return image
+        first, _, rest = image.partition("/")
+        if rest and ("." in first or ":" in first or first == "localhost"):
+            image = rest  # drop the original registry host
+        return f"{self.registry}/{image}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterConfig:
+    api: APIConfig = _key("api", default_factory=APIConfig)
+    network: NetworkConfig = _key("network", default_factory=NetworkConfig)
+    storage: StorageConfig = _key("storage", default_factory=StorageConfig)
+    konnectivity: KonnectivityConfig = _key("konnectivity", default_factory=KonnectivityConfig)
+    control_plane: ControlPlaneConfig = _key("controlPlane", default_factory=ControlPlaneConfig)
+    images: ImagesConfig = _key("images", default_factory=ImagesConfig)
+    extra_args: Mapping[str, Mapping[str, str]] = _key("extraArgs", _extra_args, default_factory=dict)
+
+    def args_for(self, component: str) -> dict[str, str]:
+        return dict(self.extra_args.get(component, {}))
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _parse_section(cls: type, data: Any, where: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise _fail(where or "(top level)", f"expected a mapping, got {type(data).__name__}")
+    fields = {f.metadata["key"]: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        f = fields.get(key)
+        if f is None:
+            raise _fail(path, f"unknown key{_hint(str(key), fields)}")
+        section = _SECTIONS.get(f.type) if isinstance(f.type, str) else None
+        if section is not None:
+            kwargs[f.name] = _parse_section(section, value, path)
+        else:
+            kwargs[f.name] = f.metadata["check"](value, path)
+    return cls(**kwargs)
+
+
+_SECTIONS: dict[str, type] = {
+    c.__name__: c
+    for c in (APIConfig, NetworkConfig, EtcdConfig, KineConfig, StorageConfig, KonnectivityConfig,
+              ControlPlaneConfig, ImagesConfig, ClusterConfig)
+}
+
+
+def _cross_check(cfg: ClusterConfig) -> None:
+    pod = ipaddress.ip_network(cfg.network.pod_cidr)
+    svc = ipaddress.ip_network(cfg.network.service_cidr)
+    if pod.version == svc.version and pod.overlaps(svc):
+        raise _fail("network.serviceCIDR", f"{svc} overlaps network.podCIDR {pod}")
+    if svc.version == 4 and svc.prefixlen < 12:
+        raise _fail("network.serviceCIDR", f"{svc} is larger than the apiserver allows (/12 at most)")
+    ports = {
+        "api.port": cfg.api.port,
+        "api.mkeAPIPort": cfg.api.mke_api_port,
+        "konnectivity.agentPort": cfg.konnectivity.agent_port,
+        "konnectivity.adminPort": cfg.konnectivity.admin_port,
+        "konnectivity.healthPort": cfg.konnectivity.health_port,
+    }
+    if cfg.storage.type == "etcd":
+        ports |= {"storage.etcd.clientPort": cfg.storage.etcd.client_port, "storage.etcd.peerPort": cfg.storage.etcd.peer_port}
+    seen: dict[int, str] = {}
+    for name, port in ports.items():
+        if port in seen:
+            raise _fail(name, f"port {port} is already used by {seen[port]}")
+        seen[port] = name
+    if cfg.storage.type == "etcd" and cfg.storage.kine.data_source:
+        raise _fail("storage.kine.dataSource", "is set but storage.type is etcd; set storage.type: kine")
+    for comp in cfg.extra_args:
+        if comp == "kine" and cfg.storage.type != "kine" or comp == "etcd" and cfg.storage.type != "etcd":
+            raise _fail(f"extraArgs.{comp}", f"{comp} does not run with storage.type {cfg.storage.type}")
+
+
+def parse_config(data: Any, source: str = "mke.yaml") -> ClusterConfig:
+    """Validate an already-parsed YAML document; errors are prefixed with ``source``."""
+    try:
+        cfg = _parse_section(ClusterConfig, data, "")
+        _cross_check(cfg)
+        return cfg
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def load_config(path: Path | None) -> ClusterConfig:
+    """Read and validate ``path``; ``None`` gives the default configuration."""
+    if path is None:
+        return default_config()
+    import yaml
+
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config: {e.strerror}") from e
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{at}: {getattr(e, 'problem', e)}") from e
+    return parse_config(data, str(path))
+
+
+def default_config() -> ClusterConfig:
+    return ClusterConfig()
+
+
+def config_to_dict(obj: Any) -> Any:
+    """The YAML form of a config (or section), keys in declaration order."""
+    if dataclasses.is_dataclass(obj):
+        return {f.metadata["key"]: config_to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple):
+        return [config_to_dict(x) for x in obj]
+    if isinstance(obj, Mapping):
+        return {k: config_to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def with_overrides(cfg: ClusterConfig, **changes: Any) -> ClusterConfig:
+    """A copy of ``cfg`` with dotted-path changes, e.g. ``with_overrides(c, **{"control_plane.worker": True})``."""
+    for dotted, value in changes.items():
+        parts = dotted.split(".")
+
+        def set_in(obj: Any, idx: int) -> Any:
+            if idx == len(parts) - 1:
+                return dataclasses.replace(obj, **{parts[idx]: value})
+            return dataclasses.replace(obj, **{parts[idx]: set_in(getattr(obj, parts[idx]), idx + 1)})
+
+        cfg = set_in(cfg, 0)
+    return cfg
+
+
+def dump_config(cfg: ClusterConfig) -> str:
+    import yaml
+
+    header = (
+        "# mke cluster configuration (mke config create). Every key is optional;\n"
+        "# an empty api.address means the host's first non-loopback address.\n"
+    )
+    return header + yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=False)

@@ -1,0 +1,253 @@
+"""One controller node: PKI, storage, the control-plane components and the cluster manifests.
+
+``Controller.run()`` is what ``mke server`` does: take the data dir's lock (one mke per
+data dir), ensure the PKI, build the component stages
+``etcd|kine → kube-apiserver → konnectivity-server → controller-manager + scheduler →
+cluster manifests``, start them, keep ``run/status.json`` current for ``mke status``,
+and stop everything in reverse order when asked.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from mke import __version__
+from mke.components.apiserver import KubeAPIServer
+from mke.components.base import Component
+from mke.components.context import BinaryResolver, EtcdJoin, NodeContext
+from mke.components.controller_manager import KubeControllerManager
+from mke.components.etcd import Etcd
+from mke.components.kine import Kine
+from mke.components.konnectivity import KonnectivityServer
+from mke.components.manager import ComponentManager
+from mke.components.scheduler import KubeScheduler
+from mke.config import ClusterConfig
+from mke.errors import BusyError, MkeError
+from mke.pki import PKIRequest, write_file_atomic
+from mke.supervisor import LogSink
+
+DEFAULT_DATA_DIR = Path("/var/lib/mke")
+LOCK_NAME = "mke.lock"
+STATUS_NAME = "status.json"
+
+
+# ---------------------------------------------------------------- host facts
+
+
+def host_addresses() -> tuple[str, ...]:
+    """The host's global unicast addresses (IPv4 first), from ``ip -j addr``."""
+    try:
+        out = subprocess.run(["ip", "-j", "addr", "show"], capture_output=True, text=True, timeout=5, check=True).stdout
+        links = json.loads(out)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        links = []
+    v4: list[str] = []
+    v6: list[str] = []
+    for link in links:
+        if "LOOPBACK" in link.get("flags", []):
+            continue
+        for a in link.get("addr_info", []):
+            if a.get("scope") != "global":
+                continue
+            ip = ipaddress.ip_address(a["local"])
+            (v4 if ip.version == 4 else v6).append(str(ip))
+    return tuple(v4 + v6)
+
+
+def choose_api_address(cfg: ClusterConfig, addresses: tuple[str, ...]) -> str:
+    return cfg.api.address or (addresses[0] if addresses else "127.0.0.1")
+
+
+def node_name() -> str:
+    return socket.gethostname().split(".")[0].lower() or "mke"
+
+
+# ---------------------------------------------------------------- the lock
+
+
+class DataDirLock:
+    """An exclusive flock on ``<data-dir>/run/mke.lock`` held while mke runs on that data dir."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = Path(data_dir) / "run" / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise BusyError(f"another mke (pid {holder_pid(self.path.parent.parent) or '?'}) runs with data dir "
+                            f"{self.path.parent.parent}; stop it first") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def holder_pid(data_dir: Path) -> int | None:
+    """The pid of the mke holding ``data_dir``'s lock, or None when no mke runs there."""
+    path = Path(data_dir) / "run" / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                return int(os.pread(fd, 32, 0).split()[0])
+            except (ValueError, IndexError):
+                return -1
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------- the controller
+
+
+class Controller:
+    def __init__(self, config: ClusterConfig, *, data_dir: Path = DEFAULT_DATA_DIR, bin_dir: Path | None = None,
+                 sink: LogSink | None = None, name: str | None = None, backoff_initial: float = 0.5,
+                 etcd_join: EtcdJoin | None = None, manifests: bool = True) -> None:
+        self.config = config
+        self.data_dir = Path(data_dir).absolute()
+        addrs = host_addresses()
+        user_bin_dir = bin_dir is not None
+        self.ctx = NodeContext(
+            config=config,
+            data_dir=self.data_dir,
+            node_name=name or node_name(),
+            api_address=choose_api_address(config, addrs),
+            host_addresses=addrs,
+            binaries=BinaryResolver(Path(bin_dir) if bin_dir else self.data_dir / "bin", user_bin_dir=user_bin_dir),
+            sink=sink or LogSink(),
+            backoff_initial=backoff_initial,
+            etcd_join=etcd_join,
+        )
+        self.lock = DataDirLock(self.data_dir)
+        self.stopping = threading.Event()
+        self.with_manifests = manifests
+        self.manager: ComponentManager | None = None
+        self.started_at = time.time()
+        self.phase = "starting"
+
+    # -- build
+
+    def pki_request(self) -> PKIRequest:
+        c = self.config
+        return PKIRequest(
+            node_name=self.ctx.node_name,
+            api_address=self.ctx.api_address,
+            api_port=c.api.port,
+            external_address=c.api.external_address,
+            extra_sans=c.api.sans,
+            host_addresses=self.ctx.host_addresses,
+            kubernetes_service_ip=c.network.kubernetes_service_ip,
+            cluster_domain=c.network.cluster_domain,
+            etcd_peer_address=self.ctx.etcd_peer_address,
+        )
+
+    def stages(self) -> list[list[Component]]:
+        ctx = self.ctx
+        storage: Component
+        if self.config.storage.type == "kine":
+            kine = Kine(ctx)
+            storage, api = kine, KubeAPIServer(ctx, etcd_servers=kine.etcd_servers, etcd_tls=False)
+        else:
+            etcd = Etcd(ctx)
+            storage, api = etcd, KubeAPIServer(ctx, etcd_servers=etcd.client_url)
+        stages: list[list[Component]] = [[storage], [api]]
+        if self.config.konnectivity.enabled:
+            stages.append([KonnectivityServer(ctx)])
+        stages.append([KubeControllerManager(ctx), KubeScheduler(ctx)])
+        if self.with_manifests:
+            from mke.components.addons import ClusterManifests
+
+            stages.append([ClusterManifests(ctx)])
+        return stages
+
+    def binary_names(self) -> list[str]:
+        return [getattr(c, "binary") for s in self.stages() for c in s if getattr(c, "binary", "")]
+
+    # -- status
+
+    @property
+    def status_path(self) -> Path:
+        return self.ctx.run_dir / STATUS_NAME
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "role": "controller",
+            "mke_version": __version__,
+            "pid": os.getpid(),
+            "phase": self.phase,
+            "data_dir": str(self.data_dir),
+            "node_name": self.ctx.node_name,
+            "api_address": self.ctx.api_address,
+            "api_port": self.config.api.port,
+            "storage": self.config.storage.type,
+            "started_at": self.started_at,
+            "components": self.manager.states() if self.manager else [],
+        }
+
+    def write_status(self) -> None:
+        try:
+            write_file_atomic(self.status_path, json.dumps(self.status(), indent=1).encode(), 0o600)
+        except OSError:
+            pass
+
+    # -- run
+
+    def prepare(self) -> None:
+        """Lock the data dir, create it 0700, ensure the PKI, find the binaries."""
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.data_dir, 0o700)
+        self.lock.acquire()
+        self.ctx.pki.ensure(self.pki_request())
+        self.ctx.binaries.prefetch(self.binary_names())
+
+    def start(self) -> None:
+        self.manager = ComponentManager(self.stages(), on_change=self.write_status, stopping=self.stopping)
+        self.manager.start()
+        self.phase = "running"
+        self.write_status()
+
+    def stop(self) -> None:
+        self.phase = "stopping"
+        self.stopping.set()
+        if self.manager is not None:
+            self.manager.stop()
+        self.status_path.unlink(missing_ok=True)
+        self.lock.release()
+
+    def run(self, on_ready: Any = None) -> None:
+        try:
+            self.prepare()
+            self.start()
+            if on_ready:
+                on_ready(self)
+            while not self.stopping.wait(5.0):
+                self.write_status()
+        except MkeError:
+            raise
+        finally:
+            self.stop()

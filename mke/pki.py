@@ -1,0 +1,460 @@
+"""The cluster's certificates and keys, made with ``cryptography``.
+
+``ClusterPKI(dir).ensure(request)`` creates what is missing and keeps what is valid:
+a certificate is reissued (with its existing key) only when it expires within
+``RENEW_BEFORE``, was not signed by the current CA, or names different subjects/SANs.
+Keys are ECDSA P-256 and signatures SHA-256, both FIPS 140-approved, so a FIPS build
+needs no change here; RSA keys of 2048 bits or more found on disk are accepted too.
+Keys are written 0600 and directories 0700, every file by temp + rename.
+
+A CA whose certificate nears expiry is re-signed with its *existing* key and subject,
+so certificates it issued earlier keep verifying.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from mke.errors import PKIError
+
+RENEW_BEFORE = dt.timedelta(days=30)
+CA_VALIDITY = dt.timedelta(days=3650)
+LEAF_VALIDITY = dt.timedelta(days=365)
+CLOCK_SKEW = dt.timedelta(hours=1)
+
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+
+# ---------------------------------------------------------------- files
+
+
+def write_file_atomic(path: Path, data: bytes, mode: int) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same directory, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _secure_dir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+
+
+# ---------------------------------------------------------------- keys and certs
+
+
+def new_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def key_pem(key: PrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def public_pem(key: PrivateKey) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def cert_pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _acceptable_key(key: object) -> bool:
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return isinstance(key.curve, (ec.SECP256R1, ec.SECP384R1))
+    return isinstance(key, rsa.RSAPrivateKey) and key.key_size >= 2048
+
+
+def load_key(path: Path) -> PrivateKey | None:
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError):
+        return None
+    return key if _acceptable_key(key) else None  # type: ignore[return-value]
+
+
+def load_cert(path: Path) -> x509.Certificate | None:
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+
+
+def ca_hash(cert: x509.Certificate) -> str:
+    """``sha256:<hex>`` of the CA's SubjectPublicKeyInfo (the kubeadm-style CA pin)."""
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return "sha256:" + hashlib.sha256(spki).hexdigest()
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _name(cn: str, orgs: Iterable[str] = ()) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in orgs]
+    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, cn))
+    return x509.Name(attrs)
+
+
+def _sign_alg(key: PrivateKey) -> hashes.HashAlgorithm:
+    return hashes.SHA256()
+
+
+def make_ca_cert(key: PrivateKey, cn: str, *, not_before: dt.datetime | None = None) -> x509.Certificate:
+    now = not_before or _now()
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    return (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn))
+        .issuer_name(_name(cn))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(now + CA_VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
+                key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(ski, critical=False)
+        .sign(key, _sign_alg(key))
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class CertSpec:
+    """One leaf certificate: subject, usages and SANs, and the CA that signs it."""
+
+    name: str  # file stem relative to the pki dir, e.g. "apiserver" or "etcd/server"
+    ca: str  # CA stem, e.g. "ca", "etcd/ca"
+    cn: str
+    orgs: tuple[str, ...] = ()
+    server: bool = False
+    client: bool = False
+    dns: tuple[str, ...] = ()
+    ips: tuple[str, ...] = ()
+
+    def san_set(self) -> set[str]:
+        return {f"DNS:{d}" for d in self.dns} | {f"IP:{ipaddress.ip_address(i)}" for i in self.ips}
+
+
+def make_leaf_cert(spec: CertSpec, key: PrivateKey, ca_cert: x509.Certificate, ca_key: PrivateKey,
+                   *, not_before: dt.datetime | None = None, validity: dt.timedelta = LEAF_VALIDITY) -> x509.Certificate:
+    now = not_before or _now()
+    usages = []
+    if spec.server:
+        usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
+    if spec.client:
+        usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(spec.cn, spec.orgs))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(min(now + validity, ca_cert.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, content_commitment=False,
+                key_encipherment=isinstance(key, rsa.RSAPrivateKey), data_encipherment=False,
+                key_agreement=False, key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+    )
+    sans: list[x509.GeneralName] = [x509.DNSName(d) for d in spec.dns]
+    sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in spec.ips]
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return builder.sign(ca_key, _sign_alg(ca_key))
+
+
+def cert_sans(cert: x509.Certificate) -> set[str]:
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set()
+    return {f"DNS:{d}" for d in ext.get_values_for_type(x509.DNSName)} | {
+        f"IP:{i}" for i in ext.get_values_for_type(x509.IPAddress)
+    }
+
+
+def _signed_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(ca)
+        return True
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+
+
+def _subject_matches(cert: x509.Certificate, spec: CertSpec) -> bool:
+    cn = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    orgs = sorted(a.value for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME))
+    return cn == [spec.cn] and orgs == sorted(spec.orgs)
+
+
+def _expiring(cert: x509.Certificate, now: dt.datetime) -> bool:
+    return cert.not_valid_after_utc - now < RENEW_BEFORE or cert.not_valid_before_utc > now + CLOCK_SKEW
+
+
+def _same_public_key(cert: x509.Certificate, key: PrivateKey) -> bool:
+    return cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    ) == key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+# ---------------------------------------------------------------- the cluster PKI
+
+
+@dataclass(frozen=True, kw_only=True)
+class PKIRequest:
+    """What the certificates must cover; built by the server from the config and the host."""
+
+    node_name: str
+    api_address: str  # advertised API address (an IP)
+    api_port: int = 6443
+    external_address: str = ""
+    extra_sans: tuple[str, ...] = ()  # config api.sans: IPs or DNS names
+    host_addresses: tuple[str, ...] = ()
+    kubernetes_service_ip: str = "10.96.0.1"
+    cluster_domain: str = "cluster.local"
+    etcd_peer_address: str = ""
+
+    def api_sans(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        dns = ["kubernetes", "kubernetes.default", "kubernetes.default.svc",
+               f"kubernetes.default.svc.{self.cluster_domain}", "localhost", self.node_name]
+        ips = ["127.0.0.1", "::1", self.kubernetes_service_ip, self.api_address, *self.host_addresses]
+        for extra in (*self.extra_sans, self.external_address):
+            if not extra:
+                continue
+            try:
+                ips.append(str(ipaddress.ip_address(extra)))
+            except ValueError:
+                dns.append(extra)
+        return _unique(dns), _unique(str(ipaddress.ip_address(i)) for i in ips if i)
+
+
+def _unique(items: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(items))
+
+
+CAS = {"ca": "kubernetes-ca", "front-proxy-ca": "kubernetes-front-proxy-ca", "etcd/ca": "etcd-ca"}
+
+
+def leaf_specs(req: PKIRequest) -> list[CertSpec]:
+    api_dns, api_ips = req.api_sans()
+    peer = req.etcd_peer_address or req.api_address
+    etcd_ips = _unique(["127.0.0.1", "::1", peer, *req.host_addresses])
+    return [
+        CertSpec(name="apiserver", ca="ca", cn="kube-apiserver", server=True, dns=api_dns, ips=api_ips),
+        CertSpec(name="apiserver-kubelet-client", ca="ca", cn="mke:apiserver-kubelet-client", client=True),
+        CertSpec(name="front-proxy-client", ca="front-proxy-ca", cn="front-proxy-client", client=True),
+        CertSpec(name="admin", ca="ca", cn="mke-admin", orgs=("system:masters",), client=True),
+        CertSpec(name="controller-manager", ca="ca", cn="system:kube-controller-manager", client=True),
+        CertSpec(name="scheduler", ca="ca", cn="system:kube-scheduler", client=True),
+        CertSpec(name="konnectivity-client", ca="ca", cn="system:konnectivity-server", client=True),
+        CertSpec(name="konnectivity", ca="ca", cn="konnectivity-server", server=True, dns=api_dns, ips=api_ips),
+        CertSpec(name="mke-api", ca="ca", cn="mke-api", server=True, dns=api_dns, ips=api_ips),
+        CertSpec(name="apiserver-etcd-client", ca="etcd/ca", cn="kube-apiserver-etcd-client", client=True),
+        CertSpec(name="etcd/server", ca="etcd/ca", cn=f"etcd-server-{req.node_name}", server=True, client=True,
+                 dns=("localhost", req.node_name), ips=etcd_ips),
+        CertSpec(name="etcd/peer", ca="etcd/ca", cn=f"etcd-peer-{req.node_name}", server=True, client=True,
+                 dns=("localhost", req.node_name), ips=etcd_ips),
+        CertSpec(name="etcd/client", ca="etcd/ca", cn="mke-etcd-client", client=True),
+    ]
+
+
+# kubeconfig name -> (client cert stem, user name)
+KUBECONFIGS = {
+    "admin": "admin",
+    "controller-manager": "controller-manager",
+    "scheduler": "scheduler",
+    "konnectivity": "konnectivity-client",
+}
+
+
+@dataclass(kw_only=True)
+class EnsureReport:
+    created: list[str] = field(default_factory=list)
+    renewed: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+
+
+class ClusterPKI:
+    """Files under one pki dir. Paths: ``<dir>/<stem>.crt|.key``, ``sa.key|.pub``, ``<name>.conf``."""
+
+    def __init__(self, pki_dir: Path) -> None:
+        self.dir = Path(pki_dir)
+
+    def crt(self, stem: str) -> Path:
+        return self.dir / f"{stem}.crt"
+
+    def key(self, stem: str) -> Path:
+        return self.dir / f"{stem}.key"
+
+    def kubeconfig(self, name: str) -> Path:
+        return self.dir / f"{name}.conf"
+
+    @property
+    def sa_key(self) -> Path:
+        return self.dir / "sa.key"
+
+    @property
+    def sa_pub(self) -> Path:
+        return self.dir / "sa.pub"
+
+    def ca_cert(self, stem: str = "ca") -> x509.Certificate:
+        cert = load_cert(self.crt(stem))
+        if cert is None:
+            raise PKIError(f"{self.crt(stem)}: missing or unreadable; run `mke server` to create the PKI")
+        return cert
+
+    # -- ensure
+
+    def ensure(self, req: PKIRequest, *, now: dt.datetime | None = None) -> EnsureReport:
+        """Create or renew what is needed; safe to call on every start."""
+        now = now or _now()
+        rep = EnsureReport()
+        try:
+            _secure_dir(self.dir)
+            _secure_dir(self.dir / "etcd")
+            cas: dict[str, tuple[x509.Certificate, PrivateKey]] = {}
+            for stem, cn in CAS.items():
+                cas[stem] = self._ensure_ca(stem, cn, now, rep)
+            self._ensure_sa(rep)
+            for spec in leaf_specs(req):
+                ca_cert, ca_key = cas[spec.ca]
+                self._ensure_leaf(spec, ca_cert, ca_key, now, rep)
+            # Local clients (and admin.conf on this host) use loopback; `mke kubeconfig admin`
+            # prints a copy for the advertised or external address.
+            local = f"https://127.0.0.1:{req.api_port}"
+            for name, stem in KUBECONFIGS.items():
+                self.write_kubeconfig(name, local, stem)
+        except OSError as e:
+            raise PKIError(f"{e.filename or self.dir}: cannot write the PKI: {e.strerror}") from e
+        return rep
+
+    def _ensure_ca(self, stem: str, cn: str, now: dt.datetime, rep: EnsureReport) -> tuple[x509.Certificate, PrivateKey]:
+        crt_path, key_path = self.crt(stem), self.key(stem)
+        key = load_key(key_path)
+        cert = load_cert(crt_path)
+        if key is None:
+            if crt_path.exists():
+                raise PKIError(
+                    f"{key_path}: missing or unusable while {crt_path.name} exists; restore the key, "
+                    f"or run `mke reset` to start a new cluster"
+                )
+            key = new_key()
+            write_file_atomic(key_path, key_pem(key), 0o600)
+        if cert is not None and _same_public_key(cert, key) and not _expiring(cert, now):
+            rep.kept.append(stem)
+            return cert, key
+        renewed = cert is not None and _same_public_key(cert, key)
+        if cert is not None and renewed:
+            # Same key and subject: certificates issued before keep verifying.
+            cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value  # type: ignore[assignment]
+        cert = make_ca_cert(key, cn, not_before=now)
+        write_file_atomic(crt_path, cert_pem(cert), 0o644)
+        (rep.renewed if renewed else rep.created).append(stem)
+        return cert, key
+
+    def _ensure_sa(self, rep: EnsureReport) -> None:
+        key = load_key(self.sa_key)
+        if key is None:
+            key = new_key()
+            write_file_atomic(self.sa_key, key_pem(key), 0o600)
+            rep.created.append("sa")
+        else:
+            rep.kept.append("sa")
+        pub = public_pem(key)
+        if not self.sa_pub.exists() or self.sa_pub.read_bytes() != pub:
+            write_file_atomic(self.sa_pub, pub, 0o644)
+
+    def _ensure_leaf(self, spec: CertSpec, ca_cert: x509.Certificate, ca_key: PrivateKey, now: dt.datetime,
+                     rep: EnsureReport) -> None:
+        crt_path, key_path = self.crt(spec.name), self.key(spec.name)
+        key = load_key(key_path)
+        cert = load_cert(crt_path)
+        if key is None:
+            key = new_key()
+            write_file_atomic(key_path, key_pem(key), 0o600)
+            cert = None
+        if (
+            cert is not None
+            and _same_public_key(cert, key)
+            and _signed_by(cert, ca_cert)
+            and _subject_matches(cert, spec)
+            and cert_sans(cert) == spec.san_set()
+            and not _expiring(cert, now)
+        ):
+            rep.kept.append(spec.name)
+            return
+        existed = cert is not None
+        cert = make_leaf_cert(spec, key, ca_cert, ca_key, not_before=now)
+        write_file_atomic(crt_path, cert_pem(cert), 0o644)
+        (rep.renewed if existed else rep.created).append(spec.name)
+
+    # -- kubeconfigs
+
+    def kubeconfig_text(self, server: str, cert_stem: str, user: str = "mke") -> str:
+        import yaml
+
+        def b64(p: Path) -> str:
+            return base64.b64encode(p.read_bytes()).decode()
+
+        doc = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "mke", "cluster": {"server": server, "certificate-authority-data": b64(self.crt("ca"))}}],
+            "users": [{"name": user, "user": {"client-certificate-data": b64(self.crt(cert_stem)),
+                                              "client-key-data": b64(self.key(cert_stem))}}],
+            "contexts": [{"name": "mke", "context": {"cluster": "mke", "user": user}}],
+            "current-context": "mke",
+        }
+        return yaml.safe_dump(doc, sort_keys=False)
+
+    def write_kubeconfig(self, name: str, server: str, cert_stem: str) -> Path:
+        path = self.kubeconfig(name)
+        text = self.kubeconfig_text(server, cert_stem, user=name).encode()
+        if not path.exists() or path.read_bytes() != text:
+            write_file_atomic(path, text, 0o600)
+        return path
+
+
+def _url_host(address: str) -> str:
+    try:
+        if ipaddress.ip_address(address).version == 6:
+            return f"[{address}]"
+    except ValueError:
+        pass
+    return address
