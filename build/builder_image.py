@@ -338,7 +338,11 @@ def _build(engine: DockerEngine, spec: BuilderSpec, cache: Cache, *, mirror: str
             "dev.mke.builder.go": spec.go_version,
             "dev.mke.builder.packages": json.dumps(sorted(f"{k}={v}" for k, v in packages.items())),
         }
-        return engine.build_image(context, spec.tag, say, labels)
+        def build_line(line: str) -> None:
+            if line.startswith("Step ") or line.startswith(("go version", "Successfully")):
+                say(line if len(line) <= 120 else line[:117] + "...")
+
+        return engine.build_image(context, spec.tag, build_line, labels)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -401,7 +405,7 @@ def _build_context(spec: BuilderSpec, work: Path, zip_path: Path, host_arch: str
     downloader = Downloader(cache.root / "downloads", mirror=mirror)
     for deb in spec.debs:
         path = downloader.download(deb.url, sha256=deb.sha256, component="go-builder")
-        shutil.move(str(path), ctxdir / "debs" / deb.url.rsplit("/", 1)[-1])
+        shutil.copyfile(path, ctxdir / "debs" / deb.url.rsplit("/", 1)[-1])
     env = " ".join(f"{k}={v}" for k, v in BUILDER_ENV.items())
     (ctxdir / "Dockerfile").write_text(DOCKERFILE.format(base=base_tag, env=env))
     tar_path = work / "context.tar"

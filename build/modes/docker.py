@@ -1,0 +1,350 @@
+"""docker mode: build every embedded binary from source, statically, in a container.
+
+Per recipe (see docs/build.md, "docker mode"):
+
+1. host: ``go mod download`` of the recipe's module into ``<cache>/gomod``, checked against
+   the go.sum lines pinned in recipes.lock; a generated wrapper module (build/gomod.py)
+   builds the upstream main packages as dependencies;
+2. container (the builder image from recipes/builders/go-builder.toml, by image ID):
+   ``--network=none``, module cache and wrapper mounted read-only, a persistent Go build
+   cache volume (outside the action key: it only makes rebuilds fast),
+   ``GOPROXY=off GOFLAGS=-mod=mod GOTOOLCHAIN=local``, ``-trimpath -buildvcs=false``,
+   all of a recipe's packages in one ``go build`` so shared packages compile once;
+   C sources (pause) with the builder's gcc, ``-static``, stripped;
+3. outputs are copied out with the SDK's ``get_archive``; the pipeline checks them
+   (static ELF for the target arch, ``--version``) and stores them in the CAS.
+
+The build log streams with the component's name and is written to
+``<cache>/logs/<component>-<key>.log``; a failure prints its last lines and that path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import re
+import shlex
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from build.action import Action
+from build.builder_image import BuilderImage, BuilderSpec, ensure_builder, host_go, load_builder_spec
+from build.docker_engine import DockerEngine
+from build.errors import ComponentBuildError, LockfileError, UsageError
+from build.gomod import (
+    WRAPPER_SCHEMA,
+    HostGo,
+    cached_module_time,
+    container_path,
+    download_module,
+    download_wrapper_deps,
+    write_wrapper,
+)
+from build.modes.base import BuildContext
+from build.platform import Platform
+from build.progress import log
+from build.recipes import Recipe, render
+
+# Bump when the container command or environment below changes shape (enters action keys).
+DOCKER_MODE_SCHEMA = 1
+DEFAULT_GO_CACHE_VOLUME = "mke-go-build-cache"
+BUILDER_SPEC = Path("recipes") / "builders" / "go-builder.toml"
+MODCACHE_MOUNT = "/gomod"
+SOURCE_MOUNT = "/src"
+GOCACHE_MOUNT = "/gocache"
+OUT_DIR = "/out"
+FAILURE_TAIL_LINES = 30
+_PACKAGE_LINE = re.compile(r"^[A-Za-z0-9_.~/-]+$")
+
+
+def go_exec_name(import_path: str) -> str:
+    """The file name ``go build -o dir/`` gives a main package (``.../server/v3`` -> ``server``)."""
+    parts = import_path.rstrip("/").split("/")
+    if len(parts) > 1 and re.fullmatch(r"v[2-9]\d*|v[1-9]\d+", parts[-1]):
+        return parts[-2]
+    return parts[-1]
+
+
+def build_date(epoch: int | None, module_time: str | None) -> str:
+    """RFC 3339 UTC seconds, as Kubernetes' ``buildDate``: SOURCE_DATE_EPOCH, else the module's commit time."""
+    if epoch:
+        t = datetime.datetime.fromtimestamp(epoch, tz=datetime.timezone.utc)
+    elif module_time:
+        t = datetime.datetime.fromisoformat(module_time.replace("Z", "+00:00")).astimezone(datetime.timezone.utc)
+    else:
+        t = datetime.datetime.fromtimestamp(0, tz=datetime.timezone.utc)
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GoBuildEnv:
+    """Everything about one container build besides the sources and the builder image.
+
+    ``fips`` is the hook for the FIPS toolchain (fips/): today docker mode refuses
+    ``--fips``; the FIPS work sets its compiler settings from this field and must keep it
+    in this dataclass so that it stays part of every action key.
+    """
+
+    goos: str
+    goarch: str
+    cgo: bool
+    cc: str
+    tags: tuple[str, ...]
+    ldflags: str
+    buildmode: str
+    extra_env: tuple[tuple[str, str], ...]
+    build_date: str
+    fips: bool = False
+
+    def container_env(self) -> dict[str, str]:
+        env = {
+            "GOOS": self.goos,
+            "GOARCH": self.goarch,
+            "CGO_ENABLED": "1" if self.cgo else "0",
+            "GOMODCACHE": MODCACHE_MOUNT,
+            "GOCACHE": GOCACHE_MOUNT,
+            "GOFLAGS": "-mod=mod",
+            "GOPROXY": "off",
+            "GOSUMDB": "off",
+            "GOTOOLCHAIN": "local",
+            "GOTELEMETRY": "off",
+            "GOWORK": "off",
+            "HOME": "/tmp",
+            "SOURCE_DATE_EPOCH": str(int(datetime.datetime.strptime(self.build_date, "%Y-%m-%dT%H:%M:%SZ")
+                                         .replace(tzinfo=datetime.timezone.utc).timestamp())),
+        }
+        if self.cgo:
+            env["CC"] = self.cc
+            triple = self.cc.rsplit("-gcc", 1)[0]
+            # pkg-config finds the target's .pc files (static libseccomp for arm64 lives there)
+            env["PKG_CONFIG_LIBDIR"] = f"/usr/lib/{triple}/pkgconfig:/usr/share/pkgconfig"
+        env.update(dict(self.extra_env))
+        return env
+
+    def as_key(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class _LogSink:
+    """One build's log: every line to the log file; to the console, tagged, with compile progress throttled."""
+
+    def __init__(self, component: str, path: Path, console_every: float = 20.0):
+        self.component = component
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(path, "w", encoding="utf-8")
+        self._tail: list[str] = []
+        self._packages = 0
+        self._last = 0.0
+        self._every = console_every
+
+    def __call__(self, line: str) -> None:
+        self._f.write(line + "\n")
+        self._tail = (self._tail + [line])[-FAILURE_TAIL_LINES:]
+        if _PACKAGE_LINE.match(line):
+            self._packages += 1  # `go build -v` names each package it compiles
+            now = time.monotonic()
+            if now - self._last >= self._every:
+                self._last = now
+                log(self.component, f"compiling ({self._packages} packages so far): {line}")
+            return
+        log(self.component, line)
+
+    def note(self, line: str) -> None:
+        self._f.write(f"# {line}\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+    def tail(self) -> list[str]:
+        return list(self._tail)
+
+    @property
+    def packages(self) -> int:
+        return self._packages
+
+
+class DockerMode:
+    name = "docker"
+    embeds = True
+
+    def __init__(self) -> None:
+        self._engine: DockerEngine | None = None
+        self._builder: BuilderImage | None = None
+        self._spec: BuilderSpec | None = None
+        self._host: HostGo | None = None
+        self._volume = DEFAULT_GO_CACHE_VOLUME
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ setup
+    def prepare(self, ctx: BuildContext, recipes: list[Recipe]) -> None:
+        for r in recipes:
+            if r.source is None:
+                raise UsageError(f"{r.name} has no [source] section, so it cannot be built with --mode=docker; "
+                                 "use --mode=fetch for it or leave it out")
+        if ctx.fips:
+            raise UsageError("--fips is not wired into docker mode yet: the hook is GoBuildEnv.fips in "
+                             "build/modes/docker.py (see fips/)")
+        spec_path = Path(ctx.options.get("opt_builder_spec") or ctx.repo_root / BUILDER_SPEC)
+        self._spec = load_builder_spec(spec_path)
+        self._engine = DockerEngine.connect()
+        self._builder = ensure_builder(self._engine, self._spec, ctx.cache, mirror=ctx.mirror)
+        self._host = HostGo(go=host_go(self._spec, ctx.cache, ctx.mirror), modcache=ctx.cache.root / "gomod")
+        self._volume = ctx.options.get("opt_go_cache_volume") or DEFAULT_GO_CACHE_VOLUME
+        self._engine.ensure_volume(self._volume)
+        log("docker", f"engine {self._engine.server_version()}, builder {self._builder.tag} "
+                      f"({self._builder.image_id[:19]}), Go build cache volume {self._volume}")
+
+    @property
+    def builder(self) -> BuilderImage:
+        assert self._builder is not None, "prepare() first"
+        return self._builder
+
+    # ------------------------------------------------------------------ action
+    def _pins(self, ctx: BuildContext, recipe: Recipe) -> tuple[str, ...]:
+        pins = ctx.lock.gosum(recipe.name)
+        if not pins:
+            raise LockfileError(f"{recipe.name}: no go.sum lines in {ctx.lock.path}; run `nox -s lock -- --component {recipe.name}`")
+        return pins
+
+    def _module_time(self, ctx: BuildContext, recipe: Recipe) -> str | None:
+        src = recipe.source
+        assert src is not None and self._host is not None
+        t = cached_module_time(self._host.modcache, src.module, src.version)
+        if t is None:  # first build on this cache: fetch the module (verified) to learn its commit time
+            t = download_module(self._host, src.module, src.version, self._pins(ctx, recipe), component=recipe.name).time
+        return t
+
+    def build_env(self, ctx: BuildContext, recipe: Recipe) -> GoBuildEnv:
+        src = recipe.source
+        assert src is not None
+        date = build_date(ctx.source_date_epoch, None if ctx.source_date_epoch else self._module_time(ctx, recipe))
+        values = {"version": recipe.version, "module_version": src.version, "commit": src.commit,
+                  "build_date": date, "os": ctx.platform.os, "arch": ctx.platform.arch, "binary": ""}
+        flags = [render(f, **values) for f in (src.cflags if src.kind == "c" else src.ldflags)]
+        return GoBuildEnv(
+            goos=ctx.platform.os,
+            goarch=ctx.platform.goarch,
+            cgo=src.cgo or src.kind == "c",
+            cc=f"{ctx.platform.gnu_triple}-gcc",
+            tags=src.tags,
+            ldflags=" ".join(flags),
+            buildmode=src.buildmode,
+            extra_env=src.env,
+            build_date=date,
+            fips=ctx.fips,
+        )
+
+    def action(self, ctx: BuildContext, recipe: Recipe) -> Action:
+        src = recipe.source
+        assert src is not None
+        return Action(
+            mode=self.name,
+            component=recipe.name,
+            platform=str(ctx.platform),
+            inputs={
+                "schema": DOCKER_MODE_SCHEMA,
+                "wrapper_schema": WRAPPER_SCHEMA,
+                "version": recipe.version,
+                "binaries": list(recipe.binary_names),
+                "source": dataclasses.asdict(src),
+                "gosum": sorted(self._pins(ctx, recipe)),
+                "builder": self.builder.identity(),
+                "build": self.build_env(ctx, recipe).as_key(),
+            },
+        )
+
+    # ------------------------------------------------------------------ run
+    def command(self, recipe: Recipe, env: GoBuildEnv, c_sources: dict[str, str] | None = None) -> list[str]:
+        """The container's command line for ``recipe``."""
+        src = recipe.source
+        assert src is not None
+        if src.kind == "c":
+            triple = env.cc.rsplit("-gcc", 1)[0]
+            steps = [["mkdir", "-p", OUT_DIR]]
+            for binary, path in (c_sources or {}).items():
+                srcdir = path.rsplit("/", 1)[0]
+                steps.append([env.cc, *shlex.split(env.ldflags), f"-ffile-prefix-map={srcdir}=.",
+                              "-o", f"{OUT_DIR}/{binary}", path])
+                steps.append([f"{triple}-strip", f"{OUT_DIR}/{binary}"])
+            script = " && ".join(shlex.join(s) for s in steps)
+            return ["/bin/sh", "-ec", script]
+        cmd = ["go", "build", "-v", "-trimpath", "-buildvcs=false"]
+        if env.buildmode:
+            cmd.append(f"-buildmode={env.buildmode}")
+        if env.tags:
+            cmd.append("-tags=" + ",".join(env.tags))
+        cmd += [f"-ldflags={env.ldflags}", "-o", f"{OUT_DIR}/"]
+        pkgs = sorted({pkg for _, pkg in src.packages})
+        names = [go_exec_name(p) for p in pkgs]
+        clash = sorted({n for n in names if names.count(n) > 1})
+        if clash:
+            raise ComponentBuildError(f"{recipe.path}: source.packages: two packages would both be written as {clash[0]!r} "
+                                      "by one `go build -o dir/`; split the recipe")
+        return cmd + pkgs
+
+    def run(self, ctx: BuildContext, recipe: Recipe, action: Action, workdir: Path) -> tuple[dict[str, Path], dict[str, Any]]:
+        src = recipe.source
+        assert src is not None and self._engine is not None and self._host is not None
+        t0 = time.monotonic()
+        pins = self._pins(ctx, recipe)
+        env = self.build_env(ctx, recipe)
+        if env.as_key() != action.inputs["build"]:
+            raise ComponentBuildError(f"{recipe.name}: build settings changed while building; run the build again")
+        sink = _LogSink(recipe.name, ctx.cache.root / "logs" / f"{recipe.name}-{action.key()}.log")
+        try:
+            binds: dict[str, dict[str, str]] = {
+                str(self._host.modcache.resolve()): {"bind": MODCACHE_MOUNT, "mode": "ro"},
+                self._volume: {"bind": GOCACHE_MOUNT, "mode": "rw"},
+            }
+            c_sources: dict[str, str] = {}
+            if src.kind == "c":
+                info = download_module(self._host, src.module, src.version, pins, component=recipe.name)
+                for binary, rel in src.packages:
+                    host_file = info.dir / rel
+                    if not host_file.is_file():
+                        raise ComponentBuildError(f"{recipe.path}: source.packages.{binary}: {rel} is not a file in {src.module}@{src.version}")
+                    c_sources[binary] = container_path(self._host.modcache, host_file, MODCACHE_MOUNT)
+                workdir_in = MODCACHE_MOUNT
+            else:
+                prepared = write_wrapper(recipe, self._host, pins, workdir / "src")
+                sink.note(f"wrapper go.mod:\n# " + prepared.gomod.replace("\n", "\n# "))
+                download_wrapper_deps(recipe, self._host, prepared, goos=env.goos, goarch=env.goarch,
+                                      tags=env.tags, cgo=env.cgo)
+                binds[str(prepared.dir.resolve())] = {"bind": SOURCE_MOUNT, "mode": "ro"}
+                workdir_in = SOURCE_MOUNT
+            cmd = self.command(recipe, env, c_sources)
+            sink.note("command: " + shlex.join(cmd))
+            sink.note("builder: " + self.builder.tag + " " + self.builder.image_id)
+            t_sources = time.monotonic() - t0
+            name = f"mke-{recipe.name}-{action.key()[:12]}"
+            with self._engine.container(image=self.builder.image_id, command=cmd, name=name, env=env.container_env(),
+                                        binds=binds, workdir=workdir_in) as container:
+                rc = container.run(sink)
+                if rc != 0:
+                    sink.close()
+                    for line in sink.tail():
+                        log(recipe.name, f"| {line}")
+                    raise ComponentBuildError(f"{recipe.name}: build failed (exit {rc}); full log: {sink.path}")
+                copied = container.copy_out(OUT_DIR, workdir / "out")
+        finally:
+            sink.close()
+        files: dict[str, Path] = {}
+        for binary, pkg in src.packages:
+            produced = binary if src.kind == "c" else go_exec_name(pkg)
+            if produced not in copied:
+                raise ComponentBuildError(f"{recipe.name}: the build produced no {produced} for {binary} "
+                                          f"(got {', '.join(sorted(copied)) or 'nothing'}); full log: {sink.path}")
+            files[binary] = copied[produced]
+        return files, {
+            "builder": self.builder.tag,
+            "builder_image": self.builder.image_id,
+            "go": self.builder.go_version,
+            "log": str(sink.path),
+            "source_seconds": round(t_sources, 3),
+            "build_seconds": round(time.monotonic() - t0 - t_sources, 3),
+            "packages_compiled": sink.packages,
+        }

@@ -1,0 +1,3 @@
+module example.com/mke-gohello
+
+go 1.22
