@@ -225,7 +225,7 @@ class Supervisor:
             if ran >= self.spec.stable_after:
                 delay = self.spec.backoff_initial
             how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
-            self.sink.line(self.spec.name, f"{how} after {ran:.1f}s; restarting in {delay:.1f}s")
+            self.sink.line(self.spec.name, f"{how} after {ran:.1f}s; restarting in {delay:.2f}s")
             if self._stopping.wait(delay):
                 return
             with self._lock:

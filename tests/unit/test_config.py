@@ -1,0 +1,126 @@
+"""mke/config.py: defaults, round trip through `mke config create`, and errors that name the field."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mke.config import ClusterConfig, default_config, dump_config, load_config, parse_config, with_overrides
+from mke.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_mke(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mke", *args], capture_output=True, text=True, cwd=REPO,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+
+
+def test_default_round_trips_through_yaml() -> None:
+    text = dump_config(default_config())
+    assert parse_config(yaml.safe_load(text)) == default_config()
+
+
+def test_config_create_then_validate(tmp_path: Path) -> None:
+    created = run_mke("config", "create")
+    assert created.returncode == 0, created.stderr
+    doc = yaml.safe_load(created.stdout)
+    for key in ("api", "network", "storage", "konnectivity", "controlPlane", "images", "extraArgs"):
+        assert key in doc
+    f = tmp_path / "mke.yaml"
+    f.write_text(created.stdout)
+    ok = run_mke("config", "validate", str(f))
+    assert ok.returncode == 0 and "valid" in ok.stdout
+
+
+def test_validate_reports_field_and_exit_code(tmp_path: Path) -> None:
+    f = tmp_path / "mke.yaml"
+    f.write_text("network:\n  podCIDR: 10.0.0/8\n")
+    res = run_mke("config", "validate", str(f))
+    assert res.returncode == ConfigError.exit_code
+    assert res.stderr.count("\n") == 1  # one line
+    assert f"{f}: network.podCIDR:" in res.stderr
+
+
+def test_empty_file_is_the_default(tmp_path: Path) -> None:
+    f = tmp_path / "mke.yaml"
+    f.write_text("")
+    assert load_config(f) == ClusterConfig()
+
+
+def test_partial_config_keeps_other_defaults() -> None:
+    cfg = parse_config({"storage": {"type": "kine", "kine": {"dataSource": "postgres://u:p@127.0.0.1:5432/k"}},
+                        "extraArgs": {"kube-apiserver": {"v": 2, "--audit-log-maxage": "3", "enable-x": True}}})
+    assert cfg.storage.type == "kine"
+    assert cfg.network == default_config().network
+    assert cfg.args_for("kube-apiserver") == {"v": "2", "audit-log-maxage": "3", "enable-x": "true"}
+
+
+@pytest.mark.parametrize(
+    "doc, field, words",
+    [
+        ({"network": {"podCidr": "10.0.0.0/16"}}, "network.podCidr", "did you mean 'podCIDR'"),
+        ({"netwrok": {}}, "netwrok", "did you mean 'network'"),
+        ({"network": {"serviceCIDR": "10.96.0.1/12"}}, "network.serviceCIDR", "CIDR"),
+        ({"network": {"serviceCIDR": "172.0.0.0/11"}}, "network.serviceCIDR", "/12"),
+        ({"network": {"serviceCIDR": "10.244.0.0/20"}}, "network.serviceCIDR", "overlaps"),
+        ({"network": {"provider": "flannel"}}, "network.provider", "calico"),
+        ({"network": {"clusterDomain": "Bad_Domain"}}, "network.clusterDomain", "DNS domain"),
+        ({"api": {"port": 70000}}, "api.port", "1-65535"),
+        ({"api": {"port": "6443"}}, "api.port", "port number"),
+        ({"api": {"address": "my-host"}}, "api.address", "not an IP"),
+        ({"api": {"sans": "a.example.com"}}, "api.sans", "list"),
+        ({"api": {"sans": ["ok.example.com", "bad host"]}}, "api.sans[1]", "DNS name"),
+        ({"api": {"mkeAPIPort": 6443}}, "api.mkeAPIPort", "already used"),
+        ({"storage": {"type": "mysql"}}, "storage.type", "etcd, kine"),
+        ({"storage": {"type": "kine", "kine": {"dataSource": "redis://x"}}}, "storage.kine.dataSource", "scheme"),
+        ({"storage": {"kine": {"dataSource": "sqlite:///x.db"}}}, "storage.kine.dataSource", "storage.type"),
+        ({"konnectivity": {"enabled": "yes"}}, "konnectivity.enabled", "true or false"),
+        ({"images": {"coredns": "coredns/coredns"}}, "images.coredns", "no tag"),
+        ({"images": {"registry": "http://reg"}}, "images.registry", "registry"),
+        ({"extraArgs": {"kube-apiserer": {}}}, "extraArgs.kube-apiserer", "did you mean 'kube-apiserver'"),
+        ({"extraArgs": {"kube-apiserver": {"v": [1]}}}, "extraArgs.kube-apiserver.v", "scalar"),
+        ({"extraArgs": {"kine": {"v": "1"}}}, "extraArgs.kine", "storage.type"),
+        ({"controlPlane": []}, "controlPlane", "mapping"),
+        ([1, 2], "(top level)", "mapping"),
+    ],
+)
+def test_errors_name_the_field(doc: object, field: str, words: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_config(doc, "cfg.yaml")
+    msg = str(e.value)
+    assert msg.startswith(f"cfg.yaml: {field}:"), msg
+    assert words in msg, msg
+
+
+def test_invalid_yaml_names_line(tmp_path: Path) -> None:
+    f = tmp_path / "mke.yaml"
+    f.write_text("api:\n  port: [\n")
+    with pytest.raises(ConfigError, match=r"not valid YAML at line"):
+        load_config(f)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_image_registry_override() -> None:
+    cfg = parse_config({"images": {"registry": "registry.local:5000/mirror"}})
+    assert cfg.images.ref("coredns") == "registry.local:5000/mirror/coredns/coredns:v1.12.1"
+    assert cfg.images.ref("calico_node").startswith("registry.local:5000/mirror/calico/node:")
+    assert default_config().images.ref("pause") == "registry.k8s.io/pause:3.10.1"
+
+
+def test_derived_addresses_and_overrides() -> None:
+    cfg = default_config()
+    assert cfg.network.kubernetes_service_ip == "10.96.0.1"
+    assert cfg.network.dns_service_ip == "10.96.0.10"
+    changed = with_overrides(cfg, **{"control_plane.worker": True})
+    assert changed.control_plane.worker and not cfg.control_plane.worker
+    with pytest.raises(Exception):
+        cfg.api.port = 1  # type: ignore[misc]  # frozen

@@ -1,0 +1,163 @@
+"""mke/pki.py: a real PKI on disk, checked with openssl and cryptography."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from mke.errors import PKIError
+from mke.pki import CAS, ClusterPKI, PKIRequest, cert_sans, leaf_specs, load_cert, load_key
+
+REQ = PKIRequest(node_name="ctl-1", api_address="192.0.2.10", host_addresses=("192.0.2.10", "2001:db8::10"),
+                 extra_sans=("api.example.com", "198.51.100.7"), external_address="lb.example.com")
+OPENSSL = shutil.which("openssl")
+
+
+def _files(pki: ClusterPKI) -> dict[str, bytes]:
+    return {str(p.relative_to(pki.dir)): p.read_bytes() for p in sorted(pki.dir.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture()
+def pki(tmp_path: Path) -> ClusterPKI:
+    p = ClusterPKI(tmp_path / "pki")
+    p.ensure(REQ)
+    return p
+
+
+def test_layout_and_permissions(pki: ClusterPKI) -> None:
+    assert stat.S_IMODE(pki.dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE((pki.dir / "etcd").stat().st_mode) == 0o700
+    keys = list(pki.dir.rglob("*.key")) + list(pki.dir.rglob("*.conf"))
+    assert len(keys) >= 17
+    for k in keys:
+        assert stat.S_IMODE(k.stat().st_mode) == 0o600, k
+    for stem in [*CAS, *(s.name for s in leaf_specs(REQ))]:
+        assert pki.crt(stem).exists() and pki.key(stem).exists(), stem
+    assert pki.sa_key.exists() and pki.sa_pub.exists()
+
+
+@pytest.mark.skipif(OPENSSL is None, reason="openssl not installed")
+def test_openssl_verifies_every_leaf_against_its_ca(pki: ClusterPKI) -> None:
+    for spec in leaf_specs(REQ):
+        res = subprocess.run([OPENSSL, "verify", "-CAfile", str(pki.crt(spec.ca)), str(pki.crt(spec.name))],
+                             capture_output=True, text=True)
+        assert res.returncode == 0 and res.stdout.strip().endswith("OK"), (spec.name, res.stdout, res.stderr)
+    # and a leaf does not verify against another CA
+    res = subprocess.run([OPENSSL, "verify", "-CAfile", str(pki.crt("etcd/ca")), str(pki.crt("apiserver"))],
+                         capture_output=True, text=True)
+    assert res.returncode != 0
+
+
+@pytest.mark.skipif(OPENSSL is None, reason="openssl not installed")
+def test_apiserver_cert_sans_usage_and_algorithms(pki: ClusterPKI) -> None:
+    text = subprocess.run([OPENSSL, "x509", "-noout", "-text", "-in", str(pki.crt("apiserver"))],
+                          capture_output=True, text=True, check=True).stdout
+    for want in ("DNS:kubernetes.default.svc.cluster.local", "DNS:api.example.com", "DNS:lb.example.com",
+                 "DNS:ctl-1", "IP Address:10.96.0.1", "IP Address:192.0.2.10", "IP Address:198.51.100.7",
+                 "IP Address:127.0.0.1", "IP Address:2001:DB8:0:0:0:0:0:10", "TLS Web Server Authentication",
+                 "ecdsa-with-SHA256", "NIST CURVE: P-256"):
+        assert want in text, want
+    assert "CA:FALSE" in text
+
+
+def test_keys_are_p256_and_signatures_sha256(pki: ClusterPKI) -> None:
+    for p in pki.dir.rglob("*.key"):
+        key = load_key(p)
+        assert isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1"
+    for p in pki.dir.rglob("*.crt"):
+        cert = load_cert(p)
+        assert cert is not None and cert.signature_hash_algorithm.name == "sha256"
+
+
+def test_client_certs_subjects(pki: ClusterPKI) -> None:
+    admin = load_cert(pki.crt("admin"))
+    assert admin is not None
+    orgs = [a.value for a in admin.subject.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)]
+    assert orgs == ["system:masters"]
+    kcm = load_cert(pki.crt("controller-manager"))
+    assert kcm is not None and kcm.subject.rfc4514_string() == "CN=system:kube-controller-manager"
+
+
+def test_ensure_is_idempotent(pki: ClusterPKI) -> None:
+    before = _files(pki)
+    rep = pki.ensure(REQ)
+    assert rep.created == [] and rep.renewed == []
+    assert _files(pki) == before
+
+
+def test_renews_leaves_within_30_days_keeping_keys(pki: ClusterPKI) -> None:
+    key_before = pki.key("apiserver").read_bytes()
+    old = load_cert(pki.crt("apiserver"))
+    assert old is not None
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=340)  # leaves expire in 365 days
+    rep = pki.ensure(REQ, now=later)
+    assert "apiserver" in rep.renewed and "etcd/peer" in rep.renewed
+    assert "ca" not in rep.renewed and rep.created == []
+    new = load_cert(pki.crt("apiserver"))
+    assert new is not None and new.not_valid_after_utc > old.not_valid_after_utc
+    assert pki.key("apiserver").read_bytes() == key_before
+    # the next day: nothing to do
+    assert pki.ensure(REQ, now=later + dt.timedelta(days=1)).renewed == []
+
+
+def test_valid_certs_are_kept_until_30_days_before_expiry(pki: ClusterPKI) -> None:
+    soon = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=300)
+    assert pki.ensure(REQ, now=soon).renewed == []
+
+
+def test_ca_renewal_keeps_old_leaves_valid(pki: ClusterPKI, tmp_path: Path) -> None:
+    old_leaf = pki.crt("admin").read_bytes()
+    ca_key = pki.key("ca").read_bytes()
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=3650 - 10)
+    rep = pki.ensure(REQ, now=later)
+    assert "ca" in rep.renewed
+    assert pki.key("ca").read_bytes() == ca_key
+    leaf = x509.load_pem_x509_certificate(old_leaf)
+    leaf.verify_directly_issued_by(load_cert(pki.crt("ca")))  # raises if not
+
+
+def test_san_change_reissues_only_serving_certs(pki: ClusterPKI) -> None:
+    req = PKIRequest(**{**REQ.__dict__, "extra_sans": ("api.example.com", "new.example.com")})
+    rep = pki.ensure(req)
+    assert set(rep.renewed) == {"apiserver", "konnectivity", "mke-api"}
+    assert "DNS:new.example.com" in cert_sans(load_cert(pki.crt("apiserver")))
+
+
+def test_foreign_leaf_is_replaced(pki: ClusterPKI, tmp_path: Path) -> None:
+    other = ClusterPKI(tmp_path / "other")
+    other.ensure(REQ)
+    shutil.copy(other.crt("admin"), pki.crt("admin"))
+    shutil.copy(other.key("admin"), pki.key("admin"))
+    rep = pki.ensure(REQ)
+    assert "admin" in rep.renewed
+    load_cert(pki.crt("admin")).verify_directly_issued_by(load_cert(pki.crt("ca")))
+
+
+def test_ca_cert_without_key_is_an_error(pki: ClusterPKI) -> None:
+    pki.key("ca").unlink()
+    with pytest.raises(PKIError, match=r"ca\.key: missing"):
+        pki.ensure(REQ)
+
+
+def test_corrupt_leaf_is_rewritten(pki: ClusterPKI) -> None:
+    pki.crt("scheduler").write_text("garbage")
+    pki.key("scheduler").write_text("garbage")
+    rep = pki.ensure(REQ)
+    assert "scheduler" in rep.renewed + rep.created
+    assert load_cert(pki.crt("scheduler")) is not None
+
+
+def test_kubeconfigs_embed_ca_and_client(pki: ClusterPKI) -> None:
+    doc = yaml.safe_load(pki.kubeconfig("admin").read_text())
+    assert doc["clusters"][0]["cluster"]["server"] == "https://127.0.0.1:6443"
+    assert doc["users"][0]["user"]["client-certificate-data"]
+    for name in ("controller-manager", "scheduler", "konnectivity"):
+        assert pki.kubeconfig(name).exists()

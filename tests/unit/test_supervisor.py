@@ -1,0 +1,180 @@
+"""mke/supervisor.py with real child processes (sleep, python)."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mke.supervisor import LogSink, ProcessSpec, Supervisor
+
+SLEEP = shutil.which("sleep") or "/bin/sleep"
+PY = sys.executable
+
+
+def wait_for(pred, timeout: float = 10.0, interval: float = 0.02):  # noqa: ANN001, ANN201
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture()
+def sink() -> tuple[LogSink, io.StringIO]:
+    buf = io.StringIO()
+    return LogSink(buf), buf
+
+
+def make(tmp_path: Path, sink: LogSink, name: str, *args: str, **kw: object) -> Supervisor:
+    return Supervisor(ProcessSpec(name=name, args=tuple(args), **kw), run_dir=tmp_path / "run", sink=sink)
+
+
+def test_start_pidfile_own_group_and_stop(tmp_path: Path, sink) -> None:  # noqa: ANN001
+    s = make(tmp_path, sink[0], "sleeper", SLEEP, "60")
+    s.start()
+    try:
+        pid = s.pid
+        assert pid and alive(pid)
+        assert s.pid_file.read_text().strip() == str(pid)
+        assert os.getpgid(pid) == pid and os.getsid(pid) == pid  # own session and group
+        assert s.state() == "running"
+    finally:
+        s.stop()
+    assert not alive(pid)
+    assert not s.pid_file.exists()
+    assert s.state() == "stopped"
+    s.stop()  # again: harmless
+
+
+def test_output_is_tagged_per_line(tmp_path: Path, sink) -> None:  # noqa: ANN001
+    code = "import sys; print('hello'); print('oops', file=sys.stderr); sys.stdout.flush(); import time; time.sleep(30)"
+    s = make(tmp_path, sink[0], "talker", PY, "-c", code)
+    s.start()
+    try:
+        wait_for(lambda: "[talker] oops" in sink[1].getvalue())
+        assert "[talker] hello\n" in sink[1].getvalue()
+        assert list(s.tail)[:2] == ["hello", "oops"]
+    finally:
+        s.stop()
+
+
+def test_restart_with_exponential_backoff(tmp_path: Path, sink) -> None:  # noqa: ANN001
+    s = make(tmp_path, sink[0], "crasher", PY, "-c", "raise SystemExit(3)", backoff_initial=0.05, backoff_max=0.4)
+    s.start()
+    try:
+        wait_for(lambda: s.restarts >= 5, timeout=20)
+    finally:
+        s.stop()
+    delays = [float(x) for x in re.findall(r"exited with code 3 after [\d.]+s; restarting in ([\d.]+)s", sink[1].getvalue())]
+    assert delays[:5] == [0.05, 0.1, 0.2, 0.4, 0.4], delays
+    assert s.last_exit == 3
+
+
+def test_kill_9_of_child_restarts_it(tmp_path: Path, sink) -> None:  # noqa: ANN001
+    s = make(tmp_path, sink[0], "victim", SLEEP, "60", backoff_initial=0.05)
+    s.start()
+    try:
+        first = s.pid
+        assert first
+        os.kill(first, signal.SIGKILL)
+        second = wait_for(lambda: s.pid if s.pid not in (None, first) else None)
+        assert alive(second) and s.restarts == 1
+        assert s.pid_file.read_text().strip() == str(second)
+        assert "killed by signal 9" in sink[1].getvalue()
+    finally:
+        s.stop()
+
+
+def test_stop_escalates_to_sigkill(tmp_path: Path, sink) -> None:  # noqa: ANN001
+    code = ("import signal, time, sys; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "print('armed', flush=True); time.sleep(60)")
+    s = make(tmp_path, sink[0], "stubborn", PY, "-c", code, stop_timeout=0.5)
+    s.start()
+    wait_for(lambda: "armed" in sink[1].getvalue())
+    pid = s.pid
+    t0 = time.monotonic()
+    s.stop()
+    took = time.monotonic() - t0
+    assert not alive(pid)
+    assert 0.4 < took < 5, took
+
+
+def test_stop_kills_the_whole_process_group(tmp_path: Path, sink) -> None:  # noqa: ANN001
+    code = (f"import subprocess, time; p = subprocess.Popen([{SLEEP!r}, '60']); print(p.pid, flush=True); "
+            "time.sleep(60)")
+    s = make(tmp_path, sink[0], "parent", PY, "-c", code)
+    s.start()
+    grandchild = int(wait_for(lambda: next(iter(s.tail), None)))
+    assert alive(grandchild)
+    s.stop()
+    wait_for(lambda: not alive(grandchild), timeout=3)
+
+
+def test_stale_process_from_a_killed_mke_is_stopped(tmp_path: Path, sink) -> None:  # noqa: ANN001
+    old = make(tmp_path, sink[0], "etcd", SLEEP, "60")
+    old.start()
+    old_pid = old.pid
+    assert old_pid
+    # mke was kill -9'd: nobody calls old.stop(); a new mke starts the same component.
+    new = make(tmp_path, sink[0], "etcd", SLEEP, "60")
+    new.start()
+    try:
+        assert not alive(old_pid)
+        assert new.pid != old_pid and alive(new.pid)
+        assert f"stopping pid {old_pid} left by an earlier run" in sink[1].getvalue()
+    finally:
+        new.stop()
+        old._stopping.set()
+
+
+def test_pidfile_of_another_program_is_not_signalled(tmp_path: Path, sink) -> None:  # noqa: ANN001
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "etcd.pid").write_text(f"{os.getpid()}\n")  # a recycled pid: this test process
+    s = make(tmp_path, sink[0], "etcd", SLEEP, "60")
+    s.start()
+    try:
+        assert s.running
+    finally:
+        s.stop()
+    assert alive(os.getpid())
+
+
+def test_child_gets_a_clean_environment(tmp_path: Path, sink, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setenv("_PYI_ARCHIVE_FILE", "/tmp/mke")
+    monkeypatch.setenv("LD_LIBRARY_PATH_ORIG", "/opt/lib")
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/tmp/_MEI123:/opt/lib")
+    code = "import os; print('ENV', os.environ.get('_PYI_ARCHIVE_FILE'), os.environ.get('LD_LIBRARY_PATH'), os.environ.get('EXTRA'), flush=True)"
+    s = Supervisor(ProcessSpec(name="env", args=(PY, "-c", code), env={"EXTRA": "1"}, backoff_initial=30),
+                   run_dir=tmp_path / "run", sink=sink[0])
+    s.start()
+    try:
+        line = wait_for(lambda: next((l for l in s.tail if l.startswith("ENV")), None))
+    finally:
+        s.stop()
+    assert line == "ENV None /opt/lib 1"
+
+
+def test_missing_binary_is_a_component_error(tmp_path: Path, sink) -> None:  # noqa: ANN001
+    from mke.errors import ComponentError
+
+    s = make(tmp_path, sink[0], "ghost", str(tmp_path / "no-such-binary"))
+    with pytest.raises(ComponentError, match="ghost: cannot start"):
+        s.start()
