@@ -63,7 +63,9 @@ def update_lock(
                     lock = lock.with_artifact(r.name, str(plat), art.url, digest)
                     log(r.name, f"pinned {art.url} sha256:{digest[:12]}…")
         if source and r.source is not None:
-            lines = go_sum_lines(r.source.module, r.source.version)
+            from build.gomod import wrapper_sum_for_lock  # docker mode: the wrapper module's whole go.sum
+
+            lines = wrapper_sum_for_lock(r, mirror=mirror)
             lock = lock.with_source(r.name, lines)
             log(r.name, f"pinned {r.source.module}@{r.source.version}")
     lock.save()
