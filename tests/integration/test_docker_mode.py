@@ -1,0 +1,143 @@
+"""docker mode end to end on a real engine, with a small Go program and a small C program.
+
+The program (tests/support/gohello) is published as a module in a Go module proxy on
+disk (GOPROXY=file://...), pinned by its go.sum lines in a test recipes.lock, and built
+through the whole path: builder image (built once per machine from
+recipes/builders/go-builder.toml, then reused by its tag), host-side ``go mod download``
+verified by the pins, ``--network=none`` container build with the module cache mounted
+read-only, copy-out with get_archive, static-ELF and ``--version`` checks, the CAS, and a
+cache hit on the second run. Needs a Docker engine, root (debootstrap, first run only)
+and the Debian archive and Go module proxy for the builder image's first build.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from build.cli import main
+from build.elf import read_elf
+from build.platform import Platform
+from tests.support.goproxy import publish
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+RECIPES = REPO / "tests" / "recipes" / "docker"
+MODULE = "example.com/mke-gohello"
+
+
+def _engine_available() -> bool:
+    try:
+        from build.docker_engine import DockerEngine
+
+        DockerEngine.connect(timeout=10)
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    if not _engine_available():
+        if os.environ.get("CI"):
+            pytest.fail("CI must provide a Docker engine (scripts/bootstrap.sh starts dockerd)")
+        pytest.skip("no Docker engine (start dockerd)")
+    root = tmp_path_factory.mktemp("docker-mode")
+    lines = publish(root / "proxy", REPO / "tests" / "support" / "gohello", MODULE, "v1.2.3")
+    lock = root / "recipes.lock"
+    lock.write_text(json.dumps({"schema": 1, "fetch": {}, "source": {"gohello": list(lines), "chello": list(lines)}}))
+    # Share the toolchain download across test runs on one machine (it is verified on use).
+    cache = root / "cache"
+    shared = Path(os.environ.get("MKE_CACHE_DIR", Path.home() / ".cache" / "mke")) / "toolchains"
+    if shared.is_dir():
+        cache.mkdir()
+        os.symlink(shared, cache / "toolchains")
+    return {"root": root, "lock": lock, "cache": cache, "dist": root / "dist", "proxy": root / "proxy"}
+
+
+def _build(env: dict[str, Path], *extra: str, recipes: Path = RECIPES) -> int:
+    return main(["build", "--mode=docker", "--recipes-dir", str(recipes), "--lock", str(env["lock"]),
+                 "--cache-dir", str(env["cache"]), "--dist", str(env["dist"]), "--jobs", "2",
+                 "--go-cache-volume", "mke-test-go-build-cache", *extra])
+
+
+def test_docker_build_then_cache_hit(env: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("GOPROXY", f"file://{env['proxy']}")
+    assert _build(env) == 0
+    err = capsys.readouterr().err
+    assert "built=2 cached=0" in err
+    bindir = env["dist"] / "linux-amd64" / "bin"
+    for name in ("gohello", "gohello-tool", "chello"):
+        info = read_elf(bindir / name)
+        assert info is not None and info.static and info.machine == Platform.parse("amd64").elf_machine, name
+    out = subprocess.run([str(bindir / "gohello"), "--version"], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "gohello version v1.2.3 linux/amd64"
+    assert subprocess.run([str(bindir / "chello"), "-v"], capture_output=True, text=True).stdout.strip() == "chello v1.2.3"
+    # go version -m: -trimpath, no VCS stamping, the module at its pinned hash
+    go = next((env["cache"] / "toolchains").glob("go*/bin/go"))
+    meta = subprocess.run([str(go), "version", "-m", str(bindir / "gohello")], capture_output=True, text=True, check=True).stdout
+    assert "-trimpath=true" in meta and "CGO_ENABLED=0" in meta and "vcs." not in meta
+    assert f"{MODULE}\tv1.2.3\th1:" in meta
+    logs = sorted((env["cache"] / "logs").glob("gohello-*.log"))
+    assert logs and "command: go build" in logs[0].read_text()
+    manifest = json.loads((env["dist"] / "linux-amd64" / "manifest.json").read_text())
+    assert {e["name"]: e["source"] for e in manifest["binaries"]}["gohello"] == f"{MODULE}@v1.2.3"
+
+    # second run: every action is a cache hit, nothing runs in a container
+    assert _build(env) == 0
+    assert "built=0 cached=2" in capsys.readouterr().err
+
+
+def test_tampered_module_is_refused(env: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A proxy serving different bytes for a pinned version fails verification before any build."""
+    proxy = tmp_path / "evil-proxy"
+    src = tmp_path / "src"
+    shutil.copytree(REPO / "tests" / "support" / "gohello", src)
+    (src / "main.go").write_text((src / "main.go").read_text().replace("hello from", "owned by"))
+    publish(proxy, src, MODULE, "v1.2.4")
+    # pins of v1.2.3 but the proxy (and a fresh module cache) have other bytes for v1.2.4
+    lines = [l.replace("v1.2.3", "v1.2.4") for l in json.loads(env["lock"].read_text())["source"]["gohello"]]
+    lock = tmp_path / "recipes.lock"
+    lock.write_text(json.dumps({"schema": 1, "fetch": {}, "source": {"gohello": lines}}))
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    (recipes / "gohello.toml").write_text((RECIPES / "gohello.toml").read_text().replace('"v1.2.3"', '"v1.2.4"'))
+    monkeypatch.setenv("GOPROXY", f"file://{proxy}")
+    rc = main(["build", "--mode=docker", "--recipes-dir", str(recipes), "--lock", str(lock), "--cache-dir",
+               str(tmp_path / "cache"), "--dist", str(tmp_path / "dist"), "--go-cache-volume", "mke-test-go-build-cache"])
+    err = capsys.readouterr().err
+    assert rc != 0
+    assert "hash is h1:" in err and "recipes.lock pins" in err
+    assert not (tmp_path / "dist" / "linux-amd64" / "bin" / "gohello").exists()
+
+
+def test_failed_build_shows_log_tail_and_path(env: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    # an ldflag the linker rejects: the container build fails
+    (recipes / "gohello.toml").write_text(
+        (RECIPES / "gohello.toml").read_text().replace('"-s", "-w"', '"-s", "-w", "-no-such-linker-flag"'))
+    monkeypatch.setenv("GOPROXY", f"file://{env['proxy']}")
+    rc = _build({**env, "dist": tmp_path / "dist"}, recipes=recipes)
+    err = capsys.readouterr().err
+    assert rc == 10  # ComponentBuildError
+    assert "[gohello] | " in err and "no-such-linker-flag" in err
+    assert "build failed (exit" in err and "full log: " in err
+    log_path = Path(err.split("full log: ")[1].split()[0])
+    assert log_path.is_file()
+    # no cache entry for the failed action
+    assert not any("no-such-linker-flag" in p.read_text() for p in (env["cache"] / "ac").glob("*.json"))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "-v"]))

@@ -1,0 +1,182 @@
+"""build/gomod.py: go.sum hashes, pins, and the generated wrapper module."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from build.errors import RecipeError
+from build.gomod import container_path, escape_path, module_zip_h1, pinned_sums, wrapper_gomod
+from build.recipes import parse_recipe
+from tests.support.goproxy import gomod_h1
+
+# Reference values computed by `go mod download -json` (go1.26.11) for this exact module.
+TINY_GOMOD = b"module example.com/tiny\n\ngo 1.22\n"
+TINY_GO = b"package tiny\n\nconst X = 1\n"
+TINY_H1 = "h1:QWHDPA8YZGg3XqBLnrNjEOw21hXdMqI+Lcf9gCHRvlE="
+TINY_GOMOD_H1 = "h1:FCW/ymmRpSL5oj32CDIpKtNZQS+uw14S4wI+IXg34zs="
+
+
+def test_module_zip_h1_matches_go(tmp_path: Path) -> None:
+    z = tmp_path / "v1.0.0.zip"
+    with zipfile.ZipFile(z, "w") as f:
+        # order and zip metadata do not matter: h1 hashes sorted names and contents
+        f.writestr("example.com/tiny@v1.0.0/tiny.go", TINY_GO)
+        f.writestr("example.com/tiny@v1.0.0/go.mod", TINY_GOMOD)
+    assert module_zip_h1(z) == TINY_H1
+
+
+def test_module_zip_h1_changes_with_content(tmp_path: Path) -> None:
+    z = tmp_path / "v1.0.0.zip"
+    with zipfile.ZipFile(z, "w") as f:
+        f.writestr("example.com/tiny@v1.0.0/go.mod", TINY_GOMOD)
+        f.writestr("example.com/tiny@v1.0.0/tiny.go", TINY_GO.replace(b"1", b"2"))
+    assert module_zip_h1(z) != TINY_H1
+
+
+def test_gomod_h1_matches_go() -> None:
+    assert gomod_h1(TINY_GOMOD) == TINY_GOMOD_H1
+
+
+@pytest.mark.parametrize("path, escaped", [
+    ("github.com/Azure/go-autorest", "github.com/!azure/go-autorest"),
+    ("k8s.io/kubernetes", "k8s.io/kubernetes"),
+    ("github.com/BurntSushi/TOML", "github.com/!burnt!sushi/!t!o!m!l"),
+])
+def test_escape_path(path: str, escaped: str) -> None:
+    assert escape_path(path) == escaped
+
+
+def test_pinned_sums() -> None:
+    lines = (
+        f"example.com/tiny v1.0.0 {TINY_H1}",
+        f"example.com/tiny v1.0.0/go.mod {TINY_GOMOD_H1}",
+        "example.com/other v1.0.0 h1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+    )
+    assert pinned_sums(lines, "example.com/tiny", "v1.0.0") == (TINY_H1, TINY_GOMOD_H1)
+    assert pinned_sums(lines, "example.com/tiny", "v1.0.1") == (None, None)
+    assert pinned_sums(lines, "example.com/other", "v1.0.0")[1] is None
+
+
+def test_container_path(tmp_path: Path) -> None:
+    f = tmp_path / "k8s.io" / "kubernetes@v1.36.5" / "build" / "pause" / "linux" / "pause.c"
+    f.parent.mkdir(parents=True)
+    f.write_text("int main(){}")
+    assert container_path(tmp_path, f, "/gomod/") == "/gomod/k8s.io/kubernetes@v1.36.5/build/pause/linux/pause.c"
+
+
+# ----------------------------------------------------------------------- wrapper module
+
+
+def _recipe(source: dict, name: str = "comp") -> object:
+    data = {
+        "schema": 1, "name": name, "version": "1.0.0", "license": "Apache-2.0", "homepage": "https://example.com",
+        "binary": [{"name": b, "roles": ["worker"]} for b in source["packages"]],
+        "fetch": {"available": False, "reason": "test"},
+        "source": source,
+    }
+    return parse_recipe(Path(f"{name}.toml"), data)
+
+
+def _req(*paths: str) -> list[dict]:
+    return [{"Path": p, "Version": "v0.0.0"} for p in paths]
+
+
+def test_wrapper_kubernetes_maps_staging_replaces_and_copies_godebug() -> None:
+    recipe = _recipe({
+        "kind": "kubernetes", "module": "k8s.io/kubernetes", "version": "v1.36.5", "staging_version": "v0.36.5",
+        "packages": {"kubelet": "k8s.io/kubernetes/cmd/kubelet", "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy"},
+    }, name="kubernetes")
+    upstream = {
+        "Go": "1.26.0",
+        "_godebug": ["godebug default=go1.26"],
+        "Require": _req("k8s.io/api", "k8s.io/client-go"),
+        "Replace": [
+            {"Old": {"Path": "k8s.io/api"}, "New": {"Path": "./staging/src/k8s.io/api"}},
+            {"Old": {"Path": "k8s.io/client-go"}, "New": {"Path": "./staging/src/k8s.io/client-go"}},
+        ],
+    }
+    text = wrapper_gomod(recipe, upstream)
+    assert "module mke.build/kubernetes\n" in text
+    assert "\ngo 1.26.0\n" in text
+    assert "\ngodebug default=go1.26\n" in text
+    assert "require k8s.io/kubernetes v1.36.5\n" in text
+    assert "\tk8s.io/api => k8s.io/api v0.36.5\n" in text
+    assert "\tk8s.io/client-go => k8s.io/client-go v0.36.5\n" in text
+    # tools sorted, one per package
+    assert "tool (\n\tk8s.io/kubernetes/cmd/kube-proxy\n\tk8s.io/kubernetes/cmd/kubelet\n)" in text
+    assert "./staging" not in text
+
+
+def test_wrapper_drops_guard_replaces_and_uses_local_replace_version() -> None:
+    recipe = _recipe({
+        "kind": "go", "module": "go.etcd.io/etcd/server/v3", "version": "v3.6.16",
+        "local_replace_version": "v3.6.16", "packages": {"etcd": "go.etcd.io/etcd/server/v3"},
+    })
+    upstream = {
+        "Go": "1.26.0",
+        "Require": _req("go.etcd.io/etcd/api/v3"),
+        "Replace": [
+            {"Old": {"Path": "go.etcd.io/etcd/api/v3"}, "New": {"Path": "../api"}},
+            {"Old": {"Path": "go.etcd.io/etcd"}, "New": {"Path": "./FORBIDDEN_DEPENDENCY"}},
+        ],
+    }
+    text = wrapper_gomod(recipe, upstream)
+    assert "\tgo.etcd.io/etcd/api/v3 => go.etcd.io/etcd/api/v3 v3.6.16\n" in text
+    assert "FORBIDDEN" not in text and "go.etcd.io/etcd =>" not in text
+
+
+def test_wrapper_copies_module_replaces_and_recipe_replaces() -> None:
+    recipe = _recipe({
+        "kind": "go", "module": "github.com/k3s-io/kine", "version": "v0.16.6",
+        "packages": {"kine": "github.com/k3s-io/kine"}, "replace": {"golang.org/x/net": "v0.50.0"},
+    })
+    upstream = {
+        "Go": "1.26.10",
+        "Require": _req("go.etcd.io/etcd/api/v3"),
+        "Replace": [
+            {"Old": {"Path": "go.etcd.io/etcd/api/v3"}, "New": {"Path": "go.etcd.io/etcd/api/v3", "Version": "v3.6.13"}},
+            {"Old": {"Path": "example.com/x", "Version": "v1.0.0"}, "New": {"Path": "example.com/y", "Version": "v1.0.1"}},
+        ],
+    }
+    text = wrapper_gomod(recipe, upstream)
+    assert "\tgo.etcd.io/etcd/api/v3 => go.etcd.io/etcd/api/v3 v3.6.13\n" in text
+    assert "\texample.com/x v1.0.0 => example.com/y v1.0.1\n" in text
+    assert "\tgolang.org/x/net => golang.org/x/net v0.50.0\n" in text
+    assert "godebug" not in text
+
+
+def test_wrapper_without_replaces_has_no_replace_block() -> None:
+    recipe = _recipe({"kind": "go", "module": "example.com/a", "version": "v1.0.0", "packages": {"a": "example.com/a"}})
+    text = wrapper_gomod(recipe, {"Go": "1.22", "Require": [], "Replace": None})
+    assert "replace" not in text
+    assert text == wrapper_gomod(recipe, {"Go": "1.22", "Require": [], "Replace": None})  # deterministic
+
+
+def test_wrapper_local_replace_without_version_names_the_field() -> None:
+    recipe = _recipe({"kind": "go", "module": "sigs.k8s.io/apiserver-network-proxy", "version": "v0.36.0",
+                      "packages": {"server": "sigs.k8s.io/apiserver-network-proxy/cmd/server"}})
+    upstream = {
+        "Go": "1.26.2",
+        "Require": _req("sigs.k8s.io/apiserver-network-proxy/konnectivity-client"),
+        "Replace": [{"Old": {"Path": "sigs.k8s.io/apiserver-network-proxy/konnectivity-client"},
+                     "New": {"Path": "./konnectivity-client"}}],
+    }
+    with pytest.raises(RecipeError, match=r"comp.toml: source.local_replace_version: .*konnectivity-client"):
+        wrapper_gomod(recipe, upstream)
+
+
+@pytest.mark.parametrize("source, message", [
+    ({"kind": "kubernetes", "local_replace_version": "v1.0.0", "staging_version": "v0.1.0"},
+     r"source.local_replace_version: only allowed for kind = \"go\""),
+    ({"kind": "go", "local_replace_version": "1.0.0"}, r"source.local_replace_version: a Go module version starts with 'v'"),
+    ({"kind": "go", "replace": {"example.com/b": "1.0"}}, r"source.replace.example.com/b: a Go module version starts"),
+    ({"kind": "go", "buildmode": "shared"}, r"source.buildmode: expected one of exe, pie"),
+    ({"kind": "c", "buildmode": "pie"}, r"source.buildmode: not allowed for kind = \"c\""),
+])
+def test_source_fields_for_wrappers_are_validated(source: dict, message: str) -> None:
+    base = {"module": "example.com/a", "version": "v1.0.0", "packages": {"a": "example.com/a"}}
+    with pytest.raises(RecipeError, match=message):
+        _recipe({**base, **source})
