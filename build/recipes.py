@@ -22,7 +22,9 @@ except ModuleNotFoundError:  # pragma: no cover - 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 SCHEMA_VERSION = 1
-ROLES = ("controller", "worker")
+# controller/worker: staged and run by that mke role; image: only packed into an air-gap image
+# (build/airgap.py), never staged on a host.
+ROLES = ("controller", "worker", "image")
 ARCHIVES = ("raw", "tar.gz", "zip")
 CHECKSUM_FORMATS = ("sha256sum", "bare")
 SOURCE_KINDS = ("go", "kubernetes", "c")
