@@ -83,6 +83,24 @@ class Binary:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class Library:
+    """A tar of Python packages kept out of PyInstaller's archive (which a one-file program
+    unpacks on every start) and staged on first import instead: see mke/pylib.py."""
+
+    name: str
+    packages: tuple[str, ...]  # top-level import names it provides
+    python: str  # "3.11": the interpreter its compiled files are for
+    sha256: str  # of the tar
+    size: int
+    frame: int
+    offset: int
+
+    @property
+    def embedded(self) -> bool:
+        return True
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Manifest:
     mke_version: str
     platform: str  # "linux/amd64"
@@ -90,6 +108,7 @@ class Manifest:
     fips: bool
     binaries: tuple[Binary, ...]
     frames: tuple[Frame, ...] = ()
+    libraries: tuple[Library, ...] = ()
     codec: str = CODEC
     schema: int = MANIFEST_SCHEMA
 
@@ -98,6 +117,19 @@ class Manifest:
             if b.name == name:
                 return b
         raise PayloadError(f"this mke has no binary named {name!r}; it has: {', '.join(self.names()) or '(none)'}")
+
+    def entry(self, name: str) -> "Binary | Library":
+        """A binary or library by name (frame members name either)."""
+        for e in (*self.binaries, *self.libraries):
+            if e.name == name:
+                return e
+        raise PayloadError(f"this mke has no payload entry named {name!r}")
+
+    def library_for(self, package: str) -> "Library | None":
+        for lib in self.libraries:
+            if package in lib.packages:
+                return lib
+        return None
 
     def names(self) -> tuple[str, ...]:
         return tuple(b.name for b in self.binaries)
@@ -125,6 +157,7 @@ class Manifest:
             "codec": self.codec,
             "frames": [dataclasses.asdict(f) | {"members": list(f.members)} for f in self.frames],
             "binaries": [dataclasses.asdict(b) | {"roles": list(b.roles)} for b in self.binaries],
+            "libraries": [dataclasses.asdict(x) | {"packages": list(x.packages)} for x in self.libraries],
         }
 
     def to_json(self) -> bytes:
@@ -177,8 +210,22 @@ class Manifest:
                 frame=frame,
                 offset=v.field(b, at, "offset", (int, type(None))),
             ))
+        libraries = []
+        for i, x in enumerate(doc.get("libraries", [])):
+            at = f"libraries[{i}]"
+            v.obj(x, at)
+            libraries.append(Library(
+                name=v.field(x, at, "name", str),
+                packages=tuple(v.strings(x, at, "packages")),
+                python=v.field(x, at, "python", str),
+                sha256=v.digest(x, at, "sha256"),
+                size=v.nonneg(x, at, "size"),
+                frame=v.nonneg(x, at, "frame"),
+                offset=v.nonneg(x, at, "offset"),
+            ))
         m = cls(
             schema=schema,
+            libraries=tuple(libraries),
             mke_version=v.field(doc, "", "mke_version", str),
             platform=v.field(doc, "", "platform", str),
             mode=v.field(doc, "", "mode", str),
@@ -195,9 +242,9 @@ class Manifest:
         if self.codec != CODEC:
             raise PayloadError(f"{where}: codec {self.codec!r} is not supported (expected {CODEC!r})")
         seen: set[str] = set()
-        for b in self.binaries:
+        for b in (*self.binaries, *self.libraries):
             if b.name in seen:
-                raise PayloadError(f"{where}: binary {b.name!r} is listed twice")
+                raise PayloadError(f"{where}: {b.name!r} is listed twice")
             seen.add(b.name)
             if b.frame is None:
                 continue
@@ -215,7 +262,7 @@ class Manifest:
             end = f.offset + f.size
             for name in f.members:
                 if name not in seen:
-                    raise PayloadError(f"{where}: frame {i} holds {name!r}, which is not a listed binary")
+                    raise PayloadError(f"{where}: frame {i} holds {name!r}, which is not a listed binary or library")
 
     @property
     def data_length(self) -> int:
@@ -455,7 +502,7 @@ class Payload:
         import zstandard  # imported here: `mke version` never pays for it
 
         frame = self.manifest.frames[index]
-        wanted = [self.manifest.binary(n) for n in sinks]
+        wanted = [self.manifest.entry(n) for n in sinks]
         for b in wanted:
             if b.frame != index:
                 raise ValueError(f"{b.name} is not in frame {index}")

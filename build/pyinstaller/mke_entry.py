@@ -2,6 +2,10 @@
 
 import sys
 
-from mke.cli import main
+from mke import pylib
+
+pylib.install()  # packages left out of the one-file archive are staged on first import
+
+from mke.cli import main  # noqa: E402
 
 sys.exit(main())
