@@ -104,6 +104,12 @@ def _mode_options(args: argparse.Namespace) -> dict:
 
 def _after_build(args, ctx, results, manifest) -> None:
     """Steps that run after the binaries are in dist/ (the bundler hooks in here)."""
+    if getattr(args, "no_bundle", False):
+        return
+    from build import bundle  # the bundler (issue 7): dist/mke, SHA256SUMS, SBOM
+
+    bundle.write_bundle(cache=ctx.cache, manifest_path=manifest, dist=args.dist, layout=args.payload_layout,
+                        jobs=args.jobs, source_date_epoch=ctx.source_date_epoch)
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
@@ -169,6 +175,9 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--fips", action="store_true", help="build with the FIPS toolchain (see nox -s build-fips)")
     b.add_argument("--dist", type=Path, default=REPO / "dist", help="output directory (default dist/)")
     b.add_argument("--quiet", action="store_true", help="no progress lines")
+    b.add_argument("--no-bundle", action="store_true", help="stop after dist/<os>-<arch>/ (no dist/mke)")
+    b.add_argument("--payload-layout", default="groups", choices=["groups", "per-binary", "solid"],
+                   help="how binaries are grouped into zstd frames in dist/mke (default: groups; docs/payload.md)")
     b.add_argument("--check-reproducible", dest="opt_check_reproducible", action="store_true",
                    help="rebuild from clean state (fresh cache, fresh Go build cache) and compare every digest")
     b.add_argument("--go-cache-volume", dest="opt_go_cache_volume", default=None,
