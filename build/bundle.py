@@ -76,7 +76,7 @@ EXCLUDES = (
     "_xxtestfuzz", "zstandard.backend_cffi", "cffi", "IPython", "numpy",
 )
 
-ROLE_ORDER = ("controller", "worker")
+ROLE_ORDER = ("controller", "worker", "image")
 
 
 # --------------------------------------------------------------------------- inputs

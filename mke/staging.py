@@ -41,6 +41,7 @@ DEFAULT_BIN_DIR = DEFAULT_DATA_DIR / "bin"
 STORE = ".store"
 LOCK = ".lock"
 TMP_PREFIX = ".tmp-"
+HOST_ROLES = ("controller", "worker")  # roles whose binaries run on the host (not "image")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -39,8 +39,8 @@ def run(args: argparse.Namespace) -> int:
     names = list(args.names)
     if args.role:
         names += [b.name for b in payload.manifest.for_roles(args.role)]
-    if not names:
-        names = list(payload.manifest.names())
+    if not names:  # everything a host may run ("image" binaries only go into air-gap images)
+        names = [b.name for b in payload.manifest.for_roles(staging.HOST_ROLES)]
     results = staging.stage(payload, names, bin_dir, jobs=args.jobs)
     if not args.quiet:
         written = sum(r.action == "staged" for r in results)
