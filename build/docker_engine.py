@@ -13,6 +13,7 @@ import io
 import os
 import tarfile
 import threading
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -227,11 +228,11 @@ class DockerEngine:
         try:
             c = self.client.containers.create(
                 image=image,
+                name=f"{name}-{uuid.uuid4().hex[:6]}",
                 command=command,
                 environment=env or {},
                 volumes=binds or {},
                 working_dir=workdir,
-                network_disabled=not network,
                 network_mode=None if network else "none",
                 labels={LABEL: name},
                 user=user,
