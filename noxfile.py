@@ -53,14 +53,14 @@ def tests(session: nox.Session) -> None:
 def build(session: nox.Session) -> None:
     """Build dist/: nox -s build -- --mode=fetch|docker|none [--arch ..] [--component ..] [--jobs N]."""
     _install(session, BUILD_REQS)
-    _toolchain(session, "build", *session.posargs)
+    _toolchain(session, "build", "--bundle", *session.posargs)
 
 
 @nox.session(name="build-fips")
 def build_fips(session: nox.Session) -> None:
     """The FIPS variant: docker mode with the FIPS toolchain from fips/."""
     _install(session, BUILD_REQS)
-    _toolchain(session, "build", "--mode=docker", "--fips", *session.posargs)
+    _toolchain(session, "build", "--bundle", "--mode=docker", "--fips", *session.posargs)
 
 
 @nox.session

@@ -104,7 +104,7 @@ def _mode_options(args: argparse.Namespace) -> dict:
 
 def _after_build(args, ctx, results, manifest) -> None:
     """Steps that run after the binaries are in dist/ (the bundler hooks in here)."""
-    if getattr(args, "no_bundle", False):
+    if not getattr(args, "bundle", False):
         return
     from build import bundle  # the bundler (issue 7): dist/mke, SHA256SUMS, SBOM
 
@@ -175,7 +175,8 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--fips", action="store_true", help="build with the FIPS toolchain (see nox -s build-fips)")
     b.add_argument("--dist", type=Path, default=REPO / "dist", help="output directory (default dist/)")
     b.add_argument("--quiet", action="store_true", help="no progress lines")
-    b.add_argument("--no-bundle", action="store_true", help="stop after dist/<os>-<arch>/ (no dist/mke)")
+    b.add_argument("--bundle", action=argparse.BooleanOptionalAction, default=False,
+                   help="also write dist/mke, SHA256SUMS and the SBOM (nox -s build passes --bundle)")
     b.add_argument("--payload-layout", default="groups", choices=["groups", "per-binary", "solid"],
                    help="how binaries are grouped into zstd frames in dist/mke (default: groups; docs/payload.md)")
     b.add_argument("--check-reproducible", dest="opt_check_reproducible", action="store_true",

@@ -32,9 +32,9 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     bin_dir = args.bin_dir or Path(os.environ.get(BIN_DIR_ENV) or staging.DEFAULT_BIN_DIR)
     payload = running_payload()
-    if payload is None:
-        print("mke: this mke carries no payload; binaries are looked up on PATH (nothing to extract)",
-              file=sys.stderr)
+    if payload is None or not any(b.embedded for b in payload.manifest.binaries):
+        what = "was built in none mode" if payload else "carries no payload"
+        print(f"mke: this mke {what}: nothing to extract; binaries are looked up on PATH", file=sys.stderr)
         return 0
     names = list(args.names)
     if args.role:
