@@ -32,7 +32,7 @@ def test_recipes_table(capsys):
 
 
 def test_none_mode_writes_manifest_without_binaries(tmp_path, capsys):
-    assert main(["build", "--mode=none", f"--cache-dir={tmp_path / 'c'}", f"--dist={tmp_path / 'd'}"]) == 0
+    assert main(["build", "--mode=none", "--no-bundle", f"--cache-dir={tmp_path / 'c'}", f"--dist={tmp_path / 'd'}"]) == 0
     import json
 
     m = json.loads((tmp_path / "d" / "linux-amd64" / "manifest.json").read_text())
@@ -41,7 +41,7 @@ def test_none_mode_writes_manifest_without_binaries(tmp_path, capsys):
 
 
 def test_component_by_binary_name(tmp_path):
-    assert main(["build", "--mode=none", "--component=kubelet", f"--cache-dir={tmp_path}", f"--dist={tmp_path / 'd'}"]) == 0
+    assert main(["build", "--mode=none", "--component=kubelet", "--no-bundle", f"--cache-dir={tmp_path}", f"--dist={tmp_path / 'd'}"]) == 0
 
 
 def test_mirror_url():
