@@ -271,7 +271,7 @@ class ImagesConfig:
     """Images of the cluster add-ons, pinned; `registry` replaces every image's registry host."""
 
     registry: str = _key("registry", _registry, default="")
-    pause: str = _key("pause", _image, default="registry.k8s.io/pause:3.10.1")
+    pause: str = _key("pause", _image, default="registry.k8s.io/pause:3.10.2")  # = recipes/pause.toml
     coredns: str = _key("coredns", _image, default="registry.k8s.io/coredns/coredns:v1.12.1")
     metrics_server: str = _key("metricsServer", _image, default="registry.k8s.io/metrics-server/metrics-server:v0.8.0")
     kube_proxy: str = _key("kubeProxy", _image, default=f"registry.k8s.io/kube-proxy:v{KUBERNETES_VERSION}")

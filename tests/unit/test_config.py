@@ -113,7 +113,7 @@ def test_image_registry_override() -> None:
     cfg = parse_config({"images": {"registry": "registry.local:5000/mirror"}})
     assert cfg.images.ref("coredns") == "registry.local:5000/mirror/coredns/coredns:v1.12.1"
     assert cfg.images.ref("calico_node").startswith("registry.local:5000/mirror/calico/node:")
-    assert default_config().images.ref("pause") == "registry.k8s.io/pause:3.10.1"
+    assert default_config().images.ref("pause") == "registry.k8s.io/pause:3.10.2"
 
 
 def test_derived_addresses_and_overrides() -> None:
