@@ -1,15 +1,68 @@
-"""``mke token create|list|invalidate``."""
+"""``mke token create|list|invalidate``: join tokens for workers and controllers."""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    pass
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    c = sub.add_parser("create", help="create a join token and print it")
+    c.add_argument("--role", required=True, choices=["worker", "controller"])
+    c.add_argument("--expiry", default="24h", help="lifetime: 24h, 7d, 1h30m... (0: never expires); default 24h")
+    c.add_argument("--description", default="")
+    ls = sub.add_parser("list", help="list join tokens stored in the cluster")
+    inv = sub.add_parser("invalidate", help="delete a token (by id, id.secret or the whole token string)")
+    inv.add_argument("token", nargs="+")
+    for sp in (c, ls, inv):
+        sp.add_argument("--data-dir", type=Path, default=None, help="state directory (default /var/lib/mke)")
+        sp.add_argument("--config", "-c", type=Path, help="mke.yaml (for api.externalAddress)")
+
+
+def _client_and_urls(args: argparse.Namespace):  # noqa: ANN202
+    from mke.commands.status import read_status
+    from mke.config import load_config
+    from mke.controller import DEFAULT_DATA_DIR, choose_api_address, host_addresses
+    from mke.errors import PKIError
+    from mke.kubeapi import KubeClient
+    from mke.pki import _url_host
+
+    data_dir = (args.data_dir or DEFAULT_DATA_DIR).absolute()
+    kubeconfig = data_dir / "pki" / "admin.conf"
+    if not kubeconfig.exists():
+        raise PKIError(f"{kubeconfig}: missing; run `mke token` on a controller where `mke server` ran")
+    cfg = load_config(args.config)
+    status = read_status(data_dir) or {}
+    host = cfg.api.external_address or status.get("api_address") or choose_api_address(cfg, host_addresses())
+    port = status.get("api_port", cfg.api.port)
+    api_url = f"https://{_url_host(host)}:{port}"
+    mke_api_url = f"https://{_url_host(host)}:{cfg.api.mke_api_port}"
+    return KubeClient.from_kubeconfig(kubeconfig), api_url, mke_api_url, data_dir
 
 
 def run(args: argparse.Namespace) -> int:
-    from mke.errors import NotImplementedYet
+    from mke.tokens import TokenStore, parse_duration
 
-    raise NotImplementedYet("mke token is not implemented yet")
+    client, api_url, mke_api_url, data_dir = _client_and_urls(args)
+    store = TokenStore(client)
+    if args.action == "create":
+        ttl = parse_duration(args.expiry)
+        ca_pem = (data_dir / "pki" / "ca.crt").read_text()
+        tok = store.create(role=args.role, api_url=api_url, mke_api_url=mke_api_url, ca_pem=ca_pem, ttl=ttl,
+                           description=args.description)
+        print(tok.encode())
+        return 0
+    if args.action == "list":
+        now = dt.datetime.now(dt.timezone.utc)
+        print(f"{'ID':<8} {'ROLE':<11} {'EXPIRES':<22} DESCRIPTION")
+        for t in store.list():
+            exp = t.expires.strftime("%Y-%m-%dT%H:%M:%SZ") if t.expires else "never"
+            if t.expires and t.expires <= now:
+                exp += " (expired)"
+            print(f"{t.token_id:<8} {t.role:<11} {exp:<22} {t.description}")
+        return 0
+    for tok in args.token:
+        print(f"invalidated {store.invalidate(tok)}")
+    return 0

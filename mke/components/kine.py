@@ -31,7 +31,10 @@ class Kine(SupervisedComponent):
         dsn = self.ctx.config.storage.kine.data_source
         if dsn:
             return dsn
-        return f"sqlite://{self.ctx.data_dir / 'kine' / 'state.db'}?_journal=WAL&cache=shared"
+        # busy_timeout + immediate transactions: without them concurrent writers of the
+        # apiserver can stall (seen as /readyz stuck on autoregister-completion).
+        return (f"sqlite://{self.ctx.data_dir / 'kine' / 'state.db'}"
+                "?_journal=WAL&cache=shared&_busy_timeout=30000&_txlock=immediate")
 
     def init(self) -> None:
         super().init()

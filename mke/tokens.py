@@ -1,0 +1,227 @@
+"""Join tokens: one string carrying the API address, the cluster CA and a bootstrap token.
+
+Format: ``mke1.`` + base64url(zlib(JSON)) with the JSON fields ``role``, ``api``
+(https URL of the Kubernetes API), ``mke_api`` (https URL of mke's join API, for
+controller tokens), ``ca`` (the cluster CA, PEM), ``ca_hash`` (sha256 of its public
+key, checked on decode), ``token`` (``<id>.<secret>``) and ``exp`` (RFC 3339, or null).
+
+The bootstrap token is stored in the cluster as a ``bootstrap.kubernetes.io/token``
+secret ``kube-system/bootstrap-token-<id>`` with its expiry, so the apiserver
+authenticates workers with it (group ``system:bootstrappers:mke:worker``) and the
+controller-manager's token cleaner deletes it once expired. Controller tokens are not
+valid against the Kubernetes API; mke's join API checks them against their secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+import re
+import secrets
+import string
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from mke.errors import TokenError, UsageError
+
+PREFIX = "mke1."
+ROLES = ("worker", "controller")
+SECRET_TYPE = "bootstrap.kubernetes.io/token"
+NAMESPACE = "kube-system"
+ROLE_LABEL = "mke.io/token-role"
+GROUP_PREFIX = "system:bootstrappers:mke:"
+_ALPHABET = string.ascii_lowercase + string.digits
+_ID_RE = re.compile(r"^[a-z0-9]{6}$")
+_SECRET_RE = re.compile(r"^[a-z0-9]{16}$")
+_DURATION_RE = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_duration(text: str) -> dt.timedelta | None:
+    """``24h``, ``7d``, ``1h30m``, ``90s``; ``0`` means no expiry (None)."""
+    if text.strip() == "0":
+        return None
+    m = _DURATION_RE.match(text.strip())
+    if not text.strip() or not m or not any(m.groups()):
+        raise UsageError(f"--expiry {text!r}: expected a duration such as 24h, 7d, 1h30m (or 0 for none)")
+    d, h, mi, s = (int(x or 0) for x in m.groups())
+    delta = dt.timedelta(days=d, hours=h, minutes=mi, seconds=s)
+    if delta.total_seconds() < 60:
+        raise UsageError(f"--expiry {text!r}: at least 1m")
+    return delta
+
+
+def new_bootstrap_token() -> tuple[str, str]:
+    return ("".join(secrets.choice(_ALPHABET) for _ in range(6)),
+            "".join(secrets.choice(_ALPHABET) for _ in range(16)))
+
+
+def _rfc3339(t: dt.datetime) -> str:
+    return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_time(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class JoinToken:
+    role: str
+    api_url: str
+    ca_pem: str
+    ca_hash: str
+    token_id: str
+    token_secret: str
+    expires: dt.datetime | None = None
+    mke_api_url: str = ""
+
+    @property
+    def bootstrap_token(self) -> str:
+        return f"{self.token_id}.{self.token_secret}"
+
+    def encode(self) -> str:
+        doc = {
+            "role": self.role,
+            "api": self.api_url,
+            "mke_api": self.mke_api_url,
+            "ca": self.ca_pem,
+            "ca_hash": self.ca_hash,
+            "token": self.bootstrap_token,
+            "exp": _rfc3339(self.expires) if self.expires else None,
+        }
+        raw = zlib.compress(json.dumps(doc, separators=(",", ":"), sort_keys=True).encode(), 9)
+        return PREFIX + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    def secret_manifest(self, description: str = "") -> dict[str, Any]:
+        data = {
+            "token-id": self.token_id,
+            "token-secret": self.token_secret,
+            "usage-bootstrap-authentication": "true" if self.role == "worker" else "false",
+            "usage-bootstrap-signing": "true",
+            "auth-extra-groups": f"{GROUP_PREFIX}{self.role}",
+            "description": description or f"mke {self.role} join token",
+        }
+        if self.expires:
+            data["expiration"] = _rfc3339(self.expires)
+        return {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": f"bootstrap-token-{self.token_id}", "namespace": NAMESPACE,
+                         "labels": {ROLE_LABEL: self.role}},
+            "type": SECRET_TYPE,
+            "stringData": data,
+        }
+
+
+def decode_token(text: str, *, role: str | None = None, now: dt.datetime | None = None) -> JoinToken:
+    """Parse and check a token string; ``role`` rejects a token made for the other role."""
+    text = text.strip()
+    if not text.startswith(PREFIX):
+        raise TokenError("the join token is malformed: it does not start with 'mke1.' (copy it whole from "
+                         "`mke token create`)")
+    body = text[len(PREFIX):]
+    try:
+        raw = zlib.decompress(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        doc = json.loads(raw)
+        tok_id, _, tok_secret = doc["token"].partition(".")
+        tok = JoinToken(
+            role=doc["role"], api_url=doc["api"], mke_api_url=doc.get("mke_api") or "", ca_pem=doc["ca"],
+            ca_hash=doc["ca_hash"], token_id=tok_id, token_secret=tok_secret,
+            expires=_parse_time(doc["exp"]) if doc.get("exp") else None,
+        )
+    except (binascii.Error, zlib.error, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise TokenError("the join token is malformed (truncated or altered); copy it whole from "
+                         "`mke token create`") from e
+    if tok.role not in ROLES or not _ID_RE.match(tok.token_id) or not _SECRET_RE.match(tok.token_secret) \
+            or not tok.api_url.startswith("https://"):
+        raise TokenError("the join token is malformed (bad role, API address or bootstrap token)")
+    from cryptography import x509
+
+    from mke.pki import ca_hash
+
+    try:
+        ca = x509.load_pem_x509_certificate(tok.ca_pem.encode())
+    except ValueError as e:
+        raise TokenError("the join token is malformed: its CA certificate does not parse") from e
+    if ca_hash(ca) != tok.ca_hash:
+        raise TokenError("the join token's CA does not match its CA hash (altered token)")
+    now = now or dt.datetime.now(dt.timezone.utc)
+    if tok.expires is not None and tok.expires <= now:
+        raise TokenError(f"the join token {tok.token_id} expired at {_rfc3339(tok.expires)}; "
+                         f"create a new one with `mke token create --role={tok.role}`")
+    if role is not None and tok.role != role:
+        raise TokenError(f"this is a {tok.role} token, not a {role} token; create one with "
+                         f"`mke token create --role={role}`")
+    return tok
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenInfo:
+    token_id: str
+    role: str
+    expires: dt.datetime | None
+    description: str
+
+
+class TokenStore:
+    """Bootstrap-token secrets in kube-system, through the Kubernetes API."""
+
+    def __init__(self, client: Any) -> None:  # mke.kubeapi.KubeClient
+        self.client = client
+
+    def create(self, *, role: str, api_url: str, ca_pem: str, ttl: dt.timedelta | None, mke_api_url: str = "",
+               description: str = "", now: dt.datetime | None = None) -> JoinToken:
+        from cryptography import x509
+
+        from mke.pki import ca_hash
+
+        if role not in ROLES:
+            raise UsageError(f"--role {role!r}: one of {', '.join(ROLES)}")
+        now = now or dt.datetime.now(dt.timezone.utc)
+        tok_id, tok_secret = new_bootstrap_token()
+        tok = JoinToken(
+            role=role, api_url=api_url, mke_api_url=mke_api_url if role == "controller" else "", ca_pem=ca_pem,
+            ca_hash=ca_hash(x509.load_pem_x509_certificate(ca_pem.encode())), token_id=tok_id,
+            token_secret=tok_secret, expires=(now + ttl).replace(microsecond=0) if ttl else None,
+        )
+        self.client.create(tok.secret_manifest(description))
+        return tok
+
+    def list(self) -> list[TokenInfo]:
+        out = []
+        for s in self.client.list("v1", "Secret", NAMESPACE, field_selector=f"type={SECRET_TYPE}"):
+            data = {k: base64.b64decode(v).decode() for k, v in (s.get("data") or {}).items()}
+            groups = data.get("auth-extra-groups", "")
+            role = next((r for r in ROLES if f"{GROUP_PREFIX}{r}" in groups.split(",")), "other")
+            exp = data.get("expiration")
+            out.append(TokenInfo(token_id=data.get("token-id", "?"), role=role,
+                                 expires=_parse_time(exp) if exp else None, description=data.get("description", "")))
+        return sorted(out, key=lambda t: (t.role, t.token_id))
+
+    def invalidate(self, id_or_token: str) -> str:
+        tok_id = id_or_token.strip()
+        if tok_id.startswith(PREFIX):
+            tok_id = decode_token(tok_id, now=dt.datetime.min.replace(tzinfo=dt.timezone.utc)).token_id
+        elif "." in tok_id:
+            tok_id = tok_id.split(".", 1)[0]
+        if not _ID_RE.match(tok_id):
+            raise TokenError(f"{id_or_token!r} is neither a token id (6 characters) nor a join token")
+        if not self.client.delete("v1", "Secret", f"bootstrap-token-{tok_id}", NAMESPACE):
+            raise TokenError(f"no token with id {tok_id} (see `mke token list`)")
+        return tok_id
+
+    def check(self, tok: JoinToken, *, now: dt.datetime | None = None) -> None:
+        """Raise TokenError unless ``tok`` is stored, unexpired and for its role (mke's join API)."""
+        s = self.client.get("v1", "Secret", f"bootstrap-token-{tok.token_id}", NAMESPACE)
+        if s is None or s.get("type") != SECRET_TYPE:
+            raise TokenError(f"token {tok.token_id} is unknown or was invalidated")
+        data = {k: base64.b64decode(v).decode() for k, v in (s.get("data") or {}).items()}
+        if not secrets.compare_digest(data.get("token-secret", ""), tok.token_secret):
+            raise TokenError(f"token {tok.token_id}: wrong secret")
+        if f"{GROUP_PREFIX}{tok.role}" not in data.get("auth-extra-groups", "").split(","):
+            raise TokenError(f"token {tok.token_id} is not a {tok.role} token")
+        exp = data.get("expiration")
+        if exp and _parse_time(exp) <= (now or dt.datetime.now(dt.timezone.utc)):
+            raise TokenError(f"token {tok.token_id} expired at {exp}")
