@@ -104,6 +104,10 @@ def _mode_options(args: argparse.Namespace) -> dict:
 
 def _after_build(args, ctx, results, manifest) -> None:
     """Steps that run after the binaries are in dist/ (the bundler hooks in here)."""
+    if getattr(args, "airgap", False):
+        from build import airgap  # dist/mke-airgap-images-<os>-<arch>.tar (issue 4)
+
+        airgap.build_airgap(ctx, results, args.dist)
     if not getattr(args, "bundle", False):
         return
     from build import bundle  # the bundler (issue 7): dist/mke, SHA256SUMS, SBOM
@@ -177,6 +181,8 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--quiet", action="store_true", help="no progress lines")
     b.add_argument("--bundle", action=argparse.BooleanOptionalAction, default=False,
                    help="also write dist/mke, SHA256SUMS and the SBOM (nox -s build passes --bundle)")
+    b.add_argument("--airgap", action="store_true",
+                   help="also write dist/mke-airgap-images-<os>-<arch>.tar from recipes/images/ (docker or fetch mode)")
     b.add_argument("--payload-layout", default="groups", choices=["groups", "per-binary", "solid"],
                    help="how binaries are grouped into zstd frames in dist/mke (default: groups; docs/payload.md)")
     b.add_argument("--check-reproducible", dest="opt_check_reproducible", action="store_true",
