@@ -181,8 +181,9 @@ class Controller:
         stages.append([KubeControllerManager(ctx), KubeScheduler(ctx)])
         if self.with_manifests:
             from mke.components.addons import ClusterManifests
+            from mke.components.csr_approver import KubeletServingCSRApprover
 
-            stages.append([ClusterManifests(ctx)])
+            stages.append([ClusterManifests(ctx), KubeletServingCSRApprover(ctx)])
         return stages
 
     def binary_names(self) -> list[str]:

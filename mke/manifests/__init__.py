@@ -1,0 +1,36 @@
+"""The cluster manifests mke applies (server-side apply) and keeps applied.
+
+Each module returns plain objects built from the config: images come from
+``config.images`` (pinned, overridable, with an optional registry mirror), addresses
+and CIDRs from ``config.network`` and the advertised API address. Nothing is read
+from the network, so an air-gapped cluster works when the images are present.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mke.components.context import NodeContext
+
+LABELS = {"app.kubernetes.io/managed-by": "mke"}
+
+
+def render_all(ctx: NodeContext) -> list[dict[str, Any]]:
+    from mke.manifests import bootstrap_rbac, calico, coredns, konnectivity_agent, kube_proxy, metrics_server
+
+    objs: list[dict[str, Any]] = []
+    objs += bootstrap_rbac.objects(ctx)
+    objs += coredns.objects(ctx)
+    objs += metrics_server.objects(ctx)
+    if ctx.config.konnectivity.enabled:
+        objs += konnectivity_agent.objects(ctx)
+    objs += kube_proxy.objects(ctx)
+    if ctx.config.network.provider == "calico":
+        objs += calico.objects(ctx)
+    for o in objs:
+        o.setdefault("metadata", {}).setdefault("labels", {}).update(LABELS)
+    return objs
+
+
+def names(objs: list[dict[str, Any]]) -> list[str]:
+    return [f"{o['kind']}/{o['metadata'].get('namespace', '')}/{o['metadata']['name']}".replace("//", "/") for o in objs]

@@ -1,0 +1,79 @@
+"""metrics-server: serves metrics.k8s.io from kubelet summaries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mke.components.context import NodeContext
+from mke.manifests.k8s import (CRITICAL_TOLERATIONS, NS, cluster_role, cluster_role_binding, meta, role_binding, rule,
+                               service, service_account, subject)
+
+LABELS = {"k8s-app": "metrics-server"}
+
+
+def objects(ctx: NodeContext) -> list[dict[str, Any]]:
+    sa = [subject("ServiceAccount", "metrics-server")]
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta("metrics-server", NS, **LABELS),
+        "spec": {
+            "selector": {"matchLabels": LABELS},
+            "strategy": {"rollingUpdate": {"maxUnavailable": 0}},
+            "template": {
+                "metadata": {"labels": LABELS},
+                "spec": {
+                    "priorityClassName": "system-cluster-critical",
+                    "serviceAccountName": "metrics-server",
+                    "tolerations": CRITICAL_TOLERATIONS,
+                    "nodeSelector": {"kubernetes.io/os": "linux"},
+                    "containers": [{
+                        "name": "metrics-server",
+                        "image": ctx.config.images.ref("metrics_server"),
+                        "imagePullPolicy": "IfNotPresent",
+                        "args": ["--cert-dir=/tmp", "--secure-port=10250",
+                                 "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
+                                 "--kubelet-use-node-status-port", "--metric-resolution=15s"],
+                        "ports": [{"containerPort": 10250, "name": "https", "protocol": "TCP"}],
+                        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "https", "scheme": "HTTPS"},
+                                           "initialDelaySeconds": 20, "periodSeconds": 10},
+                        "livenessProbe": {"httpGet": {"path": "/livez", "port": "https", "scheme": "HTTPS"},
+                                          "periodSeconds": 10},
+                        "resources": {"requests": {"cpu": "100m", "memory": "200Mi"}},
+                        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                            "runAsNonRoot": True, "runAsUser": 1000,
+                                            "capabilities": {"drop": ["ALL"]},
+                                            "seccompProfile": {"type": "RuntimeDefault"}},
+                        "volumeMounts": [{"name": "tmp-dir", "mountPath": "/tmp"}],
+                    }],
+                    "volumes": [{"name": "tmp-dir", "emptyDir": {}}],
+                },
+            },
+        },
+    }
+    return [
+        service_account("metrics-server"),
+        cluster_role("system:aggregated-metrics-reader", [rule(["metrics.k8s.io"], ["pods", "nodes"],
+                                                               ["get", "list", "watch"])],
+                     **{"rbac.authorization.k8s.io/aggregate-to-admin": "true",
+                        "rbac.authorization.k8s.io/aggregate-to-edit": "true",
+                        "rbac.authorization.k8s.io/aggregate-to-view": "true"}),
+        cluster_role("system:metrics-server", [
+            rule([""], ["nodes/metrics"], ["get"]),
+            rule([""], ["pods", "nodes"], ["get", "list", "watch"]),
+        ]),
+        role_binding("metrics-server-auth-reader", NS, "Role", "extension-apiserver-authentication-reader", sa),
+        cluster_role_binding("metrics-server:system:auth-delegator", "system:auth-delegator", sa),
+        cluster_role_binding("system:metrics-server", "system:metrics-server", sa),
+        service("metrics-server", LABELS, [{"name": "https", "port": 443, "protocol": "TCP",
+                                            "targetPort": "https"}], **LABELS),
+        deployment,
+        {
+            "apiVersion": "apiregistration.k8s.io/v1",
+            "kind": "APIService",
+            "metadata": meta("v1beta1.metrics.k8s.io", None, **LABELS),
+            "spec": {"group": "metrics.k8s.io", "version": "v1beta1", "groupPriorityMinimum": 100,
+                     "versionPriority": 100, "insecureSkipTLSVerify": True,
+                     "service": {"name": "metrics-server", "namespace": NS}},
+        },
+    ]
