@@ -1,0 +1,93 @@
+"""``mke worker [TOKEN]``: join this host to a cluster as a worker node and run it."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+TOKEN_ENV = "MKE_TOKEN"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("token", nargs="?", help=f"a worker join token (or --token-file, or ${TOKEN_ENV}); "
+                                            "not needed once the node has joined")
+    p.add_argument("--token-file", type=Path, help="read the join token from this file")
+    p.add_argument("--data-dir", type=Path, default=None, help="state directory (default /var/lib/mke)")
+    p.add_argument("--bin-dir", type=Path, default=None,
+                   help="directory holding the component binaries (default: staged into <data-dir>/bin, or PATH)")
+    p.add_argument("--name", help="node name (default: the host name)")
+    p.add_argument("--node-ip", help="the node's InternalIP (default: the source address towards the API)")
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="node label (repeatable)")
+    p.add_argument("--taint", action="append", default=[], metavar="KEY[=VALUE]:EFFECT",
+                   help="register the node with this taint (repeatable)")
+    p.add_argument("--cgroup-root", default="", help="parent cgroup for pods (default: the root cgroup)")
+    p.add_argument("--pod-logs-dir", default="/var/log/pods", help="where kubelet keeps container logs")
+    p.add_argument("--kubelet-arg", action="append", default=[], metavar="FLAG=VALUE",
+                   help="extra kubelet flag (repeatable), e.g. --kubelet-arg=v=2")
+
+
+def read_token(args: argparse.Namespace) -> str | None:
+    from mke.errors import UsageError
+
+    given = [n for n, v in (("argument", args.token), ("--token-file", args.token_file)) if v]
+    if len(given) > 1:
+        raise UsageError("give the token once: as an argument or with --token-file, not both")
+    if args.token:
+        return args.token.strip()
+    if args.token_file:
+        try:
+            return args.token_file.read_text().strip()
+        except OSError as e:
+            raise UsageError(f"--token-file {args.token_file}: {e.strerror}") from None
+    return os.environ.get(TOKEN_ENV, "").strip() or None
+
+
+def parse_extra(values: list[str], what: str) -> dict[str, str]:
+    from mke.errors import UsageError
+
+    out = {}
+    for v in values:
+        k, eq, val = v.lstrip("-").partition("=")
+        if not k:
+            raise UsageError(f"{what} {v!r}: expected FLAG=VALUE")
+        out[k] = val if eq else "true"
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from mke.controller import node_name
+    from mke.worker.context import WorkerOptions
+    from mke.worker.kubelet import parse_taint
+    from mke.worker.node import DEFAULT_DATA_DIR, Worker
+
+    token = read_token(args)
+    for t in args.taint:
+        parse_taint(t)
+    options = WorkerOptions(
+        node_name=(args.name or node_name()).lower(),
+        node_ip=args.node_ip,
+        labels=tuple(args.label),
+        taints=tuple(args.taint),
+        cgroup_root=args.cgroup_root,
+        pod_logs_dir=args.pod_logs_dir,
+        extra_args={"kubelet": parse_extra(args.kubelet_arg, "--kubelet-arg")},
+    )
+    worker = Worker(data_dir=args.data_dir or DEFAULT_DATA_DIR, bin_dir=args.bin_dir, options=options, token=token)
+    t0 = time.monotonic()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        print(f"mke: {signal.Signals(signum).name}: stopping", file=sys.stderr, flush=True)
+        worker.stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    def ready(w: Worker) -> None:
+        print(f"mke: node {options.node_name} Ready {time.monotonic() - t0:.1f}s after start", file=sys.stderr, flush=True)
+
+    worker.run(on_ready=ready)
+    return 0

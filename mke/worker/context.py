@@ -1,0 +1,153 @@
+"""What every worker component needs: paths under the data dir, options, settings, binaries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from mke.components.context import BinaryResolver
+from mke.supervisor import LogSink
+from mke.worker.host import CgroupInfo
+from mke.worker.join import WorkerSettings
+
+# The binaries a worker runs on the host (kube-proxy, pause, konnectivity-agent, CoreDNS
+# and metrics-server run in pods, from the air-gap images).
+WORKER_BINARIES = ("containerd", "containerd-shim-runc-v2", "ctr", "runc", "kubelet")
+CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap")
+
+
+@dataclass(frozen=True)
+class WorkerPaths:
+    """Everything a worker writes lives under the data dir (except pod logs, see ``pod_logs``)."""
+
+    data_dir: Path
+
+    @property
+    def worker_dir(self) -> Path:  # configs, credentials, settings (0700)
+        return self.data_dir / "worker"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "run"
+
+    @property
+    def ca(self) -> Path:
+        return self.worker_dir / "ca.crt"
+
+    @property
+    def settings(self) -> Path:
+        return self.worker_dir / "settings.json"
+
+    @property
+    def bootstrap_kubeconfig(self) -> Path:
+        return self.worker_dir / "bootstrap-kubelet.conf"
+
+    @property
+    def kubelet_kubeconfig(self) -> Path:
+        return self.worker_dir / "kubelet.conf"
+
+    @property
+    def kubelet_config(self) -> Path:
+        return self.worker_dir / "kubelet-config.yaml"
+
+    @property
+    def kubelet_cert_dir(self) -> Path:
+        return self.worker_dir / "pki"
+
+    @property
+    def kubelet_root(self) -> Path:
+        return self.data_dir / "kubelet"
+
+    @property
+    def containerd_config(self) -> Path:
+        return self.worker_dir / "containerd.toml"
+
+    @property
+    def containerd_root(self) -> Path:
+        return self.data_dir / "containerd"
+
+    @property
+    def containerd_state(self) -> Path:
+        return self.run_dir / "containerd"
+
+    @property
+    def containerd_socket(self) -> Path:
+        return self.containerd_state / "containerd.sock"
+
+    @property
+    def cni_conf_dir(self) -> Path:
+        return self.data_dir / "cni" / "net.d"
+
+    @property
+    def cni_ipam_dir(self) -> Path:
+        return self.data_dir / "cni" / "networks"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.data_dir / "images"
+
+    @property
+    def imported_state(self) -> Path:
+        return self.worker_dir / "images-imported.json"
+
+    @property
+    def status(self) -> Path:
+        return self.run_dir / "worker-status.json"
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerOptions:
+    """Command-line choices of ``mke worker`` (and of ``mke server --enable-worker``)."""
+
+    node_name: str
+    node_ip: str | None = None
+    labels: tuple[str, ...] = ()  # k=v
+    taints: tuple[str, ...] = ()  # k=v:Effect
+    cgroup_root: str = ""  # "" = kubelet's default (the root cgroup)
+    pod_logs_dir: str = "/var/log/pods"
+    extra_args: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # component -> flag -> value
+
+    def args_for(self, component: str) -> dict[str, str]:
+        return dict(self.extra_args.get(component, {}))
+
+
+@dataclass(kw_only=True)
+class WorkerContext:
+    """Shaped like mke.components.context.NodeContext where SupervisedComponent looks."""
+
+    paths: WorkerPaths
+    options: WorkerOptions
+    settings: WorkerSettings
+    cgroups: CgroupInfo
+    binaries: BinaryResolver
+    api_url: str
+    sink: LogSink = field(default_factory=LogSink)
+    backoff_initial: float = 0.5
+
+    @property
+    def config(self) -> WorkerOptions:  # SupervisedComponent reads ctx.config.args_for(name)
+        return self.options
+
+    @property
+    def data_dir(self) -> Path:
+        return self.paths.data_dir
+
+    @property
+    def run_dir(self) -> Path:
+        return self.paths.run_dir
+
+    @property
+    def node_name(self) -> str:
+        return self.options.node_name
+
+    def cni_bin_dirs(self) -> list[str]:
+        return list(dict.fromkeys(str(self.binaries.path(p).parent) for p in CNI_PLUGINS))
+
+    def bin_path_env(self, base_path: str | None = None) -> str:
+        """PATH for children: the dirs of the staged binaries first (containerd finds its shim on PATH)."""
+        import os
+
+        dirs = [str(p.parent) for p in self.binaries.known().values()]
+        rest = (base_path if base_path is not None else os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"))
+        return ":".join(dict.fromkeys([*dirs, *rest.split(":")]))

@@ -1,0 +1,191 @@
+"""Facts about the host a worker runs on, and the kernel prerequisites mke can set.
+
+``detect_cgroups()``: cgroup v2 (unified) or v1, and the driver both containerd and
+kubelet must use: ``systemd`` when systemd is the init system, else ``cgroupfs``. On
+cgroup v1 kubelet 1.35+ refuses to start unless ``failCgroupV1: false``; mke sets it
+and warns, since v1 support is deprecated.
+
+``Prerequisites``: kernel modules (overlay, br_netfilter) and sysctls (IP forwarding,
+bridge netfilter). Each is checked, set when missing and possible (modprobe, writing
+/proc/sys), and reported as ok / set / missing with what to do, one line each.
+Sysctls under net.* belong to the network namespace mke runs in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Callable
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+CGROUP2_SUPER_MAGIC = 0x63677270
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CgroupInfo:
+    version: int  # 1 or 2
+    driver: str  # "systemd" | "cgroupfs"
+
+    @property
+    def warning(self) -> str | None:
+        if self.version == 1:
+            return ("this host uses cgroup v1, which Kubernetes deprecated: kubelet runs with failCgroupV1=false; "
+                    "boot with systemd.unified_cgroup_hierarchy=1 (cgroup v2) when you can")
+        return None
+
+
+def detect_cgroups(root: Path = CGROUP_ROOT, *, systemd_dir: Path = Path("/run/systemd/system")) -> CgroupInfo:
+    version = 2 if (root / "cgroup.controllers").exists() else 1
+    # systemd is the init system when /run/systemd/system exists (sd_booted()).
+    driver = "systemd" if systemd_dir.is_dir() else "cgroupfs"
+    return CgroupInfo(version=version, driver=driver)
+
+
+def swap_enabled(proc_swaps: Path = Path("/proc/swaps")) -> bool:
+    try:
+        return len(proc_swaps.read_text().strip().splitlines()) > 1
+    except OSError:
+        return False
+
+
+def host_resolv_conf() -> str:
+    """The resolv.conf kubelet gives pods: systemd-resolved's real one when the stub (127.0.0.53) is in use."""
+    try:
+        text = Path("/etc/resolv.conf").read_text()
+    except OSError:
+        return "/etc/resolv.conf"
+    if "127.0.0.53" in text and Path("/run/systemd/resolve/resolv.conf").exists():
+        return "/run/systemd/resolve/resolv.conf"
+    return "/etc/resolv.conf"
+
+
+def route_source(destination: str) -> str | None:
+    """The local address the kernel uses to reach ``destination`` (``ip route get``)."""
+    try:
+        out = subprocess.run(["ip", "-j", "route", "get", destination], capture_output=True, text=True,
+                             timeout=5, check=True).stdout
+        routes = json.loads(out)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    for r in routes:
+        if r.get("prefsrc"):
+            return str(r["prefsrc"])
+    return None
+
+
+def node_address(api_host: str) -> str | None:
+    """The node's InternalIP: the source address of the route towards the API server."""
+    try:
+        ip = str(ipaddress.ip_address(api_host))
+    except ValueError:
+        import socket
+
+        try:
+            ip = socket.getaddrinfo(api_host, None)[0][4][0]
+        except OSError:
+            return None
+    src = route_source(ip)
+    if src is None or ipaddress.ip_address(src).is_loopback:
+        return None
+    return src
+
+
+# --------------------------------------------------------------------------- prerequisites
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Check:
+    name: str
+    status: str  # ok | set | missing
+    detail: str = ""
+
+    def line(self) -> str:
+        return f"{self.name}: {self.status}" + (f" ({self.detail})" if self.detail else "")
+
+
+MODULES = ("overlay", "br_netfilter")
+# sysctl -> (wanted value, module that provides it, required)
+SYSCTLS = {
+    "net.ipv4.ip_forward": ("1", None, True),
+    "net.bridge.bridge-nf-call-iptables": ("1", "br_netfilter", True),
+    "net.bridge.bridge-nf-call-ip6tables": ("1", "br_netfilter", False),
+    "net.ipv6.conf.all.forwarding": ("1", None, False),
+}
+
+
+class Prerequisites:
+    """Check and set what the kernel must provide; ``proc``/``sys`` are overridable for tests."""
+
+    def __init__(self, *, proc: Path = Path("/proc"), sys: Path = Path("/sys"),
+                 modprobe: Callable[[str], bool] | None = None) -> None:
+        self.proc = proc
+        self.sys = sys
+        self._modprobe = modprobe or _modprobe
+
+    def module_loaded(self, name: str) -> bool:
+        if (self.sys / "module" / name).exists():
+            return True  # loaded, or built in with parameters
+        if name == "overlay":
+            try:
+                return any(line.split()[-1] == "overlay" for line in (self.proc / "filesystems").read_text().splitlines())
+            except OSError:
+                return False
+        if name == "br_netfilter":
+            return (self.proc / "sys" / "net" / "bridge").is_dir()  # built in
+        return False
+
+    def sysctl_path(self, key: str) -> Path:
+        return self.proc / "sys" / key.replace(".", "/")
+
+    def ensure(self) -> list[Check]:
+        checks: list[Check] = []
+        for m in MODULES:
+            if self.module_loaded(m):
+                checks.append(Check(name=f"module {m}", status="ok"))
+            elif self._modprobe(m) and self.module_loaded(m):
+                checks.append(Check(name=f"module {m}", status="set", detail="loaded with modprobe"))
+            else:
+                checks.append(Check(name=f"module {m}", status="missing",
+                                    detail=f"load it (modprobe {m}) or build it into the kernel"))
+        for key, (want, module, required) in SYSCTLS.items():
+            path = self.sysctl_path(key)
+            try:
+                have = path.read_text().strip()
+            except FileNotFoundError:
+                if required:
+                    why = f"needs the {module} module" if module else "not available in this kernel"
+                    checks.append(Check(name=f"sysctl {key}", status="missing", detail=why))
+                continue
+            except OSError as e:
+                checks.append(Check(name=f"sysctl {key}", status="missing", detail=f"cannot read: {e.strerror}"))
+                continue
+            if have == want:
+                checks.append(Check(name=f"sysctl {key}", status="ok"))
+                continue
+            try:
+                path.write_text(want)
+                checks.append(Check(name=f"sysctl {key}", status="set", detail=f"was {have}"))
+            except OSError as e:
+                checks.append(Check(name=f"sysctl {key}", status="missing",
+                                    detail=f"is {have}, cannot set it to {want}: {e.strerror}; "
+                                           f"set it with sysctl -w {key}={want}"))
+        return checks
+
+
+def _modprobe(name: str) -> bool:
+    exe = shutil.which("modprobe") or ("/sbin/modprobe" if os.path.exists("/sbin/modprobe") else None)
+    if not exe:
+        return False
+    try:
+        return subprocess.run([exe, name], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def missing(checks: list[Check]) -> list[Check]:
+    return [c for c in checks if c.status == "missing"]

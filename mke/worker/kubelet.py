@@ -1,0 +1,212 @@
+"""kubelet for the worker: a KubeletConfiguration file, TLS bootstrap, and node readiness.
+
+The first start has a bootstrap kubeconfig holding the join token: kubelet sends a CSR,
+the controller-manager approves and signs it (RBAC from the controller's manifests),
+kubelet writes ``worker/kubelet.conf`` pointing at its rotating client certificate in
+``worker/pki``. Later starts use that kubeconfig and ignore any token. Serving
+certificates are requested too (``serverTLSBootstrap``); the controller approves them,
+so the apiserver can verify kubelet when it proxies logs, exec and metrics.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+from typing import Any
+
+from mke.components.base import Component, SupervisedComponent, https_ok
+from mke.errors import KubeAPIError
+from mke.pki import write_file_atomic
+from mke.worker.context import WorkerContext
+
+HEALTHZ_PORT = 10248
+
+
+def kubelet_configuration(ctx: WorkerContext, *, swap: bool = False, resolv_conf: str = "/etc/resolv.conf") -> dict[str, Any]:
+    p, s, o = ctx.paths, ctx.settings, ctx.options
+    cfg: dict[str, Any] = {
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        "address": "0.0.0.0",
+        "port": 10250,
+        "readOnlyPort": 0,
+        "healthzBindAddress": "127.0.0.1",
+        "healthzPort": HEALTHZ_PORT,
+        "authentication": {
+            "anonymous": {"enabled": False},
+            "webhook": {"enabled": True, "cacheTTL": "2m0s"},
+            "x509": {"clientCAFile": str(p.ca)},
+        },
+        "authorization": {"mode": "Webhook", "webhook": {"cacheAuthorizedTTL": "5m0s", "cacheUnauthorizedTTL": "30s"}},
+        "cgroupDriver": ctx.cgroups.driver,
+        "containerRuntimeEndpoint": f"unix://{p.containerd_socket}",
+        "clusterDNS": [s.cluster_dns],
+        "clusterDomain": s.cluster_domain,
+        "resolvConf": resolv_conf,
+        "rotateCertificates": True,
+        "serverTLSBootstrap": True,
+        "tlsMinVersion": "VersionTLS12",
+        "podLogsDir": o.pod_logs_dir,
+        "volumePluginDir": str(p.kubelet_root / "volume-plugins"),
+        "staticPodPath": "",
+        "protectKernelDefaults": False,
+        "failSwapOn": not swap,
+    }
+    if swap:
+        cfg["memorySwap"] = {"swapBehavior": "NoSwap"}
+    if ctx.cgroups.version == 1:
+        cfg["failCgroupV1"] = False
+    if o.cgroup_root:
+        cfg["cgroupRoot"] = o.cgroup_root
+    if o.taints:
+        cfg["registerWithTaints"] = [parse_taint(t) for t in o.taints]
+    return cfg
+
+
+def parse_taint(text: str) -> dict[str, str]:
+    """``key=value:Effect`` or ``key:Effect``."""
+    from mke.errors import UsageError
+
+    kv, sep, effect = text.rpartition(":")
+    if not sep or effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute") or not kv:
+        raise UsageError(f"--taint {text!r}: expected key[=value]:NoSchedule|PreferNoSchedule|NoExecute")
+    key, _, value = kv.partition("=")
+    out = {"key": key, "effect": effect}
+    if value:
+        out["value"] = value
+    return out
+
+
+def client_cert_status(kubeconfig: Path, *, now: dt.datetime | None = None) -> tuple[bool, str]:
+    """(usable, why) for kubelet's own kubeconfig: present, and its client certificate not expired."""
+    import yaml
+    from cryptography import x509
+
+    if not kubeconfig.exists():
+        return False, f"{kubeconfig} does not exist"
+    try:
+        doc = yaml.safe_load(kubeconfig.read_text())
+        user = doc["users"][0]["user"]
+        if "client-certificate-data" in user:
+            import base64
+
+            pem = base64.b64decode(user["client-certificate-data"])
+        else:
+            pem = Path(user["client-certificate"]).read_bytes()
+        cert = x509.load_pem_x509_certificates(pem)[0]
+    except (OSError, KeyError, IndexError, TypeError, ValueError, yaml.YAMLError) as e:
+        return False, f"{kubeconfig}: unreadable credentials ({e})"
+    now = now or dt.datetime.now(dt.timezone.utc)
+    if cert.not_valid_after_utc <= now:
+        return False, f"its client certificate expired at {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+    return True, f"client certificate valid until {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+
+
+class Kubelet(SupervisedComponent):
+    name = "kubelet"
+    binary = "kubelet"
+    ready_timeout = 120.0
+    stop_timeout = 20.0
+
+    def __init__(self, ctx: WorkerContext, *, swap: bool = False, resolv_conf: str = "/etc/resolv.conf") -> None:
+        super().__init__(ctx)  # type: ignore[arg-type]
+        self.wctx = ctx
+        self.swap = swap
+        self.resolv_conf = resolv_conf
+
+    def init(self) -> None:
+        import yaml
+
+        super().init()
+        p = self.wctx.paths
+        p.kubelet_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        p.kubelet_cert_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.wctx.options.pod_logs_dir:
+            Path(self.wctx.options.pod_logs_dir).mkdir(parents=True, exist_ok=True, mode=0o755)
+        cfg = kubelet_configuration(self.wctx, swap=self.swap, resolv_conf=self.resolv_conf)
+        text = "# Generated by mke (mke/worker/kubelet.py); rewritten on every start.\n" + yaml.safe_dump(cfg, sort_keys=False)
+        write_file_atomic(p.kubelet_config, text.encode(), 0o600)
+
+    def args(self) -> list[str]:
+        p, o = self.wctx.paths, self.wctx.options
+        a = [
+            f"--config={p.kubelet_config}",
+            f"--kubeconfig={p.kubelet_kubeconfig}",
+            f"--cert-dir={p.kubelet_cert_dir}",
+            f"--root-dir={p.kubelet_root}",
+            f"--hostname-override={o.node_name}",
+        ]
+        if p.bootstrap_kubeconfig.exists():
+            a.append(f"--bootstrap-kubeconfig={p.bootstrap_kubeconfig}")
+        if o.node_ip:
+            a.append(f"--node-ip={o.node_ip}")
+        if o.labels:
+            a.append(f"--node-labels={','.join(o.labels)}")
+        return a
+
+    def env(self) -> dict[str, str]:
+        return {"PATH": self.wctx.bin_path_env()}
+
+    def ready(self) -> bool:
+        ok, _ = https_ok(f"http://127.0.0.1:{HEALTHZ_PORT}/healthz")
+        return ok
+
+
+class NodeReady(Component):
+    """Waits until the API reports this node Ready (kubelet registered, CNI configured)."""
+
+    name = "node"
+    ready_timeout = 900.0
+    poll = 1.0
+
+    def __init__(self, ctx: WorkerContext) -> None:
+        self.ctx = ctx
+        self._client: Any = None
+        self._next = 0.0
+        self.ready_at: float | None = None
+        self.t0 = time.monotonic()
+        self.last = "waiting for kubelet to register"
+
+    def start(self) -> None:
+        self.t0 = time.monotonic()
+
+    def node(self) -> dict[str, Any] | None:
+        from mke.kubeapi import KubeClient
+
+        if self._client is None:
+            if not self.ctx.paths.kubelet_kubeconfig.exists():
+                self.last = "waiting for kubelet's client certificate (TLS bootstrap)"
+                return None
+            self._client = KubeClient.from_kubeconfig(self.ctx.paths.kubelet_kubeconfig, timeout=5.0)
+        return self._client.get("v1", "Node", self.ctx.options.node_name)
+
+    def ready(self) -> bool:
+        if self.ready_at is not None:
+            return True
+        now = time.monotonic()
+        if now < self._next:
+            return False
+        self._next = now + self.poll
+        try:
+            node = self.node()
+        except (KubeAPIError, OSError) as e:
+            self.last = str(e)
+            return False
+        if node is None:
+            return False
+        cond = {c["type"]: c for c in node.get("status", {}).get("conditions", [])}
+        ready = cond.get("Ready", {})
+        if ready.get("status") == "True":
+            self.ready_at = now - self.t0
+            self.ctx.sink.line(self.name, f"node {self.ctx.options.node_name} is Ready")
+            return True
+        self.last = f"Ready={ready.get('status', '?')}: {ready.get('message', '')}"
+        return False
+
+    def failure(self) -> str | None:
+        return None
+
+    def state(self) -> dict[str, object]:
+        return {"name": self.name, "state": "ready" if self.ready_at is not None else "waiting",
+                "detail": None if self.ready_at is not None else self.last}

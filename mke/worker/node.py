@@ -1,0 +1,253 @@
+"""``Worker``: one worker node, from a token (or an earlier join) to a Ready node.
+
+``prepare()`` decides how this node authenticates before writing anything:
+- ``worker/kubelet.conf`` exists with an unexpired client certificate: the node joined
+  earlier; a token, if given, is ignored (it must not name another cluster's CA);
+- otherwise the token is checked against the cluster (``join.check_token``); a bad token
+  fails here with one line and nothing on disk.
+Then: the data dir (0700) and its lock, the CA and bootstrap kubeconfig, the worker
+settings, kernel prerequisites (reported), the cgroup root, and the binaries.
+
+``run()`` starts ``containerd → image import → kubelet → bridge network → node Ready``
+with the shared ComponentManager (each ready before the next; a failed start stops what
+started), keeps ``run/status.json`` current for ``mke status``, and stops in reverse
+order on SIGTERM. Containers keep running across a restart of mke (their shims are not
+in containerd's process group), as with k3s and k0s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from mke import __version__
+from mke.components.base import Component
+from mke.components.context import BinaryResolver
+from mke.components.manager import ComponentManager
+from mke.errors import MkeError, TokenError
+from mke.pki import write_file_atomic
+from mke.supervisor import LogSink
+from mke.worker import host
+from mke.worker.context import CNI_PLUGINS, WORKER_BINARIES, WorkerContext, WorkerOptions, WorkerPaths
+from mke.worker.join import WorkerSettings, bootstrap_kubeconfig, check_token, fetch_settings, kubeconfig_server
+
+DEFAULT_DATA_DIR = Path("/var/lib/mke")
+
+
+def _say(msg: str) -> None:
+    print(f"mke: {msg}", file=sys.stderr, flush=True)
+
+
+def worker_stages(ctx: WorkerContext, *, swap: bool, resolv_conf: str) -> list[list[Component]]:
+    from mke.worker.cni import BridgeNetwork
+    from mke.worker.containerd import Containerd, ImageImport
+    from mke.worker.kubelet import Kubelet, NodeReady
+
+    stages: list[list[Component]] = [[Containerd(ctx)], [ImageImport(ctx)],
+                                     [Kubelet(ctx, swap=swap, resolv_conf=resolv_conf)]]
+    if ctx.settings.network_provider == "bridge":
+        stages.append([BridgeNetwork(ctx)])
+    stages.append([NodeReady(ctx)])
+    return stages
+
+
+def ensure_cgroup_root(cgroups: host.CgroupInfo, name: str, root: Path = host.CGROUP_ROOT) -> list[Path]:
+    """Create kubelet's --cgroup-root in every hierarchy (cgroupfs driver); returns what was made."""
+    rel = name.strip("/")
+    if not rel or cgroups.driver != "cgroupfs":
+        return []
+    made = []
+    if cgroups.version == 2:
+        dirs = [root / rel]
+    else:
+        dirs = [m / rel for m in sorted(root.iterdir()) if m.is_dir() and (m / "cgroup.procs").exists()]
+    for d in dirs:
+        if not d.exists():
+            d.mkdir(parents=True)
+            made.append(d)
+    return made
+
+
+class Worker:
+    def __init__(self, *, data_dir: Path = DEFAULT_DATA_DIR, bin_dir: Path | None = None,
+                 options: WorkerOptions, token: str | None = None, sink: LogSink | None = None,
+                 backoff_initial: float = 0.5, say: Callable[[str], None] = _say) -> None:
+        self.paths = WorkerPaths(Path(data_dir).absolute())
+        self.bin_dir = bin_dir
+        self.options = options
+        self.token = token
+        self.sink = sink or LogSink()
+        self.backoff_initial = backoff_initial
+        self.say = say
+        self.stopping = threading.Event()
+        self.manager: ComponentManager | None = None
+        self.ctx: WorkerContext | None = None
+        self.lock: Any = None
+        self.phase = "starting"
+        self.started_at = time.time()
+        self.t0 = time.monotonic()
+        self.checks: list[host.Check] = []
+
+    # -- joining (no side effects until the token is known good)
+
+    def authenticate(self) -> tuple[str, WorkerSettings | None, Any]:
+        """(API URL, settings from the cluster or None, the checked token or None)."""
+        from mke.worker.kubelet import client_cert_status
+
+        p = self.paths
+        joined, why = client_cert_status(p.kubelet_kubeconfig)
+        if joined:
+            if self.token:
+                self._compare_token_ca()
+                self.say(f"this node joined earlier ({why}); ignoring the token")
+            api = kubeconfig_server(p.kubelet_kubeconfig)
+            if not api:
+                raise TokenError(f"{p.kubelet_kubeconfig}: no API server in it; run `mke reset` and join again")
+            return api, fetch_settings(p.kubelet_kubeconfig), None
+        if not self.token:
+            if p.kubelet_kubeconfig.exists():
+                raise TokenError(f"this node cannot rejoin by itself: {why}; pass a new worker token "
+                                 "(mke token create --role=worker)")
+            raise TokenError("no join token: pass one as an argument, with --token-file, or in MKE_TOKEN "
+                             "(create it on a controller with `mke token create --role=worker`)")
+        tok, settings = check_token(self.token, say=self.say)
+        return tok.api_url, settings, tok
+
+    def _compare_token_ca(self) -> None:
+        from mke.tokens import decode_token
+
+        try:
+            tok = decode_token(self.token or "", role="worker")
+        except TokenError:
+            return  # ignored anyway
+        try:
+            current = self.paths.ca.read_text()
+        except OSError:
+            return
+        if current.strip() != tok.ca_pem.strip():
+            raise TokenError(f"this node belongs to another cluster (its CA in {self.paths.ca} differs from the "
+                             "token's); run `mke reset` before joining it to this cluster")
+
+    # -- prepare
+
+    def prepare(self) -> None:
+        from mke.controller import DataDirLock
+
+        api_url, settings, tok = self.authenticate()
+        p = self.paths
+        p.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(p.data_dir, 0o700)
+        self.lock = DataDirLock(p.data_dir)
+        self.lock.acquire()
+        p.worker_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if tok is not None:
+            write_file_atomic(p.ca, tok.ca_pem.encode(), 0o644)
+            write_file_atomic(p.bootstrap_kubeconfig, bootstrap_kubeconfig(tok, p.ca).encode(), 0o600)
+        elif p.bootstrap_kubeconfig.exists():
+            p.bootstrap_kubeconfig.unlink()  # joined: the token's secret need not stay on disk
+        if settings is not None:
+            settings.save(p.settings)
+        else:
+            settings = WorkerSettings.load(p.settings)
+            if settings is None:
+                settings = WorkerSettings.defaults()
+                self.say("using mke's default worker settings (cluster DNS 10.96.0.10, domain cluster.local)")
+        cgroups = host.detect_cgroups()
+        if cgroups.warning:
+            self.say(f"warning: {cgroups.warning}")
+        self.checks = host.Prerequisites().ensure()
+        for c in self.checks:
+            if c.status != "ok":
+                self.say(("warning: " if c.status == "missing" else "") + c.line())
+        made = ensure_cgroup_root(cgroups, self.options.cgroup_root)
+        if made:
+            self.say(f"created cgroup root {self.options.cgroup_root} ({len(made)} hierarchies)")
+        options = self.options
+        if not options.node_ip:
+            import urllib.parse
+
+            ip = host.node_address(urllib.parse.urlsplit(api_url).hostname or "")
+            if ip:
+                import dataclasses
+
+                options = dataclasses.replace(options, node_ip=ip)
+        user_bin_dir = self.bin_dir is not None
+        binaries = BinaryResolver(Path(self.bin_dir) if self.bin_dir else p.data_dir / "bin", user_bin_dir=user_bin_dir)
+        self.ctx = WorkerContext(paths=p, options=options, settings=settings, cgroups=cgroups, binaries=binaries,
+                                 api_url=api_url, sink=self.sink, backoff_initial=self.backoff_initial)
+        binaries.prefetch([*WORKER_BINARIES, *(CNI_PLUGINS if settings.network_provider == "bridge" else ("loopback",))])
+        self.say(f"worker {options.node_name} (ip {options.node_ip or '?'}) joining {api_url}; "
+                 f"cgroup v{cgroups.version}/{cgroups.driver}; network {settings.network_provider} "
+                 f"(settings from {settings.source})")
+
+    # -- status
+
+    def status(self) -> dict[str, Any]:
+        import urllib.parse
+
+        u = urllib.parse.urlsplit(self.ctx.api_url) if self.ctx else None
+        return {
+            "role": "worker",
+            "mke_version": __version__,
+            "pid": os.getpid(),
+            "phase": self.phase,
+            "data_dir": str(self.paths.data_dir),
+            "node_name": self.options.node_name,
+            "api_address": u.hostname if u else None,
+            "api_port": u.port if u else None,
+            "storage": "-",
+            "started_at": self.started_at,
+            "prerequisites": [c.line() for c in self.checks],
+            "components": self.manager.states() if self.manager else [],
+        }
+
+    def write_status(self) -> None:
+        from mke.controller import STATUS_NAME
+
+        try:
+            write_file_atomic(self.paths.run_dir / STATUS_NAME, json.dumps(self.status(), indent=1).encode(), 0o600)
+        except OSError:
+            pass
+
+    # -- run
+
+    def start(self) -> None:
+        assert self.ctx is not None
+        swap = host.swap_enabled()
+        if swap:
+            self.say("warning: swap is on; kubelet runs with failSwapOn=false and NoSwap for pods")
+        stages = worker_stages(self.ctx, swap=swap, resolv_conf=host.host_resolv_conf())
+        self.manager = ComponentManager(stages, on_change=self.write_status, stopping=self.stopping)
+        self.manager.start()
+        self.phase = "running"
+        self.write_status()
+
+    def stop(self) -> None:
+        from mke.controller import STATUS_NAME
+
+        self.phase = "stopping"
+        self.stopping.set()
+        if self.manager is not None:
+            self.manager.stop()
+        (self.paths.run_dir / STATUS_NAME).unlink(missing_ok=True)
+        if self.lock is not None:
+            self.lock.release()
+
+    def run(self, on_ready: Callable[["Worker"], None] | None = None) -> None:
+        try:
+            self.prepare()
+            self.start()
+            if on_ready:
+                on_ready(self)
+            while not self.stopping.wait(5.0):
+                self.write_status()
+        except MkeError:
+            raise
+        finally:
+            if self.lock is not None:  # nothing to undo when the token was refused
+                self.stop()
