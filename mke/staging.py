@@ -227,46 +227,46 @@ def stage(
 
 
 def _decode_and_publish(payload: Payload, bd: BinDir, todo: list[Binary], *, jobs: int | None, durable: bool) -> None:
+    """Decode every needed frame into a temp dir (one thread per frame, up to ``jobs``),
+    then, only if every binary checked out, publish them all: all or nothing."""
     by_frame: dict[int, list[Binary]] = {}
     for b in todo:
         by_frame.setdefault(int(b.frame), []).append(b)  # type: ignore[arg-type]
     tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=bd.store))
     try:
         def one_frame(index: int, members: list[Binary]) -> None:
-            files = {b.name: _StagingFile(tmp, b) for b in members}
+            files = {b.name: _StagingFile(tmp / str(index), b) for b in members}
             try:
                 payload.decode_frame(index, files)
                 for f in files.values():
                     f.finish(durable)
-            except BaseException:
+            finally:
                 for f in files.values():
                     f.abort()
-                raise
-            for b in members:
-                dest = bd.store_file(b)
-                dest.parent.mkdir(mode=0o755, exist_ok=True)
-                os.replace(tmp / b.name, dest)
-                if durable:
-                    _fsync_dir(dest.parent)
-                bd.set_link(b)
 
+        for index in by_frame:
+            (tmp / str(index)).mkdir()
         workers = max(1, min(len(by_frame), jobs or os.cpu_count() or 1))
+        # Biggest frames first, so that parallel workers finish together.
+        order = sorted(by_frame.items(), key=lambda kv: -payload.manifest.frames[kv[0]].decoded_size)
         if workers == 1:
-            for index, members in sorted(by_frame.items()):
+            for index, members in order:
                 one_frame(index, members)
         else:
             with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-                # Biggest frames first, so the pool finishes together.
-                order = sorted(by_frame.items(), key=lambda kv: -payload.manifest.frames[kv[0]].decoded_size)
                 futures = [pool.submit(one_frame, i, m) for i, m in order]
-                errors = []
-                for fut in futures:
-                    try:
-                        fut.result()
-                    except BaseException as e:  # collect: the first error is reported
-                        errors.append(e)
-                if errors:
-                    raise errors[0]
+                errors = [f.exception() for f in futures if f.exception() is not None]
+            if errors:
+                raise errors[0]
+        for index, members in by_frame.items():
+            for b in members:
+                dest = bd.store_file(b)
+                dest.parent.mkdir(mode=0o755, exist_ok=True)
+                os.replace(tmp / str(index) / b.name, dest)
+                if durable:
+                    _fsync_dir(dest.parent)
+        for b in todo:
+            bd.set_link(b)
     except OSError as e:
         raise StagingError(f"bin dir {bd.path}: staging failed: {e.strerror or e}"
                            f"{' (disk full?)' if getattr(e, 'errno', None) == 28 else ''}") from e
