@@ -32,16 +32,17 @@ import importlib.util
 import json
 import os
 import platform as _platform
-import shutil
 import py_compile
+import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from build.action import Action, canonical_json
 from build.cache import Cache, OutputFile
@@ -93,7 +94,7 @@ class DistManifest:
     binaries: tuple[dict[str, Any], ...]
 
     @classmethod
-    def load(cls, path: Path) -> "DistManifest":
+    def load(cls, path: Path) -> DistManifest:
         try:
             doc = json.loads(path.read_text())
             return cls(path=path, platform=doc["platform"], mode=doc["mode"], fips=bool(doc.get("fips")),
@@ -315,7 +316,7 @@ def run_pyinstaller(workdir: Path, spec: RuntimeSpec, *, source_date_epoch: int)
     cmd = [sys.executable, "-m", "PyInstaller", "--noconfirm", "--clean", "--log-level", "WARN",
            "--distpath", str(workdir / "dist"), "--workpath", str(workdir / "work"), str(SPEC_FILE)]
     env = reproducible_env(source_date_epoch) | {"MKE_PYI_CONFIG": str(config)}
-    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         if "No module named PyInstaller" in (proc.stderr or ""):
             raise BundleError("PyInstaller is not installed in this environment; "
@@ -427,7 +428,7 @@ def _objcopy(*args: str) -> None:
     tool = shutil.which("objcopy")
     if tool is None:
         raise BundleError("objcopy not found; install binutils (scripts/bootstrap.sh does)")
-    proc = subprocess.run([tool, *args], capture_output=True, text=True)
+    proc = subprocess.run([tool, *args], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise BundleError(f"objcopy {' '.join(args[:2])} failed: {(proc.stderr or proc.stdout).strip()}")
 

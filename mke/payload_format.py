@@ -26,8 +26,9 @@ import hashlib
 import json
 import os
 import struct
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Mapping, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from mke.errors import PayloadError
 
@@ -118,14 +119,14 @@ class Manifest:
                 return b
         raise PayloadError(f"this mke has no binary named {name!r}; it has: {', '.join(self.names()) or '(none)'}")
 
-    def entry(self, name: str) -> "Binary | Library":
+    def entry(self, name: str) -> Binary | Library:
         """A binary or library by name (frame members name either)."""
         for e in (*self.binaries, *self.libraries):
             if e.name == name:
                 return e
         raise PayloadError(f"this mke has no payload entry named {name!r}")
 
-    def library_for(self, package: str) -> "Library | None":
+    def library_for(self, package: str) -> Library | None:
         for lib in self.libraries:
             if package in lib.packages:
                 return lib
@@ -164,7 +165,7 @@ class Manifest:
         return json.dumps(self.to_document(), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
     @classmethod
-    def from_json(cls, data: bytes, *, where: str = "payload manifest") -> "Manifest":
+    def from_json(cls, data: bytes, *, where: str = "payload manifest") -> Manifest:
         try:
             doc = json.loads(data)
         except (UnicodeDecodeError, ValueError) as e:
@@ -172,7 +173,7 @@ class Manifest:
         return cls.from_document(doc, where=where)
 
     @classmethod
-    def from_document(cls, doc: Any, *, where: str = "payload manifest") -> "Manifest":
+    def from_document(cls, doc: Any, *, where: str = "payload manifest") -> Manifest:
         v = _Validator(where)
         v.obj(doc, "")
         schema = v.field(doc, "", "schema", int)
@@ -328,7 +329,7 @@ class Header:
         return raw + b"\0" * (HEADER_SIZE - len(raw))
 
     @classmethod
-    def unpack(cls, raw: bytes, where: str) -> "Header":
+    def unpack(cls, raw: bytes, where: str) -> Header:
         if len(raw) < HEADER_SIZE:
             raise PayloadError(f"{where}: payload header is truncated; the executable is damaged, download it again")
         magic, version, size, m_off, m_len, d_off, d_len, digest = _HEADER.unpack_from(raw)
@@ -447,7 +448,7 @@ class Payload:
     manifest: Manifest
 
     @classmethod
-    def open(cls, path: Path | str, *, label: str | None = None) -> "Payload | None":
+    def open(cls, path: Path | str, *, label: str | None = None) -> Payload | None:
         """Read the manifest of ``path`` (an ELF with a ``mkepayload`` section, or a plain payload
         file). Returns None when ``path`` is an ELF without payload (a build without one)."""
         path = Path(path)
@@ -569,7 +570,7 @@ class _FrameReader:
     """File-like over one frame's compressed bytes that hashes what it hands out."""
 
     def __init__(self, path: Path, offset: int, size: int, where: str):
-        self._f = open(path, "rb", buffering=0)
+        self._f = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by close())
         self._f.seek(offset)
         self._left = size
         self._size = size

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Mapping
+from collections.abc import Mapping
 
 # Set by the bootloader for its own child process; meaningless to anyone else.
 _PYINSTALLER_PREFIXES = ("_PYI_", "_MEI")

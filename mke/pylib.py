@@ -23,8 +23,9 @@ import shutil
 import sys
 import tarfile
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 # Top-level import names the bundler moves out of PyInstaller's archive.
 LAZY_PACKAGES = ("cryptography", "_cffi_backend", "cffi")

@@ -30,8 +30,8 @@ import shutil
 import stat
 import sys
 import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 from mke.errors import PayloadError, StagingError
 from mke.payload_format import Binary, Payload

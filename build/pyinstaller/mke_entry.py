@@ -6,6 +6,6 @@ from mke import pylib
 
 pylib.install()  # packages left out of the one-file archive are staged on first import
 
-from mke.cli import main  # noqa: E402
+from mke.cli import main
 
 sys.exit(main())

@@ -38,14 +38,14 @@ pytestmark = pytest.mark.skipif(shutil.which("objcopy") is None or shutil.which(
 
 def build_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "build.cli", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=900, env={**os.environ, "PYTHONPATH": str(REPO), "SOURCE_DATE_EPOCH": "1700000000"})
+                          timeout=900, env={**os.environ, "PYTHONPATH": str(REPO), "SOURCE_DATE_EPOCH": "1700000000"}, check=False)
 
 
 def mke(exe: Path, *args: str, bin_dir: Path | None = None, env: dict | None = None, timeout: float = 120
         ) -> subprocess.CompletedProcess:
     argv = [str(exe), *args] + ([f"--bin-dir={bin_dir}"] if bin_dir else [])
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "MKE_LIB_DIR": str(exe.parent / "lib"), **(env or {})})
+                          env={**os.environ, "MKE_LIB_DIR": str(exe.parent / "lib"), **(env or {})}, check=False)
 
 
 @pytest.fixture(scope="session")
@@ -80,8 +80,7 @@ def big_bundle(tmp_path_factory, cache_dir) -> Path:
     huge = static_binary(root / "huge", "huge 1.0", cache=root / "cbins")
     block = os.urandom(1 << 20)
     with open(huge, "ab") as f:
-        for _ in range(64):
-            f.write(block)
+        f.writelines(block for _ in range(64))
     small = static_binary(root / "small", "small 1.0", cache=root / "cbins")
     entries = []
     for path, roles in ((huge, ["worker"]), (small, ["controller"])):
@@ -250,7 +249,7 @@ def test_sigkill_mid_staging_leaves_no_partial_binary(big_bundle, tmp_path):
     assert not list((bindir / ".store").glob(".tmp-*"))
     want = json.loads((big_bundle / "linux-amd64" / "manifest.json").read_text())["binaries"]
     assert sha256(bindir / "huge") == next(b["sha256"] for b in want if b["name"] == "huge")
-    assert subprocess.run([bindir / "huge"], capture_output=True, text=True).stdout.strip() == "huge 1.0"
+    assert subprocess.run([bindir / "huge"], capture_output=True, text=True, check=False).stdout.strip() == "huge 1.0"
 
 
 def test_two_concurrent_extracts(big_bundle, tmp_path):
