@@ -1,0 +1,281 @@
+"""Config generation of the worker: containerd's TOML, the KubeletConfiguration, the bridge CNI
+conflist and routes (mke/worker/containerd.py, kubelet.py, cni.py), host facts and kernel
+prerequisites (host.py), the cluster objects for workers (manifests.py), list-images."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from mke.components.context import BinaryResolver
+from mke.worker import host
+from mke.worker.cni import bridge_conflist, desired_routes, forward_rules, nat_rules
+from mke.worker.containerd import archive_refs, containerd_config
+from mke.worker.context import CNI_PLUGINS, WORKER_BINARIES, WorkerContext, WorkerOptions, WorkerPaths
+from mke.worker.join import WorkerSettings
+from mke.worker.kubelet import kubelet_configuration, parse_taint
+
+
+def make_ctx(tmp_path: Path, *, provider: str = "bridge", version: int = 1, driver: str = "cgroupfs",
+             **options) -> WorkerContext:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name in (*WORKER_BINARIES, *CNI_PLUGINS):
+        (bin_dir / name).write_text("#!/bin/true\n")
+        (bin_dir / name).chmod(0o755)
+    settings = WorkerSettings.from_data({"networkProvider": provider, "clusterDNS": "10.96.0.10"}, "cluster")
+    return WorkerContext(
+        paths=WorkerPaths(tmp_path / "data"),
+        options=WorkerOptions(node_name="w1", **options),
+        settings=settings,
+        cgroups=host.CgroupInfo(version=version, driver=driver),
+        binaries=BinaryResolver(bin_dir, user_bin_dir=True),
+        api_url="https://10.0.0.1:6443",
+    )
+
+
+# --------------------------------------------------------------------------- containerd
+
+
+def test_containerd_config_keeps_everything_under_the_data_dir(tmp_path):
+    ctx = make_ctx(tmp_path)
+    cfg = tomllib.loads(containerd_config(ctx))
+    data = str(tmp_path / "data")
+    assert cfg["version"] == 3
+    assert cfg["root"] == f"{data}/containerd" and cfg["state"] == f"{data}/run/containerd"
+    assert cfg["grpc"]["address"] == f"{data}/run/containerd/containerd.sock"
+    images = cfg["plugins"]["io.containerd.cri.v1.images"]
+    assert images["pinned_images"]["sandbox"] == "registry.k8s.io/pause:3.10.2"
+    rt = cfg["plugins"]["io.containerd.cri.v1.runtime"]
+    runc = rt["containerd"]["runtimes"]["runc"]
+    assert runc["runtime_type"] == "io.containerd.runc.v2"
+    assert runc["options"] == {"BinaryName": str(tmp_path / "bin" / "runc"), "Root": f"{data}/run/containerd/runc",
+                               "SystemdCgroup": False}
+    assert rt["cni"]["bin_dirs"] == [str(tmp_path / "bin")]
+    assert rt["cni"]["conf_dir"] == f"{data}/cni/net.d"
+
+
+def test_containerd_follows_the_cgroup_driver_and_the_network_provider(tmp_path):
+    cfg = tomllib.loads(containerd_config(make_ctx(tmp_path, provider="calico", version=2, driver="systemd")))
+    rt = cfg["plugins"]["io.containerd.cri.v1.runtime"]
+    assert rt["containerd"]["runtimes"]["runc"]["options"]["SystemdCgroup"] is True
+    assert rt["cni"]["conf_dir"] == "/etc/cni/net.d"  # calico writes its config there
+    assert rt["cni"]["bin_dirs"][0] == "/opt/cni/bin"
+
+
+def test_containerd_config_survives_odd_paths(tmp_path):
+    odd = tmp_path / 'a "quoted" dir\\x'
+    odd.mkdir()
+    cfg = tomllib.loads(containerd_config(make_ctx(odd)))
+    assert cfg["root"] == f"{odd}/data/containerd"
+
+
+def test_archive_refs_reads_the_index(tmp_path):
+    import io
+
+    index = {"manifests": [{"annotations": {"io.containerd.image.name": "registry.k8s.io/pause:3.10.2"}},
+                           {"annotations": {"io.containerd.image.name": "registry.k8s.io/coredns/coredns:v1.12.1"}}]}
+    path = tmp_path / "a.tar"
+    with tarfile.open(path, "w") as t:
+        data = json.dumps(index).encode()
+        ti = tarfile.TarInfo("index.json")
+        ti.size = len(data)
+        t.addfile(ti, io.BytesIO(data))
+    assert archive_refs(path) == ["registry.k8s.io/coredns/coredns:v1.12.1", "registry.k8s.io/pause:3.10.2"]
+    (tmp_path / "junk.tar").write_bytes(b"junk" * 200)
+    from mke.errors import ComponentError
+
+    with pytest.raises(ComponentError, match="junk.tar: not an image archive"):
+        archive_refs(tmp_path / "junk.tar")
+
+
+# --------------------------------------------------------------------------- kubelet
+
+
+def test_kubelet_configuration_on_cgroup_v1(tmp_path):
+    ctx = make_ctx(tmp_path, cgroup_root="/mke-w1", taints=("node-role.kubernetes.io/control-plane:NoSchedule",))
+    cfg = kubelet_configuration(ctx, resolv_conf="/run/systemd/resolve/resolv.conf")
+    data = str(tmp_path / "data")
+    assert cfg["kind"] == "KubeletConfiguration" and cfg["apiVersion"] == "kubelet.config.k8s.io/v1beta1"
+    assert cfg["failCgroupV1"] is False and cfg["cgroupDriver"] == "cgroupfs" and cfg["cgroupRoot"] == "/mke-w1"
+    assert cfg["containerRuntimeEndpoint"] == f"unix://{data}/run/containerd/containerd.sock"
+    assert cfg["authentication"]["anonymous"]["enabled"] is False
+    assert cfg["authentication"]["x509"]["clientCAFile"] == f"{data}/worker/ca.crt"
+    assert cfg["authorization"]["mode"] == "Webhook" and cfg["readOnlyPort"] == 0
+    assert cfg["rotateCertificates"] is True and cfg["serverTLSBootstrap"] is True
+    assert cfg["clusterDNS"] == ["10.96.0.10"] and cfg["clusterDomain"] == "cluster.local"
+    assert cfg["resolvConf"] == "/run/systemd/resolve/resolv.conf"
+    assert cfg["registerWithTaints"] == [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]
+    assert cfg["failSwapOn"] is True and "memorySwap" not in cfg
+
+
+def test_kubelet_configuration_on_cgroup_v2_with_swap(tmp_path):
+    cfg = kubelet_configuration(make_ctx(tmp_path, version=2, driver="systemd"), swap=True)
+    assert "failCgroupV1" not in cfg and "cgroupRoot" not in cfg and cfg["cgroupDriver"] == "systemd"
+    assert cfg["failSwapOn"] is False and cfg["memorySwap"] == {"swapBehavior": "NoSwap"}
+
+
+def test_kubelet_args_and_bootstrap(tmp_path):
+    from mke.worker.kubelet import Kubelet
+
+    ctx = make_ctx(tmp_path, node_ip="10.0.0.2", labels=("a=b",), extra_args={"kubelet": {"v": "2"}})
+    k = Kubelet(ctx)
+    k.init()
+    args = k.process_spec().args
+    assert args[0] == str(tmp_path / "bin" / "kubelet")
+    assert "--node-ip=10.0.0.2" in args and "--node-labels=a=b" in args and "--v=2" in args
+    assert "--hostname-override=w1" in args
+    assert not any(a.startswith("--bootstrap-kubeconfig") for a in args)  # no bootstrap file: joined already
+    ctx.paths.bootstrap_kubeconfig.write_text("x")
+    assert f"--bootstrap-kubeconfig={ctx.paths.bootstrap_kubeconfig}" in k.process_spec().args
+    assert ctx.paths.kubelet_config.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("text,ok", [
+    ("dedicated=infra:NoSchedule", {"key": "dedicated", "value": "infra", "effect": "NoSchedule"}),
+    ("gpu:NoExecute", {"key": "gpu", "effect": "NoExecute"}),
+    ("gpu", None), ("gpu:Never", None), (":NoSchedule", None),
+])
+def test_parse_taint(text, ok):
+    from mke.errors import UsageError
+
+    if ok is None:
+        with pytest.raises(UsageError, match="--taint"):
+            parse_taint(text)
+    else:
+        assert parse_taint(text) == ok
+
+
+# --------------------------------------------------------------------------- CNI
+
+
+def test_bridge_conflist(tmp_path):
+    doc = bridge_conflist("10.244.1.0/24", tmp_path / "ipam")
+    assert doc["cniVersion"] == "1.0.0" and doc["name"] == "mke-bridge"
+    bridge, portmap = doc["plugins"]
+    assert bridge["type"] == "bridge" and bridge["bridge"] == "mke0" and bridge["isGateway"] and bridge["hairpinMode"]
+    assert bridge["ipMasq"] is False
+    assert bridge["ipam"] == {"type": "host-local", "ranges": [[{"subnet": "10.244.1.0/24"}]],
+                              "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(tmp_path / "ipam")}
+    assert portmap == {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True}
+    with pytest.raises(ValueError):
+        bridge_conflist("10.244.1.7/24", tmp_path)
+
+
+def test_routes_to_every_other_node():
+    def node(name, cidr, ip):
+        n = {"metadata": {"name": name}, "spec": {}, "status": {"addresses": [{"type": "Hostname", "address": name}]}}
+        if cidr:
+            n["spec"]["podCIDR"] = cidr
+        if ip:
+            n["status"]["addresses"].append({"type": "InternalIP", "address": ip})
+        return n
+
+    nodes = [node("w1", "10.244.1.0/24", "10.0.0.2"), node("w2", "10.244.2.0/24", "10.0.0.3"),
+             node("new", None, "10.0.0.4"), node("noip", "10.244.4.0/24", None)]
+    assert desired_routes(nodes, "w1") == {"10.244.2.0/24": "10.0.0.3"}
+    assert desired_routes(nodes, "w2") == {"10.244.1.0/24": "10.0.0.2"}
+
+
+def test_masquerade_only_leaves_the_cluster():
+    nat = nat_rules("10.244.0.0/16")
+    assert nat[0][:4] == ["-s", "10.244.0.0/16", "-d", "10.244.0.0/16"] and nat[0][-1] == "RETURN"
+    assert "MASQUERADE" in nat[1]
+    assert [r[-1] for r in forward_rules("10.244.0.0/16")] == ["ACCEPT", "ACCEPT"]
+
+
+# --------------------------------------------------------------------------- host
+
+
+def test_detect_cgroups(tmp_path):
+    (tmp_path / "v2").mkdir()
+    (tmp_path / "v2" / "cgroup.controllers").write_text("cpu memory pids\n")
+    (tmp_path / "systemd").mkdir()
+    assert host.detect_cgroups(tmp_path / "v2", systemd_dir=tmp_path / "systemd") == host.CgroupInfo(version=2, driver="systemd")
+    v1 = host.detect_cgroups(tmp_path / "nothing", systemd_dir=tmp_path / "no-systemd")
+    assert v1 == host.CgroupInfo(version=1, driver="cgroupfs")
+    assert "failCgroupV1=false" in (v1.warning or "")
+
+
+def _fake_kernel(tmp_path: Path, *, bridge: bool, forward: str = "0") -> tuple[Path, Path]:
+    proc, sys = tmp_path / "proc", tmp_path / "sys"
+    (proc / "sys" / "net" / "ipv4").mkdir(parents=True)
+    (proc / "sys" / "net" / "ipv4" / "ip_forward").write_text(forward + "\n")
+    (proc / "filesystems").write_text("nodev\tsysfs\nnodev\toverlay\n")
+    (sys / "module").mkdir(parents=True)
+    if bridge:
+        (proc / "sys" / "net" / "bridge").mkdir(parents=True)
+        (proc / "sys" / "net" / "bridge" / "bridge-nf-call-iptables").write_text("1\n")
+    return proc, sys
+
+
+def test_prerequisites_set_what_they_can_and_report_the_rest(tmp_path):
+    proc, sys = _fake_kernel(tmp_path, bridge=False)
+    tried = []
+    checks = {c.name: c for c in host.Prerequisites(proc=proc, sys=sys, modprobe=lambda m: tried.append(m) or False).ensure()}
+    assert checks["module overlay"].status == "ok"
+    assert checks["module br_netfilter"].status == "missing" and "modprobe br_netfilter" in checks["module br_netfilter"].detail
+    assert tried == ["br_netfilter"]
+    assert checks["sysctl net.ipv4.ip_forward"].status == "set"
+    assert (proc / "sys" / "net" / "ipv4" / "ip_forward").read_text() == "1"
+    assert checks["sysctl net.bridge.bridge-nf-call-iptables"].status == "missing"
+    assert "br_netfilter" in checks["sysctl net.bridge.bridge-nf-call-iptables"].line()
+    assert "sysctl net.ipv6.conf.all.forwarding" not in checks  # optional and absent: not reported
+
+
+def test_prerequisites_all_ok(tmp_path):
+    proc, sys = _fake_kernel(tmp_path, bridge=True, forward="1")
+    checks = host.Prerequisites(proc=proc, sys=sys, modprobe=lambda m: False).ensure()
+    assert not host.missing(checks)
+
+
+def test_ensure_cgroup_root_in_every_v1_hierarchy(tmp_path):
+    from mke.worker.node import ensure_cgroup_root
+
+    for c in ("cpu", "memory", "pids"):
+        (tmp_path / c).mkdir()
+        (tmp_path / c / "cgroup.procs").write_text("")
+    (tmp_path / "unified").mkdir()  # no cgroup.procs here: not a hierarchy we write to
+    made = ensure_cgroup_root(host.CgroupInfo(version=1, driver="cgroupfs"), "/mke-w1", tmp_path)
+    assert sorted(p.parent.name for p in made) == ["cpu", "memory", "pids"]
+    assert ensure_cgroup_root(host.CgroupInfo(version=1, driver="cgroupfs"), "/mke-w1", tmp_path) == []
+    assert ensure_cgroup_root(host.CgroupInfo(version=1, driver="systemd"), "/x", tmp_path) == []
+
+
+# --------------------------------------------------------------------------- cluster side
+
+
+def test_worker_manifests_publish_settings_and_node_route_rbac():
+    from types import SimpleNamespace
+
+    from mke.config import default_config, with_overrides
+    from mke.worker.manifests import objects
+
+    cfg = with_overrides(default_config(), **{"network.provider": "bridge", "network.service_cidr": "10.43.0.0/16"})
+    objs = {f"{o['kind']}/{o['metadata']['name']}": o for o in objects(SimpleNamespace(config=cfg))}
+    cm = objs["ConfigMap/mke-worker-config"]
+    assert cm["data"]["clusterDNS"] == "10.43.0.10" and cm["data"]["networkProvider"] == "bridge"
+    assert objs["Role/mke:worker-config-reader"]["rules"][0]["resourceNames"] == ["mke-worker-config"]
+    groups = [s["name"] for s in objs["RoleBinding/mke:worker-config-reader"]["subjects"]]
+    assert groups == ["system:bootstrappers:mke:worker", "system:nodes"]
+    assert "ClusterRole/mke:node-routes" in objs
+    calico = with_overrides(default_config(), **{"network.provider": "calico"})
+    assert not any(o["kind"] == "ClusterRole" for o in objects(SimpleNamespace(config=calico)))
+    assert WorkerSettings.from_data(cm["data"], "cluster") == WorkerSettings.from_config(cfg, "cluster")
+
+
+def test_list_images_follows_the_config(capsys):
+    from mke.cli import main
+
+    assert main(["airgap", "list-images"]) == 0
+    out = capsys.readouterr().out.split()
+    assert "registry.k8s.io/pause:3.10.2" in out and "quay.io/calico/node:v3.30.3" in out
+    from mke.commands.airgap import images
+    from mke.config import default_config, with_overrides
+
+    bridge = images(with_overrides(default_config(), **{"network.provider": "bridge", "images.registry": "reg.local:5000"}))
+    assert all(r.startswith("reg.local:5000/") for r in bridge) and not any("calico" in r for r in bridge)
