@@ -21,7 +21,6 @@ In a none-mode build (no payload), binaries are looked up on PATH instead.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import dataclasses
 import fcntl
@@ -29,7 +28,6 @@ import os
 import shutil
 import stat
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -229,6 +227,9 @@ def stage(
 def _decode_and_publish(payload: Payload, bd: BinDir, todo: list[Binary], *, jobs: int | None, durable: bool) -> None:
     """Decode every needed frame into a temp dir (one thread per frame, up to ``jobs``),
     then, only if every binary checked out, publish them all: all or nothing."""
+    import concurrent.futures  # here, not at the top: the no-op path stays cheap
+    import tempfile
+
     by_frame: dict[int, list[Binary]] = {}
     for b in todo:
         by_frame.setdefault(int(b.frame), []).append(b)  # type: ignore[arg-type]
