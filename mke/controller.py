@@ -31,7 +31,7 @@ from mke.components.konnectivity import KonnectivityServer
 from mke.components.manager import ComponentManager
 from mke.components.scheduler import KubeScheduler
 from mke.config import ClusterConfig
-from mke.errors import BusyError, MkeError
+from mke.errors import BusyError
 from mke.pki import PKIRequest, write_file_atomic
 from mke.supervisor import LogSink
 
@@ -218,17 +218,23 @@ class Controller:
 
     # -- run
 
-    def prepare(self) -> None:
-        """Lock the data dir, create it 0700, ensure the PKI, find the binaries."""
+    def lock_data_dir(self) -> None:
+        """Create the data dir 0700 and take its lock (BusyError when another mke has it)."""
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.data_dir, 0o700)
         self.lock.acquire()
+
+    def prepare(self) -> None:
+        """Ensure the PKI and find the binaries (the data dir is locked)."""
+        self.status_path.unlink(missing_ok=True)  # from an mke that was killed
         self.ctx.pki.ensure(self.pki_request())
         self.ctx.binaries.prefetch(self.binary_names())
 
     def start(self) -> None:
         self.manager = ComponentManager(self.stages(), on_change=self.write_status, stopping=self.stopping)
-        self.manager.start()
+        self.manager.init()
+        self.manager.stop_stale()
+        self.manager.start(init=False)
         self.phase = "running"
         self.write_status()
 
@@ -241,6 +247,7 @@ class Controller:
         self.lock.release()
 
     def run(self, on_ready: Any = None) -> None:
+        self.lock_data_dir()
         try:
             self.prepare()
             self.start()
@@ -248,7 +255,5 @@ class Controller:
                 on_ready(self)
             while not self.stopping.wait(5.0):
                 self.write_status()
-        except MkeError:
-            raise
         finally:
             self.stop()

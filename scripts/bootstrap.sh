@@ -10,6 +10,11 @@ command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
 command -v objcopy >/dev/null 2>&1 || need_apt+=(binutils)
 command -v zstd >/dev/null 2>&1 || need_apt+=(zstd)
 command -v file >/dev/null 2>&1 || need_apt+=(file)
+# mke server tests: real MariaDB and PostgreSQL servers for kine, curl and openssl for checks.
+[ -x /usr/sbin/mariadbd ] || need_apt+=(mariadb-server)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" != 0 ]; then
     echo "bootstrap: need root to install ${need_apt[*]} (run with sudo)" >&2

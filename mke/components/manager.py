@@ -45,8 +45,16 @@ class ComponentManager:
             except OSError as e:
                 raise ComponentError(f"{c.name}: init failed: {e}") from e
 
-    def start(self) -> None:
-        self.init()
+    def stop_stale(self) -> None:
+        """Stop copies of our components left running by an mke that was killed (newest first)."""
+        for c in reversed(self.components):
+            stale = getattr(c, "stop_stale", None)
+            if stale is not None:
+                stale()
+
+    def start(self, *, init: bool = True) -> None:
+        if init:
+            self.init()
         t0 = time.monotonic()
         try:
             for stage in self.stages:

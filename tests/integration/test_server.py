@@ -1,0 +1,409 @@
+"""`mke server` on this machine with real binaries, checked with the Python `kubernetes` client.
+
+Needs root and the docker-mode (or any real) binaries: etcd, kine, kube-apiserver,
+kube-controller-manager, kube-scheduler (konnectivity-server when present), found in
+$MKE_TEST_BIN_DIR or dist/linux-amd64/bin. Skips with the reason otherwise. The
+MariaDB and PostgreSQL backends start their own servers from Debian's packages on
+loopback (scripts/bootstrap.sh installs them).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CORE = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+
+def find_bin_dir() -> Path | None:
+    for cand in (os.environ.get("MKE_TEST_BIN_DIR"), REPO / "dist" / "linux-amd64" / "bin"):
+        if cand and Path(cand).is_dir():
+            return Path(cand)
+    return None
+
+
+def require(bin_dir: Path | None, *names: str) -> Path:
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    if bin_dir is None:
+        pytest.skip("no binaries: set MKE_TEST_BIN_DIR or build dist/linux-amd64/bin (nox -s build -- --mode=docker)")
+    missing = [n for n in names if not os.access(bin_dir / n, os.X_OK)]
+    if missing:
+        pytest.skip(f"{bin_dir} lacks {', '.join(missing)}")
+    return bin_dir
+
+
+def wait_for(pred: Any, timeout: float, what: str, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            v = pred()
+            if v:
+                return v
+        except Exception as e:  # noqa: BLE001 - the condition may raise while things start
+            last = e
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last})")
+
+
+class MkeServer:
+    """`python -m mke server` as a child process; logs go to a file in the data dir's parent."""
+
+    def __init__(self, root: Path, bin_dir: Path, config: dict[str, Any]) -> None:
+        self.root = root
+        self.bin_dir = bin_dir
+        self.data_dir = root / "data"
+        self.config_path = root / "mke.yaml"
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.log_path = root / "mke.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> float:
+        t0 = time.monotonic()
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mke", "server", "--config", str(self.config_path), "--data-dir",
+             str(self.data_dir), "--bin-dir", str(self.bin_dir)],
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        self.wait_ready(t0)
+        return time.monotonic() - t0
+
+    def wait_ready(self, t0: float | None = None, timeout: float = 120) -> None:
+        def ready() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"mke server exited with {self.proc.returncode}; see {self.log_path}:\n"
+                                     + self.log_tail())
+            st = self.status()
+            return st.get("pid") == self.proc.pid and st.get("phase") == "running" and self.readyz()
+
+        wait_for(ready, timeout, "the control plane")
+
+    def readyz(self) -> bool:
+        pki = self.data_dir / "pki"
+        res = subprocess.run(["curl", "-sf", "--max-time", "2", "--cacert", str(pki / "ca.crt"), "--cert",
+                              str(pki / "admin.crt"), "--key", str(pki / "admin.key"),
+                              f"https://127.0.0.1:{self.port}/readyz"], capture_output=True)
+        return res.returncode == 0
+
+    @property
+    def port(self) -> int:
+        return int(yaml.safe_load(self.config_path.read_text()).get("api", {}).get("port", 6443))
+
+    def status(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.data_dir / "run" / "status.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def component_pid(self, name: str) -> int:
+        return next(c["pid"] for c in self.status()["components"] if c["name"] == name)
+
+    def log_tail(self, n: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def mke(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        res = subprocess.run([sys.executable, "-m", "mke", *args, "--data-dir", str(self.data_dir)],
+                             capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+        if check:
+            assert res.returncode == 0, res.stderr
+        return res
+
+
+def children_of(data_dir: Path) -> list[int]:
+    """Pids of the component processes mke started for ``data_dir`` (not mke itself)."""
+    out = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit() or int(p.name) == os.getpid():
+            continue
+        try:
+            cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if f"={data_dir}/" in cmd and " -m mke " not in cmd:
+            out.append(int(p.name))
+    return out
+
+
+def kube_client(server: MkeServer) -> Any:
+    from kubernetes import client, config
+
+    cfg = client.Configuration()
+    config.load_kube_config(config_file=str(server.data_dir / "pki" / "admin.conf"), client_configuration=cfg)
+    return client.ApiClient(cfg)
+
+
+def base_config(storage: dict[str, Any] | None = None, bin_dir: Path | None = None) -> dict[str, Any]:
+    cfg: dict[str, Any] = {}
+    if storage:
+        cfg["storage"] = storage
+    if bin_dir is None or not os.access(bin_dir / "konnectivity-server", os.X_OK):
+        cfg["konnectivity"] = {"enabled": False}
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def bin_dir() -> Path | None:
+    return find_bin_dir()
+
+
+# ---------------------------------------------------------------- databases
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _db_dir(kind: str) -> Path:
+    """A directory the database's own user can enter (pytest's tmp dirs are 0700 root)."""
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix=f"mke-test-{kind}-"))
+    os.chmod(d, 0o755)
+    return d
+
+
+@pytest.fixture()
+def postgres() -> Iterator[str]:
+    bindir = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None)
+    if bindir is None or shutil.which("runuser") is None:
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    d = _db_dir("pg")
+    data = d / "data"
+    data.mkdir()
+    shutil.chown(data, "postgres", "postgres")
+    port = _free_port()
+    run_as = ["runuser", "-u", "postgres", "--"]
+    subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+                   check=True, capture_output=True)
+    proc = subprocess.Popen([*run_as, str(bindir / "postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(port),
+                             "-k", str(data)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: subprocess.run([str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
+                                        capture_output=True).returncode == 0, 30, "postgres")
+        subprocess.run([str(bindir / "psql"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
+                        "-c", "CREATE USER kine PASSWORD 'kinepw'", "-c", "CREATE DATABASE kine OWNER kine"],
+                       check=True, capture_output=True)
+        yield f"postgres://kine:kinepw@127.0.0.1:{port}/kine?sslmode=disable"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture()
+def mariadb() -> Iterator[str]:
+    mariadbd = shutil.which("mariadbd") or shutil.which("mysqld") or (
+        "/usr/sbin/mariadbd" if os.path.exists("/usr/sbin/mariadbd") else None)
+    install = shutil.which("mariadb-install-db") or shutil.which("mysql_install_db")
+    if not mariadbd or not install:
+        pytest.skip("MariaDB is not installed (apt-get install mariadb-server)")
+    d = _db_dir("mariadb")
+    data = d / "data"
+    data.mkdir()
+    shutil.chown(data, "mysql", "mysql")
+    sock = data / "mysqld.sock"  # written by the mysql user
+    port = _free_port()
+    subprocess.run([install, "--no-defaults", f"--datadir={data}", "--user=mysql", "--auth-root-authentication-method=normal",
+                    "--skip-test-db"], check=True, capture_output=True)
+    proc = subprocess.Popen([mariadbd, "--no-defaults", f"--datadir={data}", "--user=mysql", f"--port={port}",
+                             "--bind-address=127.0.0.1", f"--socket={sock}", f"--pid-file={data / 'mariadbd.pid'}",
+                             "--skip-name-resolve"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = shutil.which("mariadb") or shutil.which("mysql") or "mysql"
+    try:
+        wait_for(lambda: subprocess.run([client, f"--socket={sock}", "-uroot", "-e", "select 1"],
+                                        capture_output=True).returncode == 0, 60, "mariadb")
+        subprocess.run([client, f"--socket={sock}", "-uroot", "-e",
+                        "CREATE DATABASE kine; CREATE USER 'kine'@'127.0.0.1' IDENTIFIED BY 'kinepw'; "
+                        "GRANT ALL ON kine.* TO 'kine'@'127.0.0.1';"], check=True, capture_output=True)
+        yield f"mysql://kine:kinepw@tcp(127.0.0.1:{port})/kine"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- the checks
+
+
+def check_cluster(server: MkeServer) -> None:
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    api = kube_client(server)
+    core = client.CoreV1Api(api)
+    names = {n.metadata.name for n in core.list_namespace().items}
+    assert {"default", "kube-system", "kube-public", "kube-node-lease"} <= names
+
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="mke-test")))
+    core.create_namespaced_config_map("mke-test", client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name="hello"), data={"greeting": "hi"}))
+    assert core.read_namespaced_config_map("hello", "mke-test").data == {"greeting": "hi"}
+
+    # RBAC: a Role bound to user alice allows configmaps in mke-test only.
+    rbac = client.RbacAuthorizationV1Api(api)
+    rbac.create_namespaced_role("mke-test", client.V1Role(
+        metadata=client.V1ObjectMeta(name="cm-reader"),
+        rules=[client.V1PolicyRule(api_groups=[""], resources=["configmaps"], verbs=["get", "list"])]))
+    rbac.create_namespaced_role_binding("mke-test", client.V1RoleBinding(
+        metadata=client.V1ObjectMeta(name="alice-cm-reader"),
+        role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="Role", name="cm-reader"),
+        subjects=[client.RbacV1Subject(kind="User", name="alice", api_group="rbac.authorization.k8s.io")]))
+    authz = client.AuthorizationV1Api(api)
+
+    def allowed(ns: str, verb: str) -> bool:
+        review = authz.create_subject_access_review(client.V1SubjectAccessReview(spec=client.V1SubjectAccessReviewSpec(
+            user="alice", resource_attributes=client.V1ResourceAttributes(namespace=ns, verb=verb,
+                                                                         resource="configmaps"))))
+        return bool(review.status.allowed)
+
+    wait_for(lambda: allowed("mke-test", "get"), 10, "the RoleBinding to take effect")
+    assert not allowed("kube-system", "get")
+    assert not allowed("mke-test", "delete")
+
+    # No anonymous access.
+    res = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert",
+                          str(server.data_dir / "pki" / "ca.crt"), f"https://127.0.0.1:{server.port}/api"],
+                         capture_output=True, text=True)
+    assert res.stdout == "401"
+
+    # The manifests mke applies are there (bootstrap RBAC, CoreDNS service).
+    wait_for(lambda: rbac.read_cluster_role_binding("mke:kubelet-bootstrap"), 60, "bootstrap RBAC")
+    assert core.read_namespaced_service("kube-dns", "kube-system").spec.cluster_ip == "10.96.0.10"
+
+    # A worker token: a bootstrap-token secret that authenticates as the bootstrap group.
+    tok_str = server.mke("token", "create", "--role=worker", "--expiry=1h").stdout.strip()
+    from mke.tokens import decode_token
+
+    tok = decode_token(tok_str, role="worker")
+    secret = core.read_namespaced_secret(f"bootstrap-token-{tok.token_id}", "kube-system")
+    assert secret.type == "bootstrap.kubernetes.io/token"
+    data = {k: base64.b64decode(v).decode() for k, v in secret.data.items()}
+    assert data["token-secret"] == tok.token_secret and data["expiration"]
+    assert data["auth-extra-groups"] == "system:bootstrappers:mke:worker"
+    assert tok.token_id in server.mke("token", "list").stdout
+
+    def whoami(bearer: str) -> tuple[int, dict[str, Any]]:
+        res = subprocess.run(
+            ["curl", "-s", "-w", "\n%{http_code}", "--cacert", str(server.data_dir / "pki" / "ca.crt"),
+             "-H", f"Authorization: Bearer {bearer}", "-H", "Content-Type: application/json", "-X", "POST",
+             "-d", '{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}',
+             f"https://127.0.0.1:{server.port}/apis/authentication.k8s.io/v1/selfsubjectreviews"],
+            capture_output=True, text=True)
+        body, _, code = res.stdout.rpartition("\n")
+        return int(code), (json.loads(body) if body.strip().startswith("{") else {})
+
+    code, review = whoami(tok.bootstrap_token)
+    assert code == 201, review
+    info = review["status"]["userInfo"]
+    assert info["username"] == f"system:bootstrap:{tok.token_id}"
+    assert "system:bootstrappers:mke:worker" in info["groups"]
+
+    server.mke("token", "invalidate", tok.token_id)
+    with pytest.raises(ApiException):
+        core.read_namespaced_secret(f"bootstrap-token-{tok.token_id}", "kube-system")
+    assert wait_for(lambda: whoami(tok.bootstrap_token)[0] == 401, 10, "the token to stop working")
+
+
+def test_server_with_etcd_survives_kills(tmp_path: Path, bin_dir: Path | None) -> None:
+    bins = require(bin_dir, "etcd", *CORE)
+    server = MkeServer(tmp_path, bins, base_config(bin_dir=bins))
+    try:
+        took = server.start()
+        print(f"mke server (etcd) ready in {took:.1f}s")
+        assert (server.data_dir / "run" / "etcd.pid").exists()
+        check_cluster(server)
+
+        from kubernetes import client
+
+        core = client.CoreV1Api(kube_client(server))
+        # kill -9 of kube-apiserver, then of etcd: restarted, objects still there.
+        for component in ("kube-apiserver", "etcd"):
+            old = server.component_pid(component)
+            os.kill(old, signal.SIGKILL)
+            wait_for(lambda: server.component_pid(component) not in (old, None), 60, f"{component} restarted",
+                     interval=0.5)
+            wait_for(server.readyz, 90, f"/readyz after killing {component}")
+            assert wait_for(lambda: core.read_namespaced_config_map("hello", "mke-test").data, 30,
+                            "the configmap") == {"greeting": "hi"}
+
+        # kill -9 of mke itself, then start it again: the old children are stopped, data kept.
+        assert server.proc is not None
+        stale = children_of(server.data_dir)
+        assert stale
+        server.proc.kill()
+        server.proc.wait()
+        took = server.start()
+        print(f"mke server restarted after kill -9 in {took:.1f}s")
+        for pid in stale:
+            assert not Path(f"/proc/{pid}").exists() or b"zombie" in Path(f"/proc/{pid}/status").read_bytes().lower()
+        assert core.read_namespaced_config_map("hello", "mke-test").data == {"greeting": "hi"}
+
+        # a second mke on the same data dir is refused
+        res = subprocess.run([sys.executable, "-m", "mke", "server", "--data-dir", str(server.data_dir), "--bin-dir",
+                              str(bins)], capture_output=True, text=True, cwd=REPO,
+                             env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
+        assert res.returncode == 11 and "another mke" in res.stderr
+        st = server.mke("status")
+        assert "kube-apiserver" in st.stdout and "running" in st.stdout
+    finally:
+        server.stop()
+    assert wait_for(lambda: not children_of(server.data_dir), 30, "every component to stop")
+    assert not list((server.data_dir / "run").glob("*.pid"))
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres", "mariadb"])
+def test_server_with_kine(backend: str, tmp_path: Path, bin_dir: Path | None, request: pytest.FixtureRequest) -> None:
+    bins = require(bin_dir, "kine", *CORE)
+    storage: dict[str, Any] = {"type": "kine"}
+    if backend != "sqlite":
+        storage["kine"] = {"dataSource": request.getfixturevalue(backend)}
+    server = MkeServer(tmp_path, bins, base_config(storage, bin_dir=bins))
+    try:
+        took = server.start()
+        print(f"mke server (kine {backend}) ready in {took:.1f}s")
+        check_cluster(server)
+        old = server.component_pid("kine")
+        os.kill(old, signal.SIGKILL)
+        wait_for(lambda: server.component_pid("kine") not in (old, None), 60, "kine restarted", interval=0.5)
+        from kubernetes import client
+
+        core = client.CoreV1Api(kube_client(server))
+        assert wait_for(lambda: core.read_namespaced_config_map("hello", "mke-test").data, 60,
+                        "the configmap after kine restarted") == {"greeting": "hi"}
+    finally:
+        server.stop()
+    assert wait_for(lambda: not children_of(server.data_dir), 30, "every component to stop")
