@@ -10,7 +10,8 @@ SIGKILLs it; it is safe in any state and any number of times.
 
 A pid file left by an mke that was killed (kill -9) names a process that may still run
 and hold the ports and data dir; ``start()`` stops it first, but only when
-/proc/<pid>/exe is the same binary, so a recycled pid is never signalled.
+/proc/<pid>/exe (or a #! script's argv) is the same binary, so a recycled pid is
+never signalled.
 """
 
 from __future__ import annotations
@@ -63,6 +64,19 @@ def _proc_exe(pid: int) -> str | None:
         return os.readlink(f"/proc/{pid}/exe").removesuffix(" (deleted)")
     except OSError:
         return None
+
+
+def _runs_binary(pid: int, binary: str) -> bool:
+    """True when process ``pid`` executes ``binary`` (directly, or as a #! script's argument)."""
+    want = os.path.realpath(binary)
+    exe = _proc_exe(pid)
+    if exe is not None and os.path.realpath(exe) == want:
+        return True
+    try:
+        argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[:2]
+    except OSError:
+        return False
+    return any(a and os.path.realpath(a.decode(errors="replace")) == want for a in argv)
 
 
 def _alive(pid: int) -> bool:
@@ -166,9 +180,7 @@ class Supervisor:
             pid = int(self.pid_file.read_text().split()[0])
         except (OSError, ValueError, IndexError):
             return None
-        exe = _proc_exe(pid)
-        want = os.path.realpath(self.spec.args[0])
-        if exe is not None and os.path.realpath(exe) == want and _alive(pid):
+        if _runs_binary(pid, self.spec.args[0]) and _alive(pid):
             self.sink.line(self.spec.name, f"stopping pid {pid} left by an earlier run")
             kill_process_group(pid, self.spec.stop_timeout)
         self.pid_file.unlink(missing_ok=True)

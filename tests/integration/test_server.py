@@ -385,7 +385,8 @@ def test_server_with_etcd_survives_kills(tmp_path: Path, bin_dir: Path | None) -
     assert not list((server.data_dir / "run").glob("*.pid"))
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres", "mariadb"])
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.database),
+                                     pytest.param("mariadb", marks=pytest.mark.database)])
 def test_server_with_kine(backend: str, tmp_path: Path, bin_dir: Path | None, request: pytest.FixtureRequest) -> None:
     bins = require(bin_dir, "kine", *CORE)
     storage: dict[str, Any] = {"type": "kine"}

@@ -1,0 +1,217 @@
+"""mke/components: the manager's ordering and rollback with real child processes, the
+secure flags each component gets, and the binary lookup."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import stat
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mke.components.apiserver import KubeAPIServer
+from mke.components.base import Component, SupervisedComponent
+from mke.components.context import BinaryResolver, NodeContext
+from mke.components.controller_manager import KubeControllerManager
+from mke.components.etcd import Etcd
+from mke.components.kine import Kine
+from mke.components.manager import ComponentManager
+from mke.config import parse_config
+from mke.errors import ComponentError, StagingError
+from mke.supervisor import LogSink
+
+
+def fake_binary(bin_dir: Path, name: str, body: str) -> Path:
+    """A real executable: a python script that behaves like a component."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    p = bin_dir / name
+    p.write_text(f"#!{sys.executable}\n{body}\n")
+    p.chmod(0o755)
+    return p
+
+
+READY_WHEN_STARTED = """
+import os, sys, time, signal
+name = os.path.basename(sys.argv[0])
+open(os.path.join(os.environ['MKE_TEST_DIR'], name + '.up'), 'w').write(str(os.getpid()))
+signal.signal(signal.SIGTERM, lambda *a: (open(os.path.join(os.environ['MKE_TEST_DIR'], name + '.down'), 'w').write(str(time.time())), sys.exit(0)))
+while True:
+    time.sleep(1)
+"""
+
+
+class FileReadyComponent(SupervisedComponent):
+    """A supervised component that is ready once its process wrote <name>.up."""
+
+    def __init__(self, ctx: NodeContext, name: str, *, timeout: float = 10.0) -> None:
+        super().__init__(ctx)
+        self.name = self.binary = name
+        self.ready_timeout = timeout
+
+    def args(self) -> list[str]:
+        return []
+
+    def env(self) -> dict[str, str]:
+        return {"MKE_TEST_DIR": str(self.ctx.data_dir)}
+
+    def ready(self) -> bool:
+        return (self.ctx.data_dir / f"{self.name}.up").exists()
+
+
+@pytest.fixture()
+def ctx(tmp_path: Path) -> NodeContext:
+    return NodeContext(config=parse_config({}), data_dir=tmp_path, node_name="ctl-1", api_address="192.0.2.10",
+                       binaries=BinaryResolver(tmp_path / "bin", user_bin_dir=True), sink=LogSink(io.StringIO()),
+                       backoff_initial=0.05)
+
+
+def test_starts_in_order_and_stops_in_reverse(ctx: NodeContext) -> None:
+    for n in ("store", "api", "ctrl", "sched"):
+        fake_binary(ctx.data_dir / "bin", n, READY_WHEN_STARTED)
+    comps = {n: FileReadyComponent(ctx, n) for n in ("store", "api", "ctrl", "sched")}
+    mgr = ComponentManager([[comps["store"]], [comps["api"]], [comps["ctrl"], comps["sched"]]])
+    mgr.start()
+    up = {n: (ctx.data_dir / f"{n}.up").stat().st_mtime_ns for n in comps}
+    assert up["store"] < up["api"] < min(up["ctrl"], up["sched"])
+    assert list(mgr.ready_at) == ["store", "api", "ctrl", "sched"]
+    pids = {n: c.supervisor.pid for n, c in comps.items()}
+    assert all(pids.values())
+    assert (ctx.run_dir / "api.pid").read_text().strip() == str(pids["api"])
+    mgr.stop()
+    down = {n: float((ctx.data_dir / f"{n}.down").read_text()) for n in comps}
+    assert max(down["ctrl"], down["sched"]) < down["api"] < down["store"]
+    for pid in pids.values():
+        assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+    mgr.stop()  # again: harmless
+
+
+def test_component_never_ready_undoes_partial_start(ctx: NodeContext) -> None:
+    fake_binary(ctx.data_dir / "bin", "store", READY_WHEN_STARTED)
+    fake_binary(ctx.data_dir / "bin", "api", "import time\nprint('waiting for nothing', flush=True)\ntime.sleep(60)")
+    store, api = FileReadyComponent(ctx, "store"), FileReadyComponent(ctx, "api", timeout=0.5)
+    later = FileReadyComponent(ctx, "later")
+    fake_binary(ctx.data_dir / "bin", "later", READY_WHEN_STARTED)
+    mgr = ComponentManager([[store], [api], [later]])
+    with pytest.raises(ComponentError, match=r"api not ready after 0s \(last log: waiting for nothing\)"):
+        mgr.start()
+    assert (ctx.data_dir / "store.down").exists()  # the started one was stopped
+    assert not (ctx.data_dir / "later.up").exists()  # the next one never started
+    assert mgr.started == []
+
+
+def test_crashing_component_fails_fast_with_its_log(ctx: NodeContext) -> None:
+    fake_binary(ctx.data_dir / "bin", "api", "import sys\nprint('bind: address already in use', flush=True)\nsys.exit(1)")
+    api = FileReadyComponent(ctx, "api", timeout=60)
+    t0 = time.monotonic()
+    with pytest.raises(ComponentError, match="api did not become ready: api exited 4 times.*address already in use"):
+        ComponentManager([[api]]).start()
+    assert time.monotonic() - t0 < 20
+
+
+def test_init_failure_starts_nothing(ctx: NodeContext) -> None:
+    fake_binary(ctx.data_dir / "bin", "store", READY_WHEN_STARTED)
+    store, ghost = FileReadyComponent(ctx, "store"), FileReadyComponent(ctx, "ghost-binary")
+    os.environ.pop("PATH_FOR_TEST", None)
+    with pytest.raises(StagingError, match="ghost-binary: not found"):
+        ComponentManager([[store], [ghost]]).start()
+    assert not (ctx.data_dir / "store.up").exists()
+
+
+def test_stale_components_from_a_killed_mke_are_stopped_first(ctx: NodeContext) -> None:
+    fake_binary(ctx.data_dir / "bin", "store", READY_WHEN_STARTED)
+    first = ComponentManager([[FileReadyComponent(ctx, "store")]])
+    first.start()
+    old_pid = int((ctx.data_dir / "store.up").read_text())
+    # mke is killed -9: nobody stops `first`. A new mke starts:
+    (ctx.data_dir / "store.up").unlink()
+    second = ComponentManager([[FileReadyComponent(ctx, "store")]])
+    second.init()
+    second.stop_stale()
+    assert (ctx.data_dir / "store.down").exists()
+    second.start(init=False)
+    try:
+        assert int((ctx.data_dir / "store.up").read_text()) != old_pid
+    finally:
+        second.stop()
+        first.components[0].supervisor._stopping.set()
+
+
+# ---------------------------------------------------------------- flags
+
+
+def _flags(c: SupervisedComponent) -> dict[str, str | None]:
+    c.binary_path = Path("/usr/bin/true")
+    return {a.split("=", 1)[0]: (a.split("=", 1)[1] if "=" in a else None) for a in c.process_spec().args[1:]}
+
+
+def test_apiserver_secure_defaults(ctx: NodeContext) -> None:
+    f = _flags(KubeAPIServer(ctx, etcd_servers="https://127.0.0.1:2379"))
+    assert f["--anonymous-auth"] == "false"
+    assert f["--authorization-mode"] == "Node,RBAC"
+    assert f["--enable-bootstrap-token-auth"] == "true"
+    assert f["--client-ca-file"].endswith("pki/ca.crt")
+    assert f["--etcd-certfile"].endswith("apiserver-etcd-client.crt")
+    assert f["--service-cluster-ip-range"] == "10.96.0.0/12"
+    assert f["--advertise-address"] == "192.0.2.10"
+    assert f["--tls-min-version"] == "VersionTLS12"
+    assert "--egress-selector-config-file" in f
+    assert not any(k.startswith("--insecure") for k in f)
+
+
+def test_extra_args_override_and_extend(tmp_path: Path) -> None:
+    cfg = parse_config({"extraArgs": {"kube-apiserver": {"v": 3, "anonymous-auth": True}},
+                        "konnectivity": {"enabled": False}})
+    c = NodeContext(config=cfg, data_dir=tmp_path, node_name="n", api_address="192.0.2.1",
+                    binaries=BinaryResolver(tmp_path))
+    f = _flags(KubeAPIServer(c, etcd_servers="https://127.0.0.1:2379"))
+    assert f["--v"] == "3" and f["--anonymous-auth"] == "true"
+    assert "--egress-selector-config-file" not in f
+
+
+def test_etcd_mutual_tls(ctx: NodeContext) -> None:
+    f = _flags(Etcd(ctx))
+    assert f["--client-cert-auth"] == "true" and f["--peer-client-cert-auth"] == "true"
+    assert f["--listen-client-urls"] == "https://127.0.0.1:2379"
+    assert f["--listen-peer-urls"] == "https://192.0.2.10:2380"
+    assert f["--initial-cluster"] == "ctl-1=https://192.0.2.10:2380"
+    assert f["--initial-cluster-state"] == "new"
+
+
+def test_kine_listens_on_a_unix_socket_in_the_run_dir(ctx: NodeContext) -> None:
+    k = Kine(ctx)
+    f = _flags(k)
+    assert f["--listen-address"] == f"unix://{ctx.run_dir}/kine.sock"
+    assert f["--endpoint"].startswith(f"sqlite://{ctx.data_dir}/kine/state.db?")
+    assert "_txlock=immediate" in f["--endpoint"]
+    assert f["--metrics-bind-address"] == "0"
+
+
+def test_controller_manager_signs_with_cluster_ca(ctx: NodeContext) -> None:
+    f = _flags(KubeControllerManager(ctx))
+    assert f["--cluster-signing-cert-file"].endswith("pki/ca.crt")
+    assert "tokencleaner" in f["--controllers"] and "bootstrapsigner" in f["--controllers"]
+    assert f["--bind-address"] == "127.0.0.1"
+
+
+# ---------------------------------------------------------------- binaries
+
+
+def test_resolver_prefers_user_bin_dir_then_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mine = fake_binary(tmp_path / "bin", "etcd", "pass")
+    on_path = fake_binary(tmp_path / "path", "kine", "pass")
+    monkeypatch.setenv("PATH", str(tmp_path / "path"))
+    r = BinaryResolver(tmp_path / "bin", user_bin_dir=True)
+    assert r.path("etcd") == mine
+    assert r.path("kine") == on_path
+    with pytest.raises(StagingError, match=r"nope: not found in .*bin or PATH"):
+        r.path("nope")
+    # a non-executable file is not taken
+    (tmp_path / "bin" / "plain").write_text("x")
+    (tmp_path / "bin" / "plain").chmod(stat.S_IRUSR)
+    with pytest.raises(StagingError):
+        r.path("plain")
+    assert shutil.which("etcd", path=str(tmp_path / "bin")) == str(mine)

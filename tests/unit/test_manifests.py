@@ -1,0 +1,74 @@
+"""mke/manifests: what mke applies, rendered from the config (applying them to a real API is
+tests/integration/test_server.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mke.components.context import BinaryResolver, NodeContext
+from mke.config import parse_config
+from mke.manifests import names, render_all
+
+
+def render(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    ctx = NodeContext(config=parse_config(doc), data_dir=Path("/nonexistent"), node_name="n",
+                      api_address="192.0.2.10", binaries=BinaryResolver(Path("/nonexistent")))
+    return render_all(ctx)
+
+
+def images(objs: list[dict[str, Any]]) -> set[str]:
+    out = set()
+    for o in objs:
+        spec = o.get("spec", {}).get("template", {}).get("spec", {})
+        for c in spec.get("containers", []) + spec.get("initContainers", []):
+            out.add(c["image"])
+    return out
+
+
+def test_default_set_is_complete_and_valid() -> None:
+    objs = render({})
+    n = names(objs)
+    assert len(n) == len(set(n)), "duplicate objects"
+    for o in objs:
+        assert o["apiVersion"] and o["kind"] and o["metadata"]["name"]
+        assert o["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "mke"
+        yaml.safe_dump(o)  # serialisable
+    for want in ("ClusterRoleBinding/mke:kubelet-bootstrap", "ClusterRoleBinding/mke:node-autoapprove-bootstrap",
+                 "ClusterRoleBinding/mke:node-autoapprove-certificate-rotation",
+                 "Deployment/kube-system/coredns", "Service/kube-system/kube-dns",
+                 "Deployment/kube-system/metrics-server", "APIService/v1beta1.metrics.k8s.io",
+                 "DaemonSet/kube-system/konnectivity-agent", "DaemonSet/kube-system/kube-proxy",
+                 "DaemonSet/kube-system/calico-node", "CustomResourceDefinition/ippools.crd.projectcalico.org"):
+        assert want in n, want
+
+
+def test_images_are_pinned_and_overridable() -> None:
+    default = images(render({}))
+    assert "registry.k8s.io/kube-proxy:v1.36.5" in default
+    assert all(":" in i.rsplit("/", 1)[-1] for i in default)
+    mirrored = images(render({"images": {"registry": "registry.local:5000", "coredns": "my.reg/dns/coredns:v9"}}))
+    assert all(i.startswith("registry.local:5000/") for i in mirrored), mirrored
+    assert "registry.local:5000/dns/coredns:v9" in mirrored
+
+
+def test_custom_cni_applies_no_network_provider() -> None:
+    n = names(render({"network": {"provider": "custom"}}))
+    assert not any("calico" in x for x in n)
+
+
+def test_dns_and_cidrs_follow_the_config() -> None:
+    objs = render({"network": {"serviceCIDR": "10.100.0.0/16", "podCIDR": "10.50.0.0/16", "clusterDomain": "k.local"}})
+    svc = next(o for o in objs if o["kind"] == "Service" and o["metadata"]["name"] == "kube-dns")
+    assert svc["spec"]["clusterIP"] == "10.100.0.10"
+    cm = next(o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "coredns")
+    assert "kubernetes k.local in-addr.arpa" in cm["data"]["Corefile"]
+    proxy = next(o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "kube-proxy")
+    assert "clusterCIDR: 10.50.0.0/16" in proxy["data"]["config.conf"]
+    assert "server: https://192.0.2.10:6443" in proxy["data"]["kubeconfig.conf"]
+
+
+def test_konnectivity_agent_only_when_enabled() -> None:
+    assert "DaemonSet/kube-system/konnectivity-agent" not in names(render({"konnectivity": {"enabled": False}}))
