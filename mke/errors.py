@@ -65,3 +65,9 @@ class BusyError(MkeError):
     """The operation needs mke stopped (or running) and it is not; the message says which."""
 
     exit_code = 11
+
+
+class FipsError(MkeError):
+    """A FIPS requirement is not met: a non-FIPS binary, the FIPS provider missing, a refused key."""
+
+    exit_code = 12
