@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import nox
@@ -93,6 +94,11 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def e2e(session: nox.Session) -> None:
-    """End-to-end cluster tests (long, needs root and docker-mode binaries)."""
+    """End-to-end cluster tests (long: ~10 min warm; root): builds or reuses the docker-mode
+    binaries, dist/mke and the air-gap images, then a controller + 2 workers in network
+    namespaces (tests/e2e). MKE_E2E_SKIP_BUILD=1 uses dist/ as it is."""
     _install(session, TEST_REQS)
-    session.run("python", "-m", "pytest", "-m", "e2e", "tests/e2e", *session.posargs, env={"PYTHONPATH": str(REPO)})
+    if not os.environ.get("MKE_E2E_SKIP_BUILD"):
+        _toolchain(session, "build", "--mode=docker", "--bundle", "--airgap")
+    session.run("python", "-m", "pytest", "-m", "e2e", "tests/e2e", "-p", "no:cacheprovider", *session.posargs,
+                env={"PYTHONPATH": str(REPO)})

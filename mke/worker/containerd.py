@@ -69,6 +69,8 @@ oom_score = -999
     sandbox = {_toml_str(ctx.settings.pause_image)}
 
 [plugins.'io.containerd.cri.v1.runtime']
+  # pod network namespaces are bind-mounted under the state dir, not /run/netns (reset finds them)
+  netns_mounts_under_state_dir = true
   enable_unprivileged_ports = true
   enable_unprivileged_icmp = true
   [plugins.'io.containerd.cri.v1.runtime'.containerd]

@@ -1,0 +1,327 @@
+"""What ``mke reset`` removes on a worker, and the check that nothing is left.
+
+In order (each step goes on when one fails, and says what it could not do):
+1. processes: every process in the pods' cgroups (``<cgroup-root>/kubepods``), the runc
+   containers of this containerd (``runc delete --force``), the shims serving this
+   containerd's socket, then kubelet and containerd themselves (pid files in run/);
+2. mounts: everything mounted under the data dir (pod volumes, container root file
+   systems, pod network namespaces) and under the pod logs dir, deepest first, lazily;
+3. network: the ``mke0`` bridge, routes of protocol ``mke`` (77), mke's iptables chains
+   and every ``KUBE-*``/``CNI-*`` chain and rule (iptables-save | filter | iptables-restore,
+   as k3s's killall script does), kube-proxy's nftables tables;
+4. cgroups: the ``kubepods`` tree (and the cgroup root mke created) in every hierarchy;
+5. files: the worker's parts of the data dir and the pod logs.
+
+``leftovers()`` lists whatever of that still exists; the e2e tests assert it is empty.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable
+
+from mke.worker.cni import BRIDGE, ROUTE_PROTO
+from mke.worker.context import WorkerPaths
+from mke.worker.host import CGROUP_ROOT
+
+CHAIN_RE = re.compile(r"\b(KUBE-[A-Z0-9-]+|CNI-[A-Za-z0-9-]+|MKE-[A-Z0-9-]+)\b")
+WORKER_DIRS = ("worker", "kubelet", "containerd", "cni", "run/containerd")
+NFT_TABLES = (("ip", "kube-proxy"), ("ip6", "kube-proxy"))
+
+
+def _noop(msg: str) -> None:
+    pass
+
+
+def _kubelet_settings(paths: WorkerPaths) -> tuple[str, str]:
+    """(cgroup root, pod logs dir) that kubelet was configured with."""
+    import yaml
+
+    try:
+        cfg = yaml.safe_load(paths.kubelet_config.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        cfg = {}
+    return str(cfg.get("cgroupRoot") or "/"), str(cfg.get("podLogsDir") or "")
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def pod_cgroup_dirs(cgroup_root: str, root: Path = CGROUP_ROOT) -> list[Path]:
+    rel = cgroup_root.strip("/")
+    base = [root] if (root / "cgroup.controllers").exists() else [m for m in sorted(root.iterdir())
+                                                                   if m.is_dir() and (m / "cgroup.procs").exists()]
+    out = []
+    for b in base:
+        top = b / rel / "kubepods" if rel else b / "kubepods"
+        if top.is_dir():
+            out.append(top)
+    return out
+
+
+def pids_in(cgroup_dir: Path) -> set[int]:
+    pids: set[int] = set()
+    for procs in cgroup_dir.rglob("cgroup.procs"):
+        with contextlib.suppress(OSError, ValueError):
+            pids |= {int(x) for x in procs.read_text().split()}
+    return pids
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def _kill(pids: set[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _wait_gone(pids: set[int], timeout: float = 10.0) -> set[int]:
+    deadline = time.monotonic() + timeout
+    alive = set(pids)
+    while alive and time.monotonic() < deadline:
+        alive = {p for p in alive if Path(f"/proc/{p}").exists() and _state(p) != "Z"}
+        if alive:
+            time.sleep(0.1)
+    return alive
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "?"
+
+
+def shim_pids(paths: WorkerPaths) -> set[int]:
+    """containerd-shim-runc-v2 processes serving this worker's containerd."""
+    sock = str(paths.containerd_socket)
+    out = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            args = _cmdline(int(entry.name))
+            if args and os.path.basename(args[0]).startswith("containerd-shim") and sock in args:
+                out.add(int(entry.name))
+    return out
+
+
+def component_pids(paths: WorkerPaths, names: tuple[str, ...] = ("kubelet", "containerd")) -> set[int]:
+    out = set()
+    for n in names:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            pid = int((paths.run_dir / f"{n}.pid").read_text().split()[0])
+            if Path(f"/proc/{pid}").exists():
+                out.add(pid)
+    return out
+
+
+def stop_processes(paths: WorkerPaths, say: Callable[[str], None] = _noop) -> list[str]:
+    problems = []
+    cgroup_root, _ = _kubelet_settings(paths)
+    # kubelet first, so that it does not restart what we kill
+    comps = component_pids(paths, ("kubelet",))
+    _kill(comps)
+    pods = set()
+    for d in pod_cgroup_dirs(cgroup_root):
+        pods |= pids_in(d)
+    runc = shutil.which("runc") or str(paths.data_dir / "bin" / "runc")
+    runc_root = paths.containerd_state / "runc" / "k8s.io"
+    if runc_root.is_dir() and os.path.exists(runc):
+        for cid in sorted(p.name for p in runc_root.iterdir() if p.is_dir()):
+            subprocess.run([runc, "--root", str(runc_root), "delete", "--force", cid], capture_output=True, timeout=30)
+    _kill(pods)
+    shims = shim_pids(paths)
+    _kill(shims)
+    rest = component_pids(paths, ("containerd",))
+    _kill(rest)
+    left = _wait_gone(pods | shims | comps | rest)
+    if left:
+        problems.append(f"processes still running: {sorted(left)}")
+    say(f"stopped {len(comps | rest)} components, {len(shims)} shims, {len(pods)} pod processes")
+    return problems
+
+
+# --------------------------------------------------------------------------- mounts
+
+
+def mounts_under(prefixes: list[Path], mountinfo: Path = Path("/proc/self/mountinfo")) -> list[str]:
+    roots = [os.path.realpath(p) for p in prefixes if str(p)]
+    out = []
+    try:
+        lines = mountinfo.read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        mp = line.split()[4].encode().decode("unicode_escape")
+        if any(mp == r or mp.startswith(r.rstrip("/") + "/") for r in roots):
+            out.append(mp)
+    return sorted(set(out), key=lambda m: (-m.count("/"), m))
+
+
+def unmount_all(prefixes: list[Path], say: Callable[[str], None] = _noop) -> list[str]:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    mnt_detach = 2
+    problems = []
+    for _ in range(3):  # nested and propagated mounts may reappear once
+        mps = mounts_under(prefixes)
+        if not mps:
+            break
+        for mp in mps:
+            if libc.umount2(mp.encode(), mnt_detach) != 0:
+                err = ctypes.get_errno()
+                if err not in (22, 2):  # EINVAL (not a mount any more), ENOENT
+                    problems.append(f"umount {mp}: {os.strerror(err)}")
+        say(f"unmounted {len(mps)} mounts")
+    left = mounts_under(prefixes)
+    if left:
+        problems.append(f"still mounted: {', '.join(left[:5])}{' ...' if len(left) > 5 else ''}")
+    return problems
+
+
+# --------------------------------------------------------------------------- network
+
+
+def iptables_filtered(save_text: str) -> tuple[str, int]:
+    """iptables-save text without mke/kube/CNI chains and rules; (text, lines removed)."""
+    out, removed = [], 0
+    for line in save_text.splitlines():
+        if (line.startswith(":") or line.startswith("-A ")) and CHAIN_RE.search(line):
+            removed += 1
+            continue
+        out.append(line)
+    return "\n".join(out) + "\n", removed
+
+
+def clean_iptables(say: Callable[[str], None] = _noop) -> list[str]:
+    problems = []
+    for save, restore in (("iptables-save", "iptables-restore"), ("ip6tables-save", "ip6tables-restore")):
+        s, r = shutil.which(save), shutil.which(restore)
+        if not s or not r:
+            continue
+        proc = subprocess.run([s], capture_output=True, text=True, timeout=60)
+        if proc.returncode != 0:
+            problems.append(f"{save}: {proc.stderr.strip()}")
+            continue
+        text, removed = iptables_filtered(proc.stdout)
+        if not removed:
+            continue
+        res = subprocess.run([r, "-w", "5"], input=text, capture_output=True, text=True, timeout=60)
+        if res.returncode != 0:
+            problems.append(f"{restore}: {res.stderr.strip()}")
+        else:
+            say(f"{save.split('-')[0]}: removed {removed} mke/KUBE/CNI chains and rules")
+    nft = shutil.which("nft")
+    if nft:
+        for family, table in NFT_TABLES:
+            subprocess.run([nft, "delete", "table", family, table], capture_output=True, timeout=30)
+    return problems
+
+
+def link_exists(name: str) -> bool:
+    """Through netlink (``ip link``): /sys/class/net shows the namespace sysfs was mounted in."""
+    return subprocess.run(["ip", "link", "show", name], capture_output=True, timeout=10).returncode == 0
+
+
+def clean_network(say: Callable[[str], None] = _noop) -> list[str]:
+    problems = []
+    if link_exists(BRIDGE):
+        proc = subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True, text=True, timeout=30)
+        if proc.returncode != 0:
+            problems.append(f"ip link delete {BRIDGE}: {proc.stderr.strip()}")
+        else:
+            say(f"removed bridge {BRIDGE}")
+    subprocess.run(["ip", "route", "flush", "proto", ROUTE_PROTO], capture_output=True, timeout=30)
+    subprocess.run(["ip", "-6", "route", "flush", "proto", ROUTE_PROTO], capture_output=True, timeout=30)
+    return problems + clean_iptables(say)
+
+
+# --------------------------------------------------------------------------- cgroups and files
+
+
+def remove_cgroups(cgroup_root: str, root: Path = CGROUP_ROOT) -> list[str]:
+    problems = []
+    for top in pod_cgroup_dirs(cgroup_root, root):
+        dirs = sorted((d for d in top.rglob("*") if d.is_dir()), key=lambda d: -len(d.parts)) + [top]
+        for d in dirs:
+            try:
+                d.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                problems.append(f"rmdir {d}: {e.strerror}")
+                break
+    rel = cgroup_root.strip("/")
+    if rel:
+        bases = [root] if (root / "cgroup.controllers").exists() else [m for m in root.iterdir() if m.is_dir()]
+        for b in bases:
+            with contextlib.suppress(OSError):
+                (b / rel).rmdir()
+    return problems
+
+
+def remove_files(paths: WorkerPaths, pod_logs: str, say: Callable[[str], None] = _noop) -> list[str]:
+    problems = []
+    for rel in WORKER_DIRS:
+        d = paths.data_dir / rel
+        if d.exists():
+            shutil.rmtree(d, onerror=lambda f, p, e: problems.append(f"remove {p}: {e[1]}"))
+    for pid_file in ("kubelet.pid", "containerd.pid"):
+        (paths.run_dir / pid_file).unlink(missing_ok=True)
+    if pod_logs and Path(pod_logs).is_dir():
+        for entry in Path(pod_logs).iterdir():
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            Path(pod_logs).rmdir()
+    say(f"removed the worker's files under {paths.data_dir}")
+    return problems
+
+
+def reset_worker(data_dir: Path, say: Callable[[str], None] = _noop) -> list[str]:
+    """Undo everything a worker did on this host; returns the problems (empty: all clean)."""
+    paths = WorkerPaths(Path(data_dir).absolute())
+    cgroup_root, pod_logs = _kubelet_settings(paths)
+    problems = stop_processes(paths, say)
+    problems += unmount_all([paths.data_dir] + ([Path(pod_logs)] if pod_logs else []), say)
+    problems += clean_network(say)
+    problems += remove_cgroups(cgroup_root)
+    problems += remove_files(paths, pod_logs, say)
+    return problems
+
+
+def leftovers(data_dir: Path, *, cgroup_root: str = "/", pod_logs: str = "") -> list[str]:
+    """What a worker left on this host (run after reset_worker; the e2e tests check it is empty)."""
+    paths = WorkerPaths(Path(data_dir).absolute())
+    out = []
+    out += [f"mount {m}" for m in mounts_under([paths.data_dir] + ([Path(pod_logs)] if pod_logs else []))]
+    out += [f"process {p} ({' '.join(_cmdline(p))[:80]})" for p in shim_pids(paths) | component_pids(paths)]
+    for d in pod_cgroup_dirs(cgroup_root):
+        out.append(f"cgroup {d}")
+    if link_exists(BRIDGE):
+        out.append(f"link {BRIDGE}")
+    routes = subprocess.run(["ip", "route", "show", "proto", ROUTE_PROTO], capture_output=True, text=True).stdout.strip()
+    if routes:
+        out.append(f"routes {routes}")
+    for save in ("iptables-save", "ip6tables-save"):
+        exe = shutil.which(save)
+        if exe:
+            text = subprocess.run([exe], capture_output=True, text=True).stdout
+            chains = sorted({m.group(1) for m in CHAIN_RE.finditer(text)})
+            if chains:
+                out.append(f"{save}: {', '.join(chains[:8])}{' ...' if len(chains) > 8 else ''}")
+    for rel in WORKER_DIRS:
+        if (paths.data_dir / rel).exists():
+            out.append(f"dir {paths.data_dir / rel}")
+    return out

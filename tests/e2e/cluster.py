@@ -1,0 +1,280 @@
+"""One controller and two workers, each in its own network namespace with its own data dir.
+
+``E2ECluster`` runs the real ``mke`` (``dist/mke`` when it exists, else ``python -m mke``
+with ``--bin-dir dist/linux-<arch>/bin``; ``MKE_E2E_MKE`` overrides), the docker-mode
+binaries, the air-gap image bundle (``dist/mke-airgap-images-linux-<arch>.tar``) and a
+locally built test image, copied into each worker's ``<data-dir>/images``.
+Every process it starts is remembered by pid and stopped by pid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.e2e.netns import Host, Network
+
+REPO = Path(__file__).resolve().parents[2]
+BASE = Path(os.environ.get("MKE_E2E_DIR", "/var/tmp/mke-e2e"))
+TESTAPP_IMAGE = "mke.test/testapp:v1"
+
+
+def arch() -> str:
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
+
+
+def dist() -> Path:
+    return Path(os.environ.get("MKE_E2E_DIST", REPO / "dist"))
+
+
+def mke_argv() -> tuple[list[str], Path | None, dict[str, str]]:
+    """(argv prefix, bin dir to pass or None, extra env) for running mke."""
+    explicit = os.environ.get("MKE_E2E_MKE")
+    bin_dir = dist() / f"linux-{arch()}" / "bin"
+    if explicit:
+        return [explicit], (bin_dir if os.environ.get("MKE_E2E_BIN_DIR") else None), {}
+    if (dist() / "mke").exists() and not os.environ.get("MKE_E2E_BIN_DIR"):
+        return [str(dist() / "mke")], None, {}
+    bd = Path(os.environ.get("MKE_E2E_BIN_DIR", bin_dir))
+    return [sys.executable, "-m", "mke"], bd, {"PYTHONPATH": str(REPO)}
+
+
+def airgap_bundle() -> Path:
+    return dist() / f"mke-airgap-images-linux-{arch()}.tar"
+
+
+def build_testapp_image(out: Path) -> Path:
+    """The test image: tests/e2e/testapp (Go, stdlib only) built on the host, packed by build/oci.py."""
+    from build import oci
+
+    if out.exists():
+        return out
+    work = out.parent / "testapp-build"
+    work.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod", "GOPROXY": "off", "GOTOOLCHAIN": "local"}
+    subprocess.run(["nice", "-n", "19", "go", "build", "-trimpath", "-ldflags=-s -w", "-o", str(work / "testapp"), "."],
+                   cwd=REPO / "tests" / "e2e" / "testapp", env=env, check=True)
+    blobs = work / "blobs"
+    layers = [oci.build_layer(oci.base_entries(), blobs, comment="base"),
+              oci.build_layer([oci.binary_entry("/testapp", work / "testapp")], blobs, comment="testapp")]
+    image = oci.build_image(TESTAPP_IMAGE, layers, oci.ImageConfig(entrypoint=("/testapp",), cmd=("serve",),
+                                                                   user="65532:65532"), blobs, arch=arch())
+    oci.write_archive([image], out)
+    return out
+
+
+@dataclass
+class Proc:
+    """One long-running mke process in a host's namespace, with its log file."""
+
+    name: str
+    host: Host
+    argv: list[str]
+    log: Path
+    env: dict[str, str] = field(default_factory=dict)
+    popen: subprocess.Popen | None = None
+    started: float = 0.0
+
+    def start(self) -> "Proc":
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        out = open(self.log, "ab")
+        self.started = time.monotonic()
+        self.popen = subprocess.Popen(self.host.wrap(self.argv), stdout=out, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, start_new_session=True, env={**os.environ, **self.env})
+        out.close()
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def text(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def wait_for(self, pattern: str, timeout: float, *, since: int = 0) -> re.Match:
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = rx.search(self.text()[since:])
+            if m:
+                return m
+            if not self.alive():
+                raise AssertionError(f"{self.name} exited ({self.popen.returncode}) before /{pattern}/; "
+                                     f"last lines:\n{self.tail()}")
+            time.sleep(0.5)
+        raise AssertionError(f"{self.name}: no /{pattern}/ after {timeout:.0f}s; last lines:\n{self.tail()}")
+
+    def tail(self, n: int = 30) -> str:
+        return "\n".join(self.text().splitlines()[-n:])
+
+    def stop(self, timeout: float = 60.0) -> int | None:
+        """SIGTERM (mke stops its components in reverse order), SIGKILL after ``timeout``."""
+        if not self.alive():
+            return self.popen.returncode if self.popen else None
+        os.kill(self.pid, signal.SIGTERM)
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(self.pid, signal.SIGKILL)
+            return self.popen.wait(10)
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+@dataclass
+class E2ECluster:
+    base: Path = BASE
+    network: Network = field(default_factory=Network)
+    mke: list[str] = field(default_factory=list)
+    bin_dir: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    controller: Proc | None = None
+    workers: dict[str, Proc] = field(default_factory=dict)
+    ready_seconds: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.mke, self.bin_dir, self.env = mke_argv()
+
+    # -- paths
+
+    def data_dir(self, name: str) -> Path:
+        return self.base / name
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.base / "admin.conf"
+
+    def cgroup_root(self, name: str) -> str:
+        return f"/mke-e2e-{name}"
+
+    def pod_logs(self, name: str) -> Path:
+        return self.data_dir(name) / "pod-logs"
+
+    # -- running mke
+
+    def mke_cmd(self, host: str, *args: str, bin_dir: bool = False) -> list[str]:
+        extra = ["--bin-dir", str(self.bin_dir)] if bin_dir and self.bin_dir else []
+        return [*self.mke, *args, *extra]
+
+    def run(self, host: str, *args: str, timeout: float = 120.0, check: bool = True) -> subprocess.CompletedProcess[str]:
+        h = self.network.hosts[host]
+        proc = subprocess.run(h.wrap(self.mke_cmd(host, *args)), capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, **self.env})
+        if check and proc.returncode != 0:
+            raise AssertionError(f"mke {' '.join(args)} on {host}: exit {proc.returncode}: {proc.stderr.strip()}")
+        return proc
+
+    def start_controller(self) -> Proc:
+        d = self.data_dir("ctl")
+        d.mkdir(parents=True, exist_ok=True)
+        cfg = self.base / "mke.yaml"
+        cfg.write_text("api:\n  address: 10.200.0.1\nnetwork:\n  provider: bridge\n")
+        argv = self.mke_cmd("ctl", "server", "--config", str(cfg), "--data-dir", str(d), "--name", "ctl", bin_dir=True)
+        self.controller = Proc("controller", self.network.hosts["ctl"], argv, self.base / "logs" / "ctl.log",
+                               env=self.env).start()
+        return self.controller
+
+    def wait_controller(self, timeout: float = 300.0) -> None:
+        assert self.controller is not None
+        self.controller.wait_for(r"control plane ready", timeout)
+        text = self.run("ctl", "kubeconfig", "admin", "--data-dir", str(self.data_dir("ctl")),
+                        "--server", "https://10.200.0.1:6443").stdout
+        self.kubeconfig.write_text(text)
+        os.chmod(self.kubeconfig, 0o600)
+
+    def token(self, role: str = "worker", expiry: str = "1h") -> str:
+        return self.run("ctl", "token", "create", f"--role={role}", f"--expiry={expiry}",
+                        "--data-dir", str(self.data_dir("ctl")), "--config", str(self.base / "mke.yaml")).stdout.strip()
+
+    def worker_args(self, name: str) -> list[str]:
+        return ["worker", "--data-dir", str(self.data_dir(name)), "--name", name,
+                "--cgroup-root", self.cgroup_root(name), "--pod-logs-dir", str(self.pod_logs(name))]
+
+    def start_worker(self, name: str, token: str | None, images: list[Path]) -> Proc:
+        d = self.data_dir(name)
+        (d / "images").mkdir(parents=True, exist_ok=True)
+        os.chmod(d, 0o700)
+        for img in images:
+            dest = d / "images" / img.name
+            if not dest.exists():
+                shutil.copyfile(img, dest)
+        args = self.worker_args(name) + ([token] if token else [])
+        p = Proc(f"worker {name}", self.network.hosts[name], self.mke_cmd(name, *args, bin_dir=True),
+                 self.base / "logs" / f"{name}.log", env=self.env)
+        p.start()  # the log is appended to: a restarted worker continues the same file
+        self.workers[name] = p
+        return p
+
+    def wait_worker_ready(self, name: str, timeout: float = 420.0, since: int = 0) -> float:
+        p = self.workers[name]
+        m = p.wait_for(r"node \S+ Ready ([0-9.]+)s after start", timeout, since=since)
+        return float(m.group(1))
+
+    # -- facts
+
+    def component_pid(self, node: str, component: str) -> int:
+        return int((self.data_dir(node) / "run" / f"{component}.pid").read_text().split()[0])
+
+    def worker_rss(self, name: str) -> dict[str, int]:
+        """KiB of resident memory: the mke process (and its PyInstaller parent/child), containerd, kubelet, shims."""
+        p = self.workers[name]
+        mke = rss_kib(p.pid) + sum(rss_kib(c) for c in children(p.pid)
+                                   if Path(f"/proc/{c}/comm").read_text().strip() not in ("containerd", "kubelet"))
+        out = {"mke": mke, "containerd": rss_kib(self.component_pid(name, "containerd")),
+               "kubelet": rss_kib(self.component_pid(name, "kubelet"))}
+        sock = str(self.data_dir(name) / "run" / "containerd" / "containerd.sock")
+        shims = 0
+        for e in Path("/proc").iterdir():
+            if e.name.isdigit():
+                try:
+                    args = (e / "cmdline").read_bytes().split(b"\0")
+                except OSError:
+                    continue
+                if args and args[0].endswith(b"containerd-shim-runc-v2") and sock.encode() in args:
+                    shims += rss_kib(int(e.name))
+        out["shims"] = shims
+        out["total"] = sum(out.values())
+        return out
+
+    def stop_all(self) -> None:
+        for p in list(self.workers.values()):
+            p.stop()
+        if self.controller is not None:
+            self.controller.stop()
+
+    def summary(self) -> dict:
+        return {"ready_seconds": self.ready_seconds}
+
+
+def dump(obj: object) -> str:
+    return json.dumps(obj, indent=1, sort_keys=True, default=str)

@@ -1,0 +1,3 @@
+module mke.test/testapp
+
+go 1.22
