@@ -1,0 +1,161 @@
+"""mke server: time to /readyz vs etcd + kube-apiserver started by hand with the same flags; RSS.
+
+Needs root and real binaries ($MKE_TEST_BIN_DIR or dist/linux-amd64/bin); prints why it
+skips otherwise. Each round uses a fresh data dir. mke's figure includes everything it
+does (Python start-up, PKI creation, waiting for etcd before starting the apiserver);
+the baseline gets a ready-made PKI and starts etcd and the apiserver at once, with the
+flags mke would pass (read from mke's own component classes). Both are timed by the
+same poller (GET /readyz every 50 ms with the admin certificate). Then the RSS of the
+mke process and of the whole control plane, once the manifests are applied.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+ROUNDS = int(os.environ.get("MKE_BENCH_ROUNDS", "3"))
+
+
+def _bin_dir() -> Path | None:
+    for cand in (os.environ.get("MKE_TEST_BIN_DIR"), REPO / "dist" / "linux-amd64" / "bin"):
+        if cand and all(os.access(Path(cand) / n, os.X_OK) for n in ("etcd", "kube-apiserver")):
+            return Path(cand)
+    return None
+
+
+def _wait_readyz(pki: Path, t0: float, timeout: float = 120.0, proc: subprocess.Popen | None = None) -> float:
+    ctx = None
+    while time.perf_counter() - t0 < timeout:
+        if ctx is None and (pki / "admin.key").exists():
+            try:
+                ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+                ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+            except (OSError, ssl.SSLError):
+                ctx = None
+        if ctx is not None:
+            try:
+                with urllib.request.urlopen("https://127.0.0.1:6443/readyz", context=ctx, timeout=1) as r:
+                    if r.status == 200:
+                        return time.perf_counter() - t0
+            except (OSError, ValueError):
+                pass
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"exited with {proc.returncode}")
+        time.sleep(0.05)
+    raise RuntimeError("not ready in time")
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _mke(data: Path, bins: Path, cfg: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "mke", "server", "--data-dir", str(data), "--bin-dir", str(bins),
+                             "--config", str(cfg)], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _by_hand_argv(data: Path, bins: Path, cfg_path: Path) -> list[list[str]]:
+    """etcd and kube-apiserver command lines exactly as mke builds them for ``data``."""
+    import yaml
+
+    from mke.config import parse_config
+    from mke.controller import Controller
+
+    ctl = Controller(parse_config(yaml.safe_load(cfg_path.read_text()) or {}), data_dir=data, bin_dir=bins,
+                     manifests=False)
+    ctl.ctx.pki.ensure(ctl.pki_request())
+    out = []
+    for comp in [c for stage in ctl.stages()[:2] for c in stage]:
+        comp.init()
+        out.append(list(comp.process_spec().args))
+    return out
+
+
+def run(report) -> None:  # noqa: ANN001
+    bins = _bin_dir()
+    if os.geteuid() != 0 or bins is None:
+        print("skipped: needs root and etcd + kube-apiserver in $MKE_TEST_BIN_DIR or dist/linux-amd64/bin")
+        return
+    with tempfile.TemporaryDirectory(prefix="mke-bench-") as tmp:
+        tmp_path = Path(tmp)
+        cfg = tmp_path / "mke.yaml"
+        cfg.write_text("konnectivity: {enabled: %s}\n" % ("true" if os.access(bins / "konnectivity-server", os.X_OK)
+                                                          else "false"))
+        mke_times, hand_times = [], []
+        for i in range(ROUNDS):
+            # by hand: PKI made beforehand, etcd and apiserver started together
+            data = tmp_path / f"hand{i}"
+            argvs = _by_hand_argv(data, bins, cfg)
+            (data / "etcd").mkdir(mode=0o700, exist_ok=True)
+            t0 = time.perf_counter()
+            procs = [subprocess.Popen(a, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                     for a in argvs]
+            try:
+                hand_times.append(_wait_readyz(data / "pki", t0))
+            finally:
+                for p in reversed(procs):
+                    _stop(p)
+            # mke server on a fresh data dir
+            data = tmp_path / f"mke{i}"
+            t0 = time.perf_counter()
+            proc = _mke(data, bins, cfg)
+            try:
+                mke_times.append(_wait_readyz(data / "pki", t0, proc=proc))
+            finally:
+                _stop(proc)
+            print(f"  round {i + 1}: by hand {hand_times[-1]:.2f}s, mke server {mke_times[-1]:.2f}s", flush=True)
+        report.ratio("mke server to /readyz", statistics.median(mke_times),
+                     "etcd + kube-apiserver by hand", statistics.median(hand_times), target=1.2)
+
+        # RSS once everything runs and the manifests are applied.
+        data = tmp_path / "rss"
+        proc = _mke(data, bins, cfg)
+        try:
+            deadline = time.time() + 180
+            status: dict = {}
+            while time.time() < deadline:
+                try:
+                    status = json.loads((data / "run" / "status.json").read_text())
+                    if status.get("phase") == "running":
+                        break
+                except (OSError, ValueError):
+                    pass
+                time.sleep(0.5)
+            time.sleep(float(os.environ.get("MKE_BENCH_SETTLE", "20")))
+            status = json.loads((data / "run" / "status.json").read_text())
+            mke_rss = _rss_kib(proc.pid)
+            parts = {c["name"]: _rss_kib(c["pid"]) for c in status["components"] if c.get("pid")}
+            total = mke_rss + sum(parts.values())
+            print(f"RSS: mke process {mke_rss / 1024:.1f} MiB (target < 60 MB); "
+                  + ", ".join(f"{k} {v / 1024:.0f} MiB" for k, v in parts.items())
+                  + f"; control plane total {total / 1024:.0f} MiB (k0s documents 510 MB for a controller"
+                  " + worker)", flush=True)
+        finally:
+            _stop(proc)
+    shutil.rmtree(tmp_path, ignore_errors=True)
