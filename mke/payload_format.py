@@ -13,6 +13,10 @@ bytes (tests, ``MKE_PAYLOAD``). The layout (all integers little-endian; docs/pay
              concatenation of a few (a "group"), and each binary names its frame and
              its offset inside the decoded frame
 
+The records are immutable ``NamedTuple``s rather than the project's usual frozen
+dataclasses: every ``mke`` start imports this module, and dataclasses (with the
+``inspect`` import they pull in) cost ~10 ms of a ~130 ms start-up.
+
 Reading the manifest costs a few small reads (ELF header, section headers, section
 names, payload header, manifest) and never decodes anything. Staging one binary
 decodes only its frame. Every frame is checked against its sha256 (compressed bytes)
@@ -21,16 +25,21 @@ and every binary against its sha256 and size before the caller may publish it.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
 import struct
-from collections.abc import Iterable, Mapping
-from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import NamedTuple
 
 from mke.errors import PayloadError
+
+if False:  # for type checkers only: `mke version` imports this module, keep it cheap
+    from collections.abc import Iterable, Mapping
+    from pathlib import Path
+    from typing import Any, BinaryIO, Protocol
+
+    class Sink(Protocol):
+        def write(self, data: memoryview) -> object: ...
 
 SECTION_NAME = "mkepayload"
 MAGIC = b"MKEPAYLD"
@@ -49,8 +58,7 @@ _HEX = frozenset("0123456789abcdef")
 # --------------------------------------------------------------------------- manifest model
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Frame:
+class Frame(NamedTuple):
     """One zstd frame in the data area. ``offset`` is relative to the data area."""
 
     offset: int
@@ -60,8 +68,7 @@ class Frame:
     members: tuple[str, ...]  # binary names, in the order they appear in the decoded frame
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Binary:
+class Binary(NamedTuple):
     """One embedded binary (or, in none mode, one binary that mke looks up on PATH)."""
 
     name: str
@@ -83,8 +90,7 @@ class Binary:
         return self.frame is not None
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Library:
+class Library(NamedTuple):
     """A tar of Python packages kept out of PyInstaller's archive (which a one-file program
     unpacks on every start) and staged on first import instead: see mke/pylib.py."""
 
@@ -101,8 +107,7 @@ class Library:
         return True
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Manifest:
+class Manifest(NamedTuple):
     mke_version: str
     platform: str  # "linux/amd64"
     mode: str  # fetch | docker | none
@@ -156,9 +161,9 @@ class Manifest:
             "mode": self.mode,
             "fips": self.fips,
             "codec": self.codec,
-            "frames": [dataclasses.asdict(f) | {"members": list(f.members)} for f in self.frames],
-            "binaries": [dataclasses.asdict(b) | {"roles": list(b.roles)} for b in self.binaries],
-            "libraries": [dataclasses.asdict(x) | {"packages": list(x.packages)} for x in self.libraries],
+            "frames": [f._asdict() | {"members": list(f.members)} for f in self.frames],
+            "binaries": [b._asdict() | {"roles": list(b.roles)} for b in self.binaries],
+            "libraries": [x._asdict() | {"packages": list(x.packages)} for x in self.libraries],
         }
 
     def to_json(self) -> bytes:
@@ -315,8 +320,7 @@ class _Validator:
 # --------------------------------------------------------------------------- header + layout
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Header:
+class Header(NamedTuple):
     manifest_offset: int
     manifest_length: int
     data_offset: int
@@ -432,15 +436,10 @@ def find_elf_section(f: BinaryIO, name: str, where: str) -> tuple[int, int] | No
 # --------------------------------------------------------------------------- reader
 
 
-class Sink(Protocol):
-    def write(self, data: memoryview) -> object: ...
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Payload:
+class Payload(NamedTuple):
     """An opened payload: where it is and what it holds. Cheap: nothing is decoded."""
 
-    path: Path
+    path: str
     label: str  # how messages name the file (the executable's path, not /proc/self/exe)
     base: int  # file offset of the payload's first byte (section start, or 0 for a plain file)
     size: int  # bytes in the section (or file)
@@ -448,11 +447,11 @@ class Payload:
     manifest: Manifest
 
     @classmethod
-    def open(cls, path: Path | str, *, label: str | None = None) -> Payload | None:
+    def open(cls, path: str | os.PathLike[str], *, label: str | None = None) -> Payload | None:
         """Read the manifest of ``path`` (an ELF with a ``mkepayload`` section, or a plain payload
         file). Returns None when ``path`` is an ELF without payload (a build without one)."""
-        path = Path(path)
-        where = label or str(path)
+        path = os.fspath(path)
+        where = label or path
         try:
             with open(path, "rb") as f:
                 found = find_elf_section(f, SECTION_NAME, where)
@@ -569,7 +568,7 @@ class Payload:
 class _FrameReader:
     """File-like over one frame's compressed bytes that hashes what it hands out."""
 
-    def __init__(self, path: Path, offset: int, size: int, where: str):
+    def __init__(self, path: str, offset: int, size: int, where: str):
         self._f = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by close())
         self._f.seek(offset)
         self._left = size

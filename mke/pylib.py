@@ -15,17 +15,16 @@ Running from source (not frozen), nothing happens: the packages come from site-p
 
 from __future__ import annotations
 
-import fcntl
-import importlib.abc
-import importlib.machinery
+# Only cheap imports at the top: the entry script imports this module on every start.
 import os
-import shutil
 import sys
-import tarfile
-import tempfile
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+
+if False:  # for type checkers only: importing these costs start-up time
+    from collections.abc import Sequence
+    from importlib.machinery import ModuleSpec
+    from pathlib import Path
+
+    from mke.payload_format import Library, Payload
 
 # Top-level import names the bundler moves out of PyInstaller's archive.
 LAZY_PACKAGES = ("cryptography", "_cffi_backend", "cffi")
@@ -34,6 +33,8 @@ TMP_PREFIX = ".tmp-"
 
 
 def default_lib_dir() -> Path:
+    from pathlib import Path
+
     env = os.environ.get(LIB_DIR_ENV)
     if env:
         return Path(env)
@@ -43,8 +44,14 @@ def default_lib_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "mke" / "lib"
 
 
-def stage_library(payload: Any, lib: Any, lib_dir: Path) -> Path:
+def stage_library(payload: Payload, lib: Library, lib_dir: Path) -> Path:
     """``lib_dir/<sha256>``, holding the library's packages; staged now if missing."""
+    import fcntl
+    import shutil
+    import tarfile
+    import tempfile
+    from pathlib import Path
+
     from mke.errors import StagingError
 
     dest = lib_dir / lib.sha256
@@ -84,14 +91,14 @@ def stage_library(payload: Any, lib: Any, lib_dir: Path) -> Path:
     return dest
 
 
-class LazyFinder(importlib.abc.MetaPathFinder):
-    """Finds the top-level ``packages`` by staging their library on first use."""
+class LazyFinder:
+    """A sys.meta_path finder for the top-level ``packages``: stages their library on first use."""
 
     def __init__(self, packages: Sequence[str]):
         self.packages = frozenset(packages)
         self.path: str | None = None
 
-    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+    def find_spec(self, fullname: str, path: object = None, target: object = None) -> ModuleSpec | None:
         if path is not None or fullname not in self.packages:
             return None
         if self.path is None:
@@ -99,7 +106,9 @@ class LazyFinder(importlib.abc.MetaPathFinder):
             if self.path is None:
                 return None
             sys.path.append(self.path)
-        return importlib.machinery.PathFinder.find_spec(fullname, [self.path])
+        from importlib.machinery import PathFinder
+
+        return PathFinder.find_spec(fullname, [self.path])
 
     def _stage(self, fullname: str) -> str | None:
         from mke.errors import PayloadError

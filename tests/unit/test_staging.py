@@ -11,6 +11,7 @@ import subprocess
 import tarfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -57,7 +58,7 @@ def test_present_binaries_do_not_read_the_payload(tmp_path, payload):
     bindir = tmp_path / "bin"
     staging.stage(payload, ["alpha", "big"], bindir, say=quiet)
     before = {p: p.stat().st_mtime_ns for p in (bindir / ".store").rglob("*") if p.is_file()}
-    payload.path.write_bytes(b"")  # any read of the payload would now fail
+    Path(payload.path).write_bytes(b"")  # any read of the payload would now fail
     res = staging.stage(payload, ["alpha", "big"], bindir, say=quiet)
     assert [r.action for r in res] == ["present", "present"]
     assert before == {p: p.stat().st_mtime_ns for p in (bindir / ".store").rglob("*") if p.is_file()}
@@ -73,10 +74,10 @@ def test_only_the_needed_frame_is_decoded(tmp_path, payload):
 
 
 def test_tampered_payload_leaves_nothing(tmp_path, payload):
-    data = bytearray(payload.path.read_bytes())
+    data = bytearray(Path(payload.path).read_bytes())
     frame = payload.manifest.frames[0]
     data[payload.header.data_offset + frame.offset + frame.size // 2] ^= 0x01
-    payload.path.write_bytes(bytes(data))
+    Path(payload.path).write_bytes(bytes(data))
     p = pf.Payload.open(payload.path)
     bindir = tmp_path / "bin"
     with pytest.raises(PayloadError):
@@ -200,7 +201,7 @@ def test_pylib_stages_once(tmp_path):
     lib = p.manifest.library_for("lazypkg")
     d = pylib.stage_library(p, lib, tmp_path / "lib")
     assert (d / "lazypkg" / "__init__.py").read_text() == "VALUE = 42\n"
-    path.write_bytes(b"")  # staged: never read again
+    Path(path).write_bytes(b"")  # staged: never read again
     assert pylib.stage_library(p, lib, tmp_path / "lib") == d
     assert stat.S_IMODE((tmp_path / "lib").stat().st_mode) == 0o700
 
