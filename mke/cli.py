@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "reset": ("reset", "remove everything mke created on this host (mke must be stopped)"),
     "install": ("install", "write a systemd unit for mke (controller or worker)"),
     "etcd": ("etcd", "etcd membership: member-list, leave"),
+    "fips": ("fips", "check that every embedded binary and the runtime's crypto are FIPS (fips check)"),
     "worker": ("worker", "join this host to a cluster as a worker node (token from `mke token create`)"),
     "airgap": ("airgap", "air-gap helpers: list-images"),
 }

@@ -35,6 +35,8 @@ import struct
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from mke.errors import FipsError
+
 # Go Cryptographic Module versions mke knows. Keep in sync with fips/toolchain.toml
 # (tests/unit/test_fips_check.py checks it).
 GO_MODULES: dict[str, str] = {
@@ -43,6 +45,10 @@ GO_MODULES: dict[str, str] = {
 }
 DEFAULT_GO_MODULE = "v1.0.0"
 GO_MODES = ("native", "boring")
+#: Non-Go binaries that do no crypto (keep in sync with [exempt] in fips/toolchain.toml).
+EXEMPT: dict[str, str] = {
+    "pause": "C program (Kubernetes build/pause/linux/pause.c) that does no cryptography",
+}
 
 FIPS_PKG_PREFIX = b"crypto/internal/fips140/"
 BORING_CGO_PREFIX = b"crypto/internal/boring._Cfunc__goboringcrypto_"
@@ -669,6 +675,12 @@ APPROVED_TLS12_CIPHER_SUITES = (
 )
 
 
+def runtime_policy() -> Policy:
+    """What ``mke fips check`` demands: the payload does not record --fips-go, so either mode passes."""
+    return Policy(go_mode="native", go_module=DEFAULT_GO_MODULE, exempt=tuple(sorted(EXEMPT.items())),
+                  accept_modes=GO_MODES)
+
+
 def godebug_for_children(env: Mapping[str, str]) -> str:
     """The GODEBUG a FIPS mke passes to its Go children: the caller's, with fips140 forced on.
 
@@ -689,6 +701,51 @@ BUILTIN_HASH_MODULES = ("_md5", "_sha1", "_sha256", "_sha512", "_sha2", "_sha3",
 
 #: Environment the FIPS bundle's runtime hook sets (fips/runtime.py); never inherited by children.
 OPENSSL_ENV = ("OPENSSL_CONF", "OPENSSL_MODULES", "OPENSSL_CONF_INCLUDE")
+
+
+SAVED_PREFIX = "MKE_FIPS_SAVED_"
+RUNTIME_ENV = "MKE_FIPS_RUNTIME"  # set by the FIPS bundle's runtime hook to its provider dir
+
+
+def is_fips_runtime() -> bool:
+    """True in a FIPS bundle (its runtime hook ran); cheap: no OpenSSL is loaded."""
+    return bool(os.environ.get(RUNTIME_ENV))
+
+
+def runtime_summary() -> dict[str, Any]:
+    """For ``mke version --json``: is this runtime FIPS, and with which OpenSSL FIPS provider (cheap)."""
+    d = os.environ.get(RUNTIME_ENV)
+    if not d:
+        return {"fips": False}
+    try:
+        prov = json.loads(Path(d, "provenance.json").read_text())
+    except (OSError, ValueError):
+        prov = {}
+    return {"fips": True, "openssl_fips_provider": prov.get("openssl_version"), "validated": prov.get("validated"),
+            "certificate": prov.get("certificate"), "statement": prov.get("statement")}
+
+
+def child_env(env: Mapping[str, str], *, fips_payload: bool) -> dict[str, str]:
+    """The environment for a child process of a FIPS mke (procenv.clean_env can call this last).
+
+    Gives back the caller's OPENSSL_* values that the runtime hook replaced (children must
+    not load the bundle's temp-dir provider), and for a FIPS payload forces GODEBUG
+    fips140=on so that ``GODEBUG=fips140=off`` in mke's environment cannot turn the Go
+    module's FIPS mode off.
+    """
+    out = dict(env)
+    for name in list(out):
+        if name.startswith(SAVED_PREFIX):
+            real = name[len(SAVED_PREFIX):]
+            saved = out.pop(name)
+            if saved:
+                out[real] = saved
+            else:
+                out.pop(real, None)
+    out.pop(RUNTIME_ENV, None)
+    if fips_payload:
+        out["GODEBUG"] = godebug_for_children(out)
+    return out
 
 
 def _libcrypto_providers() -> dict[str, Any]:
@@ -745,6 +802,130 @@ def _libcrypto_providers() -> dict[str, Any]:
     return out
 
 
+# ---------------------------------------------------------------------------- key generation
+
+
+class _LibCrypto:
+    """The process's libcrypto (the one ``_hashlib`` and a system-linked ``cryptography`` use)."""
+
+    _lib: Any = None
+
+    @classmethod
+    def get(cls) -> Any:
+        if cls._lib is None:
+            import ctypes
+
+            try:
+                import _hashlib  # noqa: F401  (loads libcrypto.so.3, and with it OPENSSL_CONF)
+            except ImportError as e:
+                raise FipsError(f"hashlib has no OpenSSL (_hashlib: {e}); this Python cannot do FIPS crypto") from e
+            try:
+                lib = ctypes.CDLL("libcrypto.so.3")
+            except OSError as e:
+                raise FipsError(f"libcrypto.so.3 cannot be loaded: {e}") from e
+            vp, cp, ci = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int
+            for name, res, args in (
+                ("EVP_PKEY_CTX_new_from_name", vp, [vp, cp, cp]),
+                ("EVP_PKEY_keygen_init", ci, [vp]),
+                ("EVP_PKEY_CTX_set_group_name", ci, [vp, cp]),
+                ("EVP_PKEY_CTX_set_rsa_keygen_bits", ci, [vp, ci]),
+                ("EVP_PKEY_generate", ci, [vp, ctypes.POINTER(vp)]),
+                ("EVP_PKEY_CTX_free", None, [vp]),
+                ("EVP_PKEY_free", None, [vp]),
+                ("BIO_s_mem", vp, []),
+                ("BIO_new", vp, [vp]),
+                ("BIO_ctrl", ctypes.c_long, [vp, ci, ctypes.c_long, vp]),
+                ("BIO_free", ci, [vp]),
+                ("PEM_write_bio_PrivateKey", ci, [vp, vp, vp, vp, ci, vp, vp]),
+                ("ERR_get_error", ctypes.c_ulong, []),
+                ("ERR_error_string_n", None, [ctypes.c_ulong, cp, ctypes.c_size_t]),
+            ):
+                fn = getattr(lib, name)
+                fn.restype, fn.argtypes = res, args
+            cls._lib = lib
+        return cls._lib
+
+
+def _openssl_errors(lib: Any) -> str:
+    import ctypes
+
+    out = []
+    while code := lib.ERR_get_error():
+        buf = ctypes.create_string_buffer(256)
+        lib.ERR_error_string_n(code, buf, len(buf))
+        out.append(buf.value.decode(errors="replace"))
+    return "; ".join(out[-3:]) or "no OpenSSL error recorded"
+
+
+def fips_provider_active() -> bool:
+    try:
+        state = _libcrypto_providers()
+    except Exception:  # noqa: BLE001 - any failure means: not active
+        return False
+    return bool(state.get("fips") and state.get("default_properties_fips"))
+
+
+def generate_private_key_pem(kind: str = "EC", *, curve: str = "P-256", bits: int = 2048) -> bytes:
+    """A new private key (PKCS#8 PEM) generated by OpenSSL's EVP API, i.e. by the FIPS provider.
+
+    ``cryptography``'s ``rsa.generate_private_key``/``ec.generate_private_key`` call
+    OpenSSL's low-level RSA_generate_key_ex/EC_KEY_generate_key, which run libcrypto's own
+    code outside the FIPS provider even when the provider is the default (measured: RSA-1024
+    keys are created). This goes through EVP_PKEY_generate, so the provider's keygen and
+    its checks apply (RSA < 2048 bits, non-approved curves: refused).
+    """
+    import ctypes
+
+    lib = _LibCrypto.get()
+    ctx = lib.EVP_PKEY_CTX_new_from_name(None, kind.encode(), None)
+    if not ctx:
+        raise FipsError(f"OpenSSL has no {kind} key generation here: {_openssl_errors(lib)}")
+    pkey = ctypes.c_void_p()
+    bio = None
+    try:
+        if lib.EVP_PKEY_keygen_init(ctx) <= 0:
+            raise FipsError(f"{kind} key generation refused: {_openssl_errors(lib)}")
+        if kind == "EC" and lib.EVP_PKEY_CTX_set_group_name(ctx, curve.encode()) <= 0:
+            raise FipsError(f"curve {curve} refused: {_openssl_errors(lib)}")
+        if kind == "RSA" and lib.EVP_PKEY_CTX_set_rsa_keygen_bits(ctx, bits) <= 0:
+            raise FipsError(f"RSA-{bits} refused: {_openssl_errors(lib)}")
+        what = f"RSA-{bits}" if kind == "RSA" else f"{kind} {curve}"
+        if lib.EVP_PKEY_generate(ctx, ctypes.byref(pkey)) <= 0 or not pkey.value:
+            raise FipsError(f"{what} key generation refused by OpenSSL: {_openssl_errors(lib)}")
+        bio = lib.BIO_new(lib.BIO_s_mem())
+        if not bio or lib.PEM_write_bio_PrivateKey(bio, pkey, None, None, 0, None, None) != 1:
+            raise FipsError(f"cannot encode the {what} key: {_openssl_errors(lib)}")
+        data = ctypes.c_char_p()
+        n = lib.BIO_ctrl(bio, 3, 0, ctypes.byref(data))  # BIO_CTRL_INFO = BIO_get_mem_data
+        return ctypes.string_at(data, n)
+    finally:
+        if bio:
+            lib.BIO_free(bio)
+        if pkey.value:
+            lib.EVP_PKEY_free(pkey)
+        lib.EVP_PKEY_CTX_free(ctx)
+
+
+def generate_private_key(kind: str = "EC", *, curve: str = "P-256", bits: int = 2048) -> Any:
+    """A ``cryptography`` private key: made by the FIPS provider when it is active, else by cryptography.
+
+    For mke/pki.py: in a FIPS bundle every key mke creates goes through the validated
+    module's key generation; elsewhere nothing changes.
+    """
+    from cryptography.hazmat.primitives import serialization
+
+    if fips_provider_active():
+        return serialization.load_pem_private_key(generate_private_key_pem(kind, curve=curve, bits=bits), None)
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    if kind == "RSA":
+        return rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    curves = {"P-256": ec.SECP256R1(), "P-384": ec.SECP384R1(), "P-521": ec.SECP521R1()}
+    if curve not in curves:
+        raise FipsError(f"unknown curve {curve!r}: choose one of {', '.join(curves)}")
+    return ec.generate_private_key(curves[curve])
+
+
 def _refuses(fn: Any) -> tuple[bool, str]:
     try:
         fn()
@@ -769,6 +950,8 @@ def runtime_state() -> dict[str, Any]:
     refused, how = _refuses(lambda: hashlib.new("md5", b"mke"))
     state["hashlib_new_md5_refused"], state["hashlib_new_md5"] = refused, how
     state["hashlib_sha256_works"] = not _refuses(lambda: hashlib.sha256(b"mke").hexdigest())[0]
+    state["evp_rsa1024_refused"], state["evp_rsa1024"] = _refuses(lambda: generate_private_key_pem("RSA", bits=1024))
+    state["evp_p256_works"] = not _refuses(lambda: generate_private_key_pem("EC", curve="P-256"))[0]
     try:
         from cryptography.hazmat.backends.openssl.backend import backend
         from cryptography.hazmat.bindings._rust import openssl as rust_openssl
@@ -777,7 +960,12 @@ def runtime_state() -> dict[str, Any]:
 
         c: dict[str, Any] = {"openssl": backend.openssl_version_text(), "fips_enabled": bool(rust_openssl.is_fips_enabled())}
         c["md5_refused"], c["md5"] = _refuses(lambda: hashes.Hash(hashes.MD5()).finalize())
+        # cryptography's own keygen runs outside the provider (see generate_private_key_pem)
         c["rsa1024_refused"], c["rsa1024"] = _refuses(lambda: rsa.generate_private_key(public_exponent=65537, key_size=1024))
+        k = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        c["rsa1024_sign_refused"], c["rsa1024_sign"] = _refuses(lambda: k.sign(b"mke", padding.PKCS1v15(), hashes.SHA256()))
         c["rsa2048_works"] = not _refuses(lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048))[0]
         c["p256_works"] = not _refuses(lambda: ec.generate_private_key(ec.SECP256R1()))[0]
         state["cryptography"] = c
@@ -813,8 +1001,12 @@ def runtime_problems(state: Mapping[str, Any]) -> list[str]:
             problems.append(f"cryptography ({c.get('openssl')}) is not in FIPS mode")
         if not c.get("md5_refused"):
             problems.append("cryptography computes MD5")
-        if not c.get("rsa1024_refused"):
-            problems.append("cryptography creates RSA-1024 keys")
+        if not c.get("rsa1024_sign_refused"):
+            problems.append("cryptography signs with RSA-1024 keys")
+    if not state.get("evp_rsa1024_refused"):
+        problems.append("OpenSSL's EVP key generation creates RSA-1024 keys")
+    if not state.get("evp_p256_works"):
+        problems.append("OpenSSL's EVP key generation cannot create P-256 keys")
     return problems
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -19,75 +18,15 @@ import pytest
 from build.errors import VerificationError
 from build.fips_check import check_bundle, check_dist, main, verify_dist
 from mke import fips
+from tests.support.gofips import GO, build_programs, have_go_fips
 from tests.support.payloads import make_payload
 
-GO = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None)
-
-PROGRAM = """package main
-
-import (
-\t"crypto/fips140"
-\t"crypto/sha256"
-\t"fmt"
-)
-
-func main() {
-\tfmt.Printf("fips140=%v %x\\n", fips140.Enabled(), sha256.Sum256([]byte("mke")))
-}
-"""
-NO_CRYPTO = """package main
-
-import "fmt"
-
-func main() { fmt.Println("no crypto here") }
-"""
-
-
-def _go_version() -> tuple[int, int]:
-    out = subprocess.run([GO, "env", "GOVERSION"], capture_output=True, text=True, check=True).stdout
-    m = re.match(r"go(\d+)\.(\d+)", out.strip())
-    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
-
-
-pytestmark = pytest.mark.skipif(GO is None or _go_version() < (1, 24), reason="needs Go 1.24+ on the host")
-
-
-def _build(src: Path, out: Path, *, env: dict[str, str], ldflags: str = "-s -w", extra: list[str] = ()) -> Path:
-    base = {k: v for k, v in os.environ.items() if k not in ("GOFIPS140", "GOEXPERIMENT", "GODEBUG")}
-    full = {**base, "GOTOOLCHAIN": "local", "GOFLAGS": "-trimpath", "GOPROXY": "off", "GOWORK": "off",
-            "CGO_ENABLED": "0", **env}
-    subprocess.run([GO, "build", *extra, f"-ldflags={ldflags}", "-o", str(out), "."], cwd=src, env=full, check=True,
-                   capture_output=True)
-    return out
+pytestmark = pytest.mark.skipif(not have_go_fips(), reason="needs Go 1.24+ on the host")
 
 
 @pytest.fixture(scope="module")
 def gobins(tmp_path_factory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("fipsgo")
-    src = d / "src"
-    src.mkdir()
-    (src / "go.mod").write_text("module example.com/fipshello\n\ngo 1.24\n")
-    (src / "main.go").write_text(PROGRAM)
-    nocrypto = d / "nocrypto"
-    nocrypto.mkdir()
-    (nocrypto / "go.mod").write_text("module example.com/nocrypto\n\ngo 1.24\n")
-    (nocrypto / "main.go").write_text(NO_CRYPTO)
-    bins = {
-        "fips": _build(src, d / "fips", env={"GOFIPS140": "v1.0.0"}),
-        "fips-unstripped": _build(src, d / "fips-unstripped", env={"GOFIPS140": "v1.0.0"}, ldflags=""),
-        "plain": _build(src, d / "plain", env={}),
-        "latest": _build(src, d / "latest", env={"GOFIPS140": "latest"}),
-        "boring-nocgo": _build(src, d / "boring-nocgo", env={"GOEXPERIMENT": "boringcrypto"}),
-        "nocrypto-fips": _build(nocrypto, d / "nocrypto-fips", env={"GOFIPS140": "v1.0.0"}),
-    }
-    if shutil.which("gcc"):
-        # as runc: cgo, external linking, static PIE (the pclntab moves into .data.rel.ro)
-        bins["fips-static-pie"] = _build(src, d / "fips-static-pie", env={"GOFIPS140": "v1.0.0", "CGO_ENABLED": "1"},
-                                         ldflags="-s -w -linkmode external -extldflags -static-pie",
-                                         extra=["-buildmode=pie"])
-        bins["fips-dynamic"] = _build(src, d / "fips-dynamic", env={"GOFIPS140": "v1.0.0", "CGO_ENABLED": "1"},
-                                      ldflags="-s -w -linkmode external")
-    return bins
+    return build_programs(tmp_path_factory.mktemp("fipsgo"))
 
 
 NATIVE = fips.Policy(go_mode="native", go_module="v1.0.0", exempt=(("pause", "C, no crypto"),))

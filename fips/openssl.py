@@ -1,0 +1,262 @@
+"""The OpenSSL 3 FIPS provider for the mke runtime: build, ``fipsinstall``, configure.
+
+From the pinned tarball in fips/toolchain.toml (Debian's ``.orig.tar.gz``, which is
+OpenSSL's release tarball), on the build host:
+
+1. download (mirror-aware, verified against the pinned sha256) and unpack;
+2. ``./Configure <target> enable-fips ...`` and ``make build_generated providers/fips.so``
+   (only the provider: about 80 s on 2 cores; the rest of OpenSSL is not needed);
+3. ``openssl fipsinstall -self_test_onload`` with the host's OpenSSL 3 CLI: runs the
+   module's self tests and writes the module MAC. With ``-self_test_onload`` the section
+   has no install-status/install-mac, so the self tests run on every load and the same
+   configuration is valid on any machine the bundle runs on;
+4. ``openssl.cnf``: the fips section inline, providers fips + base active, the default
+   provider NOT loaded, ``default_properties = fips=yes``.
+
+The result (fips.so, openssl.cnf, provenance.json) is an action in the build cache, keyed
+by every input (settings, tarball digest, compiler and host OpenSSL versions).
+``provenance.json`` says which version was built and whether that version is a validated
+module: only the versions listed under ``openssl.validated`` are.
+
+    python -m fips.openssl build [--out DIR]      # build (or take from the cache) and copy to DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform as _platform
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+from build.action import Action
+from build.cache import Cache, OutputFile, default_cache_dir
+from build.errors import BuildError, ComponentBuildError, VerificationError
+from build.progress import log
+from fips.settings import FipsToolchain, load
+
+SCHEMA = 2
+COMPONENT = "openssl-fips-provider"
+OUTPUTS = ("fips.so", "openssl.cnf", "provenance.json")
+_TARGETS = {"x86_64": "linux-x86_64", "aarch64": "linux-aarch64"}
+
+OPENSSL_CNF = """\
+# mke FIPS runtime: OpenSSL uses only the FIPS provider (plus base, for encoders/decoders).
+# OPENSSL_MODULES must name the directory holding fips.so (mke's runtime hook sets it).
+config_diagnostics = 1
+openssl_conf = openssl_init
+
+[openssl_init]
+providers = provider_sect
+alg_section = algorithm_sect
+
+[provider_sect]
+fips = fips_sect
+base = base_sect
+
+[base_sect]
+activate = 1
+
+[algorithm_sect]
+default_properties = fips=yes
+
+{fips_section}"""
+
+
+def _run(cmd: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None, log_file: Path | None = None,
+         what: str) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if log_file is not None:
+        with open(log_file, "a") as f:
+            f.write(f"$ {' '.join(cmd)}\n{proc.stdout}{proc.stderr}\n")
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        raise ComponentBuildError(f"{COMPONENT}: {what} failed (exit {proc.returncode})"
+                                  + (f"; full log: {log_file}" if log_file else "") + f"\n{tail}")
+    return proc.stdout
+
+
+def host_openssl() -> tuple[str, str]:
+    """(path, version) of the OpenSSL 3 CLI that runs fipsinstall."""
+    exe = shutil.which("openssl")
+    if exe is None:
+        raise BuildError(f"{COMPONENT}: no `openssl` command (OpenSSL 3 CLI) on PATH; install it (apt-get install openssl)")
+    version = subprocess.run([exe, "version"], capture_output=True, text=True).stdout.strip()
+    if not version.startswith("OpenSSL 3."):
+        raise BuildError(f"{COMPONENT}: `openssl version` says {version!r}; fipsinstall needs OpenSSL 3")
+    return exe, version
+
+
+def compiler_version() -> str:
+    cc = os.environ.get("CC", "gcc")
+    try:
+        return subprocess.run([cc, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+    except (OSError, IndexError) as e:
+        raise BuildError(f"{COMPONENT}: no C compiler ({cc}): {e}; install gcc") from e
+
+
+def action(tc: FipsToolchain, machine: str | None = None) -> Action:
+    machine = machine or _platform.machine()
+    return Action(mode="fips-openssl", component=COMPONENT, platform=f"linux/{machine}", inputs={
+        "schema": SCHEMA,
+        "openssl": {"version": tc.openssl.version, "url": tc.openssl.url, "sha256": tc.openssl.sha256,
+                    "configure": list(tc.openssl.configure)},
+        "cc": compiler_version(),
+        "fipsinstall": host_openssl()[1],
+        "cnf": OPENSSL_CNF,
+    })
+
+
+def _fips_section(fipsmodule_cnf: str) -> str:
+    lines = [ln for ln in fipsmodule_cnf.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    if not lines or lines[0].strip() != "[fips_sect]":
+        raise ComponentBuildError(f"{COMPONENT}: fipsinstall wrote an unexpected config:\n{fipsmodule_cnf}")
+    if any(ln.startswith(("install-mac", "install-status")) for ln in lines):
+        raise ComponentBuildError(f"{COMPONENT}: fipsinstall wrote install-mac/status; -self_test_onload was ignored")
+    return "\n".join(lines) + "\n"
+
+
+def _smoke_test(out: Path, openssl: str, log_file: Path) -> dict[str, Any]:
+    """The configuration works: fips is the active provider, MD5 is refused, SHA-256 works."""
+    env = {**os.environ, "OPENSSL_CONF": str(out / "openssl.cnf"), "OPENSSL_MODULES": str(out)}
+    listing = _run([openssl, "list", "-providers"], env=env, log_file=log_file, what="openssl list -providers")
+    if "OpenSSL FIPS Provider" not in listing or "status: active" not in listing:
+        raise VerificationError(f"{COMPONENT}: the FIPS provider is not active with the generated openssl.cnf:\n{listing}")
+    md5 = subprocess.run([openssl, "dgst", "-md5"], input=b"mke", env=env, capture_output=True)
+    if md5.returncode == 0:
+        raise VerificationError(f"{COMPONENT}: MD5 still works with the generated openssl.cnf")
+    sha = subprocess.run([openssl, "dgst", "-sha256"], input=b"mke", env=env, capture_output=True)
+    if sha.returncode != 0:
+        raise VerificationError(f"{COMPONENT}: SHA-256 fails with the generated openssl.cnf: {sha.stderr.decode()[-300:]}")
+    return {"providers": listing.strip(), "md5_refused": True, "sha256_of_mke": sha.stdout.decode().split()[-1]}
+
+
+def build_provider(tc: FipsToolchain, cache: Cache, *, mirror: str | None = None, jobs: int = 2) -> dict[str, Path]:
+    """Build (or take from the cache) fips.so + openssl.cnf + provenance.json; returns CAS paths."""
+    from build.download import Downloader
+
+    act = action(tc)
+    key = act.key()
+    with cache.shared():
+        result = cache.get(key)
+        if result is None:
+            with cache.action_lock(key):
+                result = cache.get(key)
+                if result is None:
+                    with cache.tempdir("openssl-fips-") as wd:
+                        work = Path(wd)
+                        tarball = Downloader(cache.root / "downloads", mirror=mirror).download(
+                            tc.openssl.url, sha256=tc.openssl.sha256, component=COMPONENT)
+                        files, meta = _build(tc, tarball, work, jobs=jobs, log_dir=cache.root / "logs", key=key)
+                        outputs = []
+                        for name in OUTPUTS:
+                            digest, size = cache.cas.put_file(files[name])
+                            outputs.append(OutputFile(name=name, sha256=digest, size=size, executable=name == "fips.so"))
+                        result = cache.put(act, outputs, meta)
+                else:
+                    log(COMPONENT, f"cached ({key[:12]}, built by a concurrent build)")
+        else:
+            log(COMPONENT, f"cached ({key[:12]})")
+        return {o.name: cache.cas.path(o.sha256) for o in result.outputs}
+
+
+def _build(tc: FipsToolchain, tarball: Path, work: Path, *, jobs: int, log_dir: Path, key: str
+           ) -> tuple[dict[str, Path], dict[str, Any]]:
+    t0 = time.monotonic()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_file = log_dir / f"{COMPONENT}-{key}.log"
+    log_file.write_text("")
+    openssl, openssl_version = host_openssl()
+    target = _TARGETS.get(_platform.machine())
+    if target is None:
+        raise BuildError(f"{COMPONENT}: no OpenSSL Configure target for {_platform.machine()}")
+    with tarfile.open(tarball) as tf:
+        tf.extractall(work, filter="data")
+    srcs = [p for p in work.iterdir() if p.is_dir() and (p / "Configure").exists()]
+    if len(srcs) != 1:
+        raise ComponentBuildError(f"{COMPONENT}: {tc.openssl.url}: expected one source directory with Configure")
+    src = srcs[0]
+    version_dat = (src / "VERSION.dat").read_text()
+    fields = dict(line.split("=", 1) for line in version_dat.splitlines() if "=" in line)
+    built = ".".join(fields.get(k, "?") for k in ("MAJOR", "MINOR", "PATCH"))
+    if built != tc.openssl.version:
+        raise ComponentBuildError(f"{COMPONENT}: {tc.openssl.url} holds OpenSSL {built}, fips/toolchain.toml says "
+                                  f"openssl.version = {tc.openssl.version}")
+    log(COMPONENT, f"OpenSSL {built}: Configure {target} {' '.join(tc.openssl.configure)}")
+    env = {**os.environ, "SOURCE_DATE_EPOCH": os.environ.get("SOURCE_DATE_EPOCH", "0")}
+    _run(["perl", "Configure", target, *tc.openssl.configure], cwd=src, env=env, log_file=log_file, what="Configure")
+    log(COMPONENT, f"make providers/fips.so (-j{jobs}; log {log_file})")
+    _run(["make", f"-j{jobs}", "build_generated", "providers/fips.so"], cwd=src, env=env, log_file=log_file,
+         what="make providers/fips.so")
+    out = work / "out"
+    out.mkdir()
+    shutil.copyfile(src / "providers" / "fips.so", out / "fips.so")
+    os.chmod(out / "fips.so", 0o755)
+    _run([openssl, "fipsinstall", "-module", str(out / "fips.so"), "-out", str(out / "fipsmodule.cnf"),
+          "-provider_name", "fips", "-self_test_onload"], log_file=log_file, what="openssl fipsinstall")
+    section = _fips_section((out / "fipsmodule.cnf").read_text())
+    (out / "openssl.cnf").write_text(OPENSSL_CNF.format(fips_section=section))
+    smoke = _smoke_test(out, openssl, log_file)
+    from build.fsutil import sha256_file
+
+    module_checksum = (src / "providers" / "fips.checksum").read_text().split()[0]
+    certificate = tc.openssl.certificate
+    provenance = {
+        "schema": SCHEMA,
+        "openssl_version": built,
+        "source": tc.openssl.source,
+        "url": tc.openssl.url,
+        "tarball_sha256": tc.openssl.sha256,
+        "configure": [target, *tc.openssl.configure],
+        "fips_module_sources_checksum": module_checksum,
+        "fips_so_sha256": sha256_file(out / "fips.so"),
+        "fipsinstall": f"{openssl_version} (-self_test_onload)",
+        "compiler": compiler_version(),
+        "validated": certificate is not None,
+        "certificate": certificate,
+        "validated_versions": dict(tc.openssl.validated),
+        "statement": (f"OpenSSL {built} FIPS provider: {certificate}" if certificate else
+                      f"OpenSSL {built} FIPS provider built with enable-fips from the unmodified upstream tarball; "
+                      f"{built} is NOT a validated version (validated: {', '.join(dict(tc.openssl.validated))})"),
+        "smoke_test": smoke,
+    }
+    (out / "provenance.json").write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")
+    log(COMPONENT, f"built in {time.monotonic() - t0:.0f}s: {provenance['statement']}")
+    return {n: out / n for n in OUTPUTS}, {"seconds": round(time.monotonic() - t0, 3), "log": str(log_file),
+                                           "validated": certificate is not None, "openssl_version": built}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m fips.openssl", description="Build the OpenSSL FIPS provider for mke")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="build (or take from the cache) and copy fips.so, openssl.cnf, provenance.json")
+    b.add_argument("--out", type=Path, default=None, help="copy the outputs here")
+    b.add_argument("--cache-dir", type=Path, default=None)
+    b.add_argument("--mirror", default=os.environ.get("MKE_MIRROR"))
+    b.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
+    args = p.parse_args(argv)
+    try:
+        files = build_provider(load(), Cache(args.cache_dir or default_cache_dir()), mirror=args.mirror, jobs=args.jobs)
+        if args.out:
+            args.out.mkdir(parents=True, exist_ok=True)
+            for name, path in files.items():
+                shutil.copyfile(path, args.out / name)
+                os.chmod(args.out / name, 0o755 if name == "fips.so" else 0o644)
+        prov = json.loads(files["provenance.json"].read_text())
+        print(prov["statement"])
+        for name, path in files.items():
+            print(f"{name}: {args.out / name if args.out else path}")
+        return 0
+    except BuildError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""fips/settings.py and fips/runtime.py's bundle options: what a FIPS build changes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fips import runtime, settings
+from fips.settings import FipsSettingsError, go_build_settings, load
+from mke import fips as mfips
+
+TOOLCHAIN = settings.TOOLCHAIN_FILE
+
+
+def test_repository_toolchain_loads():
+    tc = load()
+    assert tc.default_go_mode == "native"
+    native = tc.go_mode("native")
+    assert dict(native.env) == {"GOFIPS140": "v1.0.0"} and not native.requires_cgo
+    boring = tc.go_mode("boring")
+    assert dict(boring.env) == {"GOEXPERIMENT": "boringcrypto"} and boring.requires_cgo
+    assert "enable-fips" in tc.openssl.configure
+
+
+def test_runtime_constants_match_toolchain():
+    """mke/fips.py (shipped) and fips/toolchain.toml (build) agree on the module and exemptions."""
+    tc = load()
+    assert tc.go_mode("native").module == mfips.DEFAULT_GO_MODULE
+    assert mfips.DEFAULT_GO_MODULE in mfips.GO_MODULES and "validated" in mfips.GO_MODULES[mfips.DEFAULT_GO_MODULE]
+    assert dict(tc.exempt) == mfips.EXEMPT
+
+
+def test_openssl_version_is_reported_not_validated():
+    """3.0.20 is what Debian bookworm ships; it is not one of the validated provider versions."""
+    tc = load()
+    assert tc.openssl.version == "3.0.20"
+    assert tc.openssl.certificate is None
+    assert {"3.0.8", "3.0.9", "3.1.2"} <= set(dict(tc.openssl.validated))
+
+
+def test_policy():
+    p = load().policy()
+    assert p.go_mode == "native" and p.go_module == "v1.0.0" and p.exemption("pause")
+    assert load().policy("boring").go_mode == "boring"
+
+
+def test_unknown_mode():
+    from build.errors import UsageError
+
+    with pytest.raises(UsageError, match="--fips-go=fast: choose one of native, boring"):
+        load().go_mode("fast")
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "toolchain.toml"
+    p.write_text(text)
+    return p
+
+
+def test_unknown_key_has_hint(tmp_path):
+    bad = TOOLCHAIN.read_text().replace('module = "v1.0.0"', 'modul = "v1.0.0"')
+    with pytest.raises(FipsSettingsError, match=r"go\.native\.modul: unknown key \(did you mean 'module'\?\)"):
+        load(_write(tmp_path, bad))
+
+
+def test_enable_fips_required(tmp_path):
+    bad = TOOLCHAIN.read_text().replace('configure = ["enable-fips", "no-tests"]', 'configure = ["no-tests"]')
+    with pytest.raises(FipsSettingsError, match="openssl.configure: must contain enable-fips"):
+        load(_write(tmp_path, bad))
+
+
+def test_go_build_settings_native_leaves_cgo_alone():
+    g = go_build_settings("native")
+    assert dict(g.env) == {"GOFIPS140": "v1.0.0"} and g.cgo is None and g.ldflags == ()
+    assert g.apply_ldflags("-s -w") == "-s -w"
+    assert g.as_key()["mode"] == "native"
+
+
+def test_go_build_settings_boring_links_statically():
+    g = go_build_settings("boring")
+    assert g.cgo is True
+    assert g.apply_ldflags("-s -w -X a.b=c") == "-s -w -X a.b=c -linkmode=external -extldflags=-static"
+    # a recipe that already links externally (runc: static PIE) keeps its choice
+    assert g.apply_ldflags("-s -w -linkmode external -extldflags -static-pie") == \
+        "-s -w -linkmode external -extldflags -static-pie"
+
+
+def test_fips_and_non_fips_keys_differ():
+    assert go_build_settings("native").as_key() != go_build_settings("boring").as_key()
+
+
+# ---------------------------------------------------------------------------- bundle options
+
+
+def test_bundle_options(tmp_path):
+    files = {n: tmp_path / n for n in ("fips.so", "openssl.cnf", "provenance.json")}
+    for p in files.values():
+        p.write_text("x")
+    files["provenance.json"].write_text(json.dumps({"openssl_version": "3.0.20", "validated": False}))
+    opts = runtime.bundle_options(files)
+    assert {"_md5", "_sha1", "_blake2", "_sha3"} <= set(opts["excludes"])
+    assert (str(files["fips.so"]), runtime.BUNDLE_DIR) in opts["binaries"]
+    assert (str(files["openssl.cnf"]), runtime.BUNDLE_DIR) in opts["datas"]
+    assert opts["runtime_hooks"] == [str(runtime.RUNTIME_HOOK)] and runtime.RUNTIME_HOOK.is_file()
+    assert f'"{runtime.BUNDLE_DIR}"' in runtime.RUNTIME_HOOK.read_text()
+    assert opts["provenance"]["validated"] is False
+
+
+def test_bundle_options_need_provider_files(tmp_path):
+    from build.errors import BundleError
+
+    with pytest.raises(BundleError, match="lacks fips.so"):
+        runtime.bundle_options({"openssl.cnf": tmp_path, "provenance.json": tmp_path})
+
+
+def test_cryptography_linkage_is_detected():
+    """Whatever cryptography this environment has, the check reads its extension's DT_NEEDED."""
+    ext = runtime._rust_extension()
+    if ext is None:
+        pytest.skip("no cryptography")
+    from cryptography.hazmat.backends.openssl.backend import backend
+
+    linked = runtime.cryptography_links_system_openssl(ext)
+    import ssl
+
+    # a wheel that bundles its own OpenSSL reports a version that the system library need not have
+    if linked:
+        assert backend.openssl_version_text() == ssl.OPENSSL_VERSION
