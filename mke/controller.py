@@ -184,6 +184,9 @@ class Controller:
             from mke.components.csr_approver import KubeletServingCSRApprover
 
             stages.append([ClusterManifests(ctx), KubeletServingCSRApprover(ctx)])
+        from mke.components.mke_api import MkeAPI
+
+        stages.append([MkeAPI(ctx)])
         return stages
 
     def binary_names(self) -> list[str]:

@@ -54,7 +54,12 @@ class HTTPSClient:
             raise KubeAPIError(f"{endpoint.server}: expected an https:// URL")
         self.host, self.port = u.hostname, u.port or 443
         self.timeout = timeout
-        self._ctx = endpoint.ssl_context()
+        try:
+            self._ctx = endpoint.ssl_context()
+        except (OSError, ssl.SSLError) as e:
+            raise KubeAPIError(f"{getattr(e, 'filename', None) or endpoint.ca_file}: cannot load TLS material "
+                               f"for {endpoint.server} ({getattr(e, 'strerror', None) or e}); has mke server run "
+                               "on this host?") from e
         self._local = threading.local()
 
     def _conn(self) -> http.client.HTTPSConnection:

@@ -1,15 +1,87 @@
-"""``mke install create|list|invalidate``."""
+"""``mke install controller|worker``: write a systemd unit that runs this mke."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+
+UNIT_DIR = Path("/etc/systemd/system")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    pass
+    p.add_argument("role", choices=["controller", "worker"])
+    p.add_argument("token", nargs="?", help="worker: the join token (or use --token-file); controller: to join")
+    p.add_argument("--token-file", type=Path, help="file holding the join token")
+    p.add_argument("--config", "-c", type=Path, help="controller: mke.yaml")
+    p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument("--enable-worker", action="store_true", help="controller: also run a worker")
+    p.add_argument("--unit-dir", type=Path, default=UNIT_DIR, help="where to write the unit (default %(default)s)")
+    p.add_argument("--force", action="store_true", help="replace an existing unit")
+
+
+def mke_executable() -> str:
+    if getattr(sys, "frozen", False):
+        return os.path.realpath(sys.executable)
+    return f"{os.path.realpath(sys.executable)} -m mke"
+
+
+def unit_text(args: argparse.Namespace) -> str:
+    cmd = [mke_executable()]
+    if args.role == "controller":
+        cmd.append("server")
+        if args.config:
+            cmd += ["--config", str(args.config.absolute())]
+        if args.enable_worker:
+            cmd.append("--enable-worker")
+    else:
+        cmd.append("worker")
+    if args.data_dir:
+        cmd += ["--data-dir", str(args.data_dir.absolute())]
+    if args.token_file:
+        cmd += ["--token-file", str(args.token_file.absolute())]
+    exec_start = " ".join(c if " -m " in c else shlex.quote(c) for c in cmd)
+    return (
+        "[Unit]\n"
+        f"Description=mke {args.role}\n"
+        "Wants=network-online.target\n"
+        "After=network-online.target\n\n"
+        "[Service]\n"
+        "Type=simple\n"
+        f"ExecStart={exec_start}\n"
+        "Restart=always\n"
+        "RestartSec=5\n"
+        "KillMode=process\n"
+        "Delegate=yes\n"
+        "LimitNOFILE=1048576\n"
+        "LimitNPROC=infinity\n"
+        "LimitCORE=infinity\n"
+        "TasksMax=infinity\n"
+        "TimeoutStartSec=0\n"
+        "TimeoutStopSec=60\n\n"
+        "[Install]\n"
+        "WantedBy=multi-user.target\n"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from mke.errors import NotImplementedYet
+    from mke.errors import UsageError
+    from mke.pki import write_file_atomic
 
-    raise NotImplementedYet("mke install is not implemented yet")
+    if args.token:
+        if args.token_file:
+            raise UsageError("give the token as argument or with --token-file, not both")
+        # Never put a secret on a command line in a unit file: store it 0600 next to the data.
+        data_dir = (args.data_dir or Path("/var/lib/mke")).absolute()
+        args.token_file = data_dir / f"{args.role}-token"
+        write_file_atomic(args.token_file, args.token.strip().encode() + b"\n", 0o600)
+    if args.role == "worker" and not args.token_file:
+        raise UsageError("mke install worker needs a join token (argument or --token-file)")
+    path = args.unit_dir / f"mke-{args.role}.service"
+    if path.exists() and not args.force:
+        raise UsageError(f"{path} exists; pass --force to replace it")
+    write_file_atomic(path, unit_text(args).encode(), 0o644)
+    print(f"wrote {path}; start it with: systemctl daemon-reload && systemctl enable --now mke-{args.role}")
+    return 0

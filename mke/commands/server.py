@@ -13,6 +13,7 @@ from mke.errors import NotImplementedYet
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("token", nargs="?", help="a controller token to join an existing control plane")
+    p.add_argument("--token-file", type=Path, help="read the controller token from this file")
     p.add_argument("--config", "-c", type=Path, help="mke.yaml (default: built-in defaults; see mke config create)")
     p.add_argument("--data-dir", type=Path, default=None, help="state directory (default /var/lib/mke)")
     p.add_argument("--bin-dir", type=Path, default=None,
@@ -36,10 +37,11 @@ def run(args: argparse.Namespace) -> int:
         raise NotImplementedYet("--enable-worker needs the worker runtime (mke worker), which this build lacks")
     etcd_join = None
     data_dir = args.data_dir or DEFAULT_DATA_DIR
-    if args.token:
+    token = args.token or (args.token_file.read_text().strip() if args.token_file else None)
+    if token:
         from mke.join import join_control_plane
 
-        cfg, etcd_join = join_control_plane(args.token, cfg, data_dir=data_dir, name=args.name)
+        cfg, etcd_join = join_control_plane(token, cfg, data_dir=data_dir, name=args.name)
     ctl = Controller(cfg, data_dir=data_dir, bin_dir=args.bin_dir, name=args.name, etcd_join=etcd_join,
                      manifests=not args.no_manifests)
     t0 = time.monotonic()

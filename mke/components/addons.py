@@ -13,7 +13,7 @@ from mke.errors import MkeError
 class ClusterManifests(Component):
     name = "manifests"
     ready_timeout = 120.0
-    reapply_every = 60.0
+    reapply_every = 30.0
 
     def __init__(self, ctx: NodeContext) -> None:
         self.ctx = ctx
@@ -23,17 +23,56 @@ class ClusterManifests(Component):
         self.last_error: str | None = None
         self.applied_count = 0
         self.last_applied: float | None = None
+        self.standby = False
 
     def documents(self) -> list[dict]:
         from mke.manifests import render_all
 
         return render_all(self.ctx)
 
+    lease_name = "mke-manifests"
+    lease_seconds = 90
+
+    def holds_lease(self, client: "object") -> bool:
+        """One controller applies at a time (each renders its own address where no
+        api.externalAddress is set): the holder of the kube-system/mke-manifests Lease."""
+        import datetime as dt
+
+        from mke.errors import KubeAPIError
+
+        now = dt.datetime.now(dt.timezone.utc)
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        me = self.ctx.node_name
+        lease = client.get("coordination.k8s.io/v1", "Lease", self.lease_name, "kube-system")  # type: ignore[attr-defined]
+        spec = (lease or {}).get("spec", {})
+        holder = spec.get("holderIdentity")
+        renewed = spec.get("renewTime")
+        if lease and holder and holder != me and renewed:
+            age = now - dt.datetime.fromisoformat(renewed.replace("Z", "+00:00"))
+            if age.total_seconds() < spec.get("leaseDurationSeconds", self.lease_seconds):
+                return False
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": self.lease_name, "namespace": "kube-system"},
+                "spec": {"holderIdentity": me, "leaseDurationSeconds": self.lease_seconds, "renewTime": stamp}}
+        try:
+            if lease is None:
+                client.create(body)  # type: ignore[attr-defined]
+            else:
+                body["metadata"]["resourceVersion"] = lease["metadata"]["resourceVersion"]
+                res = client.resource("coordination.k8s.io/v1", "Lease")  # type: ignore[attr-defined]
+                client.call("PUT", res.path("kube-system", self.lease_name), body)  # type: ignore[attr-defined]
+        except KubeAPIError:
+            return False  # someone else won the race
+        return True
+
     def apply_once(self) -> int:
         from mke.kubeapi import KubeClient
 
         client = KubeClient.from_kubeconfig(self.ctx.pki.kubeconfig("admin"))
-        client.http.endpoint  # noqa: B018
+        if not self.holds_lease(client):
+            self.standby = True
+            return self.applied_count
+        self.standby = False
         n = 0
         docs = self.documents()
         # CRDs first, then namespaces, then the rest (each in file order).
@@ -73,5 +112,5 @@ class ClusterManifests(Component):
             self._thread = None
 
     def state(self) -> dict[str, object]:
-        return {"name": self.name, "state": "applied" if self._applied.is_set() else "pending",
+        return {"name": self.name, "state": ("standby" if self.standby else "applied") if self._applied.is_set() else "pending",
                 "objects": self.applied_count, "last_error": self.last_error}
