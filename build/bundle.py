@@ -121,10 +121,12 @@ def mke_version() -> str:
 def plan_frames(binaries: Iterable[dict[str, Any]], layout: str) -> list[tuple[str, list[str]]]:
     """Group binary names into frames: [(frame label, [names in frame order])].
 
-    ``groups``: one frame per distinct role set (controller, worker, controller+worker),
-    so staging a role decodes only what that role runs (plus, at worst, the small
-    shared frame). Within a frame the biggest binaries come first: they share the most
-    code, and a later small binary still finds its matches within the window.
+    ``groups``: a controller frame and a worker frame, so that staging a role decodes
+    only what that role runs. Binaries both roles run (kubectl) open the worker frame:
+    decoding stops once the wanted binaries are out, so a controller decodes just that
+    prefix, and the worker binaries after it still find its code within the window.
+    Binaries of other roles (image) get frames of their own. Within a frame the biggest
+    binaries come first: they share the most code.
     """
     if layout not in LAYOUTS:
         raise BundleError(f"unknown payload layout {layout!r}: choose one of {', '.join(LAYOUTS)}")
@@ -134,11 +136,18 @@ def plan_frames(binaries: Iterable[dict[str, Any]], layout: str) -> list[tuple[s
         return [(b["name"], [b["name"]]) for b in sorted(items, key=lambda b: b["name"])]
     if layout == "solid":
         return [("all", [b["name"] for b in order])] if order else []
-    groups: dict[tuple[str, ...], list[str]] = {}
+    groups: dict[str, list[str]] = {}
+    shared = []
     for b in order:
         roles = tuple(r for r in ROLE_ORDER if r in b.get("roles", ())) or ("other",)
-        groups.setdefault(roles, []).append(b["name"])
-    return [("+".join(k), v) for k, v in sorted(groups.items(), key=lambda kv: (len(kv[0]), kv[0]))]
+        if roles == ("controller", "worker"):
+            shared.append(b["name"])
+        else:
+            groups.setdefault("+".join(roles), []).append(b["name"])
+    if shared:
+        groups["worker"] = shared + groups.get("worker", [])
+    rank = {"controller": 0, "worker": 1}
+    return [(k, v) for k, v in sorted(groups.items(), key=lambda kv: (rank.get(kv[0], 2), kv[0]))]
 
 
 def _zstd_identity() -> dict[str, Any]:
@@ -175,19 +184,28 @@ def compress_frame(cache: Cache, platform: str, members: list[dict[str, Any]], *
         cctx = zstandard.ZstdCompressor(compression_params=params)
         with cache.tempdir("frame-") as wd:
             out = Path(wd) / "frame.zst"
-            with open(out, "wb") as raw, cctx.stream_writer(raw, size=decoded, closefd=False) as w:
-                for m in members:
-                    src = cache.cas.path(m["sha256"])
-                    h = hashlib.sha256()
-                    try:
-                        with open(src, "rb") as f:
-                            while chunk := f.read(CHUNK):
-                                h.update(chunk)
-                                w.write(chunk)
-                    except FileNotFoundError:
-                        raise BundleError(f"{m['name']}: blob {m['sha256']} is not in the cache; run the build again") from None
-                    if h.hexdigest() != m["sha256"]:
-                        raise BundleError(f"{m['name']}: cache blob {src} is corrupt; run `nox -s cache -- verify` and build again")
+            corrupt: list[str] = []
+            try:
+                with open(out, "wb") as raw, cctx.stream_writer(raw, size=decoded, closefd=False) as w:
+                    for m in members:
+                        src = cache.cas.path(m["sha256"])
+                        h = hashlib.sha256()
+                        try:
+                            with open(src, "rb") as f:
+                                while chunk := f.read(CHUNK):
+                                    h.update(chunk)
+                                    w.write(chunk)
+                        except FileNotFoundError:
+                            raise BundleError(f"{m['name']}: blob {m['sha256']} is not in the cache; "
+                                              "run the build again") from None
+                        if h.hexdigest() != m["sha256"]:
+                            corrupt.append(f"{m['name']}: cache blob {src} is corrupt")
+                            break
+            except zstandard.ZstdError:
+                if not corrupt:
+                    raise
+            if corrupt:
+                raise BundleError(f"{corrupt[0]}; run `nox -s cache -- verify` and build again")
             digest, size = cache.cas.put_file(out)
         result = cache.put(action, [OutputFile(name="frame.zst", sha256=digest, size=size, executable=False)],
                            {"seconds": round(time.monotonic() - t0, 3), "decoded": decoded})
