@@ -95,8 +95,14 @@ class BinDir:
                 missing.append(p)
                 p = p.parent
             for d in reversed(missing):
-                os.mkdir(d, 0o755 if d == self.path else 0o700)
-                os.chmod(d, 0o755 if d == self.path else 0o700)  # umask-proof
+                mode = 0o755 if d == self.path else 0o700
+                try:
+                    os.mkdir(d, mode)
+                except FileExistsError:  # another mke created it meanwhile
+                    if not d.is_dir():
+                        raise
+                    continue
+                os.chmod(d, mode)  # umask-proof
             self.store.mkdir(mode=0o755, exist_ok=True)
         except OSError as e:
             raise StagingError(f"bin dir {self.path}: cannot create it: {e.strerror or e}; "
