@@ -13,9 +13,10 @@ import dataclasses
 import difflib
 import ipaddress
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from mke.errors import ConfigError
 
@@ -414,15 +415,14 @@ def config_to_dict(obj: Any) -> Any:
 def with_overrides(cfg: ClusterConfig, **changes: Any) -> ClusterConfig:
     """A copy of ``cfg`` with dotted-path changes, e.g. ``with_overrides(c, **{"control_plane.worker": True})``."""
     for dotted, value in changes.items():
-        parts = dotted.split(".")
-
-        def set_in(obj: Any, idx: int) -> Any:
-            if idx == len(parts) - 1:
-                return dataclasses.replace(obj, **{parts[idx]: value})
-            return dataclasses.replace(obj, **{parts[idx]: set_in(getattr(obj, parts[idx]), idx + 1)})
-
-        cfg = set_in(cfg, 0)
+        cfg = _replace_path(cfg, dotted.split("."), value)
     return cfg
+
+
+def _replace_path(obj: Any, parts: list[str], value: Any) -> Any:
+    if len(parts) == 1:
+        return dataclasses.replace(obj, **{parts[0]: value})
+    return dataclasses.replace(obj, **{parts[0]: _replace_path(getattr(obj, parts[0]), parts[1:], value)})
 
 
 def dump_config(cfg: ClusterConfig) -> str:

@@ -190,7 +190,7 @@ class Controller:
         return stages
 
     def binary_names(self) -> list[str]:
-        return [getattr(c, "binary") for s in self.stages() for c in s if getattr(c, "binary", "")]
+        return [c.binary for s in self.stages() for c in s if getattr(c, "binary", "")]
 
     # -- status
 

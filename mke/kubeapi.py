@@ -17,9 +17,10 @@ import tempfile
 import threading
 import time
 import urllib.parse
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from mke.errors import KubeAPIError
 
@@ -154,7 +155,7 @@ class KubeClient:
         self._discovered: set[str] = set()
 
     @classmethod
-    def from_kubeconfig(cls, path: Path, **kw: Any) -> "KubeClient":
+    def from_kubeconfig(cls, path: Path, **kw: Any) -> KubeClient:
         return cls(endpoint_from_kubeconfig(path), **kw)
 
     @property

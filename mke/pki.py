@@ -18,9 +18,9 @@ import datetime as dt
 import hashlib
 import ipaddress
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -110,7 +110,7 @@ def ca_hash(cert: x509.Certificate) -> str:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _name(cn: str, orgs: Iterable[str] = ()) -> x509.Name:

@@ -59,7 +59,7 @@ def new_bootstrap_token() -> tuple[str, str]:
 
 
 def _rfc3339(t: dt.datetime) -> str:
-    return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _parse_time(text: str) -> dt.datetime:
@@ -147,7 +147,7 @@ def decode_token(text: str, *, role: str | None = None, now: dt.datetime | None 
         raise TokenError("the join token is malformed: its CA certificate does not parse") from e
     if ca_hash(ca) != tok.ca_hash:
         raise TokenError("the join token's CA does not match its CA hash (altered token)")
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     if tok.expires is not None and tok.expires <= now:
         raise TokenError(f"the join token {tok.token_id} expired at {_rfc3339(tok.expires)}; "
                          f"create a new one with `mke token create --role={tok.role}`")
@@ -179,7 +179,7 @@ class TokenStore:
 
         if role not in ROLES:
             raise UsageError(f"--role {role!r}: one of {', '.join(ROLES)}")
-        now = now or dt.datetime.now(dt.timezone.utc)
+        now = now or dt.datetime.now(dt.UTC)
         tok_id, tok_secret = new_bootstrap_token()
         tok = JoinToken(
             role=role, api_url=api_url, mke_api_url=mke_api_url if role == "controller" else "", ca_pem=ca_pem,
@@ -203,7 +203,7 @@ class TokenStore:
     def invalidate(self, id_or_token: str) -> str:
         tok_id = id_or_token.strip()
         if tok_id.startswith(PREFIX):
-            tok_id = decode_token(tok_id, now=dt.datetime.min.replace(tzinfo=dt.timezone.utc)).token_id
+            tok_id = decode_token(tok_id, now=dt.datetime.min.replace(tzinfo=dt.UTC)).token_id
         elif "." in tok_id:
             tok_id = tok_id.split(".", 1)[0]
         if not _ID_RE.match(tok_id):
@@ -223,5 +223,5 @@ class TokenStore:
         if f"{GROUP_PREFIX}{tok.role}" not in data.get("auth-extra-groups", "").split(","):
             raise TokenError(f"token {tok.token_id} is not a {tok.role} token")
         exp = data.get("expiration")
-        if exp and _parse_time(exp) <= (now or dt.datetime.now(dt.timezone.utc)):
+        if exp and _parse_time(exp) <= (now or dt.datetime.now(dt.UTC)):
             raise TokenError(f"token {tok.token_id} expired at {exp}")

@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         sp.add_argument("--config", "-c", type=Path, help="mke.yaml (for api.externalAddress)")
 
 
-def _client_and_urls(args: argparse.Namespace):  # noqa: ANN202
+def _client_and_urls(args: argparse.Namespace):
     from mke.commands.status import read_status
     from mke.config import load_config
     from mke.controller import DEFAULT_DATA_DIR, choose_api_address, host_addresses
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         print(tok.encode())
         return 0
     if args.action == "list":
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         print(f"{'ID':<8} {'ROLE':<11} {'EXPIRES':<22} DESCRIPTION")
         for t in store.list():
             exp = t.expires.strftime("%Y-%m-%dT%H:%M:%SZ") if t.expires else "never"

@@ -33,14 +33,14 @@ class ClusterManifests(Component):
     lease_name = "mke-manifests"
     lease_seconds = 90
 
-    def holds_lease(self, client: "object") -> bool:
+    def holds_lease(self, client: object) -> bool:
         """One controller applies at a time (each renders its own address where no
         api.externalAddress is set): the holder of the kube-system/mke-manifests Lease."""
         import datetime as dt
 
         from mke.errors import KubeAPIError
 
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         stamp = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         me = self.ctx.node_name
         lease = client.get("coordination.k8s.io/v1", "Lease", self.lease_name, "kube-system")  # type: ignore[attr-defined]

@@ -13,17 +13,17 @@ class KubeAPIServer(SupervisedComponent):
     ready_timeout = 180.0
     stop_timeout = 15.0
 
-    def __init__(self, ctx, *, etcd_servers: str, etcd_tls: bool = True) -> None:  # noqa: ANN001
+    def __init__(self, ctx, *, etcd_servers: str, etcd_tls: bool = True) -> None:
         super().__init__(ctx)
         self.etcd_servers = etcd_servers
         self.etcd_tls = etcd_tls
 
     @property
-    def egress_config(self):  # noqa: ANN201
+    def egress_config(self):
         return self.ctx.run_dir / "egress-selector.yaml"
 
     @property
-    def konnectivity_socket(self):  # noqa: ANN201
+    def konnectivity_socket(self):
         return self.ctx.run_dir / "konnectivity-server.sock"
 
     def init(self) -> None:

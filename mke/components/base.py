@@ -51,7 +51,7 @@ class SupervisedComponent(Component):
     stop_timeout: float = 10.0
     give_up_after_restarts = 3  # while waiting for the first readiness
 
-    def __init__(self, ctx: "NodeContext") -> None:
+    def __init__(self, ctx: NodeContext) -> None:
         self.ctx = ctx
         self.supervisor: Supervisor | None = None
         self.binary_path: Path | None = None
@@ -146,4 +146,4 @@ def https_ok(url: str, *, ca: Path | None = None, cert: Path | None = None, key:
         conn.close()
 
 
-__all__ = ["Component", "SupervisedComponent", "ComponentError", "https_ok"]
+__all__ = ["Component", "ComponentError", "SupervisedComponent", "https_ok"]

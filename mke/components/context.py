@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from mke.config import ClusterConfig
 from mke.errors import StagingError
@@ -81,7 +81,7 @@ class NodeContext:
     binaries: BinaryResolver
     sink: LogSink = field(default_factory=LogSink)
     backoff_initial: float = 0.5
-    etcd_join: "EtcdJoin | None" = None
+    etcd_join: EtcdJoin | None = None
 
     @property
     def pki(self) -> ClusterPKI:

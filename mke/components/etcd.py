@@ -15,7 +15,7 @@ class Etcd(SupervisedComponent):
     ready_timeout = 60.0
 
     @property
-    def data_dir(self):  # noqa: ANN201
+    def data_dir(self):
         return self.ctx.data_dir / "etcd"
 
     @property

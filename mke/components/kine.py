@@ -18,7 +18,7 @@ class Kine(SupervisedComponent):
     ready_timeout = 60.0
 
     @property
-    def socket_path(self):  # noqa: ANN201
+    def socket_path(self):
         return self.ctx.run_dir / "kine.sock"
 
     @property

@@ -12,7 +12,7 @@ class KonnectivityServer(SupervisedComponent):
     ready_timeout = 60.0
 
     @property
-    def socket_path(self):  # noqa: ANN201
+    def socket_path(self):
         return self.ctx.run_dir / "konnectivity-server.sock"
 
     def args(self) -> list[str]:

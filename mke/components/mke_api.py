@@ -98,7 +98,7 @@ class MkeAPI(Component):
         class Handler(http.server.BaseHTTPRequestHandler):
             server_version = "mke"
 
-            def log_message(self, fmt: str, *args: Any) -> None:  # noqa: D102 - quiet
+            def log_message(self, fmt: str, *args: Any) -> None:
                 pass
 
             def _reply(self, code: int, doc: dict[str, Any]) -> None:
@@ -109,7 +109,7 @@ class MkeAPI(Component):
                 self.end_headers()
                 self.wfile.write(data)
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 if self.path != "/v1/join/controller":
                     return self._reply(404, {"error": "not found"})
                 auth = self.headers.get("Authorization", "")

@@ -25,6 +25,9 @@ def render_all(ctx: NodeContext) -> list[dict[str, Any]]:
     if ctx.config.konnectivity.enabled:
         objs += konnectivity_agent.objects(ctx)
     objs += kube_proxy.objects(ctx)
+    from mke.worker import manifests as worker_manifests  # workers' settings ConfigMap + RBAC (issue 4)
+
+    objs += worker_manifests.objects(ctx)
     if ctx.config.network.provider == "calico":
         objs += calico.objects(ctx)
     for o in objs:

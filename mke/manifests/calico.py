@@ -11,8 +11,18 @@ import json
 from typing import Any
 
 from mke.components.context import NodeContext
-from mke.manifests.k8s import (ALL_TOLERATIONS, CRITICAL_TOLERATIONS, NS, cluster_role, cluster_role_binding,
-                               config_map, meta, rule, service_account, subject)
+from mke.manifests.k8s import (
+    ALL_TOLERATIONS,
+    CRITICAL_TOLERATIONS,
+    NS,
+    cluster_role,
+    cluster_role_binding,
+    config_map,
+    meta,
+    rule,
+    service_account,
+    subject,
+)
 
 GROUP = "crd.projectcalico.org"
 # kind -> namespaced

@@ -5,8 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from mke.components.context import NodeContext
-from mke.manifests.k8s import (CRITICAL_TOLERATIONS, NS, cluster_role, cluster_role_binding, config_map, meta, rule,
-                               service, service_account, subject)
+from mke.manifests.k8s import (
+    CRITICAL_TOLERATIONS,
+    NS,
+    cluster_role,
+    cluster_role_binding,
+    config_map,
+    meta,
+    rule,
+    service,
+    service_account,
+    subject,
+)
 
 LABELS = {"k8s-app": "kube-dns"}
 

@@ -97,7 +97,7 @@ def _by_hand_argv(data: Path, bins: Path, cfg_path: Path) -> list[list[str]]:
     return out
 
 
-def run(report) -> None:  # noqa: ANN001
+def run(report) -> None:
     bins = _bin_dir()
     if os.geteuid() != 0 or bins is None:
         print("skipped: needs root and etcd + kube-apiserver in $MKE_TEST_BIN_DIR or dist/linux-amd64/bin")

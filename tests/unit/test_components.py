@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mke.components.apiserver import KubeAPIServer
-from mke.components.base import Component, SupervisedComponent
+from mke.components.base import SupervisedComponent
 from mke.components.context import BinaryResolver, NodeContext
 from mke.components.controller_manager import KubeControllerManager
 from mke.components.etcd import Etcd

@@ -97,7 +97,7 @@ def test_renews_leaves_within_30_days_keeping_keys(pki: ClusterPKI) -> None:
     key_before = pki.key("apiserver").read_bytes()
     old = load_cert(pki.crt("apiserver"))
     assert old is not None
-    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=340)  # leaves expire in 365 days
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=340)  # leaves expire in 365 days
     rep = pki.ensure(REQ, now=later)
     assert "apiserver" in rep.renewed and "etcd/peer" in rep.renewed
     assert "ca" not in rep.renewed and rep.created == []
@@ -109,14 +109,14 @@ def test_renews_leaves_within_30_days_keeping_keys(pki: ClusterPKI) -> None:
 
 
 def test_valid_certs_are_kept_until_30_days_before_expiry(pki: ClusterPKI) -> None:
-    soon = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=300)
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(days=300)
     assert pki.ensure(REQ, now=soon).renewed == []
 
 
 def test_ca_renewal_keeps_old_leaves_valid(pki: ClusterPKI, tmp_path: Path) -> None:
     old_leaf = pki.crt("admin").read_bytes()
     ca_key = pki.key("ca").read_bytes()
-    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=3650 - 10)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=3650 - 10)
     rep = pki.ensure(REQ, now=later)
     assert "ca" in rep.renewed
     assert pki.key("ca").read_bytes() == ca_key

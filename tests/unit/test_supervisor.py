@@ -19,7 +19,7 @@ SLEEP = shutil.which("sleep") or "/bin/sleep"
 PY = sys.executable
 
 
-def wait_for(pred, timeout: float = 10.0, interval: float = 0.02):  # noqa: ANN001, ANN201
+def wait_for(pred, timeout: float = 10.0, interval: float = 0.02):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         v = pred()
@@ -47,7 +47,7 @@ def make(tmp_path: Path, sink: LogSink, name: str, *args: str, **kw: object) -> 
     return Supervisor(ProcessSpec(name=name, args=tuple(args), **kw), run_dir=tmp_path / "run", sink=sink)
 
 
-def test_start_pidfile_own_group_and_stop(tmp_path: Path, sink) -> None:  # noqa: ANN001
+def test_start_pidfile_own_group_and_stop(tmp_path: Path, sink) -> None:
     s = make(tmp_path, sink[0], "sleeper", SLEEP, "60")
     s.start()
     try:
@@ -64,7 +64,7 @@ def test_start_pidfile_own_group_and_stop(tmp_path: Path, sink) -> None:  # noqa
     s.stop()  # again: harmless
 
 
-def test_output_is_tagged_per_line(tmp_path: Path, sink) -> None:  # noqa: ANN001
+def test_output_is_tagged_per_line(tmp_path: Path, sink) -> None:
     code = "import sys; print('hello'); print('oops', file=sys.stderr); sys.stdout.flush(); import time; time.sleep(30)"
     s = make(tmp_path, sink[0], "talker", PY, "-c", code)
     s.start()
@@ -76,7 +76,7 @@ def test_output_is_tagged_per_line(tmp_path: Path, sink) -> None:  # noqa: ANN00
         s.stop()
 
 
-def test_restart_with_exponential_backoff(tmp_path: Path, sink) -> None:  # noqa: ANN001
+def test_restart_with_exponential_backoff(tmp_path: Path, sink) -> None:
     s = make(tmp_path, sink[0], "crasher", PY, "-c", "raise SystemExit(3)", backoff_initial=0.05, backoff_max=0.4)
     s.start()
     try:
@@ -88,7 +88,7 @@ def test_restart_with_exponential_backoff(tmp_path: Path, sink) -> None:  # noqa
     assert s.last_exit == 3
 
 
-def test_kill_9_of_child_restarts_it(tmp_path: Path, sink) -> None:  # noqa: ANN001
+def test_kill_9_of_child_restarts_it(tmp_path: Path, sink) -> None:
     s = make(tmp_path, sink[0], "victim", SLEEP, "60", backoff_initial=0.05)
     s.start()
     try:
@@ -103,7 +103,7 @@ def test_kill_9_of_child_restarts_it(tmp_path: Path, sink) -> None:  # noqa: ANN
         s.stop()
 
 
-def test_stop_escalates_to_sigkill(tmp_path: Path, sink) -> None:  # noqa: ANN001
+def test_stop_escalates_to_sigkill(tmp_path: Path, sink) -> None:
     code = ("import signal, time, sys; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
             "print('armed', flush=True); time.sleep(60)")
     s = make(tmp_path, sink[0], "stubborn", PY, "-c", code, stop_timeout=0.5)
@@ -117,7 +117,7 @@ def test_stop_escalates_to_sigkill(tmp_path: Path, sink) -> None:  # noqa: ANN00
     assert 0.4 < took < 5, took
 
 
-def test_stop_kills_the_whole_process_group(tmp_path: Path, sink) -> None:  # noqa: ANN001
+def test_stop_kills_the_whole_process_group(tmp_path: Path, sink) -> None:
     code = (f"import subprocess, time; p = subprocess.Popen([{SLEEP!r}, '60']); print(p.pid, flush=True); "
             "time.sleep(60)")
     s = make(tmp_path, sink[0], "parent", PY, "-c", code)
@@ -128,7 +128,7 @@ def test_stop_kills_the_whole_process_group(tmp_path: Path, sink) -> None:  # no
     wait_for(lambda: not alive(grandchild), timeout=3)
 
 
-def test_stale_process_from_a_killed_mke_is_stopped(tmp_path: Path, sink) -> None:  # noqa: ANN001
+def test_stale_process_from_a_killed_mke_is_stopped(tmp_path: Path, sink) -> None:
     old = make(tmp_path, sink[0], "etcd", SLEEP, "60")
     old.start()
     old_pid = old.pid
@@ -145,7 +145,7 @@ def test_stale_process_from_a_killed_mke_is_stopped(tmp_path: Path, sink) -> Non
         old._stopping.set()
 
 
-def test_pidfile_of_another_program_is_not_signalled(tmp_path: Path, sink) -> None:  # noqa: ANN001
+def test_pidfile_of_another_program_is_not_signalled(tmp_path: Path, sink) -> None:
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "etcd.pid").write_text(f"{os.getpid()}\n")  # a recycled pid: this test process
     s = make(tmp_path, sink[0], "etcd", SLEEP, "60")
@@ -157,7 +157,7 @@ def test_pidfile_of_another_program_is_not_signalled(tmp_path: Path, sink) -> No
     assert alive(os.getpid())
 
 
-def test_child_gets_a_clean_environment(tmp_path: Path, sink, monkeypatch) -> None:  # noqa: ANN001
+def test_child_gets_a_clean_environment(tmp_path: Path, sink, monkeypatch) -> None:
     monkeypatch.setenv("_PYI_ARCHIVE_FILE", "/tmp/mke")
     monkeypatch.setenv("LD_LIBRARY_PATH_ORIG", "/opt/lib")
     monkeypatch.setenv("LD_LIBRARY_PATH", "/tmp/_MEI123:/opt/lib")
@@ -172,7 +172,7 @@ def test_child_gets_a_clean_environment(tmp_path: Path, sink, monkeypatch) -> No
     assert line == "ENV None /opt/lib 1"
 
 
-def test_missing_binary_is_a_component_error(tmp_path: Path, sink) -> None:  # noqa: ANN001
+def test_missing_binary_is_a_component_error(tmp_path: Path, sink) -> None:
     from mke.errors import ComponentError
 
     s = make(tmp_path, sink[0], "ghost", str(tmp_path / "no-such-binary"))

@@ -6,15 +6,14 @@ import base64
 import datetime as dt
 import json
 import zlib
-from pathlib import Path
 
 import pytest
 
 from mke.errors import TokenError, UsageError
-from mke.pki import ClusterPKI, PKIRequest, ca_hash, load_cert
+from mke.pki import ClusterPKI, PKIRequest, ca_hash
 from mke.tokens import PREFIX, JoinToken, TokenStore, decode_token, parse_duration
 
-NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +63,7 @@ def _mangle(s: str, doc_change: dict) -> str:
     (lambda s: _mangle(s, {"ca_hash": "sha256:" + "0" * 64}), "CA does not match"),
     (lambda s: _mangle(s, {"ca": "not a cert"}), "CA certificate"),
 ])
-def test_bad_tokens_are_one_line_errors(ca_pem: str, mangle, message: str) -> None:  # noqa: ANN001
+def test_bad_tokens_are_one_line_errors(ca_pem: str, mangle, message: str) -> None:
     with pytest.raises(TokenError) as e:
         decode_token(mangle(make(ca_pem).encode()), now=NOW)
     assert message in str(e.value) and "\n" not in str(e.value)
