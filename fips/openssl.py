@@ -10,8 +10,10 @@ OpenSSL's release tarball), on the build host:
    module's self tests and writes the module MAC. With ``-self_test_onload`` the section
    has no install-status/install-mac, so the self tests run on every load and the same
    configuration is valid on any machine the bundle runs on;
-4. ``openssl.cnf``: the fips section inline, providers fips + base active, the default
-   provider NOT loaded, ``default_properties = fips=yes``.
+4. ``openssl.cnf``: the fips section inline, with ``module = ${ENV::MKE_FIPS_RUNTIME}/fips.so``
+   (an absolute path at run time, whatever OPENSSL_MODULES says: PyInstaller's own
+   cryptography hook points that at its ossl-modules dir), providers fips + base active, the
+   default provider NOT loaded, ``default_properties = fips=yes``.
 
 The result (fips.so, openssl.cnf, provenance.json) is an action in the build cache, keyed
 by every input (settings, tarball digest, compiler and host OpenSSL versions).
@@ -43,12 +45,14 @@ from fips.settings import FipsToolchain, load
 
 SCHEMA = 2
 COMPONENT = "openssl-fips-provider"
+RUNTIME_DIR_ENV = "MKE_FIPS_RUNTIME"  # the directory holding fips.so (mke.fips.RUNTIME_ENV)
 OUTPUTS = ("fips.so", "openssl.cnf", "provenance.json")
 _TARGETS = {"x86_64": "linux-x86_64", "aarch64": "linux-aarch64"}
 
 OPENSSL_CNF = """\
 # mke FIPS runtime: OpenSSL uses only the FIPS provider (plus base, for encoders/decoders).
-# OPENSSL_MODULES must name the directory holding fips.so (mke's runtime hook sets it).
+# MKE_FIPS_RUNTIME must name the directory holding fips.so (mke's runtime hook sets it);
+# unset, loading this file fails, and with it every algorithm (fail closed).
 config_diagnostics = 1
 openssl_conf = openssl_init
 
@@ -119,12 +123,13 @@ def _fips_section(fipsmodule_cnf: str) -> str:
         raise ComponentBuildError(f"{COMPONENT}: fipsinstall wrote an unexpected config:\n{fipsmodule_cnf}")
     if any(ln.startswith(("install-mac", "install-status")) for ln in lines):
         raise ComponentBuildError(f"{COMPONENT}: fipsinstall wrote install-mac/status; -self_test_onload was ignored")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + "module = ${ENV::%s}/fips.so\n" % RUNTIME_DIR_ENV
 
 
 def _smoke_test(out: Path, openssl: str, log_file: Path) -> dict[str, Any]:
     """The configuration works: fips is the active provider, MD5 is refused, SHA-256 works."""
-    env = {**os.environ, "OPENSSL_CONF": str(out / "openssl.cnf"), "OPENSSL_MODULES": str(out)}
+    env = {**os.environ, "OPENSSL_CONF": str(out / "openssl.cnf"), RUNTIME_DIR_ENV: str(out)}
+    env.pop("OPENSSL_MODULES", None)
     listing = _run([openssl, "list", "-providers"], env=env, log_file=log_file, what="openssl list -providers")
     if "OpenSSL FIPS Provider" not in listing or "status: active" not in listing:
         raise VerificationError(f"{COMPONENT}: the FIPS provider is not active with the generated openssl.cnf:\n{listing}")
@@ -163,7 +168,15 @@ def build_provider(tc: FipsToolchain, cache: Cache, *, mirror: str | None = None
                     log(COMPONENT, f"cached ({key[:12]}, built by a concurrent build)")
         else:
             log(COMPONENT, f"cached ({key[:12]})")
-        return {o.name: cache.cas.path(o.sha256) for o in result.outputs}
+        # Named copies: the bundler keeps file names (fips.so must be called fips.so).
+        named = cache.root / "tmp" / f"{COMPONENT}-{key[:16]}"
+        out: dict[str, Path] = {}
+        for o in result.outputs:
+            target = named / o.name
+            if not (target.is_file() and target.stat().st_size == o.size):
+                cache.cas.copy_out(o.sha256, target, mode=0o755 if o.executable else 0o644)
+            out[o.name] = target
+        return out
 
 
 def _build(tc: FipsToolchain, tarball: Path, work: Path, *, jobs: int, log_dir: Path, key: str

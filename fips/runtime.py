@@ -155,13 +155,16 @@ def bundle_options(provider: Mapping[str, Path]) -> dict[str, Any]:
 
     ``provider``: fips.so, openssl.cnf, provenance.json (fips.openssl.build_provider).
     Keys: ``excludes`` (module names), ``binaries`` and ``datas`` ((source, dest dir) pairs as
-    PyInstaller's Analysis takes them), ``runtime_hooks`` (paths), ``environment`` (what the
+    PyInstaller's Analysis takes them), ``exact`` (files whose bytes must survive unchanged: the
+    spec moves them back to DATA after Analysis, see below), ``runtime_hooks`` (paths), ``environment`` (what the
     hook sets, for the docs/SBOM), ``provenance`` (the provider's provenance.json).
     """
     missing = [n for n in ("fips.so", "openssl.cnf", "provenance.json") if n not in provider]
     if missing:
         raise BundleError(f"FIPS bundle options: the OpenSSL FIPS provider build lacks {', '.join(missing)}")
-    binaries = [(str(provider["fips.so"]), BUNDLE_DIR)]
+    # fips.so goes in as *data*: PyInstaller strips binaries (strip=True), which would break
+    # the module's integrity check (the MAC in openssl.cnf is over the exact bytes).
+    binaries: list[tuple[str, str]] = []
     # cryptography is staged lazily (mke/pylib.py), so PyInstaller does not see that its
     # extension needs libssl.so.3 next to the libcrypto.so.3 hashlib brings: bundle both.
     for soname in ("libcrypto.so.3", "libssl.so.3"):
@@ -171,9 +174,16 @@ def bundle_options(provider: Mapping[str, Path]) -> dict[str, Any]:
     return {
         "excludes": sorted(BUILTIN_HASH_MODULES),
         "binaries": binaries,
-        "datas": [(str(provider["openssl.cnf"]), BUNDLE_DIR), (str(provider["provenance.json"]), BUNDLE_DIR)],
+        "datas": [(str(provider["fips.so"]), BUNDLE_DIR), (str(provider["openssl.cnf"]), BUNDLE_DIR),
+                  (str(provider["provenance.json"]), BUNDLE_DIR)],
+        # PyInstaller reclassifies an ELF file given as data into a binary and strips it (strip=True),
+        # which breaks the module MAC. The spec must move these back to DATA after Analysis:
+        #   exact = {f"{dest}/{Path(src).name}": src for src, dest in opts["exact"]}
+        #   a.binaries = [e for e in a.binaries if e[0] not in exact]
+        #   a.datas = [e for e in a.datas if e[0] not in exact] + [(n, s, "DATA") for n, s in exact.items()]
+        "exact": [(str(provider["fips.so"]), BUNDLE_DIR)],
         "runtime_hooks": [str(RUNTIME_HOOK)],
-        "environment": {"OPENSSL_CONF": f"<bundle>/{BUNDLE_DIR}/openssl.cnf", "OPENSSL_MODULES": f"<bundle>/{BUNDLE_DIR}",
+        "environment": {"OPENSSL_CONF": f"<bundle>/{BUNDLE_DIR}/openssl.cnf", "MKE_FIPS_RUNTIME": f"<bundle>/{BUNDLE_DIR}",
                         "CRYPTOGRAPHY_OPENSSL_NO_LEGACY": "1"},
         "provenance": json.loads(Path(provider["provenance.json"]).read_text()),
     }

@@ -700,7 +700,7 @@ def godebug_for_children(env: Mapping[str, str]) -> str:
 BUILTIN_HASH_MODULES = ("_md5", "_sha1", "_sha256", "_sha512", "_sha2", "_sha3", "_blake2")
 
 #: Environment the FIPS bundle's runtime hook sets (fips/runtime.py); never inherited by children.
-OPENSSL_ENV = ("OPENSSL_CONF", "OPENSSL_MODULES", "OPENSSL_CONF_INCLUDE")
+OPENSSL_ENV = ("OPENSSL_CONF", "OPENSSL_MODULES", "MKE_FIPS_RUNTIME", "CRYPTOGRAPHY_OPENSSL_NO_LEGACY")
 
 
 SAVED_PREFIX = "MKE_FIPS_SAVED_"

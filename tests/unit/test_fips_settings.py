@@ -101,7 +101,8 @@ def test_bundle_options(tmp_path):
     files["provenance.json"].write_text(json.dumps({"openssl_version": "3.0.20", "validated": False}))
     opts = runtime.bundle_options(files)
     assert {"_md5", "_sha1", "_blake2", "_sha3"} <= set(opts["excludes"])
-    assert (str(files["fips.so"]), runtime.BUNDLE_DIR) in opts["binaries"]
+    assert (str(files["fips.so"]), runtime.BUNDLE_DIR) in opts["datas"]
+    assert opts["exact"] == [(str(files["fips.so"]), runtime.BUNDLE_DIR)]  # kept byte-exact (not stripped)
     assert (str(files["openssl.cnf"]), runtime.BUNDLE_DIR) in opts["datas"]
     assert opts["runtime_hooks"] == [str(runtime.RUNTIME_HOOK)] and runtime.RUNTIME_HOOK.is_file()
     assert f'"{runtime.BUNDLE_DIR}"' in runtime.RUNTIME_HOOK.read_text()
