@@ -122,6 +122,9 @@ class WorkerContext:
     cgroups: CgroupInfo
     binaries: BinaryResolver
     api_url: str
+    # False where mke runs without CAP_SYS_RESOURCE (a sandbox or container): containers then
+    # cannot get an OOM score below containerd's own, so containerd is told to restrict them.
+    can_lower_oom_score: bool = True
     sink: LogSink = field(default_factory=LogSink)
     backoff_initial: float = 0.5
 

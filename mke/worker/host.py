@@ -46,6 +46,20 @@ def detect_cgroups(root: Path = CGROUP_ROOT, *, systemd_dir: Path = Path("/run/s
     return CgroupInfo(version=version, driver=driver)
 
 
+CAP_SYS_RESOURCE = 24
+
+
+def has_capability(cap: int, status: Path = Path("/proc/self/status")) -> bool:
+    """Whether this process has ``cap`` in its effective set (containers and sandboxes may drop some)."""
+    try:
+        for line in status.read_text().splitlines():
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> cap & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return True
+
+
 def swap_enabled(proc_swaps: Path = Path("/proc/swaps")) -> bool:
     try:
         return len(proc_swaps.read_text().strip().splitlines()) > 1

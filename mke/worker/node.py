@@ -178,8 +178,13 @@ class Worker:
                 options = dataclasses.replace(options, node_ip=ip)
         user_bin_dir = self.bin_dir is not None
         binaries = BinaryResolver(Path(self.bin_dir) if self.bin_dir else p.data_dir / "bin", user_bin_dir=user_bin_dir)
+        can_lower_oom = host.has_capability(host.CAP_SYS_RESOURCE)
+        if not can_lower_oom:
+            self.say("warning: no CAP_SYS_RESOURCE (a container or sandbox?): containerd restricts pods' OOM scores "
+                     "to its own (restrict_oom_score_adj)")
         self.ctx = WorkerContext(paths=p, options=options, settings=settings, cgroups=cgroups, binaries=binaries,
-                                 api_url=api_url, sink=self.sink, backoff_initial=self.backoff_initial)
+                                 api_url=api_url, can_lower_oom_score=can_lower_oom, sink=self.sink,
+                                 backoff_initial=self.backoff_initial)
         binaries.prefetch([*WORKER_BINARIES, *(CNI_PLUGINS if settings.network_provider == "bridge" else ("loopback",))])
         self.say(f"worker {options.node_name} (ip {options.node_ip or '?'}) joining {api_url}; "
                  f"cgroup v{cgroups.version}/{cgroups.driver}; network {settings.network_provider} "

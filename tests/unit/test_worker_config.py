@@ -279,3 +279,17 @@ def test_list_images_follows_the_config(capsys):
 
     bridge = images(with_overrides(default_config(), **{"network.provider": "bridge", "images.registry": "reg.local:5000"}))
     assert all(r.startswith("reg.local:5000/") for r in bridge) and not any("calico" in r for r in bridge)
+
+
+def test_without_cap_sys_resource_containerd_restricts_oom_scores(tmp_path):
+    import dataclasses
+
+    ctx = dataclasses.replace(make_ctx(tmp_path), can_lower_oom_score=False)
+    cfg = tomllib.loads(containerd_config(ctx))
+    assert "oom_score" not in cfg
+    assert cfg["plugins"]["io.containerd.cri.v1.runtime"]["restrict_oom_score_adj"] is True
+    full = tomllib.loads(containerd_config(make_ctx(tmp_path)))
+    assert full["oom_score"] == -999 and full["plugins"]["io.containerd.cri.v1.runtime"]["restrict_oom_score_adj"] is False
+    status = tmp_path / "status"
+    status.write_text("Name:\tx\nCapEff:\t000001fffeffffff\n")
+    assert host.has_capability(21, status) and not host.has_capability(host.CAP_SYS_RESOURCE, status)
