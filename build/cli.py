@@ -104,6 +104,10 @@ def _mode_options(args: argparse.Namespace) -> dict:
 
 def _after_build(args, ctx, results, manifest) -> None:
     """Steps that run after the binaries are in dist/ (the bundler hooks in here)."""
+    if ctx.fips:  # every binary proves it is FIPS, or the build fails naming it (fips/, docs/fips.md)
+        from build.fips_check import verify_dist
+
+        verify_dist(manifest, fips=True, go_mode=getattr(args, "opt_fips_go", None))
     if getattr(args, "airgap", False):
         from build import airgap  # dist/mke-airgap-images-<os>-<arch>.tar (issue 4)
 
@@ -177,6 +181,8 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--lock", type=Path, default=None, help="lock file (default RECIPES_DIR/recipes.lock)")
     b.add_argument("--allow-unpinned", action="store_true", help="trust upstream checksum files for unpinned artifacts")
     b.add_argument("--fips", action="store_true", help="build with the FIPS toolchain (see nox -s build-fips)")
+    b.add_argument("--fips-go", dest="opt_fips_go", choices=["native", "boring"], default=None,
+                   help="with --fips: Go's own FIPS 140-3 module (native, default) or BoringCrypto (boring); docs/fips.md")
     b.add_argument("--dist", type=Path, default=REPO / "dist", help="output directory (default dist/)")
     b.add_argument("--quiet", action="store_true", help="no progress lines")
     b.add_argument("--bundle", action=argparse.BooleanOptionalAction, default=False,

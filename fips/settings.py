@@ -176,6 +176,24 @@ class GoBuildChanges:
     def as_key(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def apply(self, env: Any) -> Any:
+        """``env`` (docker mode's GoBuildEnv, or any dataclass with extra_env/cgo/ldflags/fips) for a FIPS build.
+
+        The changes land in fields that are part of the action key (extra_env, cgo, ldflags),
+        so FIPS and non-FIPS builds never share a cache entry; a recipe env value for the
+        same variable is overridden (GOEXPERIMENT values are joined).
+        """
+        extra = dict(env.extra_env)
+        for k, v in self.env:
+            extra[k] = f"{extra[k]},{v}" if k == "GOEXPERIMENT" and extra.get(k) else v
+        return dataclasses.replace(
+            env,
+            extra_env=tuple(sorted(extra.items())),
+            cgo=True if self.cgo else env.cgo,
+            ldflags=self.apply_ldflags(env.ldflags),
+            fips=True,
+        )
+
 
 def go_build_settings(mode: str | None = None, toolchain: FipsToolchain | None = None) -> GoBuildChanges:
     """The environment and flags a FIPS Go build adds, for ``--fips-go=mode`` (default native).

@@ -930,7 +930,10 @@ def _refuses(fn: Any) -> tuple[bool, str]:
     try:
         fn()
     except Exception as e:  # what matters is that it fails, and how
-        return True, f"{type(e).__name__}: {e}".strip()[:160]
+        text = str(e)
+        m = re.search(r"error:[0-9A-F]{8}:[^:]*:[^:]*:([^:(,]+)", text)  # OpenSSL's reason, if cryptography wrapped it
+        detail = f"OpenSSL: {m.group(1).strip()}" if m and "Unknown OpenSSL error" in text else text.splitlines()[0]
+        return True, f"{type(e).__name__}: {detail}".strip()[:160]
     return False, "accepted"
 
 

@@ -178,6 +178,7 @@ class DockerMode:
         self._host: HostGo | None = None
         self._volume = DEFAULT_GO_CACHE_VOLUME
         self._lock = threading.Lock()
+        self._fips: Any = None  # fips.settings.GoBuildChanges when ctx.fips
 
     # ------------------------------------------------------------------ setup
     def prepare(self, ctx: BuildContext, recipes: list[Recipe]) -> None:
@@ -185,9 +186,11 @@ class DockerMode:
             if r.source is None:
                 raise UsageError(f"{r.name} has no [source] section, so it cannot be built with --mode=docker; "
                                  "use --mode=fetch for it or leave it out")
-        if ctx.fips:
-            raise UsageError("--fips is not wired into docker mode yet: the hook is GoBuildEnv.fips in "
-                             "build/modes/docker.py (see fips/)")
+        if ctx.fips:  # the FIPS toolchain: fips/toolchain.toml, --fips-go=native|boring
+            from fips.settings import go_build_settings
+
+            self._fips = go_build_settings(ctx.options.get("opt_fips_go"))
+            log("docker", f"FIPS build: --fips-go={self._fips.mode}, Go builds get {dict(self._fips.env)}")
         spec_path = Path(ctx.options.get("opt_builder_spec") or ctx.repo_root / BUILDER_SPEC)
         self._spec = load_builder_spec(spec_path)
         self._engine = DockerEngine.connect()
@@ -225,7 +228,7 @@ class DockerMode:
         values = {"version": recipe.version, "module_version": src.version, "commit": src.commit,
                   "build_date": date, "os": ctx.platform.os, "arch": ctx.platform.arch, "binary": ""}
         flags = [render(f, **values) for f in (src.cflags if src.kind == "c" else src.ldflags)]
-        return GoBuildEnv(
+        env = GoBuildEnv(
             goos=ctx.platform.os,
             goarch=ctx.platform.goarch,
             cgo=src.cgo or src.kind == "c",
@@ -237,6 +240,11 @@ class DockerMode:
             build_date=date,
             fips=ctx.fips,
         )
+        if ctx.fips and src.kind != "c":  # C sources (pause) have no Go crypto to switch
+            from fips.settings import go_build_settings
+
+            env = (self._fips or go_build_settings(ctx.options.get("opt_fips_go"))).apply(env)
+        return env
 
     def action(self, ctx: BuildContext, recipe: Recipe) -> Action:
         src = recipe.source

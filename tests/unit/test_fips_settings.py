@@ -129,3 +129,32 @@ def test_cryptography_linkage_is_detected():
     # a wheel that bundles its own OpenSSL reports a version that the system library need not have
     if linked:
         assert backend.openssl_version_text() == ssl.OPENSSL_VERSION
+
+
+# ---------------------------------------------------------------------------- docker mode's build env
+
+
+def _docker_env(**kw):
+    from build.modes.docker import GoBuildEnv
+
+    base = dict(goos="linux", goarch="amd64", cgo=False, cc="x86_64-linux-gnu-gcc", tags=(), ldflags="-s -w",
+                buildmode="", extra_env=(("CGO_CFLAGS", "-DX=1"),), build_date="2026-09-23T17:07:00Z")
+    return GoBuildEnv(**{**base, **kw})
+
+
+def test_native_fips_docker_env():
+    plain = _docker_env()
+    env = go_build_settings("native").apply(plain)
+    c = env.container_env()
+    assert c["GOFIPS140"] == "v1.0.0" and c["CGO_ENABLED"] == "0" and c["CGO_CFLAGS"] == "-DX=1"
+    assert env.fips and env.ldflags == "-s -w"
+    assert env.as_key() != plain.as_key()  # FIPS and non-FIPS never share a cache entry
+
+
+def test_boring_fips_docker_env():
+    env = go_build_settings("boring").apply(_docker_env(extra_env=(("GOEXPERIMENT", "loopvar"),)))
+    c = env.container_env()
+    assert c["GOEXPERIMENT"] == "loopvar,boringcrypto" and c["CGO_ENABLED"] == "1" and c["CC"] == "x86_64-linux-gnu-gcc"
+    assert "GOFIPS140" not in c
+    assert env.ldflags == "-s -w -linkmode=external -extldflags=-static"
+    assert go_build_settings("boring").apply(_docker_env()).as_key() != go_build_settings("native").apply(_docker_env()).as_key()
