@@ -147,6 +147,8 @@ class Controller:
         self.stopping = threading.Event()
         self.with_manifests = manifests
         self.manager: ComponentManager | None = None
+        self.worker: Any = None
+        self.bin_dir = Path(bin_dir) if bin_dir else None
         self.started_at = time.time()
         self.phase = "starting"
 
@@ -238,12 +240,50 @@ class Controller:
         self.manager.init()
         self.manager.stop_stale()
         self.manager.start(init=False)
+        if self.config.control_plane.worker:
+            self.start_worker()
         self.phase = "running"
         self.write_status()
+
+    # -- --enable-worker: this host is also a (tainted) node
+
+    @property
+    def worker_data_dir(self) -> Path:
+        return self.data_dir / "node"
+
+    def start_worker(self) -> None:
+        """Run mke's worker role next to the control plane, joined with a token made here."""
+        from mke.worker.context import WorkerOptions, WorkerPaths
+        from mke.worker.node import Worker
+
+        token = None
+        if not WorkerPaths(self.worker_data_dir).kubelet_kubeconfig.exists():
+            import datetime as dt
+
+            from mke.kubeapi import KubeClient
+            from mke.pki import _url_host
+            from mke.tokens import TokenStore
+
+            client = KubeClient.from_kubeconfig(self.ctx.pki.kubeconfig("admin"))
+            host = self.config.api.external_address or self.ctx.api_address
+            token = TokenStore(client).create(
+                role="worker", api_url=f"https://{_url_host(host)}:{self.config.api.port}",
+                ca_pem=self.ctx.pki.crt("ca").read_text(), ttl=dt.timedelta(hours=1),
+                description="mke server --enable-worker").encode()
+        taints = ("node-role.kubernetes.io/control-plane:NoSchedule",) if self.config.control_plane.taints else ()
+        self.worker = Worker(data_dir=self.worker_data_dir, bin_dir=self.bin_dir,
+                             options=WorkerOptions(node_name=self.ctx.node_name, taints=taints), token=token,
+                             sink=self.ctx.sink, backoff_initial=self.ctx.backoff_initial)
+        self.worker.stopping = self.stopping
+        self.worker.prepare()
+        self.worker.start()
 
     def stop(self) -> None:
         self.phase = "stopping"
         self.stopping.set()
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None
         if self.manager is not None:
             self.manager.stop()
         self.status_path.unlink(missing_ok=True)

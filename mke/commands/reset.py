@@ -64,8 +64,9 @@ def run(args: argparse.Namespace) -> int:
         from mke.worker.cleanup import WORKER_DIRS, reset_worker
     except ImportError:
         WORKER_DIRS, reset_worker = (), None  # type: ignore[assignment]
-    if reset_worker is not None and any((data_dir / d).exists() for d in WORKER_DIRS):
-        problems += reset_worker(data_dir, _say)
+    for d in (data_dir, data_dir / "node"):  # mke worker | mke server --enable-worker
+        if reset_worker is not None and any((d / w).exists() for w in WORKER_DIRS):
+            problems += reset_worker(d, _say)
     try:
         from mke.worker.cleanup import unmount_all
 

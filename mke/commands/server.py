@@ -34,7 +34,11 @@ def run(args: argparse.Namespace) -> int:
     if args.no_taints:
         cfg = with_overrides(cfg, **{"control_plane.taints": False})
     if cfg.control_plane.worker:
-        raise NotImplementedYet("--enable-worker needs the worker runtime (mke worker), which this build lacks")
+        try:
+            import mke.worker.node  # noqa: F401
+        except ImportError as e:
+            raise NotImplementedYet("--enable-worker needs the worker runtime (mke worker), which this build "
+                                    "lacks") from e
     etcd_join = None
     data_dir = args.data_dir or DEFAULT_DATA_DIR
     token = args.token or (args.token_file.read_text().strip() if args.token_file else None)

@@ -57,9 +57,9 @@ class Controller:
         assert res.returncode == 0, res.stderr
         return res.stdout
 
-    def start(self, token: str | None = None) -> None:
+    def start(self, token: str | None = None, *extra: str) -> None:
         argv = [sys.executable, "-m", "mke", "server", "--data-dir", str(self.data_dir), "--bin-dir",
-                str(self.bin_dir), "--name", self.name]
+                str(self.bin_dir), "--name", self.name, *extra]
         if token:
             tf = self.data_dir.parent / f"{self.name}.token"
             tf.write_text(token)
@@ -98,8 +98,12 @@ class Controller:
 
 
 @pytest.fixture()
-def controllers(tmp_path: Path) -> Iterator[list[Controller]]:
+def controllers() -> Iterator[list[Controller]]:
     bins = require(find_bin_dir(), "etcd", *CORE)
+    import tempfile
+
+    # short: containerd's sockets under <data-dir>/node/run must stay below 104 bytes
+    root = Path(tempfile.mkdtemp(prefix="mkej-"))
     if not shutil.which("nsenter") or not shutil.which("ip"):
         pytest.skip("needs ip and nsenter")
     names = ["c1", "c2", "c3"]
@@ -111,7 +115,7 @@ def controllers(tmp_path: Path) -> Iterator[list[Controller]]:
     ip("link", "set", "br0", "up", ns=sw)
     ctls = []
     for i, n in enumerate(names, start=1):
-        c = Controller(n, i, tmp_path, bins)
+        c = Controller(n, i, root, bins)
         ip("netns", "add", c.netns)
         ip("link", "add", "eth0", "netns", c.netns, "type", "veth", "peer", "name", f"v-{n}", "netns", sw)
         ip("link", "set", f"v-{n}", "master", "br0", "up", ns=sw)
@@ -127,6 +131,7 @@ def controllers(tmp_path: Path) -> Iterator[list[Controller]]:
             c.stop()
         for n in [*names, "sw"]:
             ip("netns", "del", PREFIX + n, check=False)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def members(c: Controller) -> list[str]:
@@ -184,3 +189,33 @@ def test_controllers_join_and_quorum(controllers: list[Controller]) -> None:
     out = c2.mke("etcd", "leave", "--peer-url", f"https://{c1.address}:2380")
     assert "removed etcd member c1" in out
     assert sorted(members(c2)) == ["c2", "c3"]
+
+
+def test_enable_worker_registers_a_tainted_ready_node(controllers: list[Controller], tmp_path: Path) -> None:
+    c1 = controllers[0]
+    require(c1.bin_dir, "kubelet", "containerd", "containerd-shim-runc-v2", "runc", "bridge", "host-local",
+            "loopback", "portmap")
+    cfg = tmp_path / "mke.yaml"
+    cfg.write_text("network: {provider: bridge}\n")
+    c1.start(None, "--enable-worker", "--config", str(cfg))
+    try:
+        wait_for(c1.ready, 180, "c1 with a worker")
+
+        def node_ready() -> dict[str, Any] | None:
+            code, out = c1.api(f"/api/v1/nodes/{c1.name}")
+            if code != 200:
+                return None
+            node = json.loads(out)
+            conds = {c["type"]: c["status"] for c in node["status"].get("conditions", [])}
+            return node if conds.get("Ready") == "True" else None
+
+        node = wait_for(node_ready, 240, "the node to be Ready", interval=2)
+        taints = node["spec"].get("taints", [])
+        assert {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"} in [
+            {k: t[k] for k in ("key", "effect")} for t in taints]
+    finally:
+        c1.stop()
+    res = subprocess.run([sys.executable, "-m", "mke", "reset", "--data-dir", str(c1.data_dir)], capture_output=True,
+                         text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert res.returncode == 0, res.stderr
+    assert not c1.data_dir.exists()
