@@ -595,6 +595,12 @@ def write_bundle(*, cache: Cache, manifest_path: Path, dist: Path, layout: str =
     t0 = time.monotonic()
     dm = DistManifest.load(manifest_path)
     os_name, arch = dm.platform.split("/", 1)
+    from build.platform import Platform
+
+    host = Platform.host()
+    if str(host) != dm.platform:
+        raise BundleError(f"cannot bundle {dm.platform} on a {host} host: PyInstaller builds the runtime for the "
+                          f"machine it runs on; pass --no-bundle here and bundle on a {dm.platform} machine")
     version = mke_version()
     artifact = f"mke-{version}-{os_name}-{arch}"
     exe, versioned = dist / "mke", dist / artifact
