@@ -85,11 +85,11 @@ def check_bundle(exe: Path, *, policy: Policy) -> tuple[list[BinaryReport], dict
 
 
 def verify_dist(manifest_path: Path, *, fips: bool, go_mode: str | None = None,
-                out=sys.stderr) -> list[BinaryReport]:
+                out=None) -> list[BinaryReport]:
     """The build step: print the table, write fips-report.json, fail a FIPS build on any problem."""
     policy = default_policy(go_mode)
     reports = check_dist(manifest_path, policy=policy)
-    print(format_table(reports), file=out)
+    print(format_table(reports), file=out or sys.stderr)
     doc = reports_document(reports, fips_build=fips, go_mode=policy.go_mode, go_module=policy.go_module)
     write_atomic(manifest_path.parent / REPORT_NAME, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
     if fips and not doc["ok"]:

@@ -195,6 +195,26 @@ class GoBuildChanges:
         )
 
 
+def unpack_go_module(changes: GoBuildChanges, host: Any) -> None:
+    """Unpack the frozen Go Cryptographic Module into the host's module cache.
+
+    With GOFIPS140=v1.0.0 the go command unpacks $GOROOT/lib/fips140/v1.0.0-<hash>.zip into
+    GOMODCACHE (golang.org/fips140@v1.0.0-<hash>) before anything else; docker mode mounts
+    the module cache read-only, so this runs once on the host with the builder's Go
+    (``host``: build.gomod.HostGo). The zip ships inside the Go distribution: no network.
+    """
+    import subprocess
+
+    gofips = dict(changes.env).get("GOFIPS140")
+    if not gofips:
+        return
+    proc = subprocess.run([str(host.go), "env", "GOFIPS140"], env=host.env(GOFIPS140=gofips),
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise VerificationError(f"GOFIPS140={gofips}: the builder's Go ({host.go}) cannot unpack its FIPS module: "
+                                f"{(proc.stderr or proc.stdout).strip()[-300:]}")
+
+
 def go_build_settings(mode: str | None = None, toolchain: FipsToolchain | None = None) -> GoBuildChanges:
     """The environment and flags a FIPS Go build adds, for ``--fips-go=mode`` (default native).
 

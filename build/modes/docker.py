@@ -196,6 +196,10 @@ class DockerMode:
         self._engine = DockerEngine.connect()
         self._builder = ensure_builder(self._engine, self._spec, ctx.cache, mirror=ctx.mirror)
         self._host = HostGo(go=host_go(self._spec, ctx.cache, ctx.mirror), modcache=ctx.cache.root / "gomod")
+        if self._fips is not None:  # GOFIPS140's module goes into the (read-only in the container) module cache
+            from fips.settings import unpack_go_module
+
+            unpack_go_module(self._fips, self._host)
         self._volume = ctx.options.get("opt_go_cache_volume") or DEFAULT_GO_CACHE_VOLUME
         self._engine.ensure_volume(self._volume)
         log("docker", f"engine {self._engine.server_version()}, builder {self._builder.tag} "
