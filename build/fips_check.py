@@ -17,6 +17,7 @@ written next to the manifest as ``fips-report.json``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
@@ -70,12 +71,8 @@ def check_bundle(exe: Path, *, policy: Policy) -> tuple[list[BinaryReport], dict
     with tempfile.TemporaryDirectory(prefix="mke-fips-check-") as tmp:
         for index, members in sorted(payload.frames_for([b.name for b in embedded]).items()):
             paths = {b.name: Path(tmp) / b.name for b in members}
-            files = {n: open(p, "wb") for n, p in paths.items()}
-            try:
-                payload.decode_frame(index, files)
-            finally:
-                for f in files.values():
-                    f.close()
+            with contextlib.ExitStack() as stack:
+                payload.decode_frame(index, {n: stack.enter_context(open(p, "wb")) for n, p in paths.items()})
             for name, p in sorted(paths.items()):
                 reports.append(evaluate(inspect_binary(p, name), policy))
                 p.unlink()
@@ -144,7 +141,7 @@ def _is_bundle(path: Path) -> bool:
     with open(path, "rb") as f:
         try:
             return find_elf_section(f, SECTION_NAME, str(path)) is not None
-        except Exception:
+        except Exception:  # noqa: BLE001 - unreadable: not a bundle
             return False
 
 

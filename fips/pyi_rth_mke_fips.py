@@ -9,7 +9,7 @@
 import os
 import sys
 
-_dir = os.path.join(sys._MEIPASS, "mke_fips")  # noqa: SLF001 (PyInstaller's bundle dir)
+_dir = os.path.join(sys._MEIPASS, "mke_fips")
 for _name, _value in (
     ("OPENSSL_CONF", os.path.join(_dir, "openssl.cnf")),
     ("OPENSSL_MODULES", None),  # only saved: other runtime hooks may set it
@@ -24,7 +24,7 @@ os.environ["MKE_FIPS_RUNTIME"] = _dir
 # The bundle leaves out CPython's built-in _md5/_sha1/_blake2/... so that hashlib cannot
 # fall back to them; hashlib then logs "code for hash md5 was not found" with a traceback
 # for each algorithm OpenSSL refuses, at its first import. Those are expected: drop them.
-import logging  # noqa: E402
+import logging
 
 
 class _RefusedHashes(logging.Filter):

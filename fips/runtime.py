@@ -31,10 +31,10 @@ import platform as _platform
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from build.action import Action
 from build.cache import Cache, OutputFile, default_cache_dir
@@ -54,7 +54,7 @@ def _rust_extension() -> Path | None:
     spec = importlib.util.find_spec("cryptography")
     if spec is None or not spec.submodule_search_locations:
         return None
-    root = Path(list(spec.submodule_search_locations)[0])
+    root = Path(next(iter(spec.submodule_search_locations)))
     found = sorted(root.glob("hazmat/bindings/_rust*.so"))
     return found[0] if found else None
 
@@ -73,7 +73,7 @@ def cryptography_links_system_openssl(ext: Path | None = None) -> bool:
 
 def _tool_version(cmd: list[str]) -> str:
     try:
-        return subprocess.run(cmd, capture_output=True, text=True).stdout.strip().splitlines()[0]
+        return subprocess.run(cmd, capture_output=True, text=True, check=False).stdout.strip().splitlines()[0]
     except (OSError, IndexError):
         return "missing"
 
@@ -109,7 +109,7 @@ def cryptography_wheel(cache: Cache, version: str) -> Path:
                         env.pop("OPENSSL_STATIC", None)
                         proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-binary",
                                                "cryptography", f"cryptography=={version}", "-w", wd],
-                                              capture_output=True, text=True, env=env)
+                                              capture_output=True, text=True, env=env, check=False)
                         if proc.returncode != 0:
                             tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
                             raise BuildError(f"cryptography {version}: source build failed (exit {proc.returncode})\n{tail}")
@@ -128,7 +128,7 @@ def cryptography_wheel(cache: Cache, version: str) -> Path:
 
 def install_wheel(wheel: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--force-reinstall", "--no-deps",
-                           str(wheel)], capture_output=True, text=True)
+                           str(wheel)], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise BuildError(f"pip install {wheel.name} failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
 
@@ -139,7 +139,7 @@ def install_wheel(wheel: Path) -> None:
 def _system_library(soname: str) -> Path | None:
     """The file the dynamic loader would use for ``soname`` (from /sbin/ldconfig -p)."""
     try:
-        out = subprocess.run(["/sbin/ldconfig", "-p"], capture_output=True, text=True).stdout
+        out = subprocess.run(["/sbin/ldconfig", "-p"], capture_output=True, text=True, check=False).stdout
     except OSError:
         return None
     machine = "x86-64" if _platform.machine() == "x86_64" else _platform.machine()

@@ -32,8 +32,9 @@ import mmap
 import os
 import re
 import struct
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from mke.errors import FipsError
 
@@ -625,7 +626,7 @@ def table_rows(reports: Iterable[BinaryReport]) -> list[tuple[str, ...]]:
     rows = [TABLE_COLUMNS]
     for r in reports:
         if r.exempt:
-            module = f"exempt: {r.exempt}"
+            module = "exempt (not Go, no crypto)"
         elif r.go_version is None:
             module = "-"
         else:
@@ -929,7 +930,7 @@ def generate_private_key(kind: str = "EC", *, curve: str = "P-256", bits: int = 
 def _refuses(fn: Any) -> tuple[bool, str]:
     try:
         fn()
-    except Exception as e:  # what matters is that it fails, and how
+    except Exception as e:  # noqa: BLE001 - what matters is that it fails, and how
         text = str(e)
         m = re.search(r"error:[0-9A-F]{8}:[^:]*:[^:]*:([^:(,]+)", text)  # OpenSSL's reason, if cryptography wrapped it
         detail = f"OpenSSL: {m.group(1).strip()}" if m and "Unknown OpenSSL error" in text else text.splitlines()[0]

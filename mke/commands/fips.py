@@ -14,6 +14,7 @@ failure. ``--json`` prints the whole report instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -67,12 +68,8 @@ def check_payload(payload: Payload, bin_dir: Path, policy: fips.Policy) -> tuple
         with tempfile.TemporaryDirectory(prefix="mke-fips-check-") as tmp:
             for index, members in sorted(payload.frames_for(todo).items()):
                 paths = {b.name: Path(tmp) / b.name for b in members}
-                files = {n: open(p, "wb") for n, p in paths.items()}
-                try:
-                    payload.decode_frame(index, files)
-                finally:
-                    for f in files.values():
-                        f.close()
+                with contextlib.ExitStack() as stack:
+                    payload.decode_frame(index, {n: stack.enter_context(open(p, "wb")) for n, p in paths.items()})
                 for name, p in sorted(paths.items()):
                     reports.append(fips.evaluate(fips.inspect_binary(p, name), policy))
                     source[name] = "payload"

@@ -32,7 +32,7 @@ def _engine_available() -> bool:
 
         DockerEngine.connect(timeout=10)
         return True
-    except Exception:
+    except Exception:  # noqa: BLE001
         return False
 
 

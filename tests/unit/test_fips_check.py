@@ -7,8 +7,8 @@ with and without GOFIPS140=v1.0.0, stripped with -s -w as the recipes build them
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -174,7 +174,7 @@ def _dist(tmp_path: Path, files: dict[str, Path], fips_build: bool = True) -> Pa
 
 def test_verify_dist_passes_and_writes_report(gobins, tmp_path):
     manifest = _dist(tmp_path, {"kube-apiserver": gobins["fips"], "kubelet": gobins["fips"]})
-    reports = verify_dist(manifest, fips=True, go_mode="native", out=open(os.devnull, "w"))
+    reports = verify_dist(manifest, fips=True, go_mode="native", out=io.StringIO())
     assert [r.name for r in reports] == ["kube-apiserver", "kubelet"] and all(r.ok for r in reports)
     doc = json.loads((manifest.parent / "fips-report.json").read_text())
     assert doc["ok"] and doc["fips_build"] and doc["go_module"] == "v1.0.0"
@@ -186,14 +186,14 @@ def test_non_fips_binary_slipped_into_fips_dist_fails_the_build(gobins, tmp_path
                                 "kubelet": gobins["fips"]})
     with pytest.raises(VerificationError, match=r"FIPS check failed for .*: etcd: built without the Go "
                                                 r"Cryptographic Module") as e:
-        verify_dist(manifest, fips=True, go_mode="native", out=open(os.devnull, "w"))
+        verify_dist(manifest, fips=True, go_mode="native", out=io.StringIO())
     assert e.value.exit_code == 11
     assert not json.loads((manifest.parent / "fips-report.json").read_text())["ok"]
 
 
 def test_non_fips_build_reports_without_failing(gobins, tmp_path):
     manifest = _dist(tmp_path, {"etcd": gobins["plain"]}, fips_build=False)
-    reports = verify_dist(manifest, fips=False, out=open(os.devnull, "w"))
+    reports = verify_dist(manifest, fips=False, out=io.StringIO())
     assert not reports[0].ok
 
 
@@ -202,7 +202,7 @@ def test_non_fips_binary_in_payload_is_named(gobins, tmp_path):
     payload = tmp_path / "payload"
     make_payload(payload, [{"kube-apiserver": gobins["fips"].read_bytes(), "etcd": gobins["plain"].read_bytes()},
                            {"kubelet": gobins["fips"].read_bytes()}])
-    reports, meta = check_bundle(payload, policy=NATIVE)
+    reports, _ = check_bundle(payload, policy=NATIVE)
     by = {r.name: r for r in reports}
     assert by["kube-apiserver"].ok and by["kubelet"].ok
     assert not by["etcd"].ok and "without the Go Cryptographic Module" in by["etcd"].problems[0]

@@ -137,8 +137,8 @@ def test_cryptography_linkage_is_detected():
 def _docker_env(**kw):
     from build.modes.docker import GoBuildEnv
 
-    base = dict(goos="linux", goarch="amd64", cgo=False, cc="x86_64-linux-gnu-gcc", tags=(), ldflags="-s -w",
-                buildmode="", extra_env=(("CGO_CFLAGS", "-DX=1"),), build_date="2026-09-23T17:07:00Z")
+    base = {"goos": "linux", "goarch": "amd64", "cgo": False, "cc": "x86_64-linux-gnu-gcc", "tags": (), "ldflags": "-s -w",
+                "buildmode": "", "extra_env": (("CGO_CFLAGS", "-DX=1"),), "build_date": "2026-09-23T17:07:00Z"}
     return GoBuildEnv(**{**base, **kw})
 
 
