@@ -966,10 +966,13 @@ def runtime_state() -> dict[str, Any]:
         c["md5_refused"], c["md5"] = _refuses(lambda: hashes.Hash(hashes.MD5()).finalize())
         # cryptography's own keygen runs outside the provider (see generate_private_key_pem)
         c["rsa1024_refused"], c["rsa1024"] = _refuses(lambda: rsa.generate_private_key(public_exponent=65537, key_size=1024))
-        k = rsa.generate_private_key(public_exponent=65537, key_size=1024)
         from cryptography.hazmat.primitives.asymmetric import padding
 
-        c["rsa1024_sign_refused"], c["rsa1024_sign"] = _refuses(lambda: k.sign(b"mke", padding.PKCS1v15(), hashes.SHA256()))
+        def sign_with_rsa1024() -> None:
+            k = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+            k.sign(b"mke", padding.PKCS1v15(), hashes.SHA256())
+
+        c["rsa1024_sign_refused"], c["rsa1024_sign"] = _refuses(sign_with_rsa1024)
         c["rsa2048_works"] = not _refuses(lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048))[0]
         c["p256_works"] = not _refuses(lambda: ec.generate_private_key(ec.SECP256R1()))[0]
         state["cryptography"] = c
@@ -1001,6 +1004,10 @@ def runtime_problems(state: Mapping[str, Any]) -> list[str]:
     if c.get("error"):
         problems.append(c["error"])
     else:
+        if o.get("version") and c.get("openssl") != o.get("version"):
+            problems.append(f"cryptography carries its own OpenSSL ({c.get('openssl')}), not the libcrypto.so.3 "
+                            f"hashlib uses ({o.get('version')}); one FIPS provider cannot serve both "
+                            "(build it against the system OpenSSL: python -m fips.runtime prepare)")
         if not c.get("fips_enabled"):
             problems.append(f"cryptography ({c.get('openssl')}) is not in FIPS mode")
         if not c.get("md5_refused"):
