@@ -148,6 +148,7 @@ class Controller:
         self.with_manifests = manifests
         self.manager: ComponentManager | None = None
         self.worker: Any = None
+        self.versions: dict[str, str] = {}
         self.bin_dir = Path(bin_dir) if bin_dir else None
         self.started_at = time.time()
         self.phase = "starting"
@@ -243,6 +244,41 @@ class Controller:
         if self.config.control_plane.worker:
             self.start_worker()
         self.phase = "running"
+        self.write_status()
+        threading.Thread(target=self.detect_versions, name="versions", daemon=True).start()
+
+    # -- versions for `mke status` (the payload's manifest, or asked from each binary)
+
+    def detect_versions(self) -> None:
+        import re
+
+        found: dict[str, str] = {}
+        try:
+            from mke.payload_format import running_payload
+
+            payload = running_payload()
+            if payload is not None:
+                found = {b.name: b.version for b in payload.manifest.binaries if b.version}
+        except Exception:  # noqa: BLE001 - versions are informational
+            found = {}
+        from mke.procenv import clean_env
+
+        for name, path in self.ctx.binaries.known().items():
+            if name in found:
+                continue
+            try:
+                out = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=5,
+                                     env=clean_env()).stdout
+            except (OSError, subprocess.SubprocessError):
+                continue
+            m = re.search(r"v?(\d+\.\d+\.\d+)", out)
+            if m:
+                found[name] = m.group(1)
+        self.versions = found
+        for c in self.manager.components if self.manager else []:
+            binary = getattr(c, "binary", "")
+            if binary in found:
+                c.version = found[binary]  # type: ignore[attr-defined]
         self.write_status()
 
     # -- --enable-worker: this host is also a (tainted) node

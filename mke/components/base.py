@@ -113,6 +113,7 @@ class SupervisedComponent(Component):
             "state": sup.state() if sup else "stopped",
             "pid": sup.pid if sup else None,
             "restarts": sup.restarts if sup else 0,
+            "version": getattr(self, "version", None),
         }
 
 

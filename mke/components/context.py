@@ -24,7 +24,7 @@ class BinaryResolver:
     """
 
     def __init__(self, bin_dir: Path, *, user_bin_dir: bool = False) -> None:
-        self.bin_dir = Path(bin_dir)
+        self.bin_dir = Path(bin_dir).absolute()  # components run with the data dir as cwd
         self.user_bin_dir = user_bin_dir
         self._paths: dict[str, Path] = {}
 
@@ -50,7 +50,7 @@ class BinaryResolver:
             payload = running_payload()
             if payload is not None and any(b.embedded for b in payload.manifest.binaries):
                 for s in staging.stage(payload, todo, self.bin_dir):
-                    self._paths[s.name] = s.path
+                    self._paths[s.name] = Path(s.path).absolute()
                 return
         except ImportError:  # a runtime without the staging module: PATH only
             pass
@@ -60,7 +60,7 @@ class BinaryResolver:
                 where = f"{self.bin_dir} or PATH" if self.user_bin_dir else "PATH"
                 raise StagingError(f"{n}: not found in {where} and this mke embeds no binaries; "
                                    f"put {n} on PATH or pass --bin-dir DIR")
-            self._paths[n] = Path(found)
+            self._paths[n] = Path(found).absolute()
 
     def path(self, name: str) -> Path:
         if name not in self._paths:
