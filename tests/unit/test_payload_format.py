@@ -152,3 +152,13 @@ def test_running_payload_from_env(monkeypatch, payload_file, tmp_path):
         pf.running_payload()
     monkeypatch.delenv(pf.PAYLOAD_ENV)
     assert pf.running_payload() is None  # from source: no payload
+
+
+def test_tampered_frame_prefix_is_caught_by_member_digest(payload_file):
+    p = pf.Payload.open(payload_file)
+    frame = p.manifest.frames[0]  # alpha then beta; decoding alpha alone stops early
+    data = bytearray(payload_file.read_bytes())
+    data[p.header.data_offset + frame.offset + 64] ^= 0x01
+    payload_file.write_bytes(bytes(data))
+    with pytest.raises(PayloadError, match="alpha|cannot be decoded"):
+        decode(pf.Payload.open(payload_file), "alpha")
