@@ -43,10 +43,9 @@ from build.errors import BuildError, ComponentBuildError, VerificationError
 from build.progress import log
 from fips.settings import FipsToolchain, load
 
-SCHEMA = 2
+SCHEMA = 3
 COMPONENT = "openssl-fips-provider"
 RUNTIME_DIR_ENV = "MKE_FIPS_RUNTIME"  # the directory holding fips.so (mke.fips.RUNTIME_ENV)
-OUTPUTS = ("fips.so", "openssl.cnf", "provenance.json")
 _TARGETS = {"x86_64": "linux-x86_64", "aarch64": "linux-aarch64"}
 
 OPENSSL_CNF = """\
@@ -105,13 +104,26 @@ def compiler_version() -> str:
         raise BuildError(f"{COMPONENT}: no C compiler ({cc}): {e}; install gcc") from e
 
 
-def action(tc: FipsToolchain, machine: str | None = None) -> Action:
+def compile_action(tc: FipsToolchain, machine: str | None = None) -> Action:
+    """Compiling fips.so: the tarball, Configure options and the compiler (not the host's OpenSSL)."""
     machine = machine or _platform.machine()
-    return Action(mode="fips-openssl", component=COMPONENT, platform=f"linux/{machine}", inputs={
+    return Action(mode="fips-openssl-compile", component=COMPONENT, platform=f"linux/{machine}", inputs={
         "schema": SCHEMA,
         "openssl": {"version": tc.openssl.version, "url": tc.openssl.url, "sha256": tc.openssl.sha256,
                     "configure": list(tc.openssl.configure)},
         "cc": compiler_version(),
+    })
+
+
+def configure_action(tc: FipsToolchain, module: OutputFile, module_meta: dict[str, Any]) -> Action:
+    """fipsinstall + openssl.cnf + provenance: the module's digest, the host OpenSSL, the template."""
+    return Action(mode="fips-openssl-configure", component=COMPONENT, platform=f"linux/{_platform.machine()}", inputs={
+        "schema": SCHEMA,
+        "module": module.sha256,
+        "module_meta": {k: module_meta.get(k) for k in ("openssl_version", "configure", "compiler",
+                                                        "fips_module_sources_checksum")},
+        "validated": dict(tc.openssl.validated),
+        "source": tc.openssl.source,
         "fipsinstall": host_openssl()[1],
         "cnf": OPENSSL_CNF,
     })
@@ -142,36 +154,57 @@ def _smoke_test(out: Path, openssl: str, log_file: Path) -> dict[str, Any]:
     return {"providers": listing.strip(), "md5_refused": True, "sha256_of_mke": sha.stdout.decode().split()[-1]}
 
 
+def _cached(cache: Cache, act: Action, run: Any) -> Any:
+    """The action's result from the cache, or run(key) -> (files, metadata) stored in the CAS."""
+    key = act.key()
+    result = cache.get(key)
+    if result is not None:
+        return result
+    with cache.action_lock(key):
+        result = cache.get(key)
+        if result is not None:
+            return result
+        files, meta = run(key)
+        outputs = []
+        for name, path in sorted(files.items()):
+            digest, size = cache.cas.put_file(path)
+            outputs.append(OutputFile(name=name, sha256=digest, size=size, executable=name == "fips.so"))
+        return cache.put(act, outputs, meta)
+
+
 def build_provider(tc: FipsToolchain, cache: Cache, *, mirror: str | None = None, jobs: int = 2) -> dict[str, Path]:
-    """Build (or take from the cache) fips.so + openssl.cnf + provenance.json; returns CAS paths."""
+    """fips.so + openssl.cnf + provenance.json, built or from the cache; returns named files.
+
+    Two cached actions: compiling fips.so (minutes; keyed by the tarball, Configure options,
+    compiler) and configuring it (seconds; keyed by fips.so's digest, the host's OpenSSL that
+    runs fipsinstall, and the openssl.cnf template), so a new host OpenSSL or template does not
+    recompile the module.
+    """
     from build.download import Downloader
 
-    act = action(tc)
-    key = act.key()
-    with cache.shared():
-        result = cache.get(key)
-        if result is None:
-            with cache.action_lock(key):
-                result = cache.get(key)
-                if result is None:
-                    with cache.tempdir("openssl-fips-") as wd:
-                        work = Path(wd)
-                        tarball = Downloader(cache.root / "downloads", mirror=mirror).download(
-                            tc.openssl.url, sha256=tc.openssl.sha256, component=COMPONENT)
-                        files, meta = _build(tc, tarball, work, jobs=jobs, log_dir=cache.root / "logs", key=key)
-                        outputs = []
-                        for name in OUTPUTS:
-                            digest, size = cache.cas.put_file(files[name])
-                            outputs.append(OutputFile(name=name, sha256=digest, size=size, executable=name == "fips.so"))
-                        result = cache.put(act, outputs, meta)
-                else:
-                    log(COMPONENT, f"cached ({key[:12]}, built by a concurrent build)")
-        else:
-            log(COMPONENT, f"cached ({key[:12]})")
+    def compile_run(key: str) -> tuple[dict[str, Path], dict[str, Any]]:
+        work = Path(stack.enter_context(cache.tempdir("openssl-fips-")))
+        tarball = Downloader(cache.root / "downloads", mirror=mirror).download(
+            tc.openssl.url, sha256=tc.openssl.sha256, component=COMPONENT)
+        return _compile(tc, tarball, work, jobs=jobs, log_dir=cache.root / "logs", key=key)
+
+    import contextlib
+
+    with cache.shared(), contextlib.ExitStack() as stack:
+        compiled = _cached(cache, compile_action(tc), compile_run)
+        module = compiled.output("fips.so")
+
+        def configure_run(key: str) -> tuple[dict[str, Path], dict[str, Any]]:
+            work = Path(stack.enter_context(cache.tempdir("openssl-fips-cnf-")))
+            cache.cas.copy_out(module.sha256, work / "fips.so")
+            return _configure(tc, work, compiled.metadata, log_dir=cache.root / "logs", key=key)
+
+        configured = _cached(cache, configure_action(tc, module, compiled.metadata), configure_run)
+        log(COMPONENT, json.loads(cache.cas.path(configured.output("provenance.json").sha256).read_text())["statement"])
         # Named copies: the bundler keeps file names (fips.so must be called fips.so).
-        named = cache.root / "tmp" / f"{COMPONENT}-{key[:16]}"
+        named = cache.root / "tmp" / f"{COMPONENT}-{configured.key[:16]}"
         out: dict[str, Path] = {}
-        for o in result.outputs:
+        for o in (module, *configured.outputs):
             target = named / o.name
             if not (target.is_file() and target.stat().st_size == o.size):
                 cache.cas.copy_out(o.sha256, target, mode=0o755 if o.executable else 0o644)
@@ -179,13 +212,12 @@ def build_provider(tc: FipsToolchain, cache: Cache, *, mirror: str | None = None
         return out
 
 
-def _build(tc: FipsToolchain, tarball: Path, work: Path, *, jobs: int, log_dir: Path, key: str
-           ) -> tuple[dict[str, Path], dict[str, Any]]:
+def _compile(tc: FipsToolchain, tarball: Path, work: Path, *, jobs: int, log_dir: Path, key: str
+             ) -> tuple[dict[str, Path], dict[str, Any]]:
     t0 = time.monotonic()
     log_dir.mkdir(parents=True, exist_ok=True)
     log_file = log_dir / f"{COMPONENT}-{key}.log"
     log_file.write_text("")
-    openssl, openssl_version = host_openssl()
     target = _TARGETS.get(_platform.machine())
     if target is None:
         raise BuildError(f"{COMPONENT}: no OpenSSL Configure target for {_platform.machine()}")
@@ -211,26 +243,44 @@ def _build(tc: FipsToolchain, tarball: Path, work: Path, *, jobs: int, log_dir: 
     out.mkdir()
     shutil.copyfile(src / "providers" / "fips.so", out / "fips.so")
     os.chmod(out / "fips.so", 0o755)
-    _run([openssl, "fipsinstall", "-module", str(out / "fips.so"), "-out", str(out / "fipsmodule.cnf"),
-          "-provider_name", "fips", "-self_test_onload"], log_file=log_file, what="openssl fipsinstall")
-    section = _fips_section((out / "fipsmodule.cnf").read_text())
-    (out / "openssl.cnf").write_text(OPENSSL_CNF.format(fips_section=section))
-    smoke = _smoke_test(out, openssl, log_file)
+    meta = {
+        "openssl_version": built,
+        "configure": [target, *tc.openssl.configure],
+        "compiler": compiler_version(),
+        "fips_module_sources_checksum": (src / "providers" / "fips.checksum").read_text().split()[0],
+        "seconds": round(time.monotonic() - t0, 3),
+        "log": str(log_file),
+    }
+    log(COMPONENT, f"fips.so compiled in {meta['seconds']:.0f}s")
+    return {"fips.so": out / "fips.so"}, meta
+
+
+def _configure(tc: FipsToolchain, work: Path, module_meta: dict[str, Any], *, log_dir: Path, key: str
+               ) -> tuple[dict[str, Path], dict[str, Any]]:
     from build.fsutil import sha256_file
 
-    module_checksum = (src / "providers" / "fips.checksum").read_text().split()[0]
-    certificate = tc.openssl.certificate
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_file = log_dir / f"{COMPONENT}-configure-{key}.log"
+    log_file.write_text("")
+    openssl, openssl_version = host_openssl()
+    _run([openssl, "fipsinstall", "-module", str(work / "fips.so"), "-out", str(work / "fipsmodule.cnf"),
+          "-provider_name", "fips", "-self_test_onload"], log_file=log_file, what="openssl fipsinstall")
+    section = _fips_section((work / "fipsmodule.cnf").read_text())
+    (work / "openssl.cnf").write_text(OPENSSL_CNF.format(fips_section=section))
+    smoke = _smoke_test(work, openssl, log_file)
+    built = module_meta["openssl_version"]
+    certificate = dict(tc.openssl.validated).get(built)
     provenance = {
         "schema": SCHEMA,
         "openssl_version": built,
         "source": tc.openssl.source,
         "url": tc.openssl.url,
         "tarball_sha256": tc.openssl.sha256,
-        "configure": [target, *tc.openssl.configure],
-        "fips_module_sources_checksum": module_checksum,
-        "fips_so_sha256": sha256_file(out / "fips.so"),
+        "configure": module_meta["configure"],
+        "fips_module_sources_checksum": module_meta["fips_module_sources_checksum"],
+        "fips_so_sha256": sha256_file(work / "fips.so"),
         "fipsinstall": f"{openssl_version} (-self_test_onload)",
-        "compiler": compiler_version(),
+        "compiler": module_meta["compiler"],
         "validated": certificate is not None,
         "certificate": certificate,
         "validated_versions": dict(tc.openssl.validated),
@@ -239,10 +289,9 @@ def _build(tc: FipsToolchain, tarball: Path, work: Path, *, jobs: int, log_dir: 
                       f"{built} is NOT a validated version (validated: {', '.join(dict(tc.openssl.validated))})"),
         "smoke_test": smoke,
     }
-    (out / "provenance.json").write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")
-    log(COMPONENT, f"built in {time.monotonic() - t0:.0f}s: {provenance['statement']}")
-    return {n: out / n for n in OUTPUTS}, {"seconds": round(time.monotonic() - t0, 3), "log": str(log_file),
-                                           "validated": certificate is not None, "openssl_version": built}
+    (work / "provenance.json").write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")
+    return {"openssl.cnf": work / "openssl.cnf", "provenance.json": work / "provenance.json"}, \
+        {"validated": certificate is not None, "openssl_version": built, "log": str(log_file)}
 
 
 def main(argv: list[str] | None = None) -> int:
