@@ -35,7 +35,17 @@ logging.disable(logging.CRITICAL)  # hashlib's "code for hash md5 was not found"
 from mke import fips
 state = fips.runtime_state()
 state["builtin_hash_modules"] = []
-print(json.dumps({"state": state, "problems": fips.runtime_problems(state)}, default=str))
+keys = {}
+if "--keys" in sys.argv:
+    from mke.errors import FipsError
+    k = fips.generate_private_key("EC", curve="P-256")
+    keys["p256"] = type(k).__name__ + ":" + k.curve.name
+    try:
+        fips.generate_private_key("RSA", bits=1024)
+        keys["rsa1024"] = "created"
+    except FipsError as e:
+        keys["rsa1024"] = "refused: " + str(e)
+print(json.dumps({"state": state, "problems": fips.runtime_problems(state), "keys": keys}, default=str))
 """
 
 
@@ -44,11 +54,11 @@ def provider() -> dict[str, Path]:
     return build_provider(load(), Cache(default_cache_dir()))
 
 
-def _probe(provider: dict[str, Path]) -> dict:
+def _probe(provider: dict[str, Path], *args: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENSSL")}
     env.update(OPENSSL_CONF=str(provider["openssl.cnf"]), MKE_FIPS_RUNTIME=str(provider["fips.so"].parent),
                CRYPTOGRAPHY_OPENSSL_NO_LEGACY="1", PYTHONPATH=str(REPO))
-    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", PROBE, *args], env=env, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -79,7 +89,10 @@ def test_hashlib_and_evp_run_in_the_provider(provider):
 def test_cryptography_in_fips_mode(provider):
     if not cryptography_links_system_openssl():
         pytest.skip("this cryptography carries its own OpenSSL (PyPI wheel); see docs/fips.md")
-    r = _probe(provider)
+    r = _probe(provider, "--keys")
     c = r["state"]["cryptography"]
     assert c["fips_enabled"] and c["md5_refused"] and c["rsa1024_sign_refused"] and c["p256_works"]
     assert r["problems"] == []
+    # mke's keys go through the provider's key generation (EVP), which refuses RSA-1024
+    assert r["keys"]["p256"].endswith(":secp256r1")
+    assert r["keys"]["rsa1024"].startswith("refused: RSA-1024 key generation refused by OpenSSL")

@@ -119,3 +119,19 @@ def test_fips_godebug_really_matters(gobins):
     on = subprocess.run([gobins["fips"]], capture_output=True, text=True, env={}, check=False).stdout
     off = subprocess.run([gobins["fips"]], capture_output=True, text=True, env={"GODEBUG": "fips140=off"}, check=False).stdout
     assert on.startswith("fips140=true") and off.startswith("fips140=false")
+
+
+def test_generate_private_key_without_provider():
+    """Outside a FIPS runtime the keys come from cryptography, same types as mke/pki.py makes."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    from mke.errors import FipsError
+    from mke.fips import fips_provider_active, generate_private_key
+
+    if fips_provider_active():
+        pytest.skip("this Python runs a FIPS provider")
+    k = generate_private_key("EC", curve="P-256")
+    assert isinstance(k, ec.EllipticCurvePrivateKey) and isinstance(k.curve, ec.SECP256R1)
+    assert isinstance(generate_private_key("RSA", bits=2048), rsa.RSAPrivateKey)
+    with pytest.raises(FipsError, match="unknown curve"):
+        generate_private_key("EC", curve="P-192")
