@@ -51,10 +51,18 @@ class LogSink:
         self._lock = threading.Lock()
 
     def line(self, tag: str, text: str) -> None:
+        self.lines(tag, [text])
+
+    def lines(self, tag: str, texts: list[str]) -> None:
+        """Write several lines of one component at once (one write, one flush)."""
+        if not texts:
+            return
         stream = self._stream or sys.stderr
+        prefix = f"[{tag}] "
+        block = "".join(f"{prefix}{t}\n" for t in texts)
         with self._lock:
             try:
-                stream.write(f"[{tag}] {text}\n")
+                stream.write(block)
                 stream.flush()
             except (OSError, ValueError):
                 pass
@@ -218,9 +226,26 @@ class Supervisor:
         threading.Thread(target=self._pump, args=(proc,), name=f"log-{self.spec.name}", daemon=True).start()
 
     def _pump(self, proc: subprocess.Popen[bytes]) -> None:
+        """Copy the child's output, tagged, in large reads: a child must never wait on a full pipe."""
         assert proc.stdout is not None
-        for raw in proc.stdout:
-            text = raw.decode(errors="replace").rstrip("\n")
+        fd = proc.stdout.fileno()
+        partial = b""
+        while True:
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                break
+            *complete, partial = (partial + chunk).split(b"\n")
+            if len(partial) > 1 << 16:  # a very long line without newline: flush it anyway
+                complete.append(partial)
+                partial = b""
+            texts = [c.decode(errors="replace") for c in complete]
+            self.tail.extend(texts)
+            self.sink.lines(self.spec.name, texts)
+        if partial:
+            text = partial.decode(errors="replace")
             self.tail.append(text)
             self.sink.line(self.spec.name, text)
         proc.stdout.close()
