@@ -31,7 +31,7 @@ from mke.components.konnectivity import KonnectivityServer
 from mke.components.manager import ComponentManager
 from mke.components.scheduler import KubeScheduler
 from mke.config import ClusterConfig
-from mke.errors import BusyError
+from mke.errors import BusyError, MkeError
 from mke.pki import PKIRequest, write_file_atomic
 from mke.supervisor import LogSink
 
@@ -247,6 +247,26 @@ class Controller:
         self.write_status()
         threading.Thread(target=self.detect_versions, name="versions", daemon=True).start()
 
+    # -- certificates of a long-running controller
+
+    pki_check_every = 12 * 3600.0
+
+    def renew_certificates(self) -> list[str]:
+        """Renew what expires within 30 days; restart the components that read them only at start."""
+        try:
+            rep = self.ctx.pki.ensure(self.pki_request())
+        except MkeError as e:
+            self.ctx.sink.line("pki", f"renewal check failed: {e}")
+            return []
+        changed = rep.renewed + rep.created
+        if changed and self.manager is not None:
+            self.ctx.sink.line("pki", f"renewed {', '.join(changed)}; restarting the control plane components")
+            try:
+                self.manager.restart({c.name for c in self.manager.components if hasattr(c, "supervisor")})
+            except MkeError as e:
+                self.ctx.sink.line("pki", f"restart after renewal failed: {e}")
+        return changed
+
     # -- versions for `mke status` (the payload's manifest, or asked from each binary)
 
     def detect_versions(self) -> None:
@@ -332,7 +352,11 @@ class Controller:
             self.start()
             if on_ready:
                 on_ready(self)
+            next_pki_check = time.monotonic() + self.pki_check_every
             while not self.stopping.wait(5.0):
                 self.write_status()
+                if time.monotonic() >= next_pki_check:
+                    next_pki_check = time.monotonic() + self.pki_check_every
+                    self.renew_certificates()
         finally:
             self.stop()

@@ -97,6 +97,19 @@ class ComponentManager:
                 if self.stopping.wait(self.poll_interval):
                     raise ComponentError(f"interrupted while waiting for {', '.join(c.name for c in pending)}")
 
+    def restart(self, names: set[str] | None = None) -> list[str]:
+        """Restart started components (all, or those named), stopping in reverse order and
+        starting in order, each ready before the next (e.g. after certificates were renewed)."""
+        with self._lock:
+            todo = [c for c in self.started if names is None or c.name in names]
+        for c in reversed(todo):
+            c.stop()
+        for c in todo:
+            c.start()
+            self._wait_ready([c])
+        self.on_change()
+        return [c.name for c in todo]
+
     def stop(self) -> None:
         with self._lock:
             started, self.started = self.started, []

@@ -215,3 +215,23 @@ def test_resolver_prefers_user_bin_dir_then_path(tmp_path: Path, monkeypatch: py
     with pytest.raises(StagingError):
         r.path("plain")
     assert shutil.which("etcd", path=str(tmp_path / "bin")) == str(mine)
+
+
+def test_restart_restarts_in_order_with_new_processes(ctx: NodeContext) -> None:
+    for n in ("store", "api"):
+        fake_binary(ctx.data_dir / "bin", n, READY_WHEN_STARTED)
+    comps = [FileReadyComponent(ctx, "store"), FileReadyComponent(ctx, "api")]
+    mgr = ComponentManager([[comps[0]], [comps[1]]])
+    mgr.start()
+    try:
+        before = {c.name: c.supervisor.pid for c in comps}
+        for n in ("store", "api"):
+            (ctx.data_dir / f"{n}.up").unlink()
+        assert mgr.restart() == ["store", "api"]
+        after = {c.name: c.supervisor.pid for c in comps}
+        assert all(after[n] and after[n] != before[n] for n in before)
+        down = {n: float((ctx.data_dir / f"{n}.down").read_text()) for n in before}
+        assert down["api"] < down["store"]
+        assert mgr.restart({"api"}) == ["api"]
+    finally:
+        mgr.stop()
