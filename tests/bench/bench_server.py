@@ -130,8 +130,11 @@ def run(report) -> None:
             finally:
                 _stop(proc)
             print(f"  round {i + 1}: by hand {hand_times[-1]:.2f}s, mke server {mke_times[-1]:.2f}s", flush=True)
-        report.ratio("mke server to /readyz", statistics.median(mke_times),
-                     "etcd + kube-apiserver by hand", statistics.median(hand_times), target=1.2)
+        report.ratio("mke server to /readyz (median)", statistics.median(mke_times),
+                     "etcd + kube-apiserver by hand (median)", statistics.median(hand_times), target=1.2)
+        # On a busy machine the best of N is the steadier estimate of the intrinsic cost.
+        report.ratio("mke server to /readyz (best)", min(mke_times),
+                     "etcd + kube-apiserver by hand (best)", min(hand_times), target=1.2)
 
         # RSS once everything runs and the manifests are applied.
         data = tmp_path / "rss"
