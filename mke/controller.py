@@ -317,13 +317,13 @@ class Controller:
             import datetime as dt
 
             from mke.kubeapi import KubeClient
-            from mke.pki import _url_host
+            from mke.pki import url_host
             from mke.tokens import TokenStore
 
             client = KubeClient.from_kubeconfig(self.ctx.pki.kubeconfig("admin"))
             host = self.config.api.external_address or self.ctx.api_address
             token = TokenStore(client).create(
-                role="worker", api_url=f"https://{_url_host(host)}:{self.config.api.port}",
+                role="worker", api_url=f"https://{url_host(host)}:{self.config.api.port}",
                 ca_pem=self.ctx.pki.crt("ca").read_text(), ttl=dt.timedelta(hours=1),
                 description="mke server --enable-worker").encode()
         taints = ("node-role.kubernetes.io/control-plane:NoSchedule",) if self.config.control_plane.taints else ()

@@ -451,7 +451,7 @@ class ClusterPKI:
         return path
 
 
-def _url_host(address: str) -> str:
+def url_host(address: str) -> str:
     try:
         if ipaddress.ip_address(address).version == 6:
             return f"[{address}]"

@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from mke.controller import DEFAULT_DATA_DIR
     from mke.errors import KubeAPIError, UsageError
     from mke.etcdapi import EtcdClient
-    from mke.pki import _url_host
+    from mke.pki import url_host
 
     data_dir = (args.data_dir or DEFAULT_DATA_DIR).absolute()
     cfg = load_config(args.config)
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         addr = cfg.storage.etcd.peer_address or st.get("api_address")
         if not addr:
             raise UsageError("cannot tell this controller's peer URL; pass --peer-url")
-        peer = f"https://{_url_host(addr)}:{cfg.storage.etcd.peer_port}"
+        peer = f"https://{url_host(addr)}:{cfg.storage.etcd.peer_port}"
     target = next((m for m in members if peer in m.peer_urls), None)
     if target is None:
         raise KubeAPIError(f"no etcd member has peer URL {peer} (see mke etcd member-list)")

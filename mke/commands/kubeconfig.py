@@ -19,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
     from mke.config import load_config
     from mke.controller import DEFAULT_DATA_DIR, choose_api_address, host_addresses
     from mke.errors import PKIError
-    from mke.pki import ClusterPKI, _url_host
+    from mke.pki import ClusterPKI, url_host
 
     data_dir = (args.data_dir or DEFAULT_DATA_DIR).absolute()
     pki = ClusterPKI(data_dir / "pki")
@@ -30,6 +30,6 @@ def run(args: argparse.Namespace) -> int:
     if not server:
         status = read_status(data_dir) or {}
         host = cfg.api.external_address or status.get("api_address") or choose_api_address(cfg, host_addresses())
-        server = f"https://{_url_host(host)}:{status.get('api_port', cfg.api.port)}"
+        server = f"https://{url_host(host)}:{status.get('api_port', cfg.api.port)}"
     sys.stdout.write(pki.kubeconfig_text(server, "admin", user="admin"))
     return 0

@@ -27,7 +27,7 @@ def _client_and_urls(args: argparse.Namespace):
     from mke.controller import DEFAULT_DATA_DIR, choose_api_address, host_addresses
     from mke.errors import PKIError
     from mke.kubeapi import KubeClient
-    from mke.pki import _url_host
+    from mke.pki import url_host
 
     data_dir = (args.data_dir or DEFAULT_DATA_DIR).absolute()
     kubeconfig = data_dir / "pki" / "admin.conf"
@@ -37,8 +37,8 @@ def _client_and_urls(args: argparse.Namespace):
     status = read_status(data_dir) or {}
     host = cfg.api.external_address or status.get("api_address") or choose_api_address(cfg, host_addresses())
     port = status.get("api_port", cfg.api.port)
-    api_url = f"https://{_url_host(host)}:{port}"
-    mke_api_url = f"https://{_url_host(host)}:{cfg.api.mke_api_port}"
+    api_url = f"https://{url_host(host)}:{port}"
+    mke_api_url = f"https://{url_host(host)}:{cfg.api.mke_api_port}"
     return KubeClient.from_kubeconfig(kubeconfig), api_url, mke_api_url, data_dir
 
 

@@ -6,7 +6,7 @@ import json
 import os
 
 from mke.components.base import SupervisedComponent, https_ok
-from mke.pki import _url_host
+from mke.pki import url_host
 
 
 class Etcd(SupervisedComponent):
@@ -24,7 +24,7 @@ class Etcd(SupervisedComponent):
 
     @property
     def peer_url(self) -> str:
-        return f"https://{_url_host(self.ctx.etcd_peer_address)}:{self.ctx.config.storage.etcd.peer_port}"
+        return f"https://{url_host(self.ctx.etcd_peer_address)}:{self.ctx.config.storage.etcd.peer_port}"
 
     def init(self) -> None:
         super().init()

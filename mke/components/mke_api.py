@@ -44,7 +44,7 @@ class MkeAPI(Component):
     def join_controller(self, bearer: str, body: dict[str, Any]) -> dict[str, Any]:
         from mke.config import config_to_dict
         from mke.kubeapi import KubeClient
-        from mke.pki import _url_host
+        from mke.pki import url_host
         from mke.tokens import TokenStore
 
         tok_id, _, secret = bearer.partition(".")
@@ -66,7 +66,7 @@ class MkeAPI(Component):
             from mke.etcdapi import EtcdClient
 
             etcd = EtcdClient(f"https://127.0.0.1:{cfg.storage.etcd.client_port}", self.ctx.pki_dir)
-            peer_url = f"https://{_url_host(peer)}:{cfg.storage.etcd.peer_port}"
+            peer_url = f"https://{url_host(peer)}:{cfg.storage.etcd.peer_port}"
             existing = next((m for m in etcd.members() if peer_url in m.peer_urls), None)
             if existing is None:
                 new, members = etcd.add_learner(peer_url)

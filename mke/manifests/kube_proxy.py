@@ -7,14 +7,14 @@ from typing import Any
 
 from mke.components.context import NodeContext
 from mke.manifests.k8s import ALL_TOLERATIONS, NS, cluster_role_binding, config_map, meta, service_account, subject
-from mke.pki import _url_host
+from mke.pki import url_host
 
 LABELS = {"k8s-app": "kube-proxy"}
 
 
 def objects(ctx: NodeContext) -> list[dict[str, Any]]:
     cfg = ctx.config
-    server = f"https://{_url_host(cfg.api.external_address or ctx.api_address)}:{cfg.api.port}"
+    server = f"https://{url_host(cfg.api.external_address or ctx.api_address)}:{cfg.api.port}"
     kubeconfig = (
         "apiVersion: v1\nkind: Config\n"
         "clusters:\n- cluster:\n"
