@@ -194,6 +194,11 @@ class E2ECluster:
             raise AssertionError(f"mke {' '.join(args)} on {host}: exit {proc.returncode}: {proc.stderr.strip()}")
         return proc
 
+    def kubectl(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """``mke kubectl`` on the controller (its admin kubeconfig, its kubectl)."""
+        extra = ["--bin-dir", str(self.bin_dir)] if self.bin_dir else []
+        return self.run("ctl", "kubectl", "--data-dir", str(self.data_dir("ctl")), *extra, "--", *args, timeout=timeout)
+
     def start_controller(self) -> Proc:
         d = self.data_dir("ctl")
         d.mkdir(parents=True, exist_ok=True)

@@ -46,6 +46,8 @@ def cluster():
     if BASE.exists():
         from mke.worker.cleanup import reset_worker
 
+        for name in ("w1", "w2", "ctl"):  # mke processes of an earlier run (MKE_E2E_KEEP=1): stop by pid
+            _stop_holder(BASE / name)
         c.network.create(["ctl", "w1", "w2", "bad", "client"])
         for name in ("w1", "w2", "bad"):
             if (BASE / name).exists():
@@ -79,6 +81,23 @@ def cluster():
                 _in_host(c, name, lambda n=name: reset_worker_quiet(BASE / n))
             c.network.destroy()
         print(f"[e2e] total {time.monotonic() - t0:.0f}s; logs in {BASE / 'logs'}", file=sys.stderr)
+
+
+def _stop_holder(data_dir: Path) -> None:
+    """SIGTERM the mke that holds ``data_dir``'s lock (left running by MKE_E2E_KEEP=1), SIGKILL after 60 s."""
+    import signal
+
+    from mke.controller import holder_pid
+
+    pid = holder_pid(data_dir)
+    if not pid or pid < 0:
+        return
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(600):
+        if holder_pid(data_dir) is None:
+            return
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
 
 
 def reset_worker_quiet(path: Path) -> list[str]:

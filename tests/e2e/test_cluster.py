@@ -49,11 +49,20 @@ def app_pods(core):  # noqa: ANN001, ANN201
 
 
 def exec_in(kube, pod: str, *cmd: str) -> str:  # noqa: ANN001
+    """stdout of ``cmd`` run in ``pod`` (through the apiserver, konnectivity and kubelet); raises unless it exits 0."""
     from kubernetes import client
     from kubernetes.stream import stream
 
-    return stream(client.CoreV1Api(kube).connect_get_namespaced_pod_exec, pod, NS, command=list(cmd),
-                  stderr=True, stdin=False, stdout=True, tty=False, _request_timeout=30)
+    resp = stream(client.CoreV1Api(kube).connect_get_namespaced_pod_exec, pod, NS, command=list(cmd),
+                  stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False)
+    try:
+        resp.run_forever(timeout=30)
+        out, err, rc = resp.read_stdout(), resp.read_stderr(), resp.returncode
+    finally:
+        resp.close()
+    if rc != 0:
+        raise AssertionError(f"{' '.join(cmd)} in {pod}: exit {rc}: {err.strip()}")
+    return out
 
 
 def report(name: str, value: object) -> None:
@@ -117,12 +126,15 @@ def test_deployment_of_a_local_image_runs_on_both_nodes(cluster, kube, core):
 
 
 def test_system_pods_run_from_the_airgap_images(cluster, core):
-    def all_running():  # noqa: ANN202
+    def all_ready():  # noqa: ANN202
         pods = core.list_namespaced_pod("kube-system").items
-        bad = [f"{p.metadata.name}={p.status.phase}" for p in pods if p.status.phase != "Running"]
+        bad = [f"{p.metadata.name}={p.status.phase}" for p in pods if p.status.phase != "Running"
+               or not all(c.ready for c in p.status.container_statuses or [])]
         return pods if pods and not bad else None
 
-    pods = wait_until("kube-system pods Running", all_running, timeout=300)
+    t0 = time.monotonic()
+    pods = wait_until("kube-system pods Running and ready", all_ready, timeout=300)
+    report("seconds until every kube-system pod is ready (after the test deployment)", round(time.monotonic() - t0, 1))
     images = {c.image for p in pods for c in p.spec.containers}
     assert any("coredns" in i for i in images) and any("kube-proxy" in i for i in images)
     # nothing was pulled: every image is one the bundles provided
@@ -167,9 +179,9 @@ def test_logs_and_exec_through_konnectivity(cluster, kube, core):
         assert exec_in(kube, p.metadata.name, "/testapp", "echo", "hello", p.spec.node_name).strip() == f"hello {p.spec.node_name}"
     # the same through kubectl (mke kubectl, on the controller)
     name = pods[0].metadata.name
-    out = cluster.run("ctl", "kubectl", "--kubeconfig", str(cluster.kubeconfig), "exec", name, "--", "/testapp", "echo", "via-kubectl")
+    out = cluster.kubectl("exec", name, "--", "/testapp", "echo", "via-kubectl")
     assert out.stdout.strip() == "via-kubectl"
-    out = cluster.run("ctl", "kubectl", "--kubeconfig", str(cluster.kubeconfig), "logs", name)
+    out = cluster.kubectl("logs", name)
     assert "serving" in out.stdout
     # the apiserver reaches kubelets only through konnectivity: agents are connected
     agents = [p for p in core.list_namespaced_pod("kube-system").items if "konnectivity" in p.metadata.name]
