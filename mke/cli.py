@@ -46,6 +46,8 @@ def make_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
+        if only is not None and name != only:
+            continue  # start-up: argparse costs per sub-parser; build only the one being run
         sp = sub.add_parser(name, help=help_text)
         if only is None or only == name:
             mod = importlib.import_module(f"mke.commands.{module}")

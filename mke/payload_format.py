@@ -25,13 +25,23 @@ and every binary against its sha256 and size before the caller may publish it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import struct
 from typing import NamedTuple
 
 from mke.errors import PayloadError
+
+
+def _sha256(data: bytes = b""):  # the type (_sha256.SHA256Type or hashlib's) depends on the build
+    """A sha256 object. The manifest check on every start uses CPython's own small
+    implementation: importing hashlib would load OpenSSL's libcrypto (a few ms of
+    dynamic linking); bulk hashing while staging uses hashlib (OpenSSL, SHA-NI)."""
+    try:
+        from _sha256 import sha256
+    except ImportError:  # pragma: no cover - builds without the module
+        from hashlib import sha256
+    return sha256(data)
 
 if False:  # for type checkers only: `mke version` imports this module, keep it cheap
     from collections.abc import Iterable, Mapping
@@ -353,7 +363,7 @@ def layout(manifest: Manifest, *, align: int = 16) -> tuple[Header, bytes]:
     data_offset = HEADER_SIZE + len(body)
     data_offset += -data_offset % align
     header = Header(manifest_offset=HEADER_SIZE, manifest_length=len(body), data_offset=data_offset,
-                    data_length=manifest.data_length, manifest_sha256=hashlib.sha256(body).digest())
+                    data_length=manifest.data_length, manifest_sha256=_sha256(body).digest())
     return header, header.pack() + body + b"\0" * (data_offset - HEADER_SIZE - len(body))
 
 
@@ -473,7 +483,7 @@ class Payload(NamedTuple):
             raise PayloadError(f"{where}: cannot read the payload: {e.strerror or e}") from e
         if len(body) != header.manifest_length:
             raise PayloadError(f"{where}: the payload manifest is truncated; download mke again")
-        if hashlib.sha256(body).digest() != header.manifest_sha256:
+        if _sha256(body).digest() != header.manifest_sha256:
             raise PayloadError(f"{where}: the payload manifest does not match its sha256 (tampered or damaged); "
                                "download mke again")
         manifest = Manifest.from_json(body, where=f"{where}: payload manifest")
@@ -517,6 +527,8 @@ class Payload(NamedTuple):
         stop = max((e for _, _, e in spans), default=0)
         whole = stop >= frame.decoded_size
         where = f"{self.label}: payload frame {index} ({', '.join(frame.members)})"
+        import hashlib
+
         hashes = {} if whole else {b.name: hashlib.sha256() for b in wanted}
         written = {b.name: 0 for b in wanted}
         dctx = zstandard.ZstdDecompressor(max_window_size=1 << MAX_WINDOW_LOG)
@@ -582,6 +594,8 @@ class _FrameReader:
         self._f.seek(offset)
         self._left = size
         self._size = size
+        import hashlib
+
         self._hash = hashlib.sha256()
         self._where = where
 
