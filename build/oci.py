@@ -32,8 +32,9 @@ import stat
 import struct
 import tarfile
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import IO
 
 from build.errors import BuildError
 
@@ -422,7 +423,7 @@ def build_image(ref: str, layers: list[Layer], config: ImageConfig, workdir: Pat
 def _rfc3339(epoch: int) -> str:
     import datetime as dt
 
-    return dt.datetime.fromtimestamp(epoch, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.fromtimestamp(epoch, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # --------------------------------------------------------------------------- archives

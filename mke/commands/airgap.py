@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     ls.add_argument("--all", action="store_true", help="include the images of every network provider")
 
 
-def images(cfg, *, include_all: bool = False) -> list[str]:  # noqa: ANN001
+def images(cfg, *, include_all: bool = False) -> list[str]:
     refs = [cfg.images.ref("pause"), cfg.images.ref("kube_proxy"), cfg.images.ref("coredns"),
             cfg.images.ref("metrics_server")]
     if cfg.konnectivity.enabled:

@@ -24,8 +24,8 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from mke.worker.cni import BRIDGE, ROUTE_PROTO
 from mke.worker.context import WorkerPaths

@@ -209,7 +209,7 @@ class BridgeNetwork(Component):
             delay = 1.0 if not self._written.is_set() else self.interval
             try:
                 self.sync()
-            except Exception as e:  # the loop must survive anything and say what happened
+            except Exception as e:  # noqa: BLE001 - the loop must survive anything and say what happened
                 self._report("sync", f"{type(e).__name__}: {e}")
 
     def sync(self) -> None:

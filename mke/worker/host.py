@@ -19,8 +19,8 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP2_SUPER_MAGIC = 0x63677270

@@ -23,8 +23,9 @@ import http.client
 import json
 import ssl
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, ClassVar
 
 from mke.errors import KubeAPIError, TokenError
 from mke.tokens import GROUP_PREFIX, JoinToken, decode_token
@@ -45,7 +46,7 @@ class WorkerSettings:
     source: str = "defaults"  # where they came from: cluster | cache | defaults
 
     # ConfigMap data key -> field
-    KEYS = {
+    KEYS: ClassVar[dict[str, str]] = {
         "clusterDNS": "cluster_dns",
         "clusterDomain": "cluster_domain",
         "podCIDR": "pod_cidr",
@@ -55,7 +56,7 @@ class WorkerSettings:
     }
 
     @classmethod
-    def from_config(cls, cfg: Any, source: str = "defaults") -> "WorkerSettings":
+    def from_config(cls, cfg: Any, source: str = "defaults") -> WorkerSettings:
         """From an mke ClusterConfig (what a controller publishes, and the fallback)."""
         return cls(
             cluster_dns=cfg.network.dns_service_ip,
@@ -68,7 +69,7 @@ class WorkerSettings:
         )
 
     @classmethod
-    def defaults(cls) -> "WorkerSettings":
+    def defaults(cls) -> WorkerSettings:
         from mke.config import default_config
 
         return cls.from_config(default_config())
@@ -77,7 +78,7 @@ class WorkerSettings:
         return {k: getattr(self, f) for k, f in self.KEYS.items()}
 
     @classmethod
-    def from_data(cls, data: dict[str, str], source: str) -> "WorkerSettings":
+    def from_data(cls, data: dict[str, str], source: str) -> WorkerSettings:
         base = cls.defaults()
         values = {f: data.get(k, getattr(base, f)) for k, f in cls.KEYS.items()}
         return cls(**values, source=source)
@@ -88,7 +89,7 @@ class WorkerSettings:
         write_file_atomic(path, (json.dumps(self.data(), indent=1, sort_keys=True) + "\n").encode(), 0o600)
 
     @classmethod
-    def load(cls, path: Path) -> "WorkerSettings | None":
+    def load(cls, path: Path) -> WorkerSettings | None:
         try:
             return cls.from_data(json.loads(path.read_text()), "cache")
         except (OSError, ValueError, TypeError):

@@ -97,7 +97,7 @@ def client_cert_status(kubeconfig: Path, *, now: dt.datetime | None = None) -> t
         cert = x509.load_pem_x509_certificates(pem)[0]
     except (OSError, KeyError, IndexError, TypeError, ValueError, yaml.YAMLError) as e:
         return False, f"{kubeconfig}: unreadable credentials ({e})"
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     if cert.not_valid_after_utc <= now:
         return False, f"its client certificate expired at {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
     return True, f"client certificate valid until {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"

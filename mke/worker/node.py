@@ -22,14 +22,15 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from mke import __version__
 from mke.components.base import Component
 from mke.components.context import BinaryResolver
 from mke.components.manager import ComponentManager
-from mke.errors import MkeError, TokenError
+from mke.errors import TokenError
 from mke.pki import write_file_atomic
 from mke.supervisor import LogSink
 from mke.worker import host
@@ -243,7 +244,7 @@ class Worker:
         if self.lock is not None:
             self.lock.release()
 
-    def run(self, on_ready: Callable[["Worker"], None] | None = None) -> None:
+    def run(self, on_ready: Callable[[Worker], None] | None = None) -> None:
         try:
             self.prepare()
             self.start()
@@ -251,8 +252,6 @@ class Worker:
                 on_ready(self)
             while not self.stopping.wait(5.0):
                 self.write_status()
-        except MkeError:
-            raise
         finally:
             if self.lock is not None:  # nothing to undo when the token was refused
                 self.stop()

@@ -83,7 +83,7 @@ class Proc:
     popen: subprocess.Popen | None = None
     started: float = 0.0
 
-    def start(self) -> "Proc":
+    def start(self) -> Proc:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         out = open(self.log, "ab")
         self.started = time.monotonic()

@@ -20,7 +20,7 @@ from tests.e2e.cluster import BASE, E2ECluster, airgap_bundle, build_testapp_ima
 from tests.e2e.netns import InNetns
 
 
-def pytest_collection_modifyitems(config, items):  # noqa: ANN001
+def pytest_collection_modifyitems(config, items):
     for item in items:
         if "tests/e2e/" in str(item.fspath):
             item.add_marker(pytest.mark.e2e)
@@ -106,7 +106,7 @@ def reset_worker_quiet(path: Path) -> list[str]:
     return reset_worker(path) if path.exists() else []
 
 
-def _in_host(c: E2ECluster, name: str, fn):  # noqa: ANN001, ANN202
+def _in_host(c: E2ECluster, name: str, fn):
     """Run ``fn`` in host ``name``'s network namespace (this thread only)."""
     with InNetns(c.network.hosts[name].netns if name in c.network.hosts else f"mke-e2e-{name}"):
         return fn()
@@ -115,7 +115,7 @@ def _in_host(c: E2ECluster, name: str, fn):  # noqa: ANN001, ANN202
 @pytest.fixture(scope="session")
 def kube(cluster):
     """kubernetes.client.ApiClient for the admin kubeconfig (sockets made in the client namespace)."""
-    from kubernetes import client, config
+    from kubernetes import config
 
     api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
     yield api

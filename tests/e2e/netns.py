@@ -59,7 +59,7 @@ class Network:
         h = Host(name=name, address=f"{SUBNET}.{index}")
         ns = h.netns
         ip("netns", "add", ns)
-        veth_host, veth_sw = f"eth0", f"v-{name}"[:15]
+        veth_host, veth_sw = "eth0", f"v-{name}"[:15]
         ip("link", "add", veth_host, "netns", ns, "type", "veth", "peer", "name", veth_sw, "netns", self.switch)
         ip("link", "set", veth_sw, "master", "br0", "up", ns=self.switch)
         ip("addr", "add", f"{h.address}/24", "dev", veth_host, ns=ns)
@@ -69,7 +69,7 @@ class Network:
         self.hosts[name] = h
         return h
 
-    def create(self, names: list[str]) -> "Network":
+    def create(self, names: list[str]) -> Network:
         self.destroy()  # leftovers of an interrupted run
         ip("netns", "add", self.switch)
         ip("link", "add", "br0", "type", "bridge", ns=self.switch)
@@ -98,7 +98,7 @@ class InNetns(contextlib.AbstractContextManager):
             err = ctypes.get_errno()
             raise OSError(err, f"setns: {os.strerror(err)}")
 
-    def __enter__(self) -> "InNetns":
+    def __enter__(self) -> InNetns:
         self._home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
         fd = os.open(f"/run/netns/{self.netns}", os.O_RDONLY)
         try:

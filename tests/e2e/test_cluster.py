@@ -25,7 +25,7 @@ NS = "default"
 APP = "testapp"
 
 
-def wait_until(what: str, fn, timeout: float = 180.0, interval: float = 2.0):  # noqa: ANN001, ANN201
+def wait_until(what: str, fn, timeout: float = 180.0, interval: float = 2.0):
     deadline = time.monotonic() + timeout
     last: object = None
     while time.monotonic() < deadline:
@@ -39,16 +39,16 @@ def wait_until(what: str, fn, timeout: float = 180.0, interval: float = 2.0):  #
     raise AssertionError(f"{what}: not after {timeout:.0f}s (last: {str(last)[:500]})")
 
 
-def node_ready(core, name: str) -> bool:  # noqa: ANN001
+def node_ready(core, name: str) -> bool:
     n = core.read_node(name)
     return any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
 
 
-def app_pods(core):  # noqa: ANN001, ANN201
+def app_pods(core):
     return core.list_namespaced_pod(NS, label_selector=f"app={APP}").items
 
 
-def exec_in(kube, pod: str, *cmd: str) -> str:  # noqa: ANN001
+def exec_in(kube, pod: str, *cmd: str) -> str:
     """stdout of ``cmd`` run in ``pod`` (through the apiserver, konnectivity and kubelet); raises unless it exits 0."""
     from kubernetes import client
     from kubernetes.stream import stream
@@ -115,7 +115,7 @@ def test_deployment_of_a_local_image_runs_on_both_nodes(cluster, kube, core):
         "spec": {"selector": {"app": APP}, "ports": [{"port": 80, "targetPort": 8080}]}})
     t0 = time.monotonic()
 
-    def running():  # noqa: ANN202
+    def running():
         pods = app_pods(core)
         ok = [p for p in pods if p.status.phase == "Running" and all(c.ready for c in p.status.container_statuses or [])]
         return pods if len(ok) == 3 else None
@@ -126,7 +126,7 @@ def test_deployment_of_a_local_image_runs_on_both_nodes(cluster, kube, core):
 
 
 def test_system_pods_run_from_the_airgap_images(cluster, core):
-    def all_ready():  # noqa: ANN202
+    def all_ready():
         pods = core.list_namespaced_pod("kube-system").items
         bad = [f"{p.metadata.name}={p.status.phase}" for p in pods if p.status.phase != "Running"
                or not all(c.ready for c in p.status.container_statuses or [])]
@@ -194,7 +194,7 @@ def test_metrics_api_answers(cluster, kube):
 
     co = client.CustomObjectsApi(kube)
 
-    def node_metrics():  # noqa: ANN202
+    def node_metrics():
         items = co.list_cluster_custom_object("metrics.k8s.io", "v1beta1", "nodes")["items"]
         return items if {i["metadata"]["name"] for i in items} == {"w1", "w2"} else None
 
@@ -208,7 +208,7 @@ def test_metrics_api_answers(cluster, kube):
 # --------------------------------------------------------------------------- faults
 
 
-def _pod_uids(core) -> set[str]:  # noqa: ANN001
+def _pod_uids(core) -> set[str]:
     return {p.metadata.uid for p in app_pods(core)}
 
 
@@ -223,7 +223,7 @@ def test_kill_9_is_restarted_and_pods_survive(cluster, core, component):
     assert new != old
     wait_until("w1 Ready", lambda: node_ready(core, "w1"), timeout=180)
 
-    def all_running():  # noqa: ANN202
+    def all_running():
         pods = app_pods(core)
         return len([p for p in pods if p.status.phase == "Running"]) == 3
     wait_until("3 pods Running", all_running, timeout=180)
@@ -255,10 +255,10 @@ def _expired_token(text: str) -> str:
     from mke.tokens import decode_token
 
     tok = decode_token(text)
-    return dataclasses.replace(tok, expires=dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)).encode()
+    return dataclasses.replace(tok, expires=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)).encode()
 
 
-def _other_cluster_token(text: str, tmp) -> str:  # noqa: ANN001
+def _other_cluster_token(text: str, tmp) -> str:
     import dataclasses
 
     from mke.pki import ca_hash, cert_pem, make_ca_cert, new_key
@@ -290,7 +290,7 @@ def test_bad_tokens_fail_in_one_line_and_leave_nothing(cluster, case, tmp_path):
     report(f"bad token ({case})", f"{lines[0]} [{time.monotonic() - t0:.1f}s]")
 
 
-def _invalidated(cluster) -> str:  # noqa: ANN001
+def _invalidated(cluster) -> str:
     tok = cluster.token()
     cluster.run("ctl", "token", "invalidate", tok, "--data-dir", str(cluster.data_dir("ctl")))
     return tok

@@ -24,7 +24,7 @@ from mke.worker.context import WorkerOptions
 from mke.worker.join import WorkerSettings, bootstrap_kubeconfig, check_token
 from mke.worker.node import Worker
 
-NOW = dt.datetime.now(dt.timezone.utc)
+NOW = dt.datetime.now(dt.UTC)
 
 
 class Cluster:
@@ -75,7 +75,7 @@ def api(tmp_path):
                 auth = self.headers.get("Authorization", "")
                 return cluster.known_tokens.get(auth.removeprefix("Bearer "))
 
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 group = self._group()
                 if group is None:
@@ -83,7 +83,7 @@ def api(tmp_path):
                 self._send(201, {"kind": "SelfSubjectReview", "status": {"userInfo": {
                     "username": "system:bootstrap:abcdef", "groups": ["system:bootstrappers", group, "system:authenticated"]}}})
 
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 if self._group() is None:
                     return self._send(401, {"message": "Unauthorized"})
                 if cluster.settings is None:
