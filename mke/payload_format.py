@@ -49,7 +49,7 @@ if False:  # for type checkers only: `mke version` imports this module, keep it 
     from typing import Any, BinaryIO, Protocol
 
     class Sink(Protocol):
-        def write(self, data: memoryview) -> object: ...
+        def write(self, data: memoryview) -> object: ...  # ``data`` is valid only during the call
 
 SECTION_NAME = "mkepayload"
 MAGIC = b"MKEPAYLD"
@@ -61,7 +61,7 @@ CODEC = "zstd"
 # Largest zstd window the reader accepts (frames are written with --long up to 2^31).
 MAX_WINDOW_LOG = 31
 READ_CHUNK = 1 << 20
-DECODE_CHUNK = 1 << 22
+DECODE_CHUNK = 1 << 19  # sinks get views of one reused buffer: they must copy or write at once
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -536,23 +536,24 @@ class Payload(NamedTuple):
         try:
             pos = 0
             stream = dctx.stream_reader(reader, read_size=READ_CHUNK, read_across_frames=False, closefd=False)
+            # One reused buffer: a fresh bytes object per read costs a page fault per 4 KiB.
+            buf = memoryview(bytearray(DECODE_CHUNK))
             while pos < stop:
-                chunk = stream.read(DECODE_CHUNK)
-                if not chunk:
+                n = stream.readinto(buf)
+                if not n:
                     break
-                end = pos + len(chunk)
-                view = memoryview(chunk)
+                end = pos + n
                 for b, b_start, b_end in spans:
                     lo, hi = max(b_start, pos), min(b_end, end)
                     if hi > lo:
-                        piece = view[lo - pos:hi - pos]
+                        piece = buf[lo - pos:hi - pos]
                         if not whole:
                             hashes[b.name].update(piece)
                         sinks[b.name].write(piece)
                         written[b.name] += hi - lo
                 pos = end
             if whole or pos >= frame.decoded_size:
-                while stream.read(DECODE_CHUNK):  # the end of the frame: its checksum gets checked
+                while stream.readinto(buf):  # the end of the frame: its checksum gets checked
                     pass
                 reader.read_rest()
                 if reader.digest() != frame.sha256:
