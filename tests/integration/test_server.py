@@ -24,6 +24,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.binaries import real_bin_dir
+
 REPO = Path(__file__).resolve().parents[2]
 CORE = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
 
@@ -31,20 +33,17 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 
 def find_bin_dir() -> Path | None:
-    for cand in (os.environ.get("MKE_TEST_BIN_DIR"), REPO / "dist" / "linux-amd64" / "bin"):
-        if cand and Path(cand).is_dir():
-            return Path(cand)
-    return None
+    return real_bin_dir()[0]
 
 
 def require(bin_dir: Path | None, *names: str) -> Path:
     if os.geteuid() != 0:
         pytest.skip("needs root")
     if bin_dir is None:
-        pytest.skip("no binaries: set MKE_TEST_BIN_DIR or build dist/linux-amd64/bin (nox -s build -- --mode=docker)")
+        pytest.skip(f"no real binaries: {real_bin_dir()[1]}")
     missing = [n for n in names if not os.access(bin_dir / n, os.X_OK)]
     if missing:
-        pytest.skip(f"{bin_dir} lacks {', '.join(missing)}")
+        pytest.fail(f"{bin_dir} lacks {', '.join(missing)} ({real_bin_dir()[1]})")
     return bin_dir
 
 
