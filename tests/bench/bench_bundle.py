@@ -30,6 +30,45 @@ def _dist() -> Path:
     return Path(os.environ.get("MKE_BENCH_DIST") or REPO / "dist")
 
 
+def paired(a: list[str], b: list[str], *, runs: int, env: dict | None = None, setup_a=None, setup_b=None
+           ) -> dict[str, float]:
+    """Run A and B in turn (A B A B ...) so that machine drift hits both; median wall and
+    CPU (user+sys of the child) of each, and the median of the per-pair ratios."""
+    import resource
+    import statistics
+    import time
+
+    def one(argv: list[str], setup) -> tuple[float, float]:
+        if setup:
+            setup()
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
+        subprocess.run(argv, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wall = time.perf_counter() - t0
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return wall, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+
+    one(a, setup_a)  # warm-up
+    one(b, setup_b)
+    aw, ac, bw, bc = [], [], [], []
+    for _ in range(runs):
+        w, c = one(a, setup_a)
+        aw.append(w)
+        ac.append(c)
+        w, c = one(b, setup_b)
+        bw.append(w)
+        bc.append(c)
+    med = statistics.median
+    return {"a_wall": med(aw), "b_wall": med(bw), "a_cpu": med(ac), "b_cpu": med(bc),
+            "wall_ratio": med(x / y for x, y in zip(aw, bw)), "cpu_ratio": med(x / y for x, y in zip(ac, bc))}
+
+
+def show(report, name: str, base: str, m: dict[str, float], target: float | None) -> None:
+    report.ratio(name, m["a_wall"], base, m["b_wall"], target=target)
+    print(f"    pairwise median ratio: wall {m['wall_ratio']:.2f}x, cpu {m['cpu_ratio']:.2f}x "
+          f"({m['a_cpu'] * 1000:.0f} vs {m['b_cpu'] * 1000:.0f} ms cpu)", flush=True)
+
+
 def _hello(work: Path) -> Path:
     from build import bundle
 
@@ -61,12 +100,11 @@ def run(report) -> None:
         hello = _hello(work)
 
         # Start-up.
-        t_full = report.time_command([str(full), "version"], runs=15, env=env)
-        t_bare = report.time_command([str(bare), "version"], runs=15, env=env)
-        t_hello = report.time_command([str(hello)], runs=15, env=env)
-        report.ratio("mke version, full payload", t_full, "same build without payload", t_bare, target=1.1)
-        report.ratio("mke version without payload", t_bare, "hello-world one-file (same spec, --strip)", t_hello,
-                     target=1.3)
+        m = paired([str(full), "version"], [str(bare), "version"], runs=20, env=env)
+        show(report, "mke version, full payload", "same build without payload", m, 1.1)
+        m2 = paired([str(bare), "version"], [str(hello)], runs=20, env=env)
+        show(report, "mke version without payload", "hello-world one-file (same spec, --strip)", m2, 1.3)
+        t_full, t_bare, t_hello = m["a_wall"], m["b_wall"], m2["b_wall"]
 
         # strip keeps it working.
         stripped = work / "mke-stripped"
@@ -96,25 +134,26 @@ def run(report) -> None:
             outdir.mkdir()
 
         zstd = ["zstd", "-d", "-q", "-f", "--long=31", "--output-dir-flat", str(outdir), *files]
-        t_extract = report.time_command([str(full), "extract", f"--bin-dir={bindir}", "--quiet"], runs=3, env=env,
-                                        setup=fresh_bin)
-        t_zstd = report.time_command(zstd, runs=3, setup=fresh_out)
-        t_zstd_sync = report.time_command(["sh", "-c", " ".join(zstd) + " && sync"], runs=3, setup=fresh_out)
+        extract = [str(full), "extract", f"--bin-dir={bindir}", "--quiet"]
         print(f"(embedded binaries: {len(files)} frames, {raw / 2**20:.0f} MiB decoded)")
-        report.ratio("first mke extract (all binaries)", t_extract, "zstd -d of the same frames", t_zstd, target=1.5)
-        report.ratio("first mke extract (all binaries)", t_extract, "zstd -d + sync", t_zstd_sync)
+        m = paired(extract, zstd, runs=4, env=env, setup_a=fresh_bin, setup_b=fresh_out)
+        show(report, "first mke extract (all binaries)", "zstd -d of the same frames", m, 1.5)
+        m_sync = paired(extract, ["sh", "-c", " ".join(zstd) + " && sync"], runs=4, env=env, setup_a=fresh_bin,
+                        setup_b=fresh_out)
+        show(report, "first mke extract (all binaries)", "zstd -d + sync", m_sync, None)
+        t_extract, t_zstd, t_zstd_sync = m["a_wall"], m["b_wall"], m_sync["b_wall"]
 
         # Second extract: nothing to do.
-        mke_extract = [str(full), "extract", f"--bin-dir={bindir}", "--quiet"]
-        subprocess.run(mke_extract, check=True, env=env)
+        subprocess.run(extract, check=True, env=env)
         before = {p: p.stat().st_mtime_ns for p in bindir.rglob("*") if p.is_file()}
-        t_second = report.time_command(mke_extract, runs=15, env=env)
-        t_version = report.time_command([str(full), "version"], runs=15, env=env)
-        rewritten = sum(1 for p, m in before.items() if p.stat().st_mtime_ns != m)
+        m = paired(extract, [str(full), "version"], runs=20, env=env)
+        t_second, t_version = m["a_wall"], m["b_wall"]
+        rewritten = sum(1 for p, mt in before.items() if p.stat().st_mtime_ns != mt)
         extra = (t_second - t_version) * 1000
         print(f"second mke extract: {t_second * 1000:.1f} ms vs mke version {t_version * 1000:.1f} ms -> "
               f"{extra:+.1f} ms of work beyond start-up (target < 50 ms: {'met' if extra < 50 else 'MISSED'}); "
-              f"{rewritten} binaries rewritten", flush=True)
+              f"cpu {m['a_cpu'] * 1000:.0f} vs {m['b_cpu'] * 1000:.0f} ms; {rewritten} binaries rewritten",
+              flush=True)
 
         # Sizes.
         size = exe.stat().st_size
