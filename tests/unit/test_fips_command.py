@@ -135,3 +135,14 @@ def test_generate_private_key_without_provider():
     assert isinstance(generate_private_key("RSA", bits=2048), rsa.RSAPrivateKey)
     with pytest.raises(FipsError, match="unknown curve"):
         generate_private_key("EC", curve="P-192")
+
+
+def test_clean_env_of_a_fips_runtime():
+    """mke/procenv.py's clean_env applies child_env in a FIPS bundle (its runtime hook set MKE_FIPS_RUNTIME)."""
+    from mke.procenv import clean_env
+
+    base = {"PATH": "/bin", "MKE_FIPS_RUNTIME": "/tmp/_MEIx/mke_fips", "OPENSSL_CONF": "/tmp/_MEIx/mke_fips/openssl.cnf",
+            "MKE_FIPS_SAVED_OPENSSL_CONF": "", "GODEBUG": "fips140=off"}
+    env = clean_env(base, bundle_dir="/tmp/_MEIx")
+    assert env == {"PATH": "/bin", "GODEBUG": "fips140=on"}
+    assert clean_env({"PATH": "/bin", "GODEBUG": "fips140=off"}, bundle_dir="")["GODEBUG"] == "fips140=off"
