@@ -917,6 +917,9 @@ def generate_private_key(kind: str = "EC", *, curve: str = "P-256", bits: int = 
 
     if fips_provider_active():
         return serialization.load_pem_private_key(generate_private_key_pem(kind, curve=curve, bits=bits), None)
+    if is_fips_runtime():  # fail closed: a FIPS mke never makes keys outside the provider
+        raise FipsError("this FIPS mke has no active OpenSSL FIPS provider, so it makes no keys; "
+                        "run `mke fips check` to see why")
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
     if kind == "RSA":

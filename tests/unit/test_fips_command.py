@@ -146,3 +146,16 @@ def test_clean_env_of_a_fips_runtime():
     env = clean_env(base, bundle_dir="/tmp/_MEIx")
     assert env == {"PATH": "/bin", "GODEBUG": "fips140=on"}
     assert clean_env({"PATH": "/bin", "GODEBUG": "fips140=off"}, bundle_dir="")["GODEBUG"] == "fips140=off"
+
+
+def test_fips_runtime_without_provider_makes_no_keys(monkeypatch):
+    """Fail closed: in a FIPS mke whose provider did not load, mke/pki.py's new_key refuses."""
+    from mke import pki
+    from mke.errors import FipsError
+    from mke.fips import fips_provider_active
+
+    if fips_provider_active():
+        pytest.skip("this Python runs a FIPS provider")
+    monkeypatch.setenv("MKE_FIPS_RUNTIME", "/nonexistent")
+    with pytest.raises(FipsError, match="no active OpenSSL FIPS provider"):
+        pki.new_key()
