@@ -41,6 +41,7 @@ class GoFipsMode:
     expect_godebug: str = ""
     requires_cgo: bool = False
     ldflags: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -122,7 +123,8 @@ def load(path: Path = TOOLCHAIN_FILE) -> FipsToolchain:
     for name in GO_MODES:
         t = _req(go, name, "go.", path, dict)
         w = f"go.{name}."
-        _check_keys(t, {"module", "status", "env", "expect_tags", "expect_godebug", "requires_cgo", "ldflags"}, w, path)
+        _check_keys(t, {"module", "status", "env", "expect_tags", "expect_godebug", "requires_cgo", "ldflags", "tags"},
+                    w, path)
         modes.append(GoFipsMode(
             name=name,
             module=_req(t, "module", w, path),
@@ -132,6 +134,7 @@ def load(path: Path = TOOLCHAIN_FILE) -> FipsToolchain:
             expect_godebug=str(t.get("expect_godebug", "")),
             requires_cgo=bool(t.get("requires_cgo", False)),
             ldflags=_strs(t.get("ldflags", []), w + "ldflags", path),
+            tags=_strs(t.get("tags", []), w + "tags", path),
         ))
     default = _req(go, "default", "go.", path)
     if default not in GO_MODES:
@@ -163,6 +166,7 @@ class GoBuildChanges:
     env: tuple[tuple[str, str], ...]
     cgo: bool | None  # True: force cgo on; None: leave the recipe's choice
     ldflags: tuple[str, ...]  # appended to the recipe's ldflags (skipped when it already links externally)
+    tags: tuple[str, ...] = ()  # added to the recipe's build tags
 
     def apply_ldflags(self, ldflags: str) -> str:
         out = ldflags
@@ -191,6 +195,7 @@ class GoBuildChanges:
             extra_env=tuple(sorted(extra.items())),
             cgo=True if self.cgo else env.cgo,
             ldflags=self.apply_ldflags(env.ldflags),
+            tags=tuple(env.tags) + tuple(t for t in self.tags if t not in env.tags),
             fips=True,
         )
 
@@ -219,8 +224,8 @@ def go_build_settings(mode: str | None = None, toolchain: FipsToolchain | None =
     """The environment and flags a FIPS Go build adds, for ``--fips-go=mode`` (default native).
 
     native: GOFIPS140=v1.0.0; nothing else (cgo stays as the recipe has it).
-    boring: GOEXPERIMENT=boringcrypto, cgo on, and external static linking.
+    boring: GOEXPERIMENT=boringcrypto, cgo on, external static linking, tags netgo,osusergo.
     """
     tc = toolchain or load()
     m = tc.go_mode(mode)
-    return GoBuildChanges(mode=m.name, env=m.env, cgo=True if m.requires_cgo else None, ldflags=m.ldflags)
+    return GoBuildChanges(mode=m.name, env=m.env, cgo=True if m.requires_cgo else None, ldflags=m.ldflags, tags=m.tags)

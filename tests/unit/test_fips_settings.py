@@ -157,4 +157,6 @@ def test_boring_fips_docker_env():
     assert c["GOEXPERIMENT"] == "loopvar,boringcrypto" and c["CGO_ENABLED"] == "1" and c["CC"] == "x86_64-linux-gnu-gcc"
     assert "GOFIPS140" not in c
     assert env.ldflags == "-s -w -linkmode=external -extldflags=-static"
+    assert env.tags == ("netgo", "osusergo")  # Go's resolver and user lookup: a static cgo binary has no NSS
+    assert go_build_settings("boring").apply(_docker_env(tags=("seccomp", "netgo"))).tags == ("seccomp", "netgo", "osusergo")
     assert go_build_settings("boring").apply(_docker_env()).as_key() != go_build_settings("native").apply(_docker_env()).as_key()
