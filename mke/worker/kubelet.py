@@ -21,6 +21,10 @@ from mke.pki import write_file_atomic
 from mke.worker.context import WorkerContext
 
 HEALTHZ_PORT = 10248
+# As k3s: evict only when a file system is nearly full (kubelet's defaults, 10% of the node's
+# disk, evict pods from roomy shared disks); --kubelet-arg=eviction-hard=... overrides.
+EVICTION_HARD = {"memory.available": "100Mi", "nodefs.available": "5%", "nodefs.inodesFree": "5%",
+                 "imagefs.available": "5%"}
 
 
 def kubelet_configuration(ctx: WorkerContext, *, swap: bool = False, resolv_conf: str = "/etc/resolv.conf") -> dict[str, Any]:
@@ -52,6 +56,7 @@ def kubelet_configuration(ctx: WorkerContext, *, swap: bool = False, resolv_conf
         "staticPodPath": "",
         "protectKernelDefaults": False,
         "failSwapOn": not swap,
+        "evictionHard": dict(EVICTION_HARD),
     }
     if swap:
         cfg["memorySwap"] = {"swapBehavior": "NoSwap"}

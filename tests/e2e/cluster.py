@@ -222,8 +222,11 @@ class E2ECluster:
                         "--data-dir", str(self.data_dir("ctl")), "--config", str(self.base / "mke.yaml")).stdout.strip()
 
     def worker_args(self, name: str) -> list[str]:
+        # The test machine's disk is shared with builds: evict only when it is really full.
+        eviction = "memory.available<50Mi,nodefs.available<1%,nodefs.inodesFree<1%,imagefs.available<1%"
         return ["worker", "--data-dir", str(self.data_dir(name)), "--name", name,
-                "--cgroup-root", self.cgroup_root(name), "--pod-logs-dir", str(self.pod_logs(name))]
+                "--cgroup-root", self.cgroup_root(name), "--pod-logs-dir", str(self.pod_logs(name)),
+                f"--kubelet-arg=eviction-hard={eviction}"]
 
     def start_worker(self, name: str, token: str | None, images: list[Path]) -> Proc:
         d = self.data_dir(name)

@@ -93,6 +93,27 @@ def test_both_nodes_ready(cluster, core):
     assert node.spec.pod_cidr
 
 
+def test_tls_bootstrap_and_serving_certificates(cluster, kube):
+    """Each kubelet got its client certificate through an approved CSR (bootstrap token), rotates it,
+    and has a serving certificate approved by the controller."""
+    from kubernetes import client
+
+    def approved(signer: str, user: str) -> bool:
+        csrs = client.CertificatesV1Api(kube).list_certificate_signing_request().items
+        return any(c.spec.signer_name == signer and c.status.certificate and user in (c.spec.username or "")
+                   and any(cond.type == "Approved" for cond in c.status.conditions or []) for c in csrs)
+
+    assert approved("kubernetes.io/kube-apiserver-client-kubelet", "system:bootstrap:")
+    for name in ("w1", "w2"):
+        # kubelet asks for its serving certificate once registered; the controller approves it
+        wait_until(f"{name}'s serving CSR approved and issued",
+                   lambda n=name: approved("kubernetes.io/kubelet-serving", f"system:node:{n}"), timeout=120)
+        pki = cluster.data_dir(name) / "worker" / "pki"
+        assert (pki / "kubelet-client-current.pem").is_symlink()  # kubelet's rotating certificate
+        wait_until("kubelet's serving certificate on disk", (pki / "kubelet-server-current.pem").exists, timeout=60)
+        assert str(pki / "kubelet-client-current.pem") in (cluster.data_dir(name) / "worker" / "kubelet.conf").read_text()
+
+
 def test_deployment_of_a_local_image_runs_on_both_nodes(cluster, kube, core):
     from kubernetes import client
 

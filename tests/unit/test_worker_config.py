@@ -111,6 +111,7 @@ def test_kubelet_configuration_on_cgroup_v1(tmp_path):
     assert cfg["resolvConf"] == "/run/systemd/resolve/resolv.conf"
     assert cfg["registerWithTaints"] == [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]
     assert cfg["failSwapOn"] is True and "memorySwap" not in cfg
+    assert cfg["evictionHard"]["nodefs.available"] == "5%"
 
 
 def test_kubelet_configuration_on_cgroup_v2_with_swap(tmp_path):
