@@ -38,7 +38,7 @@ def _require() -> None:
                     "(nox -s e2e does it unless MKE_E2E_SKIP_BUILD=1)")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def cluster():
     _require()
     c = E2ECluster()
@@ -112,7 +112,7 @@ def _in_host(c: E2ECluster, name: str, fn):
         return fn()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def kube(cluster):
     """kubernetes.client.ApiClient for the admin kubeconfig (sockets made in the client namespace)."""
     from kubernetes import config
@@ -122,7 +122,7 @@ def kube(cluster):
     api.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def core(kube):
     from kubernetes import client
 
