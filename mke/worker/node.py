@@ -93,6 +93,7 @@ class Worker:
         self.started_at = time.time()
         self.t0 = time.monotonic()
         self.checks: list[host.Check] = []
+        self.prepare_seconds: float | None = None  # token check, prerequisites, staging
 
     # -- joining (no side effects until the token is known good)
 
@@ -139,6 +140,7 @@ class Worker:
     def prepare(self) -> None:
         from mke.controller import DataDirLock
 
+        t0 = time.monotonic()
         api_url, settings, tok = self.authenticate()
         p = self.paths
         p.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -187,6 +189,7 @@ class Worker:
                                  api_url=api_url, can_lower_oom_score=can_lower_oom, sink=self.sink,
                                  backoff_initial=self.backoff_initial)
         binaries.prefetch([*WORKER_BINARIES, *(CNI_PLUGINS if settings.network_provider == "bridge" else ("loopback",))])
+        self.prepare_seconds = time.monotonic() - t0
         self.say(f"worker {options.node_name} (ip {options.node_ip or '?'}) joining {api_url}; "
                  f"cgroup v{cgroups.version}/{cgroups.driver}; network {settings.network_provider} "
                  f"(settings from {settings.source})")
@@ -209,6 +212,7 @@ class Worker:
             "storage": "-",
             "started_at": self.started_at,
             "prerequisites": [c.line() for c in self.checks],
+            "prepare_seconds": round(self.prepare_seconds, 3) if self.prepare_seconds is not None else None,
             "components": self.manager.states() if self.manager else [],
         }
 

@@ -87,6 +87,10 @@ def test_both_nodes_ready(cluster, core):
     report("seconds from `mke worker` to node Ready", cluster.ready_seconds)
     for name in ("w1", "w2"):
         report(f"worker {name} RSS (KiB) after Ready", cluster.worker_rss(name))
+        status = json.loads((cluster.data_dir(name) / "run" / "status.json").read_text())
+        report(f"worker {name} start-up: seconds from start to each step ready", {
+            "prepare (token check, prerequisites, staging)": status.get("prepare_seconds"),
+            **{c["name"]: c.get("ready_after_s") for c in status["components"]}})
     node = core.read_node("w1")
     addrs = {a.type: a.address for a in node.status.addresses}
     assert addrs["InternalIP"] == "10.200.0.2"
