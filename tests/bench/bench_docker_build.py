@@ -5,7 +5,7 @@ Both sides start from an empty Go build cache and a module cache that already ho
 wrapper module, tags, ldflags, -trimpath and -buildvcs=false. The docker figure is the
 whole `build.cli build --mode=docker --component X` process: action key, module
 verification, container start, build, copy-out, static/--version checks, CAS store.
-Target: at most 1.15x. Also reports whether both builds gave the same bytes.
+Target: at most 1.15x. Medians of MKE_BENCH_RUNS (default 2) alternating runs. Also reports whether both builds gave the same bytes.
 
 Env: MKE_BENCH_COMPONENT (default etcd), MKE_CACHE_DIR (whose gomod/ and toolchains/ are reused).
 """
@@ -13,6 +13,7 @@ Env: MKE_BENCH_COMPONENT (default etcd), MKE_CACHE_DIR (whose gomod/ and toolcha
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,7 +48,6 @@ def run(report) -> None:
     mode = DockerMode()
     mode._host = host  # build_env() reads the module's commit time through the host Go
     env = mode.build_env(ctx, recipe)
-    volume = f"mke-bench-go-build-cache-{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory(prefix="bench-docker-", dir=shared.root / "tmp") as tmp:
         tmp = Path(tmp)
         prepared = write_wrapper(recipe, host, lock.gosum(component), tmp / "wrapper")
@@ -55,32 +55,45 @@ def run(report) -> None:
 
         # baseline: plain go build on the host, same Go, flags and sources, empty GOCACHE
         cmd = mode.command(recipe, env)
-        cmd[cmd.index("-o") + 1] = str(tmp / "host-out") + "/"
-        host_env = {**host.env(GOCACHE=str(tmp / "host-gocache"), GOFLAGS="-mod=mod", GOPROXY="off", GOSUMDB="off"),
+        host_env = {**host.env(GOFLAGS="-mod=mod", GOPROXY="off", GOSUMDB="off"),
                     **{k: v for k, v in env.container_env().items() if k not in ("GOMODCACHE", "GOCACHE", "HOME")}}
         host_env["GOMODCACHE"] = str(host.modcache)
-        t0 = time.perf_counter()
-        subprocess.run([str(host.go), *cmd[1:]], cwd=prepared.dir, env=host_env, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        baseline = time.perf_counter() - t0
+
+        def host_build(i: int) -> float:
+            c = list(cmd)
+            c[c.index("-o") + 1] = str(tmp / "host-out") + "/"
+            t0 = time.perf_counter()
+            subprocess.run([str(host.go), *c[1:]], cwd=prepared.dir, env={**host_env, "GOCACHE": str(tmp / f"host-gocache-{i}")},
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            return time.perf_counter() - t0
 
         # docker mode: fresh action cache (symlinked sources/toolchain) and a fresh Go build cache volume
-        cache2 = tmp / "cache"
-        cache2.mkdir()
-        for name in ("gomod", "toolchains"):
-            os.symlink(shared.root / name, cache2 / name)
-        argv = [sys.executable, "-m", "build.cli", "build", "--mode=docker", f"--component={component}",
-                f"--cache-dir={cache2}", f"--dist={tmp / 'dist'}", f"--go-cache-volume={volume}", "--quiet"]
-        try:
-            t0 = time.perf_counter()
-            subprocess.run(argv, check=True, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO,
-                           stdout=subprocess.DEVNULL)
-            docker = time.perf_counter() - t0
-        finally:
+        def docker_build(i: int) -> float:
+            cache2 = tmp / f"cache-{i}"
+            cache2.mkdir()
+            for name in ("gomod", "toolchains"):
+                os.symlink(shared.root / name, cache2 / name)
+            volume = f"mke-bench-go-build-cache-{uuid.uuid4().hex[:8]}"
+            argv = [sys.executable, "-m", "build.cli", "build", "--mode=docker", f"--component={component}",
+                    f"--cache-dir={cache2}", f"--dist={tmp / 'dist'}", f"--go-cache-volume={volume}", "--quiet"]
             try:
-                DockerEngine.connect().remove_volume(volume)
-            except Exception:
-                pass
+                t0 = time.perf_counter()
+                subprocess.run(argv, check=True, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO,
+                               stdout=subprocess.DEVNULL)
+                return time.perf_counter() - t0
+            finally:
+                try:
+                    DockerEngine.connect().remove_volume(volume)
+                except Exception:
+                    pass
+
+        runs = int(os.environ.get("MKE_BENCH_RUNS", "2"))
+        host_times, docker_times = [], []
+        for i in range(runs):  # alternate, so drift in machine load hits both sides alike
+            host_times.append(host_build(i))
+            docker_times.append(docker_build(i))
+        baseline, docker = statistics.median(host_times), statistics.median(docker_times)
+        print(f"  host runs {[round(t, 1) for t in host_times]} s, docker runs {[round(t, 1) for t in docker_times]} s")
         report.ratio(f"docker-mode cold build of {component}", docker, "host go build (same flags, cold)", baseline, TARGET)
         for binary, pkg in recipe.source.packages:
             a = sha256_file(tmp / "host-out" / go_exec_name(pkg))
