@@ -303,18 +303,50 @@ class RuntimeSpec:
     excludes: tuple[str, ...] = EXCLUDES
     lazy: tuple[str, ...] = LAZY_PACKAGES
     strip: bool = True
+    # Extra files for Analysis, as (source, dest dir) pairs; ``exact`` ones are moved back to
+    # DATA after Analysis so that strip leaves their bytes alone (the FIPS provider's MAC).
+    binaries: tuple[tuple[str, str], ...] = ()
+    datas: tuple[tuple[str, str], ...] = ()
+    exact: tuple[tuple[str, str], ...] = ()
+    runtime_hooks: tuple[str, ...] = ()
 
     def config(self) -> dict[str, Any]:
-        return {"name": self.name, "entry": str(self.entry), "paths": [str(REPO)], "collect": list(self.collect),
-                "excludes": sorted(self.excludes), "lazy": list(self.lazy), "strip": self.strip}
+        cfg = {"name": self.name, "entry": str(self.entry), "paths": [str(REPO)], "collect": list(self.collect),
+               "excludes": sorted(self.excludes), "lazy": list(self.lazy), "strip": self.strip}
+        # Only when set: the plain runtime's config (and so its cache key) stays as it was.
+        for field in ("binaries", "datas", "exact"):
+            if getattr(self, field):
+                cfg[field] = [list(e) for e in getattr(self, field)]
+        if self.runtime_hooks:
+            cfg["runtime_hooks"] = list(self.runtime_hooks)
+        return cfg
+
+    def with_fips(self, opts: dict[str, Any]) -> RuntimeSpec:
+        """This spec plus ``fips.runtime.bundle_options`` (docs/fips.md, "Bundle hook")."""
+        pairs = lambda key: tuple((str(src), str(dest)) for src, dest in opts.get(key, ()))  # noqa: E731
+        return dataclasses.replace(
+            self, name=f"{self.name}-fips", excludes=tuple(sorted({*self.excludes, *opts.get("excludes", ())})),
+            binaries=self.binaries + pairs("binaries"), datas=self.datas + pairs("datas"),
+            exact=self.exact + pairs("exact"),
+            runtime_hooks=self.runtime_hooks + tuple(str(h) for h in opts.get("runtime_hooks", ())))
+
+    def key_config(self) -> dict[str, Any]:
+        """config() with every extra file named by its digest instead of its (cache temp) path."""
+        cfg = self.config()
+        cfg.pop("paths")
+        cfg["entry"] = Path(self.entry).resolve().relative_to(REPO).as_posix() if str(self.entry).startswith(str(REPO)) \
+            else sha256_file(Path(self.entry))
+        for field in ("binaries", "datas", "exact"):
+            if field in cfg:
+                cfg[field] = [[Path(src).name, sha256_file(Path(src)), dest] for src, dest in cfg[field]]
+        if "runtime_hooks" in cfg:
+            cfg["runtime_hooks"] = [[Path(h).name, sha256_file(Path(h))] for h in cfg["runtime_hooks"]]
+        return cfg
 
 
 def runtime_action(platform: str, source_date_epoch: int, spec: RuntimeSpec) -> Action:
     sources = {p.relative_to(REPO).as_posix(): sha256_file(p) for p in _runtime_sources()}
-    cfg = spec.config()
-    cfg["entry"] = Path(spec.entry).resolve().relative_to(REPO).as_posix() if str(spec.entry).startswith(str(REPO)) \
-        else sha256_file(Path(spec.entry))
-    cfg.pop("paths")
+    cfg = spec.key_config()
     return Action(mode="bundle-runtime", component=spec.name, platform=platform, inputs={
         "sources": sources, "python": sys.version, "implementation": _platform.python_implementation(),
         "packages": _package_versions(), "config": cfg, "source_date_epoch": source_date_epoch,
@@ -497,16 +529,24 @@ def _spdx_id(text: str) -> str:
     return "".join(c if c.isalnum() or c in ".-" else "-" for c in text)
 
 
-def sbom(manifest: pf.Manifest, *, artifact: str, digest: str, source_date_epoch: int) -> dict[str, Any]:
+def sbom(manifest: pf.Manifest, *, artifact: str, digest: str, source_date_epoch: int,
+         fips_provenance: dict[str, Any] | None = None) -> dict[str, Any]:
     """An SPDX 2.3 JSON document: mke, each embedded component (version, license, source,
-    digest of each binary), and the Python packages inside the runtime."""
+    digest of each binary), and the Python packages inside the runtime.
+
+    For a FIPS bundle (``fips_provenance``: the OpenSSL FIPS provider's provenance.json) the
+    document and the mke package say so, and the provider is a package of its own whose
+    comment is the provenance statement (which version, validated or not)."""
     doc_id = uuid.uuid5(uuid.NAMESPACE_URL, f"mke:{artifact}:{digest}")
+    comment = f"build mode {manifest.mode}, fips {str(manifest.fips).lower()}, platform {manifest.platform}"
+    if fips_provenance is not None:
+        comment += f"; FIPS build: runtime crypto through {fips_provenance.get('statement', '(no statement)')}"
     packages: list[dict[str, Any]] = [{
         "SPDXID": "SPDXRef-Package-mke", "name": "mke", "versionInfo": manifest.mke_version,
         "downloadLocation": "NOASSERTION", "filesAnalyzed": False, "licenseConcluded": "Apache-2.0",
         "licenseDeclared": "Apache-2.0", "copyrightText": "NOASSERTION", "primaryPackagePurpose": "APPLICATION",
         "checksums": [{"algorithm": "SHA256", "checksumValue": digest}],
-        "comment": f"build mode {manifest.mode}, fips {str(manifest.fips).lower()}, platform {manifest.platform}",
+        "comment": comment,
     }]
     files: list[dict[str, Any]] = []
     rels = [{"spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES",
@@ -564,12 +604,28 @@ def sbom(manifest: pf.Manifest, *, artifact: str, digest: str, source_date_epoch
                      "licenseDeclared": "PSF-2.0", "copyrightText": "NOASSERTION", "primaryPackagePurpose": "LIBRARY"})
     rels.append({"spdxElementId": "SPDXRef-Package-mke", "relationshipType": "CONTAINS",
                  "relatedSpdxElement": "SPDXRef-Package-python"})
-    return {
+    doc = {
         "spdxVersion": "SPDX-2.3", "dataLicense": "CC0-1.0", "SPDXID": "SPDXRef-DOCUMENT", "name": artifact,
         "documentNamespace": f"https://spdx.org/spdxdocs/{artifact}-{doc_id}",
         "creationInfo": {"created": _iso(source_date_epoch), "creators": [f"Tool: mke-build-{manifest.mke_version}"]},
         "packages": packages, "files": files, "relationships": rels,
     }
+    if fips_provenance is not None:
+        prov = fips_provenance
+        pkg = {"SPDXID": "SPDXRef-Package-openssl-fips-provider", "name": "openssl-fips-provider",
+               "versionInfo": str(prov.get("openssl_version") or "NOASSERTION"),
+               "downloadLocation": prov.get("url") or "NOASSERTION", "filesAnalyzed": False,
+               "licenseConcluded": "Apache-2.0", "licenseDeclared": "Apache-2.0", "copyrightText": "NOASSERTION",
+               "homepage": "https://www.openssl.org", "primaryPackagePurpose": "LIBRARY",
+               "sourceInfo": f"{prov.get('source', 'NOASSERTION')}; Configure {' '.join(prov.get('configure', []))}",
+               "comment": f"{prov.get('statement', '')}; validated: {str(bool(prov.get('validated'))).lower()}"}
+        if prov.get("fips_so_sha256"):
+            pkg["checksums"] = [{"algorithm": "SHA256", "checksumValue": prov["fips_so_sha256"]}]
+        packages.append(pkg)
+        rels.append({"spdxElementId": "SPDXRef-Package-mke", "relationshipType": "CONTAINS",
+                     "relatedSpdxElement": pkg["SPDXID"]})
+        doc["comment"] = f"FIPS build of mke. {prov.get('statement', '')}"
+    return doc
 
 
 def _stamp_of(path: Path) -> list[int]:
@@ -589,12 +645,36 @@ class Bundle:
     cached: bool
 
 
+def _update_sums(sums: Path, entries: dict[str, str]) -> None:
+    """SHA256SUMS with ``entries`` (name -> digest) set; lines of other files still in dist/ are kept
+    (dist/mke and dist/mke-fips share the file). Written only when it changes."""
+    lines: dict[str, str] = {}
+    old = b""
+    with contextlib.suppress(FileNotFoundError):
+        old = sums.read_bytes()
+        for line in old.decode(errors="replace").splitlines():
+            d, sep, name = line.partition("  ")
+            if sep and name not in entries and (sums.parent / name).is_file():
+                lines[name] = d
+    lines.update(entries)
+    new = "".join(f"{d}  {n}\n" for n, d in sorted(lines.items()))
+    if new.encode() != old:
+        write_atomic(sums, new.encode())
+
+
+def bundle_names(version: str, platform: str, *, fips: bool) -> tuple[str, str]:
+    """(executable name, versioned artifact name): mke / mke-<v>-<os>-<arch>, or mke-fips / mke-fips-<v>-..."""
+    os_name, arch = platform.split("/", 1)
+    base = "mke-fips" if fips else "mke"
+    return base, f"{base}-{version}-{os_name}-{arch}"
+
+
 def write_bundle(*, cache: Cache, manifest_path: Path, dist: Path, layout: str = DEFAULT_LAYOUT,
-                 jobs: int = 2, source_date_epoch: int = 0, spec: RuntimeSpec = RuntimeSpec()) -> Bundle:
-    """dist/mke and its release files from the build manifest; see the module doc."""
+                 jobs: int = 2, source_date_epoch: int = 0, spec: RuntimeSpec = RuntimeSpec(),
+                 mirror: str | None = None, fips_go: str | None = None) -> Bundle:
+    """dist/mke (dist/mke-fips for a FIPS manifest) and its release files; see the module doc."""
     t0 = time.monotonic()
     dm = DistManifest.load(manifest_path)
-    os_name, arch = dm.platform.split("/", 1)
     from build.platform import Platform
 
     host = Platform.host()
@@ -602,10 +682,20 @@ def write_bundle(*, cache: Cache, manifest_path: Path, dist: Path, layout: str =
         raise BundleError(f"cannot bundle {dm.platform} on a {host} host: PyInstaller builds the runtime for the "
                           f"machine it runs on; pass --no-bundle here and bundle on a {dm.platform} machine")
     version = mke_version()
-    artifact = f"mke-{version}-{os_name}-{arch}"
-    exe, versioned = dist / "mke", dist / artifact
+    base, artifact = bundle_names(version, dm.platform, fips=dm.fips)
+    exe, versioned = dist / base, dist / artifact
     sums, sbom_path = dist / "SHA256SUMS", dist / f"{artifact}.spdx.json"
     dist.mkdir(parents=True, exist_ok=True)
+    fips_provenance = None
+    if dm.fips:
+        # The runtime's own crypto: OpenSSL FIPS provider + a cryptography linked to the system
+        # libcrypto.so.3 (installed into this Python before the lazy library collects it),
+        # CPython's built-in hash modules left out (fips/runtime.py, docs/fips.md).
+        from fips.runtime import prepare
+
+        fips_opts = prepare(cache, mirror=mirror, jobs=jobs, install=True)
+        spec = spec.with_fips(fips_opts)
+        fips_provenance = fips_opts["provenance"]
     by_name = {b["name"]: b for b in dm.binaries}
     plan = plan_frames(dm.binaries, layout)
     sde = source_date_epoch or _default_epoch()
@@ -617,11 +707,12 @@ def write_bundle(*, cache: Cache, manifest_path: Path, dist: Path, layout: str =
         "manifest": [{k: v for k, v in b.items() if not k.startswith("_")} for b in dm.binaries],
         "mode": dm.mode, "fips": dm.fips, "platform": dm.platform, "version": version, "sde": sde,
     })).hexdigest()
-    stamp_path = dist / STAMP
+    stamp_path = dist / (f".{base}{STAMP[len('.bundle'):]}" if dm.fips else STAMP)
     raw = sum(int(b["size"]) for b in dm.embedded)
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         stamp = json.loads(stamp_path.read_text())
         if stamp["key"] == key and all(_stamp_of(dist / n) == s for n, s in stamp["files"].items()):
+            _update_sums(sums, {artifact: stamp["sha256"], base: stamp["sha256"]})
             log("bundle", f"{exe} is up to date ({human_bytes(stamp['size'])})")
             return Bundle(exe=exe, versioned=versioned, sums=sums, sbom=sbom_path, sha256=stamp["sha256"],
                           size=stamp["size"], raw_size=raw, cached=True)
@@ -631,7 +722,17 @@ def write_bundle(*, cache: Cache, manifest_path: Path, dist: Path, layout: str =
         with cache.tempdir("bundle-") as wd:
             payload_file = Path(wd) / "payload"
             manifest = write_payload_file(cache, dm, payload_file, layout=layout, jobs=jobs, pylib=pylib)
-            join(cache.cas.path(runtime.sha256), payload_file, exe)
+            if dm.fips:  # the embedded binaries prove FIPS before dist/mke-fips is published
+                staged = dist / f".tmp-{base}"
+                try:
+                    join(cache.cas.path(runtime.sha256), payload_file, staged)
+                    _verify_fips_bundle(staged, exe, fips_go)
+                    os.replace(staged, exe)
+                finally:
+                    with contextlib.suppress(FileNotFoundError):
+                        staged.unlink()
+            else:
+                join(cache.cas.path(runtime.sha256), payload_file, exe)
     digest = sha256_file(exe)
     size = exe.stat().st_size
     # Release files.
@@ -640,16 +741,28 @@ def write_bundle(*, cache: Cache, manifest_path: Path, dist: Path, layout: str =
         tmp_link.unlink()
     os.link(exe, tmp_link)
     os.replace(tmp_link, versioned)
-    write_atomic(sums, f"{digest}  {artifact}\n{digest}  mke\n".encode())
-    doc = sbom(manifest, artifact=artifact, digest=digest, source_date_epoch=sde)
+    _update_sums(sums, {artifact: digest, base: digest})
+    doc = sbom(manifest, artifact=artifact, digest=digest, source_date_epoch=sde, fips_provenance=fips_provenance)
     write_atomic(sbom_path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
-    files = {p.name: _stamp_of(p) for p in (exe, versioned, sums, sbom_path)}
+    # SHA256SUMS is shared with the other bundle: checked (and fixed) on every run instead.
+    files = {p.name: _stamp_of(p) for p in (exe, versioned, sbom_path)}
     write_atomic(stamp_path, json.dumps({"key": key, "files": files, "sha256": digest, "size": size},
                                         sort_keys=True).encode())
     log("bundle", f"{exe}: {human_bytes(size)} (embedded binaries {human_bytes(raw)}, "
                   f"{len(manifest.frames)} frames, layout {layout}) in {time.monotonic() - t0:.1f}s")
     return Bundle(exe=exe, versioned=versioned, sums=sums, sbom=sbom_path, sha256=digest, size=size,
                   raw_size=raw, cached=False)
+
+
+def _verify_fips_bundle(path: Path, name: Path, fips_go: str | None) -> None:
+    """What ``python -m build.fips_check dist/mke-fips --require`` checks: every binary in the payload."""
+    from build.errors import VerificationError
+    from build.fips_check import check_bundle, default_policy, failure_message
+
+    reports, _meta = check_bundle(path, policy=default_policy(fips_go))
+    if not all(r.ok for r in reports):
+        raise VerificationError(failure_message(reports, str(name)))
+    log("bundle", f"{name}: all {len(reports)} embedded binaries pass the FIPS check")
 
 
 def _default_epoch() -> int:

@@ -117,7 +117,8 @@ def _after_build(args, ctx, results, manifest) -> None:
     from build import bundle  # the bundler (issue 7): dist/mke, SHA256SUMS, SBOM
 
     bundle.write_bundle(cache=ctx.cache, manifest_path=manifest, dist=args.dist, layout=args.payload_layout,
-                        jobs=args.jobs, source_date_epoch=ctx.source_date_epoch)
+                        jobs=args.jobs, source_date_epoch=ctx.source_date_epoch, mirror=ctx.mirror,
+                        fips_go=getattr(args, "opt_fips_go", None))
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
@@ -186,7 +187,8 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--dist", type=Path, default=REPO / "dist", help="output directory (default dist/)")
     b.add_argument("--quiet", action="store_true", help="no progress lines")
     b.add_argument("--bundle", action=argparse.BooleanOptionalAction, default=False,
-                   help="also write dist/mke, SHA256SUMS and the SBOM (nox -s build passes --bundle)")
+                   help="also write dist/mke (dist/mke-fips with --fips), SHA256SUMS and the SBOM "
+                        "(nox -s build passes --bundle)")
     b.add_argument("--airgap", action="store_true",
                    help="also write dist/mke-airgap-images-<os>-<arch>.tar from recipes/images/ (docker or fetch mode)")
     b.add_argument("--payload-layout", default="groups", choices=["groups", "per-binary", "solid"],

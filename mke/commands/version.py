@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -18,10 +19,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON document instead of a table")
 
 
+def runtime(fips_payload: bool) -> dict[str, Any]:
+    """The runtime's own crypto. mke.fips (a large module) is imported only in a FIPS mke:
+    a FIPS payload, or the FIPS runtime hook's MKE_FIPS_RUNTIME set."""
+    if not fips_payload and not os.environ.get("MKE_FIPS_RUNTIME"):
+        return {"fips": False}
+    from mke.fips import runtime_summary
+
+    return runtime_summary()
+
+
 def describe(manifest: Manifest | None) -> dict[str, Any]:
     if manifest is None:
         return {"version": __version__, "mode": "none", "fips": False, "platform": None, "embedded": False,
-                "components": []}
+                "components": [], "runtime": runtime(False)}
     return {
         "version": manifest.mke_version,
         "mode": manifest.mode,
@@ -29,6 +40,7 @@ def describe(manifest: Manifest | None) -> dict[str, Any]:
         "platform": manifest.platform,
         "embedded": any(b.embedded for b in manifest.binaries),
         "components": manifest.components(),
+        "runtime": runtime(manifest.fips),
     }
 
 
@@ -42,6 +54,12 @@ def run(args: argparse.Namespace) -> int:
     fips = "yes" if doc["fips"] else "no"
     where = doc["platform"] or "source"
     print(f"mke {doc['version']} ({where}, mode {doc['mode']}, fips {fips})")
+    rt = doc["runtime"]
+    if rt["fips"]:
+        print(f"runtime crypto: OpenSSL FIPS provider {rt.get('openssl_fips_provider') or '?'} "
+              f"({'validated' if rt.get('validated') else 'not a validated version'})")
+    elif doc["fips"]:
+        print("runtime crypto: NOT through a FIPS provider (this runtime lacks the FIPS runtime hook)")
     if not doc["components"]:
         print("no component manifest: binaries are looked up on PATH")
         return 0

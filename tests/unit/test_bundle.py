@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -117,3 +118,84 @@ def test_join_places_payload_before_pydata(dist):
     subprocess.run(["objcopy", "--add-section", f"{pf.SECTION_NAME}={tmp / 'payload'}", str(wrong)], check=True)
     with pytest.raises(BundleError, match="before pydata"):
         bundle.check_joined(wrong)
+
+
+# --------------------------------------------------------------------------- FIPS bundle
+
+
+@pytest.fixture
+def fips_opts(tmp_path):
+    """fips.runtime.bundle_options over stand-in provider files (the real ones: tests/integration)."""
+    from fips.runtime import bundle_options
+
+    prov = tmp_path / "provider"
+    prov.mkdir()
+    (prov / "fips.so").write_bytes(b"\x7fELF module")
+    (prov / "openssl.cnf").write_text("[fips_sect]\n")
+    (prov / "provenance.json").write_text(json.dumps({
+        "openssl_version": "3.0.20", "validated": False, "fips_so_sha256": "cd" * 32, "configure": ["enable-fips"],
+        "url": "http://deb.debian.org/x.tar.gz", "source": "debian",
+        "statement": "OpenSSL 3.0.20 FIPS provider; 3.0.20 is NOT a validated version"}))
+    return bundle_options({n: prov / n for n in ("fips.so", "openssl.cnf", "provenance.json")})
+
+
+def test_fips_spec_merges_the_runtime_options(fips_opts):
+    plain = bundle.RuntimeSpec()
+    spec = plain.with_fips(fips_opts)
+    cfg = spec.config()
+    assert spec.name == "mke-fips"
+    assert {"_md5", "_sha1", "_blake2"} <= set(cfg["excludes"]) and set(plain.excludes) <= set(cfg["excludes"])
+    assert [d for _, d in cfg["datas"]] == ["mke_fips"] * 3
+    assert cfg["exact"] == [[fips_opts["exact"][0][0], "mke_fips"]]
+    assert cfg["runtime_hooks"] and cfg["runtime_hooks"][0].endswith("pyi_rth_mke_fips.py")
+    # The plain runtime's config has none of these keys (its cache key is unchanged).
+    assert not {"binaries", "datas", "exact", "runtime_hooks"} & set(plain.config())
+
+
+def test_fips_runtime_key_covers_file_contents_not_paths(fips_opts, tmp_path):
+    spec = bundle.RuntimeSpec().with_fips(fips_opts)
+    key = bundle.runtime_action("linux/amd64", 1, spec).key()
+    assert key != bundle.runtime_action("linux/amd64", 1, bundle.RuntimeSpec()).key()
+    # Same bytes elsewhere: same key.
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(tmp_path / "provider", moved)
+    opts2 = {**fips_opts, "datas": [(str(moved / Path(s).name), d) for s, d in fips_opts["datas"]],
+             "exact": [(str(moved / "fips.so"), "mke_fips")]}
+    assert bundle.runtime_action("linux/amd64", 1, bundle.RuntimeSpec().with_fips(opts2)).key() == key
+    # Another fips.so, or another runtime hook: another key.
+    (moved / "fips.so").write_bytes(b"\x7fELF other module")
+    assert bundle.runtime_action("linux/amd64", 1, bundle.RuntimeSpec().with_fips(opts2)).key() != key
+    hook = tmp_path / "pyi_rth_mke_fips.py"
+    hook.write_text(Path(fips_opts["runtime_hooks"][0]).read_text() + "\n# changed\n")
+    opts3 = {**fips_opts, "runtime_hooks": [str(hook)]}
+    assert bundle.runtime_action("linux/amd64", 1, bundle.RuntimeSpec().with_fips(opts3)).key() != key
+
+
+def test_fips_sbom_carries_the_provider_statement(dist, fips_opts):
+    cache, dm, tmp = dist
+    m = bundle.write_payload_file(cache, dm, tmp / "payload", jobs=1)
+    name, artifact = bundle.bundle_names("0.1.0", "linux/amd64", fips=True)
+    assert (name, artifact) == ("mke-fips", "mke-fips-0.1.0-linux-amd64")
+    assert bundle.bundle_names("0.1.0", "linux/amd64", fips=False) == ("mke", "mke-0.1.0-linux-amd64")
+    prov = fips_opts["provenance"]
+    doc = bundle.sbom(m, artifact=artifact, digest="ab" * 32, source_date_epoch=1, fips_provenance=prov)
+    pkgs = {p["name"]: p for p in doc["packages"]}
+    assert prov["statement"] in pkgs["mke"]["comment"] and prov["statement"] in doc["comment"]
+    ossl = pkgs["openssl-fips-provider"]
+    assert ossl["versionInfo"] == "3.0.20" and ossl["checksums"][0]["checksumValue"] == "cd" * 32
+    assert "validated: false" in ossl["comment"]
+    assert "comment" not in bundle.sbom(m, artifact="mke-0.1.0-linux-amd64", digest="ab" * 32, source_date_epoch=1)
+
+
+def test_sha256sums_is_shared_by_both_bundles(tmp_path):
+    sums = tmp_path / "SHA256SUMS"
+    for n in ("mke", "mke-0.1.0-linux-amd64", "mke-fips", "mke-fips-0.1.0-linux-amd64"):
+        (tmp_path / n).write_bytes(b"x")
+    bundle._update_sums(sums, {"mke": "a" * 64, "mke-0.1.0-linux-amd64": "a" * 64})
+    bundle._update_sums(sums, {"mke-fips": "b" * 64, "mke-fips-0.1.0-linux-amd64": "b" * 64})
+    lines = sums.read_text().splitlines()
+    assert lines == [f"{'a' * 64}  mke", f"{'a' * 64}  mke-0.1.0-linux-amd64",
+                     f"{'b' * 64}  mke-fips", f"{'b' * 64}  mke-fips-0.1.0-linux-amd64"]
+    (tmp_path / "mke-0.1.0-linux-amd64").unlink()  # a file no longer in dist/ loses its line
+    bundle._update_sums(sums, {"mke": "c" * 64})
+    assert sums.read_text().splitlines()[:2] == [f"{'c' * 64}  mke", f"{'b' * 64}  mke-fips"]

@@ -1,0 +1,48 @@
+"""mke/commands/version.py: the "runtime" key, and no mke.fips import in a non-FIPS mke."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from mke import payload_format as pf
+from mke.commands import version
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _manifest(fips: bool) -> pf.Manifest:
+    return pf.Manifest(mke_version="0.1.0", platform="linux/amd64", mode="docker", fips=fips, frames=(),
+                       binaries=(), libraries=())
+
+
+def test_non_fips_runtime_is_reported_without_importing_mke_fips():
+    code = ("import sys, json; from mke.commands import version; from mke import payload_format as pf; "
+            "m = pf.Manifest(mke_version='0.1.0', platform='linux/amd64', mode='docker', fips=False, frames=(), "
+            "binaries=(), libraries=()); "
+            "print(json.dumps([version.describe(None)['runtime'], version.describe(m)['runtime'], "
+            "'mke.fips' in sys.modules]))")
+    env = {k: v for k, v in os.environ.items() if k != "MKE_FIPS_RUNTIME"} | {"PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == [{"fips": False}, {"fips": False}, False]
+
+
+def test_fips_runtime_reports_the_provider(tmp_path, monkeypatch):
+    (tmp_path / "provenance.json").write_text(json.dumps({
+        "openssl_version": "3.0.20", "validated": False, "certificate": None,
+        "statement": "OpenSSL 3.0.20 FIPS provider ...; 3.0.20 is NOT a validated version"}))
+    monkeypatch.setenv("MKE_FIPS_RUNTIME", str(tmp_path))
+    rt = version.describe(_manifest(True))["runtime"]
+    assert rt["fips"] is True and rt["openssl_fips_provider"] == "3.0.20" and rt["validated"] is False
+    assert "NOT a validated version" in rt["statement"]
+
+
+def test_fips_payload_without_the_runtime_hook_says_so(monkeypatch, capsys):
+    monkeypatch.delenv("MKE_FIPS_RUNTIME", raising=False)
+    assert version.describe(_manifest(True))["runtime"] == {"fips": False}
+    monkeypatch.setattr(version, "running_payload", lambda: type("P", (), {"manifest": _manifest(True)})())
+    version.run(type("A", (), {"json": False})())
+    assert "NOT through a FIPS provider" in capsys.readouterr().out
