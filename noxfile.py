@@ -94,7 +94,7 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def e2e(session: nox.Session) -> None:
-    """End-to-end cluster tests (long: ~10 min warm; root): builds or reuses the docker-mode
+    """End-to-end cluster tests (root; ~2.5 min with a warm cache, ~1 h cold): builds or reuses the docker-mode
     binaries, dist/mke and the air-gap images, then a controller + 2 workers in network
     namespaces (tests/e2e). MKE_E2E_SKIP_BUILD=1 uses dist/ as it is."""
     _install(session, TEST_REQS)
