@@ -87,4 +87,7 @@ def test_ctr_imports_the_archive_with_file_capabilities(archive, tmp_path):
     finally:
         proc.terminate()
         proc.wait(15)
-        subprocess.run(["umount", "-R", str(tmp_path / "root")], capture_output=True, check=False)
+        from mke.worker.cleanup import mounts_under, unmount_all
+
+        unmount_all([tmp_path])  # the snapshots and containerd's mount manager (under state/)
+        assert mounts_under([tmp_path]) == []
