@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
-import io
 import json
 import os
 import shutil
@@ -34,7 +33,7 @@ from build.action import canonical_json
 from build.cache import Cache
 from build.docker_engine import LABEL, DockerEngine
 from build.download import Downloader
-from build.errors import BuildError, DockerError, RecipeError
+from build.errors import BuildError, RecipeError
 from build.gomod import module_zip_h1
 from build.platform import Platform
 from build.progress import log

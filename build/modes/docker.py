@@ -27,7 +27,7 @@ import shlex
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from build.action import Action
 from build.builder_image import BuilderImage, BuilderSpec, ensure_builder, host_go, load_builder_spec
@@ -43,7 +43,6 @@ from build.gomod import (
     write_wrapper,
 )
 from build.modes.base import BuildContext
-from build.platform import Platform
 from build.progress import log
 from build.recipes import Recipe, render
 
@@ -323,7 +322,7 @@ class DockerMode:
                 workdir_in = MODCACHE_MOUNT
             else:
                 prepared = write_wrapper(recipe, self._host, pins, workdir / "src")
-                sink.note(f"wrapper go.mod:\n# " + prepared.gomod.replace("\n", "\n# "))
+                sink.note("wrapper go.mod:\n# " + prepared.gomod.replace("\n", "\n# "))
                 download_wrapper_deps(recipe, self._host, prepared, goos=env.goos, goarch=env.goarch,
                                       tags=env.tags, cgo=env.cgo)
                 binds[str(prepared.dir.resolve())] = {"bind": SOURCE_MOUNT, "mode": "ro"}
