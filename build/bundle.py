@@ -597,6 +597,9 @@ def sbom(manifest: pf.Manifest, *, artifact: str, digest: str, source_date_epoch
                          "copyrightText": "NOASSERTION", "primaryPackagePurpose": "LIBRARY",
                          "externalRefs": [{"referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl",
                                            "referenceLocator": f"pkg:pypi/{name.lower()}@{version}"}]})
+        if fips_provenance is not None and name == "cryptography":
+            packages[-1]["sourceInfo"] = ("built from its sdist against the system libcrypto.so.3 that the bundle "
+                                          "carries (fips.runtime.cryptography_wheel)")
         rels.append({"spdxElementId": "SPDXRef-Package-mke", "relationshipType": "CONTAINS", "relatedSpdxElement": pid})
     py = f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}"
     packages.append({"SPDXID": "SPDXRef-Package-python", "name": "cpython", "versionInfo": py,

@@ -5,7 +5,7 @@ tests/integration/test_fips_build.py and, in the bundle, by `mke fips check`): t
 FIPS provider, cryptography linked to the system libcrypto.so.3 and the runtime hook go
 into the PyInstaller build; the bundle is run and must refuse MD5 and RSA-1024 and report
 its provider. Uses the shared build cache (the provider and the cryptography wheel are
-built once, minutes; later runs take ~30 s: PyInstaller, when mke/ changed, and two runs).
+built once, minutes; later runs take a few seconds, plus ~12 s of PyInstaller after a change in mke/).
 
 Needs a Python whose cryptography is linked to libcrypto.so.3 (the bundler installs the
 wheel with ``fips.runtime.prepare(install=True)``; this test does not change the Python it
@@ -88,3 +88,19 @@ def test_runtime_crypto_is_fips(fips_bundle):
     assert c["fips_enabled"] and c["md5_refused"] and c["rsa1024_sign_refused"] and c["p256_works"]
     o = s["hashlib_openssl"]
     assert o["fips"] and not o["default"] and o["default_properties_fips"]
+
+
+def test_fips_module_is_carried_byte_for_byte(fips_bundle):
+    """PyInstaller would strip fips.so (a binary) and break its integrity MAC: the spec keeps it exact."""
+    import hashlib
+
+    from PyInstaller.archive.readers import CArchiveReader
+
+    from fips.runtime import BUNDLE_DIR
+
+    archive = CArchiveReader(str(fips_bundle.exe))
+    prov = json.loads(archive.extract(f"{BUNDLE_DIR}/provenance.json"))
+    assert hashlib.sha256(archive.extract(f"{BUNDLE_DIR}/fips.so")).hexdigest() == prov["fips_so_sha256"]
+    names = set(archive.toc)
+    assert not any(n.split("/")[-1].startswith(("_md5", "_sha1", "_sha2", "_sha3", "_blake2")) for n in names)
+    assert "pyi_rth_mke_fips" in names

@@ -184,6 +184,8 @@ def test_fips_sbom_carries_the_provider_statement(dist, fips_opts):
     ossl = pkgs["openssl-fips-provider"]
     assert ossl["versionInfo"] == "3.0.20" and ossl["checksums"][0]["checksumValue"] == "cd" * 32
     assert "validated: false" in ossl["comment"]
+    if "cryptography" in pkgs:
+        assert "system libcrypto.so.3" in pkgs["cryptography"]["sourceInfo"]
     assert "comment" not in bundle.sbom(m, artifact="mke-0.1.0-linux-amd64", digest="ab" * 32, source_date_epoch=1)
 
 
