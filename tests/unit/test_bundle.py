@@ -201,3 +201,36 @@ def test_sha256sums_is_shared_by_both_bundles(tmp_path):
     (tmp_path / "mke-0.1.0-linux-amd64").unlink()  # a file no longer in dist/ loses its line
     bundle._update_sums(sums, {"mke": "c" * 64})
     assert sums.read_text().splitlines()[:2] == [f"{'c' * 64}  mke", f"{'b' * 64}  mke-fips"]
+
+
+def test_fips_bundle_refuses_a_non_fips_go_binary_naming_it(tmp_path):
+    """The check write_bundle runs on dist/mke-fips before publishing it (a payload file reads the same)."""
+    from build.errors import VerificationError
+    from tests.support.gofips import build, have_go_fips
+
+    if not have_go_fips():
+        pytest.skip("needs Go 1.24+ on the host")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "go.mod").write_text("module example.com/fipshello\n\ngo 1.24\n")
+    (src / "main.go").write_text('package main\n\nimport (\n\t"crypto/sha256"\n\t"fmt"\n)\n\n'
+                                 'func main() { fmt.Printf("%x\\n", sha256.Sum256([]byte("mke"))) }\n')
+    bins = {"kubelet": build(src, tmp_path / "fips", env={"GOFIPS140": "v1.0.0"}),
+            "etcd": build(src, tmp_path / "plain", env={})}
+    cache = Cache(tmp_path / "cache")
+    entries = []
+    for name, path in bins.items():
+        digest, size = cache.cas.put_file(path)
+        entries.append(entry(name, size, ["controller"], digest) | {"fips": True})
+    manifest = tmp_path / "linux-amd64" / "manifest.json"
+    manifest.parent.mkdir()
+    for names, error in ((["kubelet"], None), (["kubelet", "etcd"], "etcd: built without the Go Cryptographic Module")):
+        manifest.write_text(json.dumps({"schema": 1, "platform": "linux/amd64", "mode": "docker", "fips": True,
+                                        "binaries": [e for e in entries if e["name"] in names]}))
+        payload = tmp_path / "payload"
+        bundle.write_payload_file(cache, bundle.DistManifest.load(manifest), payload, jobs=1)
+        if error is None:
+            bundle._verify_fips_bundle(payload, tmp_path / "mke-fips", None)
+        else:
+            with pytest.raises(VerificationError, match=f"FIPS check failed for .*mke-fips: {error}"):
+                bundle._verify_fips_bundle(payload, tmp_path / "mke-fips", None)
