@@ -18,6 +18,11 @@ hashes of small files:
 4. **Release files**: dist/mke, dist/mke-<version>-<os>-<arch> (a hard link), SHA256SUMS,
    and an SPDX 2.3 JSON SBOM (mke-<version>-<os>-<arch>.spdx.json).
 
+A FIPS dist manifest (``build --fips``) makes dist/mke-fips and mke-fips-<version>-<os>-<arch>
+instead: the runtime gets the OpenSSL FIPS provider, a cryptography linked to the system
+libcrypto.so.3 and the FIPS runtime hook (``fips.runtime.prepare``, ``RuntimeSpec.with_fips``),
+and every embedded binary must pass the FIPS check before the file is published (docs/fips.md).
+
 Everything is written to temp names and renamed; a stamp (dist/.bundle.json) records
 the key and the files' size/mtime/inode so that an unchanged bundle is not rewritten.
 """
@@ -323,7 +328,9 @@ class RuntimeSpec:
 
     def with_fips(self, opts: dict[str, Any]) -> RuntimeSpec:
         """This spec plus ``fips.runtime.bundle_options`` (docs/fips.md, "Bundle hook")."""
-        pairs = lambda key: tuple((str(src), str(dest)) for src, dest in opts.get(key, ()))  # noqa: E731
+        def pairs(key: str) -> tuple[tuple[str, str], ...]:
+            return tuple((str(src), str(dest)) for src, dest in opts.get(key, ()))
+
         return dataclasses.replace(
             self, name=f"{self.name}-fips", excludes=tuple(sorted({*self.excludes, *opts.get("excludes", ())})),
             binaries=self.binaries + pairs("binaries"), datas=self.datas + pairs("datas"),
