@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import errno
 import json
 import os
 import subprocess
@@ -41,11 +42,20 @@ def verify_output(recipe: Recipe, binary: str, path: Path, platform: Platform) -
     if not spec.version_args or platform != Platform.host():
         return
     os.chmod(path, 0o755)
-    try:
-        proc = subprocess.run([str(path), *spec.version_args], capture_output=True, text=True, timeout=60,
-                              env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent"})
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise VerificationError(f"{recipe.name}: {binary} {' '.join(spec.version_args)} failed to run: {e}") from e
+    for attempt in range(20):
+        try:
+            proc = subprocess.run([str(path), *spec.version_args], capture_output=True, text=True, timeout=60,
+                                  env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent"})
+            break
+        except OSError as e:
+            # ETXTBSY: a child forked by another build thread can briefly hold the file we
+            # just wrote open for writing (until its exec closes it). That passes; retry.
+            if e.errno == errno.ETXTBSY and attempt < 19:
+                time.sleep(0.05 * (attempt + 1))
+                continue
+            raise VerificationError(f"{recipe.name}: {binary} {' '.join(spec.version_args)} failed to run: {e}") from e
+        except subprocess.TimeoutExpired as e:
+            raise VerificationError(f"{recipe.name}: {binary} {' '.join(spec.version_args)} timed out: {e}") from e
     want = spec.expected_version_text(recipe.version)
     text = proc.stdout + proc.stderr
     if want not in text:

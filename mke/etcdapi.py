@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,8 +51,22 @@ class EtcdClient:
         self._post("/v3/cluster/member/promote", {"ID": member_id})
 
     def add(self, peer_url: str, *, learner: bool = False) -> tuple[Member, list[Member]]:
-        """Add a member; returns it and the member list to start it with."""
-        doc = self._post("/v3/cluster/member/add", {"peerURLs": [peer_url], "isLearner": learner})
+        """Add a member; returns it and the member list to start it with.
+
+        etcd refuses a reconfiguration with "unhealthy cluster" (HTTP 503) until every
+        member, including one that just joined, is connected; that passes, so retry.
+        """
+        deadline = time.monotonic() + 120
+        delay = 0.5
+        while True:
+            try:
+                doc = self._post("/v3/cluster/member/add", {"peerURLs": [peer_url], "isLearner": learner})
+                break
+            except KubeAPIError as e:
+                if "unhealthy cluster" not in str(e) or time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
         m = doc["member"]
         new = Member(id=str(m["ID"]), name=m.get("name", ""), peer_urls=tuple(m.get("peerURLs", [])),
                      client_urls=())
