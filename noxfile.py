@@ -42,12 +42,32 @@ def _toolchain(session: nox.Session, *args: str) -> None:
     session.run("python", "-m", "build.cli", *args, env={"PYTHONPATH": str(REPO)})
 
 
+FIPS_RUNTIME_TESTS = ["tests/integration/test_fips_bundle.py", "tests/integration/test_fips_runtime.py"]
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Unit and integration tests (pytest args pass through: nox -s tests -- -k cache)."""
+    """Unit and integration tests (pytest args pass through: nox -s tests -- -k cache).
+
+    Without arguments it also runs `tests-fips` afterwards: the FIPS runtime tests need a
+    venv whose cryptography links the system libcrypto, which this venv must not have.
+    """
     _install(session, TEST_REQS)
-    session.run("python", "-m", "pytest", *(session.posargs or ["tests/unit", "tests/integration"]),
-                env={"PYTHONPATH": str(REPO)})
+    if session.posargs:
+        session.run("python", "-m", "pytest", *session.posargs, env={"PYTHONPATH": str(REPO)})
+        return
+    session.run("python", "-m", "pytest", "tests/unit", "tests/integration",
+                *[f"--ignore={t}" for t in FIPS_RUNTIME_TESTS], env={"PYTHONPATH": str(REPO)})
+    session.notify("tests-fips")
+
+
+@nox.session(name="tests-fips")
+def tests_fips(session: nox.Session) -> None:
+    """FIPS runtime tests in their own venv: cryptography built against the system OpenSSL."""
+    _install(session, TEST_REQS)
+    # The OpenSSL FIPS provider and the system-linked cryptography wheel (built once, cached).
+    session.run("python", "-m", "fips.runtime", "prepare", "--install", env={"PYTHONPATH": str(REPO)})
+    session.run("python", "-m", "pytest", *FIPS_RUNTIME_TESTS, env={"PYTHONPATH": str(REPO)})
 
 
 @nox.session

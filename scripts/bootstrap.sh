@@ -15,6 +15,9 @@ command -v file >/dev/null 2>&1 || need_apt+=(file)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+# FIPS runtime (nox -s tests-fips): build the OpenSSL FIPS provider and cryptography against libcrypto.
+[ -f /usr/include/openssl/ssl.h ] || need_apt+=(libssl-dev)
+command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" != 0 ]; then
     echo "bootstrap: need root to install ${need_apt[*]} (run with sudo)" >&2
