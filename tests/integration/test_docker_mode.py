@@ -13,7 +13,6 @@ and the Debian archive and Go module proxy for the builder image's first build.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -24,7 +23,7 @@ import pytest
 from build.cli import main
 from build.elf import read_elf
 from build.platform import Platform
-from tests.support.goproxy import publish
+from tests.support.goproxy import docker_mode_env, publish
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -33,33 +32,9 @@ RECIPES = REPO / "tests" / "recipes" / "docker"
 MODULE = "example.com/mke-gohello"
 
 
-def _engine_available() -> bool:
-    try:
-        from build.docker_engine import DockerEngine
-
-        DockerEngine.connect(timeout=10)
-        return True
-    except Exception:
-        return False
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    if not _engine_available():
-        if os.environ.get("CI"):
-            pytest.fail("CI must provide a Docker engine (scripts/bootstrap.sh starts dockerd)")
-        pytest.skip("no Docker engine (start dockerd)")
-    root = tmp_path_factory.mktemp("docker-mode")
-    lines = publish(root / "proxy", REPO / "tests" / "support" / "gohello", MODULE, "v1.2.3")
-    lock = root / "recipes.lock"
-    lock.write_text(json.dumps({"schema": 1, "fetch": {}, "source": {"gohello": list(lines), "chello": list(lines)}}))
-    # Share the toolchain download across test runs on one machine (it is verified on use).
-    cache = root / "cache"
-    shared = Path(os.environ.get("MKE_CACHE_DIR", Path.home() / ".cache" / "mke")) / "toolchains"
-    if shared.is_dir():
-        cache.mkdir()
-        os.symlink(shared, cache / "toolchains")
-    return {"root": root, "lock": lock, "cache": cache, "dist": root / "dist", "proxy": root / "proxy"}
+    return docker_mode_env(tmp_path_factory, "docker-mode", MODULE)
 
 
 def _build(env: dict[str, Path], *extra: str, recipes: Path = RECIPES) -> int:

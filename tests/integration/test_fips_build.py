@@ -10,14 +10,13 @@ fails the build with a message naming it.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 from build.cli import main
 from mke import fips
-from tests.support.goproxy import publish
+from tests.support.goproxy import docker_mode_env
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -26,32 +25,9 @@ RECIPES = REPO / "tests" / "recipes" / "docker"
 MODULE = "example.com/mke-gohello"
 
 
-def _engine_available() -> bool:
-    try:
-        from build.docker_engine import DockerEngine
-
-        DockerEngine.connect(timeout=10)
-        return True
-    except Exception:  # noqa: BLE001
-        return False
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    if not _engine_available():
-        if os.environ.get("CI"):
-            pytest.fail("CI must provide a Docker engine (scripts/bootstrap.sh starts dockerd)")
-        pytest.skip("no Docker engine (start dockerd)")
-    root = tmp_path_factory.mktemp("fips-build")
-    lines = publish(root / "proxy", REPO / "tests" / "support" / "gohello", MODULE, "v1.2.3")
-    lock = root / "recipes.lock"
-    lock.write_text(json.dumps({"schema": 1, "fetch": {}, "source": {"gohello": list(lines), "chello": list(lines)}}))
-    cache = root / "cache"
-    shared = Path(os.environ.get("MKE_CACHE_DIR", Path.home() / ".cache" / "mke")) / "toolchains"
-    if shared.is_dir():
-        cache.mkdir()
-        os.symlink(shared, cache / "toolchains")
-    return {"root": root, "lock": lock, "cache": cache, "proxy": root / "proxy"}
+    return docker_mode_env(tmp_path_factory, "fips-build", MODULE)
 
 
 def _build(env: dict[str, Path], dist: Path, *extra: str) -> int:

@@ -42,3 +42,33 @@ def publish(root: Path, source: Path, module: str, version: str, *, time: str = 
     versions = set(listing.read_text().split()) if listing.exists() else set()
     listing.write_text("".join(f"{v}\n" for v in sorted(versions | {version})))
     return (f"{module} {version} {module_zip_h1(zpath)}", f"{module} {version}/go.mod {gomod_h1(gomod)}")
+
+
+def docker_mode_env(tmp_path_factory, name: str, module: str) -> dict[str, Path]:
+    """A docker-mode test setup: a Docker engine (skip, or fail under CI, without one), the
+    gohello module published on a file GOPROXY, a lock pinning it, and a cache whose Go
+    toolchain download is shared across runs on one machine (it is verified on use)."""
+    import json
+    import os
+
+    import pytest
+
+    try:
+        from build.docker_engine import DockerEngine
+
+        DockerEngine.connect(timeout=10)
+    except Exception:  # noqa: BLE001 - any failure means no usable engine
+        if os.environ.get("CI"):
+            pytest.fail("CI must provide a Docker engine (scripts/bootstrap.sh starts dockerd)")
+        pytest.skip("no Docker engine (start dockerd)")
+    repo = Path(__file__).resolve().parents[2]
+    root = tmp_path_factory.mktemp(name)
+    lines = publish(root / "proxy", repo / "tests" / "support" / "gohello", module, "v1.2.3")
+    lock = root / "recipes.lock"
+    lock.write_text(json.dumps({"schema": 1, "fetch": {}, "source": {"gohello": list(lines), "chello": list(lines)}}))
+    cache = root / "cache"
+    shared = Path(os.environ.get("MKE_CACHE_DIR", Path.home() / ".cache" / "mke")) / "toolchains"
+    if shared.is_dir():
+        cache.mkdir()
+        os.symlink(shared, cache / "toolchains")
+    return {"root": root, "lock": lock, "cache": cache, "dist": root / "dist", "proxy": root / "proxy"}
