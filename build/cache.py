@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -31,8 +32,6 @@ from typing import Any, Iterator
 from build.action import Action, canonical_json
 from build.errors import CacheError
 from build.fsutil import CHUNK, atomic_writer, sha256_file
-
-import hashlib
 
 RESULT_SCHEMA = 1
 
@@ -298,10 +297,12 @@ class Cache:
                 if d not in live:
                     self.cas.path(d).unlink(missing_ok=True)
                     removed["blobs"] += 1
-            for sub in ("tmp",):
-                for p in (self.root / sub).iterdir():
-                    shutil.rmtree(p) if p.is_dir() else p.unlink()
-                    removed["temp"] += 1
+            for p in (self.root / "tmp").iterdir():
+                if p.is_dir():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
+                removed["temp"] += 1
             for p in list(self.root.glob("ac/.tmp-*")) + list(self.root.glob("cas/sha256/*/.tmp-*")):
                 p.unlink(missing_ok=True)
                 removed["temp"] += 1

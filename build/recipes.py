@@ -12,7 +12,7 @@ import difflib
 import re
 import string
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from build.errors import RecipeError
 
@@ -459,5 +459,3 @@ def render(template: str, **values: str) -> str:
     """Fill a template that ``check_template`` accepted."""
     return template.format(**values)
 
-
-Validator = Callable[[Recipe], None]

@@ -1,1 +1,18 @@
 """One module per ``mke`` subcommand; see mke.cli.COMMANDS."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+
+
+def stop_on_signals(stopping: threading.Event) -> None:
+    """SIGTERM and SIGINT set ``stopping`` (the long-running commands then stop in order)."""
+
+    def on_signal(signum: int, _frame: object) -> None:
+        print(f"mke: {signal.Signals(signum).name}: stopping", file=sys.stderr, flush=True)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)

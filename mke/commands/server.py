@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import time
 from pathlib import Path
+
+from mke.commands import stop_on_signals
 
 from mke.errors import NotImplementedYet
 
@@ -50,12 +51,7 @@ def run(args: argparse.Namespace) -> int:
                      manifests=not args.no_manifests)
     t0 = time.monotonic()
 
-    def on_signal(signum: int, _frame: object) -> None:
-        print(f"mke: {signal.Signals(signum).name}: stopping", file=sys.stderr, flush=True)
-        ctl.stopping.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop_on_signals(ctl.stopping)
 
     def ready(c: Controller) -> None:
         print(f"mke: control plane ready in {time.monotonic() - t0:.1f}s; "

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import time
 from pathlib import Path
+
+from mke.commands import stop_on_signals
 
 TOKEN_ENV = "MKE_TOKEN"
 
@@ -79,12 +80,7 @@ def run(args: argparse.Namespace) -> int:
     worker = Worker(data_dir=args.data_dir or DEFAULT_DATA_DIR, bin_dir=args.bin_dir, options=options, token=token)
     t0 = time.monotonic()
 
-    def on_signal(signum: int, _frame: object) -> None:
-        print(f"mke: {signal.Signals(signum).name}: stopping", file=sys.stderr, flush=True)
-        worker.stopping.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop_on_signals(worker.stopping)
 
     def ready(w: Worker) -> None:
         print(f"mke: node {options.node_name} Ready {time.monotonic() - t0:.1f}s after start", file=sys.stderr, flush=True)

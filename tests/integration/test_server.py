@@ -61,6 +61,17 @@ def wait_for(pred: Any, timeout: float, what: str, interval: float = 0.2) -> Any
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last})")
 
 
+def terminate(proc: subprocess.Popen[bytes] | None, timeout: float = 60) -> None:
+    """SIGTERM a running mke (it stops its components in order); SIGKILL after ``timeout``."""
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class MkeServer:
     """`python -m mke server` as a child process; logs go to a file in the data dir's parent."""
 
@@ -122,13 +133,7 @@ class MkeServer:
             return ""
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self.proc = None
 
     def mke(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_server import CORE, find_bin_dir, require, wait_for
+from tests.integration.test_server import CORE, find_bin_dir, require, terminate, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 PREFIX = "mke-join-"
@@ -87,13 +86,7 @@ class Controller:
         return st.get("phase") == "running" and self.api("/readyz")[0] == 200
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self.proc = None
 
 
