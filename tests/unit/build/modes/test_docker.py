@@ -10,7 +10,7 @@ from build.errors import ComponentBuildError
 from build.modes.docker import DockerMode, GoBuildEnv, build_date, go_exec_name
 from build.recipes import load_recipe, load_recipes
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[4]
 
 
 @pytest.mark.parametrize("path, name", [

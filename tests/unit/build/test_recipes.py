@@ -9,7 +9,7 @@ import pytest
 from build.errors import RecipeError
 from build.recipes import load_recipe, load_recipes
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 FIXTURES = REPO / "tests" / "recipes"
 BAD = sorted((FIXTURES / "bad").glob("*.toml"))
 

@@ -48,7 +48,7 @@ def test_repository_lock_pins_every_go_module():
 
     from build.recipes import load_recipes
 
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[3]
     lock = Lockfile.load(repo / "recipes" / "recipes.lock")
     for r in load_recipes(repo / "recipes").values():
         lines = lock.gosum(r.name)

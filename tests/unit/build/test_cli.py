@@ -9,7 +9,7 @@ import pytest
 from build.cli import main
 from build.download import mirror_url
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.parametrize("args,code,text", [

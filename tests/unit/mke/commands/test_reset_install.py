@@ -10,7 +10,7 @@ from pathlib import Path
 
 from mke.controller import DataDirLock, holder_pid
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[4]
 
 
 def mke(*args: str) -> subprocess.CompletedProcess[str]:

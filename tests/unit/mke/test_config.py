@@ -12,7 +12,7 @@ import yaml
 from mke.config import ClusterConfig, default_config, dump_config, load_config, parse_config, with_overrides
 from mke.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def run_mke(*args: str) -> subprocess.CompletedProcess[str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from mke import payload_format as pf
 from mke.commands import version
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[4]
 
 
 def _manifest(fips: bool) -> pf.Manifest:

@@ -20,7 +20,7 @@ from build.errors import BuildError, RecipeError
 from build.modes.base import BuildContext
 from build.platform import Platform
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _binary(tmp_path: Path, name: str, content: bytes = b"\x7fELF fake binary") -> Path:

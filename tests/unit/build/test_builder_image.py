@@ -11,7 +11,7 @@ import pytest
 from build.builder_image import IMAGE_REPO, goproxy_base, load_builder_spec, unpack_go
 from build.errors import RecipeError
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SPEC = REPO / "recipes" / "builders" / "go-builder.toml"
 
 
