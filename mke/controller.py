@@ -9,11 +9,7 @@ and stop everything in reverse order when asked.
 
 from __future__ import annotations
 
-import fcntl
-import ipaddress
-import json
 import os
-import socket
 import subprocess
 import threading
 import time
@@ -31,95 +27,12 @@ from mke.components.konnectivity import KonnectivityServer
 from mke.components.manager import ComponentManager
 from mke.components.scheduler import KubeScheduler
 from mke.config import ClusterConfig
-from mke.errors import BusyError, MkeError
-from mke.pki import PKIRequest, write_file_atomic
+from mke.errors import MkeError
+from mke.node.datadir import DEFAULT_DATA_DIR, DataDirLock, StatusFile
+from mke.node.files import private_dir
+from mke.node.hostinfo import advertised_address, api_url, host_addresses, node_name
+from mke.pki import PKIRequest
 from mke.supervisor import LogSink
-
-DEFAULT_DATA_DIR = Path("/var/lib/mke")
-LOCK_NAME = "mke.lock"
-STATUS_NAME = "status.json"
-
-
-# ---------------------------------------------------------------- host facts
-
-
-def host_addresses() -> tuple[str, ...]:
-    """The host's global unicast addresses (IPv4 first), from ``ip -j addr``."""
-    try:
-        out = subprocess.run(["ip", "-j", "addr", "show"], capture_output=True, text=True, timeout=5, check=True).stdout
-        links = json.loads(out)
-    except (OSError, subprocess.SubprocessError, ValueError):
-        links = []
-    v4: list[str] = []
-    v6: list[str] = []
-    for link in links:
-        if "LOOPBACK" in link.get("flags", []):
-            continue
-        for a in link.get("addr_info", []):
-            if a.get("scope") != "global":
-                continue
-            ip = ipaddress.ip_address(a["local"])
-            (v4 if ip.version == 4 else v6).append(str(ip))
-    return tuple(v4 + v6)
-
-
-def choose_api_address(cfg: ClusterConfig, addresses: tuple[str, ...]) -> str:
-    return cfg.api.address or (addresses[0] if addresses else "127.0.0.1")
-
-
-def node_name() -> str:
-    return socket.gethostname().split(".")[0].lower() or "mke"
-
-
-# ---------------------------------------------------------------- the lock
-
-
-class DataDirLock:
-    """An exclusive flock on ``<data-dir>/run/mke.lock`` held while mke runs on that data dir."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.path = Path(data_dir) / "run" / LOCK_NAME
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise BusyError(f"another mke (pid {holder_pid(self.path.parent.parent) or '?'}) runs with data dir "
-                            f"{self.path.parent.parent}; stop it first") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-
-def holder_pid(data_dir: Path) -> int | None:
-    """The pid of the mke holding ``data_dir``'s lock, or None when no mke runs there."""
-    path = Path(data_dir) / "run" / LOCK_NAME
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            try:
-                return int(os.pread(fd, 32, 0).split()[0])
-            except (ValueError, IndexError):
-                return -1
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
-
 
 # ---------------------------------------------------------------- the controller
 
@@ -136,7 +49,7 @@ class Controller:
             config=config,
             data_dir=self.data_dir,
             node_name=name or node_name(),
-            api_address=choose_api_address(config, addrs),
+            api_address=advertised_address(config, addrs),
             host_addresses=addrs,
             binaries=BinaryResolver(Path(bin_dir) if bin_dir else self.data_dir / "bin", user_bin_dir=user_bin_dir),
             sink=sink or LogSink(),
@@ -144,6 +57,7 @@ class Controller:
             etcd_join=etcd_join,
         )
         self.lock = DataDirLock(self.data_dir)
+        self.status_file = StatusFile(self.data_dir)
         self.stopping = threading.Event()
         self.with_manifests = manifests
         self.manager: ComponentManager | None = None
@@ -197,10 +111,6 @@ class Controller:
 
     # -- status
 
-    @property
-    def status_path(self) -> Path:
-        return self.ctx.run_dir / STATUS_NAME
-
     def status(self) -> dict[str, Any]:
         return {
             "role": "controller",
@@ -217,22 +127,18 @@ class Controller:
         }
 
     def write_status(self) -> None:
-        try:
-            write_file_atomic(self.status_path, json.dumps(self.status(), indent=1).encode(), 0o600)
-        except OSError:
-            pass
+        self.status_file.write(self.status())
 
     # -- run
 
     def lock_data_dir(self) -> None:
         """Create the data dir 0700 and take its lock (BusyError when another mke has it)."""
-        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.data_dir, 0o700)
+        private_dir(self.data_dir)
         self.lock.acquire()
 
     def prepare(self) -> None:
         """Ensure the PKI and find the binaries (the data dir is locked)."""
-        self.status_path.unlink(missing_ok=True)  # from an mke that was killed
+        self.status_file.remove()  # from an mke that was killed
         self.ctx.pki.ensure(self.pki_request())
         self.ctx.binaries.prefetch(self.binary_names())
 
@@ -317,13 +223,11 @@ class Controller:
             import datetime as dt
 
             from mke.kubeapi import KubeClient
-            from mke.pki import url_host
             from mke.tokens import TokenStore
 
             client = KubeClient.from_kubeconfig(self.ctx.pki.kubeconfig("admin"))
-            host = self.config.api.external_address or self.ctx.api_address
             token = TokenStore(client).create(
-                role="worker", api_url=f"https://{url_host(host)}:{self.config.api.port}",
+                role="worker", api_url=api_url(self.config, self.status()),
                 ca_pem=self.ctx.pki.crt("ca").read_text(), ttl=dt.timedelta(hours=1),
                 description="mke server --enable-worker").encode()
         taints = ("node-role.kubernetes.io/control-plane:NoSchedule",) if self.config.control_plane.taints else ()
@@ -342,7 +246,7 @@ class Controller:
             self.worker = None
         if self.manager is not None:
             self.manager.stop()
-        self.status_path.unlink(missing_ok=True)
+        self.status_file.remove()
         self.lock.release()
 
     def run(self, on_ready: Any = None) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 from mke.components.context import EtcdJoin
 from mke.config import ClusterConfig, parse_config
 from mke.errors import TokenError
-from mke.pki import write_file_atomic
+from mke.node.files import write_file_atomic
 from mke.tokens import decode_token
 
 
@@ -53,7 +53,7 @@ def _request(url: str, ca_pem: str, bearer: str, body: dict[str, Any]) -> dict[s
 
 def join_control_plane(token: str, local: ClusterConfig, *, data_dir: Path, name: str | None = None,
                        peer_address: str | None = None) -> tuple[ClusterConfig, EtcdJoin | None]:
-    from mke.controller import choose_api_address, host_addresses, node_name
+    from mke.node.hostinfo import advertised_address, node_name
 
     tok = decode_token(token, role="controller")
     if not tok.mke_api_url:
@@ -61,7 +61,7 @@ def join_control_plane(token: str, local: ClusterConfig, *, data_dir: Path, name
     data_dir = Path(data_dir).absolute()
     pki_dir = data_dir / "pki"
     state = data_dir / "join.json"
-    addr = peer_address or local.storage.etcd.peer_address or choose_api_address(local, host_addresses())
+    addr = peer_address or local.storage.etcd.peer_address or advertised_address(local)
     if state.exists() and (pki_dir / "ca.key").exists():
         doc = json.loads(state.read_text())  # joined before: keep the same cluster config and members
     else:

@@ -6,7 +6,7 @@ import json
 import os
 
 from mke.components.base import SupervisedComponent, https_ok
-from mke.pki import url_host
+from mke.node.hostinfo import url_host
 
 
 class Etcd(SupervisedComponent):

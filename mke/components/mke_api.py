@@ -44,7 +44,7 @@ class MkeAPI(Component):
     def join_controller(self, bearer: str, body: dict[str, Any]) -> dict[str, Any]:
         from mke.config import config_to_dict
         from mke.kubeapi import KubeClient
-        from mke.pki import url_host
+        from mke.node.hostinfo import url_host
         from mke.tokens import TokenStore
 
         tok_id, _, secret = bearer.partition(".")

@@ -7,7 +7,7 @@ from typing import Any
 
 from mke.components.context import NodeContext
 from mke.manifests.k8s import ALL_TOLERATIONS, NS, cluster_role_binding, config_map, meta, service_account, subject
-from mke.pki import url_host
+from mke.node.hostinfo import url_host
 
 LABELS = {"k8s-app": "kube-proxy"}
 

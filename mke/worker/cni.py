@@ -23,6 +23,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import shutil
+import socket
 import subprocess
 import threading
 from pathlib import Path
@@ -30,13 +31,14 @@ from typing import Any
 
 from mke.components.base import Component
 from mke.errors import KubeAPIError
-from mke.pki import write_file_atomic
+from mke.node import netlink
+from mke.node.files import write_file_atomic
 from mke.worker.context import WorkerContext
 
 BRIDGE = "mke0"
 NETWORK_NAME = "mke-bridge"
 CONFLIST = "10-mke-bridge.conflist"
-ROUTE_PROTO = "77"
+ROUTE_PROTO = 77  # the routing protocol number of mke's routes (ip route ... proto 77)
 NAT_CHAIN = "MKE-POSTROUTING"
 FILTER_CHAIN = "MKE-FORWARD"
 COMMENT = "mke: bridge network"
@@ -132,23 +134,21 @@ class IPTables:
         return changed
 
 
-def ip_routes(proto: str = ROUTE_PROTO) -> dict[str, str]:
-    out = subprocess.run(["ip", "-j", "route", "show", "proto", proto], capture_output=True, text=True, timeout=10)
-    if out.returncode != 0:
-        raise OSError(f"ip route show: {out.stderr.strip()}")
-    routes = json.loads(out.stdout or "[]")
-    return {str(ipaddress.ip_network(r["dst"])): r.get("gateway", "") for r in routes if r.get("dst") != "default"}
+def ip_routes(proto: int = ROUTE_PROTO) -> dict[str, str]:
+    """mke's routes (both families): pod CIDR -> next hop."""
+    return {r.dst: r.gateway for fam in (socket.AF_INET, socket.AF_INET6) for r in netlink.routes(proto, fam)
+            if not r.dst.endswith("/0")}
 
 
 def set_route(cidr: str, via: str) -> None:
-    proc = subprocess.run(["ip", "route", "replace", cidr, "via", via, "proto", ROUTE_PROTO],
-                          capture_output=True, text=True, timeout=10)
-    if proc.returncode != 0:
-        raise OSError(f"ip route replace {cidr} via {via}: {proc.stderr.strip()}")
+    try:
+        netlink.replace_route(cidr, via, ROUTE_PROTO)
+    except OSError as e:
+        raise OSError(f"route {cidr} via {via}: {e.strerror}") from e
 
 
 def delete_route(cidr: str) -> None:
-    subprocess.run(["ip", "route", "del", cidr, "proto", ROUTE_PROTO], capture_output=True, timeout=10)
+    netlink.delete_route(cidr, ROUTE_PROTO)
 
 
 class BridgeNetwork(Component):

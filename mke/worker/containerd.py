@@ -24,7 +24,7 @@ from pathlib import Path
 
 from mke.components.base import Component, SupervisedComponent
 from mke.errors import ComponentError
-from mke.pki import write_file_atomic
+from mke.node.files import write_file_atomic
 from mke.worker.context import WorkerContext
 
 K8S_NAMESPACE = "k8s.io"

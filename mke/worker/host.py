@@ -14,8 +14,6 @@ Sysctls under net.* belong to the network namespace mke runs in.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
-import json
 import os
 import shutil
 import subprocess
@@ -76,37 +74,6 @@ def host_resolv_conf() -> str:
     if "127.0.0.53" in text and Path("/run/systemd/resolve/resolv.conf").exists():
         return "/run/systemd/resolve/resolv.conf"
     return "/etc/resolv.conf"
-
-
-def route_source(destination: str) -> str | None:
-    """The local address the kernel uses to reach ``destination`` (``ip route get``)."""
-    try:
-        out = subprocess.run(["ip", "-j", "route", "get", destination], capture_output=True, text=True,
-                             timeout=5, check=True).stdout
-        routes = json.loads(out)
-    except (OSError, subprocess.SubprocessError, ValueError):
-        return None
-    for r in routes:
-        if r.get("prefsrc"):
-            return str(r["prefsrc"])
-    return None
-
-
-def node_address(api_host: str) -> str | None:
-    """The node's InternalIP: the source address of the route towards the API server."""
-    try:
-        ip = str(ipaddress.ip_address(api_host))
-    except ValueError:
-        import socket
-
-        try:
-            ip = socket.getaddrinfo(api_host, None)[0][4][0]
-        except OSError:
-            return None
-    src = route_source(ip)
-    if src is None or ipaddress.ip_address(src).is_loopback:
-        return None
-    return src
 
 
 # --------------------------------------------------------------------------- prerequisites

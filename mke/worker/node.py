@@ -17,7 +17,6 @@ in containerd's process group), as with k3s and k0s.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading
@@ -31,13 +30,13 @@ from mke.components.base import Component
 from mke.components.context import BinaryResolver
 from mke.components.manager import ComponentManager
 from mke.errors import TokenError
-from mke.pki import write_file_atomic
+from mke.node.datadir import DEFAULT_DATA_DIR, DataDirLock, StatusFile
+from mke.node.files import private_dir, write_file_atomic
+from mke.node.hostinfo import node_address
 from mke.supervisor import LogSink
 from mke.worker import host
 from mke.worker.context import CNI_PLUGINS, WORKER_BINARIES, WorkerContext, WorkerOptions, WorkerPaths
 from mke.worker.join import WorkerSettings, bootstrap_kubeconfig, check_token, fetch_settings, kubeconfig_server
-
-DEFAULT_DATA_DIR = Path("/var/lib/mke")
 
 
 def _say(msg: str) -> None:
@@ -88,7 +87,8 @@ class Worker:
         self.stopping = threading.Event()
         self.manager: ComponentManager | None = None
         self.ctx: WorkerContext | None = None
-        self.lock: Any = None
+        self.lock: DataDirLock | None = None
+        self.status_file = StatusFile(self.paths.data_dir)
         self.phase = "starting"
         self.started_at = time.time()
         self.t0 = time.monotonic()
@@ -138,13 +138,10 @@ class Worker:
     # -- prepare
 
     def prepare(self) -> None:
-        from mke.controller import DataDirLock
-
         t0 = time.monotonic()
         api_url, settings, tok = self.authenticate()
         p = self.paths
-        p.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(p.data_dir, 0o700)
+        private_dir(p.data_dir)
         self.lock = DataDirLock(p.data_dir)
         self.lock.acquire()
         p.worker_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -174,7 +171,7 @@ class Worker:
         if not options.node_ip:
             import urllib.parse
 
-            ip = host.node_address(urllib.parse.urlsplit(api_url).hostname or "")
+            ip = node_address(urllib.parse.urlsplit(api_url).hostname or "")
             if ip:
                 import dataclasses
 
@@ -217,12 +214,7 @@ class Worker:
         }
 
     def write_status(self) -> None:
-        from mke.controller import STATUS_NAME
-
-        try:
-            write_file_atomic(self.paths.run_dir / STATUS_NAME, json.dumps(self.status(), indent=1).encode(), 0o600)
-        except OSError:
-            pass
+        self.status_file.write(self.status())
 
     # -- run
 
@@ -238,13 +230,11 @@ class Worker:
         self.write_status()
 
     def stop(self) -> None:
-        from mke.controller import STATUS_NAME
-
         self.phase = "stopping"
         self.stopping.set()
         if self.manager is not None:
             self.manager.stop()
-        (self.paths.run_dir / STATUS_NAME).unlink(missing_ok=True)
+        self.status_file.remove()
         if self.lock is not None:
             self.lock.release()
 
