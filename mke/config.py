@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mke import network
 from mke.errors import ConfigError
 
 KUBERNETES_VERSION = "1.36.5"
@@ -32,7 +33,6 @@ COMPONENTS = (
     "kube-scheduler",
 )
 
-NETWORK_PROVIDERS = ("calico", "bridge", "custom")
 STORAGE_TYPES = ("etcd", "kine")
 KINE_SCHEMES = ("sqlite", "mysql", "postgres", "postgresql")
 
@@ -218,7 +218,7 @@ class APIConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class NetworkConfig:
-    provider: str = _key("provider", _one_of(NETWORK_PROVIDERS), default="calico")
+    provider: str = _key("provider", _one_of(network.NAMES), default=network.DEFAULT)
     pod_cidr: str = _key("podCIDR", _cidr, default="10.244.0.0/16")
     service_cidr: str = _key("serviceCIDR", _cidr, default="10.96.0.0/12")
     cluster_domain: str = _key("clusterDomain", _domain, default="cluster.local")

@@ -18,8 +18,8 @@ from typing import Any
 
 from mke import __version__
 from mke.components.apiserver import KubeAPIServer
-from mke.components.base import Component
-from mke.components.context import BinaryResolver, EtcdJoin, NodeContext
+from mke.components.base import Component, SupervisedComponent
+from mke.components.context import ControllerContext, EtcdJoin
 from mke.components.controller_manager import KubeControllerManager
 from mke.components.etcd import Etcd
 from mke.components.kine import Kine
@@ -28,6 +28,7 @@ from mke.components.manager import ComponentManager
 from mke.components.scheduler import KubeScheduler
 from mke.config import ClusterConfig
 from mke.errors import MkeError
+from mke.node.binaries import BinaryResolver
 from mke.node.datadir import DEFAULT_DATA_DIR, DataDirLock, StatusFile
 from mke.node.files import private_dir
 from mke.node.hostinfo import advertised_address, api_url, host_addresses, node_name
@@ -45,7 +46,7 @@ class Controller:
         self.data_dir = Path(data_dir).absolute()
         addrs = host_addresses()
         user_bin_dir = bin_dir is not None
-        self.ctx = NodeContext(
+        self.ctx = ControllerContext(
             config=config,
             data_dir=self.data_dir,
             node_name=name or node_name(),
@@ -107,7 +108,7 @@ class Controller:
         return stages
 
     def binary_names(self) -> list[str]:
-        return [c.binary for s in self.stages() for c in s if getattr(c, "binary", "")]
+        return [c.binary for s in self.stages() for c in s if isinstance(c, SupervisedComponent)]
 
     # -- status
 
@@ -168,7 +169,7 @@ class Controller:
         if changed and self.manager is not None:
             self.ctx.sink.line("pki", f"renewed {', '.join(changed)}; restarting the control plane components")
             try:
-                self.manager.restart({c.name for c in self.manager.components if hasattr(c, "supervisor")})
+                self.manager.restart({c.name for c in self.manager.components if isinstance(c, SupervisedComponent)})
             except MkeError as e:
                 self.ctx.sink.line("pki", f"restart after renewal failed: {e}")
         return changed
@@ -202,9 +203,8 @@ class Controller:
                 found[name] = m.group(1)
         self.versions = found
         for c in self.manager.components if self.manager else []:
-            binary = getattr(c, "binary", "")
-            if binary in found:
-                c.version = found[binary]  # type: ignore[attr-defined]
+            if isinstance(c, SupervisedComponent) and c.binary in found:
+                c.version = found[c.binary]
         self.write_status()
 
     # -- --enable-worker: this host is also a (tainted) node

@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mke.components.context import BinaryResolver
+    from mke.node.binaries import BinaryResolver
     from mke.node.datadir import data_dir_from
     from mke.procenv import clean_env
 

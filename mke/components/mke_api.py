@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from mke.components.base import Component
-from mke.components.context import NodeContext
+from mke.components.context import ControllerContext
 from mke.errors import MkeError, TokenError
 
 SHARED_FILES = ("ca.crt", "ca.key", "front-proxy-ca.crt", "front-proxy-ca.key", "etcd/ca.crt", "etcd/ca.key",
@@ -33,7 +33,7 @@ class MkeAPI(Component):
     name = "mke-api"
     promote_timeout = 600.0
 
-    def __init__(self, ctx: NodeContext) -> None:
+    def __init__(self, ctx: ControllerContext) -> None:
         self.ctx = ctx
         self._server: http.server.ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None

@@ -21,13 +21,11 @@ import contextlib
 import os
 import re
 import shutil
-import socket
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from mke.node import netlink, process
-from mke.worker.cni import BRIDGE, ROUTE_PROTO
+from mke.node import process
 from mke.worker.context import WorkerPaths
 from mke.worker.host import CGROUP_ROOT
 
@@ -198,22 +196,13 @@ def clean_iptables(say: Callable[[str], None] = _noop) -> list[str]:
     return problems
 
 
-def link_exists(name: str) -> bool:
-    """In this network namespace (/sys/class/net shows the namespace sysfs was mounted in)."""
-    return netlink.link_index(name) is not None
-
-
 def clean_network(say: Callable[[str], None] = _noop) -> list[str]:
+    """Every network provider's host state (each removes only its own), then the iptables chains."""
+    from mke import network
+
     problems = []
-    try:
-        if netlink.delete_link(BRIDGE):
-            say(f"removed bridge {BRIDGE}")
-    except OSError as e:
-        problems.append(f"delete link {BRIDGE}: {e.strerror}")
-    try:
-        netlink.flush_routes(ROUTE_PROTO)
-    except OSError as e:
-        problems.append(f"flush routes of protocol {ROUTE_PROTO}: {e.strerror}")
+    for provider in network.every():
+        problems += provider.cleanup(say)
     return problems + clean_iptables(say)
 
 
@@ -278,12 +267,10 @@ def leftovers(data_dir: Path, *, cgroup_root: str = "/", pod_logs: str = "") -> 
     out += [f"process {p} ({' '.join(process.cmdline(p))[:80]})" for p in shim_pids(paths) | component_pids(paths)]
     for d in pod_cgroup_dirs(cgroup_root):
         out.append(f"cgroup {d}")
-    if link_exists(BRIDGE):
-        out.append(f"link {BRIDGE}")
-    routes = [f"{r.dst} via {r.gateway}" for fam in (socket.AF_INET, socket.AF_INET6)
-              for r in netlink.routes(ROUTE_PROTO, fam)]
-    if routes:
-        out.append(f"routes {', '.join(routes)}")
+    from mke import network
+
+    for provider in network.every():
+        out += provider.leftovers()
     for save in ("iptables-save", "ip6tables-save"):
         exe = shutil.which(save)
         if exe:

@@ -27,15 +27,15 @@ from typing import Any
 
 from mke import __version__
 from mke.components.base import Component
-from mke.components.context import BinaryResolver
 from mke.components.manager import ComponentManager
 from mke.errors import TokenError
+from mke.node.binaries import BinaryResolver
 from mke.node.datadir import DEFAULT_DATA_DIR, DataDirLock, StatusFile
 from mke.node.files import private_dir, write_file_atomic
 from mke.node.hostinfo import node_address
 from mke.supervisor import LogSink
 from mke.worker import host
-from mke.worker.context import CNI_PLUGINS, WORKER_BINARIES, WorkerContext, WorkerOptions, WorkerPaths
+from mke.worker.context import WORKER_BINARIES, WorkerContext, WorkerOptions, WorkerPaths
 from mke.worker.join import WorkerSettings, bootstrap_kubeconfig, check_token, fetch_settings, kubeconfig_server
 
 
@@ -44,14 +44,14 @@ def _say(msg: str) -> None:
 
 
 def worker_stages(ctx: WorkerContext, *, swap: bool, resolv_conf: str) -> list[list[Component]]:
-    from mke.worker.cni import BridgeNetwork
     from mke.worker.containerd import Containerd, ImageImport
     from mke.worker.kubelet import Kubelet, NodeReady
 
     stages: list[list[Component]] = [[Containerd(ctx)], [ImageImport(ctx)],
                                      [Kubelet(ctx, swap=swap, resolv_conf=resolv_conf)]]
-    if ctx.settings.network_provider == "bridge":
-        stages.append([BridgeNetwork(ctx)])
+    network = ctx.network.worker_components(ctx)
+    if network:
+        stages.append(network)
     stages.append([NodeReady(ctx)])
     return stages
 
@@ -185,7 +185,7 @@ class Worker:
         self.ctx = WorkerContext(paths=p, options=options, settings=settings, cgroups=cgroups, binaries=binaries,
                                  api_url=api_url, can_lower_oom_score=can_lower_oom, sink=self.sink,
                                  backoff_initial=self.backoff_initial)
-        binaries.prefetch([*WORKER_BINARIES, *(CNI_PLUGINS if settings.network_provider == "bridge" else ("loopback",))])
+        binaries.prefetch([*WORKER_BINARIES, *self.ctx.network.cni_plugins])
         self.prepare_seconds = time.monotonic() - t0
         self.say(f"worker {options.node_name} (ip {options.node_ip or '?'}) joining {api_url}; "
                  f"cgroup v{cgroups.version}/{cgroups.driver}; network {settings.network_provider} "

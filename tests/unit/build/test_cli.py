@@ -1,7 +1,5 @@
 """build/cli.py: one-line errors listing valid choices; the recipes table."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest

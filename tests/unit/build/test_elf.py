@@ -1,9 +1,6 @@
 """build/elf.py: static/dynamic and arch detection on real executables."""
 
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
