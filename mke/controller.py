@@ -13,16 +13,15 @@ import os
 import subprocess
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mke import __version__
+from mke import __version__, storage
 from mke.components.apiserver import KubeAPIServer
 from mke.components.base import Component, SupervisedComponent
-from mke.components.context import ControllerContext, EtcdJoin
+from mke.components.context import ControllerContext
 from mke.components.controller_manager import KubeControllerManager
-from mke.components.etcd import Etcd
-from mke.components.kine import Kine
 from mke.components.konnectivity import KonnectivityServer
 from mke.components.manager import ComponentManager
 from mke.components.scheduler import KubeScheduler
@@ -41,7 +40,7 @@ from mke.supervisor import LogSink
 class Controller:
     def __init__(self, config: ClusterConfig, *, data_dir: Path = DEFAULT_DATA_DIR, bin_dir: Path | None = None,
                  sink: LogSink | None = None, name: str | None = None, backoff_initial: float = 0.5,
-                 etcd_join: EtcdJoin | None = None, manifests: bool = True) -> None:
+                 join: Mapping[str, Any] | None = None, manifests: bool = True) -> None:
         self.config = config
         self.data_dir = Path(data_dir).absolute()
         addrs = host_addresses()
@@ -55,7 +54,7 @@ class Controller:
             binaries=BinaryResolver(Path(bin_dir) if bin_dir else self.data_dir / "bin", user_bin_dir=user_bin_dir),
             sink=sink or LogSink(),
             backoff_initial=backoff_initial,
-            etcd_join=etcd_join,
+            join=join,
         )
         self.lock = DataDirLock(self.data_dir)
         self.status_file = StatusFile(self.data_dir)
@@ -86,14 +85,11 @@ class Controller:
 
     def stages(self) -> list[list[Component]]:
         ctx = self.ctx
-        storage: Component
-        if self.config.storage.type == "kine":
-            kine = Kine(ctx)
-            storage, api = kine, KubeAPIServer(ctx, etcd_servers=kine.etcd_servers, etcd_tls=False)
-        else:
-            etcd = Etcd(ctx)
-            storage, api = etcd, KubeAPIServer(ctx, etcd_servers=etcd.client_url)
-        stages: list[list[Component]] = [[storage], [api]]
+        backend = storage.get(self.config.storage.type)
+        store = backend.component(ctx)
+        etcd_servers, etcd_tls = backend.apiserver_endpoint(store)
+        api = KubeAPIServer(ctx, etcd_servers=etcd_servers, etcd_tls=etcd_tls)
+        stages: list[list[Component]] = [[store], [api]]
         if self.config.konnectivity.enabled:
             stages.append([KonnectivityServer(ctx)])
         stages.append([KubeControllerManager(ctx), KubeScheduler(ctx)])

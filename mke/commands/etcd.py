@@ -21,6 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mke import storage
     from mke.config import load_config
     from mke.errors import KubeAPIError, UsageError
     from mke.etcdapi import EtcdClient
@@ -29,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
     data_dir = data_dir_from(args.data_dir)
     cfg = load_config(args.config)
-    if cfg.storage.type != "etcd":
+    if not storage.get(cfg.storage.type).has_members:
         raise UsageError(f"storage.type is {cfg.storage.type}: there is no etcd cluster to manage")
     client = EtcdClient(f"https://127.0.0.1:{cfg.storage.etcd.client_port}", data_dir / "pki")
     members = client.members()

@@ -29,7 +29,7 @@ def _say(msg: str) -> None:
 
 def stop_leftover_components(run_dir: Path) -> list[str]:
     """Stop processes named by pid files in ``run_dir`` that still run a component binary."""
-    from mke.config import COMPONENTS
+    from mke.components import supervised_names
     from mke.node import process
 
     stopped = []
@@ -38,7 +38,7 @@ def stop_leftover_components(run_dir: Path) -> list[str]:
         if pid is None:
             continue
         exe = process.exe(pid) or ""
-        if process.alive(pid) and os.path.basename(exe) in (*COMPONENTS, pid_file.stem):
+        if process.alive(pid) and os.path.basename(exe) in (*supervised_names(), pid_file.stem):
             process.kill_process_group(pid, 15.0)
             stopped.append(f"{pid_file.stem} (pid {pid})")
         pid_file.unlink(missing_ok=True)

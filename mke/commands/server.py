@@ -40,14 +40,14 @@ def run(args: argparse.Namespace) -> int:
         except ImportError as e:
             raise NotImplementedYet("--enable-worker needs the worker runtime (mke worker), which this build "
                                     "lacks") from e
-    etcd_join = None
+    join = None
     data_dir = data_dir_from(args.data_dir)
     token = args.token or (args.token_file.read_text().strip() if args.token_file else None)
     if token:
         from mke.join import join_control_plane
 
-        cfg, etcd_join = join_control_plane(token, cfg, data_dir=data_dir, name=args.name)
-    ctl = Controller(cfg, data_dir=data_dir, bin_dir=args.bin_dir, name=args.name, etcd_join=etcd_join,
+        cfg, join = join_control_plane(token, cfg, data_dir=data_dir, name=args.name)
+    ctl = Controller(cfg, data_dir=data_dir, bin_dir=args.bin_dir, name=args.name, join=join,
                      manifests=not args.no_manifests)
     t0 = time.monotonic()
 

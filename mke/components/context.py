@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from mke.config import ClusterConfig
 from mke.node.binaries import BinaryResolver
-from mke.pki import ClusterPKI
 from mke.supervisor import LogSink
+
+if TYPE_CHECKING:
+    from mke.pki import ClusterPKI
 
 
 @dataclass(kw_only=True)
@@ -21,7 +25,9 @@ class ControllerContext:
     binaries: BinaryResolver
     sink: LogSink = field(default_factory=LogSink)
     backoff_initial: float = 0.5
-    etcd_join: EtcdJoin | None = None
+    # What the controller this one joined through answered (mke.join), for the storage
+    # backend (etcd: the members); None for the first controller.
+    join: Mapping[str, Any] | None = None
 
     def extra_args(self, component: str) -> dict[str, str]:
         """Flags mke.yaml's ``extraArgs`` adds to ``component``."""
@@ -29,6 +35,8 @@ class ControllerContext:
 
     @property
     def pki(self) -> ClusterPKI:
+        from mke.pki import ClusterPKI
+
         return ClusterPKI(self.pki_dir)
 
     @property
@@ -43,9 +51,3 @@ class ControllerContext:
     def etcd_peer_address(self) -> str:
         return self.config.storage.etcd.peer_address or self.api_address
 
-
-@dataclass(frozen=True, kw_only=True)
-class EtcdJoin:
-    """How a joining controller's etcd finds the existing members."""
-
-    initial_cluster: str  # name=https://ip:2380,...

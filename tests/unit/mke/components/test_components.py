@@ -17,12 +17,12 @@ from mke.components.apiserver import KubeAPIServer
 from mke.components.base import SupervisedComponent
 from mke.components.context import ControllerContext
 from mke.components.controller_manager import KubeControllerManager
-from mke.components.etcd import Etcd
-from mke.components.kine import Kine
 from mke.components.manager import ComponentManager
 from mke.config import parse_config
 from mke.errors import ComponentError, StagingError
 from mke.node.binaries import BinaryResolver
+from mke.storage.etcd import Etcd
+from mke.storage.kine import Kine
 from mke.supervisor import LogSink
 
 

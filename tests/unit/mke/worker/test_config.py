@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from mke.network.bridge import PROVIDER as BRIDGE
 from mke.node.binaries import BinaryResolver
 from mke.worker import host
 from mke.worker.containerd import archive_refs, containerd_config
-from mke.network.bridge import PROVIDER as BRIDGE
 from mke.worker.context import WORKER_BINARIES, WorkerContext, WorkerOptions, WorkerPaths
 from mke.worker.join import WorkerSettings
 from mke.worker.kubelet import kubelet_configuration, parse_taint
