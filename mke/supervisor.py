@@ -159,7 +159,7 @@ class Supervisor:
 
         return clean_env(extra=dict(self.spec.env))
 
-    def _spawn(self) -> None:
+    def _spawn(self, *, restart: bool = False) -> None:
         try:
             proc = subprocess.Popen(
                 list(self.spec.args),
@@ -173,9 +173,11 @@ class Supervisor:
             )
         except OSError as e:
             raise ComponentError(f"{self.spec.name}: cannot start {self.spec.args[0]}: {e.strerror}") from e
-        self._proc = proc
-        self.started_at = time.monotonic()
         process.write_pid_file(self.pid_file, proc.pid)
+        if restart:
+            self.restarts += 1
+        self.started_at = time.monotonic()
+        self._proc = proc  # published last: whoever sees the new pid also sees its pid file and count
         threading.Thread(target=self._pump, args=(proc,), name=f"log-{self.spec.name}", daemon=True).start()
 
     def _pump(self, proc: subprocess.Popen[bytes]) -> None:
@@ -223,8 +225,7 @@ class Supervisor:
                 if self._stopping.is_set():
                     return
                 try:
-                    self._spawn()
-                    self.restarts += 1
+                    self._spawn(restart=True)
                 except ComponentError as e:
                     self.sink.line(self.spec.name, str(e))
                     self._proc = _ExitedProcess(127)  # type: ignore[assignment]

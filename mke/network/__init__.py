@@ -1,33 +1,22 @@
-"""Network providers: one module each, and this registry.
+"""Network providers: one module each (defining ``PROVIDER``), and this registry.
 
-Adding a provider is one module under ``mke/network/`` defining ``PROVIDER`` (a
-``NetworkProvider``) and one line in ``MODULES``. Modules are imported only when their
-provider is used, so the registry costs nothing at start-up.
+Adding a provider is one module under ``mke/network/`` and one line in ``REGISTRY``
+(docs/architecture.md, "Seams").
 """
 
 from __future__ import annotations
 
-import importlib
-
 from mke.network.base import NetworkProvider
+from mke.registry import Registry
 
-MODULES: dict[str, str] = {
+REGISTRY: Registry[NetworkProvider] = Registry({
     "calico": "mke.network.calico",
     "bridge": "mke.network.bridge",
     "custom": "mke.network.custom",
-}
-NAMES = tuple(MODULES)
-DEFAULT = "calico"
+}, attr="PROVIDER", default="calico")
+NAMES = REGISTRY.names
+DEFAULT = REGISTRY.default
+get = REGISTRY.get
+every = REGISTRY.every
 
-
-def get(name: str) -> NetworkProvider:
-    """The provider registered as ``name`` (config validation guarantees it exists)."""
-    provider: NetworkProvider = importlib.import_module(MODULES[name]).PROVIDER
-    return provider
-
-
-def every() -> list[NetworkProvider]:
-    return [get(n) for n in NAMES]
-
-
-__all__ = ["DEFAULT", "MODULES", "NAMES", "NetworkProvider", "every", "get"]
+__all__ = ["DEFAULT", "NAMES", "REGISTRY", "NetworkProvider", "every", "get"]

@@ -1,33 +1,23 @@
-"""Storage backends of the control plane: one module each, and this registry.
+"""Storage backends of the control plane: one module each (defining ``BACKEND``), and this registry.
 
 A backend is the datastore kube-apiserver talks etcd's API to: ``etcd`` (the default,
 one member per controller) or ``kine`` (the etcd API over SQLite, MySQL/MariaDB or
 PostgreSQL, chosen by ``storage.kine.dataSource``). Adding one is a module under
-``mke/storage/`` defining ``BACKEND`` (a ``StorageBackend``) and one line in ``MODULES``.
+``mke/storage/`` and one line in ``REGISTRY`` (docs/architecture.md, "Seams").
 """
 
 from __future__ import annotations
 
-import importlib
-
+from mke.registry import Registry
 from mke.storage.base import StorageBackend
 
-MODULES: dict[str, str] = {
+REGISTRY: Registry[StorageBackend] = Registry({
     "etcd": "mke.storage.etcd",
     "kine": "mke.storage.kine",
-}
-NAMES = tuple(MODULES)
-DEFAULT = "etcd"
+}, attr="BACKEND", default="etcd")
+NAMES = REGISTRY.names
+DEFAULT = REGISTRY.default
+get = REGISTRY.get
+every = REGISTRY.every
 
-
-def get(name: str) -> StorageBackend:
-    """The backend registered as ``name`` (config validation guarantees it exists)."""
-    backend: StorageBackend = importlib.import_module(MODULES[name]).BACKEND
-    return backend
-
-
-def every() -> list[StorageBackend]:
-    return [get(n) for n in NAMES]
-
-
-__all__ = ["DEFAULT", "MODULES", "NAMES", "StorageBackend", "every", "get"]
+__all__ = ["DEFAULT", "NAMES", "REGISTRY", "StorageBackend", "every", "get"]
