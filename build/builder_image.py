@@ -26,8 +26,9 @@ import tarfile
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from build.action import canonical_json
 from build.cache import Cache
@@ -338,7 +339,7 @@ def _build(engine: DockerEngine, spec: BuilderSpec, cache: Cache, *, mirror: str
             "dev.mke.builder.packages": json.dumps(sorted(f"{k}={v}" for k, v in packages.items())),
         }
         def build_line(line: str) -> None:
-            if line.startswith("Step ") or line.startswith(("go version", "Successfully")):
+            if line.startswith(("Step ", "go version", "Successfully")):
                 say(line if len(line) <= 120 else line[:117] + "...")
 
         return engine.build_image(context, spec.tag, build_line, labels)

@@ -115,7 +115,7 @@ class ComponentManager:
         for c in reversed(started):
             try:
                 c.stop()
-            except Exception as e:  # stop must go on with the others
+            except Exception as e:  # noqa: BLE001 - stop must go on with the others
                 print(f"mke: stopping {c.name}: {e}")
         self.on_change()
 

@@ -164,7 +164,7 @@ def iptables_filtered(save_text: str) -> tuple[str, int]:
     """iptables-save text without mke/kube/CNI chains and rules; (text, lines removed)."""
     out, removed = [], 0
     for line in save_text.splitlines():
-        if (line.startswith(":") or line.startswith("-A ")) and CHAIN_RE.search(line):
+        if line.startswith((":", "-A ")) and CHAIN_RE.search(line):
             removed += 1
             continue
         out.append(line)
