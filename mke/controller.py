@@ -9,7 +9,6 @@ and stop everything in reverse order when asked.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import threading
 import time
@@ -17,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mke import __version__, storage
+from mke import storage
 from mke.components.apiserver import KubeAPIServer
 from mke.components.base import Component, SupervisedComponent
 from mke.components.context import ControllerContext
@@ -28,21 +27,23 @@ from mke.components.scheduler import KubeScheduler
 from mke.config import ClusterConfig
 from mke.errors import MkeError
 from mke.node.binaries import BinaryResolver
-from mke.node.datadir import DEFAULT_DATA_DIR, DataDirLock, StatusFile
-from mke.node.files import private_dir
+from mke.node.datadir import DEFAULT_DATA_DIR
 from mke.node.hostinfo import advertised_address, api_url, host_addresses, node_name
+from mke.node.role import NodeRole
 from mke.pki import PKIRequest
 from mke.supervisor import LogSink
 
 # ---------------------------------------------------------------- the controller
 
 
-class Controller:
+class Controller(NodeRole):
+    role = "controller"
+
     def __init__(self, config: ClusterConfig, *, data_dir: Path = DEFAULT_DATA_DIR, bin_dir: Path | None = None,
                  sink: LogSink | None = None, name: str | None = None, backoff_initial: float = 0.5,
                  join: Mapping[str, Any] | None = None, manifests: bool = True) -> None:
+        super().__init__(data_dir)
         self.config = config
-        self.data_dir = Path(data_dir).absolute()
         addrs = host_addresses()
         user_bin_dir = bin_dir is not None
         self.ctx = ControllerContext(
@@ -56,16 +57,11 @@ class Controller:
             backoff_initial=backoff_initial,
             join=join,
         )
-        self.lock = DataDirLock(self.data_dir)
-        self.status_file = StatusFile(self.data_dir)
-        self.stopping = threading.Event()
         self.with_manifests = manifests
-        self.manager: ComponentManager | None = None
         self.worker: Any = None
         self.versions: dict[str, str] = {}
         self.bin_dir = Path(bin_dir) if bin_dir else None
-        self.started_at = time.time()
-        self.phase = "starting"
+        self.next_pki_check = time.monotonic() + self.pki_check_every
 
     # -- build
 
@@ -108,34 +104,19 @@ class Controller:
 
     # -- status
 
-    def status(self) -> dict[str, Any]:
+    def status_extra(self) -> dict[str, Any]:
         return {
-            "role": "controller",
-            "mke_version": __version__,
-            "pid": os.getpid(),
-            "phase": self.phase,
-            "data_dir": str(self.data_dir),
             "node_name": self.ctx.node_name,
             "api_address": self.ctx.api_address,
             "api_port": self.config.api.port,
             "storage": self.config.storage.type,
-            "started_at": self.started_at,
-            "components": self.manager.states() if self.manager else [],
         }
-
-    def write_status(self) -> None:
-        self.status_file.write(self.status())
 
     # -- run
 
-    def lock_data_dir(self) -> None:
-        """Create the data dir 0700 and take its lock (BusyError when another mke has it)."""
-        private_dir(self.data_dir)
-        self.lock.acquire()
-
     def prepare(self) -> None:
-        """Ensure the PKI and find the binaries (the data dir is locked)."""
-        self.status_file.remove()  # from an mke that was killed
+        """Lock the data dir, ensure the PKI and find the binaries."""
+        self.lock_data_dir()
         self.ctx.pki.ensure(self.pki_request())
         self.ctx.binaries.prefetch(self.binary_names())
 
@@ -146,13 +127,16 @@ class Controller:
         self.manager.start(init=False)
         if self.config.control_plane.worker:
             self.start_worker()
-        self.phase = "running"
-        self.write_status()
         threading.Thread(target=self.detect_versions, name="versions", daemon=True).start()
 
     # -- certificates of a long-running controller
 
     pki_check_every = 12 * 3600.0
+
+    def tick(self) -> None:
+        if time.monotonic() >= self.next_pki_check:
+            self.next_pki_check = time.monotonic() + self.pki_check_every
+            self.renew_certificates()
 
     def renew_certificates(self) -> list[str]:
         """Renew what expires within 30 days; restart the components that read them only at start."""
@@ -231,32 +215,9 @@ class Controller:
                              options=WorkerOptions(node_name=self.ctx.node_name, taints=taints), token=token,
                              sink=self.ctx.sink, backoff_initial=self.ctx.backoff_initial)
         self.worker.stopping = self.stopping
-        self.worker.prepare()
-        self.worker.start()
+        self.worker.bring_up()
 
-    def stop(self) -> None:
-        self.phase = "stopping"
-        self.stopping.set()
+    def stop_extra(self) -> None:
         if self.worker is not None:
             self.worker.stop()
             self.worker = None
-        if self.manager is not None:
-            self.manager.stop()
-        self.status_file.remove()
-        self.lock.release()
-
-    def run(self, on_ready: Any = None) -> None:
-        self.lock_data_dir()
-        try:
-            self.prepare()
-            self.start()
-            if on_ready:
-                on_ready(self)
-            next_pki_check = time.monotonic() + self.pki_check_every
-            while not self.stopping.wait(5.0):
-                self.write_status()
-                if time.monotonic() >= next_pki_check:
-                    next_pki_check = time.monotonic() + self.pki_check_every
-                    self.renew_certificates()
-        finally:
-            self.stop()

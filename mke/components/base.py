@@ -20,6 +20,7 @@ Both take a ``ComponentContext``: what a controller (``ControllerContext``) and 
 from __future__ import annotations
 
 import http.client
+import socket
 import ssl
 import threading
 import urllib.parse
@@ -216,6 +217,19 @@ class LoopComponent(Component):
                 "last_error": self.problems.get("sync"), "problems": dict(self.problems)}
 
 
+def unix_socket_answers(path: Path) -> bool:
+    """True when something accepts connections on the unix socket ``path``."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(1.0)
+    try:
+        s.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
 def https_ok(url: str, *, ca: Path | None = None, cert: Path | None = None, key: Path | None = None,
              verify: bool = True, timeout: float = 2.0) -> tuple[bool, str]:
     """GET ``url``; (True, body) on HTTP 200. Unverified TLS is only for loopback health ports."""
@@ -246,4 +260,4 @@ def https_ok(url: str, *, ca: Path | None = None, cert: Path | None = None, key:
         conn.close()
 
 
-__all__ = ["Component", "ComponentContext", "ComponentError", "LoopComponent", "SupervisedComponent", "https_ok"]
+__all__ = ["Component", "ComponentContext", "ComponentError", "LoopComponent", "SupervisedComponent", "https_ok", "unix_socket_answers"]

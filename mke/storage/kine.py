@@ -9,10 +9,9 @@ cannot be joined by another; MySQL and PostgreSQL are shared by every controller
 from __future__ import annotations
 
 import os
-import socket
 from typing import TYPE_CHECKING, Any
 
-from mke.components.base import SupervisedComponent
+from mke.components.base import SupervisedComponent, unix_socket_answers
 from mke.storage.base import StorageBackend
 
 if TYPE_CHECKING:
@@ -76,17 +75,7 @@ class Kine(SupervisedComponent):
         ]
 
     def ready(self) -> bool:
-        if not self.socket_path.exists():
-            return False
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(1.0)
-        try:
-            s.connect(str(self.socket_path))
-            return True
-        except OSError:
-            return False
-        finally:
-            s.close()
+        return unix_socket_answers(self.socket_path)
 
 
 class KineBackend(StorageBackend):

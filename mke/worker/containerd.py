@@ -16,13 +16,12 @@ garbage collection never removes what no registry could give back.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import tarfile
 import time
 from pathlib import Path
 
-from mke.components.base import Component, SupervisedComponent
+from mke.components.base import Component, SupervisedComponent, unix_socket_answers
 from mke.errors import ComponentError
 from mke.node.files import write_file_atomic
 from mke.worker.context import WorkerContext
@@ -115,19 +114,7 @@ class Containerd(SupervisedComponent):
         return {"PATH": self.wctx.bin_path_env()}
 
     def ready(self) -> bool:
-        return socket_answers(self.wctx.paths.containerd_socket)
-
-
-def socket_answers(path: Path) -> bool:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(1.0)
-    try:
-        s.connect(str(path))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
+        return unix_socket_answers(self.wctx.paths.containerd_socket)
 
 
 # --------------------------------------------------------------------------- image import

@@ -17,22 +17,20 @@ in containerd's process group), as with k3s and k0s.
 
 from __future__ import annotations
 
-import os
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mke import __version__
 from mke.components.base import Component
 from mke.components.manager import ComponentManager
 from mke.errors import TokenError
 from mke.node.binaries import BinaryResolver
-from mke.node.datadir import DEFAULT_DATA_DIR, DataDirLock, StatusFile
-from mke.node.files import private_dir, write_file_atomic
+from mke.node.datadir import DEFAULT_DATA_DIR
+from mke.node.files import write_file_atomic
 from mke.node.hostinfo import node_address
+from mke.node.role import NodeRole
 from mke.supervisor import LogSink
 from mke.worker import host
 from mke.worker.context import WORKER_BINARIES, WorkerContext, WorkerOptions, WorkerPaths
@@ -73,24 +71,21 @@ def ensure_cgroup_root(cgroups: host.CgroupInfo, name: str, root: Path = host.CG
     return made
 
 
-class Worker:
+class Worker(NodeRole):
+    role = "worker"
+
     def __init__(self, *, data_dir: Path = DEFAULT_DATA_DIR, bin_dir: Path | None = None,
                  options: WorkerOptions, token: str | None = None, sink: LogSink | None = None,
                  backoff_initial: float = 0.5, say: Callable[[str], None] = _say) -> None:
-        self.paths = WorkerPaths(Path(data_dir).absolute())
+        super().__init__(data_dir)
+        self.paths = WorkerPaths(self.data_dir)
         self.bin_dir = bin_dir
         self.options = options
         self.token = token
         self.sink = sink or LogSink()
         self.backoff_initial = backoff_initial
         self.say = say
-        self.stopping = threading.Event()
-        self.manager: ComponentManager | None = None
         self.ctx: WorkerContext | None = None
-        self.lock: DataDirLock | None = None
-        self.status_file = StatusFile(self.paths.data_dir)
-        self.phase = "starting"
-        self.started_at = time.time()
         self.t0 = time.monotonic()
         self.checks: list[host.Check] = []
         self.prepare_seconds: float | None = None  # token check, prerequisites, staging
@@ -141,9 +136,7 @@ class Worker:
         t0 = time.monotonic()
         api_url, settings, tok = self.authenticate()
         p = self.paths
-        private_dir(p.data_dir)
-        self.lock = DataDirLock(p.data_dir)
-        self.lock.acquire()
+        self.lock_data_dir()
         p.worker_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if tok is not None:
             write_file_atomic(p.ca, tok.ca_pem.encode(), 0o644)
@@ -193,28 +186,18 @@ class Worker:
 
     # -- status
 
-    def status(self) -> dict[str, Any]:
+    def status_extra(self) -> dict[str, Any]:
         import urllib.parse
 
         u = urllib.parse.urlsplit(self.ctx.api_url) if self.ctx else None
         return {
-            "role": "worker",
-            "mke_version": __version__,
-            "pid": os.getpid(),
-            "phase": self.phase,
-            "data_dir": str(self.paths.data_dir),
             "node_name": self.options.node_name,
             "api_address": u.hostname if u else None,
             "api_port": u.port if u else None,
             "storage": "-",
-            "started_at": self.started_at,
             "prerequisites": [c.line() for c in self.checks],
             "prepare_seconds": round(self.prepare_seconds, 3) if self.prepare_seconds is not None else None,
-            "components": self.manager.states() if self.manager else [],
         }
-
-    def write_status(self) -> None:
-        self.status_file.write(self.status())
 
     # -- run
 
@@ -226,26 +209,3 @@ class Worker:
         stages = worker_stages(self.ctx, swap=swap, resolv_conf=host.host_resolv_conf())
         self.manager = ComponentManager(stages, on_change=self.write_status, stopping=self.stopping)
         self.manager.start()
-        self.phase = "running"
-        self.write_status()
-
-    def stop(self) -> None:
-        self.phase = "stopping"
-        self.stopping.set()
-        if self.manager is not None:
-            self.manager.stop()
-        self.status_file.remove()
-        if self.lock is not None:
-            self.lock.release()
-
-    def run(self, on_ready: Callable[[Worker], None] | None = None) -> None:
-        try:
-            self.prepare()
-            self.start()
-            if on_ready:
-                on_ready(self)
-            while not self.stopping.wait(5.0):
-                self.write_status()
-        finally:
-            if self.lock is not None:  # nothing to undo when the token was refused
-                self.stop()
