@@ -13,6 +13,7 @@ REGISTRY: Registry[NetworkProvider] = Registry({
     "calico": "mke.network.calico",
     "bridge": "mke.network.bridge",
     "custom": "mke.network.custom",
+    "kuberouter": "mke.network.kuberouter",
 }, attr="PROVIDER", default="calico")
 NAMES = REGISTRY.names
 DEFAULT = REGISTRY.default

@@ -6,11 +6,12 @@ provider names:
 - the controller: ``manifests(ctx)`` (DaemonSets, RBAC, CRDs it applies and keeps
   applied) and ``check(cfg)`` (one-line warnings for ``mke config validate`` and start);
 - ``mke airgap list-images``: ``images(cfg)``;
-- every worker: ``cni_plugins`` (the embedded CNI plugins it stages), where containerd
-  finds CNI configs and plugins (``cni_conf_dir``, ``cni_bin_dirs``), and
-  ``worker_components(ctx)`` (loops mke runs on the node, started after kubelet);
-- ``mke reset``: ``cleanup(say)`` removes the host state the provider created (links,
-  routes, its own rules) and ``leftovers()`` lists what is still there.
+- every worker: ``cni_plugins`` and ``worker_binaries()`` (the embedded binaries it
+  stages), where containerd finds CNI configs and plugins (``cni_conf_dir``,
+  ``cni_bin_dirs``), and ``worker_components(ctx)`` (processes or loops mke runs on the
+  node, started after kubelet);
+- ``mke reset``: ``cleanup(paths, say)`` removes the host state the provider created
+  (links, routes, its own rules) and ``leftovers(paths)`` lists what is still there.
 """
 
 from __future__ import annotations
@@ -56,12 +57,16 @@ class NetworkProvider:
         staged = list(dict.fromkeys(str(ctx.binaries.path(p).parent) for p in self.cni_plugins))
         return [str(HOST_CNI_BIN_DIR), *staged] if self.host_cni_dirs else staged
 
+    def worker_binaries(self) -> tuple[str, ...]:
+        """Embedded binaries besides the CNI plugins that ``worker_components`` run."""
+        return ()
+
     def worker_components(self, ctx: WorkerContext) -> list[Component]:
         return []
 
-    def cleanup(self, say: Callable[[str], None]) -> list[str]:
+    def cleanup(self, paths: WorkerPaths, say: Callable[[str], None]) -> list[str]:
         """Remove this provider's host state; returns the problems (empty: clean)."""
         return []
 
-    def leftovers(self) -> list[str]:
+    def leftovers(self, paths: WorkerPaths) -> list[str]:
         return []

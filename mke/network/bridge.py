@@ -38,7 +38,7 @@ from mke.node.files import write_file_atomic
 
 if TYPE_CHECKING:
     from mke.components.context import ControllerContext
-    from mke.worker.context import WorkerContext
+    from mke.worker.context import WorkerContext, WorkerPaths
 
 BRIDGE = "mke0"
 NETWORK_NAME = "mke-bridge"
@@ -270,7 +270,7 @@ class Bridge(NetworkProvider):
     def worker_components(self, ctx: WorkerContext) -> list[Component]:
         return [BridgeNetwork(ctx)]
 
-    def cleanup(self, say: Callable[[str], None]) -> list[str]:
+    def cleanup(self, paths: WorkerPaths, say: Callable[[str], None]) -> list[str]:
         problems = []
         try:
             if netlink.delete_link(BRIDGE):
@@ -283,7 +283,7 @@ class Bridge(NetworkProvider):
             problems.append(f"flush routes of protocol {ROUTE_PROTO}: {e.strerror}")
         return problems
 
-    def leftovers(self) -> list[str]:
+    def leftovers(self, paths: WorkerPaths) -> list[str]:
         out = []
         if netlink.link_index(BRIDGE) is not None:
             out.append(f"link {BRIDGE}")

@@ -201,6 +201,17 @@ def routes(protocol: int, family: int = socket.AF_INET) -> list[Route]:
     return out
 
 
+def link_names() -> list[str]:
+    """The names of every link in this network namespace."""
+    out = []
+    with _Socket() as s:
+        for _, p in s.request(RTM_GETLINK, NLM_F_DUMP, _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)):
+            name = _attrs(p, _IFINFOMSG.size).get(IFLA_IFNAME)
+            if name:
+                out.append(name.rstrip(b"\0").decode(errors="replace"))
+    return out
+
+
 def link_index(name: str) -> int | None:
     try:
         return socket.if_nametoindex(name)

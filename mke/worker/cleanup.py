@@ -196,13 +196,13 @@ def clean_iptables(say: Callable[[str], None] = _noop) -> list[str]:
     return problems
 
 
-def clean_network(say: Callable[[str], None] = _noop) -> list[str]:
+def clean_network(paths: WorkerPaths, say: Callable[[str], None] = _noop) -> list[str]:
     """Every network provider's host state (each removes only its own), then the iptables chains."""
     from mke import network
 
     problems = []
     for provider in network.every():
-        problems += provider.cleanup(say)
+        problems += provider.cleanup(paths, say)
     return problems + clean_iptables(say)
 
 
@@ -253,7 +253,7 @@ def reset_worker(data_dir: Path, say: Callable[[str], None] = _noop) -> list[str
     cgroup_root, pod_logs = _kubelet_settings(paths)
     problems = stop_processes(paths, say)
     problems += unmount_all([paths.data_dir] + ([Path(pod_logs)] if pod_logs else []), say)
-    problems += clean_network(say)
+    problems += clean_network(paths, say)
     problems += remove_cgroups(cgroup_root)
     problems += remove_files(paths, pod_logs, say)
     return problems
@@ -270,7 +270,7 @@ def leftovers(data_dir: Path, *, cgroup_root: str = "/", pod_logs: str = "") -> 
     from mke import network
 
     for provider in network.every():
-        out += provider.leftovers()
+        out += provider.leftovers(paths)
     for save in ("iptables-save", "ip6tables-save"):
         exe = shutil.which(save)
         if exe:

@@ -178,7 +178,7 @@ class Worker(NodeRole):
         self.ctx = WorkerContext(paths=p, options=options, settings=settings, cgroups=cgroups, binaries=binaries,
                                  api_url=api_url, can_lower_oom_score=can_lower_oom, sink=self.sink,
                                  backoff_initial=self.backoff_initial)
-        binaries.prefetch([*WORKER_BINARIES, *self.ctx.network.cni_plugins])
+        binaries.prefetch([*WORKER_BINARIES, *self.ctx.network.cni_plugins, *self.ctx.network.worker_binaries()])
         self.prepare_seconds = time.monotonic() - t0
         self.say(f"worker {options.node_name} (ip {options.node_ip or '?'}) joining {api_url}; "
                  f"cgroup v{cgroups.version}/{cgroups.driver}; network {settings.network_provider} "
