@@ -71,3 +71,9 @@ class FipsError(MkeError):
     """A FIPS requirement is not met: a non-FIPS binary, the FIPS provider missing, a refused key."""
 
     exit_code = 12
+
+
+class KernelModuleError(MkeError):
+    """A kernel module mke needs is missing or could not be loaded (the message names it)."""
+
+    exit_code = 14

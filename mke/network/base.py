@@ -39,6 +39,8 @@ class NetworkProvider:
     # True: a DaemonSet of the provider writes /etc/cni/net.d and /opt/cni/bin itself.
     # False: mke (or the provider's agent) writes the CNI config into the data dir.
     host_cni_dirs: bool = True
+    # Kernel modules the provider needs on every node (mke loads them before it starts).
+    kernel_modules: tuple[str, ...] = ()
 
     def check(self, cfg: ClusterConfig) -> list[str]:
         """Warnings about ``cfg`` for this provider (one line each); errors raise ConfigError."""

@@ -146,6 +146,7 @@ class KubeRouterProvider(NetworkProvider):
     summary = "kube-router: routed pod network on any L3 network (IPIP across subnets) and NetworkPolicy"
     cni_plugins = ("bridge", "host-local", "loopback", "portmap")
     host_cni_dirs = False
+    kernel_modules = ("ipip", "ip_set", "xt_set")
 
     def manifests(self, ctx: ControllerContext) -> list[dict[str, Any]]:
         read = ["get", "list", "watch"]

@@ -26,6 +26,7 @@ from typing import Any
 from mke.components.base import Component
 from mke.components.manager import ComponentManager
 from mke.errors import TokenError
+from mke.network import get as network_provider
 from mke.node.binaries import BinaryResolver
 from mke.node.datadir import DEFAULT_DATA_DIR
 from mke.node.files import write_file_atomic
@@ -153,7 +154,8 @@ class Worker(NodeRole):
         cgroups = host.detect_cgroups()
         if cgroups.warning:
             self.say(f"warning: {cgroups.warning}")
-        self.checks = host.Prerequisites().ensure()
+        network = network_provider(settings.network_provider)
+        self.checks = host.Prerequisites(modules=(*host.MODULES, *network.kernel_modules)).ensure()
         for c in self.checks:
             if c.status != "ok":
                 self.say(("warning: " if c.status == "missing" else "") + c.line())

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from mke.errors import KernelModuleError
 from mke.network.bridge import PROVIDER as BRIDGE
 from mke.node.binaries import BinaryResolver
 from mke.worker import host
@@ -179,9 +180,15 @@ def _fake_kernel(tmp_path: Path, *, bridge: bool, forward: str = "0") -> tuple[P
 def test_prerequisites_set_what_they_can_and_report_the_rest(tmp_path):
     proc, sys = _fake_kernel(tmp_path, bridge=False)
     tried = []
-    checks = {c.name: c for c in host.Prerequisites(proc=proc, sys=sys, modprobe=lambda m: tried.append(m) or False).ensure()}
+
+    def no_module(name: str) -> str:
+        tried.append(name)
+        raise KernelModuleError(f"kernel module {name} is neither loaded, built in, nor in /lib/modules/x")
+
+    checks = {c.name: c for c in host.Prerequisites(proc=proc, sys=sys, load_module=no_module).ensure()}
     assert checks["module overlay"].status == "ok"
-    assert checks["module br_netfilter"].status == "missing" and "modprobe br_netfilter" in checks["module br_netfilter"].detail
+    assert checks["module br_netfilter"].status == "missing"
+    assert "kernel module br_netfilter is neither loaded" in checks["module br_netfilter"].detail
     assert tried == ["br_netfilter"]
     assert checks["sysctl net.ipv4.ip_forward"].status == "set"
     assert (proc / "sys" / "net" / "ipv4" / "ip_forward").read_text() == "1"
@@ -192,7 +199,7 @@ def test_prerequisites_set_what_they_can_and_report_the_rest(tmp_path):
 
 def test_prerequisites_all_ok(tmp_path):
     proc, sys = _fake_kernel(tmp_path, bridge=True, forward="1")
-    checks = host.Prerequisites(proc=proc, sys=sys, modprobe=lambda m: False).ensure()
+    checks = host.Prerequisites(proc=proc, sys=sys, load_module=lambda m: "loaded").ensure()
     assert not host.missing(checks)
 
 
