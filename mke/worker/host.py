@@ -65,15 +65,20 @@ def swap_enabled(proc_swaps: Path = Path("/proc/swaps")) -> bool:
         return False
 
 
-def host_resolv_conf() -> str:
-    """The resolv.conf kubelet gives pods: systemd-resolved's real one when the stub (127.0.0.53) is in use."""
+def host_resolv_conf(etc: Path = Path("/etc/resolv.conf"),
+                     resolved: Path = Path("/run/systemd/resolve/resolv.conf")) -> str:
+    """The resolv.conf kubelet gives pods: systemd-resolved's real one when the stub (127.0.0.53)
+    is in use; "" on a host without one (kubelet then gives pods only the cluster's DNS, where
+    a missing file would make it fail every pod sandbox)."""
     try:
-        text = Path("/etc/resolv.conf").read_text()
+        text = etc.read_text()
+    except FileNotFoundError:
+        return ""
     except OSError:
-        return "/etc/resolv.conf"
-    if "127.0.0.53" in text and Path("/run/systemd/resolve/resolv.conf").exists():
-        return "/run/systemd/resolve/resolv.conf"
-    return "/etc/resolv.conf"
+        return str(etc)
+    if "127.0.0.53" in text and resolved.exists():
+        return str(resolved)
+    return str(etc)
 
 
 # --------------------------------------------------------------------------- prerequisites

@@ -260,3 +260,14 @@ def test_without_cap_sys_resource_containerd_restricts_oom_scores(tmp_path):
     status = tmp_path / "status"
     status.write_text("Name:\tx\nCapEff:\t000001fffeffffff\n")
     assert host.has_capability(21, status) and not host.has_capability(host.CAP_SYS_RESOURCE, status)
+
+
+def test_resolv_conf_for_pods(tmp_path):
+    etc, resolved = tmp_path / "resolv.conf", tmp_path / "resolved.conf"
+    assert host.host_resolv_conf(etc, resolved) == ""  # a bare host: kubelet must not be pointed at a missing file
+    etc.write_text("nameserver 192.0.2.53\n")
+    assert host.host_resolv_conf(etc, resolved) == str(etc)
+    etc.write_text("nameserver 127.0.0.53\n")
+    assert host.host_resolv_conf(etc, resolved) == str(etc)  # the stub, but no real file to use instead
+    resolved.write_text("nameserver 192.0.2.53\n")
+    assert host.host_resolv_conf(etc, resolved) == str(resolved)
