@@ -26,7 +26,9 @@ from typing import Any
 
 from build.errors import BuildError, UsageError, VerificationError
 from build.fsutil import write_atomic
-from mke.fips import BinaryReport, Policy, check_files, evaluate, format_table, inspect_binary, reports_document
+from mke.fips.binary import inspect_binary
+from mke.fips.policy import BinaryReport, Policy, check_files, evaluate
+from mke.fips.table import format_table, reports_document
 
 REPORT_NAME = "fips-report.json"
 

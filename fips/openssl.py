@@ -45,7 +45,7 @@ from fips.settings import FipsToolchain, load
 
 SCHEMA = 3
 COMPONENT = "openssl-fips-provider"
-RUNTIME_DIR_ENV = "MKE_FIPS_RUNTIME"  # the directory holding fips.so (mke.fips.RUNTIME_ENV)
+RUNTIME_DIR_ENV = "MKE_FIPS_RUNTIME"  # the directory holding fips.so (mke.fips.runtime_env.RUNTIME_ENV)
 _TARGETS = {"x86_64": "linux-x86_64", "aarch64": "linux-aarch64"}
 
 OPENSSL_CNF = """\

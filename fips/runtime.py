@@ -40,7 +40,8 @@ from build.action import Action
 from build.cache import Cache, OutputFile, default_cache_dir
 from build.errors import BuildError, BundleError
 from build.progress import log
-from mke.fips import BUILTIN_HASH_MODULES
+from mke.elf import ElfFile
+from mke.fips.runtime_state import BUILTIN_HASH_MODULES
 
 RUNTIME_HOOK = Path(__file__).resolve().parent / "pyi_rth_mke_fips.py"
 BUNDLE_DIR = "mke_fips"  # inside the bundle (sys._MEIPASS); the runtime hook names it too
@@ -61,13 +62,11 @@ def _rust_extension() -> Path | None:
 
 def cryptography_links_system_openssl(ext: Path | None = None) -> bool:
     """True when cryptography's Rust extension loads libcrypto.so.3 (instead of carrying its own OpenSSL)."""
-    from mke.fips import _Elf
-
     ext = ext or _rust_extension()
     if ext is None:
         return False
-    data = ext.read_bytes()
-    dynstr = _Elf(data).section_bytes(".dynstr")
+    elf = ElfFile.parse(ext.read_bytes())
+    dynstr = elf.section_bytes(".dynstr") if elf is not None else None
     return dynstr is not None and b"\0libcrypto.so.3\0" in bytes(dynstr)
 
 

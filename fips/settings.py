@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from build.errors import UsageError, VerificationError
-from mke.fips import GO_MODES, Policy
+from mke.fips.policy import GO_MODES, Policy
 
 try:  # Python 3.11+
     import tomllib
