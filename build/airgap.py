@@ -24,7 +24,7 @@ from typing import Any
 from build import oci
 from build.action import Action
 from build.cache import ActionResult, OutputFile
-from build.errors import BuildError, RecipeError
+from build.errors import BuildError, ImageError, RecipeError
 from build.fsutil import sha256_file, write_atomic
 from build.modes.base import BuildContext
 from build.progress import log
@@ -122,7 +122,7 @@ def parse_image_spec(path: Path, data: dict) -> ImageSpec:
     ref = check_template(ctx, "ref", _get(ctx, "", data, "ref", str), frozenset({"version"}))
     try:
         oci.split_ref(ref.replace("{version}", "0"))
-    except oci.ImageError as e:
+    except ImageError as e:
         raise ctx.fail("ref", str(e).split(": ", 1)[-1]) from None
     files = []
     for i, t in enumerate(_get(ctx, "", data, "file", list)):

@@ -26,14 +26,15 @@ import tarfile
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from build.action import canonical_json
 from build.cache import Cache
 from build.docker_engine import LABEL, DockerEngine
 from build.download import Downloader
-from build.errors import BuildError, RecipeError
+from build.errors import BuilderImageError, RecipeError
 from build.gomod import module_zip_h1
 from build.platform import Platform
 from build.progress import log
@@ -65,12 +66,6 @@ RUN set -e; for d in /tmp/mke-debs/*.deb; do [ -e "$d" ] && dpkg-deb -x "$d" /; 
     /usr/local/go/bin/go version
 ENV {env}
 """
-
-
-class BuilderImageError(BuildError):
-    """Making the builder image failed (debootstrap, pinned package versions, Go toolchain)."""
-
-    exit_code = 14
 
 
 # --------------------------------------------------------------------------- spec

@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from build.errors import BuildError, UsageError, VerificationError
+from build.errors import BuildError, UsageError, VerificationError, report
 from build.fsutil import write_atomic
 from mke.fips.binary import inspect_binary
 from mke.fips.policy import BinaryReport, Policy, check_files, evaluate
@@ -130,9 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.require and not ok:
             raise VerificationError(failure_message(reports, ", ".join(str(p) for p in args.paths)))
         return 0
-    except BuildError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+    except (BuildError, OSError) as e:
+        return report(e)
 
 
 def _is_bundle(path: Path) -> bool:

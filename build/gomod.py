@@ -25,17 +25,11 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from build.errors import BuildError, ComponentBuildError, LockfileError, RecipeError
+from build.errors import ComponentBuildError, GoModuleError, LockfileError, RecipeError
 from build.recipes import Recipe
 
 WRAPPER_SCHEMA = 1  # bump when the generated wrapper changes shape (it enters action keys)
 WRAPPER_PREFIX = "mke.build"
-
-
-class GoModuleError(BuildError):
-    """Downloading or verifying Go module sources failed."""
-
-    exit_code = 13
 
 
 # --------------------------------------------------------------------------- hashes

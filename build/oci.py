@@ -36,7 +36,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
-from build.errors import BuildError
+from build.errors import ImageError
 
 MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
 MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -47,12 +47,6 @@ ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
 CHUNK = 1 << 20
 # Linux capability numbers that images may grant through file capabilities.
 CAPABILITIES = {"CAP_NET_BIND_SERVICE": 10, "CAP_NET_ADMIN": 12, "CAP_NET_RAW": 13, "CAP_SYS_ADMIN": 21}
-
-
-class ImageError(BuildError):
-    """An air-gap image could not be built or an archive is not what we wrote."""
-
-    exit_code = 14
 
 
 def canonical_json(value: object) -> bytes:

@@ -38,7 +38,7 @@ from typing import Any
 
 from build.action import Action
 from build.cache import Cache, OutputFile, default_cache_dir
-from build.errors import BuildError, BundleError
+from build.errors import BuildError, BundleError, report
 from build.progress import log
 from mke.elf import ElfFile
 from mke.fips.runtime_state import BUILTIN_HASH_MODULES
@@ -228,9 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         opts = prepare(Cache(args.cache_dir or default_cache_dir()), mirror=args.mirror, jobs=args.jobs,
                        install=args.install)
-    except BuildError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+    except (BuildError, OSError) as e:
+        return report(e)
     if args.json:
         print(json.dumps(opts, indent=2, sort_keys=True))
     else:

@@ -13,7 +13,7 @@ import difflib
 from pathlib import Path
 from typing import Any
 
-from build.errors import UsageError, VerificationError
+from build.errors import FipsSettingsError, UsageError, VerificationError
 from mke.fips.policy import GO_MODES, Policy
 
 try:  # Python 3.11+
@@ -23,10 +23,6 @@ except ModuleNotFoundError:  # pragma: no cover
 
 TOOLCHAIN_FILE = Path(__file__).resolve().parent / "toolchain.toml"
 SCHEMA = 1
-
-
-class FipsSettingsError(VerificationError):
-    """fips/toolchain.toml is malformed; the message names the field."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from build.errors import FipsSettingsError
 from fips import runtime, settings
-from fips.settings import FipsSettingsError, go_build_settings, load
+from fips.settings import go_build_settings, load
 from mke.fips import policy as mfips
 
 TOOLCHAIN = settings.TOOLCHAIN_FILE
