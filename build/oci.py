@@ -28,7 +28,6 @@ import json
 import lzma
 import os
 import posixpath
-import stat
 import struct
 import tarfile
 import tempfile
@@ -545,8 +544,3 @@ def read_archive(path: Path) -> list[dict]:
     if tags != sorted(i["ref"] for i in out):
         raise ImageError(f"{path}: manifest.json names {tags}, index.json {sorted(i['ref'] for i in out)}")
     return out
-
-
-def is_executable_file(path: Path) -> bool:
-    st = path.stat()
-    return stat.S_ISREG(st.st_mode) and bool(st.st_mode & 0o111)

@@ -92,10 +92,6 @@ class CryptoFunctions:
     crypto_functions: int  # every function in a crypto/... package (any Go version)
     pclntab: bool  # False: no function table found (not Go, or an unusual layout)
 
-    @property
-    def any_crypto(self) -> bool:
-        return bool(self.crypto_functions or self.boring_cgo_functions)
-
 
 def scan_functions(elf: ElfFile) -> CryptoFunctions:
     tab = _funcnametab(elf)
