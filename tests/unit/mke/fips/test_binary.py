@@ -9,20 +9,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from mke.fips.binary import inspect_binary
 from mke.fips.goinfo import go_unquote, parse_modinfo
-from tests.support.gofips import GO, build_programs, have_go_fips
-
-
-@pytest.fixture(scope="module")
-def gobins(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    if not have_go_fips():
-        pytest.skip("needs Go 1.24+ on the host")
-    return build_programs(tmp_path_factory.mktemp("fipsgo"))
+from tests.support.gofips import GO
 
 
 def test_buildinfo_matches_go_version_m(gobins):

@@ -10,15 +10,6 @@ import pytest
 
 from mke.fips.binary import inspect_binary
 from mke.fips.policy import BinaryReport, Policy, evaluate, runtime_policy
-from tests.support.gofips import build_programs, have_go_fips
-
-
-@pytest.fixture(scope="module")
-def gobins(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    if not have_go_fips():
-        pytest.skip("needs Go 1.24+ on the host")
-    return build_programs(tmp_path_factory.mktemp("fipsgo"))
-
 
 NATIVE = Policy(go_mode="native", go_module="v1.0.0", exempt=(("pause", "C, no crypto"),))
 

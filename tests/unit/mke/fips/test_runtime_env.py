@@ -4,19 +4,8 @@ from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
-
-import pytest
 
 from mke.fips.runtime_env import child_env, godebug_for_children, is_fips_runtime, runtime_summary
-from tests.support.gofips import build_programs, have_go_fips
-
-
-@pytest.fixture(scope="module")
-def gobins(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    if not have_go_fips():
-        pytest.skip("needs Go 1.24+ on the host")
-    return build_programs(tmp_path_factory.mktemp("fipsgo"))
 
 
 def test_child_env_restores_openssl_and_forces_fips_godebug():

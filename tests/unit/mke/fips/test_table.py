@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-
-from mke.fips.policy import Policy, check_files
+from mke.fips.policy import check_files, runtime_policy
 from mke.fips.table import format_table, reports_document
-from tests.support.gofips import build_programs, have_go_fips
-
-
-@pytest.fixture(scope="module")
-def gobins(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    if not have_go_fips():
-        pytest.skip("needs Go 1.24+ on the host")
-    return build_programs(tmp_path_factory.mktemp("fipsgo"))
-
-
-NATIVE = Policy(go_mode="native", go_module="v1.0.0", exempt=(("pause", "C, no crypto"),))
 
 
 def test_table_format(gobins):
-    reports = check_files({"kube-apiserver": gobins["fips"], "etcd": gobins["plain"]}, NATIVE)
+    reports = check_files({"kube-apiserver": gobins["fips"], "etcd": gobins["plain"]}, runtime_policy())
     text = format_table(reports)
     lines = text.splitlines()
     assert lines[0].split() == ["BINARY", "GO", "GOFIPS140", "FIPS140", "DEFAULT", "FIPS", "MODULE", "(FUNCTIONS)",
