@@ -94,6 +94,7 @@ class CryptoFunctions:
 
 
 def scan_functions(elf: ElfFile) -> CryptoFunctions:
+    """Count the functions of each crypto implementation in ``elf``'s pclntab (a Go binary held in a buffer)."""
     tab = _funcnametab(elf)
     if tab is None:
         return CryptoFunctions(fips_module_versions=(), fips_module_functions=0, intree_packages=(),
