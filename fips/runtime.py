@@ -65,7 +65,10 @@ def cryptography_links_system_openssl(ext: Path | None = None) -> bool:
     ext = ext or _rust_extension()
     if ext is None:
         return False
-    elf = ElfFile.parse(ext.read_bytes())
+    try:
+        elf = ElfFile.parse(ext.read_bytes())
+    except ValueError:  # a damaged extension: it links nothing usable
+        return False
     dynstr = elf.section_bytes(".dynstr") if elf is not None else None
     return dynstr is not None and b"\0libcrypto.so.3\0" in bytes(dynstr)
 
