@@ -14,8 +14,9 @@ import os
 import tarfile
 import threading
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from build.errors import DockerError
 from build.progress import log

@@ -18,6 +18,7 @@ stderr, the class's exit code, no traceback (``--debug`` shows it).
       11  BusyError           mke must be stopped (or running) and is not
       12  FipsError           a FIPS requirement is not met
       13  HostError           the host refused a file operation (an OSError)
+      14  KernelModuleError   a kernel module mke needs is missing or cannot be loaded
 """
 
 from __future__ import annotations
@@ -111,3 +112,9 @@ class HostError(MkeError):
         if isinstance(e, FileExistsError) and paths and not os.path.isdir(paths[0]):
             reason = "exists and is not a directory"  # mkdir(exist_ok=True) on a file
         return cls(f"{' -> '.join(paths)}: {reason}" if paths else reason)
+
+
+class KernelModuleError(MkeError):
+    """A kernel module mke needs is missing or could not be loaded (the message names it)."""
+
+    exit_code = 14

@@ -379,7 +379,7 @@ def write_payload(out: BinaryIO, manifest: Manifest, frame_files: list[Path]) ->
     header, head = layout(manifest)
     out.write(head)
     pos = 0
-    for frame, path in zip(manifest.frames, frame_files):
+    for frame, path in zip(manifest.frames, frame_files, strict=True):
         if frame.offset != pos:
             out.write(b"\0" * (frame.offset - pos))
             pos = frame.offset
@@ -556,7 +556,7 @@ class _FrameReader:
     """File-like over one frame's compressed bytes that hashes what it hands out."""
 
     def __init__(self, path: str, offset: int, size: int, where: str):
-        self._f = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by close())
+        self._f = open(path, "rb", buffering=0)
         self._f.seek(offset)
         self._left = size
         self._size = size

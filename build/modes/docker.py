@@ -69,11 +69,11 @@ def go_exec_name(import_path: str) -> str:
 def build_date(epoch: int | None, module_time: str | None) -> str:
     """RFC 3339 UTC seconds, as Kubernetes' ``buildDate``: SOURCE_DATE_EPOCH, else the module's commit time."""
     if epoch:
-        t = datetime.datetime.fromtimestamp(epoch, tz=datetime.timezone.utc)
+        t = datetime.datetime.fromtimestamp(epoch, tz=datetime.UTC)
     elif module_time:
-        t = datetime.datetime.fromisoformat(module_time.replace("Z", "+00:00")).astimezone(datetime.timezone.utc)
+        t = datetime.datetime.fromisoformat(module_time.replace("Z", "+00:00")).astimezone(datetime.UTC)
     else:
-        t = datetime.datetime.fromtimestamp(0, tz=datetime.timezone.utc)
+        t = datetime.datetime.fromtimestamp(0, tz=datetime.UTC)
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -112,7 +112,7 @@ class GoBuildEnv:
             "GOWORK": "off",
             "HOME": "/tmp",
             "SOURCE_DATE_EPOCH": str(int(datetime.datetime.strptime(self.build_date, "%Y-%m-%dT%H:%M:%SZ")
-                                         .replace(tzinfo=datetime.timezone.utc).timestamp())),
+                                         .replace(tzinfo=datetime.UTC).timestamp())),
         }
         if self.cgo:
             env["CC"] = self.cc

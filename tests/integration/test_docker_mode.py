@@ -80,7 +80,7 @@ def test_tampered_module_is_refused(env: dict[str, Path], monkeypatch: pytest.Mo
     (src / "main.go").write_text((src / "main.go").read_text().replace("hello from", "owned by"))
     publish(proxy, src, MODULE, "v1.2.4")
     # pins of v1.2.3 but the proxy (and a fresh module cache) have other bytes for v1.2.4
-    lines = [l.replace("v1.2.3", "v1.2.4") for l in json.loads(env["lock"].read_text())["source"]["gohello"]]
+    lines = [line.replace("v1.2.3", "v1.2.4") for line in json.loads(env["lock"].read_text())["source"]["gohello"]]
     lock = tmp_path / "recipes.lock"
     lock.write_text(json.dumps({"schema": 1, "fetch": {}, "source": {"gohello": lines}}))
     recipes = tmp_path / "recipes"

@@ -3,9 +3,11 @@
 Each half keeps every error class in one file (``build/errors.py``, ``mke/errors.py``)
 with its own exit code. Read from the source (nothing is imported but the errors
 module): every class in the half that derives, by name, from an exception is defined in
-the errors module (module-private ``_Names`` used for control flow inside one module, such
-as build/download.py's ``_Retryable``, never reach ``main()`` and are allowed), and the
-errors module's table (its docstring) lists every class with the code the class has.
+the errors module, and the errors module's table (its docstring) lists every class with
+the code the class has. Two kinds may live elsewhere: module-private ``_Names`` used for
+control flow inside one module (build/download.py's ``_Retryable``), which never reach
+``main()``, and ``OSError`` subclasses that carry an errno from a system interface
+(mke/node/netlink.py's ``NetlinkError``), which ``main()`` reports as ``HostError``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from types import ModuleType
 
 EXCEPTION_NAMES = {n for n, v in vars(builtins).items() if isinstance(v, type) and issubclass(v, BaseException)}
+OSERROR_NAMES = {n for n, v in vars(builtins).items() if isinstance(v, type) and issubclass(v, OSError)}
 
 
 def base_names(node: ast.ClassDef) -> list[str]:
@@ -37,17 +40,22 @@ def error_classes_outside(roots: list[Path], errors_file: Path, known: set[str])
             for node in ast.walk(ast.parse(path.read_text(), str(path))):
                 if isinstance(node, ast.ClassDef):
                     classes.setdefault(f"{path}:{node.name}", (path, node.lineno, base_names(node)))
-    exc = set(EXCEPTION_NAMES) | known
-    changed = True
-    while changed:  # an exception class is one whose base is one (by name, across the half)
-        changed = False
-        for key, (_p, _l, bases) in classes.items():
-            name = key.rsplit(":", 1)[1]
-            if name not in exc and any(b in exc for b in bases):
-                exc.add(name)
-                changed = True
-    return [f"{p}:{line} {key.rsplit(':', 1)[1]}" for key, (p, line, bases) in sorted(classes.items())
-            if p != errors_file and not key.rsplit(":", 1)[1].startswith("_") and key.rsplit(":", 1)[1] in exc]
+    exc, oserror = set(EXCEPTION_NAMES) | known, set(OSERROR_NAMES)
+    for kind in (exc, oserror):
+        changed = True
+        while changed:  # an exception class is one whose base is one (by name, across the half)
+            changed = False
+            for key, (_p, _l, bases) in classes.items():
+                name = key.rsplit(":", 1)[1]
+                if name not in kind and any(b in kind for b in bases):
+                    kind.add(name)
+                    changed = True
+    out = []
+    for key, (p, line, _bases) in sorted(classes.items()):
+        name = key.rsplit(":", 1)[1]
+        if p != errors_file and name in exc and not name.startswith("_") and (name not in oserror or name in known):
+            out.append(f"{p}:{line} {name}")
+    return out
 
 
 def table_problems(module: ModuleType, root: type[BaseException]) -> list[str]:
