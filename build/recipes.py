@@ -8,18 +8,12 @@ The format is documented in docs/recipes.md.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
-import string
 from pathlib import Path
 from typing import Any
 
 from build.errors import RecipeError
-
-try:  # Python 3.11+
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover - 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+from build.tomlcheck import TomlChecker, join, read_toml
 
 SCHEMA_VERSION = 1
 # controller/worker: staged and run by that mke role; image: only packed into an air-gap image
@@ -132,153 +126,62 @@ class Recipe:
         return d
 
 
-# --------------------------------------------------------------------------- schema engine
-
-
-class _Ctx:
-    def __init__(self, path: Path):
-        self.path = path
-
-    def fail(self, where: str, msg: str) -> RecipeError:
-        return RecipeError(f"{self.path}: {where}: {msg}" if where else f"{self.path}: {msg}")
-
-
-def _join(where: str, key: str | int) -> str:
-    if isinstance(key, int):
-        return f"{where}[{key}]"
-    return f"{where}.{key}" if where else key
-
-
-_TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer", list: "an array", dict: "a table"}
-
-
-def _check_keys(ctx: _Ctx, where: str, table: dict, allowed: set[str], required: set[str]) -> None:
-    for key in table:
-        if key not in allowed:
-            hint = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.6)
-            tip = f" (did you mean {hint[0]!r}?)" if hint else f" (allowed: {', '.join(sorted(allowed))})"
-            raise ctx.fail(_join(where, key), f"unknown key{tip}")
-    for key in sorted(required):
-        if key not in table:
-            raise ctx.fail(_join(where, key), "missing required field")
-
-
-def _get(ctx: _Ctx, where: str, table: dict, key: str, typ: type, default: Any = dataclasses.MISSING) -> Any:
-    if key not in table:
-        if default is dataclasses.MISSING:
-            raise ctx.fail(_join(where, key), "missing required field")
-        return default
-    value = table[key]
-    # bool is an int subclass; keep them apart
-    if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
-        raise ctx.fail(_join(where, key), f"expected {_TYPE_NAMES[typ]}, got {type(value).__name__} {value!r}")
-    if typ is str and not value.strip():
-        raise ctx.fail(_join(where, key), "must not be empty")
-    return value
-
-
-def _str_list(ctx: _Ctx, where: str, table: dict, key: str, default: Any = dataclasses.MISSING) -> tuple[str, ...]:
-    value = _get(ctx, where, table, key, list, default)
-    for i, item in enumerate(value):
-        if not isinstance(item, str):
-            raise ctx.fail(_join(_join(where, key), i), f"expected a string, got {type(item).__name__} {item!r}")
-    return tuple(value)
-
-
-def _str_table(ctx: _Ctx, where: str, table: dict, key: str, default: Any = dataclasses.MISSING) -> tuple[tuple[str, str], ...]:
-    value = _get(ctx, where, table, key, dict, default)
-    if not isinstance(value, dict):
-        return value
-    for k, v in value.items():
-        if not isinstance(v, str):
-            raise ctx.fail(_join(_join(where, key), k), f"expected a string, got {type(v).__name__} {v!r}")
-    return tuple(sorted(value.items()))
-
-
-def _choice(ctx: _Ctx, where: str, value: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        hint = difflib.get_close_matches(value, choices, n=1, cutoff=0.5)
-        tip = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise ctx.fail(where, f"expected one of {', '.join(choices)}, got {value!r}{tip}")
-    return value
-
-
-def check_template(ctx: _Ctx, where: str, template: str, allowed: frozenset[str]) -> str:
-    """Reject malformed braces and unknown placeholders in a template string."""
-    try:
-        parsed = list(string.Formatter().parse(template))
-    except ValueError as e:
-        raise ctx.fail(where, f"bad template {template!r}: {e}") from None
-    for _, field, spec, conv in parsed:
-        if field is None:
-            continue
-        if field not in allowed or spec or conv:
-            hint = difflib.get_close_matches(field, sorted(allowed), n=1, cutoff=0.6)
-            tip = f" (did you mean {{{hint[0]}}}?)" if hint else ""
-            raise ctx.fail(
-                where,
-                f"bad template {template!r}: unknown placeholder {{{field}}}{tip}; "
-                f"allowed: {', '.join('{' + a + '}' for a in sorted(allowed))}",
-            )
-    return template
-
-
 # --------------------------------------------------------------------------- sections
 
 
-def _parse_binary(ctx: _Ctx, where: str, t: Any) -> Binary:
+def _parse_binary(ctx: TomlChecker, where: str, t: Any) -> Binary:
     if not isinstance(t, dict):
         raise ctx.fail(where, "expected a table ([[binary]])")
-    _check_keys(ctx, where, t, {"name", "roles", "version_args", "version_pattern"}, {"name", "roles"})
-    name = _get(ctx, where, t, "name", str)
+    ctx.keys(where, t, {"name", "roles", "version_args", "version_pattern"}, {"name", "roles"})
+    name = ctx.get(where, t, "name", str)
     if not NAME_RE.match(name):
-        raise ctx.fail(_join(where, "name"), f"{name!r} is not a valid binary name (lowercase letters, digits, '-')")
-    roles = _str_list(ctx, where, t, "roles")
+        raise ctx.fail(join(where, "name"), f"{name!r} is not a valid binary name (lowercase letters, digits, '-')")
+    roles = ctx.str_list(where, t, "roles")
     if not roles:
-        raise ctx.fail(_join(where, "roles"), f"must name at least one of {', '.join(ROLES)}")
+        raise ctx.fail(join(where, "roles"), f"must name at least one of {', '.join(ROLES)}")
     for i, r in enumerate(roles):
-        _choice(ctx, _join(_join(where, "roles"), i), r, ROLES)
-    pattern = _get(ctx, where, t, "version_pattern", str, "")
+        ctx.choice(join(join(where, "roles"), i), r, ROLES)
+    pattern = ctx.get(where, t, "version_pattern", str, "")
     if pattern:
-        check_template(ctx, _join(where, "version_pattern"), pattern, VERSION_FIELDS)
-    args = _str_list(ctx, where, t, "version_args", ())
+        ctx.template(join(where, "version_pattern"), pattern, VERSION_FIELDS)
+    args = ctx.str_list(where, t, "version_args", ())
     if bool(args) != bool(pattern):
         raise ctx.fail(where, "version_args and version_pattern go together: give both or neither")
     return Binary(name=name, roles=roles, version_args=args, version_pattern=pattern)
 
 
-def _parse_artifact(ctx: _Ctx, where: str, t: Any, binaries: tuple[str, ...]) -> Artifact:
+def _parse_artifact(ctx: TomlChecker, where: str, t: Any, binaries: tuple[str, ...]) -> Artifact:
     if not isinstance(t, dict):
         raise ctx.fail(where, "expected a table ([[fetch.artifact]])")
-    _check_keys(
-        ctx, where, t,
+    ctx.keys(
+        where, t,
         {"url", "archive", "members", "binary", "per_binary", "checksum_url", "checksum_format"},
         {"url", "archive", "checksum_url", "checksum_format"},
     )
-    archive = _choice(ctx, _join(where, "archive"), _get(ctx, where, t, "archive", str), ARCHIVES)
-    per_binary = _get(ctx, where, t, "per_binary", bool, False)
+    archive = ctx.choice(join(where, "archive"), ctx.get(where, t, "archive", str), ARCHIVES)
+    per_binary = ctx.get(where, t, "per_binary", bool, False)
     url_fields = URL_FIELDS if per_binary else URL_FIELDS - {"binary"}
-    url = check_template(ctx, _join(where, "url"), _get(ctx, where, t, "url", str), url_fields)
+    url = ctx.template(join(where, "url"), ctx.get(where, t, "url", str), url_fields)
     if not url.startswith(("https://", "http://")):
-        raise ctx.fail(_join(where, "url"), f"must be an http(s) URL, got {url!r}")
-    checksum_url = check_template(ctx, _join(where, "checksum_url"), _get(ctx, where, t, "checksum_url", str), CHECKSUM_FIELDS)
-    fmt = _choice(ctx, _join(where, "checksum_format"), _get(ctx, where, t, "checksum_format", str), CHECKSUM_FORMATS)
-    members = _str_table(ctx, where, t, "members", ())
-    binary = _get(ctx, where, t, "binary", str, "")
+        raise ctx.fail(join(where, "url"), f"must be an http(s) URL, got {url!r}")
+    checksum_url = ctx.template(join(where, "checksum_url"), ctx.get(where, t, "checksum_url", str), CHECKSUM_FIELDS)
+    fmt = ctx.choice(join(where, "checksum_format"), ctx.get(where, t, "checksum_format", str), CHECKSUM_FORMATS)
+    members = ctx.str_table(where, t, "members", ())
+    binary = ctx.get(where, t, "binary", str, "")
     if archive == "raw":
         if members:
-            raise ctx.fail(_join(where, "members"), "a raw artifact is the binary itself; use binary or per_binary instead")
+            raise ctx.fail(join(where, "members"), "a raw artifact is the binary itself; use binary or per_binary instead")
         if per_binary == bool(binary):
             raise ctx.fail(where, "a raw artifact needs exactly one of binary = \"NAME\" or per_binary = true")
         if per_binary and "{binary}" not in url:
-            raise ctx.fail(_join(where, "url"), "per_binary = true needs {binary} in the url")
+            raise ctx.fail(join(where, "url"), "per_binary = true needs {binary} in the url")
     else:
         if per_binary or binary:
             raise ctx.fail(where, f"per_binary/binary apply to raw artifacts only; an {archive} artifact lists members")
         if not members:
-            raise ctx.fail(_join(where, "members"), f"an {archive} artifact must map each binary to its archive member")
+            raise ctx.fail(join(where, "members"), f"an {archive} artifact must map each binary to its archive member")
         for b, m in members:
-            check_template(ctx, _join(_join(where, "members"), b), m, MEMBER_FIELDS)
+            ctx.template(join(join(where, "members"), b), m, MEMBER_FIELDS)
     for b in [b for b, _ in members] + ([binary] if binary else []):
         if b not in binaries:
             raise ctx.fail(where, f"names binary {b!r}, which is not declared in [[binary]] ({', '.join(binaries)})")
@@ -286,22 +189,22 @@ def _parse_artifact(ctx: _Ctx, where: str, t: Any, binaries: tuple[str, ...]) ->
                     members=members, binary=binary, per_binary=per_binary)
 
 
-def _parse_fetch(ctx: _Ctx, t: Any, binaries: tuple[str, ...]) -> FetchSpec:
+def _parse_fetch(ctx: TomlChecker, t: Any, binaries: tuple[str, ...]) -> FetchSpec:
     where = "fetch"
     if not isinstance(t, dict):
         raise ctx.fail(where, "expected a table ([fetch])")
-    _check_keys(ctx, where, t, {"available", "reason", "arch_map", "artifact"}, {"available"})
-    available = _get(ctx, where, t, "available", bool)
+    ctx.keys(where, t, {"available", "reason", "arch_map", "artifact"}, {"available"})
+    available = ctx.get(where, t, "available", bool)
     if not available:
-        reason = _get(ctx, where, t, "reason", str)
+        reason = ctx.get(where, t, "reason", str)
         if "artifact" in t:
-            raise ctx.fail(_join(where, "artifact"), "available = false, so no artifacts may be listed")
+            raise ctx.fail(join(where, "artifact"), "available = false, so no artifacts may be listed")
         return FetchSpec(available=False, reason=reason)
-    arch_map = _str_table(ctx, where, t, "arch_map", ())
-    raw = _get(ctx, where, t, "artifact", list)
+    arch_map = ctx.str_table(where, t, "arch_map", ())
+    raw = ctx.get(where, t, "artifact", list)
     if not raw:
-        raise ctx.fail(_join(where, "artifact"), "list at least one [[fetch.artifact]]")
-    artifacts = tuple(_parse_artifact(ctx, _join(_join(where, "artifact"), i), a, binaries) for i, a in enumerate(raw))
+        raise ctx.fail(join(where, "artifact"), "list at least one [[fetch.artifact]]")
+    artifacts = tuple(_parse_artifact(ctx, join(join(where, "artifact"), i), a, binaries) for i, a in enumerate(raw))
     covered = set()
     for a in artifacts:
         covered |= set(binaries) if a.per_binary else ({a.binary} if a.binary else {b for b, _ in a.members})
@@ -311,65 +214,65 @@ def _parse_fetch(ctx: _Ctx, t: Any, binaries: tuple[str, ...]) -> FetchSpec:
     return FetchSpec(available=True, arch_map=arch_map, artifacts=artifacts)
 
 
-def _parse_source(ctx: _Ctx, t: Any, binaries: tuple[str, ...]) -> SourceSpec:
+def _parse_source(ctx: TomlChecker, t: Any, binaries: tuple[str, ...]) -> SourceSpec:
     where = "source"
     if not isinstance(t, dict):
         raise ctx.fail(where, "expected a table ([source])")
-    _check_keys(
-        ctx, where, t,
+    ctx.keys(
+        where, t,
         {"kind", "module", "version", "packages", "cgo", "static", "tags", "ldflags", "env",
          "staging_version", "cflags", "commit", "local_replace_version", "replace", "buildmode"},
         {"kind", "module", "version", "packages"},
     )
-    kind = _choice(ctx, _join(where, "kind"), _get(ctx, where, t, "kind", str), SOURCE_KINDS)
-    version = _get(ctx, where, t, "version", str)
+    kind = ctx.choice(join(where, "kind"), ctx.get(where, t, "kind", str), SOURCE_KINDS)
+    version = ctx.get(where, t, "version", str)
     if not version.startswith("v"):
-        raise ctx.fail(_join(where, "version"), f"a Go module version starts with 'v', got {version!r}")
-    packages = _str_table(ctx, where, t, "packages")
+        raise ctx.fail(join(where, "version"), f"a Go module version starts with 'v', got {version!r}")
+    packages = ctx.str_table(where, t, "packages")
     for b, _ in packages:
         if b not in binaries:
-            raise ctx.fail(_join(_join(where, "packages"), b), f"is not declared in [[binary]] ({', '.join(binaries)})")
+            raise ctx.fail(join(join(where, "packages"), b), f"is not declared in [[binary]] ({', '.join(binaries)})")
     missing = [b for b in binaries if b not in dict(packages)]
     if missing:
-        raise ctx.fail(_join(where, "packages"), f"no package builds binary {', '.join(missing)}")
-    ldflags = _str_list(ctx, where, t, "ldflags", ())
+        raise ctx.fail(join(where, "packages"), f"no package builds binary {', '.join(missing)}")
+    ldflags = ctx.str_list(where, t, "ldflags", ())
     for i, flag in enumerate(ldflags):
-        check_template(ctx, _join(_join(where, "ldflags"), i), flag, LDFLAG_FIELDS)
-    staging = _get(ctx, where, t, "staging_version", str, "")
+        ctx.template(join(join(where, "ldflags"), i), flag, LDFLAG_FIELDS)
+    staging = ctx.get(where, t, "staging_version", str, "")
     if (kind == "kubernetes") != bool(staging):
-        raise ctx.fail(_join(where, "staging_version"), "required for kind = \"kubernetes\" and only allowed there")
-    cflags = _str_list(ctx, where, t, "cflags", ())
+        raise ctx.fail(join(where, "staging_version"), "required for kind = \"kubernetes\" and only allowed there")
+    cflags = ctx.str_list(where, t, "cflags", ())
     if cflags and kind != "c":
-        raise ctx.fail(_join(where, "cflags"), "only allowed for kind = \"c\"")
+        raise ctx.fail(join(where, "cflags"), "only allowed for kind = \"c\"")
     for i, flag in enumerate(cflags):
-        check_template(ctx, _join(_join(where, "cflags"), i), flag, LDFLAG_FIELDS)
-    local_replace = _get(ctx, where, t, "local_replace_version", str, "")
+        ctx.template(join(join(where, "cflags"), i), flag, LDFLAG_FIELDS)
+    local_replace = ctx.get(where, t, "local_replace_version", str, "")
     if local_replace and kind != "go":
-        raise ctx.fail(_join(where, "local_replace_version"), "only allowed for kind = \"go\" (kubernetes: staging_version)")
-    replace = _str_table(ctx, where, t, "replace", ())
+        raise ctx.fail(join(where, "local_replace_version"), "only allowed for kind = \"go\" (kubernetes: staging_version)")
+    replace = ctx.str_table(where, t, "replace", ())
     if replace and kind == "c":
-        raise ctx.fail(_join(where, "replace"), "not allowed for kind = \"c\"")
+        raise ctx.fail(join(where, "replace"), "not allowed for kind = \"c\"")
     for label, v in [("local_replace_version", local_replace), *((f"replace.{m}", v) for m, v in replace)]:
         if v and not v.startswith("v"):
-            raise ctx.fail(_join(where, label), f"a Go module version starts with 'v', got {v!r}")
-    buildmode = _get(ctx, where, t, "buildmode", str, "")
+            raise ctx.fail(join(where, label), f"a Go module version starts with 'v', got {v!r}")
+    buildmode = ctx.get(where, t, "buildmode", str, "")
     if buildmode:
-        _choice(ctx, _join(where, "buildmode"), buildmode, BUILDMODES)
+        ctx.choice(join(where, "buildmode"), buildmode, BUILDMODES)
         if kind == "c":
-            raise ctx.fail(_join(where, "buildmode"), "not allowed for kind = \"c\"")
+            raise ctx.fail(join(where, "buildmode"), "not allowed for kind = \"c\"")
     return SourceSpec(
         kind=kind,
-        module=_get(ctx, where, t, "module", str),
+        module=ctx.get(where, t, "module", str),
         version=version,
         packages=packages,
-        cgo=_get(ctx, where, t, "cgo", bool, False),
-        static=_get(ctx, where, t, "static", bool, True),
-        tags=_str_list(ctx, where, t, "tags", ()),
+        cgo=ctx.get(where, t, "cgo", bool, False),
+        static=ctx.get(where, t, "static", bool, True),
+        tags=ctx.str_list(where, t, "tags", ()),
         ldflags=ldflags,
-        env=_str_table(ctx, where, t, "env", ()),
+        env=ctx.str_table(where, t, "env", ()),
         staging_version=staging,
         cflags=cflags,
-        commit=_get(ctx, where, t, "commit", str, ""),
+        commit=ctx.get(where, t, "commit", str, ""),
         local_replace_version=local_replace,
         replace=replace,
         buildmode=buildmode,
@@ -380,24 +283,24 @@ def _parse_source(ctx: _Ctx, t: Any, binaries: tuple[str, ...]) -> SourceSpec:
 
 
 def parse_recipe(path: Path, data: dict) -> Recipe:
-    ctx = _Ctx(path)
+    ctx = TomlChecker(path)
     top = {"schema", "name", "version", "license", "homepage", "description", "binary", "fetch", "source"}
-    schema = _get(ctx, "", data, "schema", int)
+    schema = ctx.get("", data, "schema", int)
     if schema != SCHEMA_VERSION:
         raise ctx.fail("schema", f"unsupported recipe schema {schema}; this toolchain reads schema {SCHEMA_VERSION}")
-    _check_keys(ctx, "", data, top, {"schema", "name", "version", "license", "homepage", "binary", "fetch"})
-    name = _get(ctx, "", data, "name", str)
+    ctx.keys("", data, top, {"schema", "name", "version", "license", "homepage", "binary", "fetch"})
+    name = ctx.get("", data, "name", str)
     if not NAME_RE.match(name):
         raise ctx.fail("name", f"{name!r} is not a valid component name (lowercase letters, digits, '-')")
     if path.suffix == ".toml" and path.stem != name:
         raise ctx.fail("name", f"{name!r} does not match the file name; rename the file to {name}.toml")
-    version = _get(ctx, "", data, "version", str)
+    version = ctx.get("", data, "version", str)
     if version.startswith("v") or not re.match(r"^\d+(\.\d+)*([-+][0-9A-Za-z.-]+)?$", version):
         raise ctx.fail("version", f"expected a plain version like 1.2.3, got {version!r}")
-    homepage = _get(ctx, "", data, "homepage", str)
+    homepage = ctx.get("", data, "homepage", str)
     if not homepage.startswith("https://"):
         raise ctx.fail("homepage", f"must be an https URL, got {homepage!r}")
-    raw_bins = _get(ctx, "", data, "binary", list)
+    raw_bins = ctx.get("", data, "binary", list)
     if not raw_bins:
         raise ctx.fail("binary", "declare at least one [[binary]]")
     binaries = tuple(_parse_binary(ctx, f"binary[{i}]", b) for i, b in enumerate(raw_bins))
@@ -412,9 +315,9 @@ def parse_recipe(path: Path, data: dict) -> Recipe:
     return Recipe(
         name=name,
         version=version,
-        license=_get(ctx, "", data, "license", str),
+        license=ctx.get("", data, "license", str),
         homepage=homepage,
-        description=_get(ctx, "", data, "description", str, ""),
+        description=ctx.get("", data, "description", str, ""),
         binaries=binaries,
         fetch=fetch,
         source=source,
@@ -423,17 +326,7 @@ def parse_recipe(path: Path, data: dict) -> Recipe:
 
 
 def load_recipe(path: Path) -> Recipe:
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise RecipeError(f"{path}: no such recipe file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise RecipeError(f"{path}: cannot read recipe: {e}") from e
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise RecipeError(f"{path}: invalid TOML: {e}") from None
-    return parse_recipe(path, data)
+    return parse_recipe(path, read_toml(path, "recipe file"))
 
 
 def load_recipes(directory: Path) -> dict[str, Recipe]:
@@ -456,6 +349,6 @@ def load_recipes(directory: Path) -> dict[str, Recipe]:
 
 
 def render(template: str, **values: str) -> str:
-    """Fill a template that ``check_template`` accepted."""
+    """Fill a template that ``TomlChecker.template`` accepted."""
     return template.format(**values)
 

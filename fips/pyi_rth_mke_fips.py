@@ -5,7 +5,7 @@
 # libcrypto. openssl.cnf names the module ${ENV::MKE_FIPS_RUNTIME}/fips.so, so OPENSSL_MODULES
 # (which PyInstaller's own cryptography hook sets to its ossl-modules dir) does not matter.
 # The caller's values are kept in MKE_FIPS_SAVED_<NAME>, so that the processes mke starts
-# get them back (mke.fips.child_env). Kept tiny: it runs on every start.
+# get them back (mke.fips.runtime_env.child_env). Kept tiny: it runs on every start.
 import os
 import sys
 

@@ -44,7 +44,7 @@ PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 def new_key() -> ec.EllipticCurvePrivateKey:
     if os.environ.get("MKE_FIPS_RUNTIME"):  # FIPS mke: generated inside the OpenSSL FIPS provider (docs/fips.md)
-        from mke.fips import generate_private_key
+        from mke.fips.libcrypto import generate_private_key
 
         return generate_private_key("EC", curve="P-256")
     return ec.generate_private_key(ec.SECP256R1())

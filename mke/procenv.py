@@ -50,7 +50,7 @@ def clean_env(base: Mapping[str, str] | None = None, *, extra: Mapping[str, str]
         else:
             del env["LD_LIBRARY_PATH"]
     if "MKE_FIPS_RUNTIME" in env:  # a FIPS mke (fips/pyi_rth_mke_fips.py): caller's OPENSSL_*, GODEBUG fips140=on
-        from mke.fips import child_env
+        from mke.fips.runtime_env import child_env
 
         env = child_env(env, fips_payload=True)
     if extra:
