@@ -76,3 +76,9 @@ class BundleError(BuildError):
     """Producing dist/mke (payload, PyInstaller, SBOM) failed."""
 
     exit_code = 12
+
+
+class DebianSourceError(BuildError):
+    """A Debian source or binary package (kind = "debian" recipes) could not be verified or unpacked."""
+
+    exit_code = 15

@@ -3,7 +3,9 @@
 - fetch: for every artifact and platform, read upstream's published checksum file
   (through --mirror if given) and record the sha256 under the upstream URL.
 - source: ``go mod download -json module@version`` (verified by Go against the
-  checksum database) gives the go.sum lines of each recipe's Go module.
+  checksum database) gives the go.sum lines of each recipe's Go module;
+  ``kind = "debian"`` recipes get the sha256 of every .dsc, source tarball and .deb from
+  apt (``--print-uris``), whose indexes apt checks against the archive's signed InRelease.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from build.lockfile import Lockfile
 from build.modes.fetch import expand_artifacts, parse_checksum
 from build.platform import Platform
 from build.progress import log
-from build.recipes import Recipe
+from build.recipes import DebianSource, Recipe
 
 # The Go used to read module sums; modules may require a newer Go than the host has.
 GO_TOOLCHAIN = "go1.26.11"
@@ -62,7 +64,13 @@ def update_lock(
                     digest = parse_checksum(text, art.checksum_format, art.url.rsplit("/", 1)[-1], source=art.checksum_url)
                     lock = lock.with_artifact(r.name, str(plat), art.url, digest)
                     log(r.name, f"pinned {art.url} sha256:{digest[:12]}…")
-        if source and r.source is not None:
+        if source and isinstance(r.source, DebianSource):
+            from build.debsrc import resolve_pins  # Debian packages: digests from apt's signed indexes
+
+            pins = resolve_pins(r, sorted({p.arch for p in platforms}))
+            lock = lock.with_debian(r.name, pins)
+            log(r.name, f"pinned {len(pins)} Debian files ({', '.join(f'{p.name} {p.version}' for p in r.source.packages)})")
+        elif source and r.source is not None:
             from build.gomod import wrapper_sum_for_lock  # docker mode: the wrapper module's whole go.sum
 
             lines = wrapper_sum_for_lock(r, mirror=mirror)
