@@ -240,7 +240,7 @@ def unpack_deb(path: Path, sysroot: Path) -> None:
     mount = f"{IN_MOUNT}/sysroot"
     for pc in sysroot.rglob("*.pc"):
         text = pc.read_text()
-        pc.write_text(re.sub(r"^prefix=/usr\s*$", f"prefix={mount}/usr", text, flags=re.M))
+        pc.write_text(re.sub(r"^prefix=/usr\s*$", f"prefix={mount}/usr", text, flags=re.MULTILINE))
 
 
 def prepare_inputs(recipe: Recipe, arch: str, lock_entries: dict[str, str], downloader: Downloader,
@@ -294,8 +294,9 @@ class DebianBuildEnv:
         pkgconfig = [f"{PREFIX}/lib/pkgconfig", f"{IN_MOUNT}/sysroot/usr/lib/{self.triple}/pkgconfig",
                      f"{IN_MOUNT}/sysroot/usr/lib/pkgconfig", f"{IN_MOUNT}/sysroot/usr/share/pkgconfig"]
         env = {
-            # One static link for every program, also the ones libtool links (it passes CC through).
-            "CC": f"{self.triple}-gcc -static",
+            # One static link for every program. `--static` is gcc's spelling that libtool passes
+            # through: libtool takes `-static` as its own flag (prefer static .la) and drops it.
+            "CC": f"{self.triple}-gcc --static",
             "CFLAGS": self.cflags,
             "LDFLAGS": self.ldflags,
             # Only the prefix and the sysroot: never the builder's own .pc files.
