@@ -198,6 +198,10 @@ class DockerMode:
         self._spec = load_builder_spec(spec_path)
         self._engine = DockerEngine.connect()
         self._builder = ensure_builder(self._engine, self._spec, ctx.cache, mirror=ctx.mirror)
+        if all(isinstance(r.source, DebianSource) for r in recipes):  # C userland only: no Go on the host
+            log("docker", f"engine {self._engine.server_version()}, builder {self._builder.tag} "
+                          f"({self._builder.image_id[:19]})")
+            return
         self._host = HostGo(go=host_go(self._spec, ctx.cache, ctx.mirror), modcache=ctx.cache.root / "gomod")
         if self._fips is not None:  # GOFIPS140's module goes into the (read-only in the container) module cache
             from fips.settings import unpack_go_module
