@@ -171,8 +171,7 @@ def _safe_extract(archive: Path | io.BufferedIOBase, dest: Path, *, strip_top: b
     """Extract a tarball with tarfile's ``data`` filter, optionally dropping its single top directory."""
     dest.mkdir(parents=True, exist_ok=True)
     try:
-        tf = tarfile.open(archive) if isinstance(archive, Path) else tarfile.open(fileobj=archive)
-        with tf:
+        with tarfile.open(archive) if isinstance(archive, Path) else tarfile.open(fileobj=archive) as tf:
             members = tf.getmembers()
             if strip_top:
                 tops = {m.name.split("/", 1)[0] for m in members if m.name not in (".", "./")}
