@@ -307,7 +307,7 @@ def _parse_binary(ctx: _Ctx, where: str, t: Any) -> Binary:
     for i, link in enumerate(links):
         if not NAME_RE.match(link) and not re.match(r"^[a-z0-9][a-z0-9.+-]*$", link):
             raise ctx.fail(_join(_join(where, "links"), i), f"{link!r} is not a valid file name (lowercase letters, digits, '-', '.', '+')")
-        if link == name or links.count(link) > 1:
+        if link == name or link in links[:i]:
             raise ctx.fail(_join(_join(where, "links"), i), f"{link!r} is listed twice (or is the binary's own name)")
     return Binary(name=name, roles=roles, version_args=args, version_pattern=pattern, links=links)
 
