@@ -99,7 +99,7 @@ def test_good_recipe_fields() -> None:
 
 def test_link_may_not_shadow_another_recipes_binary(tmp_path: Path) -> None:
     (tmp_path / "debsrc.toml").write_text(GOOD.read_text())
-    other = (GOOD.read_text().replace('name = "debsrc"\nversion', 'name = "debsrc2"\nversion')
+    other = (GOOD.read_text().replace('name = "debsrc"\nversion', 'name = "debsrc2"\nversion', 1)
              .replace('"multi"', '"tool-a"').replace('"other"', '"other2"').replace("multi =", "tool-a =")
              .replace("other =", "other2 =").replace('links = ["tool-a", "tool-a-save", "tool.b+c"]', ""))
     (tmp_path / "debsrc2.toml").write_text(other)
