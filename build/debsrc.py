@@ -42,7 +42,7 @@ from build.download import Downloader
 from build.errors import DebianSourceError, LockfileError
 from build.recipes import DebianDeb, DebianPackage, DebianSource, Recipe, render
 
-DEBIAN_MODE_SCHEMA = 1  # bump when the container script changes shape (enters action keys)
+DEBIAN_MODE_SCHEMA = 2  # bump when the container script changes shape (enters action keys)
 DEFAULT_EPOCH = 315532800  # 1980-01-01T00:00:00Z: source mtimes when SOURCE_DATE_EPOCH is unset
 IN_MOUNT = "/in"
 PREFIX = "/prefix"

@@ -121,9 +121,8 @@ def manifest_entries(mode: str, results: list[ComponentResult], fips: bool) -> l
             out = res.result.output(b.name) if res.result else None
             if mode == "fetch":
                 source = res.result.metadata.get("source", []) if res.result else []
-            elif mode == "docker" and isinstance(r.source, DebianSource):
-                source = [f"debian:{p.name}={p.version}" for p in r.source.packages] + \
-                         [f"debian-binary:{d.name}={d.version}" for d in r.source.debs]
+            elif mode == "docker" and isinstance(r.source, DebianSource):  # the .dsc and .deb URLs built from
+                source = res.result.metadata.get("source", []) if res.result else []
             elif mode == "docker" and r.source:
                 source = f"{r.source.module}@{r.source.version}"
             else:

@@ -338,7 +338,7 @@ class DockerMode:
 
     def _run_debian(self, ctx: BuildContext, recipe: Recipe, action: Action, workdir: Path) -> tuple[dict[str, Path], dict[str, Any]]:
         """Build a ``kind = "debian"`` recipe (build/debsrc.py) in the builder image."""
-        from build.debsrc import container_script, prepare_inputs
+        from build.debsrc import container_script, deb_url, prepare_inputs
         from build.download import Downloader
 
         src = recipe.source
@@ -377,6 +377,7 @@ class DockerMode:
             "builder": self.builder.tag,
             "builder_image": self.builder.image_id,
             "debian": [f"{p.name} {p.version}" for p in src.packages] + [f"{d.name} {d.version} (binary)" for d in src.debs],
+            "source": [p.dsc for p in src.packages] + [deb_url(d, ctx.platform.arch) for d in src.debs],
             "log": str(sink.path),
             "source_seconds": round(t_sources, 3),
             "build_seconds": round(time.monotonic() - t0 - t_sources, 3),

@@ -81,7 +81,8 @@ def test_debian_recipe_builds_static_from_verified_sources(env, capsys: pytest.C
     manifest = json.loads((env["dist"] / "linux-amd64" / "manifest.json").read_text())
     entry = {e["name"]: e for e in manifest["binaries"]}["mkehello"]
     assert entry["links"] == ["mkehello-alias"]
-    assert entry["source"] == ["debian:mkehello=1.0-1", "debian-binary:mkegreet-dev=2.0-1"]
+    assert entry["source"] == [f"{env['url']}/pool/m/mkehello/mkehello_1.0-1.dsc",
+                               f"{env['url']}/pool/m/mkegreet/mkegreet-dev_2.0-1_amd64.deb"]
     log = next((env["cache"] / "logs").glob("mkehello-*.log")).read_text()
     assert "patch -s -f --no-backup-if-mismatch -p1 -i debian/patches/say-patched.patch" in log
     assert _build(env) == 0
