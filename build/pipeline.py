@@ -119,9 +119,8 @@ def manifest_entries(mode: str, results: list[ComponentResult], fips: bool) -> l
         r = res.recipe
         for b in r.binaries:
             out = res.result.output(b.name) if res.result else None
-            if mode == "fetch":
-                source = res.result.metadata.get("source", []) if res.result else []
-            elif mode == "docker" and isinstance(r.source, DebianSource):  # the .dsc and .deb URLs built from
+            # fetch: the artifact URLs; docker + kind = "debian": the .dsc and .deb URLs built from
+            if mode == "fetch" or (mode == "docker" and isinstance(r.source, DebianSource)):
                 source = res.result.metadata.get("source", []) if res.result else []
             elif mode == "docker" and r.source:
                 source = f"{r.source.module}@{r.source.version}"
