@@ -23,6 +23,7 @@ one line on stderr, the class's exit code, no traceback.
       15  ImageError              an air-gap OCI image failed
       16  FipsSettingsError       fips/toolchain.toml malformed
       17  HostError               the host refused a file operation (an OSError)
+      18  DebianSourceError       a Debian source/binary package failed to verify or unpack
 """
 
 from __future__ import annotations
@@ -125,6 +126,12 @@ class FipsSettingsError(BuildError):
     """fips/toolchain.toml is malformed; the message names the field."""
 
     exit_code = 16
+
+
+class DebianSourceError(BuildError):
+    """A Debian source or binary package (kind = "debian" recipes) could not be verified or unpacked."""
+
+    exit_code = 18
 
 
 class HostError(BuildError):

@@ -4,6 +4,8 @@
   (through --mirror if given) and record the sha256 under the upstream URL.
 - source: the go.sum of the recipe's generated wrapper module (build/gomod.py), resolved
   by the builder's Go with the Go checksum database on: every module the build needs.
+  ``kind = "debian"`` recipes get the sha256 of every .dsc, source tarball and .deb from
+  apt (``--print-uris``), whose indexes apt checks against the archive's signed InRelease.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from build.lockfile import Lockfile
 from build.modes.fetch import expand_artifacts, parse_checksum
 from build.platform import Platform
 from build.progress import log
-from build.recipes import Recipe
+from build.recipes import DebianSource, Recipe
 
 BUILDER_SPEC = Path(__file__).resolve().parent.parent / "recipes" / "builders" / "go-builder.toml"
 
@@ -57,7 +59,13 @@ def update_lock(
                     digest = parse_checksum(text, art.checksum_format, art.url.rsplit("/", 1)[-1], source=art.checksum_url)
                     lock = lock.with_artifact(r.name, str(plat), art.url, digest)
                     log(r.name, f"pinned {art.url} sha256:{digest[:12]}…")
-        if source and r.source is not None:
+        if source and isinstance(r.source, DebianSource):
+            from build.debsrc import resolve_pins  # Debian packages: digests from apt's signed indexes
+
+            pins = resolve_pins(r, sorted({p.arch for p in platforms}))
+            lock = lock.with_debian(r.name, pins)
+            log(r.name, f"pinned {len(pins)} Debian files ({', '.join(f'{p.name} {p.version}' for p in r.source.packages)})")
+        elif source and r.source is not None:
             lines = wrapper_sum(r, mirror=mirror)
             lock = lock.with_source(r.name, lines)
             log(r.name, f"pinned {r.source.module}@{r.source.version}")

@@ -21,9 +21,13 @@ SCHEMA_VERSION = 1
 ROLES = ("controller", "worker", "image")
 ARCHIVES = ("raw", "tar.gz", "zip")
 CHECKSUM_FORMATS = ("sha256sum", "bare")
-SOURCE_KINDS = ("go", "kubernetes", "c")
+SOURCE_KINDS = ("go", "kubernetes", "c", "debian")
 BUILDMODES = ("exe", "pie")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+# Debian package names and versions (Debian Policy 5.6.1, 5.6.12); the version may carry an epoch.
+DEB_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+DEB_VERSION_RE = re.compile(r"^(\d+:)?[0-9][A-Za-z0-9.+~-]*$")
+DEB_URL_FIELDS = frozenset({"arch"})
 
 # Placeholders each kind of template may use.
 URL_FIELDS = frozenset({"version", "os", "arch", "binary"})
@@ -42,6 +46,9 @@ class Binary:
     roles: tuple[str, ...]
     version_args: tuple[str, ...] = ()
     version_pattern: str = ""
+    # Other names the same file answers to: a multi-call binary dispatching on argv[0]
+    # (xtables-nft-multi is also iptables-nft, iptables-nft-save, ...). Staged as symlinks.
+    links: tuple[str, ...] = ()
 
     def expected_version_text(self, version: str) -> str:
         return self.version_pattern.format(version=version) if self.version_pattern else ""
@@ -91,6 +98,53 @@ class SourceSpec:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class DebianPackage:
+    """One Debian source package (.dsc + the files it lists), built with configure/make/make install."""
+
+    name: str
+    version: str  # Debian version, e.g. "1.8.9-2" or "1:1.4.7-1"
+    suite: str  # where `nox -s lock` asks apt for the pins (bookworm, trixie, ...)
+    dsc: str  # URL of the .dsc; the files it lists are fetched from the same directory
+    configure: tuple[str, ...] = ()
+    make: tuple[str, ...] = ()  # make arguments/targets ("" = the default goal)
+    install: tuple[str, ...] = ("install",)
+
+    @property
+    def upstream_version(self) -> str:
+        """The version without epoch and Debian revision (``1:1.4.7-1`` -> ``1.4.7``)."""
+        v = self.version.split(":", 1)[-1]
+        return v.rsplit("-", 1)[0] if "-" in v else v
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DebianDeb:
+    """A Debian binary package unpacked into the build's sysroot (a static library and its headers)."""
+
+    name: str
+    version: str
+    suite: str
+    url: str  # template: {arch} is the Debian architecture (amd64, arm64)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DebianSource:
+    """``[source] kind = "debian"``: C programs built from Debian source packages (docs/recipes.md)."""
+
+    kind: str
+    packages: tuple[DebianPackage, ...]  # built in this order into one install prefix
+    outputs: tuple[tuple[str, str], ...]  # binary -> path under the install prefix
+    debs: tuple[DebianDeb, ...] = ()
+    cflags: tuple[str, ...] = ()
+    ldflags: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def version(self) -> str:
+        """The main (last built) package's version: what `nox -s recipes` and the manifest show."""
+        return self.packages[-1].version
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Recipe:
     name: str
     version: str
@@ -99,12 +153,17 @@ class Recipe:
     description: str
     binaries: tuple[Binary, ...]
     fetch: FetchSpec
-    source: SourceSpec | None
+    source: SourceSpec | DebianSource | None
     path: Path
 
     @property
     def binary_names(self) -> tuple[str, ...]:
         return tuple(b.name for b in self.binaries)
+
+    @property
+    def provided_names(self) -> tuple[str, ...]:
+        """Every name this recipe puts on PATH: binaries and their links."""
+        return tuple(n for b in self.binaries for n in (b.name, *b.links))
 
     def modes(self) -> tuple[str, ...]:
         """Build modes this recipe supports (``none`` always works)."""
@@ -132,7 +191,7 @@ class Recipe:
 def _parse_binary(ctx: TomlChecker, where: str, t: Any) -> Binary:
     if not isinstance(t, dict):
         raise ctx.fail(where, "expected a table ([[binary]])")
-    ctx.keys(where, t, {"name", "roles", "version_args", "version_pattern"}, {"name", "roles"})
+    ctx.keys(where, t, {"name", "roles", "version_args", "version_pattern", "links"}, {"name", "roles"})
     name = ctx.get(where, t, "name", str)
     if not NAME_RE.match(name):
         raise ctx.fail(join(where, "name"), f"{name!r} is not a valid binary name (lowercase letters, digits, '-')")
@@ -147,7 +206,13 @@ def _parse_binary(ctx: TomlChecker, where: str, t: Any) -> Binary:
     args = ctx.str_list(where, t, "version_args", ())
     if bool(args) != bool(pattern):
         raise ctx.fail(where, "version_args and version_pattern go together: give both or neither")
-    return Binary(name=name, roles=roles, version_args=args, version_pattern=pattern)
+    links = ctx.str_list(where, t, "links", ())
+    for i, link in enumerate(links):
+        if not NAME_RE.match(link) and not re.match(r"^[a-z0-9][a-z0-9.+-]*$", link):
+            raise ctx.fail(join(join(where, "links"), i), f"{link!r} is not a valid file name (lowercase letters, digits, '-', '.', '+')")
+        if link == name or link in links[:i]:
+            raise ctx.fail(join(join(where, "links"), i), f"{link!r} is listed twice (or is the binary's own name)")
+    return Binary(name=name, roles=roles, version_args=args, version_pattern=pattern, links=links)
 
 
 def _parse_artifact(ctx: TomlChecker, where: str, t: Any, binaries: tuple[str, ...]) -> Artifact:
@@ -214,10 +279,87 @@ def _parse_fetch(ctx: TomlChecker, t: Any, binaries: tuple[str, ...]) -> FetchSp
     return FetchSpec(available=True, arch_map=arch_map, artifacts=artifacts)
 
 
-def _parse_source(ctx: TomlChecker, t: Any, binaries: tuple[str, ...]) -> SourceSpec:
+def _rel_path(ctx: TomlChecker, where: str, value: str) -> str:
+    parts = value.split("/")
+    if value.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ctx.fail(where, f"{value!r} must be a relative path inside the install prefix (no '..', no leading '/')")
+    return value
+
+
+def _parse_debian_package(ctx: TomlChecker, where: str, t: Any) -> DebianPackage:
+    if not isinstance(t, dict):
+        raise ctx.fail(where, "expected a table ([[source.package]])")
+    ctx.keys(where, t, {"name", "version", "suite", "dsc", "configure", "make", "install"},
+                {"name", "version", "suite", "dsc"})
+    name = ctx.get(where, t, "name", str)
+    if not DEB_NAME_RE.match(name):
+        raise ctx.fail(join(where, "name"), f"{name!r} is not a Debian source package name")
+    version = ctx.get(where, t, "version", str)
+    if not DEB_VERSION_RE.match(version):
+        raise ctx.fail(join(where, "version"), f"{version!r} is not a Debian version (like 1.8.9-2 or 1:1.4.7-1)")
+    dsc = ctx.get(where, t, "dsc", str)
+    filename = f"{name}_{version.split(':', 1)[-1]}.dsc"
+    if not dsc.startswith(("https://", "http://")) or dsc.rsplit("/", 1)[-1].replace("%2b", "+").replace("%2B", "+") != filename:
+        raise ctx.fail(join(where, "dsc"), f"must be the http(s) URL of {filename}, got {dsc!r}")
+    return DebianPackage(
+        name=name, version=version, suite=ctx.get(where, t, "suite", str), dsc=dsc,
+        configure=ctx.str_list(where, t, "configure", ()),
+        make=ctx.str_list(where, t, "make", ()),
+        install=ctx.str_list(where, t, "install", ("install",)),
+    )
+
+
+def _parse_debian_deb(ctx: TomlChecker, where: str, t: Any) -> DebianDeb:
+    if not isinstance(t, dict):
+        raise ctx.fail(where, "expected a table ([[source.deb]])")
+    ctx.keys(where, t, {"name", "version", "suite", "url"}, {"name", "version", "suite", "url"})
+    name = ctx.get(where, t, "name", str)
+    if not DEB_NAME_RE.match(name):
+        raise ctx.fail(join(where, "name"), f"{name!r} is not a Debian package name")
+    version = ctx.get(where, t, "version", str)
+    if not DEB_VERSION_RE.match(version):
+        raise ctx.fail(join(where, "version"), f"{version!r} is not a Debian version (like 1.0.5-3)")
+    url = ctx.template(join(where, "url"), ctx.get(where, t, "url", str), DEB_URL_FIELDS)
+    filename = f"{name}_{version.split(':', 1)[-1]}_{{arch}}.deb"
+    if not url.startswith(("https://", "http://")) or url.rsplit("/", 1)[-1].replace("%2b", "+").replace("%2B", "+") != filename:
+        raise ctx.fail(join(where, "url"), f"must be the http(s) URL of {filename}, got {url!r}")
+    return DebianDeb(name=name, version=version, suite=ctx.get(where, t, "suite", str), url=url)
+
+
+def _parse_debian_source(ctx: TomlChecker, t: dict, binaries: tuple[str, ...]) -> DebianSource:
+    where = "source"
+    ctx.keys(where, t, {"kind", "package", "deb", "outputs", "cflags", "ldflags", "env"},
+                {"kind", "package", "outputs"})
+    raw = ctx.get(where, t, "package", list)
+    if not raw:
+        raise ctx.fail(join(where, "package"), "list at least one [[source.package]]")
+    packages = tuple(_parse_debian_package(ctx, join(join(where, "package"), i), p) for i, p in enumerate(raw))
+    names = [p.name for p in packages]
+    if len(set(names)) != len(names):
+        raise ctx.fail(join(where, "package"), "a source package is listed twice")
+    debs = tuple(_parse_debian_deb(ctx, join(join(where, "deb"), i), d) for i, d in enumerate(ctx.get(where, t, "deb", list, [])))
+    outputs = ctx.str_table(where, t, "outputs")
+    for b, path in outputs:
+        if b not in binaries:
+            raise ctx.fail(join(join(where, "outputs"), b), f"is not declared in [[binary]] ({', '.join(binaries)})")
+        _rel_path(ctx, join(join(where, "outputs"), b), path)
+    missing = [b for b in binaries if b not in dict(outputs)]
+    if missing:
+        raise ctx.fail(join(where, "outputs"), f"no output path for binary {', '.join(missing)}")
+    return DebianSource(
+        kind="debian", packages=packages, debs=debs, outputs=outputs,
+        cflags=ctx.str_list(where, t, "cflags", ()),
+        ldflags=ctx.str_list(where, t, "ldflags", ()),
+        env=ctx.str_table(where, t, "env", ()),
+    )
+
+
+def _parse_source(ctx: TomlChecker, t: Any, binaries: tuple[str, ...]) -> SourceSpec | DebianSource:
     where = "source"
     if not isinstance(t, dict):
         raise ctx.fail(where, "expected a table ([source])")
+    if t.get("kind") == "debian":
+        return _parse_debian_source(ctx, t, binaries)
     ctx.keys(
         where, t,
         {"kind", "module", "version", "packages", "cgo", "static", "tags", "ldflags", "env",
@@ -341,7 +483,7 @@ def load_recipes(directory: Path) -> dict[str, Recipe]:
         raise RecipeError(f"{directory}: no recipes (*.toml) found")
     owners: dict[str, str] = {}
     for r in recipes.values():
-        for b in r.binary_names:
+        for b in r.provided_names:
             if b in owners:
                 raise RecipeError(f"{r.path}: binary {b!r} is also provided by recipe {owners[b]!r}")
             owners[b] = r.name
