@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import gzip
-import lzma
 import os
 import platform
 from collections.abc import Callable
@@ -121,10 +119,15 @@ def _syscall_loader() -> Callable[[Path], None]:
 
 
 def decompress(path: Path) -> bytes:
+    """A compressed module's bytes (the codecs are imported only here: most hosts never need them)."""
     raw = path.read_bytes()
     if path.name.endswith(".xz"):
+        import lzma
+
         return lzma.decompress(raw)
     if path.name.endswith(".gz"):
+        import gzip
+
         return gzip.decompress(raw)
     if path.name.endswith(".zst"):
         import zstandard
