@@ -86,25 +86,29 @@ def _load_chain_from_memory(ctx: ssl.SSLContext, cert_pem: bytes, key_pem: bytes
 
 def _load_context(ep: Endpoint) -> ssl.SSLContext:
     where = ep.source or ep.server
+    current = where  # what is being loaded: named in the message
     try:
         if ep.ca_data is not None:
             ctx = ssl.create_default_context(cadata=ep.ca_data.decode("ascii"))
         elif ep.ca_file is not None:
-            ctx = ssl.create_default_context(cafile=str(ep.ca_file))
+            current = str(ep.ca_file)
+            ctx = ssl.create_default_context(cafile=current)
         else:
             raise KubeAPIError(f"{where}: no certificate authority for {ep.server}")
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         if ep.cert_data is not None or ep.key_data is not None:
+            current = where if ep.cert_data is not None else str(ep.cert_file)
             cert = ep.cert_data if ep.cert_data is not None else Path(ep.cert_file or "").read_bytes()
+            current = where if ep.key_data is not None else str(ep.key_file or ep.cert_file)
             key = ep.key_data if ep.key_data is not None else Path(ep.key_file or ep.cert_file or "").read_bytes()
+            current = where
             _load_chain_from_memory(ctx, cert, key)
         elif ep.cert_file is not None:
+            current = str(ep.cert_file) if ep.key_file is None else f"{ep.cert_file} or {ep.key_file}"
             ctx.load_cert_chain(str(ep.cert_file), str(ep.key_file) if ep.key_file else None)
     except (OSError, ssl.SSLError, ValueError) as e:
-        name = getattr(e, "filename", None)
-        name = name if name and not str(name).startswith("/proc/self/fd/") else where
         reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
-        raise KubeAPIError(f"{name}: cannot load TLS material for {ep.server} ({reason}); "
+        raise KubeAPIError(f"{current}: cannot load TLS material for {ep.server} ({' '.join(reason.split())}); "
                            "has mke server run on this host?") from e
     return ctx
 
