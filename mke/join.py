@@ -14,12 +14,16 @@ anything is written: at most ``MAX_ANSWER`` bytes, every file name relative to t
 dir (letters, digits, ``._-``, at most one directory, ending in .crt/.key/.pub; no
 ``..``, no absolute path), every content valid base64, and the CA it carries the token's
 own. Then each file is written atomically (keys 0600, the rest 0644), ``join.json`` last.
+
+A restart finds ``join.json`` and the CA key and asks no one; the token it is given
+again may have expired meanwhile, but must still be for this cluster.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import http.client
 import json
 import re
@@ -39,6 +43,7 @@ JOIN_DEADLINE = 120.0  # seconds to keep trying while the mke API is busy
 MAX_ANSWER = 1024 * 1024
 _FILE_NAME = re.compile(r"^(?:[A-Za-z0-9_][A-Za-z0-9_.-]*/)?[A-Za-z0-9_][A-Za-z0-9_.-]*\.(?:crt|key|pub)$")
 _RETRY_STATUS = (429, 503)
+_LONG_AGO = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 # The mke API closes a connection over its limits at once: these mean "busy, try again".
 _BUSY = (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected, ssl.SSLEOFError,
          ssl.SSLZeroReturnError, TimeoutError)
@@ -148,17 +153,37 @@ def checked_files(doc: dict[str, Any], tok: JoinToken, url: str) -> dict[str, by
     return out
 
 
+def _same_cluster(tok: JoinToken, ca_file: Path) -> None:
+    from cryptography import x509
+
+    from mke.pki import ca_hash
+
+    try:
+        ours = ca_hash(x509.load_pem_x509_certificate(ca_file.read_bytes()))
+    except (OSError, ValueError) as e:
+        raise MkeError(f"{ca_file}: unreadable ({_one_line(str(e), 120)}); restore it, or run `mke reset` and "
+                       "join again") from e
+    if ours != tok.ca_hash:
+        raise TokenError(f"this controller already belongs to another cluster (its CA is {ca_file}); run "
+                         "`mke reset` first to join the token's cluster")
+
+
 def join_control_plane(token: str, local: ClusterConfig, *, data_dir: Path, name: str | None = None,
                        peer_address: str | None = None) -> tuple[ClusterConfig, dict[str, Any]]:
     from mke.node.hostinfo import advertised_address, node_name
 
-    tok = decode_token(token, role="controller")
-    if not tok.mke_api_url:
-        raise TokenError("this controller token carries no mke API address; create it again with mke token create")
     data_dir = Path(data_dir).absolute()
     pki_dir = data_dir / "pki"
     state = data_dir / "join.json"
-    if state.exists() and (pki_dir / "ca.key").exists():
+    joined = state.exists() and (pki_dir / "ca.key").exists()
+    # A controller that joined before ignores the token's expiry (its service may pass the
+    # same token on every start) but not its cluster.
+    tok = decode_token(token, role="controller", now=_LONG_AGO if joined else None)
+    if joined:
+        _same_cluster(tok, pki_dir / "ca.crt")
+    elif not tok.mke_api_url:
+        raise TokenError("this controller token carries no mke API address; create it again with mke token create")
+    if joined:
         # joined before: keep the same cluster config and members, ask no one
         try:
             doc = json.loads(state.read_text())
