@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -72,17 +73,44 @@ def test_admin_kubeconfig_authenticates_with_its_embedded_client_certificate(api
     assert seen.headers["User-Agent"] == "mke"
 
 
+class FileWrites:
+    """Paths this process opens for writing or creates while recording (a ``sys.audit`` hook:
+    every ``open``/``os.open``/``os.mkdir`` of Python code, whatever directory it names)."""
+
+    installed = False
+    recording: list[str] | None = None
+
+    @classmethod
+    def hook(cls, event: str, args: tuple) -> None:
+        if cls.recording is None:
+            return
+        if event == "open" and isinstance(args[0], (str, bytes, os.PathLike)) and \
+                args[2] & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            cls.recording.append(os.fsdecode(args[0]))
+        elif event in ("os.mkdir", "os.rename", "os.symlink", "os.link"):
+            cls.recording.append(os.fsdecode(args[0]))
+
+    def __enter__(self) -> list[str]:
+        if not FileWrites.installed:
+            sys.addaudithook(FileWrites.hook)  # cannot be removed; inert while not recording
+            FileWrites.installed = True
+        FileWrites.recording = []
+        return FileWrites.recording
+
+    def __exit__(self, *exc: object) -> None:
+        FileWrites.recording = None
+
+
 def test_no_key_material_is_written_outside_the_data_dir_and_it_is_loaded_once(api, tmp_path, monkeypatch):
     """Issue 14 item 1: every client used to copy the admin certificate and key into a new
     /tmp/mke-kubeconfig-* dir that was never removed. Many clients, from many threads,
-    now leave no file in the temp dir, no open descriptor, and load the key once."""
+    now write no file anywhere, leave nothing in the temp dir, hold no descriptor, and
+    load the key once."""
     pki, kube = api
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     monkeypatch.setenv("TMPDIR", str(tmp))
     monkeypatch.setattr(tempfile, "tempdir", str(tmp))
-    system_tmp = Path("/tmp")
-    before_tmp = {p.name for p in system_tmp.iterdir() if p.name.startswith("mke-kubeconfig-")}
     fds_before = open_fds()
     loads_before = TLS_CONTEXTS.loads
     key_pem = pki.key("admin").read_bytes()
@@ -91,21 +119,22 @@ def test_no_key_material_is_written_outside_the_data_dir_and_it_is_loaded_once(a
         for _ in range(n):
             c = KubeClient.from_kubeconfig(pki.kubeconfig("admin"))
             assert c.get("v1", "ConfigMap", "x", "default") is None
-            c.close()
+            c.http.close()
 
-    threads = [threading.Thread(target=clients, args=(25,)) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    with FileWrites() as written:
+        threads = [threading.Thread(target=clients, args=(25,)) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
 
     assert sum(1 for s in kube.seen if s.path.endswith("/configmaps/x")) == 200
+    assert written == []
     assert list(tmp.iterdir()) == []
-    assert {p.name for p in system_tmp.iterdir() if p.name.startswith("mke-kubeconfig-")} == before_tmp
     assert TLS_CONTEXTS.loads - loads_before == 1
     leaked = {fd: target for fd, target in open_fds().items() if fd not in fds_before}
     assert not [t for t in leaked.values() if "memfd" in t or "mke" in t], leaked
-    # The only copies of the key are the pki dir's own files.
+    # The only copy of the key on disk is the pki dir's own.
     copies = [p for p in tmp_path.rglob("*") if p.is_file() and key_pem in p.read_bytes()]
     assert copies == [pki.key("admin")]
 
