@@ -182,7 +182,7 @@ class LogBudget:
         self._write(" ".join(text.split()))
 
 
-class RequestTooLarge(Exception):
+class _RequestTooLarge(Exception):
     """The request line and headers did not fit ``max_header_bytes``."""
 
 
@@ -197,7 +197,7 @@ class _RequestReader(io.RawIOBase):
 
     def readinto(self, b: Any) -> int:
         if self.budget <= 0:
-            raise RequestTooLarge()
+            raise _RequestTooLarge()
         left = self.deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError("the request did not arrive in time")
@@ -235,7 +235,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.close_connection = True
         try:
             self.handle_one_request()
-        except RequestTooLarge:
+        except _RequestTooLarge:
             self.reply(431, f"the request line and headers exceed {self.server.limits.max_header_bytes} bytes")
         except (OSError, ValueError) as e:
             self.server.log(f"{self.source}: {type(e).__name__}: {e}")
