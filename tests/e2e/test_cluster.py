@@ -48,12 +48,12 @@ def app_pods(core):
     return core.list_namespaced_pod(NS, label_selector=f"app={APP}").items
 
 
-def exec_in(kube, pod: str, *cmd: str) -> str:
+def exec_in(kube, pod: str, *cmd: str, ns: str = NS) -> str:
     """stdout of ``cmd`` run in ``pod`` (through the apiserver, konnectivity and kubelet); raises unless it exits 0."""
     from kubernetes import client
     from kubernetes.stream import stream
 
-    resp = stream(client.CoreV1Api(kube).connect_get_namespaced_pod_exec, pod, NS, command=list(cmd),
+    resp = stream(client.CoreV1Api(kube).connect_get_namespaced_pod_exec, pod, ns, command=list(cmd),
                   stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False)
     try:
         resp.run_forever(timeout=30)
@@ -228,6 +228,64 @@ def test_metrics_api_answers(cluster, kube):
     pods = wait_until("metrics.k8s.io pods", lambda: co.list_namespaced_custom_object(
         "metrics.k8s.io", "v1beta1", NS, "pods")["items"], timeout=180, interval=5)
     assert pods
+
+
+# --------------------------------------------------------------------------- NetworkPolicy (kube-router)
+
+NP = "np-test"
+
+
+def _np_pod(name: str, node: str, labels: dict[str, str]) -> dict:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NP, "labels": labels},
+            "spec": {"nodeName": node, "containers": [{"name": "app", "image": TESTAPP_IMAGE, "imagePullPolicy": "Never",
+                                                       "args": ["serve"], "ports": [{"containerPort": 8080}]}]}}
+
+
+def _reaches(kube, src: str, dst: str, ip: dict[str, str]) -> bool:
+    """Pod ``src`` gets an HTTP answer from pod ``dst`` (the answer names the pod that served it)."""
+    try:
+        return exec_in(kube, src, "/testapp", "get", f"http://{ip[dst]}:8080/", ns=NP).split()[0] == dst
+    except AssertionError:
+        return False
+
+
+def test_network_policy_default_deny_then_exactly_the_allowed_path(cluster, kube, core):
+    """Pods on both nodes: traffic flows; a default-deny policy stops it both ways; an allow rule
+    opens exactly server <- allowed-client on 8080, nothing else (kube-router's firewall)."""
+    from kubernetes import client
+
+    core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NP}})
+    pods = {"server": ("w1", {"app": "server"}), "allowed": ("w2", {"role": "allowed"}), "other": ("w2", {"role": "other"})}
+    for name, (node, labels) in pods.items():
+        core.create_namespaced_pod(NP, _np_pod(name, node, labels))
+
+    def ips():
+        got = {n: core.read_namespaced_pod(n, NP).status for n in pods}
+        return {n: st.pod_ip for n, st in got.items()} if all(st.phase == "Running" and st.pod_ip for st in got.values()) else None
+
+    ip = wait_until("policy test pods Running", ips, timeout=180)
+    assert _reaches(kube, "allowed", "server", ip) and _reaches(kube, "server", "allowed", ip)  # open by default
+
+    net = client.NetworkingV1Api(kube)
+    net.create_namespaced_network_policy(NP, {
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "default-deny"},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}})
+    t0 = time.monotonic()
+    wait_until("default-deny enforced (allowed -> server blocked)", lambda: not _reaches(kube, "allowed", "server", ip),
+               timeout=120, interval=1)
+    report("seconds until a default-deny NetworkPolicy is enforced", round(time.monotonic() - t0, 1))
+    assert not _reaches(kube, "server", "allowed", ip)  # the other way too
+    assert not _reaches(kube, "other", "server", ip)
+
+    net.create_namespaced_network_policy(NP, {
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "allow-allowed"},
+        "spec": {"podSelector": {"matchLabels": {"app": "server"}}, "policyTypes": ["Ingress"],
+                 "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "allowed"}}}],
+                              "ports": [{"protocol": "TCP", "port": 8080}]}]}})
+    wait_until("allowed -> server restored", lambda: _reaches(kube, "allowed", "server", ip), timeout=120, interval=1)
+    assert not _reaches(kube, "other", "server", ip)  # exactly the allowed path
+    assert not _reaches(kube, "server", "allowed", ip)
+    core.delete_namespace(NP)
 
 
 # --------------------------------------------------------------------------- faults
