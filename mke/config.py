@@ -21,9 +21,6 @@ from typing import Any
 from mke import network, storage
 from mke.errors import ConfigError
 
-KUBERNETES_VERSION = "1.36.5"
-
-
 
 def _key(name: str, check: Callable[[Any, str], Any] | None = None, **kw: Any) -> Any:
     """A dataclass field bound to YAML key ``name``; ``check(value, where)`` validates it."""
@@ -252,7 +249,6 @@ class ImagesConfig:
     pause: str = _key("pause", _image, default="registry.k8s.io/pause:3.10.2")  # = recipes/pause.toml
     coredns: str = _key("coredns", _image, default="registry.k8s.io/coredns/coredns:v1.12.1")
     metrics_server: str = _key("metricsServer", _image, default="registry.k8s.io/metrics-server/metrics-server:v0.8.0")
-    kube_proxy: str = _key("kubeProxy", _image, default=f"registry.k8s.io/kube-proxy:v{KUBERNETES_VERSION}")
     konnectivity_agent: str = _key(
         "konnectivityAgent", _image, default="registry.k8s.io/kas-network-proxy/proxy-agent:v0.36.0"
     )

@@ -19,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def images(cfg, *, include_all: bool = False) -> list[str]:
-    refs = [cfg.images.ref("pause"), cfg.images.ref("kube_proxy"), cfg.images.ref("coredns"),
+    refs = [cfg.images.ref("pause"), cfg.images.ref("coredns"),
             cfg.images.ref("metrics_server")]
     if cfg.konnectivity.enabled:
         refs.append(cfg.images.ref("konnectivity_agent"))

@@ -26,13 +26,11 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mke.components.base import Component, SupervisedComponent, https_ok
-from mke.errors import ComponentError
 from mke.manifests.k8s import cluster_role, cluster_role_binding, rule, subject
 from mke.network.base import NetworkProvider
 from mke.node import netlink
@@ -85,7 +83,6 @@ class KubeRouter(SupervisedComponent):
     name = "kube-router"
     binary = BINARY
     ready_timeout = 180.0
-    kubeconfig_timeout = 120.0
 
     def __init__(self, ctx: WorkerContext) -> None:
         super().__init__(ctx)
@@ -105,14 +102,7 @@ class KubeRouter(SupervisedComponent):
                               0o644)
 
     def start(self) -> None:
-        # kube-router uses the node's credentials, which kubelet gets by TLS bootstrap.
-        kubeconfig = self.wctx.paths.kubelet_kubeconfig
-        deadline = time.monotonic() + self.kubeconfig_timeout
-        while not kubeconfig.exists():
-            if time.monotonic() > deadline:
-                raise ComponentError(f"{self.name}: {kubeconfig} did not appear within "
-                                     f"{self.kubeconfig_timeout:.0f}s (kubelet's TLS bootstrap)")
-            time.sleep(0.2)
+        self.wctx.wait_for_node_credentials(self.name)  # the node's credentials, from kubelet's TLS bootstrap
         super().start()
 
     def args(self) -> list[str]:

@@ -15,10 +15,10 @@ from mke.worker.join import WorkerSettings
 if TYPE_CHECKING:
     from mke.network.base import NetworkProvider
 
-# The binaries a worker runs on the host (kube-proxy, pause, konnectivity-agent, CoreDNS
-# and metrics-server run in pods, from the air-gap images); the network provider adds its
-# CNI plugins (``NetworkProvider.cni_plugins``).
-WORKER_BINARIES = ("containerd", "containerd-shim-runc-v2", "ctr", "runc", "kubelet")
+# The binaries a worker runs on the host (pause, konnectivity-agent, CoreDNS and
+# metrics-server run in pods); the network provider adds its CNI plugins and binaries
+# (``NetworkProvider.cni_plugins``, ``worker_binaries``).
+WORKER_BINARIES = ("containerd", "containerd-shim-runc-v2", "ctr", "runc", "kubelet", "kube-proxy")
 # The host tools they execute (docs/host-userland.md), staged when the payload embeds them.
 HOST_TOOLS = ("xtables-nft-multi", "xtables-legacy-multi", "ipset", "mount", "umount")
 
@@ -136,6 +136,21 @@ class WorkerContext:
 
     def extra_args(self, component: str) -> dict[str, str]:
         return self.options.args_for(component)
+
+    node_credentials_timeout = 120.0
+
+    def wait_for_node_credentials(self, who: str) -> None:
+        """Wait until kubelet's TLS bootstrap wrote the node's kubeconfig (kube-proxy, kube-router use it)."""
+        import time
+
+        from mke.errors import ComponentError
+
+        deadline = time.monotonic() + self.node_credentials_timeout
+        while not self.paths.kubelet_kubeconfig.exists():
+            if time.monotonic() > deadline:
+                raise ComponentError(f"{who}: {self.paths.kubelet_kubeconfig} did not appear within "
+                                     f"{self.node_credentials_timeout:.0f}s (kubelet's TLS bootstrap)")
+            time.sleep(0.2)
 
     @property
     def network(self) -> NetworkProvider:

@@ -45,13 +45,12 @@ def _say(msg: str) -> None:
 def worker_stages(ctx: WorkerContext, *, swap: bool, resolv_conf: str) -> list[list[Component]]:
     from mke.worker.containerd import Containerd, ImageImport
     from mke.worker.kubelet import Kubelet, NodeReady
+    from mke.worker.kubeproxy import KubeProxy
 
     stages: list[list[Component]] = [[Containerd(ctx)], [ImageImport(ctx)],
-                                     [Kubelet(ctx, swap=swap, resolv_conf=resolv_conf)]]
-    network = ctx.network.worker_components(ctx)
-    if network:
-        stages.append(network)
-    stages.append([NodeReady(ctx)])
+                                     [Kubelet(ctx, swap=swap, resolv_conf=resolv_conf)],
+                                     [KubeProxy(ctx), *ctx.network.worker_components(ctx)],
+                                     [NodeReady(ctx)]]
     return stages
 
 

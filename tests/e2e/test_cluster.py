@@ -161,7 +161,11 @@ def test_system_pods_run_from_the_airgap_images(cluster, core):
     pods = wait_until("kube-system pods Running and ready", all_ready, timeout=300)
     report("seconds until every kube-system pod is ready (after the test deployment)", round(time.monotonic() - t0, 1))
     images = {c.image for p in pods for c in p.spec.containers}
-    assert any("coredns" in i for i in images) and any("kube-proxy" in i for i in images)
+    assert any("coredns" in i for i in images)
+    # kube-proxy and kube-router run on each worker as processes of mke, with the embedded tools
+    for name in ("w1", "w2"):
+        for component in ("kube-proxy", "kube-router"):
+            assert os.path.exists(f"/proc/{cluster.component_pid(name, component)}"), (name, component)
     # nothing was pulled: every image is one the bundles provided
     events = core.list_event_for_all_namespaces().items
     pulled = [e.message for e in events if e.reason == "Pulling"]

@@ -231,7 +231,7 @@ def test_repository_specs_match_the_images_the_runtime_expects():
     specs = airgap.load_image_specs(REPO / "recipes" / "images")
     refs = {s.reference(recipes[s.component].version) for s in specs.values()}
     cfg = ImagesConfig()
-    expected = {cfg.pause, cfg.coredns, cfg.metrics_server, cfg.kube_proxy, cfg.konnectivity_agent}
+    expected = {cfg.pause, cfg.coredns, cfg.metrics_server, cfg.konnectivity_agent}
     assert refs == expected
     for s in specs.values():
         for f in s.files:

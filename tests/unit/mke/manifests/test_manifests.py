@@ -41,7 +41,7 @@ def test_default_set_is_complete_and_valid() -> None:
                  "ClusterRoleBinding/mke:node-autoapprove-certificate-rotation",
                  "Deployment/kube-system/coredns", "Service/kube-system/kube-dns",
                  "Deployment/kube-system/metrics-server", "APIService/v1beta1.metrics.k8s.io",
-                 "DaemonSet/kube-system/konnectivity-agent", "DaemonSet/kube-system/kube-proxy",
+                 "DaemonSet/kube-system/konnectivity-agent", "ClusterRoleBinding/mke:node-proxier",
                  "ClusterRole/mke:kube-router", "ClusterRoleBinding/mke:kube-router"):
         assert want in n, want
     calico = names(render({"network": {"provider": "calico"}, "images": {"registry": "registry.local:5000"}}))
@@ -51,7 +51,7 @@ def test_default_set_is_complete_and_valid() -> None:
 
 def test_images_are_pinned_and_overridable() -> None:
     default = images(render({}))
-    assert "registry.k8s.io/kube-proxy:v1.36.5" in default
+    assert "registry.k8s.io/coredns/coredns:v1.12.1" in default
     assert all(":" in i.rsplit("/", 1)[-1] for i in default)
     mirrored = images(render({"images": {"registry": "registry.local:5000", "coredns": "my.reg/dns/coredns:v9"}}))
     assert all(i.startswith("registry.local:5000/") for i in mirrored), mirrored
@@ -69,9 +69,8 @@ def test_dns_and_cidrs_follow_the_config() -> None:
     assert svc["spec"]["clusterIP"] == "10.100.0.10"
     cm = next(o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "coredns")
     assert "kubernetes k.local in-addr.arpa" in cm["data"]["Corefile"]
-    proxy = next(o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "kube-proxy")
-    assert "clusterCIDR: 10.50.0.0/16" in proxy["data"]["config.conf"]
-    assert "server: https://192.0.2.10:6443" in proxy["data"]["kubeconfig.conf"]
+    settings = next(o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "mke-worker-config")
+    assert settings["data"]["podCIDR"] == "10.50.0.0/16"  # what each worker's kube-proxy gets as clusterCIDR
 
 
 def test_konnectivity_agent_only_when_enabled() -> None:

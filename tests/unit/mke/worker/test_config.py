@@ -273,3 +273,20 @@ def test_resolv_conf_for_pods(tmp_path):
     assert host.host_resolv_conf(etc, resolved) == str(etc)  # the stub, but no real file to use instead
     resolved.write_text("nameserver 192.0.2.53\n")
     assert host.host_resolv_conf(etc, resolved) == str(resolved)
+
+
+def test_kube_proxy_runs_on_the_node_with_its_credentials(tmp_path):
+    from mke.worker.kubeproxy import KubeProxy, proxy_configuration
+
+    ctx = make_ctx(tmp_path)
+    cfg = proxy_configuration(ctx)
+    assert cfg["mode"] == "iptables" and cfg["hostnameOverride"] == "w1"
+    assert cfg["clientConnection"]["kubeconfig"] == str(ctx.paths.kubelet_kubeconfig)
+    assert cfg["clusterCIDR"] == ctx.settings.pod_cidr and cfg["conntrack"] == {"maxPerCore": 0}
+    assert cfg["healthzBindAddress"].startswith("127.0.0.1:") and cfg["metricsBindAddress"].startswith("127.0.0.1:")
+    ctx.paths.worker_dir.mkdir(parents=True)
+    kp = KubeProxy(ctx)
+    kp.init()
+    assert kp.process_spec().args[1:] == (f"--config={kp.config_path}",)
+    assert kp.config_path.stat().st_mode & 0o777 == 0o600
+    assert kp.process_spec().env["PATH"].split(":")[0] == str(tmp_path / "bin")  # the staged tools first
