@@ -2,7 +2,7 @@
 
 ``recipes/images/<name>.toml`` describes one image (reference, entrypoint, user, which
 built binary goes where, optional Debian packages); ``build_airgap`` turns the specs
-into OCI images with ``build/oci.py`` and writes
+into OCI images with ``mke/images/oci.py`` (Debian packages: ``build/deblayers.py``) and writes
 ``dist/mke-airgap-images-<os>-<arch>.tar`` (one archive for ``ctr images import`` and
 ``docker load``) plus ``.json`` beside it with every reference and digest.
 
@@ -21,18 +21,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from build import oci
 from build.action import Action
 from build.cache import ActionResult, OutputFile
+from build.deblayers import deb_entries
 from build.errors import BuildError, ImageError, RecipeError
 from build.fsutil import sha256_file, write_atomic
 from build.modes.base import BuildContext
 from build.progress import log
 from build.recipes import NAME_RE, render
 from build.tomlcheck import TomlChecker, read_toml
+from mke import errors as mke_errors
+from mke.images import oci
 
 SPEC_SCHEMA = 1
-IMAGE_ACTION_SCHEMA = 1  # bump when build/oci.py changes the bytes it writes
+IMAGE_ACTION_SCHEMA = 2  # bump when mke/images/oci.py changes the bytes it writes
 DEFAULT_DEB_EXCLUDE = ("/usr/share",)
 
 
@@ -109,7 +111,7 @@ def parse_image_spec(path: Path, data: dict) -> ImageSpec:
     ref = ctx.template("ref", ctx.get("", data, "ref", str), frozenset({"version"}))
     try:
         oci.split_ref(ref.replace("{version}", "0"))
-    except ImageError as e:
+    except mke_errors.ImageError as e:
         raise ctx.fail("ref", str(e).split(": ", 1)[-1]) from None
     files = []
     for i, t in enumerate(ctx.get("", data, "file", list)):
@@ -276,7 +278,7 @@ def build_image(ctx: BuildContext, spec: ImageSpec, binaries: dict[str, BuiltBin
                 for d in spec.debs:
                     url = _deb_url(d, ctx.platform.arch)
                     path = dl.download(url, sha256=d.digest(ctx.platform.arch) or "", component=f"image {spec.name}")
-                    entries += oci.deb_entries(path, exclude=DEFAULT_DEB_EXCLUDE + d.exclude, what=url)
+                    entries += deb_entries(path, exclude=DEFAULT_DEB_EXCLUDE + d.exclude, what=url)
                 entries += [oci.Entry(path=s.path, kind="symlink", target=s.target) for s in spec.symlinks]
                 layers.append(oci.build_layer(_merge(entries), workdir, mtime=ctx.source_date_epoch,
                                               comment="debian packages"))
@@ -321,6 +323,14 @@ def archive_name(ctx: BuildContext) -> str:
 def build_airgap(ctx: BuildContext, results: list[Any], dist: Path, *, specs_dir: Path | None = None,
                  names: list[str] | None = None) -> Path:
     """Build every image and write the bundle into ``dist``; returns the archive's path."""
+    try:
+        return _build_airgap(ctx, results, dist, specs_dir=specs_dir, names=names)
+    except mke_errors.ImageError as e:  # the OCI writer is the runtime's: its errors become the toolchain's
+        raise ImageError(str(e)) from e
+
+
+def _build_airgap(ctx: BuildContext, results: list[Any], dist: Path, *, specs_dir: Path | None,
+                  names: list[str] | None) -> Path:
     t0 = time.monotonic()
     specs = load_image_specs(specs_dir or ctx.repo_root / "recipes" / "images")
     if names:

@@ -19,6 +19,7 @@ stderr, the class's exit code, no traceback (``--debug`` shows it).
       12  FipsError           a FIPS requirement is not met
       13  HostError           the host refused a file operation (an OSError)
       14  KernelModuleError   a kernel module mke needs is missing or cannot be loaded
+      15  ImageError          a container image could not be built, or an archive is not one mke wrote
 """
 
 from __future__ import annotations
@@ -118,3 +119,9 @@ class KernelModuleError(MkeError):
     """A kernel module mke needs is missing or could not be loaded (the message names it)."""
 
     exit_code = 14
+
+
+class ImageError(MkeError):
+    """A container image could not be built, or an archive is not one mke wrote (the message says which)."""
+
+    exit_code = 15

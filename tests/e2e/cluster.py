@@ -52,8 +52,8 @@ def airgap_bundle() -> Path:
 
 
 def build_testapp_image(out: Path) -> Path:
-    """The test image: tests/e2e/testapp (Go, stdlib only) built on the host, packed by build/oci.py."""
-    from build import oci
+    """The test image: tests/e2e/testapp (Go, stdlib only) built on the host, packed by mke/images/oci.py."""
+    from mke.images import oci
 
     if out.exists():
         return out

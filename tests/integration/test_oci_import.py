@@ -1,4 +1,4 @@
-"""build/oci.py archives accepted by the real consumers: ``docker load`` + ``docker run`` (docker
+"""mke/images/oci.py archives accepted by the real consumers: ``docker load`` + ``docker run`` (docker
 marker) and ``ctr images import`` into a throwaway containerd from dist/ (root marker).
 
 The image packs tests/e2e/testapp, built with the host's Go (skipped without Go)."""
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from build import oci
+from mke.images import oci
 from tests.support.binaries import real_bin_dir
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,14 +1,17 @@
 """OCI image archives, written deterministically in Python from static binaries.
 
 No container engine and no registry: an image here is a few layer tars made from
-files we name (static binaries from the cache, a small base of /etc/passwd and /tmp,
-or Debian packages unpacked), a config JSON with the entrypoint, and a manifest. The
-same inputs give the same bytes, so the digests are pins:
+files we name (static binaries, a small base of /etc/passwd and /tmp), a config JSON
+with the entrypoint, and a manifest. The same inputs give the same bytes, so the
+digests are pins. Both halves use this module: the toolchain for the air-gap bundles
+(build/airgap.py, which adds Debian packages with build/deblayers.py), and every node for its
+system images, built at start from the binaries the payload already carries
+(mke/worker/images.py). Layers are gzip'd for bundles that travel, plain tar on a node:
 
 - layer tar: entries sorted by path, parents listed before children, mtime fixed
   (SOURCE_DATE_EPOCH, default 0), uid/gid as given (no user names), PAX format (file
   capabilities travel as ``SCHILY.xattr.security.capability``, as upstream images do);
-- gzip with mtime 0, no file name, level 9;
+- gzip with mtime 0, no file name, level 9 (``compress=True``), or the plain tar;
 - JSON canonical (sorted keys, no spaces).
 
 ``write_archive`` writes one tar that both ``ctr images import`` (the OCI layout:
@@ -25,22 +28,22 @@ import gzip
 import hashlib
 import io
 import json
-import lzma
 import os
 import posixpath
 import struct
 import tarfile
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import IO
 
-from build.errors import ImageError
+from mke.errors import ImageError
 
 MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
 MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MEDIA_CONFIG = "application/vnd.oci.image.config.v1+json"
 MEDIA_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+MEDIA_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
 ANNOTATION_IMAGE_NAME = "io.containerd.image.name"
 ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
 CHUNK = 1 << 20
@@ -134,70 +137,6 @@ def base_entries() -> list[Entry]:
     ]
 
 
-# --------------------------------------------------------------------------- Debian packages
-
-
-def _ar_members(f: IO[bytes]) -> Iterator[tuple[str, bytes]]:
-    if f.read(8) != b"!<arch>\n":
-        raise ImageError("not an ar archive")
-    while True:
-        header = f.read(60)
-        if not header:
-            return
-        if len(header) < 60 or header[58:60] != b"`\n":
-            raise ImageError("truncated ar archive")
-        name = header[:16].decode().strip().rstrip("/")
-        size = int(header[48:58].decode().strip())
-        data = f.read(size)
-        if size % 2:
-            f.read(1)
-        yield name, data
-
-
-def deb_entries(deb: Path, *, exclude: Iterable[str] = (), what: str = "") -> list[Entry]:
-    """The files of a Debian package (its data.tar), as layer entries; ``exclude`` are path prefixes."""
-    prefixes = tuple(normalise(p) for p in exclude)
-    label = what or deb.name
-    data_tar = None
-    with open(deb, "rb") as f:
-        for name, data in _ar_members(f):
-            if name.startswith("data.tar"):
-                data_tar = (name, data)
-    if data_tar is None:
-        raise ImageError(f"{label}: no data.tar in the package")
-    name, data = data_tar
-    if name.endswith(".xz"):
-        data = lzma.decompress(data)
-    elif name.endswith(".gz"):
-        data = gzip.decompress(data)
-    elif name.endswith(".zst"):
-        import zstandard
-
-        data = zstandard.ZstdDecompressor().decompressobj().decompress(data)
-    elif name != "data.tar":
-        raise ImageError(f"{label}: unsupported member {name}")
-    out = []
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as t:
-        for m in t.getmembers():
-            if m.name in (".", "./"):
-                continue
-            p = normalise(m.name)
-            if any(p == x or p.startswith(x + "/") for x in prefixes):
-                continue
-            if m.isdir():
-                out.append(Entry(path=p, kind="dir", mode=m.mode & 0o7777, uid=m.uid, gid=m.gid))
-            elif m.issym():
-                out.append(Entry(path=p, kind="symlink", target=m.linkname, mode=0o777))
-            elif m.islnk():
-                src = t.extractfile(m)  # a hard link: tarfile reads its target's bytes; the layer gets a copy
-                out.append(Entry(path=p, data=src.read() if src else b"", mode=m.mode & 0o7777, uid=m.uid, gid=m.gid))
-            elif m.isfile():
-                fh = t.extractfile(m)
-                assert fh is not None
-                out.append(Entry(path=p, data=fh.read(), mode=m.mode & 0o7777, uid=m.uid, gid=m.gid))
-    return out
-
-
 # --------------------------------------------------------------------------- layers
 
 
@@ -210,9 +149,13 @@ class Blob:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Layer:
-    blob: Blob  # the gzip'd tar
+    blob: Blob  # the tar, gzip'd or plain
     diff_id: str  # sha256 of the uncompressed tar
     comment: str = ""
+
+    @property
+    def media_type(self) -> str:
+        return MEDIA_LAYER_TAR if self.blob.digest == self.diff_id else MEDIA_LAYER_GZIP
 
 
 class _HashingWriter(io.RawIOBase):
@@ -281,16 +224,21 @@ def write_layer_tar(entries: list[Entry], out: IO[bytes], *, mtime: int = 0) -> 
                 raise ImageError(f"/{e.name}: unknown entry kind {e.kind!r}")
 
 
-def build_layer(entries: list[Entry], workdir: Path, *, mtime: int = 0, comment: str = "") -> Layer:
-    """Write the layer's gzip'd tar into ``workdir`` (named by digest)."""
+def build_layer(entries: list[Entry], workdir: Path, *, mtime: int = 0, comment: str = "",
+                compress: bool = True) -> Layer:
+    """Write the layer's tar into ``workdir`` (named by digest): gzip'd, or plain (a node's own images)."""
     workdir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".layer-", dir=workdir)
     try:
         with os.fdopen(fd, "wb") as raw:
             outer = _HashingWriter(raw)
-            # The tar stream's own digest (diff_id) is taken before compression.
-            with gzip.GzipFile(filename="", mode="wb", compresslevel=9, fileobj=outer, mtime=0) as gz:  # type: ignore[arg-type]
-                inner = _HashingWriter(gz)  # type: ignore[arg-type]
+            if compress:
+                # The tar stream's own digest (diff_id) is taken before compression.
+                with gzip.GzipFile(filename="", mode="wb", compresslevel=9, fileobj=outer, mtime=0) as gz:  # type: ignore[arg-type]
+                    inner = _HashingWriter(gz)  # type: ignore[arg-type]
+                    write_layer_tar(entries, inner, mtime=mtime)  # type: ignore[arg-type]
+            else:
+                inner = outer
                 write_layer_tar(entries, inner, mtime=mtime)  # type: ignore[arg-type]
         digest = "sha256:" + outer.h.hexdigest()
         final = workdir / digest.split(":", 1)[1]
@@ -303,8 +251,8 @@ def build_layer(entries: list[Entry], workdir: Path, *, mtime: int = 0, comment:
 
 
 def layer_names(layer_path: Path) -> list[str]:
-    """Member names of a gzip'd layer (tests, checks)."""
-    with tarfile.open(layer_path, mode="r:gz") as t:
+    """Member names of a layer, gzip'd or plain (tests, checks)."""
+    with tarfile.open(layer_path, mode="r:*") as t:
         return t.getnames()
 
 
@@ -396,7 +344,7 @@ def build_image(ref: str, layers: list[Layer], config: ImageConfig, workdir: Pat
         "created": created,
         "config": config.as_oci(),
         "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]},
-        "history": [{"created": created, "created_by": f"mke build/oci.py: {layer.comment or 'layer'}"}
+        "history": [{"created": created, "created_by": f"mke: {layer.comment or 'layer'}"}
                     for layer in layers],
     }
     cfg_blob = _write_blob(workdir, canonical_json(cfg))
@@ -404,7 +352,7 @@ def build_image(ref: str, layers: list[Layer], config: ImageConfig, workdir: Pat
         "schemaVersion": 2,
         "mediaType": MEDIA_MANIFEST,
         "config": {"mediaType": MEDIA_CONFIG, "digest": cfg_blob.digest, "size": cfg_blob.size},
-        "layers": [{"mediaType": MEDIA_LAYER_GZIP, "digest": layer.blob.digest, "size": layer.blob.size}
+        "layers": [{"mediaType": layer.media_type, "digest": layer.blob.digest, "size": layer.blob.size}
                    for layer in layers],
     }
     if annotations:
