@@ -141,10 +141,7 @@ func (p *payload) unpack(pt part, dir string) error {
 			return damaged("unexpected entry " + name)
 		}
 		if err := writeFile(filepath.Join(dir, name), os.FileMode(hdr.Mode)&0o755, tr, hdr.Size); err != nil {
-			if _, ok := err.(*failure); ok {
-				return err
-			}
-			if errors.Is(err, io.ErrUnexpectedEOF) || strings.Contains(err.Error(), "zstd") {
+			if counted.err != nil || errors.Is(err, io.ErrUnexpectedEOF) { // reading failed, not writing
 				return damaged("cannot be decoded (" + err.Error() + ")")
 			}
 			return writeError(filepath.Dir(dir), err)
@@ -184,14 +181,19 @@ func writeFile(path string, mode os.FileMode, r io.Reader, size int64) error {
 	return err
 }
 
+// countingReader counts the decoded bytes and remembers a decoding error (to tell it from a write error).
 type countingReader struct {
-	r io.Reader
-	n int64
+	r   io.Reader
+	n   int64
+	err error
 }
 
 func (c *countingReader) Read(b []byte) (int, error) {
 	n, err := c.r.Read(b)
 	c.n += int64(n)
+	if err != nil && err != io.EOF {
+		c.err = err
+	}
 	return n, err
 }
 
