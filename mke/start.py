@@ -64,14 +64,13 @@ def _fips_runtime(fips_dir: str) -> None:
     """Point OpenSSL (libcrypto.so.3, used by hashlib and by cryptography) at the runtime's FIPS
     provider and configuration, and block CPython's own hash modules. The caller's values are
     kept in MKE_FIPS_SAVED_<NAME> for the processes mke starts (mke.fips.child_env)."""
-    for name, value in (("OPENSSL_CONF", os.path.join(fips_dir, "openssl.cnf")), ("OPENSSL_MODULES", None),
+    # OPENSSL_MODULES: a provider loaded by name is looked for in the runtime, never in the
+    # host's default module dir (libcrypto's compiled-in /usr/lib/<triple>/ossl-modules).
+    for name, value in (("OPENSSL_CONF", os.path.join(fips_dir, "openssl.cnf")), ("OPENSSL_MODULES", fips_dir),
                         ("CRYPTOGRAPHY_OPENSSL_NO_LEGACY", "1")):
         if FIPS_SAVED_PREFIX + name not in os.environ:
             os.environ[FIPS_SAVED_PREFIX + name] = os.environ.get(name, "")
-        if value is not None:
-            os.environ[name] = value
-        else:
-            os.environ.pop(name, None)
+        os.environ[name] = value
     os.environ["MKE_FIPS_RUNTIME"] = fips_dir  # openssl.cnf: module = ${ENV::MKE_FIPS_RUNTIME}/fips.so
     for m in BUILTIN_HASH_MODULES:
         sys.modules[m] = None  # type: ignore[assignment]  # `import _md5` now raises ImportError

@@ -396,6 +396,9 @@ def _run(tree: Path, *args: str, what: str) -> str:
 CHECK = r"""
 import importlib, json, os, pkgutil, sys
 import mke
+from mke import start
+if os.path.exists(os.path.join(sys.prefix, "fips", "openssl.cnf")):  # as a FIPS runtime starts (mke/start.py)
+    start._fips_runtime(os.path.join(sys.prefix, "fips"))
 mods = ["yaml", "zstandard", "cryptography.x509", "cryptography.hazmat.primitives.asymmetric.ec",
         "cryptography.hazmat.bindings._rust", "_cffi_backend", "ssl", "hashlib", "ctypes", "json", "http.client"]
 mods += [m.name for m in pkgutil.walk_packages(mke.__path__, "mke.") if m.name != "mke.__main__"]

@@ -257,16 +257,21 @@ def test_install_writes_the_mke_file_not_the_runtime(dist, tmp_path):
 
 
 def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    """``n`` free ports below the ephemeral range (konnectivity-server refuses ephemeral ones)."""
+    import random
+
+    out: list[int] = []
+    rng = random.Random()
+    while len(out) < n:
+        port = rng.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        if port not in out:
+            out.append(port)
+    return out
 
 
 def _readyz(pki: Path, port: int) -> bool:

@@ -77,6 +77,7 @@ def test_fips_runtime_setup_blocks_builtin_hashes_and_keeps_callers_openssl_sett
     doc = json.loads(out)
     assert doc.pop("md5_builtin") is True
     assert doc == {"OPENSSL_CONF": str(tmp_path / "openssl.cnf"), "MKE_FIPS_RUNTIME": str(tmp_path),
+                   "OPENSSL_MODULES": str(tmp_path),
                    "CRYPTOGRAPHY_OPENSSL_NO_LEGACY": "1", "MKE_FIPS_SAVED_OPENSSL_CONF": "",
                    "MKE_FIPS_SAVED_OPENSSL_MODULES": "/usr/lib/ossl", "MKE_FIPS_SAVED_CRYPTOGRAPHY_OPENSSL_NO_LEGACY": ""}
 
