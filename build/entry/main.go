@@ -27,6 +27,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 const (
@@ -39,6 +40,7 @@ const (
 	savedPrefix     = "MKE_ENTRY_SAVED_"
 	defaultRootBase = "/var/lib/mke/runtime"
 	markerName      = ".mke-runtime"
+	traceEnv        = "MKE_ENTRY_TRACE" // set: one stderr line per step of the entry (timings)
 	pythonStart     = "from mke.start import main; main()"
 )
 
@@ -49,6 +51,18 @@ type failure struct {
 }
 
 func (f *failure) Error() string { return f.msg }
+
+var (
+	started = time.Now()
+	tracing = os.Getenv(traceEnv) != ""
+)
+
+// trace prints one line about what the entry did, with the time since it started, when $MKE_ENTRY_TRACE is set.
+func trace(format string, args ...any) {
+	if tracing {
+		fmt.Fprintf(os.Stderr, "mke-entry: %v: %s\n", time.Since(started).Round(time.Microsecond), fmt.Sprintf(format, args...))
+	}
+}
 
 func payloadError(format string, args ...any) error {
 	return &failure{code: exitPayload, msg: fmt.Sprintf(format, args...)}
@@ -84,12 +98,14 @@ func run(args []string) error {
 		return err
 	}
 	dir := filepath.Join(base, p.runtimeID)
+	trace("payload read: runtime %s", dir)
 	for attempt := 0; ; attempt++ {
 		if !exists(filepath.Join(dir, markerName)) {
 			if err := stage(p, base); err != nil {
 				return err
 			}
 		}
+		trace("exec %s", filepath.Join(dir, "bin", "mke"))
 		err = execRuntime(dir, fd, exe, args[1:])
 		// ENOENT: another mke removed this runtime between our check and exec; stage it again.
 		if err != syscall.ENOENT || attempt > 0 {

@@ -151,7 +151,7 @@ func openPayload(fd int, label string) (*payload, error) {
 			return nil, payloadError("%s: payload manifest: %s names frame %d, which does not exist; download mke again", label, lib.Name, lib.Frame)
 		}
 		f := m.Frames[lib.Frame]
-		if lib.Offset != 0 || lib.Size != f.DecodedSize || len(f.Members) != 1 || f.Members[0] != lib.Name ||
+		if lib.Offset != 0 || lib.Size != f.DecodedSize || lib.Size > maxPartSize || len(f.Members) != 1 || f.Members[0] != lib.Name ||
 			f.Offset < 0 || f.Size < 0 || uint64(f.Offset+f.Size) > dLen || !isDigest(f.SHA256) || !isDigest(lib.SHA256) {
 			return nil, payloadError("%s: payload manifest: runtime part %s is not one whole frame; download mke again", label, lib.Name)
 		}

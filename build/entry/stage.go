@@ -4,6 +4,7 @@ package main
 
 import (
 	"archive/tar"
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -12,13 +13,15 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 )
 
 const (
 	tmpPrefix     = ".tmp-"
-	maxWindowSize = 1 << 27 // the bundler compresses runtime parts with a window of at most their size
+	maxWindowSize = 1 << 27   // the bundler compresses runtime parts with a window of at most their size
+	maxPartSize   = 1<<27 - 1 // build/bundle/runtime.py, MAX_PART: a part decodes into memory, then is checked
 )
 
 // stage makes <base>/<runtime id> complete: decode every part into a temp dir, then rename.
@@ -63,9 +66,16 @@ func stage(p *payload, base string) error {
 			os.RemoveAll(tmp)
 		}
 	}()
+	t0 := time.Now()
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(len(p.parts)), zstd.WithDecoderMaxWindow(maxWindowSize),
+		zstd.WithDecoderMaxMemory(maxPartSize))
+	if err != nil {
+		return stagingError("zstd: %v", err)
+	}
+	defer dec.Close()
 	errs := make(chan error, len(p.parts))
 	for _, pt := range p.parts {
-		go func(pt part) { errs <- p.unpack(pt, tmp) }(pt)
+		go func(pt part) { errs <- p.unpack(dec, pt, tmp) }(pt)
 	}
 	var first error
 	for range p.parts {
@@ -79,9 +89,11 @@ func stage(p *payload, base string) error {
 	if err := os.WriteFile(filepath.Join(tmp, markerName), []byte(p.runtimeID+"\n"), 0o644); err != nil {
 		return writeError(base, err)
 	}
+	tDecoded := time.Now()
 	if err := syncfs(tmp); err != nil { // every byte on disk before the name that promises them
 		return writeError(base, err)
 	}
+	tSynced := time.Now()
 	if err := os.Rename(tmp, dir); err != nil {
 		return writeError(base, err)
 	}
@@ -90,6 +102,8 @@ func stage(p *payload, base string) error {
 		return writeError(base, err)
 	}
 	removeOldRuntimes(base, p.runtimeID)
+	trace("staged %d parts into %s: decode+write %v, syncfs %v, rename+cleanup %v", len(p.parts), dir,
+		tDecoded.Sub(t0), tSynced.Sub(tDecoded), time.Since(tSynced))
 	return nil
 }
 
@@ -112,58 +126,58 @@ func makeBase(base string) error {
 	return nil
 }
 
-// unpack decodes one part's frame and writes the files of its tar stream under dir.
-func (p *payload) unpack(pt part, dir string) error {
+// unpack decodes one part's frame and writes the files of its tar stream under dir. Nothing is
+// written before the frame checked out: its compressed bytes against their sha256 (hashed on
+// another core while the frame decodes), zstd's checksum of the content, the content's size.
+func (p *payload) unpack(dec *zstd.Decoder, pt part, dir string) error {
 	where := p.label + ": payload frame " + pt.name
 	damaged := func(what string) error {
 		return payloadError("%s: %s; the executable is damaged or tampered with, download it again", where, what)
 	}
-	h := sha256.New()
-	src := io.TeeReader(io.NewSectionReader(p.r, p.data+pt.frame.Offset, pt.frame.Size), h)
-	dec, err := zstd.NewReader(src, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(maxWindowSize))
-	if err != nil {
-		return damaged(err.Error())
+	comp := make([]byte, pt.frame.Size)
+	if _, err := p.r.ReadAt(comp, p.data+pt.frame.Offset); err != nil {
+		return damaged("cannot be read (" + err.Error() + ")")
 	}
-	defer dec.Close()
-	counted := &countingReader{r: dec}
-	tr := tar.NewReader(counted)
+	digest := make(chan string, 1)
+	go func() {
+		sum := sha256.Sum256(comp)
+		digest <- hex.EncodeToString(sum[:])
+	}()
+	content, err := dec.DecodeAll(comp, make([]byte, 0, pt.size))
+	if <-digest != pt.frame.SHA256 {
+		return damaged("compressed bytes do not match their sha256")
+	}
+	if err != nil {
+		return damaged("cannot be decoded (" + err.Error() + ")")
+	}
+	if int64(len(content)) != pt.size {
+		return damaged("decodes to the wrong size")
+	}
+	tr := tar.NewReader(bytes.NewReader(content))
+	buf := make([]byte, 1<<20)
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
-			break
+			return nil
 		}
 		if err != nil {
-			return damaged("cannot be decoded (" + err.Error() + ")")
+			return damaged("is not a valid tar stream (" + err.Error() + ")")
 		}
 		name := hdr.Name
 		if hdr.Typeflag != tar.TypeReg || name == "" || filepath.IsAbs(name) || filepath.Clean(name) != name ||
 			name == markerName || strings.HasPrefix(name, "../") || name == ".." {
 			return damaged("unexpected entry " + name)
 		}
-		if err := writeFile(filepath.Join(dir, name), os.FileMode(hdr.Mode)&0o755, tr, hdr.Size); err != nil {
-			if counted.err != nil || errors.Is(err, io.ErrUnexpectedEOF) { // reading failed, not writing
-				return damaged("cannot be decoded (" + err.Error() + ")")
+		if err := writeFile(filepath.Join(dir, name), os.FileMode(hdr.Mode)&0o755, tr, hdr.Size, buf); err != nil {
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				return damaged("is not a valid tar stream (" + err.Error() + ")")
 			}
 			return writeError(filepath.Dir(dir), err)
 		}
 	}
-	// The rest of the frame: tar padding, then zstd's checksum (checked by the decoder at its end).
-	if _, err := io.Copy(io.Discard, counted); err != nil {
-		return damaged("cannot be decoded (" + err.Error() + ")")
-	}
-	if _, err := io.Copy(io.Discard, src); err != nil {
-		return damaged(err.Error())
-	}
-	if hex.EncodeToString(h.Sum(nil)) != pt.frame.SHA256 {
-		return damaged("compressed bytes do not match their sha256")
-	}
-	if counted.n != pt.size {
-		return damaged("decodes to the wrong size")
-	}
-	return nil
 }
 
-func writeFile(path string, mode os.FileMode, r io.Reader, size int64) error {
+func writeFile(path string, mode os.FileMode, r io.Reader, size int64, buf []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
@@ -171,7 +185,7 @@ func writeFile(path string, mode os.FileMode, r io.Reader, size int64) error {
 	if err != nil {
 		return err
 	}
-	n, err := io.Copy(f, r)
+	n, err := io.CopyBuffer(f, io.LimitReader(r, size), buf)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -179,22 +193,6 @@ func writeFile(path string, mode os.FileMode, r io.Reader, size int64) error {
 		err = io.ErrUnexpectedEOF
 	}
 	return err
-}
-
-// countingReader counts the decoded bytes and remembers a decoding error (to tell it from a write error).
-type countingReader struct {
-	r   io.Reader
-	n   int64
-	err error
-}
-
-func (c *countingReader) Read(b []byte) (int, error) {
-	n, err := c.r.Read(b)
-	c.n += int64(n)
-	if err != nil && err != io.EOF {
-		c.err = err
-	}
-	return n, err
 }
 
 func syncfs(dir string) error {
