@@ -1,6 +1,7 @@
 """Sessions of the mke toolchain. `nox -l` lists them; slow ones are not default.
 
-    nox -s tests                      unit + integration tests (what CI runs)
+    nox -s tests                      unit + integration tests, then lint (what CI runs)
+    nox -s lint                       ruff (rules in pyproject.toml)
     nox -s build -- --mode=docker     build dist/ (fetch|docker|none; see docs/build.md)
     nox -s build-fips                 the FIPS variant
     nox -s recipes                    components, versions, modes
@@ -49,8 +50,9 @@ FIPS_RUNTIME_TESTS = ["tests/integration/test_fips_bundle.py", "tests/integratio
 def tests(session: nox.Session) -> None:
     """Unit and integration tests (pytest args pass through: nox -s tests -- -k cache).
 
-    Without arguments it also runs `tests-fips` afterwards: the FIPS runtime tests need a
-    venv whose cryptography links the system libcrypto, which this venv must not have.
+    Without arguments it also runs `tests-fips` afterwards (the FIPS runtime tests need a
+    venv whose cryptography links the system libcrypto, which this venv must not have),
+    then `lint`.
     """
     _install(session, TEST_REQS)
     if session.posargs:
@@ -59,6 +61,14 @@ def tests(session: nox.Session) -> None:
     session.run("python", "-m", "pytest", "tests/unit", "tests/integration",
                 *[f"--ignore={t}" for t in FIPS_RUNTIME_TESTS], env={"PYTHONPATH": str(REPO)})
     session.notify("tests-fips")
+    session.notify("lint")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff over the whole repository (rules in pyproject.toml); fails on any finding."""
+    session.install("-r", str(REPO / "requirements" / "lint.txt"))
+    session.run("ruff", "check", "--no-cache", "noxfile.py", "mke", "build", "fips", "tests")
 
 
 @nox.session(name="tests-fips")

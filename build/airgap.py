@@ -24,25 +24,12 @@ from typing import Any
 from build import oci
 from build.action import Action
 from build.cache import ActionResult, OutputFile
-from build.errors import BuildError, RecipeError
+from build.errors import BuildError, ImageError, RecipeError
 from build.fsutil import sha256_file, write_atomic
 from build.modes.base import BuildContext
 from build.progress import log
-from build.recipes import (
-    NAME_RE,
-    _check_keys,
-    _Ctx,
-    _get,
-    _str_list,
-    _str_table,
-    check_template,
-    render,
-)
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover - 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+from build.recipes import NAME_RE, render
+from build.tomlcheck import TomlChecker, read_toml
 
 SPEC_SCHEMA = 1
 IMAGE_ACTION_SCHEMA = 1  # bump when build/oci.py changes the bytes it writes
@@ -107,67 +94,67 @@ class ImageSpec:
 
 
 def parse_image_spec(path: Path, data: dict) -> ImageSpec:
-    ctx = _Ctx(path)
+    ctx = TomlChecker(path)
     top = {"schema", "name", "ref", "component", "base", "entrypoint", "cmd", "user", "env", "exposed_ports",
            "description", "file", "deb", "symlink"}
-    schema = _get(ctx, "", data, "schema", int)
+    schema = ctx.get("", data, "schema", int)
     if schema != SPEC_SCHEMA:
         raise ctx.fail("schema", f"unsupported image spec schema {schema}; this toolchain reads schema {SPEC_SCHEMA}")
-    _check_keys(ctx, "", data, top, {"schema", "name", "ref", "component", "file"})
-    name = _get(ctx, "", data, "name", str)
+    ctx.keys("", data, top, {"schema", "name", "ref", "component", "file"})
+    name = ctx.get("", data, "name", str)
     if not NAME_RE.match(name):
         raise ctx.fail("name", f"{name!r} is not a valid image name (lowercase letters, digits, '-')")
     if path.suffix == ".toml" and path.stem != name:
         raise ctx.fail("name", f"{name!r} does not match the file name; rename the file to {name}.toml")
-    ref = check_template(ctx, "ref", _get(ctx, "", data, "ref", str), frozenset({"version"}))
+    ref = ctx.template("ref", ctx.get("", data, "ref", str), frozenset({"version"}))
     try:
         oci.split_ref(ref.replace("{version}", "0"))
-    except oci.ImageError as e:
+    except ImageError as e:
         raise ctx.fail("ref", str(e).split(": ", 1)[-1]) from None
     files = []
-    for i, t in enumerate(_get(ctx, "", data, "file", list)):
+    for i, t in enumerate(ctx.get("", data, "file", list)):
         w = f"file[{i}]"
         if not isinstance(t, dict):
             raise ctx.fail(w, "expected a table ([[file]])")
-        _check_keys(ctx, w, t, {"binary", "path", "mode", "capabilities"}, {"binary", "path"})
-        p = _get(ctx, w, t, "path", str)
+        ctx.keys(w, t, {"binary", "path", "mode", "capabilities"}, {"binary", "path"})
+        p = ctx.get(w, t, "path", str)
         if not p.startswith("/"):
             raise ctx.fail(f"{w}.path", f"must be absolute, got {p!r}")
-        caps = _str_list(ctx, w, t, "capabilities", ())
+        caps = ctx.str_list(w, t, "capabilities", ())
         for c in caps:
             if c not in oci.CAPABILITIES:
                 raise ctx.fail(f"{w}.capabilities", f"unknown capability {c!r}; one of {', '.join(sorted(oci.CAPABILITIES))}")
-        files.append(FileSpec(binary=_get(ctx, w, t, "binary", str), path=p,
-                              mode=_get(ctx, w, t, "mode", int, 0o755), capabilities=caps))
+        files.append(FileSpec(binary=ctx.get(w, t, "binary", str), path=p,
+                              mode=ctx.get(w, t, "mode", int, 0o755), capabilities=caps))
     if not files:
         raise ctx.fail("file", "list at least one [[file]]")
     debs = []
-    for i, t in enumerate(_get(ctx, "", data, "deb", list, [])):
+    for i, t in enumerate(ctx.get("", data, "deb", list, [])):
         w = f"deb[{i}]"
         if not isinstance(t, dict):
             raise ctx.fail(w, "expected a table ([[deb]])")
-        _check_keys(ctx, w, t, {"url", "sha256", "exclude"}, {"url", "sha256"})
-        url = check_template(ctx, f"{w}.url", _get(ctx, w, t, "url", str), frozenset({"arch"}))
+        ctx.keys(w, t, {"url", "sha256", "exclude"}, {"url", "sha256"})
+        url = ctx.template(f"{w}.url", ctx.get(w, t, "url", str), frozenset({"arch"}))
         if not url.startswith(("https://", "http://")) or not url.endswith(".deb"):
             raise ctx.fail(f"{w}.url", f"expected an http(s) URL of a .deb, got {url!r}")
-        sums = _str_table(ctx, w, t, "sha256")
+        sums = ctx.str_table(w, t, "sha256")
         for arch, digest in sums:
             if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
                 raise ctx.fail(f"{w}.sha256.{arch}", "expected 64 lowercase hex digits")
-        debs.append(DebSpec(url=url, sha256=sums, exclude=_str_list(ctx, w, t, "exclude", ())))
+        debs.append(DebSpec(url=url, sha256=sums, exclude=ctx.str_list(w, t, "exclude", ())))
     links = []
-    for i, t in enumerate(_get(ctx, "", data, "symlink", list, [])):
+    for i, t in enumerate(ctx.get("", data, "symlink", list, [])):
         w = f"symlink[{i}]"
         if not isinstance(t, dict):
             raise ctx.fail(w, "expected a table ([[symlink]])")
-        _check_keys(ctx, w, t, {"path", "target"}, {"path", "target"})
-        links.append(SymlinkSpec(path=_get(ctx, w, t, "path", str), target=_get(ctx, w, t, "target", str)))
+        ctx.keys(w, t, {"path", "target"}, {"path", "target"})
+        links.append(SymlinkSpec(path=ctx.get(w, t, "path", str), target=ctx.get(w, t, "target", str)))
     return ImageSpec(
-        name=name, ref=ref, component=_get(ctx, "", data, "component", str),
-        base=_get(ctx, "", data, "base", bool, True),
-        entrypoint=_str_list(ctx, "", data, "entrypoint", ()), cmd=_str_list(ctx, "", data, "cmd", ()),
-        user=_get(ctx, "", data, "user", str, "") if data.get("user") != "" else "",
-        env=_str_list(ctx, "", data, "env", ()), exposed_ports=_str_list(ctx, "", data, "exposed_ports", ()),
+        name=name, ref=ref, component=ctx.get("", data, "component", str),
+        base=ctx.get("", data, "base", bool, True),
+        entrypoint=ctx.str_list("", data, "entrypoint", ()), cmd=ctx.str_list("", data, "cmd", ()),
+        user=ctx.get("", data, "user", str, "") if data.get("user") != "" else "",
+        env=ctx.str_list("", data, "env", ()), exposed_ports=ctx.str_list("", data, "exposed_ports", ()),
         files=tuple(files), debs=tuple(debs), symlinks=tuple(links), path=path,
     )
 
@@ -177,11 +164,7 @@ def load_image_specs(directory: Path) -> dict[str, ImageSpec]:
         raise RecipeError(f"{directory}: image specs directory not found")
     specs: dict[str, ImageSpec] = {}
     for path in sorted(directory.glob("*.toml")):
-        try:
-            data = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise RecipeError(f"{path}: invalid TOML: {e}") from None
-        spec = parse_image_spec(path, data)
+        spec = parse_image_spec(path, read_toml(path, "image spec"))
         specs[spec.name] = spec
     return specs
 

@@ -26,18 +26,19 @@ import tarfile
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from build.action import canonical_json
 from build.cache import Cache
 from build.docker_engine import LABEL, DockerEngine
 from build.download import Downloader
-from build.errors import BuildError, RecipeError
+from build.errors import BuilderImageError, RecipeError
 from build.gomod import module_zip_h1
 from build.platform import Platform
 from build.progress import log
-from build.recipes import _check_keys, _Ctx, _get, _str_list, _str_table
+from build.tomlcheck import TomlChecker, read_toml
 
 BUILDER_SCHEMA = 1
 IMAGE_REPO = "mke-go-builder"
@@ -65,12 +66,6 @@ RUN set -e; for d in /tmp/mke-debs/*.deb; do [ -e "$d" ] && dpkg-deb -x "$d" /; 
     /usr/local/go/bin/go version
 ENV {env}
 """
-
-
-class BuilderImageError(BuildError):
-    """Making the builder image failed (debootstrap, pinned package versions, Go toolchain)."""
-
-    exit_code = 14
 
 
 # --------------------------------------------------------------------------- spec
@@ -131,60 +126,51 @@ class BuilderSpec:
 
 
 def load_builder_spec(path: Path) -> BuilderSpec:
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # pragma: no cover
-        import tomli as tomllib  # type: ignore[no-redef]
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise RecipeError(f"{path}: builder spec not found") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise RecipeError(f"{path}: cannot read builder spec: {e}") from None
-    ctx = _Ctx(path)
-    _check_keys(ctx, "", data, {"schema", "name", "description", "rootfs", "deb", "go"}, {"schema", "name", "rootfs", "go"})
-    if _get(ctx, "", data, "schema", int) != BUILDER_SCHEMA:
+    data = read_toml(path, "builder spec")
+    ctx = TomlChecker(path)
+    ctx.keys("", data, {"schema", "name", "description", "rootfs", "deb", "go"}, {"schema", "name", "rootfs", "go"})
+    if ctx.get("", data, "schema", int) != BUILDER_SCHEMA:
         raise ctx.fail("schema", f"unsupported builder schema; this toolchain reads schema {BUILDER_SCHEMA}")
-    rootfs = _get(ctx, "", data, "rootfs", dict)
-    _check_keys(ctx, "rootfs", rootfs, {"suite", "mirror", "variant", "packages", "versions"}, {"suite", "mirror", "packages"})
-    mirror = _get(ctx, "rootfs", rootfs, "mirror", str)
+    rootfs = ctx.get("", data, "rootfs", dict)
+    ctx.keys("rootfs", rootfs, {"suite", "mirror", "variant", "packages", "versions"}, {"suite", "mirror", "packages"})
+    mirror = ctx.get("rootfs", rootfs, "mirror", str)
     if not mirror.startswith(("http://", "https://")):
         raise ctx.fail("rootfs.mirror", f"must be an http(s) URL, got {mirror!r}")
     debs = []
-    for i, d in enumerate(_get(ctx, "", data, "deb", list, [])):
+    for i, d in enumerate(ctx.get("", data, "deb", list, [])):
         where = f"deb[{i}]"
         if not isinstance(d, dict):
             raise ctx.fail(where, "expected a table ([[deb]])")
-        _check_keys(ctx, where, d, {"url", "sha256"}, {"url", "sha256"})
-        sha = _get(ctx, where, d, "sha256", str)
+        ctx.keys(where, d, {"url", "sha256"}, {"url", "sha256"})
+        sha = ctx.get(where, d, "sha256", str)
         if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
             raise ctx.fail(f"{where}.sha256", f"not a sha256 hex digest: {sha!r}")
-        debs.append(Deb(url=_get(ctx, where, d, "url", str), sha256=sha))
-    go = _get(ctx, "", data, "go", dict)
-    _check_keys(ctx, "go", go, {"version", "zip"}, {"version", "zip"})
-    go_version = _get(ctx, "go", go, "version", str)
+        debs.append(Deb(url=ctx.get(where, d, "url", str), sha256=sha))
+    go = ctx.get("", data, "go", dict)
+    ctx.keys("go", go, {"version", "zip"}, {"version", "zip"})
+    go_version = ctx.get("go", go, "version", str)
     if not go_version.startswith("go1."):
         raise ctx.fail("go.version", f"expected a Go release like go1.26.11, got {go_version!r}")
     zips = []
-    for arch, z in sorted(_get(ctx, "go", go, "zip", dict).items()):
+    for arch, z in sorted(ctx.get("go", go, "zip", dict).items()):
         where = f"go.zip.{arch}"
         if arch not in ("amd64", "arm64"):
             raise ctx.fail(where, "host arch must be amd64 or arm64")
         if not isinstance(z, dict):
             raise ctx.fail(where, "expected a table with h1 and sha256")
-        _check_keys(ctx, where, z, {"h1", "sha256"}, {"h1", "sha256"})
-        h1 = _get(ctx, where, z, "h1", str)
+        ctx.keys(where, z, {"h1", "sha256"}, {"h1", "sha256"})
+        h1 = ctx.get(where, z, "h1", str)
         if not h1.startswith("h1:"):
             raise ctx.fail(f"{where}.h1", f"expected a go.sum hash (h1:...), got {h1!r}")
-        zips.append((arch, GoZip(h1=h1, sha256=_get(ctx, where, z, "sha256", str))))
+        zips.append((arch, GoZip(h1=h1, sha256=ctx.get(where, z, "sha256", str))))
     return BuilderSpec(
-        name=_get(ctx, "", data, "name", str),
-        description=_get(ctx, "", data, "description", str, ""),
-        suite=_get(ctx, "rootfs", rootfs, "suite", str),
+        name=ctx.get("", data, "name", str),
+        description=ctx.get("", data, "description", str, ""),
+        suite=ctx.get("rootfs", rootfs, "suite", str),
         mirror=mirror.rstrip("/"),
-        variant=_get(ctx, "rootfs", rootfs, "variant", str, "minbase"),
-        packages=tuple(sorted(_str_list(ctx, "rootfs", rootfs, "packages"))),
-        versions=_str_table(ctx, "rootfs", rootfs, "versions", ()),
+        variant=ctx.get("rootfs", rootfs, "variant", str, "minbase"),
+        packages=tuple(sorted(ctx.str_list("rootfs", rootfs, "packages"))),
+        versions=ctx.str_table("rootfs", rootfs, "versions", ()),
         debs=tuple(debs),
         go_version=go_version,
         go_zips=tuple(zips),
@@ -338,7 +324,7 @@ def _build(engine: DockerEngine, spec: BuilderSpec, cache: Cache, *, mirror: str
             "dev.mke.builder.packages": json.dumps(sorted(f"{k}={v}" for k, v in packages.items())),
         }
         def build_line(line: str) -> None:
-            if line.startswith("Step ") or line.startswith(("go version", "Successfully")):
+            if line.startswith(("Step ", "go version", "Successfully")):
                 say(line if len(line) <= 120 else line[:117] + "...")
 
         return engine.build_image(context, spec.tag, build_line, labels)

@@ -26,8 +26,9 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from build.action import Action, canonical_json
 from build.errors import CacheError
@@ -253,7 +254,7 @@ class Cache:
             "actions": len(results),
             "blobs": len(blobs),
             "blob_bytes": size,
-            "partial_downloads": len([p for p in (self.root / "downloads").iterdir()]),
+            "partial_downloads": len(list((self.root / "downloads").iterdir())),
         }
 
     def verify_all(self) -> list[str]:

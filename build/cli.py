@@ -1,7 +1,8 @@
 """Command line of the toolchain: ``python -m build.cli <command>`` (nox sessions call this).
 
 Commands: build, recipes, cache {stats,gc,verify}, lock. Only ``main`` catches
-``BuildError``: it prints one line and exits with the error's code.
+``BuildError`` (and ``OSError``): it prints one line and exits with the error's code
+(the table is in build/errors.py).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from build import progress
 from build.cache import Cache, default_cache_dir
-from build.errors import BuildError, UsageError
+from build.errors import BuildError, UsageError, report
 from build.lockfile import Lockfile
 from build.modes import MODES, get_mode
 from build.modes.base import BuildContext
@@ -240,9 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         progress.set_quiet(getattr(args, "quiet", False))
         return args.func(args)
-    except BuildError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+    except (BuildError, OSError) as e:
+        return report(e)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

@@ -14,8 +14,9 @@ import os
 import tarfile
 import threading
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from build.errors import DockerError
 from build.progress import log
@@ -135,12 +136,6 @@ class DockerEngine:
         except Exception as e:
             raise DockerError(f"cannot inspect image {ref}: {e}") from e
 
-    def image_labels(self, ref: str) -> dict[str, str]:
-        try:
-            return dict(self.client.images.get(ref).labels or {})
-        except Exception as e:
-            raise DockerError(f"cannot inspect image {ref}: {e}") from e
-
     def import_rootfs(self, tar_path: Path, ref: str, changes: list[str]) -> str:
         """``docker import`` a root filesystem tarball as ``ref``; returns the image ID."""
         repo, _, tag = ref.rpartition(":")
@@ -181,10 +176,6 @@ class DockerEngine:
         if image is None:
             raise DockerError(f"docker build reported success but {ref} does not exist")
         return image
-
-    def remove_image(self, ref: str) -> None:
-        with contextlib.suppress(Exception):
-            self.client.images.remove(ref, force=True)
 
     # ----------------------------------------------------------- volumes
     def ensure_volume(self, name: str) -> None:

@@ -23,7 +23,8 @@ import requests
 import urllib3
 
 from build.errors import DigestMismatchError, FetchError
-from build.fsutil import CHUNK, sha256_file as _sha256
+from build.fsutil import CHUNK
+from build.fsutil import sha256_file as _sha256
 from build.progress import TransferProgress, log
 
 USER_AGENT = "mke-toolchain/1"

@@ -24,9 +24,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from build.errors import BuildError, UsageError, VerificationError
+from build.errors import BuildError, UsageError, VerificationError, report
 from build.fsutil import write_atomic
-from mke.fips import BinaryReport, Policy, check_files, evaluate, format_table, inspect_binary, reports_document
+from mke.fips.binary import inspect_binary
+from mke.fips.policy import BinaryReport, Policy, check_files, evaluate
+from mke.fips.table import format_table, reports_document
 
 REPORT_NAME = "fips-report.json"
 
@@ -128,9 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.require and not ok:
             raise VerificationError(failure_message(reports, ", ".join(str(p) for p in args.paths)))
         return 0
-    except BuildError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+    except (BuildError, OSError) as e:
+        return report(e)
 
 
 def _is_bundle(path: Path) -> bool:

@@ -25,17 +25,11 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from build.errors import BuildError, ComponentBuildError, LockfileError, RecipeError
+from build.errors import ComponentBuildError, GoModuleError, LockfileError, RecipeError
 from build.recipes import Recipe
 
 WRAPPER_SCHEMA = 1  # bump when the generated wrapper changes shape (it enters action keys)
 WRAPPER_PREFIX = "mke.build"
-
-
-class GoModuleError(BuildError):
-    """Downloading or verifying Go module sources failed."""
-
-    exit_code = 13
 
 
 # --------------------------------------------------------------------------- hashes
@@ -309,21 +303,3 @@ def container_path(modcache: Path, host_path: Path, mount: str) -> str:
     except ValueError:
         raise ComponentBuildError(f"{host_path} is not inside the module cache {modcache}") from None
     return f"{mount.rstrip('/')}/{rel.as_posix()}"
-
-
-def wrapper_sum_for_lock(recipe: Recipe, *, cache_root: Path | None = None, mirror: str | None = None) -> tuple[str, ...]:
-    """The go.sum lines ``nox -s lock`` pins for ``recipe``: the wrapper module's whole go.sum.
-
-    Runs with the builder's Go (unpacked under the cache) and the Go checksum database,
-    in a scratch directory under the cache.
-    """
-    import tempfile
-
-    from build.builder_image import host_go, load_builder_spec
-    from build.cache import Cache, default_cache_dir
-
-    cache = Cache(cache_root or default_cache_dir())
-    spec = load_builder_spec(Path(__file__).resolve().parent.parent / "recipes" / "builders" / "go-builder.toml")
-    host = HostGo(go=host_go(spec, cache, mirror), modcache=cache.root / "gomod")
-    with tempfile.TemporaryDirectory(prefix=f"lock-{recipe.name}-", dir=cache.root / "tmp") as d:
-        return resolve_wrapper_sum(recipe, host, Path(d) / "wrapper")

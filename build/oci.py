@@ -28,7 +28,6 @@ import json
 import lzma
 import os
 import posixpath
-import stat
 import struct
 import tarfile
 import tempfile
@@ -36,7 +35,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
-from build.errors import BuildError
+from build.errors import ImageError
 
 MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
 MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -47,12 +46,6 @@ ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
 CHUNK = 1 << 20
 # Linux capability numbers that images may grant through file capabilities.
 CAPABILITIES = {"CAP_NET_BIND_SERVICE": 10, "CAP_NET_ADMIN": 12, "CAP_NET_RAW": 13, "CAP_SYS_ADMIN": 21}
-
-
-class ImageError(BuildError):
-    """An air-gap image could not be built or an archive is not what we wrote."""
-
-    exit_code = 14
 
 
 def canonical_json(value: object) -> bytes:
@@ -551,8 +544,3 @@ def read_archive(path: Path) -> list[dict]:
     if tags != sorted(i["ref"] for i in out):
         raise ImageError(f"{path}: manifest.json names {tags}, index.json {sorted(i['ref'] for i in out)}")
     return out
-
-
-def is_executable_file(path: Path) -> bool:
-    st = path.stat()
-    return stat.S_ISREG(st.st_mode) and bool(st.st_mode & 0o111)

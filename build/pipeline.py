@@ -22,7 +22,7 @@ from build.fsutil import write_atomic
 from build.modes.base import BuildContext, Mode
 from build.platform import Platform
 from build.progress import log
-from build.recipes import Recipe
+from build.recipes import DebianSource, Recipe
 
 MANIFEST_SCHEMA = 1
 
@@ -119,7 +119,8 @@ def manifest_entries(mode: str, results: list[ComponentResult], fips: bool) -> l
         r = res.recipe
         for b in r.binaries:
             out = res.result.output(b.name) if res.result else None
-            if mode == "fetch":
+            # fetch: the artifact URLs; docker + kind = "debian": the .dsc and .deb URLs built from
+            if mode == "fetch" or (mode == "docker" and isinstance(r.source, DebianSource)):
                 source = res.result.metadata.get("source", []) if res.result else []
             elif mode == "docker" and r.source:
                 source = f"{r.source.module}@{r.source.version}"
@@ -138,6 +139,8 @@ def manifest_entries(mode: str, results: list[ComponentResult], fips: bool) -> l
                 "size": out.size if out else None,
                 "source": source,
             })
+            if b.links:  # a multi-call binary's other names; the runtime stages them as symlinks to it
+                entries[-1]["links"] = list(b.links)
     return sorted(entries, key=lambda e: e["name"])
 
 

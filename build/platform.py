@@ -48,10 +48,6 @@ class Platform:
         return self.arch
 
     @property
-    def uname_arch(self) -> str:
-        return _ARCHES[self.arch][0]
-
-    @property
     def elf_machine(self) -> int:
         return _ARCHES[self.arch][1]
 

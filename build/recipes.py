@@ -8,18 +8,12 @@ The format is documented in docs/recipes.md.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
-import string
 from pathlib import Path
 from typing import Any
 
 from build.errors import RecipeError
-
-try:  # Python 3.11+
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover - 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+from build.tomlcheck import TomlChecker, join, read_toml
 
 SCHEMA_VERSION = 1
 # controller/worker: staged and run by that mke role; image: only packed into an air-gap image
@@ -27,9 +21,13 @@ SCHEMA_VERSION = 1
 ROLES = ("controller", "worker", "image")
 ARCHIVES = ("raw", "tar.gz", "zip")
 CHECKSUM_FORMATS = ("sha256sum", "bare")
-SOURCE_KINDS = ("go", "kubernetes", "c")
+SOURCE_KINDS = ("go", "kubernetes", "c", "debian")
 BUILDMODES = ("exe", "pie")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+# Debian package names and versions (Debian Policy 5.6.1, 5.6.12); the version may carry an epoch.
+DEB_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+DEB_VERSION_RE = re.compile(r"^(\d+:)?[0-9][A-Za-z0-9.+~-]*$")
+DEB_URL_FIELDS = frozenset({"arch"})
 
 # Placeholders each kind of template may use.
 URL_FIELDS = frozenset({"version", "os", "arch", "binary"})
@@ -48,6 +46,9 @@ class Binary:
     roles: tuple[str, ...]
     version_args: tuple[str, ...] = ()
     version_pattern: str = ""
+    # Other names the same file answers to: a multi-call binary dispatching on argv[0]
+    # (xtables-nft-multi is also iptables-nft, iptables-nft-save, ...). Staged as symlinks.
+    links: tuple[str, ...] = ()
 
     def expected_version_text(self, version: str) -> str:
         return self.version_pattern.format(version=version) if self.version_pattern else ""
@@ -97,6 +98,53 @@ class SourceSpec:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class DebianPackage:
+    """One Debian source package (.dsc + the files it lists), built with configure/make/make install."""
+
+    name: str
+    version: str  # Debian version, e.g. "1.8.9-2" or "1:1.4.7-1"
+    suite: str  # where `nox -s lock` asks apt for the pins (bookworm, trixie, ...)
+    dsc: str  # URL of the .dsc; the files it lists are fetched from the same directory
+    configure: tuple[str, ...] = ()
+    make: tuple[str, ...] = ()  # make arguments/targets ("" = the default goal)
+    install: tuple[str, ...] = ("install",)
+
+    @property
+    def upstream_version(self) -> str:
+        """The version without epoch and Debian revision (``1:1.4.7-1`` -> ``1.4.7``)."""
+        v = self.version.split(":", 1)[-1]
+        return v.rsplit("-", 1)[0] if "-" in v else v
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DebianDeb:
+    """A Debian binary package unpacked into the build's sysroot (a static library and its headers)."""
+
+    name: str
+    version: str
+    suite: str
+    url: str  # template: {arch} is the Debian architecture (amd64, arm64)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DebianSource:
+    """``[source] kind = "debian"``: C programs built from Debian source packages (docs/recipes.md)."""
+
+    kind: str
+    packages: tuple[DebianPackage, ...]  # built in this order into one install prefix
+    outputs: tuple[tuple[str, str], ...]  # binary -> path under the install prefix
+    debs: tuple[DebianDeb, ...] = ()
+    cflags: tuple[str, ...] = ()
+    ldflags: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def version(self) -> str:
+        """The main (last built) package's version: what `nox -s recipes` and the manifest show."""
+        return self.packages[-1].version
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Recipe:
     name: str
     version: str
@@ -105,12 +153,17 @@ class Recipe:
     description: str
     binaries: tuple[Binary, ...]
     fetch: FetchSpec
-    source: SourceSpec | None
+    source: SourceSpec | DebianSource | None
     path: Path
 
     @property
     def binary_names(self) -> tuple[str, ...]:
         return tuple(b.name for b in self.binaries)
+
+    @property
+    def provided_names(self) -> tuple[str, ...]:
+        """Every name this recipe puts on PATH: binaries and their links."""
+        return tuple(n for b in self.binaries for n in (b.name, *b.links))
 
     def modes(self) -> tuple[str, ...]:
         """Build modes this recipe supports (``none`` always works)."""
@@ -132,153 +185,68 @@ class Recipe:
         return d
 
 
-# --------------------------------------------------------------------------- schema engine
-
-
-class _Ctx:
-    def __init__(self, path: Path):
-        self.path = path
-
-    def fail(self, where: str, msg: str) -> RecipeError:
-        return RecipeError(f"{self.path}: {where}: {msg}" if where else f"{self.path}: {msg}")
-
-
-def _join(where: str, key: str | int) -> str:
-    if isinstance(key, int):
-        return f"{where}[{key}]"
-    return f"{where}.{key}" if where else key
-
-
-_TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer", list: "an array", dict: "a table"}
-
-
-def _check_keys(ctx: _Ctx, where: str, table: dict, allowed: set[str], required: set[str]) -> None:
-    for key in table:
-        if key not in allowed:
-            hint = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.6)
-            tip = f" (did you mean {hint[0]!r}?)" if hint else f" (allowed: {', '.join(sorted(allowed))})"
-            raise ctx.fail(_join(where, key), f"unknown key{tip}")
-    for key in sorted(required):
-        if key not in table:
-            raise ctx.fail(_join(where, key), "missing required field")
-
-
-def _get(ctx: _Ctx, where: str, table: dict, key: str, typ: type, default: Any = dataclasses.MISSING) -> Any:
-    if key not in table:
-        if default is dataclasses.MISSING:
-            raise ctx.fail(_join(where, key), "missing required field")
-        return default
-    value = table[key]
-    # bool is an int subclass; keep them apart
-    if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
-        raise ctx.fail(_join(where, key), f"expected {_TYPE_NAMES[typ]}, got {type(value).__name__} {value!r}")
-    if typ is str and not value.strip():
-        raise ctx.fail(_join(where, key), "must not be empty")
-    return value
-
-
-def _str_list(ctx: _Ctx, where: str, table: dict, key: str, default: Any = dataclasses.MISSING) -> tuple[str, ...]:
-    value = _get(ctx, where, table, key, list, default)
-    for i, item in enumerate(value):
-        if not isinstance(item, str):
-            raise ctx.fail(_join(_join(where, key), i), f"expected a string, got {type(item).__name__} {item!r}")
-    return tuple(value)
-
-
-def _str_table(ctx: _Ctx, where: str, table: dict, key: str, default: Any = dataclasses.MISSING) -> tuple[tuple[str, str], ...]:
-    value = _get(ctx, where, table, key, dict, default)
-    if not isinstance(value, dict):
-        return value
-    for k, v in value.items():
-        if not isinstance(v, str):
-            raise ctx.fail(_join(_join(where, key), k), f"expected a string, got {type(v).__name__} {v!r}")
-    return tuple(sorted(value.items()))
-
-
-def _choice(ctx: _Ctx, where: str, value: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        hint = difflib.get_close_matches(value, choices, n=1, cutoff=0.5)
-        tip = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise ctx.fail(where, f"expected one of {', '.join(choices)}, got {value!r}{tip}")
-    return value
-
-
-def check_template(ctx: _Ctx, where: str, template: str, allowed: frozenset[str]) -> str:
-    """Reject malformed braces and unknown placeholders in a template string."""
-    try:
-        parsed = list(string.Formatter().parse(template))
-    except ValueError as e:
-        raise ctx.fail(where, f"bad template {template!r}: {e}") from None
-    for _, field, spec, conv in parsed:
-        if field is None:
-            continue
-        if field not in allowed or spec or conv:
-            hint = difflib.get_close_matches(field, sorted(allowed), n=1, cutoff=0.6)
-            tip = f" (did you mean {{{hint[0]}}}?)" if hint else ""
-            raise ctx.fail(
-                where,
-                f"bad template {template!r}: unknown placeholder {{{field}}}{tip}; "
-                f"allowed: {', '.join('{' + a + '}' for a in sorted(allowed))}",
-            )
-    return template
-
-
 # --------------------------------------------------------------------------- sections
 
 
-def _parse_binary(ctx: _Ctx, where: str, t: Any) -> Binary:
+def _parse_binary(ctx: TomlChecker, where: str, t: Any) -> Binary:
     if not isinstance(t, dict):
         raise ctx.fail(where, "expected a table ([[binary]])")
-    _check_keys(ctx, where, t, {"name", "roles", "version_args", "version_pattern"}, {"name", "roles"})
-    name = _get(ctx, where, t, "name", str)
+    ctx.keys(where, t, {"name", "roles", "version_args", "version_pattern", "links"}, {"name", "roles"})
+    name = ctx.get(where, t, "name", str)
     if not NAME_RE.match(name):
-        raise ctx.fail(_join(where, "name"), f"{name!r} is not a valid binary name (lowercase letters, digits, '-')")
-    roles = _str_list(ctx, where, t, "roles")
+        raise ctx.fail(join(where, "name"), f"{name!r} is not a valid binary name (lowercase letters, digits, '-')")
+    roles = ctx.str_list(where, t, "roles")
     if not roles:
-        raise ctx.fail(_join(where, "roles"), f"must name at least one of {', '.join(ROLES)}")
+        raise ctx.fail(join(where, "roles"), f"must name at least one of {', '.join(ROLES)}")
     for i, r in enumerate(roles):
-        _choice(ctx, _join(_join(where, "roles"), i), r, ROLES)
-    pattern = _get(ctx, where, t, "version_pattern", str, "")
+        ctx.choice(join(join(where, "roles"), i), r, ROLES)
+    pattern = ctx.get(where, t, "version_pattern", str, "")
     if pattern:
-        check_template(ctx, _join(where, "version_pattern"), pattern, VERSION_FIELDS)
-    args = _str_list(ctx, where, t, "version_args", ())
+        ctx.template(join(where, "version_pattern"), pattern, VERSION_FIELDS)
+    args = ctx.str_list(where, t, "version_args", ())
     if bool(args) != bool(pattern):
         raise ctx.fail(where, "version_args and version_pattern go together: give both or neither")
-    return Binary(name=name, roles=roles, version_args=args, version_pattern=pattern)
+    links = ctx.str_list(where, t, "links", ())
+    for i, link in enumerate(links):
+        if not NAME_RE.match(link) and not re.match(r"^[a-z0-9][a-z0-9.+-]*$", link):
+            raise ctx.fail(join(join(where, "links"), i), f"{link!r} is not a valid file name (lowercase letters, digits, '-', '.', '+')")
+        if link == name or link in links[:i]:
+            raise ctx.fail(join(join(where, "links"), i), f"{link!r} is listed twice (or is the binary's own name)")
+    return Binary(name=name, roles=roles, version_args=args, version_pattern=pattern, links=links)
 
 
-def _parse_artifact(ctx: _Ctx, where: str, t: Any, binaries: tuple[str, ...]) -> Artifact:
+def _parse_artifact(ctx: TomlChecker, where: str, t: Any, binaries: tuple[str, ...]) -> Artifact:
     if not isinstance(t, dict):
         raise ctx.fail(where, "expected a table ([[fetch.artifact]])")
-    _check_keys(
-        ctx, where, t,
+    ctx.keys(
+        where, t,
         {"url", "archive", "members", "binary", "per_binary", "checksum_url", "checksum_format"},
         {"url", "archive", "checksum_url", "checksum_format"},
     )
-    archive = _choice(ctx, _join(where, "archive"), _get(ctx, where, t, "archive", str), ARCHIVES)
-    per_binary = _get(ctx, where, t, "per_binary", bool, False)
+    archive = ctx.choice(join(where, "archive"), ctx.get(where, t, "archive", str), ARCHIVES)
+    per_binary = ctx.get(where, t, "per_binary", bool, False)
     url_fields = URL_FIELDS if per_binary else URL_FIELDS - {"binary"}
-    url = check_template(ctx, _join(where, "url"), _get(ctx, where, t, "url", str), url_fields)
+    url = ctx.template(join(where, "url"), ctx.get(where, t, "url", str), url_fields)
     if not url.startswith(("https://", "http://")):
-        raise ctx.fail(_join(where, "url"), f"must be an http(s) URL, got {url!r}")
-    checksum_url = check_template(ctx, _join(where, "checksum_url"), _get(ctx, where, t, "checksum_url", str), CHECKSUM_FIELDS)
-    fmt = _choice(ctx, _join(where, "checksum_format"), _get(ctx, where, t, "checksum_format", str), CHECKSUM_FORMATS)
-    members = _str_table(ctx, where, t, "members", ())
-    binary = _get(ctx, where, t, "binary", str, "")
+        raise ctx.fail(join(where, "url"), f"must be an http(s) URL, got {url!r}")
+    checksum_url = ctx.template(join(where, "checksum_url"), ctx.get(where, t, "checksum_url", str), CHECKSUM_FIELDS)
+    fmt = ctx.choice(join(where, "checksum_format"), ctx.get(where, t, "checksum_format", str), CHECKSUM_FORMATS)
+    members = ctx.str_table(where, t, "members", ())
+    binary = ctx.get(where, t, "binary", str, "")
     if archive == "raw":
         if members:
-            raise ctx.fail(_join(where, "members"), "a raw artifact is the binary itself; use binary or per_binary instead")
+            raise ctx.fail(join(where, "members"), "a raw artifact is the binary itself; use binary or per_binary instead")
         if per_binary == bool(binary):
             raise ctx.fail(where, "a raw artifact needs exactly one of binary = \"NAME\" or per_binary = true")
         if per_binary and "{binary}" not in url:
-            raise ctx.fail(_join(where, "url"), "per_binary = true needs {binary} in the url")
+            raise ctx.fail(join(where, "url"), "per_binary = true needs {binary} in the url")
     else:
         if per_binary or binary:
             raise ctx.fail(where, f"per_binary/binary apply to raw artifacts only; an {archive} artifact lists members")
         if not members:
-            raise ctx.fail(_join(where, "members"), f"an {archive} artifact must map each binary to its archive member")
+            raise ctx.fail(join(where, "members"), f"an {archive} artifact must map each binary to its archive member")
         for b, m in members:
-            check_template(ctx, _join(_join(where, "members"), b), m, MEMBER_FIELDS)
+            ctx.template(join(join(where, "members"), b), m, MEMBER_FIELDS)
     for b in [b for b, _ in members] + ([binary] if binary else []):
         if b not in binaries:
             raise ctx.fail(where, f"names binary {b!r}, which is not declared in [[binary]] ({', '.join(binaries)})")
@@ -286,22 +254,22 @@ def _parse_artifact(ctx: _Ctx, where: str, t: Any, binaries: tuple[str, ...]) ->
                     members=members, binary=binary, per_binary=per_binary)
 
 
-def _parse_fetch(ctx: _Ctx, t: Any, binaries: tuple[str, ...]) -> FetchSpec:
+def _parse_fetch(ctx: TomlChecker, t: Any, binaries: tuple[str, ...]) -> FetchSpec:
     where = "fetch"
     if not isinstance(t, dict):
         raise ctx.fail(where, "expected a table ([fetch])")
-    _check_keys(ctx, where, t, {"available", "reason", "arch_map", "artifact"}, {"available"})
-    available = _get(ctx, where, t, "available", bool)
+    ctx.keys(where, t, {"available", "reason", "arch_map", "artifact"}, {"available"})
+    available = ctx.get(where, t, "available", bool)
     if not available:
-        reason = _get(ctx, where, t, "reason", str)
+        reason = ctx.get(where, t, "reason", str)
         if "artifact" in t:
-            raise ctx.fail(_join(where, "artifact"), "available = false, so no artifacts may be listed")
+            raise ctx.fail(join(where, "artifact"), "available = false, so no artifacts may be listed")
         return FetchSpec(available=False, reason=reason)
-    arch_map = _str_table(ctx, where, t, "arch_map", ())
-    raw = _get(ctx, where, t, "artifact", list)
+    arch_map = ctx.str_table(where, t, "arch_map", ())
+    raw = ctx.get(where, t, "artifact", list)
     if not raw:
-        raise ctx.fail(_join(where, "artifact"), "list at least one [[fetch.artifact]]")
-    artifacts = tuple(_parse_artifact(ctx, _join(_join(where, "artifact"), i), a, binaries) for i, a in enumerate(raw))
+        raise ctx.fail(join(where, "artifact"), "list at least one [[fetch.artifact]]")
+    artifacts = tuple(_parse_artifact(ctx, join(join(where, "artifact"), i), a, binaries) for i, a in enumerate(raw))
     covered = set()
     for a in artifacts:
         covered |= set(binaries) if a.per_binary else ({a.binary} if a.binary else {b for b, _ in a.members})
@@ -311,65 +279,142 @@ def _parse_fetch(ctx: _Ctx, t: Any, binaries: tuple[str, ...]) -> FetchSpec:
     return FetchSpec(available=True, arch_map=arch_map, artifacts=artifacts)
 
 
-def _parse_source(ctx: _Ctx, t: Any, binaries: tuple[str, ...]) -> SourceSpec:
+def _rel_path(ctx: TomlChecker, where: str, value: str) -> str:
+    parts = value.split("/")
+    if value.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ctx.fail(where, f"{value!r} must be a relative path inside the install prefix (no '..', no leading '/')")
+    return value
+
+
+def _parse_debian_package(ctx: TomlChecker, where: str, t: Any) -> DebianPackage:
+    if not isinstance(t, dict):
+        raise ctx.fail(where, "expected a table ([[source.package]])")
+    ctx.keys(where, t, {"name", "version", "suite", "dsc", "configure", "make", "install"},
+                {"name", "version", "suite", "dsc"})
+    name = ctx.get(where, t, "name", str)
+    if not DEB_NAME_RE.match(name):
+        raise ctx.fail(join(where, "name"), f"{name!r} is not a Debian source package name")
+    version = ctx.get(where, t, "version", str)
+    if not DEB_VERSION_RE.match(version):
+        raise ctx.fail(join(where, "version"), f"{version!r} is not a Debian version (like 1.8.9-2 or 1:1.4.7-1)")
+    dsc = ctx.get(where, t, "dsc", str)
+    filename = f"{name}_{version.split(':', 1)[-1]}.dsc"
+    if not dsc.startswith(("https://", "http://")) or dsc.rsplit("/", 1)[-1].replace("%2b", "+").replace("%2B", "+") != filename:
+        raise ctx.fail(join(where, "dsc"), f"must be the http(s) URL of {filename}, got {dsc!r}")
+    return DebianPackage(
+        name=name, version=version, suite=ctx.get(where, t, "suite", str), dsc=dsc,
+        configure=ctx.str_list(where, t, "configure", ()),
+        make=ctx.str_list(where, t, "make", ()),
+        install=ctx.str_list(where, t, "install", ("install",)),
+    )
+
+
+def _parse_debian_deb(ctx: TomlChecker, where: str, t: Any) -> DebianDeb:
+    if not isinstance(t, dict):
+        raise ctx.fail(where, "expected a table ([[source.deb]])")
+    ctx.keys(where, t, {"name", "version", "suite", "url"}, {"name", "version", "suite", "url"})
+    name = ctx.get(where, t, "name", str)
+    if not DEB_NAME_RE.match(name):
+        raise ctx.fail(join(where, "name"), f"{name!r} is not a Debian package name")
+    version = ctx.get(where, t, "version", str)
+    if not DEB_VERSION_RE.match(version):
+        raise ctx.fail(join(where, "version"), f"{version!r} is not a Debian version (like 1.0.5-3)")
+    url = ctx.template(join(where, "url"), ctx.get(where, t, "url", str), DEB_URL_FIELDS)
+    filename = f"{name}_{version.split(':', 1)[-1]}_{{arch}}.deb"
+    if not url.startswith(("https://", "http://")) or url.rsplit("/", 1)[-1].replace("%2b", "+").replace("%2B", "+") != filename:
+        raise ctx.fail(join(where, "url"), f"must be the http(s) URL of {filename}, got {url!r}")
+    return DebianDeb(name=name, version=version, suite=ctx.get(where, t, "suite", str), url=url)
+
+
+def _parse_debian_source(ctx: TomlChecker, t: dict, binaries: tuple[str, ...]) -> DebianSource:
+    where = "source"
+    ctx.keys(where, t, {"kind", "package", "deb", "outputs", "cflags", "ldflags", "env"},
+                {"kind", "package", "outputs"})
+    raw = ctx.get(where, t, "package", list)
+    if not raw:
+        raise ctx.fail(join(where, "package"), "list at least one [[source.package]]")
+    packages = tuple(_parse_debian_package(ctx, join(join(where, "package"), i), p) for i, p in enumerate(raw))
+    names = [p.name for p in packages]
+    if len(set(names)) != len(names):
+        raise ctx.fail(join(where, "package"), "a source package is listed twice")
+    debs = tuple(_parse_debian_deb(ctx, join(join(where, "deb"), i), d) for i, d in enumerate(ctx.get(where, t, "deb", list, [])))
+    outputs = ctx.str_table(where, t, "outputs")
+    for b, path in outputs:
+        if b not in binaries:
+            raise ctx.fail(join(join(where, "outputs"), b), f"is not declared in [[binary]] ({', '.join(binaries)})")
+        _rel_path(ctx, join(join(where, "outputs"), b), path)
+    missing = [b for b in binaries if b not in dict(outputs)]
+    if missing:
+        raise ctx.fail(join(where, "outputs"), f"no output path for binary {', '.join(missing)}")
+    return DebianSource(
+        kind="debian", packages=packages, debs=debs, outputs=outputs,
+        cflags=ctx.str_list(where, t, "cflags", ()),
+        ldflags=ctx.str_list(where, t, "ldflags", ()),
+        env=ctx.str_table(where, t, "env", ()),
+    )
+
+
+def _parse_source(ctx: TomlChecker, t: Any, binaries: tuple[str, ...]) -> SourceSpec | DebianSource:
     where = "source"
     if not isinstance(t, dict):
         raise ctx.fail(where, "expected a table ([source])")
-    _check_keys(
-        ctx, where, t,
+    if t.get("kind") == "debian":
+        return _parse_debian_source(ctx, t, binaries)
+    ctx.keys(
+        where, t,
         {"kind", "module", "version", "packages", "cgo", "static", "tags", "ldflags", "env",
          "staging_version", "cflags", "commit", "local_replace_version", "replace", "buildmode"},
         {"kind", "module", "version", "packages"},
     )
-    kind = _choice(ctx, _join(where, "kind"), _get(ctx, where, t, "kind", str), SOURCE_KINDS)
-    version = _get(ctx, where, t, "version", str)
+    kind = ctx.choice(join(where, "kind"), ctx.get(where, t, "kind", str), SOURCE_KINDS)
+    version = ctx.get(where, t, "version", str)
     if not version.startswith("v"):
-        raise ctx.fail(_join(where, "version"), f"a Go module version starts with 'v', got {version!r}")
-    packages = _str_table(ctx, where, t, "packages")
+        raise ctx.fail(join(where, "version"), f"a Go module version starts with 'v', got {version!r}")
+    packages = ctx.str_table(where, t, "packages")
     for b, _ in packages:
         if b not in binaries:
-            raise ctx.fail(_join(_join(where, "packages"), b), f"is not declared in [[binary]] ({', '.join(binaries)})")
+            raise ctx.fail(join(join(where, "packages"), b), f"is not declared in [[binary]] ({', '.join(binaries)})")
     missing = [b for b in binaries if b not in dict(packages)]
     if missing:
-        raise ctx.fail(_join(where, "packages"), f"no package builds binary {', '.join(missing)}")
-    ldflags = _str_list(ctx, where, t, "ldflags", ())
+        raise ctx.fail(join(where, "packages"), f"no package builds binary {', '.join(missing)}")
+    ldflags = ctx.str_list(where, t, "ldflags", ())
     for i, flag in enumerate(ldflags):
-        check_template(ctx, _join(_join(where, "ldflags"), i), flag, LDFLAG_FIELDS)
-    staging = _get(ctx, where, t, "staging_version", str, "")
+        ctx.template(join(join(where, "ldflags"), i), flag, LDFLAG_FIELDS)
+    staging = ctx.get(where, t, "staging_version", str, "")
     if (kind == "kubernetes") != bool(staging):
-        raise ctx.fail(_join(where, "staging_version"), "required for kind = \"kubernetes\" and only allowed there")
-    cflags = _str_list(ctx, where, t, "cflags", ())
+        raise ctx.fail(join(where, "staging_version"), "required for kind = \"kubernetes\" and only allowed there")
+    cflags = ctx.str_list(where, t, "cflags", ())
     if cflags and kind != "c":
-        raise ctx.fail(_join(where, "cflags"), "only allowed for kind = \"c\"")
+        raise ctx.fail(join(where, "cflags"), "only allowed for kind = \"c\"")
     for i, flag in enumerate(cflags):
-        check_template(ctx, _join(_join(where, "cflags"), i), flag, LDFLAG_FIELDS)
-    local_replace = _get(ctx, where, t, "local_replace_version", str, "")
+        ctx.template(join(join(where, "cflags"), i), flag, LDFLAG_FIELDS)
+    local_replace = ctx.get(where, t, "local_replace_version", str, "")
     if local_replace and kind != "go":
-        raise ctx.fail(_join(where, "local_replace_version"), "only allowed for kind = \"go\" (kubernetes: staging_version)")
-    replace = _str_table(ctx, where, t, "replace", ())
+        raise ctx.fail(join(where, "local_replace_version"), "only allowed for kind = \"go\" (kubernetes: staging_version)")
+    replace = ctx.str_table(where, t, "replace", ())
     if replace and kind == "c":
-        raise ctx.fail(_join(where, "replace"), "not allowed for kind = \"c\"")
+        raise ctx.fail(join(where, "replace"), "not allowed for kind = \"c\"")
     for label, v in [("local_replace_version", local_replace), *((f"replace.{m}", v) for m, v in replace)]:
         if v and not v.startswith("v"):
-            raise ctx.fail(_join(where, label), f"a Go module version starts with 'v', got {v!r}")
-    buildmode = _get(ctx, where, t, "buildmode", str, "")
+            raise ctx.fail(join(where, label), f"a Go module version starts with 'v', got {v!r}")
+    buildmode = ctx.get(where, t, "buildmode", str, "")
     if buildmode:
-        _choice(ctx, _join(where, "buildmode"), buildmode, BUILDMODES)
+        ctx.choice(join(where, "buildmode"), buildmode, BUILDMODES)
         if kind == "c":
-            raise ctx.fail(_join(where, "buildmode"), "not allowed for kind = \"c\"")
+            raise ctx.fail(join(where, "buildmode"), "not allowed for kind = \"c\"")
     return SourceSpec(
         kind=kind,
-        module=_get(ctx, where, t, "module", str),
+        module=ctx.get(where, t, "module", str),
         version=version,
         packages=packages,
-        cgo=_get(ctx, where, t, "cgo", bool, False),
-        static=_get(ctx, where, t, "static", bool, True),
-        tags=_str_list(ctx, where, t, "tags", ()),
+        cgo=ctx.get(where, t, "cgo", bool, False),
+        static=ctx.get(where, t, "static", bool, True),
+        tags=ctx.str_list(where, t, "tags", ()),
         ldflags=ldflags,
-        env=_str_table(ctx, where, t, "env", ()),
+        env=ctx.str_table(where, t, "env", ()),
         staging_version=staging,
         cflags=cflags,
-        commit=_get(ctx, where, t, "commit", str, ""),
+        commit=ctx.get(where, t, "commit", str, ""),
         local_replace_version=local_replace,
         replace=replace,
         buildmode=buildmode,
@@ -380,24 +425,24 @@ def _parse_source(ctx: _Ctx, t: Any, binaries: tuple[str, ...]) -> SourceSpec:
 
 
 def parse_recipe(path: Path, data: dict) -> Recipe:
-    ctx = _Ctx(path)
+    ctx = TomlChecker(path)
     top = {"schema", "name", "version", "license", "homepage", "description", "binary", "fetch", "source"}
-    schema = _get(ctx, "", data, "schema", int)
+    schema = ctx.get("", data, "schema", int)
     if schema != SCHEMA_VERSION:
         raise ctx.fail("schema", f"unsupported recipe schema {schema}; this toolchain reads schema {SCHEMA_VERSION}")
-    _check_keys(ctx, "", data, top, {"schema", "name", "version", "license", "homepage", "binary", "fetch"})
-    name = _get(ctx, "", data, "name", str)
+    ctx.keys("", data, top, {"schema", "name", "version", "license", "homepage", "binary", "fetch"})
+    name = ctx.get("", data, "name", str)
     if not NAME_RE.match(name):
         raise ctx.fail("name", f"{name!r} is not a valid component name (lowercase letters, digits, '-')")
     if path.suffix == ".toml" and path.stem != name:
         raise ctx.fail("name", f"{name!r} does not match the file name; rename the file to {name}.toml")
-    version = _get(ctx, "", data, "version", str)
+    version = ctx.get("", data, "version", str)
     if version.startswith("v") or not re.match(r"^\d+(\.\d+)*([-+][0-9A-Za-z.-]+)?$", version):
         raise ctx.fail("version", f"expected a plain version like 1.2.3, got {version!r}")
-    homepage = _get(ctx, "", data, "homepage", str)
+    homepage = ctx.get("", data, "homepage", str)
     if not homepage.startswith("https://"):
         raise ctx.fail("homepage", f"must be an https URL, got {homepage!r}")
-    raw_bins = _get(ctx, "", data, "binary", list)
+    raw_bins = ctx.get("", data, "binary", list)
     if not raw_bins:
         raise ctx.fail("binary", "declare at least one [[binary]]")
     binaries = tuple(_parse_binary(ctx, f"binary[{i}]", b) for i, b in enumerate(raw_bins))
@@ -412,9 +457,9 @@ def parse_recipe(path: Path, data: dict) -> Recipe:
     return Recipe(
         name=name,
         version=version,
-        license=_get(ctx, "", data, "license", str),
+        license=ctx.get("", data, "license", str),
         homepage=homepage,
-        description=_get(ctx, "", data, "description", str, ""),
+        description=ctx.get("", data, "description", str, ""),
         binaries=binaries,
         fetch=fetch,
         source=source,
@@ -423,17 +468,7 @@ def parse_recipe(path: Path, data: dict) -> Recipe:
 
 
 def load_recipe(path: Path) -> Recipe:
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise RecipeError(f"{path}: no such recipe file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise RecipeError(f"{path}: cannot read recipe: {e}") from e
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise RecipeError(f"{path}: invalid TOML: {e}") from None
-    return parse_recipe(path, data)
+    return parse_recipe(path, read_toml(path, "recipe file"))
 
 
 def load_recipes(directory: Path) -> dict[str, Recipe]:
@@ -448,7 +483,7 @@ def load_recipes(directory: Path) -> dict[str, Recipe]:
         raise RecipeError(f"{directory}: no recipes (*.toml) found")
     owners: dict[str, str] = {}
     for r in recipes.values():
-        for b in r.binary_names:
+        for b in r.provided_names:
             if b in owners:
                 raise RecipeError(f"{r.path}: binary {b!r} is also provided by recipe {owners[b]!r}")
             owners[b] = r.name
@@ -456,6 +491,6 @@ def load_recipes(directory: Path) -> dict[str, Recipe]:
 
 
 def render(template: str, **values: str) -> str:
-    """Fill a template that ``check_template`` accepted."""
+    """Fill a template that ``TomlChecker.template`` accepted."""
     return template.format(**values)
 

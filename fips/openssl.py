@@ -38,13 +38,13 @@ from typing import Any
 
 from build.action import Action
 from build.cache import Cache, OutputFile, default_cache_dir
-from build.errors import BuildError, ComponentBuildError, VerificationError
+from build.errors import BuildError, ComponentBuildError, VerificationError, report
 from build.progress import log
 from fips.settings import FipsToolchain, load
 
 SCHEMA = 3
 COMPONENT = "openssl-fips-provider"
-RUNTIME_DIR_ENV = "MKE_FIPS_RUNTIME"  # the directory holding fips.so (mke.fips.RUNTIME_ENV)
+RUNTIME_DIR_ENV = "MKE_FIPS_RUNTIME"  # the directory holding fips.so (mke.fips.runtime_env.RUNTIME_ENV)
 _TARGETS = {"x86_64": "linux-x86_64", "aarch64": "linux-aarch64"}
 
 OPENSSL_CNF = """\
@@ -314,9 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, path in files.items():
             print(f"{name}: {args.out / name if args.out else path}")
         return 0
-    except BuildError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+    except (BuildError, OSError) as e:
+        return report(e)
 
 
 if __name__ == "__main__":

@@ -39,8 +39,9 @@ from typing import TYPE_CHECKING
 
 from build.action import Action
 from build.cache import Cache, OutputFile, default_cache_dir
-from build.errors import BuildError, BundleError
+from build.errors import BuildError, BundleError, report
 from build.progress import log
+from mke.elf import ElfFile
 
 if TYPE_CHECKING:
     from build.bundle.runtime import FipsAdditions
@@ -63,13 +64,14 @@ def _rust_extension() -> Path | None:
 
 def cryptography_links_system_openssl(ext: Path | None = None) -> bool:
     """True when cryptography's Rust extension loads libcrypto.so.3 (instead of carrying its own OpenSSL)."""
-    from mke.fips import _Elf
-
     ext = ext or _rust_extension()
     if ext is None:
         return False
-    data = ext.read_bytes()
-    dynstr = _Elf(data).section_bytes(".dynstr")
+    try:
+        elf = ElfFile.parse(ext.read_bytes())
+    except ValueError:  # a damaged extension: it links nothing usable
+        return False
+    dynstr = elf.section_bytes(".dynstr") if elf is not None else None
     return dynstr is not None and b"\0libcrypto.so.3\0" in bytes(dynstr)
 
 
@@ -196,9 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         opts = prepare(Cache(args.cache_dir or default_cache_dir()), mirror=args.mirror, jobs=args.jobs,
                        install=args.install)
-    except BuildError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+    except (BuildError, OSError) as e:
+        return report(e)
     if args.json:
         print(json.dumps({"files": {d: str(src) for d, src in opts.files}, "cryptography_wheel": str(opts.cryptography_wheel),
                           "provenance": opts.provenance}, indent=2, sort_keys=True))

@@ -9,24 +9,15 @@ what to demand of every binary (build/fips_check.py); the OpenSSL provider build
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from pathlib import Path
 from typing import Any
 
-from build.errors import UsageError, VerificationError
-from mke.fips import GO_MODES, Policy
-
-try:  # Python 3.11+
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover
-    import tomli as tomllib  # type: ignore[no-redef]
+from build.errors import FipsSettingsError, UsageError, VerificationError
+from build.tomlcheck import TomlChecker, join, read_toml
+from mke.fips.policy import GO_MODES, Policy
 
 TOOLCHAIN_FILE = Path(__file__).resolve().parent / "toolchain.toml"
 SCHEMA = 1
-
-
-class FipsSettingsError(VerificationError):
-    """fips/toolchain.toml is malformed; the message names the field."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -82,77 +73,47 @@ class FipsToolchain:
 # ---------------------------------------------------------------------------- loading
 
 
-def _check_keys(table: dict[str, Any], allowed: set[str], where: str, path: Path) -> None:
-    for k in table:
-        if k not in allowed:
-            hint = difflib.get_close_matches(k, sorted(allowed), n=1)
-            raise FipsSettingsError(f"{path}: {where}{k}: unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
-
-
-def _strs(value: Any, where: str, path: Path) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
-        raise FipsSettingsError(f"{path}: {where}: expected a list of strings")
-    return tuple(value)
-
-
-def _str_table(value: Any, where: str, path: Path) -> tuple[tuple[str, str], ...]:
-    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise FipsSettingsError(f"{path}: {where}: expected a table of strings")
-    return tuple(sorted(value.items()))
-
-
-def _req(table: dict[str, Any], key: str, where: str, path: Path, kind: type = str) -> Any:
-    if key not in table:
-        raise FipsSettingsError(f"{path}: {where}{key}: missing")
-    if not isinstance(table[key], kind):
-        raise FipsSettingsError(f"{path}: {where}{key}: expected {kind.__name__}")
-    return table[key]
-
-
 def load(path: Path = TOOLCHAIN_FILE) -> FipsToolchain:
-    try:
-        doc = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise FipsSettingsError(f"{path}: {e}") from e
-    _check_keys(doc, {"schema", "go", "exempt", "openssl"}, "", path)
-    if doc.get("schema") != SCHEMA:
-        raise FipsSettingsError(f"{path}: schema: expected {SCHEMA}")
-    go = _req(doc, "go", "", path, dict)
-    _check_keys(go, {"default", *GO_MODES}, "go.", path)
+    check = TomlChecker(path, error=FipsSettingsError)
+    doc = read_toml(path, "FIPS toolchain file", FipsSettingsError)
+    check.keys("", doc, {"schema", "go", "exempt", "openssl"}, {"schema", "go", "openssl"})
+    if check.get("", doc, "schema", int) != SCHEMA:
+        raise check.fail("schema", f"expected {SCHEMA}")
+    go = check.get("", doc, "go", dict)
+    check.keys("go", go, {"default", *GO_MODES}, {"default", *GO_MODES})
     modes = []
     for name in GO_MODES:
-        t = _req(go, name, "go.", path, dict)
-        w = f"go.{name}."
-        _check_keys(t, {"module", "status", "env", "expect_tags", "expect_godebug", "requires_cgo", "ldflags", "tags"},
-                    w, path)
+        w = join("go", name)
+        t = check.get("go", go, name, dict)
+        check.keys(w, t, {"module", "status", "env", "expect_tags", "expect_godebug", "requires_cgo", "ldflags", "tags"},
+                   {"module", "status"})
         modes.append(GoFipsMode(
             name=name,
-            module=_req(t, "module", w, path),
-            status=_req(t, "status", w, path),
-            env=_str_table(t.get("env", {}), w + "env", path),
-            expect_tags=_strs(t.get("expect_tags", []), w + "expect_tags", path),
-            expect_godebug=str(t.get("expect_godebug", "")),
-            requires_cgo=bool(t.get("requires_cgo", False)),
-            ldflags=_strs(t.get("ldflags", []), w + "ldflags", path),
-            tags=_strs(t.get("tags", []), w + "tags", path),
+            module=check.get(w, t, "module", str),
+            status=check.get(w, t, "status", str),
+            env=check.str_table(w, t, "env", ()),
+            expect_tags=check.str_list(w, t, "expect_tags", ()),
+            expect_godebug=check.get(w, t, "expect_godebug", str, ""),
+            requires_cgo=check.get(w, t, "requires_cgo", bool, False),
+            ldflags=check.str_list(w, t, "ldflags", ()),
+            tags=check.str_list(w, t, "tags", ()),
         ))
-    default = _req(go, "default", "go.", path)
-    if default not in GO_MODES:
-        raise FipsSettingsError(f"{path}: go.default: {default!r} is not one of {', '.join(GO_MODES)}")
-    o = _req(doc, "openssl", "", path, dict)
-    _check_keys(o, {"version", "source", "url", "sha256", "configure", "validated"}, "openssl.", path)
+    default = check.choice("go.default", check.get("go", go, "default", str), GO_MODES)
+    o = check.get("", doc, "openssl", dict)
+    check.keys("openssl", o, {"version", "source", "url", "sha256", "configure", "validated"},
+               {"version", "source", "url", "sha256"})
     openssl = OpenSSLProvider(
-        version=_req(o, "version", "openssl.", path),
-        source=_req(o, "source", "openssl.", path),
-        url=_req(o, "url", "openssl.", path),
-        sha256=_req(o, "sha256", "openssl.", path),
-        configure=_strs(o.get("configure", []), "openssl.configure", path),
-        validated=_str_table(o.get("validated", {}), "openssl.validated", path),
+        version=check.get("openssl", o, "version", str),
+        source=check.get("openssl", o, "source", str),
+        url=check.get("openssl", o, "url", str),
+        sha256=check.get("openssl", o, "sha256", str),
+        configure=check.str_list("openssl", o, "configure", ()),
+        validated=check.str_table("openssl", o, "validated", ()),
     )
     if "enable-fips" not in openssl.configure:
-        raise FipsSettingsError(f"{path}: openssl.configure: must contain enable-fips")
+        raise check.fail("openssl.configure", "must contain enable-fips")
     return FipsToolchain(path=path, default_go_mode=default, go_modes=tuple(modes),
-                         exempt=_str_table(doc.get("exempt", {}), "exempt", path), openssl=openssl)
+                         exempt=check.str_table("", doc, "exempt", ()), openssl=openssl)
 
 
 # ---------------------------------------------------------------------------- Go builds

@@ -3,7 +3,8 @@
 Each command lives in its own module under ``mke/commands/`` and registers itself
 with ``register(name, help)``; ``main`` imports them lazily so that ``mke version``
 does not pay for ``cryptography`` or the supervisor. Only ``main`` catches
-``MkeError``: it prints one line and exits with the error's code.
+``MkeError`` (and ``OSError``, as ``HostError``): it prints one line and exits with the
+error's code (the table is in mke/errors.py).
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from mke import __version__
-from mke.errors import MkeError, UsageError
+from mke.errors import HostError, MkeError, UsageError
 
 # command name -> (module under mke.commands, one-line help). Each module defines
 # ``add_arguments(parser)`` and ``run(args) -> int``.
@@ -66,13 +67,14 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         run: Callable[[argparse.Namespace], int] = args._run
         return run(args)
-    except MkeError as e:
+    except (MkeError, OSError) as e:
         if debug:
             raise
-        print(f"mke: error: {e}", file=sys.stderr)
-        return e.exit_code
+        err = e if isinstance(e, MkeError) else HostError.from_os_error(e)
+        print(f"mke: error: {err}", file=sys.stderr)
+        return err.exit_code
     except KeyboardInterrupt:
         return 130
 
 
-__all__ = ["main", "COMMANDS", "__version__"]
+__all__ = ["COMMANDS", "__version__", "main"]

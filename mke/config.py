@@ -18,23 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mke import network, storage
 from mke.errors import ConfigError
 
 KUBERNETES_VERSION = "1.36.5"
 
-# Component names whose flags `extraArgs` may extend (and which the supervisor runs).
-COMPONENTS = (
-    "etcd",
-    "kine",
-    "kube-apiserver",
-    "konnectivity-server",
-    "kube-controller-manager",
-    "kube-scheduler",
-)
-
-NETWORK_PROVIDERS = ("calico", "bridge", "custom")
-STORAGE_TYPES = ("etcd", "kine")
-KINE_SCHEMES = ("sqlite", "mysql", "postgres", "postgresql")
 
 
 def _key(name: str, check: Callable[[Any, str], Any] | None = None, **kw: Any) -> Any:
@@ -153,31 +141,20 @@ def _registry(v: Any, where: str) -> str:
     return s
 
 
-def _kine_dsn(v: Any, where: str) -> str:
-    s = _str(v, where)
-    if not s:
-        return s
-    scheme = s.split("://", 1)[0] if "://" in s else ""
-    if scheme not in KINE_SCHEMES:
-        raise _fail(
-            where,
-            f"{s.split('@')[-1]!r} has no supported scheme; use sqlite:///path/state.db, "
-            "mysql://user:pass@tcp(host:3306)/db or postgres://user:pass@host:5432/db",
-        )
-    return s
-
-
 _FLAG_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 
 def _extra_args(v: Any, where: str) -> Mapping[str, Mapping[str, str]]:
+    from mke.components import supervised_names
+
     if not isinstance(v, dict):
         raise _fail(where, f"expected a mapping of component name to flags, got {v!r}")
     out: dict[str, dict[str, str]] = {}
     for comp, flags in v.items():
         w = f"{where}.{comp}"
-        if comp not in COMPONENTS:
-            raise _fail(w, f"unknown component{_hint(str(comp), COMPONENTS)}; one of {', '.join(COMPONENTS)}")
+        names = supervised_names()
+        if comp not in names:
+            raise _fail(w, f"unknown component{_hint(str(comp), names)}; one of {', '.join(names)}")
         if flags is None:
             flags = {}
         if not isinstance(flags, dict):
@@ -218,7 +195,7 @@ class APIConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class NetworkConfig:
-    provider: str = _key("provider", _one_of(NETWORK_PROVIDERS), default="calico")
+    provider: str = _key("provider", _one_of(network.NAMES), default=network.DEFAULT)
     pod_cidr: str = _key("podCIDR", _cidr, default="10.244.0.0/16")
     service_cidr: str = _key("serviceCIDR", _cidr, default="10.96.0.0/12")
     cluster_domain: str = _key("clusterDomain", _domain, default="cluster.local")
@@ -241,12 +218,12 @@ class EtcdConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class KineConfig:
-    data_source: str = _key("dataSource", _kine_dsn, default="")
+    data_source: str = _key("dataSource", _str, default="")
 
 
 @dataclass(frozen=True, kw_only=True)
 class StorageConfig:
-    type: str = _key("type", _one_of(STORAGE_TYPES), default="etcd")
+    type: str = _key("type", _one_of(storage.NAMES), default=storage.DEFAULT)
     etcd: EtcdConfig = _key("etcd", default_factory=EtcdConfig)
     kine: KineConfig = _key("kine", default_factory=KineConfig)
 
@@ -354,17 +331,17 @@ def _cross_check(cfg: ClusterConfig) -> None:
         "konnectivity.adminPort": cfg.konnectivity.admin_port,
         "konnectivity.healthPort": cfg.konnectivity.health_port,
     }
-    if cfg.storage.type == "etcd":
-        ports |= {"storage.etcd.clientPort": cfg.storage.etcd.client_port, "storage.etcd.peerPort": cfg.storage.etcd.peer_port}
+    backend = storage.get(cfg.storage.type)
+    ports |= backend.ports(cfg)
     seen: dict[int, str] = {}
     for name, port in ports.items():
         if port in seen:
             raise _fail(name, f"port {port} is already used by {seen[port]}")
         seen[port] = name
-    if cfg.storage.type == "etcd" and cfg.storage.kine.data_source:
-        raise _fail("storage.kine.dataSource", "is set but storage.type is etcd; set storage.type: kine")
+    backend.check(cfg)
+    others = {n for b in storage.every() if b is not backend for n in b.component_names()}
     for comp in cfg.extra_args:
-        if comp == "kine" and cfg.storage.type != "kine" or comp == "etcd" and cfg.storage.type != "etcd":
+        if comp in others:
             raise _fail(f"extraArgs.{comp}", f"{comp} does not run with storage.type {cfg.storage.type}")
 
 

@@ -9,149 +9,59 @@ and stop everything in reverse order when asked.
 
 from __future__ import annotations
 
-import fcntl
-import ipaddress
-import json
-import os
-import socket
 import subprocess
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mke import __version__
+from mke import storage
 from mke.components.apiserver import KubeAPIServer
-from mke.components.base import Component
-from mke.components.context import BinaryResolver, EtcdJoin, NodeContext
+from mke.components.base import Component, SupervisedComponent
+from mke.components.context import ControllerContext
 from mke.components.controller_manager import KubeControllerManager
-from mke.components.etcd import Etcd
-from mke.components.kine import Kine
 from mke.components.konnectivity import KonnectivityServer
 from mke.components.manager import ComponentManager
 from mke.components.scheduler import KubeScheduler
 from mke.config import ClusterConfig
-from mke.errors import BusyError, MkeError
-from mke.pki import PKIRequest, write_file_atomic
+from mke.errors import MkeError
+from mke.node.binaries import BinaryResolver
+from mke.node.datadir import DEFAULT_DATA_DIR
+from mke.node.hostinfo import advertised_address, api_url, host_addresses, node_name
+from mke.node.role import NodeRole
+from mke.pki import PKIRequest
 from mke.supervisor import LogSink
-
-DEFAULT_DATA_DIR = Path("/var/lib/mke")
-LOCK_NAME = "mke.lock"
-STATUS_NAME = "status.json"
-
-
-# ---------------------------------------------------------------- host facts
-
-
-def host_addresses() -> tuple[str, ...]:
-    """The host's global unicast addresses (IPv4 first), from ``ip -j addr``."""
-    try:
-        out = subprocess.run(["ip", "-j", "addr", "show"], capture_output=True, text=True, timeout=5, check=True).stdout
-        links = json.loads(out)
-    except (OSError, subprocess.SubprocessError, ValueError):
-        links = []
-    v4: list[str] = []
-    v6: list[str] = []
-    for link in links:
-        if "LOOPBACK" in link.get("flags", []):
-            continue
-        for a in link.get("addr_info", []):
-            if a.get("scope") != "global":
-                continue
-            ip = ipaddress.ip_address(a["local"])
-            (v4 if ip.version == 4 else v6).append(str(ip))
-    return tuple(v4 + v6)
-
-
-def choose_api_address(cfg: ClusterConfig, addresses: tuple[str, ...]) -> str:
-    return cfg.api.address or (addresses[0] if addresses else "127.0.0.1")
-
-
-def node_name() -> str:
-    return socket.gethostname().split(".")[0].lower() or "mke"
-
-
-# ---------------------------------------------------------------- the lock
-
-
-class DataDirLock:
-    """An exclusive flock on ``<data-dir>/run/mke.lock`` held while mke runs on that data dir."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.path = Path(data_dir) / "run" / LOCK_NAME
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise BusyError(f"another mke (pid {holder_pid(self.path.parent.parent) or '?'}) runs with data dir "
-                            f"{self.path.parent.parent}; stop it first") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-
-def holder_pid(data_dir: Path) -> int | None:
-    """The pid of the mke holding ``data_dir``'s lock, or None when no mke runs there."""
-    path = Path(data_dir) / "run" / LOCK_NAME
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            try:
-                return int(os.pread(fd, 32, 0).split()[0])
-            except (ValueError, IndexError):
-                return -1
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
-
 
 # ---------------------------------------------------------------- the controller
 
 
-class Controller:
+class Controller(NodeRole):
+    role = "controller"
+
     def __init__(self, config: ClusterConfig, *, data_dir: Path = DEFAULT_DATA_DIR, bin_dir: Path | None = None,
                  sink: LogSink | None = None, name: str | None = None, backoff_initial: float = 0.5,
-                 etcd_join: EtcdJoin | None = None, manifests: bool = True) -> None:
+                 join: Mapping[str, Any] | None = None, manifests: bool = True) -> None:
+        super().__init__(data_dir)
         self.config = config
-        self.data_dir = Path(data_dir).absolute()
         addrs = host_addresses()
         user_bin_dir = bin_dir is not None
-        self.ctx = NodeContext(
+        self.ctx = ControllerContext(
             config=config,
             data_dir=self.data_dir,
             node_name=name or node_name(),
-            api_address=choose_api_address(config, addrs),
+            api_address=advertised_address(config, addrs),
             host_addresses=addrs,
             binaries=BinaryResolver(Path(bin_dir) if bin_dir else self.data_dir / "bin", user_bin_dir=user_bin_dir),
             sink=sink or LogSink(),
             backoff_initial=backoff_initial,
-            etcd_join=etcd_join,
+            join=join,
         )
-        self.lock = DataDirLock(self.data_dir)
-        self.stopping = threading.Event()
         self.with_manifests = manifests
-        self.manager: ComponentManager | None = None
         self.worker: Any = None
         self.versions: dict[str, str] = {}
         self.bin_dir = Path(bin_dir) if bin_dir else None
-        self.started_at = time.time()
-        self.phase = "starting"
+        self.next_pki_check = time.monotonic() + self.pki_check_every
 
     # -- build
 
@@ -171,14 +81,11 @@ class Controller:
 
     def stages(self) -> list[list[Component]]:
         ctx = self.ctx
-        storage: Component
-        if self.config.storage.type == "kine":
-            kine = Kine(ctx)
-            storage, api = kine, KubeAPIServer(ctx, etcd_servers=kine.etcd_servers, etcd_tls=False)
-        else:
-            etcd = Etcd(ctx)
-            storage, api = etcd, KubeAPIServer(ctx, etcd_servers=etcd.client_url)
-        stages: list[list[Component]] = [[storage], [api]]
+        backend = storage.get(self.config.storage.type)
+        store = backend.component(ctx)
+        etcd_servers, etcd_tls = backend.apiserver_endpoint(store)
+        api = KubeAPIServer(ctx, etcd_servers=etcd_servers, etcd_tls=etcd_tls)
+        stages: list[list[Component]] = [[store], [api]]
         if self.config.konnectivity.enabled:
             stages.append([KonnectivityServer(ctx)])
         stages.append([KubeControllerManager(ctx), KubeScheduler(ctx)])
@@ -193,46 +100,23 @@ class Controller:
         return stages
 
     def binary_names(self) -> list[str]:
-        return [c.binary for s in self.stages() for c in s if getattr(c, "binary", "")]
+        return [c.binary for s in self.stages() for c in s if isinstance(c, SupervisedComponent)]
 
     # -- status
 
-    @property
-    def status_path(self) -> Path:
-        return self.ctx.run_dir / STATUS_NAME
-
-    def status(self) -> dict[str, Any]:
+    def status_extra(self) -> dict[str, Any]:
         return {
-            "role": "controller",
-            "mke_version": __version__,
-            "pid": os.getpid(),
-            "phase": self.phase,
-            "data_dir": str(self.data_dir),
             "node_name": self.ctx.node_name,
             "api_address": self.ctx.api_address,
             "api_port": self.config.api.port,
             "storage": self.config.storage.type,
-            "started_at": self.started_at,
-            "components": self.manager.states() if self.manager else [],
         }
-
-    def write_status(self) -> None:
-        try:
-            write_file_atomic(self.status_path, json.dumps(self.status(), indent=1).encode(), 0o600)
-        except OSError:
-            pass
 
     # -- run
 
-    def lock_data_dir(self) -> None:
-        """Create the data dir 0700 and take its lock (BusyError when another mke has it)."""
-        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.data_dir, 0o700)
-        self.lock.acquire()
-
     def prepare(self) -> None:
-        """Ensure the PKI and find the binaries (the data dir is locked)."""
-        self.status_path.unlink(missing_ok=True)  # from an mke that was killed
+        """Lock the data dir, ensure the PKI and find the binaries."""
+        self.lock_data_dir()
         self.ctx.pki.ensure(self.pki_request())
         self.ctx.binaries.prefetch(self.binary_names())
 
@@ -243,13 +127,16 @@ class Controller:
         self.manager.start(init=False)
         if self.config.control_plane.worker:
             self.start_worker()
-        self.phase = "running"
-        self.write_status()
         threading.Thread(target=self.detect_versions, name="versions", daemon=True).start()
 
     # -- certificates of a long-running controller
 
     pki_check_every = 12 * 3600.0
+
+    def tick(self) -> None:
+        if time.monotonic() >= self.next_pki_check:
+            self.next_pki_check = time.monotonic() + self.pki_check_every
+            self.renew_certificates()
 
     def renew_certificates(self) -> list[str]:
         """Renew what expires within 30 days; restart the components that read them only at start."""
@@ -262,7 +149,7 @@ class Controller:
         if changed and self.manager is not None:
             self.ctx.sink.line("pki", f"renewed {', '.join(changed)}; restarting the control plane components")
             try:
-                self.manager.restart({c.name for c in self.manager.components if hasattr(c, "supervisor")})
+                self.manager.restart({c.name for c in self.manager.components if isinstance(c, SupervisedComponent)})
             except MkeError as e:
                 self.ctx.sink.line("pki", f"restart after renewal failed: {e}")
         return changed
@@ -296,9 +183,8 @@ class Controller:
                 found[name] = m.group(1)
         self.versions = found
         for c in self.manager.components if self.manager else []:
-            binary = getattr(c, "binary", "")
-            if binary in found:
-                c.version = found[binary]  # type: ignore[attr-defined]
+            if isinstance(c, SupervisedComponent) and c.binary in found:
+                c.version = found[c.binary]
         self.write_status()
 
     # -- --enable-worker: this host is also a (tainted) node
@@ -317,13 +203,11 @@ class Controller:
             import datetime as dt
 
             from mke.kubeapi import KubeClient
-            from mke.pki import url_host
             from mke.tokens import TokenStore
 
             client = KubeClient.from_kubeconfig(self.ctx.pki.kubeconfig("admin"))
-            host = self.config.api.external_address or self.ctx.api_address
             token = TokenStore(client).create(
-                role="worker", api_url=f"https://{url_host(host)}:{self.config.api.port}",
+                role="worker", api_url=api_url(self.config, self.status()),
                 ca_pem=self.ctx.pki.crt("ca").read_text(), ttl=dt.timedelta(hours=1),
                 description="mke server --enable-worker").encode()
         taints = ("node-role.kubernetes.io/control-plane:NoSchedule",) if self.config.control_plane.taints else ()
@@ -331,32 +215,9 @@ class Controller:
                              options=WorkerOptions(node_name=self.ctx.node_name, taints=taints), token=token,
                              sink=self.ctx.sink, backoff_initial=self.ctx.backoff_initial)
         self.worker.stopping = self.stopping
-        self.worker.prepare()
-        self.worker.start()
+        self.worker.bring_up()
 
-    def stop(self) -> None:
-        self.phase = "stopping"
-        self.stopping.set()
+    def stop_extra(self) -> None:
         if self.worker is not None:
             self.worker.stop()
             self.worker = None
-        if self.manager is not None:
-            self.manager.stop()
-        self.status_path.unlink(missing_ok=True)
-        self.lock.release()
-
-    def run(self, on_ready: Any = None) -> None:
-        self.lock_data_dir()
-        try:
-            self.prepare()
-            self.start()
-            if on_ready:
-                on_ready(self)
-            next_pki_check = time.monotonic() + self.pki_check_every
-            while not self.stopping.wait(5.0):
-                self.write_status()
-                if time.monotonic() >= next_pki_check:
-                    next_pki_check = time.monotonic() + self.pki_check_every
-                    self.renew_certificates()
-        finally:
-            self.stop()

@@ -1,9 +1,34 @@
-"""The runtime's error root; every class has its own exit code. Only ``mke.cli.main`` catches."""
+"""Every error the runtime (mke/) reports, with its exit code: one table, each code once.
+
+Library code raises these (wrapping lower errors with ``raise ... from e``); only
+``mke.cli.main`` catches them, and an ``OSError`` too (as ``HostError``): one line on
+stderr, the class's exit code, no traceback (``--debug`` shows it).
+
+    code  class
+       1  MkeError            root
+       2  UsageError          bad command line
+       3  ConfigError         mke.yaml invalid
+       4  PayloadError        embedded payload missing, truncated or tampered with
+       5  StagingError        a binary could not be staged
+       6  TokenError          join token malformed, expired or for another role/cluster
+       7  ComponentError      a supervised component failed to start or become ready
+       8  PKIError            certificates or keys could not be made or loaded
+       9  NotImplementedYet   a documented feature this build does not provide yet
+      10  KubeAPIError        the Kubernetes (or etcd) API answered with an error
+      11  BusyError           mke must be stopped (or running) and is not
+      12  FipsError           a FIPS requirement is not met
+      13  HostError           the host refused a file operation (an OSError)
+      14  KernelModuleError   a kernel module mke needs is missing or cannot be loaded
+"""
 
 from __future__ import annotations
 
+import os
+
 
 class MkeError(Exception):
+    """Root of every error the runtime reports to a user."""
+
     exit_code = 1
 
 
@@ -71,3 +96,25 @@ class FipsError(MkeError):
     """A FIPS requirement is not met: a non-FIPS binary, the FIPS provider missing, a refused key."""
 
     exit_code = 12
+
+
+class HostError(MkeError):
+    """The host refused a file operation: an ``OSError`` (permission, not a directory, disk full)
+    that reached ``main()``; the message names the path."""
+
+    exit_code = 13
+
+    @classmethod
+    def from_os_error(cls, e: OSError) -> HostError:
+        """``/etc/passwd/pki: Not a directory``: the path(s) and the system's reason, one line."""
+        paths = [os.fsdecode(p) for p in (e.filename, e.filename2) if p is not None]
+        reason = e.strerror or str(e) or type(e).__name__
+        if isinstance(e, FileExistsError) and paths and not os.path.isdir(paths[0]):
+            reason = "exists and is not a directory"  # mkdir(exist_ok=True) on a file
+        return cls(f"{' -> '.join(paths)}: {reason}" if paths else reason)
+
+
+class KernelModuleError(MkeError):
+    """A kernel module mke needs is missing or could not be loaded (the message names it)."""
+
+    exit_code = 14

@@ -2,9 +2,10 @@
 
 ``join_control_plane`` asks the first controller's mke API (TLS verified against the CA
 carried by the token, itself checked against the token's CA hash) for the shared CAs,
-the service-account keys, the cluster config and, with etcd, the member list; writes the
-keys 0600 into the pki dir; and returns the config and how etcd joins. A controller that
-already has a PKI and etcd data (a restart) does not ask again.
+the service-account keys, the cluster config and what the storage backend needs (etcd:
+the member list); writes the keys 0600 into the pki dir; and returns the config and that
+answer (``ControllerContext.join``). A controller that joined before (a restart) does not
+ask again.
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from mke.components.context import EtcdJoin
 from mke.config import ClusterConfig, parse_config
 from mke.errors import TokenError
-from mke.pki import write_file_atomic
+from mke.node.files import write_file_atomic
 from mke.tokens import decode_token
 
 
@@ -52,8 +52,8 @@ def _request(url: str, ca_pem: str, bearer: str, body: dict[str, Any]) -> dict[s
 
 
 def join_control_plane(token: str, local: ClusterConfig, *, data_dir: Path, name: str | None = None,
-                       peer_address: str | None = None) -> tuple[ClusterConfig, EtcdJoin | None]:
-    from mke.controller import choose_api_address, host_addresses, node_name
+                       peer_address: str | None = None) -> tuple[ClusterConfig, dict[str, Any]]:
+    from mke.node.hostinfo import advertised_address, node_name
 
     tok = decode_token(token, role="controller")
     if not tok.mke_api_url:
@@ -61,7 +61,7 @@ def join_control_plane(token: str, local: ClusterConfig, *, data_dir: Path, name
     data_dir = Path(data_dir).absolute()
     pki_dir = data_dir / "pki"
     state = data_dir / "join.json"
-    addr = peer_address or local.storage.etcd.peer_address or choose_api_address(local, host_addresses())
+    addr = peer_address or local.storage.etcd.peer_address or advertised_address(local)
     if state.exists() and (pki_dir / "ca.key").exists():
         doc = json.loads(state.read_text())  # joined before: keep the same cluster config and members
     else:
@@ -81,7 +81,4 @@ def join_control_plane(token: str, local: ClusterConfig, *, data_dir: Path, name
 
     cfg = with_overrides(cfg, **{"api.address": local.api.address, "storage.etcd.peer_address":
                                  local.storage.etcd.peer_address})
-    etcd_join = None
-    if cfg.storage.type == "etcd" and not (data_dir / "etcd" / "member").exists():
-        etcd_join = EtcdJoin(initial_cluster=doc["etcd_initial_cluster"])
-    return cfg, etcd_join
+    return cfg, {k: v for k, v in doc.items() if k not in ("files", "config")}

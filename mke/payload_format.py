@@ -16,8 +16,8 @@ The records are immutable ``NamedTuple``s rather than the project's usual frozen
 dataclasses: every ``mke`` start imports this module, and dataclasses (with the
 ``inspect`` import they pull in) cost ~10 ms of a ~130 ms start-up.
 
-Reading the manifest costs a few small reads (ELF header, section headers, section
-names, payload header, manifest) and never decodes anything. Staging one binary
+Reading the manifest costs a few small reads (ELF header, program and section headers,
+section names: ``mke/elf.py``; payload header, manifest) and never decodes anything. Staging one binary
 decodes only its frame. Every frame is checked against its sha256 (compressed bytes)
 and every binary against its sha256 and size before the caller may publish it.
 """
@@ -29,6 +29,7 @@ import os
 import struct
 from typing import NamedTuple
 
+from mke.elf import ElfFile
 from mke.errors import PayloadError
 
 
@@ -372,7 +373,7 @@ def write_payload(out: BinaryIO, manifest: Manifest, frame_files: list[Path]) ->
     header, head = layout(manifest)
     out.write(head)
     pos = 0
-    for frame, path in zip(manifest.frames, frame_files):
+    for frame, path in zip(manifest.frames, frame_files, strict=True):
         if frame.offset != pos:
             out.write(b"\0" * (frame.offset - pos))
             pos = frame.offset
@@ -389,52 +390,16 @@ def write_payload(out: BinaryIO, manifest: Manifest, frame_files: list[Path]) ->
 
 
 def find_elf_section(f: BinaryIO, name: str, where: str) -> tuple[int, int] | None:
-    """(file offset, size) of the section called ``name``; None if the file has none.
+    """(file offset, size) of the section called ``name``; None if the file is no ELF or has none.
 
-    Raises PayloadError when the file is an ELF whose section table is cut off
-    (a truncated download) or points past the end of the file.
+    Raises PayloadError when the file is an ELF whose headers or section are cut off
+    (a truncated download) or point past the end of the file.
     """
-    f.seek(0, os.SEEK_END)
-    file_size = f.tell()
-    f.seek(0)
-    ident = f.read(64)
-    if len(ident) < 52 or ident[:4] != b"\x7fELF":
-        return None
-    cls_, data = ident[4], ident[5]
-    end = "<" if data == 1 else ">"
-    if cls_ == 2:
-        shoff, = struct.unpack_from(end + "Q", ident, 0x28)
-        shentsize, shnum, shstrndx = struct.unpack_from(end + "HHH", ident, 0x3A)
-        sh = struct.Struct(end + "IIQQQQ")  # name, type, flags, addr, offset, size
-    elif cls_ == 1:
-        shoff, = struct.unpack_from(end + "I", ident, 0x20)
-        shentsize, shnum, shstrndx = struct.unpack_from(end + "HHH", ident, 0x2E)
-        sh = struct.Struct(end + "IIIIII")
-    else:
-        return None
-    truncated = PayloadError(f"{where}: the executable is truncated (its ELF section table is missing); "
-                             "download it again")
-    if shnum == 0 or shoff == 0:
-        return None
-    if shoff + shnum * shentsize > file_size or shstrndx >= shnum or shentsize < sh.size:
-        raise truncated
-    f.seek(shoff)
-    table = f.read(shnum * shentsize)
-    if len(table) != shnum * shentsize:
-        raise truncated
-    sections = [sh.unpack_from(table, i * shentsize) for i in range(shnum)]
-    str_off, str_size = sections[shstrndx][4], sections[shstrndx][5]
-    if str_off + str_size > file_size:
-        raise truncated
-    f.seek(str_off)
-    names = f.read(str_size)
-    want = name.encode()
-    for s_name, _type, _flags, _addr, s_off, s_size in sections:
-        if names[s_name:s_name + len(want) + 1] == want + b"\0":
-            if s_off + s_size > file_size:
-                raise truncated
-            return s_off, s_size
-    return None
+    try:
+        elf = ElfFile.read(f)
+        return None if elf is None else elf.section_span(name)
+    except ValueError as e:
+        raise PayloadError(f"{where}: the executable is truncated or damaged ({e}); download it again") from e
 
 
 # --------------------------------------------------------------------------- reader
@@ -585,7 +550,7 @@ class _FrameReader:
     """File-like over one frame's compressed bytes that hashes what it hands out."""
 
     def __init__(self, path: str, offset: int, size: int, where: str):
-        self._f = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by close())
+        self._f = open(path, "rb", buffering=0)
         self._f.seek(offset)
         self._left = size
         self._size = size

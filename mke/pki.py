@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mke.errors import PKIError
+from mke.node.files import private_dir, write_file_atomic
 
 RENEW_BEFORE = dt.timedelta(days=30)
 CA_VALIDITY = dt.timedelta(days=3650)
@@ -38,37 +39,12 @@ CLOCK_SKEW = dt.timedelta(hours=1)
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 
-# ---------------------------------------------------------------- files
-
-
-def write_file_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same directory, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _secure_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
-
-
 # ---------------------------------------------------------------- keys and certs
 
 
 def new_key() -> ec.EllipticCurvePrivateKey:
     if os.environ.get("MKE_FIPS_RUNTIME"):  # FIPS mke: generated inside the OpenSSL FIPS provider (docs/fips.md)
-        from mke.fips import generate_private_key
+        from mke.fips.libcrypto import generate_private_key
 
         return generate_private_key("EC", curve="P-256")
     return ec.generate_private_key(ec.SECP256R1())
@@ -350,8 +326,8 @@ class ClusterPKI:
         now = now or _now()
         rep = EnsureReport()
         try:
-            _secure_dir(self.dir)
-            _secure_dir(self.dir / "etcd")
+            private_dir(self.dir)
+            private_dir(self.dir / "etcd")
             cas: dict[str, tuple[x509.Certificate, PrivateKey]] = {}
             for stem, cn in CAS.items():
                 cas[stem] = self._ensure_ca(stem, cn, now, rep)
@@ -453,12 +429,3 @@ class ClusterPKI:
         if not path.exists() or path.read_bytes() != text:
             write_file_atomic(path, text, 0o600)
         return path
-
-
-def url_host(address: str) -> str:
-    try:
-        if ipaddress.ip_address(address).version == 6:
-            return f"[{address}]"
-    except ValueError:
-        pass
-    return address

@@ -30,7 +30,7 @@ def clean_env(base: Mapping[str, str] | None = None, *, extra: Mapping[str, str]
         elif name.startswith(SAVED_PREFIX):
             env[name[len(SAVED_PREFIX):]] = env.pop(name)
     if "MKE_FIPS_RUNTIME" in env:  # a FIPS mke (mke/start.py): caller's OPENSSL_*, GODEBUG fips140=on
-        from mke.fips import child_env
+        from mke.fips.runtime_env import child_env
 
         env = child_env(env, fips_payload=True)
     if extra:

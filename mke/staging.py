@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import os
 import shutil
 import stat
@@ -33,9 +32,10 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from mke.errors import PayloadError, StagingError
+from mke.node.datadir import DEFAULT_DATA_DIR, flocked
+from mke.node.process import running_executables
 from mke.payload_format import Binary, Payload
 
-DEFAULT_DATA_DIR = Path("/var/lib/mke")
 DEFAULT_BIN_DIR = DEFAULT_DATA_DIR / "bin"
 STORE = ".store"
 LOCK = ".lock"
@@ -113,12 +113,8 @@ class BinDir:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with flocked(self.path / LOCK):
             yield
-        finally:
-            os.close(fd)
 
     def set_link(self, b: Binary) -> None:
         tmp = self.path / f"{TMP_PREFIX}{b.name}-{os.getpid()}"
@@ -313,16 +309,6 @@ def _has_stale(bd: BinDir, payload: Payload) -> bool:
         return False
 
 
-def _running_executables() -> set[str]:
-    out = set()
-    with contextlib.suppress(OSError):
-        for entry in os.scandir("/proc"):
-            if entry.name.isdigit():
-                with contextlib.suppress(OSError):
-                    out.add(os.readlink(f"/proc/{entry.name}/exe").removesuffix(" (deleted)"))
-    return out
-
-
 def remove_old_versions(bd: BinDir, *, keep: set[str]) -> list[Path]:
     """Remove store entries whose digest is not in ``keep`` and that no process executes,
     plus symlinks left pointing at nothing. Call with the bin dir's lock held."""
@@ -332,7 +318,7 @@ def remove_old_versions(bd: BinDir, *, keep: set[str]) -> list[Path]:
     except FileNotFoundError:
         return removed
     if entries:
-        running = _running_executables()
+        running = running_executables()
         store = os.path.realpath(bd.store)
         for e in entries:
             prefix = os.path.join(store, e.name) + os.sep

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import collections
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import TextIO
 
 from mke.errors import ComponentError
+from mke.node import process
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,50 +66,6 @@ class LogSink:
                 stream.flush()
             except (OSError, ValueError):
                 pass
-
-
-def _proc_exe(pid: int) -> str | None:
-    try:
-        return os.readlink(f"/proc/{pid}/exe").removesuffix(" (deleted)")
-    except OSError:
-        return None
-
-
-def _runs_binary(pid: int, binary: str) -> bool:
-    """True when process ``pid`` executes ``binary`` (directly, or as a #! script's argument)."""
-    want = os.path.realpath(binary)
-    exe = _proc_exe(pid)
-    if exe is not None and os.path.realpath(exe) == want:
-        return True
-    try:
-        argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[:2]
-    except OSError:
-        return False
-    return any(a and os.path.realpath(a.decode(errors="replace")) == want for a in argv)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def kill_process_group(pid: int, timeout: float) -> None:
-    """SIGTERM the group led by ``pid``, wait up to ``timeout``, then SIGKILL it."""
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            return
-        except PermissionError:
-            os.kill(pid, sig)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if not _alive(pid):
-                return
-            time.sleep(0.02)
 
 
 class Supervisor:
@@ -173,7 +129,7 @@ class Supervisor:
         with self._lock:
             proc, monitor = self._proc, self._monitor
             if proc is not None and proc.poll() is None:
-                kill_process_group(proc.pid, self.spec.stop_timeout)
+                process.kill_process_group(proc.pid, self.spec.stop_timeout)
                 try:
                     proc.wait(timeout=5)
                 except subprocess.TimeoutExpired:
@@ -185,13 +141,12 @@ class Supervisor:
 
     def stop_stale(self) -> int | None:
         """Stop a process from an earlier mke run named by our pid file; returns its pid."""
-        try:
-            pid = int(self.pid_file.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
+        pid = process.read_pid_file(self.pid_file)
+        if pid is None:
             return None
-        if _runs_binary(pid, self.spec.args[0]) and _alive(pid):
+        if process.runs_binary(pid, self.spec.args[0]) and process.alive(pid):
             self.sink.line(self.spec.name, f"stopping pid {pid} left by an earlier run")
-            kill_process_group(pid, self.spec.stop_timeout)
+            process.kill_process_group(pid, self.spec.stop_timeout)
         self.pid_file.unlink(missing_ok=True)
         return pid
 
@@ -204,7 +159,7 @@ class Supervisor:
 
         return clean_env(extra=dict(self.spec.env))
 
-    def _spawn(self) -> None:
+    def _spawn(self, *, restart: bool = False) -> None:
         try:
             proc = subprocess.Popen(
                 list(self.spec.args),
@@ -218,11 +173,11 @@ class Supervisor:
             )
         except OSError as e:
             raise ComponentError(f"{self.spec.name}: cannot start {self.spec.args[0]}: {e.strerror}") from e
-        self._proc = proc
+        process.write_pid_file(self.pid_file, proc.pid)
+        if restart:
+            self.restarts += 1
         self.started_at = time.monotonic()
-        tmp = self.pid_file.with_name(f".{self.pid_file.name}.tmp")
-        tmp.write_text(f"{proc.pid}\n")
-        os.replace(tmp, self.pid_file)
+        self._proc = proc  # published last: whoever sees the new pid also sees its pid file and count
         threading.Thread(target=self._pump, args=(proc,), name=f"log-{self.spec.name}", daemon=True).start()
 
     def _pump(self, proc: subprocess.Popen[bytes]) -> None:
@@ -270,8 +225,7 @@ class Supervisor:
                 if self._stopping.is_set():
                     return
                 try:
-                    self._spawn()
-                    self.restarts += 1
+                    self._spawn(restart=True)
                 except ComponentError as e:
                     self.sink.line(self.spec.name, str(e))
                     self._proc = _ExitedProcess(127)  # type: ignore[assignment]

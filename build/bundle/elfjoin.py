@@ -15,9 +15,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from build.elf import read_elf
 from build.errors import BundleError
 from mke import payload_format as pf
+from mke.elf import ElfFile
 
 
 def objcopy_version() -> str:
@@ -52,10 +52,13 @@ def join(entry: Path, payload: Path, out: Path) -> pf.Payload:
 
 def check_joined(path: Path) -> pf.Payload:
     """``path`` is a static executable whose payload section is found by name and reads back."""
-    info = read_elf(path)
-    if info is None:
-        raise BundleError(f"{path}: not a 64-bit little-endian ELF executable")
-    if info.has_interp or info.has_dynamic:
+    try:
+        info = ElfFile.open(path)
+    except ValueError as e:
+        raise BundleError(f"{path}: not a readable ELF file ({e})") from e
+    if info is None or not info.executable:
+        raise BundleError(f"{path}: not an ELF executable")
+    if not info.static or info.dynamic:
         raise BundleError(f"{path}: not static (it has PT_INTERP or PT_DYNAMIC): the entry must need no "
                           "dynamic loader and no shared library")
     payload = pf.Payload.open(path)

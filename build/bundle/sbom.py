@@ -62,6 +62,8 @@ def sbom(manifest: pf.Manifest, *, artifact: str, digest: str, source_date_epoch
             pkg["externalRefs"] = [{"referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl",
                                     "referenceLocator": f"pkg:golang/{module}@{version}"}]
             pkg["sourceInfo"] = f"built from source: Go module {source}"
+        elif urls and urls[0].endswith(".dsc"):  # kind = "debian" recipes (build/debsrc.py)
+            pkg["sourceInfo"] = "built from Debian source packages: " + " ".join(urls)
         elif urls:
             pkg["sourceInfo"] = "upstream release artifacts: " + " ".join(urls)
         else:

@@ -43,8 +43,9 @@ from build.gomod import (
     write_wrapper,
 )
 from build.modes.base import BuildContext
+from build.platform import Platform
 from build.progress import log
-from build.recipes import Recipe, render
+from build.recipes import DebianSource, Recipe, render
 
 # Bump when the container command or environment below changes shape (enters action keys).
 DOCKER_MODE_SCHEMA = 1
@@ -69,11 +70,11 @@ def go_exec_name(import_path: str) -> str:
 def build_date(epoch: int | None, module_time: str | None) -> str:
     """RFC 3339 UTC seconds, as Kubernetes' ``buildDate``: SOURCE_DATE_EPOCH, else the module's commit time."""
     if epoch:
-        t = datetime.datetime.fromtimestamp(epoch, tz=datetime.timezone.utc)
+        t = datetime.datetime.fromtimestamp(epoch, tz=datetime.UTC)
     elif module_time:
-        t = datetime.datetime.fromisoformat(module_time.replace("Z", "+00:00")).astimezone(datetime.timezone.utc)
+        t = datetime.datetime.fromisoformat(module_time.replace("Z", "+00:00")).astimezone(datetime.UTC)
     else:
-        t = datetime.datetime.fromtimestamp(0, tz=datetime.timezone.utc)
+        t = datetime.datetime.fromtimestamp(0, tz=datetime.UTC)
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -112,7 +113,7 @@ class GoBuildEnv:
             "GOWORK": "off",
             "HOME": "/tmp",
             "SOURCE_DATE_EPOCH": str(int(datetime.datetime.strptime(self.build_date, "%Y-%m-%dT%H:%M:%SZ")
-                                         .replace(tzinfo=datetime.timezone.utc).timestamp())),
+                                         .replace(tzinfo=datetime.UTC).timestamp())),
         }
         if self.cgo:
             env["CC"] = self.cc
@@ -185,6 +186,9 @@ class DockerMode:
             if r.source is None:
                 raise UsageError(f"{r.name} has no [source] section, so it cannot be built with --mode=docker; "
                                  "use --mode=fetch for it or leave it out")
+            if isinstance(r.source, DebianSource) and ctx.platform.arch != Platform.host().arch:
+                raise UsageError(f"{r.name}: Debian-source (C userland) recipes are built natively only; "
+                                 f"build --arch {ctx.platform.arch} on a {ctx.platform.arch} host, or leave {r.name} out")
         if ctx.fips:  # the FIPS toolchain: fips/toolchain.toml, --fips-go=native|boring
             from fips.settings import go_build_settings
 
@@ -194,6 +198,10 @@ class DockerMode:
         self._spec = load_builder_spec(spec_path)
         self._engine = DockerEngine.connect()
         self._builder = ensure_builder(self._engine, self._spec, ctx.cache, mirror=ctx.mirror)
+        if all(isinstance(r.source, DebianSource) for r in recipes):  # C userland only: no Go on the host
+            log("docker", f"engine {self._engine.server_version()}, builder {self._builder.tag} "
+                          f"({self._builder.image_id[:19]})")
+            return
         self._host = HostGo(go=host_go(self._spec, ctx.cache, ctx.mirror), modcache=ctx.cache.root / "gomod")
         if self._fips is not None:  # GOFIPS140's module goes into the (read-only in the container) module cache
             from fips.settings import unpack_go_module
@@ -211,6 +219,10 @@ class DockerMode:
 
     # ------------------------------------------------------------------ action
     def _pins(self, ctx: BuildContext, recipe: Recipe) -> tuple[str, ...]:
+        if isinstance(recipe.source, DebianSource):
+            from build.debsrc import pinned_urls
+
+            return tuple(f"{u} {d}" for u, d in pinned_urls(recipe, ctx.platform.arch, ctx.lock.debian_pins(recipe.name)).items())
         pins = ctx.lock.gosum(recipe.name)
         if not pins:
             raise LockfileError(f"{recipe.name}: no go.sum lines in {ctx.lock.path}; run `nox -s lock -- --component {recipe.name}`")
@@ -249,9 +261,36 @@ class DockerMode:
             env = (self._fips or go_build_settings(ctx.options.get("opt_fips_go"))).apply(env)
         return env
 
+    def _debian_env(self, ctx: BuildContext, recipe: Recipe) -> Any:
+        """The C build's settings; every source mtime is set to SOURCE_DATE_EPOCH (default 1980-01-01)."""
+        from build.debsrc import DEFAULT_EPOCH
+        from build.debsrc import build_env as debian_build_env
+
+        assert isinstance(recipe.source, DebianSource)
+        return debian_build_env(recipe.source, triple=ctx.platform.gnu_triple, epoch=ctx.source_date_epoch or DEFAULT_EPOCH)
+
     def action(self, ctx: BuildContext, recipe: Recipe) -> Action:
         src = recipe.source
         assert src is not None
+        if isinstance(src, DebianSource):
+            from build.debsrc import DEBIAN_MODE_SCHEMA
+
+            return Action(
+                mode=self.name,
+                component=recipe.name,
+                platform=str(ctx.platform),
+                inputs={
+                    "schema": DOCKER_MODE_SCHEMA,
+                    "debian_schema": DEBIAN_MODE_SCHEMA,
+                    "version": recipe.version,
+                    "binaries": [[b.name, *b.links] for b in recipe.binaries],
+                    "source": dataclasses.asdict(src),
+                    "pins": sorted(self._pins(ctx, recipe)),
+                    "builder": self.builder.identity(),
+                    "build": self._debian_env(ctx, recipe).as_key(),
+                    "fips": ctx.fips,
+                },
+            )
         return Action(
             mode=self.name,
             component=recipe.name,
@@ -297,7 +336,56 @@ class DockerMode:
                                       "by one `go build -o dir/`; split the recipe")
         return cmd + pkgs
 
+    def _run_debian(self, ctx: BuildContext, recipe: Recipe, action: Action, workdir: Path) -> tuple[dict[str, Path], dict[str, Any]]:
+        """Build a ``kind = "debian"`` recipe (build/debsrc.py) in the builder image."""
+        from build.debsrc import container_script, deb_url, prepare_inputs
+        from build.download import Downloader
+
+        src = recipe.source
+        assert isinstance(src, DebianSource) and self._engine is not None
+        t0 = time.monotonic()
+        env = self._debian_env(ctx, recipe)
+        if env.as_key() != action.inputs["build"]:
+            raise ComponentBuildError(f"{recipe.name}: build settings changed while building; run the build again")
+        downloader = Downloader(ctx.cache.root / "downloads", mirror=ctx.mirror)
+        inputs = prepare_inputs(recipe, ctx.platform.arch, ctx.lock.debian_pins(recipe.name), downloader, workdir / "in")
+        script = container_script(recipe, env, inputs.packages)
+        sink = _LogSink(recipe.name, ctx.cache.root / "logs" / f"{recipe.name}-{action.key()}.log", console_every=1e9)
+        try:
+            sink.note("script:\n# " + script.replace("\n", "\n# "))
+            sink.note("builder: " + self.builder.tag + " " + self.builder.image_id)
+            t_sources = time.monotonic() - t0
+            binds = {str(inputs.dir.resolve()): {"bind": "/in", "mode": "ro"}}
+            name = f"mke-{recipe.name}-{action.key()[:12]}"
+            with self._engine.container(image=self.builder.image_id, command=["/bin/sh", "-ec", script], name=name,
+                                        env=env.container_env(), binds=binds, workdir="/") as container:
+                rc = container.run(sink)
+                if rc != 0:
+                    sink.close()
+                    for line in sink.tail():
+                        log(recipe.name, f"| {line}")
+                    raise ComponentBuildError(f"{recipe.name}: build failed (exit {rc}); full log: {sink.path}")
+                copied = container.copy_out("/out", workdir / "out")
+        finally:
+            sink.close()
+        files = {}
+        for binary, path in src.outputs:
+            if binary not in copied:
+                raise ComponentBuildError(f"{recipe.name}: the build produced no {binary} ({path}); full log: {sink.path}")
+            files[binary] = copied[binary]
+        return files, {
+            "builder": self.builder.tag,
+            "builder_image": self.builder.image_id,
+            "debian": [f"{p.name} {p.version}" for p in src.packages] + [f"{d.name} {d.version} (binary)" for d in src.debs],
+            "source": [p.dsc for p in src.packages] + [deb_url(d, ctx.platform.arch) for d in src.debs],
+            "log": str(sink.path),
+            "source_seconds": round(t_sources, 3),
+            "build_seconds": round(time.monotonic() - t0 - t_sources, 3),
+        }
+
     def run(self, ctx: BuildContext, recipe: Recipe, action: Action, workdir: Path) -> tuple[dict[str, Path], dict[str, Any]]:
+        if isinstance(recipe.source, DebianSource):
+            return self._run_debian(ctx, recipe, action, workdir)
         src = recipe.source
         assert src is not None and self._engine is not None and self._host is not None
         t0 = time.monotonic()

@@ -15,7 +15,7 @@ from build.action import Action
 from build.errors import FetchError, UnpinnedArtifactError, UsageError
 from build.modes.base import BuildContext
 from build.progress import log
-from build.recipes import Artifact, Recipe, render
+from build.recipes import Recipe, render
 
 _HEX64 = re.compile(r"\b([0-9a-f]{64})\b")
 

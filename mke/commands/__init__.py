@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import signal
 import sys
 import threading
+from pathlib import Path
 
 
 def stop_on_signals(stopping: threading.Event) -> None:
@@ -16,3 +18,8 @@ def stop_on_signals(stopping: threading.Event) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+
+
+def add_data_dir(p: argparse.ArgumentParser) -> None:
+    """The ``--data-dir`` option every command that works on a node's state takes."""
+    p.add_argument("--data-dir", type=Path, default=None, help="state directory (default /var/lib/mke)")

@@ -23,8 +23,10 @@ def images(cfg, *, include_all: bool = False) -> list[str]:
             cfg.images.ref("metrics_server")]
     if cfg.konnectivity.enabled:
         refs.append(cfg.images.ref("konnectivity_agent"))
-    if cfg.network.provider == "calico" or include_all:
-        refs += [cfg.images.ref("calico_cni"), cfg.images.ref("calico_node"), cfg.images.ref("calico_kube_controllers")]
+    from mke import network
+
+    for provider in network.every() if include_all else [network.get(cfg.network.provider)]:
+        refs += provider.images(cfg)
     return list(dict.fromkeys(refs))
 
 

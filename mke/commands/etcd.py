@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from mke.commands import add_data_dir
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -14,21 +16,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     lv = sub.add_parser("leave", help="remove this controller's etcd member (or --peer-url) from the cluster")
     lv.add_argument("--peer-url", help="the member to remove (default: this controller's)")
     for sp in (ls, lv):
-        sp.add_argument("--data-dir", type=Path, default=None, help="state directory (default /var/lib/mke)")
+        add_data_dir(sp)
         sp.add_argument("--config", "-c", type=Path, help="mke.yaml (for the etcd ports)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from mke.commands.status import read_status
+    from mke import storage
     from mke.config import load_config
-    from mke.controller import DEFAULT_DATA_DIR
     from mke.errors import KubeAPIError, UsageError
     from mke.etcdapi import EtcdClient
-    from mke.pki import url_host
+    from mke.node.datadir import data_dir_from, read_status
+    from mke.node.hostinfo import url_host
 
-    data_dir = (args.data_dir or DEFAULT_DATA_DIR).absolute()
+    data_dir = data_dir_from(args.data_dir)
     cfg = load_config(args.config)
-    if cfg.storage.type != "etcd":
+    if not storage.get(cfg.storage.type).has_members:
         raise UsageError(f"storage.type is {cfg.storage.type}: there is no etcd cluster to manage")
     client = EtcdClient(f"https://127.0.0.1:{cfg.storage.etcd.client_port}", data_dir / "pki")
     members = client.members()

@@ -2,7 +2,7 @@
 
 For every binary embedded in this executable: its Go build info (GOFIPS140, DefaultGODEBUG
 fips140=on), the Go Cryptographic Module's functions in its pclntab (or BoringCrypto's),
-and static linking (mke/fips.py). A binary already staged in the bin dir with the
+and static linking (mke/fips/). A binary already staged in the bin dir with the
 manifest's digest is read there; any other is decoded from the payload into a temp dir.
 Then the runtime's own crypto: the OpenSSL that hashlib and cryptography use, its FIPS
 provider, and what is refused (MD5, RSA-1024 keys).
@@ -23,8 +23,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from mke import fips
 from mke.errors import FipsError, UsageError
+from mke.fips.binary import inspect_binary
+from mke.fips.policy import BinaryReport, Policy, evaluate, runtime_policy
+from mke.fips.runtime_env import runtime_summary
+from mke.fips.runtime_state import runtime_problems, runtime_state
+from mke.fips.table import format_table
 from mke.payload_format import Payload, running_payload
 
 BIN_DIR_ENV = "MKE_BIN_DIR"
@@ -49,18 +53,18 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def check_payload(payload: Payload, bin_dir: Path, policy: fips.Policy) -> tuple[list[fips.BinaryReport], dict[str, str]]:
+def check_payload(payload: Payload, bin_dir: Path, policy: Policy) -> tuple[list[BinaryReport], dict[str, str]]:
     """One report per embedded binary; also where each was read from."""
     from mke.staging import BinDir
 
     bd = BinDir(bin_dir)
     embedded = [b for b in payload.manifest.binaries if b.embedded]
-    reports: list[fips.BinaryReport] = []
+    reports: list[BinaryReport] = []
     source: dict[str, str] = {}
     todo = []
     for b in embedded:
         if bd.is_present(b) and _sha256(bd.store_file(b)) == b.sha256:
-            reports.append(fips.evaluate(fips.inspect_binary(bd.store_file(b), b.name), policy))
+            reports.append(evaluate(inspect_binary(bd.store_file(b), b.name), policy))
             source[b.name] = str(bd.store_file(b))
         else:
             todo.append(b.name)
@@ -71,7 +75,7 @@ def check_payload(payload: Payload, bin_dir: Path, policy: fips.Policy) -> tuple
                 with contextlib.ExitStack() as stack:
                     payload.decode_frame(index, {n: stack.enter_context(open(p, "wb")) for n, p in paths.items()})
                 for name, p in sorted(paths.items()):
-                    reports.append(fips.evaluate(fips.inspect_binary(p, name), policy))
+                    reports.append(evaluate(inspect_binary(p, name), policy))
                     source[name] = "payload"
                     p.unlink()
     return sorted(reports, key=lambda r: r.name), source
@@ -88,7 +92,7 @@ def build_report(args: argparse.Namespace) -> dict[str, Any]:
                                    "(run `python -m build.fips_check` on them)")
         else:
             bin_dir = args.bin_dir or Path(os.environ.get(BIN_DIR_ENV) or "/var/lib/mke/bin")
-            reports, source = check_payload(payload, bin_dir, fips.runtime_policy())
+            reports, source = check_payload(payload, bin_dir, runtime_policy())
             doc["payload"] = {"path": payload.label, "mode": payload.manifest.mode, "fips": payload.manifest.fips}
             doc["binaries"] = [{**r.to_document(), "read_from": source.get(r.name)} for r in reports]
             doc["_reports"] = reports
@@ -96,10 +100,10 @@ def build_report(args: argparse.Namespace) -> dict[str, Any]:
                 doc["problems"].append("this mke is not a FIPS build (its manifest says fips: false)")
             doc["problems"] += [f"{r.name}: {p}" for r in reports for p in r.problems]
     if not args.binaries_only:
-        state = fips.runtime_state()
+        state = runtime_state()
         doc["runtime"] = state
-        doc["runtime_summary"] = fips.runtime_summary()
-        doc["problems"] += [f"runtime: {p}" for p in fips.runtime_problems(state)]
+        doc["runtime_summary"] = runtime_summary()
+        doc["problems"] += [f"runtime: {p}" for p in runtime_problems(state)]
     doc["ok"] = not doc["problems"]
     return doc
 
@@ -108,7 +112,7 @@ def _print_runtime(state: dict[str, Any]) -> None:
     o = state.get("hashlib_openssl", {})
     c = state.get("cryptography", {})
     prov = o.get("fips_provider") or {}
-    summary = fips.runtime_summary()
+    summary = runtime_summary()
     print()
     print("RUNTIME")
     print(f"  hashlib OpenSSL        {o.get('version', o.get('error'))}")
@@ -142,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
             where = doc["payload"]["path"] if doc.get("payload") else "(no payload)"
             print(f"EMBEDDED BINARIES of {where}")
             if reports:
-                print(fips.format_table(reports))
+                print(format_table(reports))
         if "runtime" in doc:
             _print_runtime(doc["runtime"])
         print()

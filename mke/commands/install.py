@@ -8,6 +8,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from mke.commands import add_data_dir
+
 UNIT_DIR = Path("/etc/systemd/system")
 
 
@@ -16,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("token", nargs="?", help="worker: the join token (or use --token-file); controller: to join")
     p.add_argument("--token-file", type=Path, help="file holding the join token")
     p.add_argument("--config", "-c", type=Path, help="controller: mke.yaml")
-    p.add_argument("--data-dir", type=Path, default=None)
+    add_data_dir(p)
     p.add_argument("--enable-worker", action="store_true", help="controller: also run a worker")
     p.add_argument("--unit-dir", type=Path, default=UNIT_DIR, help="where to write the unit (default %(default)s)")
     p.add_argument("--force", action="store_true", help="replace an existing unit")
@@ -72,13 +74,15 @@ def unit_text(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from mke.errors import UsageError
-    from mke.pki import write_file_atomic
+    from mke.node.files import write_file_atomic
 
     if args.token:
         if args.token_file:
             raise UsageError("give the token as argument or with --token-file, not both")
         # Never put a secret on a command line in a unit file: store it 0600 next to the data.
-        data_dir = (args.data_dir or Path("/var/lib/mke")).absolute()
+        from mke.node.datadir import data_dir_from
+
+        data_dir = data_dir_from(args.data_dir)
         args.token_file = data_dir / f"{args.role}-token"
         write_file_atomic(args.token_file, args.token.strip().encode() + b"\n", 0o600)
     if args.role == "worker" and not args.token_file:

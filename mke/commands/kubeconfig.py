@@ -6,30 +6,28 @@ import argparse
 import sys
 from pathlib import Path
 
+from mke.commands import add_data_dir
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("user", choices=["admin"], help="which kubeconfig")
-    p.add_argument("--data-dir", type=Path, default=None, help="state directory (default /var/lib/mke)")
+    add_data_dir(p)
     p.add_argument("--config", "-c", type=Path, help="mke.yaml (for api.externalAddress/port)")
     p.add_argument("--server", help="API URL to put in the kubeconfig (default: external, then advertised address)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from mke.commands.status import read_status
     from mke.config import load_config
-    from mke.controller import DEFAULT_DATA_DIR, choose_api_address, host_addresses
     from mke.errors import PKIError
-    from mke.pki import ClusterPKI, url_host
+    from mke.node.datadir import data_dir_from, read_status
+    from mke.node.hostinfo import api_url
+    from mke.pki import ClusterPKI
 
-    data_dir = (args.data_dir or DEFAULT_DATA_DIR).absolute()
+    data_dir = data_dir_from(args.data_dir)
     pki = ClusterPKI(data_dir / "pki")
     if not pki.crt("admin").exists():
         raise PKIError(f"{pki.crt('admin')}: missing; run `mke server` on this host first")
     cfg = load_config(args.config)
-    server = args.server
-    if not server:
-        status = read_status(data_dir) or {}
-        host = cfg.api.external_address or status.get("api_address") or choose_api_address(cfg, host_addresses())
-        server = f"https://{url_host(host)}:{status.get('api_port', cfg.api.port)}"
+    server = args.server or api_url(cfg, read_status(data_dir))
     sys.stdout.write(pki.kubeconfig_text(server, "admin", user="admin"))
     return 0

@@ -6,19 +6,21 @@ import argparse
 import os
 from pathlib import Path
 
+from mke.commands import add_data_dir
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", type=Path, default=None, help="state directory (default /var/lib/mke)")
+    add_data_dir(p)
     p.add_argument("--bin-dir", type=Path, default=None, help="where kubectl is (default: staged, or PATH)")
     p.add_argument("kubectl_args", nargs=argparse.REMAINDER, help="arguments for kubectl")
 
 
 def run(args: argparse.Namespace) -> int:
-    from mke.components.context import BinaryResolver
-    from mke.controller import DEFAULT_DATA_DIR
+    from mke.node.binaries import BinaryResolver
+    from mke.node.datadir import data_dir_from
     from mke.procenv import clean_env
 
-    data_dir = (args.data_dir or DEFAULT_DATA_DIR).absolute()
+    data_dir = data_dir_from(args.data_dir)
     resolver = BinaryResolver(args.bin_dir or data_dir / "bin", user_bin_dir=args.bin_dir is not None)
     kubectl = resolver.path("kubectl")
     env = clean_env()

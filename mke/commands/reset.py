@@ -16,9 +16,11 @@ import shutil
 import sys
 from pathlib import Path
 
+from mke.commands import add_data_dir
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", type=Path, default=None, help="state directory (default /var/lib/mke)")
+    add_data_dir(p)
 
 
 def _say(msg: str) -> None:
@@ -27,28 +29,27 @@ def _say(msg: str) -> None:
 
 def stop_leftover_components(run_dir: Path) -> list[str]:
     """Stop processes named by pid files in ``run_dir`` that still run a component binary."""
-    from mke.config import COMPONENTS
-    from mke.supervisor import _alive, _proc_exe, kill_process_group
+    from mke.components import supervised_names
+    from mke.node import process
 
     stopped = []
     for pid_file in sorted(run_dir.glob("*.pid")):
-        try:
-            pid = int(pid_file.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
+        pid = process.read_pid_file(pid_file)
+        if pid is None:
             continue
-        exe = _proc_exe(pid) or ""
-        if _alive(pid) and os.path.basename(exe) in (*COMPONENTS, pid_file.stem):
-            kill_process_group(pid, 15.0)
+        exe = process.exe(pid) or ""
+        if process.alive(pid) and os.path.basename(exe) in (*supervised_names(), pid_file.stem):
+            process.kill_process_group(pid, 15.0)
             stopped.append(f"{pid_file.stem} (pid {pid})")
         pid_file.unlink(missing_ok=True)
     return stopped
 
 
 def run(args: argparse.Namespace) -> int:
-    from mke.controller import DEFAULT_DATA_DIR, holder_pid
     from mke.errors import BusyError, MkeError
+    from mke.node.datadir import data_dir_from, holder_pid
 
-    data_dir = (args.data_dir or DEFAULT_DATA_DIR).absolute()
+    data_dir = data_dir_from(args.data_dir)
     pid = holder_pid(data_dir)
     if pid is not None:
         raise BusyError(f"mke (pid {pid}) is running with data dir {data_dir}; stop it first "

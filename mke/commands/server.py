@@ -7,8 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from mke.commands import stop_on_signals
-
+from mke.commands import add_data_dir, stop_on_signals
 from mke.errors import NotImplementedYet
 
 
@@ -16,7 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("token", nargs="?", help="a controller token to join an existing control plane")
     p.add_argument("--token-file", type=Path, help="read the controller token from this file")
     p.add_argument("--config", "-c", type=Path, help="mke.yaml (default: built-in defaults; see mke config create)")
-    p.add_argument("--data-dir", type=Path, default=None, help="state directory (default /var/lib/mke)")
+    add_data_dir(p)
     p.add_argument("--bin-dir", type=Path, default=None,
                    help="directory holding the component binaries (default: staged into <data-dir>/bin, or PATH)")
     p.add_argument("--enable-worker", action="store_true", help="also run a (tainted) worker on this host")
@@ -27,7 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mke.config import load_config, with_overrides
-    from mke.controller import DEFAULT_DATA_DIR, Controller
+    from mke.controller import Controller
+    from mke.node.datadir import data_dir_from
 
     cfg = load_config(args.config)
     if args.enable_worker:
@@ -40,14 +40,14 @@ def run(args: argparse.Namespace) -> int:
         except ImportError as e:
             raise NotImplementedYet("--enable-worker needs the worker runtime (mke worker), which this build "
                                     "lacks") from e
-    etcd_join = None
-    data_dir = args.data_dir or DEFAULT_DATA_DIR
+    join = None
+    data_dir = data_dir_from(args.data_dir)
     token = args.token or (args.token_file.read_text().strip() if args.token_file else None)
     if token:
         from mke.join import join_control_plane
 
-        cfg, etcd_join = join_control_plane(token, cfg, data_dir=data_dir, name=args.name)
-    ctl = Controller(cfg, data_dir=data_dir, bin_dir=args.bin_dir, name=args.name, etcd_join=etcd_join,
+        cfg, join = join_control_plane(token, cfg, data_dir=data_dir, name=args.name)
+    ctl = Controller(cfg, data_dir=data_dir, bin_dir=args.bin_dir, name=args.name, join=join,
                      manifests=not args.no_manifests)
     t0 = time.monotonic()
 

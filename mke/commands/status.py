@@ -4,41 +4,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
-from pathlib import Path
+
+from mke.commands import add_data_dir
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", type=Path, default=None, help="state directory (default /var/lib/mke)")
+    add_data_dir(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
-
-
-def read_status(data_dir: Path) -> dict | None:
-    from mke.controller import STATUS_NAME, holder_pid
-
-    pid = holder_pid(data_dir)
-    if pid is None:
-        return None
-    try:
-        doc = json.loads((data_dir / "run" / STATUS_NAME).read_text())
-    except (OSError, ValueError):
-        doc = {"pid": pid, "phase": "starting", "components": []}
-    return doc
 
 
 def run(args: argparse.Namespace) -> int:
     from mke import __version__
-    from mke.controller import DEFAULT_DATA_DIR
     from mke.errors import BusyError
+    from mke.node.datadir import data_dir_from, read_status
+    from mke.node.process import alive
 
-    data_dir = (args.data_dir or DEFAULT_DATA_DIR).absolute()
+    data_dir = data_dir_from(args.data_dir)
     doc = read_status(data_dir)
     if doc is None:
         raise BusyError(f"mke is not running with data dir {data_dir}")
     for c in doc.get("components", []):
         pid = c.get("pid")
-        if pid and not os.path.exists(f"/proc/{pid}"):
+        if pid and not alive(pid):
             c["state"] = "gone"
     if args.json:
         print(json.dumps(doc, indent=1))

@@ -6,6 +6,8 @@ import argparse
 import datetime as dt
 from pathlib import Path
 
+from mke.commands import add_data_dir
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -17,29 +19,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     inv = sub.add_parser("invalidate", help="delete a token (by id, id.secret or the whole token string)")
     inv.add_argument("token", nargs="+")
     for sp in (c, ls, inv):
-        sp.add_argument("--data-dir", type=Path, default=None, help="state directory (default /var/lib/mke)")
+        add_data_dir(sp)
         sp.add_argument("--config", "-c", type=Path, help="mke.yaml (for api.externalAddress)")
 
 
 def _client_and_urls(args: argparse.Namespace):
-    from mke.commands.status import read_status
     from mke.config import load_config
-    from mke.controller import DEFAULT_DATA_DIR, choose_api_address, host_addresses
     from mke.errors import PKIError
     from mke.kubeapi import KubeClient
-    from mke.pki import url_host
+    from mke.node.datadir import data_dir_from, read_status
+    from mke.node.hostinfo import api_url, mke_api_url
 
-    data_dir = (args.data_dir or DEFAULT_DATA_DIR).absolute()
+    data_dir = data_dir_from(args.data_dir)
     kubeconfig = data_dir / "pki" / "admin.conf"
     if not kubeconfig.exists():
         raise PKIError(f"{kubeconfig}: missing; run `mke token` on a controller where `mke server` ran")
     cfg = load_config(args.config)
-    status = read_status(data_dir) or {}
-    host = cfg.api.external_address or status.get("api_address") or choose_api_address(cfg, host_addresses())
-    port = status.get("api_port", cfg.api.port)
-    api_url = f"https://{url_host(host)}:{port}"
-    mke_api_url = f"https://{url_host(host)}:{cfg.api.mke_api_port}"
-    return KubeClient.from_kubeconfig(kubeconfig), api_url, mke_api_url, data_dir
+    status = read_status(data_dir)
+    return KubeClient.from_kubeconfig(kubeconfig), api_url(cfg, status), mke_api_url(cfg, status), data_dir
 
 
 def run(args: argparse.Namespace) -> int:

@@ -20,11 +20,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def runtime(fips_payload: bool) -> dict[str, Any]:
-    """The runtime's own crypto. mke.fips (a large module) is imported only in a FIPS mke:
+    """The runtime's own crypto. mke.fips is imported only in a FIPS mke:
     a FIPS payload, or MKE_FIPS_RUNTIME set (mke/start.py sets it in a FIPS runtime)."""
     if not fips_payload and not os.environ.get("MKE_FIPS_RUNTIME"):
         return {"fips": False}
-    from mke.fips import runtime_summary
+    from mke.fips.runtime_env import runtime_summary
 
     return runtime_summary()
 

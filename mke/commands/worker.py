@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from mke.commands import stop_on_signals
+from mke.commands import add_data_dir, stop_on_signals
 
 TOKEN_ENV = "MKE_TOKEN"
 
@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("token", nargs="?", help=f"a worker join token (or --token-file, or ${TOKEN_ENV}); "
                                             "not needed once the node has joined")
     p.add_argument("--token-file", type=Path, help="read the join token from this file")
-    p.add_argument("--data-dir", type=Path, default=None, help="state directory (default /var/lib/mke)")
+    add_data_dir(p)
     p.add_argument("--bin-dir", type=Path, default=None,
                    help="directory holding the component binaries (default: staged into <data-dir>/bin, or PATH)")
     p.add_argument("--name", help="node name (default: the host name)")
@@ -60,10 +60,11 @@ def parse_extra(values: list[str], what: str) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mke.controller import node_name
+    from mke.node.datadir import data_dir_from
+    from mke.node.hostinfo import node_name
     from mke.worker.context import WorkerOptions
     from mke.worker.kubelet import parse_taint
-    from mke.worker.node import DEFAULT_DATA_DIR, Worker
+    from mke.worker.node import Worker
 
     token = read_token(args)
     for t in args.taint:
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         pod_logs_dir=args.pod_logs_dir,
         extra_args={"kubelet": parse_extra(args.kubelet_arg, "--kubelet-arg")},
     )
-    worker = Worker(data_dir=args.data_dir or DEFAULT_DATA_DIR, bin_dir=args.bin_dir, options=options, token=token)
+    worker = Worker(data_dir=data_dir_from(args.data_dir), bin_dir=args.bin_dir, options=options, token=token)
     t0 = time.monotonic()
 
     stop_on_signals(worker.stopping)

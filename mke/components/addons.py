@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
-from mke.components.base import Component
-from mke.components.context import NodeContext
-from mke.errors import MkeError
+from mke.components.base import LoopComponent
+from mke.components.context import ControllerContext
 
 
-class ClusterManifests(Component):
+class ClusterManifests(LoopComponent):
     name = "manifests"
     ready_timeout = 120.0
-    reapply_every = 30.0
+    interval = 30.0  # re-apply: an object someone deleted or changed comes back
+    retry_interval = 2.0
 
-    def __init__(self, ctx: NodeContext) -> None:
-        self.ctx = ctx
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._applied = threading.Event()
-        self.last_error: str | None = None
+    def __init__(self, ctx: ControllerContext) -> None:
+        super().__init__(ctx)
+        self.ctx: ControllerContext = ctx
         self.applied_count = 0
         self.last_applied: float | None = None
         self.standby = False
@@ -82,35 +78,10 @@ class ClusterManifests(Component):
             n += 1
         return n
 
-    def _loop(self) -> None:
-        delay = 0.0
-        while not self._stop.wait(delay):
-            try:
-                self.applied_count = self.apply_once()
-                self.last_applied = time.time()
-                self.last_error = None
-                self._applied.set()
-                delay = self.reapply_every
-            except MkeError as e:
-                if self.last_error != str(e):
-                    self.ctx.sink.line(self.name, f"apply failed (will retry): {e}")
-                self.last_error = str(e)
-                delay = 2.0
-
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="manifests", daemon=True)
-        self._thread.start()
-
-    def ready(self) -> bool:
-        return self._applied.is_set()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=15)
-            self._thread = None
+    def sync(self) -> None:
+        self.applied_count = self.apply_once()
+        self.last_applied = time.time()
 
     def state(self) -> dict[str, object]:
-        return {"name": self.name, "state": ("standby" if self.standby else "applied") if self._applied.is_set() else "pending",
-                "objects": self.applied_count, "last_error": self.last_error}
+        phase = ("standby" if self.standby else "applied") if self.ready() else "pending"
+        return {**super().state(), "state": phase, "objects": self.applied_count}

@@ -4,7 +4,7 @@ bootstrap tokens, service-account keys from the PKI, konnectivity as egress when
 from __future__ import annotations
 
 from mke.components.base import SupervisedComponent, https_ok
-from mke.pki import write_file_atomic
+from mke.node.files import write_file_atomic
 
 
 class KubeAPIServer(SupervisedComponent):

@@ -1,23 +1,54 @@
-"""The component lifecycle shared by everything ``mke server`` runs.
+"""The component lifecycle shared by everything ``mke server`` and ``mke worker`` run.
 
 ``init()`` stages binaries and writes configs (fallible, no side effects on the
 cluster); ``start()`` leaves the component running; ``ready()`` is one cheap health
 check, polled by the manager; ``stop()`` is safe in any state, any number of times.
+
+Two kinds of component share that lifecycle:
+
+- ``SupervisedComponent``: one binary run by a ``Supervisor``. This class *is* the
+  declared ability the manager and the controller look for (``isinstance``): it can
+  stop a copy left by a killed mke, it is restarted when certificates are renewed,
+  it reports its binary and version.
+- ``LoopComponent``: a loop in mke's own process (apply manifests, approve CSRs, keep
+  routes), one ``sync()`` per ``interval`` on a daemon thread.
+
+Both take a ``ComponentContext``: what a controller (``ControllerContext``) and a worker
+(``WorkerContext``) both provide.
 """
 
 from __future__ import annotations
 
 import http.client
+import socket
 import ssl
+import threading
 import urllib.parse
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from mke.errors import ComponentError
-from mke.supervisor import ProcessSpec, Supervisor
+from mke.node.binaries import BinaryResolver
+from mke.supervisor import LogSink, ProcessSpec, Supervisor
 
-if TYPE_CHECKING:
-    from mke.components.context import NodeContext
+
+class ComponentContext(Protocol):
+    """What components need from the node they run on, the same for both roles."""
+
+    data_dir: Path
+    binaries: BinaryResolver
+    sink: LogSink
+    backoff_initial: float
+
+    @property
+    def run_dir(self) -> Path: ...
+
+    @property
+    def node_name(self) -> str: ...
+
+    def extra_args(self, component: str) -> dict[str, str]:
+        """Flags the operator added for ``component`` (mke.yaml extraArgs, --kubelet-arg)."""
+        ...
 
 
 class Component:
@@ -43,6 +74,10 @@ class Component:
         """Why the component cannot become ready (e.g. it keeps crashing), or None."""
         return None
 
+    def last_log(self) -> str:
+        """The last lines the component logged (for "not ready after ..." errors)."""
+        return ""
+
 
 class SupervisedComponent(Component):
     """A component that is one binary run by a ``Supervisor``."""
@@ -51,10 +86,11 @@ class SupervisedComponent(Component):
     stop_timeout: float = 10.0
     give_up_after_restarts = 3  # while waiting for the first readiness
 
-    def __init__(self, ctx: NodeContext) -> None:
+    def __init__(self, ctx: ComponentContext) -> None:
         self.ctx = ctx
         self.supervisor: Supervisor | None = None
         self.binary_path: Path | None = None
+        self.version: str | None = None  # set once known (payload manifest or --version)
 
     def init(self) -> None:
         self.binary_path = self.ctx.binaries.path(self.binary)
@@ -68,7 +104,7 @@ class SupervisedComponent(Component):
     def process_spec(self) -> ProcessSpec:
         assert self.binary_path is not None, f"{self.name}: init() was not called"
         flags = dict(self.flags_from_args(self.args()))
-        flags.update(self.ctx.config.args_for(self.name))
+        flags.update(self.ctx.extra_args(self.name))
         return ProcessSpec(
             name=self.name,
             args=(str(self.binary_path), *(f"--{k}={v}" if v is not None else f"--{k}" for k, v in flags.items())),
@@ -99,6 +135,9 @@ class SupervisedComponent(Component):
         if self.binary_path is not None:
             Supervisor(self.process_spec(), run_dir=self.ctx.run_dir, sink=self.ctx.sink).stop_stale()
 
+    def last_log(self) -> str:
+        return self.supervisor.last_log() if self.supervisor is not None else ""
+
     def failure(self) -> str | None:
         sup = self.supervisor
         if sup is not None and sup.restarts >= self.give_up_after_restarts:
@@ -113,8 +152,82 @@ class SupervisedComponent(Component):
             "state": sup.state() if sup else "stopped",
             "pid": sup.pid if sup else None,
             "restarts": sup.restarts if sup else 0,
-            "version": getattr(self, "version", None),
+            "version": self.version,
         }
+
+
+class LoopComponent(Component):
+    """A loop in mke's own process: ``sync()`` once per ``interval`` on a daemon thread.
+
+    A pass that raises is reported (one line, only when the message changes) and retried
+    after ``retry_interval``; so is any pass while the component is not ready yet. By
+    default the component is ready once a pass went through without raising.
+    """
+
+    interval: float = 10.0
+    retry_interval: float = 2.0
+    first_delay: float = 0.0
+
+    def __init__(self, ctx: ComponentContext) -> None:
+        self.ctx = ctx
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._synced = threading.Event()
+        self.problems: dict[str, str] = {}
+
+    def sync(self) -> None:
+        raise NotImplementedError
+
+    def report(self, what: str, problem: str | None) -> None:
+        """Record (and log once) a problem of one part of the pass; None clears it."""
+        if problem is None:
+            self.problems.pop(what, None)
+            return
+        if self.problems.get(what) != problem:
+            self.ctx.sink.line(self.name, f"{what}: {problem}")
+        self.problems[what] = problem
+
+    def _loop(self) -> None:
+        delay = self.first_delay
+        while not self._stop.wait(delay):
+            try:
+                self.sync()
+                self.report("sync", None)
+                self._synced.set()
+            except Exception as e:  # noqa: BLE001 - the loop must survive anything and say what happened
+                self.report("sync", f"{type(e).__name__}: {e}" if not str(e) else str(e))
+            delay = self.interval if self.ready() and "sync" not in self.problems else self.retry_interval
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+        self._thread.start()
+
+    def ready(self) -> bool:
+        return self._synced.is_set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+            self._thread = None
+
+    def state(self) -> dict[str, object]:
+        return {"name": self.name, "state": "running" if self._thread else "stopped",
+                "last_error": self.problems.get("sync"), "problems": dict(self.problems)}
+
+
+def unix_socket_answers(path: Path) -> bool:
+    """True when something accepts connections on the unix socket ``path``."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(1.0)
+    try:
+        s.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
 
 
 def https_ok(url: str, *, ca: Path | None = None, cert: Path | None = None, key: Path | None = None,
@@ -147,4 +260,4 @@ def https_ok(url: str, *, ca: Path | None = None, cert: Path | None = None, key:
         conn.close()
 
 
-__all__ = ["Component", "ComponentError", "SupervisedComponent", "https_ok"]
+__all__ = ["Component", "ComponentContext", "ComponentError", "LoopComponent", "SupervisedComponent", "https_ok", "unix_socket_answers"]

@@ -1,78 +1,22 @@
-"""What every component of one node needs: config, paths, addresses, binaries, log sink."""
+"""What every component of a controller needs: config, paths, addresses, binaries, log sink."""
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import Iterable
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from mke.config import ClusterConfig
-from mke.errors import StagingError
-from mke.pki import ClusterPKI
+from mke.node.binaries import BinaryResolver
 from mke.supervisor import LogSink
 
-
-class BinaryResolver:
-    """Finds the binaries components run.
-
-    In order: ``--bin-dir`` given by the user (binaries placed there by hand, e.g. a
-    none-mode build), then the running mke's payload staged into the bin dir
-    (``mke.staging.stage``), then PATH. Results are cached; ``prefetch`` stages a
-    role's binaries in one go (the payload decodes them in parallel).
-    """
-
-    def __init__(self, bin_dir: Path, *, user_bin_dir: bool = False) -> None:
-        self.bin_dir = Path(bin_dir).absolute()  # components run with the data dir as cwd
-        self.user_bin_dir = user_bin_dir
-        self._paths: dict[str, Path] = {}
-
-    def _in_user_dir(self, name: str) -> Path | None:
-        if not self.user_bin_dir:
-            return None
-        p = self.bin_dir / name
-        return p if p.is_file() and os.access(p, os.X_OK) else None
-
-    def prefetch(self, names: Iterable[str]) -> None:
-        todo = [n for n in dict.fromkeys(names) if n not in self._paths]
-        for n in list(todo):
-            p = self._in_user_dir(n)
-            if p is not None:
-                self._paths[n] = p
-                todo.remove(n)
-        if not todo:
-            return
-        try:
-            from mke import staging
-            from mke.payload_format import running_payload
-
-            payload = running_payload()
-            if payload is not None and any(b.embedded for b in payload.manifest.binaries):
-                for s in staging.stage(payload, todo, self.bin_dir):
-                    self._paths[s.name] = Path(s.path).absolute()
-                return
-        except ImportError:  # a runtime without the staging module: PATH only
-            pass
-        for n in todo:
-            found = shutil.which(n)
-            if not found:
-                where = f"{self.bin_dir} or PATH" if self.user_bin_dir else "PATH"
-                raise StagingError(f"{n}: not found in {where} and this mke embeds no binaries; "
-                                   f"put {n} on PATH or pass --bin-dir DIR")
-            self._paths[n] = Path(found).absolute()
-
-    def path(self, name: str) -> Path:
-        if name not in self._paths:
-            self.prefetch([name])
-        return self._paths[name]
-
-    def known(self) -> dict[str, Path]:
-        return dict(self._paths)
+if TYPE_CHECKING:
+    from mke.pki import ClusterPKI
 
 
 @dataclass(kw_only=True)
-class NodeContext:
+class ControllerContext:
     config: ClusterConfig
     data_dir: Path
     node_name: str
@@ -81,10 +25,18 @@ class NodeContext:
     binaries: BinaryResolver
     sink: LogSink = field(default_factory=LogSink)
     backoff_initial: float = 0.5
-    etcd_join: EtcdJoin | None = None
+    # What the controller this one joined through answered (mke.join), for the storage
+    # backend (etcd: the members); None for the first controller.
+    join: Mapping[str, Any] | None = None
+
+    def extra_args(self, component: str) -> dict[str, str]:
+        """Flags mke.yaml's ``extraArgs`` adds to ``component``."""
+        return self.config.args_for(component)
 
     @property
     def pki(self) -> ClusterPKI:
+        from mke.pki import ClusterPKI
+
         return ClusterPKI(self.pki_dir)
 
     @property
@@ -99,9 +51,3 @@ class NodeContext:
     def etcd_peer_address(self) -> str:
         return self.config.storage.etcd.peer_address or self.api_address
 
-
-@dataclass(frozen=True, kw_only=True)
-class EtcdJoin:
-    """How a joining controller's etcd finds the existing members."""
-
-    initial_cluster: str  # name=https://ip:2380,...

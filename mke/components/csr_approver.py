@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import base64
 import ipaddress
-import threading
 from typing import Any
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from mke.components.base import Component
-from mke.components.context import NodeContext
+from mke.components.base import LoopComponent
+from mke.components.context import ControllerContext
 from mke.errors import MkeError
 
 SIGNER = "kubernetes.io/kubelet-serving"
@@ -70,14 +69,16 @@ def check_serving_csr(csr: dict[str, Any], node: dict[str, Any] | None) -> str |
     return None
 
 
-class KubeletServingCSRApprover(Component):
+class KubeletServingCSRApprover(LoopComponent):
     name = "csr-approver"
     interval = 5.0
+    retry_interval = 5.0
+    first_delay = 5.0
 
-    def __init__(self, ctx: NodeContext) -> None:
-        self.ctx = ctx
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+    def __init__(self, ctx: ControllerContext) -> None:
+        super().__init__(ctx)
+        self.ctx: ControllerContext = ctx
+        self._client: Any = None
         self._reported: set[str] = set()
         self.approved = 0
 
@@ -106,28 +107,18 @@ class KubeletServingCSRApprover(Component):
         self.approved += n
         return n
 
-    def _loop(self) -> None:
+    def sync(self) -> None:
         from mke.kubeapi import KubeClient
 
-        client = None
-        while not self._stop.wait(self.interval):
-            try:
-                client = client or KubeClient.from_kubeconfig(self.ctx.pki.kubeconfig("admin"))
-                self.approve_pending(client)
-            except MkeError as e:
-                self.ctx.sink.line(self.name, f"{e}")
-                client = None
+        try:
+            self._client = self._client or KubeClient.from_kubeconfig(self.ctx.pki.kubeconfig("admin"))
+            self.approve_pending(self._client)
+        except MkeError:
+            self._client = None  # a new connection next time
+            raise
 
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+    def ready(self) -> bool:
+        return True  # nothing to wait for: CSRs come when kubelets do
 
     def state(self) -> dict[str, object]:
-        return {"name": self.name, "state": "running" if self._thread else "stopped", "approved": self.approved}
+        return {**super().state(), "approved": self.approved}

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from mke.components.base import Component
+from mke.components.base import Component, SupervisedComponent
 from mke.errors import ComponentError, MkeError
 
 
@@ -48,9 +48,8 @@ class ComponentManager:
     def stop_stale(self) -> None:
         """Stop copies of our components left running by an mke that was killed (newest first)."""
         for c in reversed(self.components):
-            stale = getattr(c, "stop_stale", None)
-            if stale is not None:
-                stale()
+            if isinstance(c, SupervisedComponent):
+                c.stop_stale()
 
     def start(self, *, init: bool = True) -> None:
         if init:
@@ -90,7 +89,7 @@ class ComponentManager:
                 if why:
                     raise ComponentError(f"{c.name} did not become ready: {why}")
                 if time.monotonic() - t0 > c.ready_timeout:
-                    extra = getattr(getattr(c, "supervisor", None), "last_log", lambda: "")()
+                    extra = c.last_log()
                     raise ComponentError(f"{c.name} not ready after {c.ready_timeout:.0f}s"
                                          + (f" (last log: {extra})" if extra else ""))
             if pending:
@@ -116,7 +115,7 @@ class ComponentManager:
         for c in reversed(started):
             try:
                 c.stop()
-            except Exception as e:  # stop must go on with the others
+            except Exception as e:  # noqa: BLE001 - stop must go on with the others
                 print(f"mke: stopping {c.name}: {e}")
         self.on_change()
 

@@ -4,10 +4,10 @@ One call: ``POST /v1/join/controller`` with ``Authorization: Bearer <id>.<secret
 controller token, checked against its bootstrap-token secret: stored, unexpired,
 controller role) and ``{"name": ..., "peer_address": ...}``. The answer carries what a
 new controller needs and cannot make itself: the three CAs (with keys), the
-service-account key pair, the cluster config, and for etcd the member list after adding
-the new member. The member is added as a *learner* (it does not count for quorum until
-it has caught up), and promoted to a voting member by this controller in the background:
-so a joining host that never starts cannot break a 1-member cluster's quorum.
+service-account key pair, the cluster config, and what the storage backend adds
+(``StorageBackend.admit_controller``: etcd adds the new member as a learner, promoted
+once it caught up, so a joining host that never starts cannot break a 1-member cluster's
+quorum, and answers the member list; a single-host SQLite store refuses).
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ import http.server
 import json
 import ssl
 import threading
-import time
 from typing import Any
 
+from mke import storage
 from mke.components.base import Component
-from mke.components.context import NodeContext
+from mke.components.context import ControllerContext
 from mke.errors import MkeError, TokenError
 
 SHARED_FILES = ("ca.crt", "ca.key", "front-proxy-ca.crt", "front-proxy-ca.key", "etcd/ca.crt", "etcd/ca.key",
@@ -31,9 +31,8 @@ MAX_BODY = 64 * 1024
 
 class MkeAPI(Component):
     name = "mke-api"
-    promote_timeout = 600.0
 
-    def __init__(self, ctx: NodeContext) -> None:
+    def __init__(self, ctx: ControllerContext) -> None:
         self.ctx = ctx
         self._server: http.server.ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -44,7 +43,6 @@ class MkeAPI(Component):
     def join_controller(self, bearer: str, body: dict[str, Any]) -> dict[str, Any]:
         from mke.config import config_to_dict
         from mke.kubeapi import KubeClient
-        from mke.pki import url_host
         from mke.tokens import TokenStore
 
         tok_id, _, secret = bearer.partition(".")
@@ -61,34 +59,10 @@ class MkeAPI(Component):
         for rel in SHARED_FILES:
             files[rel] = base64.b64encode((self.ctx.pki_dir / rel).read_bytes()).decode()
         answer: dict[str, Any] = {"files": files, "config": config_to_dict(self.ctx.config)}
-        cfg = self.ctx.config
-        if cfg.storage.type == "etcd":
-            from mke.etcdapi import EtcdClient
-
-            etcd = EtcdClient(f"https://127.0.0.1:{cfg.storage.etcd.client_port}", self.ctx.pki_dir)
-            peer_url = f"https://{url_host(peer)}:{cfg.storage.etcd.peer_port}"
-            existing = next((m for m in etcd.members() if peer_url in m.peer_urls), None)
-            if existing is None:
-                new, members = etcd.add_learner(peer_url)
-                threading.Thread(target=self._promote, args=(etcd, new.id, name), daemon=True).start()
-            else:
-                new, members = existing, etcd.members()
-            initial = [f"{m.name or name}={m.peer_urls[0]}" for m in members if m.peer_urls]
-            answer["etcd_initial_cluster"] = ",".join(initial)
+        answer.update(storage.get(self.ctx.config.storage.type).admit_controller(self.ctx, name, peer))
         self.joined.append(name)
         self.ctx.sink.line(self.name, f"controller {name} ({peer}) joined with token {tok_id}")
         return answer
-
-    def _promote(self, etcd: Any, member_id: str, name: str) -> None:
-        deadline = time.monotonic() + self.promote_timeout
-        while time.monotonic() < deadline:
-            try:
-                etcd.promote(member_id)
-                self.ctx.sink.line(self.name, f"etcd member {name} promoted to voting member")
-                return
-            except MkeError:
-                time.sleep(2)
-        self.ctx.sink.line(self.name, f"etcd learner {name} did not catch up within {self.promote_timeout:.0f}s")
 
     # -- lifecycle
 

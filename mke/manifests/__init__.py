@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from mke.components.context import NodeContext
+from mke.components.context import ControllerContext
 
 LABELS = {"app.kubernetes.io/managed-by": "mke"}
 
 
-def render_all(ctx: NodeContext) -> list[dict[str, Any]]:
-    from mke.manifests import bootstrap_rbac, calico, coredns, konnectivity_agent, kube_proxy, metrics_server
+def render_all(ctx: ControllerContext) -> list[dict[str, Any]]:
+    from mke import network
+    from mke.manifests import bootstrap_rbac, coredns, konnectivity_agent, kube_proxy, metrics_server
 
     objs: list[dict[str, Any]] = []
     objs += bootstrap_rbac.objects(ctx)
@@ -28,8 +29,7 @@ def render_all(ctx: NodeContext) -> list[dict[str, Any]]:
     from mke.worker import manifests as worker_manifests  # workers' settings ConfigMap + RBAC (issue 4)
 
     objs += worker_manifests.objects(ctx)
-    if ctx.config.network.provider == "calico":
-        objs += calico.objects(ctx)
+    objs += network.get(ctx.config.network.provider).manifests(ctx)
     for o in objs:
         o.setdefault("metadata", {}).setdefault("labels", {}).update(LABELS)
     return objs

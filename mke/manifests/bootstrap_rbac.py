@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from mke.components.context import NodeContext
+from mke.components.context import ControllerContext
 from mke.manifests.k8s import cluster_role_binding, subject
 from mke.tokens import GROUP_PREFIX
 
 WORKER_GROUP = f"{GROUP_PREFIX}worker"
 
 
-def objects(ctx: NodeContext) -> list[dict[str, Any]]:
+def objects(ctx: ControllerContext) -> list[dict[str, Any]]:
     return [
         cluster_role_binding("mke:kubelet-bootstrap", "system:node-bootstrapper",
                              [subject("Group", WORKER_GROUP)]),

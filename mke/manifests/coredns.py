@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mke.components.context import NodeContext
+from mke.components.context import ControllerContext
 from mke.manifests.k8s import (
     CRITICAL_TOLERATIONS,
     NS,
@@ -36,7 +36,7 @@ def corefile(domain: str) -> str:
     )
 
 
-def objects(ctx: NodeContext) -> list[dict[str, Any]]:
+def objects(ctx: ControllerContext) -> list[dict[str, Any]]:
     cfg = ctx.config
     deployment = {
         "apiVersion": "apps/v1",

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from mke.components.context import NodeContext
+from mke.components.context import ControllerContext
 from mke.manifests.k8s import ALL_TOLERATIONS, NS, meta, service_account
 
 LABELS = {"k8s-app": "konnectivity-agent"}
 
 
-def objects(ctx: NodeContext) -> list[dict[str, Any]]:
+def objects(ctx: ControllerContext) -> list[dict[str, Any]]:
     cfg = ctx.config
     server = cfg.api.external_address or ctx.api_address
     daemonset = {

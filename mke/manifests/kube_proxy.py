@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from mke.components.context import NodeContext
+from mke.components.context import ControllerContext
 from mke.manifests.k8s import ALL_TOLERATIONS, NS, cluster_role_binding, config_map, meta, service_account, subject
-from mke.pki import url_host
+from mke.node.hostinfo import url_host
 
 LABELS = {"k8s-app": "kube-proxy"}
 
 
-def objects(ctx: NodeContext) -> list[dict[str, Any]]:
+def objects(ctx: ControllerContext) -> list[dict[str, Any]]:
     cfg = ctx.config
     server = f"https://{url_host(cfg.api.external_address or ctx.api_address)}:{cfg.api.port}"
     kubeconfig = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mke.components.context import NodeContext
+from mke.components.context import ControllerContext
 from mke.manifests.k8s import (
     CRITICAL_TOLERATIONS,
     NS,
@@ -21,7 +21,7 @@ from mke.manifests.k8s import (
 LABELS = {"k8s-app": "metrics-server"}
 
 
-def objects(ctx: NodeContext) -> list[dict[str, Any]]:
+def objects(ctx: ControllerContext) -> list[dict[str, Any]]:
     sa = [subject("ServiceAccount", "metrics-server")]
     deployment = {
         "apiVersion": "apps/v1",

@@ -21,13 +21,11 @@ import contextlib
 import os
 import re
 import shutil
-import signal
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-from mke.worker.cni import BRIDGE, ROUTE_PROTO
+from mke.node import process
 from mke.worker.context import WorkerPaths
 from mke.worker.host import CGROUP_ROOT
 
@@ -74,55 +72,23 @@ def pids_in(cgroup_dir: Path) -> set[int]:
     return pids
 
 
-def _cmdline(pid: int) -> list[str]:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-    except OSError:
-        return []
-
-
-def _kill(pids: set[int]) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-
-
-def _wait_gone(pids: set[int], timeout: float = 10.0) -> set[int]:
-    deadline = time.monotonic() + timeout
-    alive = set(pids)
-    while alive and time.monotonic() < deadline:
-        alive = {p for p in alive if Path(f"/proc/{p}").exists() and _state(p) != "Z"}
-        if alive:
-            time.sleep(0.1)
-    return alive
-
-
-def _state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return "?"
-
-
 def shim_pids(paths: WorkerPaths) -> set[int]:
     """containerd-shim-runc-v2 processes serving this worker's containerd."""
     sock = str(paths.containerd_socket)
     out = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            args = _cmdline(int(entry.name))
-            if args and os.path.basename(args[0]).startswith("containerd-shim") and sock in args:
-                out.add(int(entry.name))
+    for pid in process.pids():
+        args = process.cmdline(pid)
+        if args and os.path.basename(args[0]).startswith("containerd-shim") and sock in args:
+            out.add(pid)
     return out
 
 
 def component_pids(paths: WorkerPaths, names: tuple[str, ...] = ("kubelet", "containerd")) -> set[int]:
     out = set()
     for n in names:
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            pid = int((paths.run_dir / f"{n}.pid").read_text().split()[0])
-            if Path(f"/proc/{pid}").exists():
-                out.add(pid)
+        pid = process.read_pid_file(paths.run_dir / f"{n}.pid")
+        if pid is not None and process.alive(pid):
+            out.add(pid)
     return out
 
 
@@ -131,7 +97,7 @@ def stop_processes(paths: WorkerPaths, say: Callable[[str], None] = _noop) -> li
     cgroup_root, _ = _kubelet_settings(paths)
     # kubelet first, so that it does not restart what we kill
     comps = component_pids(paths, ("kubelet",))
-    _kill(comps)
+    process.kill(comps)
     pods = set()
     for d in pod_cgroup_dirs(cgroup_root):
         pods |= pids_in(d)
@@ -140,12 +106,12 @@ def stop_processes(paths: WorkerPaths, say: Callable[[str], None] = _noop) -> li
     if runc_root.is_dir() and os.path.exists(runc):
         for cid in sorted(p.name for p in runc_root.iterdir() if p.is_dir()):
             subprocess.run([runc, "--root", str(runc_root), "delete", "--force", cid], capture_output=True, timeout=30)
-    _kill(pods)
+    process.kill(pods)
     shims = shim_pids(paths)
-    _kill(shims)
+    process.kill(shims)
     rest = component_pids(paths, ("containerd",))
-    _kill(rest)
-    left = _wait_gone(pods | shims | comps | rest)
+    process.kill(rest)
+    left = process.wait_gone(pods | shims | comps | rest)
     if left:
         problems.append(f"processes still running: {sorted(left)}")
     say(f"stopped {len(comps | rest)} components, {len(shims)} shims, {len(pods)} pod processes")
@@ -198,7 +164,7 @@ def iptables_filtered(save_text: str) -> tuple[str, int]:
     """iptables-save text without mke/kube/CNI chains and rules; (text, lines removed)."""
     out, removed = [], 0
     for line in save_text.splitlines():
-        if (line.startswith(":") or line.startswith("-A ")) and CHAIN_RE.search(line):
+        if line.startswith((":", "-A ")) and CHAIN_RE.search(line):
             removed += 1
             continue
         out.append(line)
@@ -230,21 +196,13 @@ def clean_iptables(say: Callable[[str], None] = _noop) -> list[str]:
     return problems
 
 
-def link_exists(name: str) -> bool:
-    """Through netlink (``ip link``): /sys/class/net shows the namespace sysfs was mounted in."""
-    return subprocess.run(["ip", "link", "show", name], capture_output=True, timeout=10).returncode == 0
+def clean_network(paths: WorkerPaths, say: Callable[[str], None] = _noop) -> list[str]:
+    """Every network provider's host state (each removes only its own), then the iptables chains."""
+    from mke import network
 
-
-def clean_network(say: Callable[[str], None] = _noop) -> list[str]:
     problems = []
-    if link_exists(BRIDGE):
-        proc = subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True, text=True, timeout=30)
-        if proc.returncode != 0:
-            problems.append(f"ip link delete {BRIDGE}: {proc.stderr.strip()}")
-        else:
-            say(f"removed bridge {BRIDGE}")
-    subprocess.run(["ip", "route", "flush", "proto", ROUTE_PROTO], capture_output=True, timeout=30)
-    subprocess.run(["ip", "-6", "route", "flush", "proto", ROUTE_PROTO], capture_output=True, timeout=30)
+    for provider in network.every():
+        problems += provider.cleanup(paths, say)
     return problems + clean_iptables(say)
 
 
@@ -295,7 +253,7 @@ def reset_worker(data_dir: Path, say: Callable[[str], None] = _noop) -> list[str
     cgroup_root, pod_logs = _kubelet_settings(paths)
     problems = stop_processes(paths, say)
     problems += unmount_all([paths.data_dir] + ([Path(pod_logs)] if pod_logs else []), say)
-    problems += clean_network(say)
+    problems += clean_network(paths, say)
     problems += remove_cgroups(cgroup_root)
     problems += remove_files(paths, pod_logs, say)
     return problems
@@ -306,14 +264,13 @@ def leftovers(data_dir: Path, *, cgroup_root: str = "/", pod_logs: str = "") -> 
     paths = WorkerPaths(Path(data_dir).absolute())
     out = []
     out += [f"mount {m}" for m in mounts_under([paths.data_dir] + ([Path(pod_logs)] if pod_logs else []))]
-    out += [f"process {p} ({' '.join(_cmdline(p))[:80]})" for p in shim_pids(paths) | component_pids(paths)]
+    out += [f"process {p} ({' '.join(process.cmdline(p))[:80]})" for p in shim_pids(paths) | component_pids(paths)]
     for d in pod_cgroup_dirs(cgroup_root):
         out.append(f"cgroup {d}")
-    if link_exists(BRIDGE):
-        out.append(f"link {BRIDGE}")
-    routes = subprocess.run(["ip", "route", "show", "proto", ROUTE_PROTO], capture_output=True, text=True).stdout.strip()
-    if routes:
-        out.append(f"routes {routes}")
+    from mke import network
+
+    for provider in network.every():
+        out += provider.leftovers(paths)
     for save in ("iptables-save", "ip6tables-save"):
         exe = shutil.which(save)
         if exe:

@@ -5,16 +5,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mke.components.context import BinaryResolver
+from mke.node.binaries import BinaryResolver
 from mke.supervisor import LogSink
 from mke.worker.host import CgroupInfo
 from mke.worker.join import WorkerSettings
 
+if TYPE_CHECKING:
+    from mke.network.base import NetworkProvider
+
 # The binaries a worker runs on the host (kube-proxy, pause, konnectivity-agent, CoreDNS
-# and metrics-server run in pods, from the air-gap images).
+# and metrics-server run in pods, from the air-gap images); the network provider adds its
+# CNI plugins (``NetworkProvider.cni_plugins``).
 WORKER_BINARIES = ("containerd", "containerd-shim-runc-v2", "ctr", "runc", "kubelet")
-CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap")
 
 
 @dataclass(frozen=True)
@@ -114,7 +118,7 @@ class WorkerOptions:
 
 @dataclass(kw_only=True)
 class WorkerContext:
-    """Shaped like mke.components.context.NodeContext where SupervisedComponent looks."""
+    """A worker's ``ComponentContext`` (mke.components.base), plus what only workers have."""
 
     paths: WorkerPaths
     options: WorkerOptions
@@ -128,9 +132,14 @@ class WorkerContext:
     sink: LogSink = field(default_factory=LogSink)
     backoff_initial: float = 0.5
 
+    def extra_args(self, component: str) -> dict[str, str]:
+        return self.options.args_for(component)
+
     @property
-    def config(self) -> WorkerOptions:  # SupervisedComponent reads ctx.config.args_for(name)
-        return self.options
+    def network(self) -> NetworkProvider:
+        from mke import network
+
+        return network.get(self.settings.network_provider)
 
     @property
     def data_dir(self) -> Path:
@@ -143,9 +152,6 @@ class WorkerContext:
     @property
     def node_name(self) -> str:
         return self.options.node_name
-
-    def cni_bin_dirs(self) -> list[str]:
-        return list(dict.fromkeys(str(self.binaries.path(p).parent) for p in CNI_PLUGINS))
 
     def bin_path_env(self, base_path: str | None = None) -> str:
         """PATH for children: the dirs of the staged binaries first (containerd finds its shim on PATH)."""

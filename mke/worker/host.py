@@ -6,7 +6,7 @@ cgroup v1 kubelet 1.35+ refuses to start unless ``failCgroupV1: false``; mke set
 and warns, since v1 support is deprecated.
 
 ``Prerequisites``: kernel modules (overlay, br_netfilter) and sysctls (IP forwarding,
-bridge netfilter). Each is checked, set when missing and possible (modprobe, writing
+bridge netfilter). Each is checked, set when missing and possible (mke.node.kmod, writing
 /proc/sys), and reported as ok / set / missing with what to do, one line each.
 Sysctls under net.* belong to the network namespace mke runs in.
 """
@@ -14,13 +14,11 @@ Sysctls under net.* belong to the network namespace mke runs in.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
-import json
-import os
-import shutil
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
+
+from mke.errors import KernelModuleError
+from mke.node import kmod
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP2_SUPER_MAGIC = 0x63677270
@@ -67,46 +65,20 @@ def swap_enabled(proc_swaps: Path = Path("/proc/swaps")) -> bool:
         return False
 
 
-def host_resolv_conf() -> str:
-    """The resolv.conf kubelet gives pods: systemd-resolved's real one when the stub (127.0.0.53) is in use."""
+def host_resolv_conf(etc: Path = Path("/etc/resolv.conf"),
+                     resolved: Path = Path("/run/systemd/resolve/resolv.conf")) -> str:
+    """The resolv.conf kubelet gives pods: systemd-resolved's real one when the stub (127.0.0.53)
+    is in use; "" on a host without one (kubelet then gives pods only the cluster's DNS, where
+    a missing file would make it fail every pod sandbox)."""
     try:
-        text = Path("/etc/resolv.conf").read_text()
+        text = etc.read_text()
+    except FileNotFoundError:
+        return ""
     except OSError:
-        return "/etc/resolv.conf"
-    if "127.0.0.53" in text and Path("/run/systemd/resolve/resolv.conf").exists():
-        return "/run/systemd/resolve/resolv.conf"
-    return "/etc/resolv.conf"
-
-
-def route_source(destination: str) -> str | None:
-    """The local address the kernel uses to reach ``destination`` (``ip route get``)."""
-    try:
-        out = subprocess.run(["ip", "-j", "route", "get", destination], capture_output=True, text=True,
-                             timeout=5, check=True).stdout
-        routes = json.loads(out)
-    except (OSError, subprocess.SubprocessError, ValueError):
-        return None
-    for r in routes:
-        if r.get("prefsrc"):
-            return str(r["prefsrc"])
-    return None
-
-
-def node_address(api_host: str) -> str | None:
-    """The node's InternalIP: the source address of the route towards the API server."""
-    try:
-        ip = str(ipaddress.ip_address(api_host))
-    except ValueError:
-        import socket
-
-        try:
-            ip = socket.getaddrinfo(api_host, None)[0][4][0]
-        except OSError:
-            return None
-    src = route_source(ip)
-    if src is None or ipaddress.ip_address(src).is_loopback:
-        return None
-    return src
+        return str(etc)
+    if "127.0.0.53" in text and resolved.exists():
+        return str(resolved)
+    return str(etc)
 
 
 # --------------------------------------------------------------------------- prerequisites
@@ -135,11 +107,12 @@ SYSCTLS = {
 class Prerequisites:
     """Check and set what the kernel must provide; ``proc``/``sys`` are overridable for tests."""
 
-    def __init__(self, *, proc: Path = Path("/proc"), sys: Path = Path("/sys"),
-                 modprobe: Callable[[str], bool] | None = None) -> None:
+    def __init__(self, *, proc: Path = Path("/proc"), sys: Path = Path("/sys"), modules: tuple[str, ...] = MODULES,
+                 load_module: Callable[[str], str] | None = None) -> None:
         self.proc = proc
         self.sys = sys
-        self._modprobe = modprobe or _modprobe
+        self.modules = tuple(dict.fromkeys(modules))
+        self._load = load_module or kmod.ensure
 
     def module_loaded(self, name: str) -> bool:
         if (self.sys / "module" / name).exists():
@@ -158,14 +131,17 @@ class Prerequisites:
 
     def ensure(self) -> list[Check]:
         checks: list[Check] = []
-        for m in MODULES:
+        for m in self.modules:
             if self.module_loaded(m):
                 checks.append(Check(name=f"module {m}", status="ok"))
-            elif self._modprobe(m) and self.module_loaded(m):
-                checks.append(Check(name=f"module {m}", status="set", detail="loaded with modprobe"))
-            else:
-                checks.append(Check(name=f"module {m}", status="missing",
-                                    detail=f"load it (modprobe {m}) or build it into the kernel"))
+                continue
+            try:
+                how = self._load(m)
+            except KernelModuleError as e:
+                checks.append(Check(name=f"module {m}", status="missing", detail=str(e)))
+                continue
+            checks.append(Check(name=f"module {m}", status="ok" if how in ("loaded", "builtin") else "set",
+                                detail="" if how in ("loaded", "builtin") else "loaded by mke"))
         for key, (want, module, required) in SYSCTLS.items():
             path = self.sysctl_path(key)
             try:
@@ -189,16 +165,6 @@ class Prerequisites:
                                     detail=f"is {have}, cannot set it to {want}: {e.strerror}; "
                                            f"set it with sysctl -w {key}={want}"))
         return checks
-
-
-def _modprobe(name: str) -> bool:
-    exe = shutil.which("modprobe") or ("/sbin/modprobe" if os.path.exists("/sbin/modprobe") else None)
-    if not exe:
-        return False
-    try:
-        return subprocess.run([exe, name], capture_output=True, timeout=20).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
 
 
 def missing(checks: list[Check]) -> list[Check]:

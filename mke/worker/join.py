@@ -84,7 +84,7 @@ class WorkerSettings:
         return cls(**values, source=source)
 
     def save(self, path: Path) -> None:
-        from mke.pki import write_file_atomic
+        from mke.node.files import write_file_atomic
 
         write_file_atomic(path, (json.dumps(self.data(), indent=1, sort_keys=True) + "\n").encode(), 0o600)
 
@@ -196,7 +196,7 @@ def _message(doc: Any) -> str:
 
 
 def write_ca(tok: JoinToken, path: Path) -> None:
-    from mke.pki import write_file_atomic
+    from mke.node.files import write_file_atomic
 
     write_file_atomic(path, tok.ca_pem.encode(), 0o644)
 

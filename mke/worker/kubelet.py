@@ -17,7 +17,7 @@ from typing import Any
 
 from mke.components.base import Component, SupervisedComponent, https_ok
 from mke.errors import KubeAPIError
-from mke.pki import write_file_atomic
+from mke.node.files import write_file_atomic
 from mke.worker.context import WorkerContext
 
 HEALTHZ_PORT = 10248

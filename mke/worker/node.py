@@ -17,27 +17,25 @@ in containerd's process group), as with k3s and k0s.
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mke import __version__
 from mke.components.base import Component
-from mke.components.context import BinaryResolver
 from mke.components.manager import ComponentManager
 from mke.errors import TokenError
-from mke.pki import write_file_atomic
+from mke.network import get as network_provider
+from mke.node.binaries import BinaryResolver
+from mke.node.datadir import DEFAULT_DATA_DIR
+from mke.node.files import write_file_atomic
+from mke.node.hostinfo import node_address
+from mke.node.role import NodeRole
 from mke.supervisor import LogSink
 from mke.worker import host
-from mke.worker.context import CNI_PLUGINS, WORKER_BINARIES, WorkerContext, WorkerOptions, WorkerPaths
+from mke.worker.context import WORKER_BINARIES, WorkerContext, WorkerOptions, WorkerPaths
 from mke.worker.join import WorkerSettings, bootstrap_kubeconfig, check_token, fetch_settings, kubeconfig_server
-
-DEFAULT_DATA_DIR = Path("/var/lib/mke")
 
 
 def _say(msg: str) -> None:
@@ -45,14 +43,14 @@ def _say(msg: str) -> None:
 
 
 def worker_stages(ctx: WorkerContext, *, swap: bool, resolv_conf: str) -> list[list[Component]]:
-    from mke.worker.cni import BridgeNetwork
     from mke.worker.containerd import Containerd, ImageImport
     from mke.worker.kubelet import Kubelet, NodeReady
 
     stages: list[list[Component]] = [[Containerd(ctx)], [ImageImport(ctx)],
                                      [Kubelet(ctx, swap=swap, resolv_conf=resolv_conf)]]
-    if ctx.settings.network_provider == "bridge":
-        stages.append([BridgeNetwork(ctx)])
+    network = ctx.network.worker_components(ctx)
+    if network:
+        stages.append(network)
     stages.append([NodeReady(ctx)])
     return stages
 
@@ -74,23 +72,21 @@ def ensure_cgroup_root(cgroups: host.CgroupInfo, name: str, root: Path = host.CG
     return made
 
 
-class Worker:
+class Worker(NodeRole):
+    role = "worker"
+
     def __init__(self, *, data_dir: Path = DEFAULT_DATA_DIR, bin_dir: Path | None = None,
                  options: WorkerOptions, token: str | None = None, sink: LogSink | None = None,
                  backoff_initial: float = 0.5, say: Callable[[str], None] = _say) -> None:
-        self.paths = WorkerPaths(Path(data_dir).absolute())
+        super().__init__(data_dir)
+        self.paths = WorkerPaths(self.data_dir)
         self.bin_dir = bin_dir
         self.options = options
         self.token = token
         self.sink = sink or LogSink()
         self.backoff_initial = backoff_initial
         self.say = say
-        self.stopping = threading.Event()
-        self.manager: ComponentManager | None = None
         self.ctx: WorkerContext | None = None
-        self.lock: Any = None
-        self.phase = "starting"
-        self.started_at = time.time()
         self.t0 = time.monotonic()
         self.checks: list[host.Check] = []
         self.prepare_seconds: float | None = None  # token check, prerequisites, staging
@@ -138,15 +134,10 @@ class Worker:
     # -- prepare
 
     def prepare(self) -> None:
-        from mke.controller import DataDirLock
-
         t0 = time.monotonic()
         api_url, settings, tok = self.authenticate()
         p = self.paths
-        p.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(p.data_dir, 0o700)
-        self.lock = DataDirLock(p.data_dir)
-        self.lock.acquire()
+        self.lock_data_dir()
         p.worker_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if tok is not None:
             write_file_atomic(p.ca, tok.ca_pem.encode(), 0o644)
@@ -163,7 +154,8 @@ class Worker:
         cgroups = host.detect_cgroups()
         if cgroups.warning:
             self.say(f"warning: {cgroups.warning}")
-        self.checks = host.Prerequisites().ensure()
+        network = network_provider(settings.network_provider)
+        self.checks = host.Prerequisites(modules=(*host.MODULES, *network.kernel_modules)).ensure()
         for c in self.checks:
             if c.status != "ok":
                 self.say(("warning: " if c.status == "missing" else "") + c.line())
@@ -174,7 +166,7 @@ class Worker:
         if not options.node_ip:
             import urllib.parse
 
-            ip = host.node_address(urllib.parse.urlsplit(api_url).hostname or "")
+            ip = node_address(urllib.parse.urlsplit(api_url).hostname or "")
             if ip:
                 import dataclasses
 
@@ -188,7 +180,7 @@ class Worker:
         self.ctx = WorkerContext(paths=p, options=options, settings=settings, cgroups=cgroups, binaries=binaries,
                                  api_url=api_url, can_lower_oom_score=can_lower_oom, sink=self.sink,
                                  backoff_initial=self.backoff_initial)
-        binaries.prefetch([*WORKER_BINARIES, *(CNI_PLUGINS if settings.network_provider == "bridge" else ("loopback",))])
+        binaries.prefetch([*WORKER_BINARIES, *self.ctx.network.cni_plugins, *self.ctx.network.worker_binaries()])
         self.prepare_seconds = time.monotonic() - t0
         self.say(f"worker {options.node_name} (ip {options.node_ip or '?'}) joining {api_url}; "
                  f"cgroup v{cgroups.version}/{cgroups.driver}; network {settings.network_provider} "
@@ -196,33 +188,18 @@ class Worker:
 
     # -- status
 
-    def status(self) -> dict[str, Any]:
+    def status_extra(self) -> dict[str, Any]:
         import urllib.parse
 
         u = urllib.parse.urlsplit(self.ctx.api_url) if self.ctx else None
         return {
-            "role": "worker",
-            "mke_version": __version__,
-            "pid": os.getpid(),
-            "phase": self.phase,
-            "data_dir": str(self.paths.data_dir),
             "node_name": self.options.node_name,
             "api_address": u.hostname if u else None,
             "api_port": u.port if u else None,
             "storage": "-",
-            "started_at": self.started_at,
             "prerequisites": [c.line() for c in self.checks],
             "prepare_seconds": round(self.prepare_seconds, 3) if self.prepare_seconds is not None else None,
-            "components": self.manager.states() if self.manager else [],
         }
-
-    def write_status(self) -> None:
-        from mke.controller import STATUS_NAME
-
-        try:
-            write_file_atomic(self.paths.run_dir / STATUS_NAME, json.dumps(self.status(), indent=1).encode(), 0o600)
-        except OSError:
-            pass
 
     # -- run
 
@@ -234,28 +211,3 @@ class Worker:
         stages = worker_stages(self.ctx, swap=swap, resolv_conf=host.host_resolv_conf())
         self.manager = ComponentManager(stages, on_change=self.write_status, stopping=self.stopping)
         self.manager.start()
-        self.phase = "running"
-        self.write_status()
-
-    def stop(self) -> None:
-        from mke.controller import STATUS_NAME
-
-        self.phase = "stopping"
-        self.stopping.set()
-        if self.manager is not None:
-            self.manager.stop()
-        (self.paths.run_dir / STATUS_NAME).unlink(missing_ok=True)
-        if self.lock is not None:
-            self.lock.release()
-
-    def run(self, on_ready: Callable[[Worker], None] | None = None) -> None:
-        try:
-            self.prepare()
-            self.start()
-            if on_ready:
-                on_ready(self)
-            while not self.stopping.wait(5.0):
-                self.write_status()
-        finally:
-            if self.lock is not None:  # nothing to undo when the token was refused
-                self.stop()

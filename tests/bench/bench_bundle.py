@@ -59,7 +59,7 @@ def paired(a: list[str], b: list[str], *, runs: int, env: dict | None = None, se
         bc.append(c)
     med = statistics.median
     return {"a_wall": med(aw), "b_wall": med(bw), "a_cpu": med(ac), "b_cpu": med(bc),
-            "wall_ratio": med(x / y for x, y in zip(aw, bw)), "cpu_ratio": med(x / y for x, y in zip(ac, bc))}
+            "wall_ratio": med(x / y for x, y in zip(aw, bw, strict=True)), "cpu_ratio": med(x / y for x, y in zip(ac, bc, strict=True))}
 
 
 def show(report, name: str, base: str, m: dict[str, float], target: float | None) -> None:

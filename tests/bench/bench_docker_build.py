@@ -84,7 +84,7 @@ def run(report) -> None:
             finally:
                 try:
                     DockerEngine.connect().remove_volume(volume)
-                except Exception:
+                except Exception:  # noqa: BLE001 - best-effort cleanup of the bench's own volume
                     pass
 
         runs = int(os.environ.get("MKE_BENCH_RUNS", "2"))

@@ -87,7 +87,7 @@ def _stop_holder(data_dir: Path) -> None:
     """SIGTERM the mke that holds ``data_dir``'s lock (left running by MKE_E2E_KEEP=1), SIGKILL after 60 s."""
     import signal
 
-    from mke.controller import holder_pid
+    from mke.node.datadir import holder_pid
 
     pid = holder_pid(data_dir)
     if not pid or pid < 0:

@@ -33,7 +33,7 @@ def wait_until(what: str, fn, timeout: float = 180.0, interval: float = 2.0):
             last = fn()
             if last:
                 return last
-        except Exception as e:  # the API may be briefly unavailable (restarts are part of the tests)
+        except Exception as e:  # noqa: BLE001 - the API may be briefly unavailable (restarts are part of the tests)
             last = f"{type(e).__name__}: {e}"
         time.sleep(interval)
     raise AssertionError(f"{what}: not after {timeout:.0f}s (last: {str(last)[:500]})")

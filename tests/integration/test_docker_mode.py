@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from build.cli import main
-from build.elf import read_elf
 from build.platform import Platform
+from mke.elf import ElfFile
 from tests.support.goproxy import docker_mode_env, publish
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -51,7 +51,7 @@ def test_docker_build_then_cache_hit(env: dict[str, Path], monkeypatch: pytest.M
     assert "built=2 cached=0" in err
     bindir = env["dist"] / "linux-amd64" / "bin"
     for name in ("gohello", "gohello-tool", "chello"):
-        info = read_elf(bindir / name)
+        info = ElfFile.open(bindir / name)
         assert info is not None and info.static and info.machine == Platform.parse("amd64").elf_machine, name
     out = subprocess.run([str(bindir / "gohello"), "--version"], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "gohello version v1.2.3 linux/amd64"
@@ -80,7 +80,7 @@ def test_tampered_module_is_refused(env: dict[str, Path], monkeypatch: pytest.Mo
     (src / "main.go").write_text((src / "main.go").read_text().replace("hello from", "owned by"))
     publish(proxy, src, MODULE, "v1.2.4")
     # pins of v1.2.3 but the proxy (and a fresh module cache) have other bytes for v1.2.4
-    lines = [l.replace("v1.2.3", "v1.2.4") for l in json.loads(env["lock"].read_text())["source"]["gohello"]]
+    lines = [line.replace("v1.2.3", "v1.2.4") for line in json.loads(env["lock"].read_text())["source"]["gohello"]]
     lock = tmp_path / "recipes.lock"
     lock.write_text(json.dumps({"schema": 1, "fetch": {}, "source": {"gohello": lines}}))
     recipes = tmp_path / "recipes"

@@ -218,7 +218,7 @@ def test_two_parallel_builds_share_one_cache(tmp_path, mirror, lock):
         for i in range(2)
     ]
     outs = [p.communicate(timeout=300) for p in procs]
-    for p, (_, err) in zip(procs, outs):
+    for p, (_, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err
     m0 = json.loads((tmp_path / "dist0/linux-amd64/manifest.json").read_text())["binaries"]
     m1 = json.loads((tmp_path / "dist1/linux-amd64/manifest.json").read_text())["binaries"]

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from build.cli import main
-from mke import fips
+from mke.fips.binary import inspect_binary
+from mke.fips.policy import evaluate, runtime_policy
 from tests.support.goproxy import docker_mode_env
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -47,14 +48,14 @@ def test_fips_build_verifies_and_keys_apart(env, monkeypatch, capsys):
     out = dist / "linux-amd64"
     report = json.loads((out / "fips-report.json").read_text())
     assert report["ok"] and report["fips_build"] and report["go_mode"] == "native"
-    facts = fips.inspect_binary(out / "bin" / "gohello")
+    facts = inspect_binary(out / "bin" / "gohello")
     assert facts.buildinfo.setting("GOFIPS140").startswith("v1.0.0-")
     assert facts.buildinfo.default_godebug["fips140"] == "on"
     assert "-trimpath" in facts.buildinfo.setting("-trimpath") or facts.buildinfo.setting("-trimpath") == "true"
     assert json.loads((out / "manifest.json").read_text())["fips"] is True
     # the non-FIPS output of the same recipe fails the same check
-    plain = fips.evaluate(fips.inspect_binary(env["root"] / "dist-plain" / "linux-amd64" / "bin" / "gohello"),
-                          fips.runtime_policy())
+    plain = evaluate(inspect_binary(env["root"] / "dist-plain" / "linux-amd64" / "bin" / "gohello"),
+                     runtime_policy())
     assert not plain.ok
 
 

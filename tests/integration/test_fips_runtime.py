@@ -32,20 +32,21 @@ for m in ("_md5", "_sha1", "_sha256", "_sha512", "_sha3", "_blake2", "_sha2"):
     sys.modules[m] = None  # as mke/start.py blocks them in a FIPS runtime
 import logging
 logging.disable(logging.CRITICAL)  # hashlib's "code for hash md5 was not found" (mke/start.py filters it)
-from mke import fips
-state = fips.runtime_state()
+from mke.fips.libcrypto import generate_private_key
+from mke.fips.runtime_state import runtime_problems, runtime_state
+state = runtime_state()
 state["builtin_hash_modules"] = []
 keys = {}
 if "--keys" in sys.argv:
     from mke.errors import FipsError
-    k = fips.generate_private_key("EC", curve="P-256")
+    k = generate_private_key("EC", curve="P-256")
     keys["p256"] = type(k).__name__ + ":" + k.curve.name
     try:
-        fips.generate_private_key("RSA", bits=1024)
+        generate_private_key("RSA", bits=1024)
         keys["rsa1024"] = "created"
     except FipsError as e:
         keys["rsa1024"] = "refused: " + str(e)
-print(json.dumps({"state": state, "problems": fips.runtime_problems(state), "keys": keys}, default=str))
+print(json.dumps({"state": state, "problems": runtime_problems(state), "keys": keys}, default=str))
 """
 
 

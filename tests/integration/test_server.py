@@ -359,7 +359,7 @@ def test_server_with_etcd_survives_kills(tmp_path: Path, bin_dir: Path | None) -
         for component in ("kube-apiserver", "etcd"):
             old = server.component_pid(component)
             os.kill(old, signal.SIGKILL)
-            wait_for(lambda: server.component_pid(component) not in (old, None), 60, f"{component} restarted",
+            wait_for(lambda c=component, o=old: server.component_pid(c) not in (o, None), 60, f"{component} restarted",
                      interval=0.5)
             wait_for(server.readyz, 90, f"/readyz after killing {component}")
             assert wait_for(lambda: core.read_namespaced_config_map("hello", "mke-test").data, 30,

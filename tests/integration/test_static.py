@@ -309,7 +309,7 @@ def test_server_is_ready(kind, dist, tmp_path, debian11):
               "konnectivity": {"agentPort": agent, "adminPort": admin, "healthPort": health}
               if (bins / "konnectivity-server").exists() else {"enabled": False}}
     (data / "mke.yaml").write_text(yaml.safe_dump(config))
-    log = open(tmp_path / "mke.log", "wb")  # noqa: SIM115 (closed in the finally below)
+    log = open(tmp_path / "mke.log", "wb")  # closed in the finally below
     proc = rootfs.popen(spec, ["/mke", "server", "--config", f"{DATA}/mke.yaml", "--data-dir", f"{DATA}/server",
                                "--bin-dir", "/opt/mke-bin"], env=dict(ENV), stdout=log, stderr=subprocess.STDOUT)
     state = data / "server"

@@ -92,7 +92,9 @@ def _enter(spec: RootSpec, uid: int | None, gid: int | None) -> None:
     libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 
     def mount(source: str | None, target: Path | str, fstype: str | None, flags: int, data: str | None) -> None:
-        enc = (lambda s: s.encode() if s is not None else None)
+        def enc(s: str | None) -> bytes | None:
+            return s.encode() if s is not None else None
+
         if libc.mount(enc(source), enc(str(target)), enc(fstype), flags, enc(data)) != 0:
             e = ctypes.get_errno()
             os.write(2, f"rootfs: mount {source} on {target} ({fstype}): {os.strerror(e)}\n".encode())
@@ -128,7 +130,7 @@ def popen(spec: RootSpec, argv: list[str], *, env: dict[str, str], uid: int | No
     if os.geteuid() != 0:
         raise PermissionError("running in another root needs root (chroot, mounts)")
     prepare(spec)
-    return subprocess.Popen(argv, env=env, preexec_fn=lambda: _enter(spec, uid, gid), **kwargs)  # noqa: PLW1509
+    return subprocess.Popen(argv, env=env, preexec_fn=lambda: _enter(spec, uid, gid), **kwargs)
 
 
 def run(spec: RootSpec, argv: list[str], *, env: dict[str, str], uid: int | None = None, gid: int | None = None,

@@ -1,5 +1,6 @@
 """build/cli.py: one-line errors listing valid choices; the recipes table."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -47,3 +48,17 @@ def test_component_by_binary_name(tmp_path):
 def test_mirror_url():
     assert mirror_url("https://dl.k8s.io/release/v1/bin/x", "http://m:8/base/") == "http://m:8/base/dl.k8s.io/release/v1/bin/x"
     assert mirror_url("https://a/b", None) == "https://a/b"
+
+
+@pytest.mark.parametrize("dist,reason", [
+    ("/etc/passwd", "/etc/passwd/linux-amd64/bin: Not a directory"),  # a file where a directory must be
+    ("/sys/mke-test", r"/sys/mke-test: (Operation not permitted|Permission denied)"),  # sysfs: no mkdir, even for root
+])
+def test_os_error_is_one_line_naming_the_path(tmp_path, dist, reason):
+    """The real CLI (python -m build.cli): an OSError from the host is one line, exit 17, no traceback."""
+    r = subprocess.run([sys.executable, "-m", "build.cli", "build", "--mode=none", "--no-bundle", "--quiet",
+                        f"--cache-dir={tmp_path / 'c'}", f"--dist={dist}"],
+                       cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 17, r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and re.fullmatch(f"error: {reason}", lines[0]), r.stderr

@@ -1,4 +1,4 @@
-"""build/fips_check.py and the binary reader it shares with the runtime (mke/fips.py).
+"""build/fips_check.py: the build's FIPS step over a dist dir, a bundle's payload and loose files.
 
 Real Go programs are built on the host (Go 1.24+ has the Go Cryptographic Module; the
 host's Go carries the v1.0.0 snapshot in $GOROOT/lib/fips140, so no network is needed),
@@ -10,15 +10,14 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from build.errors import VerificationError
 from build.fips_check import check_bundle, check_dist, main, verify_dist
-from mke import fips
-from tests.support.gofips import GO, build_programs, have_go_fips
+from mke.fips.policy import Policy
+from tests.support.gofips import build_programs, have_go_fips
 from tests.support.payloads import make_payload
 
 pytestmark = pytest.mark.skipif(not have_go_fips(), reason="needs Go 1.24+ on the host")
@@ -29,132 +28,7 @@ def gobins(tmp_path_factory) -> dict[str, Path]:
     return build_programs(tmp_path_factory.mktemp("fipsgo"))
 
 
-NATIVE = fips.Policy(go_mode="native", go_module="v1.0.0", exempt=(("pause", "C, no crypto"),))
-
-
-def report(path: Path, policy: fips.Policy = NATIVE, name: str | None = None) -> fips.BinaryReport:
-    return fips.evaluate(fips.inspect_binary(path, name), policy)
-
-
-# ---------------------------------------------------------------------------- reading a binary
-
-
-def test_buildinfo_matches_go_version_m(gobins):
-    """Our reader and `go version -m` agree on every build setting (stripped binary)."""
-    facts = fips.inspect_binary(gobins["fips"])
-    out = subprocess.run([GO, "version", "-m", str(gobins["fips"])], capture_output=True, text=True, check=True).stdout
-    settings = dict(line.split("\t", 2)[2].split("=", 1) for line in out.splitlines()
-                    if line.startswith("\tbuild\t") and "=" in line)
-    info = facts.buildinfo
-    assert info is not None and out.startswith(f"{gobins['fips']}: {info.go_version}")
-    for k, v in settings.items():
-        assert info.setting(k) == v.strip('"') or info.setting(k) == fips._go_unquote(v), k
-    assert info.setting("GOFIPS140").startswith("v1.0.0-")
-    assert info.default_godebug["fips140"] == "on"
-    assert info.setting("-tags") == "fips140v1.0"
-    assert info.path == "example.com/fipshello"
-
-
-def test_symbols_survive_strip(gobins):
-    """-s -w removes .symtab; the pclntab still names the frozen module's functions."""
-    stripped = fips.inspect_binary(gobins["fips"]).functions
-    full = fips.inspect_binary(gobins["fips-unstripped"]).functions
-    if shutil.which("readelf"):
-        sections = subprocess.run(["readelf", "-S", str(gobins["fips"])], capture_output=True, check=True).stdout
-        assert b".symtab" not in sections
-    assert stripped.fips_module_functions > 50
-    assert stripped.fips_module_versions == full.fips_module_versions
-    assert stripped.fips_module_versions[0].startswith("v1.0.0-")
-    assert stripped.intree_functions == 0 and stripped.boring_cgo_functions == 0
-
-
-def test_plain_build_links_intree_module(gobins):
-    fn = fips.inspect_binary(gobins["plain"]).functions
-    assert fn.fips_module_functions == 0
-    assert fn.intree_functions > 50 and "sha256" in fn.intree_packages
-
-
-def test_not_go_and_not_elf(tmp_path):
-    script = tmp_path / "script"
-    script.write_text("#!/bin/sh\n")
-    assert not fips.inspect_binary(script).elf
-    r = report(script)
-    assert not r.ok and "not an ELF executable" in r.problems[0]
-    if shutil.which("gcc"):
-        (tmp_path / "p.c").write_text("int main(void){return 0;}\n")
-        subprocess.run(["gcc", "-static", "-o", tmp_path / "pause", tmp_path / "p.c"], check=True)
-        subprocess.run(["gcc", "-static", "-o", tmp_path / "other", tmp_path / "p.c"], check=True)
-        assert report(tmp_path / "pause").ok and report(tmp_path / "pause").exempt == "C, no crypto"
-        other = report(tmp_path / "other")
-        assert not other.ok and "not a Go binary" in other.problems[0]
-
-
-# ---------------------------------------------------------------------------- the policy
-
-
-def test_fips_binary_passes(gobins):
-    r = report(gobins["fips"])
-    assert r.ok, r.problems
-    assert r.gofips140.startswith("v1.0.0-") and r.fips140_default == "on" and r.static
-    assert r.module.startswith("v1.0.0-") and r.module_functions > 50
-
-
-def test_non_fips_binary_fails_with_reasons(gobins):
-    r = report(gobins["plain"])
-    assert not r.ok
-    text = " | ".join(r.problems)
-    assert "without the Go Cryptographic Module" in text
-    assert "fips140=(unset)" in text
-    assert "in-tree crypto module" in text
-
-
-def test_latest_is_not_the_validated_module(gobins):
-    """GOFIPS140=latest turns FIPS mode on but uses the unfrozen (unvalidated) packages."""
-    r = report(gobins["latest"])
-    assert r.fips140_default == "on"
-    assert not r.ok
-    assert any("GOFIPS140=latest" in p for p in r.problems)
-    assert any("in-tree" in p for p in r.problems)
-
-
-def test_boring_label_without_cgo_proves_nothing(gobins):
-    boring = fips.Policy(go_mode="boring", go_module="")
-    r = report(gobins["boring-nocgo"], boring)
-    assert not r.ok
-    assert any("CGO_ENABLED=0" in p for p in r.problems)
-    assert any("no BoringCrypto" in p for p in r.problems)
-    assert not report(gobins["fips"], boring).ok  # and native binaries do not pass a boring policy
-
-
-def test_no_crypto_binary_passes(gobins):
-    r = report(gobins["nocrypto-fips"])
-    assert r.ok and r.module == "none"
-
-
-def test_static_pie_external_linking(gobins):
-    if "fips-static-pie" not in gobins:
-        pytest.skip("needs gcc")
-    r = report(gobins["fips-static-pie"])
-    assert r.ok, r.problems
-    assert r.cgo and r.module_functions > 50
-
-
-def test_dynamic_binary_fails(gobins):
-    if "fips-dynamic" not in gobins:
-        pytest.skip("needs gcc")
-    r = report(gobins["fips-dynamic"])
-    assert not r.ok and r.problems == ("dynamically linked (has PT_INTERP)",)
-
-
-def test_table_format(gobins):
-    reports = fips.check_files({"kube-apiserver": gobins["fips"], "etcd": gobins["plain"]}, NATIVE)
-    text = fips.format_table(reports)
-    lines = text.splitlines()
-    assert lines[0].split() == ["BINARY", "GO", "GOFIPS140", "FIPS140", "DEFAULT", "FIPS", "MODULE", "(FUNCTIONS)",
-                                "STATIC", "FIPS"]
-    assert lines[1].startswith("etcd") and lines[1].rstrip().endswith("no")
-    assert lines[2].startswith("kube-apiserver") and lines[2].rstrip().endswith("yes")
-    assert "  etcd: built without the Go Cryptographic Module" in text
+NATIVE = Policy(go_mode="native", go_module="v1.0.0", exempt=(("pause", "C, no crypto"),))
 
 
 # ---------------------------------------------------------------------------- the build step

@@ -16,7 +16,7 @@ import pytest
 
 from build import airgap, oci
 from build.cache import Cache, OutputFile
-from build.errors import BuildError, RecipeError
+from build.errors import BuildError, ImageError, RecipeError
 from build.modes.base import BuildContext
 from build.platform import Platform
 
@@ -62,14 +62,14 @@ def test_file_capabilities_travel_as_pax_xattr(tmp_path):
         m = t.getmember("coredns")
     raw = m.pax_headers["SCHILY.xattr.security.capability"].encode("utf-8", "surrogateescape")
     assert raw == bytes.fromhex("0100000200040000000000000000000000000000")  # rev 2, effective, bit 10 permitted
-    with pytest.raises(oci.ImageError, match="unknown capability 'CAP_FLY'"):
+    with pytest.raises(ImageError, match="unknown capability 'CAP_FLY'"):
         oci.file_capabilities(["CAP_FLY"])
 
 
 def test_duplicate_paths_and_escaping_paths_are_refused(tmp_path):
-    with pytest.raises(oci.ImageError, match="/x is given twice"):
+    with pytest.raises(ImageError, match="/x is given twice"):
         oci.build_layer([oci.Entry(path="/x", data=b"1"), oci.Entry(path="/x", data=b"2")], tmp_path)
-    with pytest.raises(oci.ImageError, match="not a path inside an image"):
+    with pytest.raises(ImageError, match="not a path inside an image"):
         oci.Entry(path="/a/../../etc", data=b"").name  # noqa: B018
     assert not list(tmp_path.glob(".layer-*"))  # a failed layer leaves no temp file
 
@@ -123,18 +123,18 @@ def test_tampered_archive_is_refused(tmp_path):
         member = max((m for m in t.getmembers() if m.name.startswith("blobs/sha256/")), key=lambda m: m.size)
     data[member.offset_data + member.size // 2] ^= 0xFF
     (tmp_path / "bad.tar").write_bytes(bytes(data))
-    with pytest.raises(oci.ImageError, match="does not hash to its name"):
+    with pytest.raises(ImageError, match="does not hash to its name"):
         oci.read_archive(tmp_path / "bad.tar")
 
 
 def test_references_need_a_tag_and_are_unique(tmp_path):
-    with pytest.raises(oci.ImageError, match="needs a tag"):
+    with pytest.raises(ImageError, match="needs a tag"):
         oci.split_ref("registry.example/one")
-    with pytest.raises(oci.ImageError, match="not a digest"):
+    with pytest.raises(ImageError, match="not a digest"):
         oci.split_ref("registry.example/one@sha256:" + "0" * 64)
     assert oci.split_ref("localhost:5000/one:v1") == ("localhost:5000/one", "v1")
     img = _two_images(tmp_path)[0]
-    with pytest.raises(oci.ImageError, match="given twice"):
+    with pytest.raises(ImageError, match="given twice"):
         oci.write_archive([img, img], tmp_path / "x.tar")
 
 
@@ -189,7 +189,7 @@ def test_deb_entries_unpack_the_data_tar_with_excludes(tmp_path):
         assert t.getmember("usr/sbin/iptables-nft").issym()
         assert t.getmember("usr/sbin/xtables-nft-multi").mtime == 0  # the package's mtimes are not kept
     (tmp_path / "bad.deb").write_bytes(b"not an ar")
-    with pytest.raises(oci.ImageError, match="not an ar archive"):
+    with pytest.raises(ImageError, match="not an ar archive"):
         oci.deb_entries(tmp_path / "bad.deb")
 
 

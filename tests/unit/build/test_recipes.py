@@ -21,7 +21,11 @@ def test_real_recipes_cover_every_embedded_binary():
         "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kubectl",
         "etcd", "kine", "konnectivity-server", "konnectivity-agent", "containerd", "containerd-shim-runc-v2",
         "runc", "bridge", "host-local", "loopback", "portmap", "pause",
+        # issue 12: the default network provider and the host userland it and kubelet execute
+        "kube-router", "xtables-nft-multi", "xtables-legacy-multi", "ipset", "mount", "umount",
     } <= binaries
+    links = {n for r in recipes.values() for b in r.binaries for n in b.links}
+    assert {f"{t}-{f}{s}" for t in ("iptables", "ip6tables") for f in ("nft", "legacy") for s in ("", "-save", "-restore")} == links
     assert recipes["kubernetes"].version.startswith("1.36.")
     assert recipes["etcd"].version.startswith("3.6.")
     assert recipes["kine"].version.startswith("0.16.")

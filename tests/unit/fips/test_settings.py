@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from build.errors import FipsSettingsError
 from fips import runtime, settings
-from fips.settings import FipsSettingsError, go_build_settings, load
-from mke import fips as mfips
+from fips.settings import go_build_settings, load
+from mke.fips import policy as mfips
 
 TOOLCHAIN = settings.TOOLCHAIN_FILE
 
@@ -25,7 +26,7 @@ def test_repository_toolchain_loads():
 
 
 def test_runtime_constants_match_toolchain():
-    """mke/fips.py (shipped) and fips/toolchain.toml (build) agree on the module and exemptions."""
+    """mke/fips/policy.py (shipped) and fips/toolchain.toml (build) agree on the module and exemptions."""
     tc = load()
     assert tc.go_mode("native").module == mfips.DEFAULT_GO_MODULE
     assert mfips.DEFAULT_GO_MODULE in mfips.GO_MODULES and "validated" in mfips.GO_MODULES[mfips.DEFAULT_GO_MODULE]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -122,5 +123,5 @@ def test_derived_addresses_and_overrides() -> None:
     assert cfg.network.dns_service_ip == "10.96.0.10"
     changed = with_overrides(cfg, **{"control_plane.worker": True})
     assert changed.control_plane.worker and not cfg.control_plane.worker
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.api.port = 1  # type: ignore[misc]  # frozen

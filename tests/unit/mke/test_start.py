@@ -82,7 +82,8 @@ def test_fips_runtime_setup_blocks_builtin_hashes_and_keeps_callers_openssl_sett
                    "MKE_FIPS_SAVED_OPENSSL_MODULES": "/usr/lib/ossl", "MKE_FIPS_SAVED_CRYPTOGRAPHY_OPENSSL_NO_LEGACY": ""}
 
 
-def test_builtin_hash_list_matches_mke_fips():
-    from mke import fips
+def test_builtin_hash_list_and_names_match_mke_fips():
+    from mke.fips import runtime_env, runtime_state
 
-    assert set(start.BUILTIN_HASH_MODULES) == set(fips.BUILTIN_HASH_MODULES)
+    assert set(start.BUILTIN_HASH_MODULES) == set(runtime_state.BUILTIN_HASH_MODULES)
+    assert start.FIPS_SAVED_PREFIX == runtime_env.SAVED_PREFIX

@@ -168,7 +168,7 @@ def test_child_gets_a_clean_environment(tmp_path: Path, sink, monkeypatch) -> No
                    run_dir=tmp_path / "run", sink=sink[0])
     s.start()
     try:
-        line = wait_for(lambda: next((l for l in s.tail if l.startswith("ENV")), None))
+        line = wait_for(lambda: next((t for t in s.tail if t.startswith("ENV")), None))
     finally:
         s.stop()
     assert line == "ENV None /opt/lib/libx.so /opt/lib 1"

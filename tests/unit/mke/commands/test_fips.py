@@ -11,7 +11,6 @@ import zstandard
 
 from mke import payload_format as pf
 from mke.cli import main
-from mke.fips import child_env, godebug_for_children
 from tests.support.gofips import build_programs, have_go_fips
 
 pytestmark = pytest.mark.skipif(not have_go_fips(), reason="needs Go 1.24+ on the host")
@@ -102,41 +101,6 @@ def test_runtime_without_provider_fails(monkeypatch, capsys):
     assert "RUNTIME" in out and "FIPS provider          NOT loaded" in out
 
 
-def test_child_env_restores_openssl_and_forces_fips_godebug():
-    env = {"OPENSSL_CONF": "/tmp/_MEIabc/mke_fips/openssl.cnf", "MKE_FIPS_SAVED_OPENSSL_CONF": "",
-           "OPENSSL_MODULES": "/tmp/_MEIabc/mke_fips", "MKE_FIPS_SAVED_OPENSSL_MODULES": "/usr/lib/ossl-modules",
-           "MKE_FIPS_RUNTIME": "/tmp/_MEIabc/mke_fips", "GODEBUG": "fips140=off,x509sha1=1", "PATH": "/bin"}
-    out = child_env(env, fips_payload=True)
-    assert out == {"OPENSSL_MODULES": "/usr/lib/ossl-modules", "GODEBUG": "x509sha1=1,fips140=on", "PATH": "/bin"}
-    assert "GODEBUG" not in child_env({"PATH": "/bin"}, fips_payload=False)
-    assert godebug_for_children({"GODEBUG": "fips140=only"}) == "fips140=only"
-
-
-def test_fips_godebug_really_matters(gobins):
-    """Why child_env forces it: fips140=on is only a default, GODEBUG=fips140=off turns it off."""
-    import subprocess
-
-    on = subprocess.run([gobins["fips"]], capture_output=True, text=True, env={}, check=False).stdout
-    off = subprocess.run([gobins["fips"]], capture_output=True, text=True, env={"GODEBUG": "fips140=off"}, check=False).stdout
-    assert on.startswith("fips140=true") and off.startswith("fips140=false")
-
-
-def test_generate_private_key_without_provider():
-    """Outside a FIPS runtime the keys come from cryptography, same types as mke/pki.py makes."""
-    from cryptography.hazmat.primitives.asymmetric import ec, rsa
-
-    from mke.errors import FipsError
-    from mke.fips import fips_provider_active, generate_private_key
-
-    if fips_provider_active():
-        pytest.skip("this Python runs a FIPS provider")
-    k = generate_private_key("EC", curve="P-256")
-    assert isinstance(k, ec.EllipticCurvePrivateKey) and isinstance(k.curve, ec.SECP256R1)
-    assert isinstance(generate_private_key("RSA", bits=2048), rsa.RSAPrivateKey)
-    with pytest.raises(FipsError, match="unknown curve"):
-        generate_private_key("EC", curve="P-192")
-
-
 def test_clean_env_of_a_fips_runtime():
     """mke/procenv.py's clean_env applies child_env in a FIPS runtime (mke/start.py set MKE_FIPS_RUNTIME)."""
     from mke.procenv import clean_env
@@ -147,16 +111,3 @@ def test_clean_env_of_a_fips_runtime():
     env = clean_env(base)
     assert env == {"PATH": "/bin", "GODEBUG": "fips140=on"}
     assert clean_env({"PATH": "/bin", "GODEBUG": "fips140=off"})["GODEBUG"] == "fips140=off"
-
-
-def test_fips_runtime_without_provider_makes_no_keys(monkeypatch):
-    """Fail closed: in a FIPS mke whose provider did not load, mke/pki.py's new_key refuses."""
-    from mke import pki
-    from mke.errors import FipsError
-    from mke.fips import fips_provider_active
-
-    if fips_provider_active():
-        pytest.skip("this Python runs a FIPS provider")
-    monkeypatch.setenv("MKE_FIPS_RUNTIME", "/nonexistent")
-    with pytest.raises(FipsError, match="no active OpenSSL FIPS provider"):
-        pki.new_key()

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mke.controller import DataDirLock, holder_pid
+from mke.node.datadir import DataDirLock, holder_pid
 
 REPO = Path(__file__).resolve().parents[4]
 

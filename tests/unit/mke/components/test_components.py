@@ -15,13 +15,14 @@ import pytest
 
 from mke.components.apiserver import KubeAPIServer
 from mke.components.base import SupervisedComponent
-from mke.components.context import BinaryResolver, NodeContext
+from mke.components.context import ControllerContext
 from mke.components.controller_manager import KubeControllerManager
-from mke.components.etcd import Etcd
-from mke.components.kine import Kine
 from mke.components.manager import ComponentManager
 from mke.config import parse_config
 from mke.errors import ComponentError, StagingError
+from mke.node.binaries import BinaryResolver
+from mke.storage.etcd import Etcd
+from mke.storage.kine import Kine
 from mke.supervisor import LogSink
 
 
@@ -37,8 +38,9 @@ def fake_binary(bin_dir: Path, name: str, body: str) -> Path:
 READY_WHEN_STARTED = """
 import os, sys, time, signal
 name = os.path.basename(sys.argv[0])
-open(os.path.join(os.environ['MKE_TEST_DIR'], name + '.up'), 'w').write(str(os.getpid()))
+# the handler first: once <name>.up exists the test may stop us at any moment
 signal.signal(signal.SIGTERM, lambda *a: (open(os.path.join(os.environ['MKE_TEST_DIR'], name + '.down'), 'w').write(str(time.time())), sys.exit(0)))
+open(os.path.join(os.environ['MKE_TEST_DIR'], name + '.up'), 'w').write(str(os.getpid()))
 while True:
     time.sleep(1)
 """
@@ -47,7 +49,7 @@ while True:
 class FileReadyComponent(SupervisedComponent):
     """A supervised component that is ready once its process wrote <name>.up."""
 
-    def __init__(self, ctx: NodeContext, name: str, *, timeout: float = 10.0) -> None:
+    def __init__(self, ctx: ControllerContext, name: str, *, timeout: float = 10.0) -> None:
         super().__init__(ctx)
         self.name = self.binary = name
         self.ready_timeout = timeout
@@ -63,13 +65,13 @@ class FileReadyComponent(SupervisedComponent):
 
 
 @pytest.fixture()
-def ctx(tmp_path: Path) -> NodeContext:
-    return NodeContext(config=parse_config({}), data_dir=tmp_path, node_name="ctl-1", api_address="192.0.2.10",
+def ctx(tmp_path: Path) -> ControllerContext:
+    return ControllerContext(config=parse_config({}), data_dir=tmp_path, node_name="ctl-1", api_address="192.0.2.10",
                        binaries=BinaryResolver(tmp_path / "bin", user_bin_dir=True), sink=LogSink(io.StringIO()),
                        backoff_initial=0.05)
 
 
-def test_starts_in_order_and_stops_in_reverse(ctx: NodeContext) -> None:
+def test_starts_in_order_and_stops_in_reverse(ctx: ControllerContext) -> None:
     for n in ("store", "api", "ctrl", "sched"):
         fake_binary(ctx.data_dir / "bin", n, READY_WHEN_STARTED)
     comps = {n: FileReadyComponent(ctx, n) for n in ("store", "api", "ctrl", "sched")}
@@ -89,7 +91,7 @@ def test_starts_in_order_and_stops_in_reverse(ctx: NodeContext) -> None:
     mgr.stop()  # again: harmless
 
 
-def test_component_never_ready_undoes_partial_start(ctx: NodeContext) -> None:
+def test_component_never_ready_undoes_partial_start(ctx: ControllerContext) -> None:
     fake_binary(ctx.data_dir / "bin", "store", READY_WHEN_STARTED)
     fake_binary(ctx.data_dir / "bin", "api", "import time\nprint('waiting for nothing', flush=True)\ntime.sleep(60)")
     store, api = FileReadyComponent(ctx, "store"), FileReadyComponent(ctx, "api", timeout=0.5)
@@ -103,7 +105,7 @@ def test_component_never_ready_undoes_partial_start(ctx: NodeContext) -> None:
     assert mgr.started == []
 
 
-def test_crashing_component_fails_fast_with_its_log(ctx: NodeContext) -> None:
+def test_crashing_component_fails_fast_with_its_log(ctx: ControllerContext) -> None:
     fake_binary(ctx.data_dir / "bin", "api", "import sys\nprint('bind: address already in use', flush=True)\nsys.exit(1)")
     api = FileReadyComponent(ctx, "api", timeout=60)
     t0 = time.monotonic()
@@ -112,7 +114,7 @@ def test_crashing_component_fails_fast_with_its_log(ctx: NodeContext) -> None:
     assert time.monotonic() - t0 < 20
 
 
-def test_init_failure_starts_nothing(ctx: NodeContext) -> None:
+def test_init_failure_starts_nothing(ctx: ControllerContext) -> None:
     fake_binary(ctx.data_dir / "bin", "store", READY_WHEN_STARTED)
     store, ghost = FileReadyComponent(ctx, "store"), FileReadyComponent(ctx, "ghost-binary")
     os.environ.pop("PATH_FOR_TEST", None)
@@ -121,7 +123,7 @@ def test_init_failure_starts_nothing(ctx: NodeContext) -> None:
     assert not (ctx.data_dir / "store.up").exists()
 
 
-def test_stale_components_from_a_killed_mke_are_stopped_first(ctx: NodeContext) -> None:
+def test_stale_components_from_a_killed_mke_are_stopped_first(ctx: ControllerContext) -> None:
     fake_binary(ctx.data_dir / "bin", "store", READY_WHEN_STARTED)
     first = ComponentManager([[FileReadyComponent(ctx, "store")]])
     first.start()
@@ -148,7 +150,7 @@ def _flags(c: SupervisedComponent) -> dict[str, str | None]:
     return {a.split("=", 1)[0]: (a.split("=", 1)[1] if "=" in a else None) for a in c.process_spec().args[1:]}
 
 
-def test_apiserver_secure_defaults(ctx: NodeContext) -> None:
+def test_apiserver_secure_defaults(ctx: ControllerContext) -> None:
     f = _flags(KubeAPIServer(ctx, etcd_servers="https://127.0.0.1:2379"))
     assert f["--anonymous-auth"] == "false"
     assert f["--authorization-mode"] == "Node,RBAC"
@@ -165,14 +167,14 @@ def test_apiserver_secure_defaults(ctx: NodeContext) -> None:
 def test_extra_args_override_and_extend(tmp_path: Path) -> None:
     cfg = parse_config({"extraArgs": {"kube-apiserver": {"v": 3, "anonymous-auth": True}},
                         "konnectivity": {"enabled": False}})
-    c = NodeContext(config=cfg, data_dir=tmp_path, node_name="n", api_address="192.0.2.1",
+    c = ControllerContext(config=cfg, data_dir=tmp_path, node_name="n", api_address="192.0.2.1",
                     binaries=BinaryResolver(tmp_path))
     f = _flags(KubeAPIServer(c, etcd_servers="https://127.0.0.1:2379"))
     assert f["--v"] == "3" and f["--anonymous-auth"] == "true"
     assert "--egress-selector-config-file" not in f
 
 
-def test_etcd_mutual_tls(ctx: NodeContext) -> None:
+def test_etcd_mutual_tls(ctx: ControllerContext) -> None:
     f = _flags(Etcd(ctx))
     assert f["--client-cert-auth"] == "true" and f["--peer-client-cert-auth"] == "true"
     assert f["--listen-client-urls"] == "https://127.0.0.1:2379"
@@ -181,7 +183,7 @@ def test_etcd_mutual_tls(ctx: NodeContext) -> None:
     assert f["--initial-cluster-state"] == "new"
 
 
-def test_kine_listens_on_a_unix_socket_in_the_run_dir(ctx: NodeContext) -> None:
+def test_kine_listens_on_a_unix_socket_in_the_run_dir(ctx: ControllerContext) -> None:
     k = Kine(ctx)
     f = _flags(k)
     assert f["--listen-address"] == f"unix://{ctx.run_dir}/kine.sock"
@@ -190,7 +192,7 @@ def test_kine_listens_on_a_unix_socket_in_the_run_dir(ctx: NodeContext) -> None:
     assert f["--metrics-bind-address"] == "0"
 
 
-def test_controller_manager_signs_with_cluster_ca(ctx: NodeContext) -> None:
+def test_controller_manager_signs_with_cluster_ca(ctx: ControllerContext) -> None:
     f = _flags(KubeControllerManager(ctx))
     assert f["--cluster-signing-cert-file"].endswith("pki/ca.crt")
     assert "tokencleaner" in f["--controllers"] and "bootstrapsigner" in f["--controllers"]
@@ -217,7 +219,7 @@ def test_resolver_prefers_user_bin_dir_then_path(tmp_path: Path, monkeypatch: py
     assert shutil.which("etcd", path=str(tmp_path / "bin")) == str(mine)
 
 
-def test_restart_restarts_in_order_with_new_processes(ctx: NodeContext) -> None:
+def test_restart_restarts_in_order_with_new_processes(ctx: ControllerContext) -> None:
     for n in ("store", "api"):
         fake_binary(ctx.data_dir / "bin", n, READY_WHEN_STARTED)
     comps = [FileReadyComponent(ctx, "store"), FileReadyComponent(ctx, "api")]

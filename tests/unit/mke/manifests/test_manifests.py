@@ -8,13 +8,14 @@ from typing import Any
 
 import yaml
 
-from mke.components.context import BinaryResolver, NodeContext
+from mke.components.context import ControllerContext
 from mke.config import parse_config
 from mke.manifests import names, render_all
+from mke.node.binaries import BinaryResolver
 
 
 def render(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    ctx = NodeContext(config=parse_config(doc), data_dir=Path("/nonexistent"), node_name="n",
+    ctx = ControllerContext(config=parse_config(doc), data_dir=Path("/nonexistent"), node_name="n",
                       api_address="192.0.2.10", binaries=BinaryResolver(Path("/nonexistent")))
     return render_all(ctx)
 

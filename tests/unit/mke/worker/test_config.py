@@ -1,6 +1,6 @@
-"""Config generation of the worker: containerd's TOML, the KubeletConfiguration, the bridge CNI
-conflist and routes (mke/worker/containerd.py, kubelet.py, cni.py), host facts and kernel
-prerequisites (host.py), the cluster objects for workers (manifests.py), list-images."""
+"""Config generation of the worker: containerd's TOML, the KubeletConfiguration
+(mke/worker/containerd.py, kubelet.py), host facts and kernel prerequisites (host.py), the
+cluster objects for workers (manifests.py), list-images."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from mke.components.context import BinaryResolver
+from mke.errors import KernelModuleError
+from mke.network.bridge import PROVIDER as BRIDGE
+from mke.node.binaries import BinaryResolver
 from mke.worker import host
-from mke.worker.cni import bridge_conflist, desired_routes, forward_rules, nat_rules
 from mke.worker.containerd import archive_refs, containerd_config
-from mke.worker.context import CNI_PLUGINS, WORKER_BINARIES, WorkerContext, WorkerOptions, WorkerPaths
+from mke.worker.context import WORKER_BINARIES, WorkerContext, WorkerOptions, WorkerPaths
 from mke.worker.join import WorkerSettings
 from mke.worker.kubelet import kubelet_configuration, parse_taint
 
@@ -24,7 +25,7 @@ def make_ctx(tmp_path: Path, *, provider: str = "bridge", version: int = 1, driv
              **options) -> WorkerContext:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
-    for name in (*WORKER_BINARIES, *CNI_PLUGINS):
+    for name in (*WORKER_BINARIES, *BRIDGE.cni_plugins):
         (bin_dir / name).write_text("#!/bin/true\n")
         (bin_dir / name).chmod(0o755)
     settings = WorkerSettings.from_data({"networkProvider": provider, "clusterDNS": "10.96.0.10"}, "cluster")
@@ -151,44 +152,6 @@ def test_parse_taint(text, ok):
         assert parse_taint(text) == ok
 
 
-# --------------------------------------------------------------------------- CNI
-
-
-def test_bridge_conflist(tmp_path):
-    doc = bridge_conflist("10.244.1.0/24", tmp_path / "ipam")
-    assert doc["cniVersion"] == "1.0.0" and doc["name"] == "mke-bridge"
-    bridge, portmap = doc["plugins"]
-    assert bridge["type"] == "bridge" and bridge["bridge"] == "mke0" and bridge["isGateway"] and bridge["hairpinMode"]
-    assert bridge["ipMasq"] is False
-    assert bridge["ipam"] == {"type": "host-local", "ranges": [[{"subnet": "10.244.1.0/24"}]],
-                              "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(tmp_path / "ipam")}
-    assert portmap == {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True}
-    with pytest.raises(ValueError):
-        bridge_conflist("10.244.1.7/24", tmp_path)
-
-
-def test_routes_to_every_other_node():
-    def node(name, cidr, ip):
-        n = {"metadata": {"name": name}, "spec": {}, "status": {"addresses": [{"type": "Hostname", "address": name}]}}
-        if cidr:
-            n["spec"]["podCIDR"] = cidr
-        if ip:
-            n["status"]["addresses"].append({"type": "InternalIP", "address": ip})
-        return n
-
-    nodes = [node("w1", "10.244.1.0/24", "10.0.0.2"), node("w2", "10.244.2.0/24", "10.0.0.3"),
-             node("new", None, "10.0.0.4"), node("noip", "10.244.4.0/24", None)]
-    assert desired_routes(nodes, "w1") == {"10.244.2.0/24": "10.0.0.3"}
-    assert desired_routes(nodes, "w2") == {"10.244.1.0/24": "10.0.0.2"}
-
-
-def test_masquerade_only_leaves_the_cluster():
-    nat = nat_rules("10.244.0.0/16")
-    assert nat[0][:4] == ["-s", "10.244.0.0/16", "-d", "10.244.0.0/16"] and nat[0][-1] == "RETURN"
-    assert "MASQUERADE" in nat[1]
-    assert [r[-1] for r in forward_rules("10.244.0.0/16")] == ["ACCEPT", "ACCEPT"]
-
-
 # --------------------------------------------------------------------------- host
 
 
@@ -217,9 +180,15 @@ def _fake_kernel(tmp_path: Path, *, bridge: bool, forward: str = "0") -> tuple[P
 def test_prerequisites_set_what_they_can_and_report_the_rest(tmp_path):
     proc, sys = _fake_kernel(tmp_path, bridge=False)
     tried = []
-    checks = {c.name: c for c in host.Prerequisites(proc=proc, sys=sys, modprobe=lambda m: tried.append(m) or False).ensure()}
+
+    def no_module(name: str) -> str:
+        tried.append(name)
+        raise KernelModuleError(f"kernel module {name} is neither loaded, built in, nor in /lib/modules/x")
+
+    checks = {c.name: c for c in host.Prerequisites(proc=proc, sys=sys, load_module=no_module).ensure()}
     assert checks["module overlay"].status == "ok"
-    assert checks["module br_netfilter"].status == "missing" and "modprobe br_netfilter" in checks["module br_netfilter"].detail
+    assert checks["module br_netfilter"].status == "missing"
+    assert "kernel module br_netfilter is neither loaded" in checks["module br_netfilter"].detail
     assert tried == ["br_netfilter"]
     assert checks["sysctl net.ipv4.ip_forward"].status == "set"
     assert (proc / "sys" / "net" / "ipv4" / "ip_forward").read_text() == "1"
@@ -230,7 +199,7 @@ def test_prerequisites_set_what_they_can_and_report_the_rest(tmp_path):
 
 def test_prerequisites_all_ok(tmp_path):
     proc, sys = _fake_kernel(tmp_path, bridge=True, forward="1")
-    checks = host.Prerequisites(proc=proc, sys=sys, modprobe=lambda m: False).ensure()
+    checks = host.Prerequisites(proc=proc, sys=sys, load_module=lambda m: "loaded").ensure()
     assert not host.missing(checks)
 
 
@@ -250,7 +219,7 @@ def test_ensure_cgroup_root_in_every_v1_hierarchy(tmp_path):
 # --------------------------------------------------------------------------- cluster side
 
 
-def test_worker_manifests_publish_settings_and_node_route_rbac():
+def test_worker_manifests_publish_settings():
     from types import SimpleNamespace
 
     from mke.config import default_config, with_overrides
@@ -263,9 +232,6 @@ def test_worker_manifests_publish_settings_and_node_route_rbac():
     assert objs["Role/mke:worker-config-reader"]["rules"][0]["resourceNames"] == ["mke-worker-config"]
     groups = [s["name"] for s in objs["RoleBinding/mke:worker-config-reader"]["subjects"]]
     assert groups == ["system:bootstrappers:mke:worker", "system:nodes"]
-    assert "ClusterRole/mke:node-routes" in objs
-    calico = with_overrides(default_config(), **{"network.provider": "calico"})
-    assert not any(o["kind"] == "ClusterRole" for o in objects(SimpleNamespace(config=calico)))
     assert WorkerSettings.from_data(cm["data"], "cluster") == WorkerSettings.from_config(cfg, "cluster")
 
 
@@ -294,3 +260,14 @@ def test_without_cap_sys_resource_containerd_restricts_oom_scores(tmp_path):
     status = tmp_path / "status"
     status.write_text("Name:\tx\nCapEff:\t000001fffeffffff\n")
     assert host.has_capability(21, status) and not host.has_capability(host.CAP_SYS_RESOURCE, status)
+
+
+def test_resolv_conf_for_pods(tmp_path):
+    etc, resolved = tmp_path / "resolv.conf", tmp_path / "resolved.conf"
+    assert host.host_resolv_conf(etc, resolved) == ""  # a bare host: kubelet must not be pointed at a missing file
+    etc.write_text("nameserver 192.0.2.53\n")
+    assert host.host_resolv_conf(etc, resolved) == str(etc)
+    etc.write_text("nameserver 127.0.0.53\n")
+    assert host.host_resolv_conf(etc, resolved) == str(etc)  # the stub, but no real file to use instead
+    resolved.write_text("nameserver 192.0.2.53\n")
+    assert host.host_resolv_conf(etc, resolved) == str(resolved)

@@ -1,4 +1,4 @@
-"""Calico (the default CNI): calico-node on every node (VXLAN, Kubernetes datastore, Calico
+"""Calico: calico-node on every node (VXLAN, Kubernetes datastore, Calico
 IPAM over network.podCIDR) and calico-kube-controllers.
 
 The CRDs are declared with open schemas (``x-kubernetes-preserve-unknown-fields``):
@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mke.components.context import NodeContext
+from mke.components.context import ControllerContext
+from mke.config import ClusterConfig
 from mke.manifests.k8s import (
     ALL_TOLERATIONS,
     CRITICAL_TOLERATIONS,
@@ -23,6 +24,7 @@ from mke.manifests.k8s import (
     service_account,
     subject,
 )
+from mke.network.base import NetworkProvider
 
 GROUP = "crd.projectcalico.org"
 # kind -> namespaced
@@ -75,7 +77,7 @@ def cni_config() -> str:
     }, indent=2).replace('"__CNI_MTU__"', "__CNI_MTU__")
 
 
-def objects(ctx: NodeContext) -> list[dict[str, Any]]:
+def objects(ctx: ControllerContext) -> list[dict[str, Any]]:
     cfg = ctx.config
     api_host = cfg.api.external_address or ctx.api_address
     api_env = [{"name": "KUBERNETES_SERVICE_HOST", "value": api_host},
@@ -238,3 +240,17 @@ def objects(ctx: NodeContext) -> list[dict[str, Any]]:
         node_ds,
         kc_deploy,
     ]
+
+
+class Calico(NetworkProvider):
+    name = "calico"
+    summary = "Calico (VXLAN, NetworkPolicy); images from quay.io or images.registry"
+
+    def manifests(self, ctx: ControllerContext) -> list[dict[str, Any]]:
+        return objects(ctx)
+
+    def images(self, cfg: ClusterConfig) -> list[str]:
+        return [cfg.images.ref("calico_cni"), cfg.images.ref("calico_node"), cfg.images.ref("calico_kube_controllers")]
+
+
+PROVIDER = Calico()

@@ -23,20 +23,27 @@ from __future__ import annotations
 import ipaddress
 import json
 import shutil
+import socket
 import subprocess
-import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mke.components.base import Component
+from mke.components.base import Component, LoopComponent
 from mke.errors import KubeAPIError
-from mke.pki import write_file_atomic
-from mke.worker.context import WorkerContext
+from mke.manifests.k8s import cluster_role, cluster_role_binding, rule, subject
+from mke.network.base import NetworkProvider
+from mke.node import netlink
+from mke.node.files import write_file_atomic
+
+if TYPE_CHECKING:
+    from mke.components.context import ControllerContext
+    from mke.worker.context import WorkerContext, WorkerPaths
 
 BRIDGE = "mke0"
 NETWORK_NAME = "mke-bridge"
 CONFLIST = "10-mke-bridge.conflist"
-ROUTE_PROTO = "77"
+ROUTE_PROTO = 77  # the routing protocol number of mke's routes (ip route ... proto 77)
 NAT_CHAIN = "MKE-POSTROUTING"
 FILTER_CHAIN = "MKE-FORWARD"
 COMMENT = "mke: bridge network"
@@ -132,69 +139,47 @@ class IPTables:
         return changed
 
 
-def ip_routes(proto: str = ROUTE_PROTO) -> dict[str, str]:
-    out = subprocess.run(["ip", "-j", "route", "show", "proto", proto], capture_output=True, text=True, timeout=10)
-    if out.returncode != 0:
-        raise OSError(f"ip route show: {out.stderr.strip()}")
-    routes = json.loads(out.stdout or "[]")
-    return {str(ipaddress.ip_network(r["dst"])): r.get("gateway", "") for r in routes if r.get("dst") != "default"}
+def ip_routes(proto: int = ROUTE_PROTO) -> dict[str, str]:
+    """mke's routes (both families): pod CIDR -> next hop."""
+    return {r.dst: r.gateway for fam in (socket.AF_INET, socket.AF_INET6) for r in netlink.routes(proto, fam)
+            if not r.dst.endswith("/0")}
 
 
 def set_route(cidr: str, via: str) -> None:
-    proc = subprocess.run(["ip", "route", "replace", cidr, "via", via, "proto", ROUTE_PROTO],
-                          capture_output=True, text=True, timeout=10)
-    if proc.returncode != 0:
-        raise OSError(f"ip route replace {cidr} via {via}: {proc.stderr.strip()}")
+    try:
+        netlink.replace_route(cidr, via, ROUTE_PROTO)
+    except OSError as e:
+        raise OSError(f"route {cidr} via {via}: {e.strerror}") from e
 
 
 def delete_route(cidr: str) -> None:
-    subprocess.run(["ip", "route", "del", cidr, "proto", ROUTE_PROTO], capture_output=True, timeout=10)
+    netlink.delete_route(cidr, ROUTE_PROTO)
 
 
-class BridgeNetwork(Component):
+class BridgeNetwork(LoopComponent):
     name = "network"
     ready_timeout = 180.0
     interval = 10.0
+    retry_interval = 1.0
 
     def __init__(self, ctx: WorkerContext) -> None:
-        self.ctx = ctx
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._written = threading.Event()
+        super().__init__(ctx)
+        self.ctx: WorkerContext = ctx
+        self._written = False
         self.pod_cidr: str | None = None
         self.routes: dict[str, str] = {}
-        self.problems: dict[str, str] = {}
         self._client: Any = None
 
     @property
     def conflist_path(self) -> Path:
         return self.ctx.paths.cni_conf_dir / CONFLIST
 
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="bridge-network", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=15)
-            self._thread = None
-
     def ready(self) -> bool:
-        return self._written.is_set()
+        return self._written
 
     def state(self) -> dict[str, object]:
-        return {"name": self.name, "state": "configured" if self._written.is_set() else "waiting",
-                "pod_cidr": self.pod_cidr, "routes": dict(self.routes), "problems": dict(self.problems)}
-
-    def _report(self, what: str, problem: str | None) -> None:
-        if problem is None:
-            self.problems.pop(what, None)
-            return
-        if self.problems.get(what) != problem:
-            self.ctx.sink.line(self.name, f"{what}: {problem}")
-        self.problems[what] = problem
+        return {**super().state(), "state": "configured" if self._written else "waiting",
+                "pod_cidr": self.pod_cidr, "routes": dict(self.routes)}
 
     def _client_or_none(self) -> Any:
         from mke.kubeapi import KubeClient
@@ -203,15 +188,6 @@ class BridgeNetwork(Component):
             self._client = KubeClient.from_kubeconfig(self.ctx.paths.kubelet_kubeconfig, timeout=5.0)
         return self._client
 
-    def _loop(self) -> None:
-        delay = 0.0
-        while not self._stop.wait(delay):
-            delay = 1.0 if not self._written.is_set() else self.interval
-            try:
-                self.sync()
-            except Exception as e:  # noqa: BLE001 - the loop must survive anything and say what happened
-                self._report("sync", f"{type(e).__name__}: {e}")
-
     def sync(self) -> None:
         client = self._client_or_none()
         if client is None:
@@ -219,13 +195,13 @@ class BridgeNetwork(Component):
         try:
             node = client.get("v1", "Node", self.ctx.options.node_name)
         except (KubeAPIError, OSError) as e:
-            self._report("node", str(e))
+            self.report("node", str(e))
             return
         cidr = (node or {}).get("spec", {}).get("podCIDR")
         if not cidr:
-            self._report("node", "no pod CIDR allocated yet (the controller-manager allocates it)")
+            self.report("node", "no pod CIDR allocated yet (the controller-manager allocates it)")
             return
-        self._report("node", None)
+        self.report("node", None)
         self.pod_cidr = cidr
         doc = bridge_conflist(cidr, self.ctx.paths.cni_ipam_dir)
         text = json.dumps(doc, indent=2) + "\n"
@@ -237,7 +213,7 @@ class BridgeNetwork(Component):
             self.ctx.paths.cni_ipam_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             write_file_atomic(self.conflist_path, text.encode(), 0o644)
             self.ctx.sink.line(self.name, f"pod CIDR {cidr}: wrote {self.conflist_path}")
-        self._written.set()
+        self._written = True
         self.sync_iptables()
         self.sync_routes(client)
 
@@ -245,21 +221,21 @@ class BridgeNetwork(Component):
         cluster = self.ctx.settings.pod_cidr
         exe = shutil.which("iptables") if ipaddress.ip_network(cluster).version == 4 else shutil.which("ip6tables")
         if not exe:
-            self._report("iptables", "iptables is not installed: pods cannot reach addresses outside the cluster")
+            self.report("iptables", "iptables is not installed: pods cannot reach addresses outside the cluster")
             return
         ipt = IPTables(exe)
         try:
             ipt.ensure_chain("nat", NAT_CHAIN, "POSTROUTING", nat_rules(cluster), insert=False)
             ipt.ensure_chain("filter", FILTER_CHAIN, "FORWARD", forward_rules(cluster), insert=True)
-            self._report("iptables", None)
+            self.report("iptables", None)
         except (OSError, subprocess.SubprocessError) as e:
-            self._report("iptables", str(e))
+            self.report("iptables", str(e))
 
     def sync_routes(self, client: Any) -> None:
         try:
             nodes = client.list("v1", "Node")
         except (KubeAPIError, OSError) as e:
-            self._report("routes", f"cannot list nodes ({e}); pods on other nodes are unreachable")
+            self.report("routes", f"cannot list nodes ({e}); pods on other nodes are unreachable")
             return
         want = desired_routes(nodes, self.ctx.options.node_name)
         try:
@@ -272,6 +248,50 @@ class BridgeNetwork(Component):
                 delete_route(cidr)
                 self.ctx.sink.line(self.name, f"removed route {cidr} (node gone)")
             self.routes = want
-            self._report("routes", None)
+            self.report("routes", None)
         except (OSError, subprocess.SubprocessError, ValueError) as e:
-            self._report("routes", str(e))
+            self.report("routes", str(e))
+
+
+class Bridge(NetworkProvider):
+    name = "bridge"
+    summary = "pods on a Linux bridge per node, routed between nodes on one L2 network (no image needed)"
+    cni_plugins = ("bridge", "host-local", "loopback", "portmap")
+    host_cni_dirs = False
+
+    def manifests(self, ctx: ControllerContext) -> list[dict[str, Any]]:
+        # Each worker routes to the others' pod CIDRs, so nodes may list and watch Node
+        # objects (the Node authorizer alone lets a node read only its own).
+        return [
+            cluster_role("mke:node-routes", [rule([""], ["nodes"], ["get", "list", "watch"])]),
+            cluster_role_binding("mke:node-routes", "mke:node-routes", [subject("Group", "system:nodes")]),
+        ]
+
+    def worker_components(self, ctx: WorkerContext) -> list[Component]:
+        return [BridgeNetwork(ctx)]
+
+    def cleanup(self, paths: WorkerPaths, say: Callable[[str], None]) -> list[str]:
+        problems = []
+        try:
+            if netlink.delete_link(BRIDGE):
+                say(f"removed bridge {BRIDGE}")
+        except OSError as e:
+            problems.append(f"delete link {BRIDGE}: {e.strerror}")
+        try:
+            netlink.flush_routes(ROUTE_PROTO)
+        except OSError as e:
+            problems.append(f"flush routes of protocol {ROUTE_PROTO}: {e.strerror}")
+        return problems
+
+    def leftovers(self, paths: WorkerPaths) -> list[str]:
+        out = []
+        if netlink.link_index(BRIDGE) is not None:
+            out.append(f"link {BRIDGE}")
+        routes = [f"{r.dst} via {r.gateway}" for fam in (socket.AF_INET, socket.AF_INET6)
+                  for r in netlink.routes(ROUTE_PROTO, fam)]
+        if routes:
+            out.append(f"routes {', '.join(routes)}")
+        return out
+
+
+PROVIDER = Bridge()

@@ -1,0 +1,197 @@
+"""What "FIPS" means for the binaries of a build, and the verdict on each one.
+
+The toolchain's policy comes from fips/toolchain.toml (``fips.settings``); ``mke fips
+check`` uses ``runtime_policy()``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mke.fips.binary import BinaryFacts, inspect_binary
+from mke.fips.goinfo import GoBuildInfo
+from mke.fips.pclntab import CryptoFunctions
+
+# Go Cryptographic Module versions mke knows. Keep in sync with fips/toolchain.toml
+# (tests/unit/fips/test_settings.py checks it).
+GO_MODULES: dict[str, str] = {
+    "v1.0.0": "validated: CMVP certificate #5247 (Go Cryptographic Module v1.0.0, Go 1.24+)",
+    "v1.26.0": "not validated: on the CMVP Modules In Process list (Go 1.26+)",
+}
+DEFAULT_GO_MODULE = "v1.0.0"
+GO_MODES = ("native", "boring")
+#: Non-Go binaries that do no crypto (keep in sync with [exempt] in fips/toolchain.toml).
+EXEMPT: dict[str, str] = {
+    "pause": "C program (Kubernetes build/pause/linux/pause.c) that does no cryptography",
+}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Policy:
+    """What "FIPS" means for the Go binaries of one build.
+
+    ``go_mode`` native: GOFIPS140 names ``go_module`` (``v1.0.0`` accepts ``v1.0.0-<hash>``),
+    DefaultGODEBUG has fips140=on|only, the crypto functions come from that frozen module
+    and none from the in-tree one. boring: GOEXPERIMENT=boringcrypto with cgo and the
+    BoringCrypto cgo functions linked. ``exempt``: non-Go binaries that do no crypto
+    (name -> reason); they must still be static and must not be Go binaries.
+    """
+
+    go_mode: str = "native"
+    go_module: str = DEFAULT_GO_MODULE
+    require_static: bool = True
+    exempt: tuple[tuple[str, str], ...] = ()
+    accept_modes: tuple[str, ...] = ()  # runtime: accept either mode (the payload does not record which)
+
+    def exemption(self, name: str) -> str | None:
+        return dict(self.exempt).get(name)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BinaryReport:
+    """One row of the FIPS table."""
+
+    name: str
+    go_version: str | None
+    gofips140: str | None
+    goexperiment: str | None
+    cgo: bool | None
+    fips140_default: str | None
+    module: str  # what the function names show: "v1.0.0-c2097c7c", "boringcrypto", "in-tree", "none", "-"
+    module_functions: int
+    static: bool
+    exempt: str | None
+    problems: tuple[str, ...]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_document(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["ok"] = self.ok
+        return d
+
+
+def _go_before(info: GoBuildInfo, major: int, minor: int) -> bool:
+    m = re.match(r"go(\d+)\.(\d+)", info.go_version)
+    return bool(m) and (int(m.group(1)), int(m.group(2))) < (major, minor)
+
+
+def _module_matches(gofips: str, wanted: str) -> bool:
+    return gofips == wanted or gofips.startswith(wanted + "-")
+
+
+def _native_problems(f: BinaryFacts, info: GoBuildInfo, fn: CryptoFunctions, policy: Policy) -> list[str]:
+    problems = []
+    gofips = info.setting("GOFIPS140") or ""
+    if not gofips or gofips == "off":
+        problems.append("built without the Go Cryptographic Module (no GOFIPS140 in its build info); "
+                        f"rebuild with GOFIPS140={policy.go_module}")
+    elif not _module_matches(gofips, policy.go_module):
+        problems.append(f"GOFIPS140={gofips}, expected {policy.go_module} "
+                        f"({GO_MODULES.get(policy.go_module, 'the module this build selects')})")
+    godebug = info.default_godebug.get("fips140")
+    if godebug not in ("on", "only"):
+        problems.append(f"DefaultGODEBUG has fips140={godebug or '(unset)'}, expected fips140=on")
+    if "boringcrypto" in info.experiments:
+        problems.append("GOEXPERIMENT=boringcrypto is set; it cannot be combined with GOFIPS140")
+    if not fn.pclntab:
+        problems.append("no Go function table (.gopclntab) found: cannot see which crypto it links")
+    if fn.intree_functions:
+        problems.append(f"links the unvalidated in-tree crypto module ({fn.intree_functions} functions in "
+                        f"crypto/internal/fips140/{{{','.join(fn.intree_packages[:6])}{',...' if len(fn.intree_packages) > 6 else ''}}})")
+    if fn.crypto_functions and not (fn.fips_module_functions or fn.intree_functions) and _go_before(info, 1, 24):
+        problems.append(f"built with {info.go_version}, which has no Go Cryptographic Module (Go 1.24+ needed)")
+    found = fn.fips_module_versions
+    if fn.fips_module_functions and gofips and gofips != "off" and not any(_module_matches(v, gofips) for v in found):
+        problems.append(f"its crypto functions come from module {','.join(found)}, "
+                        f"not the GOFIPS140={gofips} its build info names")
+    elif fn.fips_module_functions and not all(_module_matches(v, policy.go_module) for v in found):
+        problems.append(f"its crypto comes from module {','.join(found)}, expected {policy.go_module}")
+    return problems
+
+
+def _boring_problems(f: BinaryFacts, info: GoBuildInfo, fn: CryptoFunctions, policy: Policy) -> list[str]:
+    problems = []
+    if "boringcrypto" not in info.experiments:
+        problems.append("built without GOEXPERIMENT=boringcrypto")
+    if info.setting("CGO_ENABLED") != "1":
+        problems.append("built with CGO_ENABLED=0: a boringcrypto label without cgo links no BoringCrypto")
+    if (info.setting("GOFIPS140") or "off") != "off":
+        problems.append(f"GOFIPS140={info.setting('GOFIPS140')} is set with boringcrypto")
+    if not fn.pclntab:
+        problems.append("no Go function table (.gopclntab) found: cannot see which crypto it links")
+    elif fn.intree_functions and not fn.boring_cgo_functions:
+        problems.append("links Go's in-tree crypto but no BoringCrypto (no _goboringcrypto_ cgo functions)")
+    return problems
+
+
+def evaluate(f: BinaryFacts, policy: Policy) -> BinaryReport:
+    """Apply ``policy`` to one binary's facts: a table row with its problems (empty = compliant)."""
+    problems: list[str] = []
+    notes: list[str] = []
+    info, fn = f.buildinfo, f.functions
+    exempt = policy.exemption(f.name)
+    if not f.elf:
+        problems.append("not an ELF executable")
+    elif policy.require_static and not f.static:
+        problems.append("dynamically linked (has PT_INTERP)")
+    module, n = "-", 0
+    if info is None or fn is None:
+        if exempt is None and f.elf:
+            problems.append("not a Go binary (no Go build info), so its crypto cannot be verified; "
+                            "build it with the FIPS Go toolchain or list it under [exempt] in fips/toolchain.toml "
+                            "with the reason it does no cryptography")
+    else:
+        if fn.fips_module_functions:
+            module, n = ",".join(fn.fips_module_versions), fn.fips_module_functions
+        elif fn.boring_cgo_functions:
+            module, n = "boringcrypto", fn.boring_cgo_functions
+        elif fn.intree_functions:
+            module, n = "in-tree", fn.intree_functions
+        elif fn.crypto_functions:
+            module, n = "pre-Go-1.24 crypto", fn.crypto_functions
+        elif fn.pclntab:
+            module = "none"
+            notes.append("links no crypto/... package (does no cryptography)")
+        if exempt is not None:
+            problems.append(f"listed as exempt ({exempt}) but is a Go binary; Go binaries must pass the check")
+            exempt = None
+        modes = policy.accept_modes or (policy.go_mode,)
+        results = []
+        for mode in modes:
+            check = _boring_problems if mode == "boring" else _native_problems
+            results.append(check(f, info, fn, policy))
+        if not any(not r for r in results):
+            problems += min(results, key=len)
+    return BinaryReport(
+        name=f.name,
+        go_version=info.go_version if info else None,
+        gofips140=(info.setting("GOFIPS140") if info else None),
+        goexperiment=(info.setting("GOEXPERIMENT") if info else None),
+        cgo=(info.setting("CGO_ENABLED") == "1") if info else None,
+        fips140_default=(info.default_godebug.get("fips140") if info else None),
+        module=module,
+        module_functions=n,
+        static=f.static,
+        exempt=exempt,
+        problems=tuple(problems),
+        notes=tuple(notes),
+    )
+
+
+def runtime_policy() -> Policy:
+    """What ``mke fips check`` demands: the payload does not record --fips-go, so either mode passes."""
+    return Policy(go_mode="native", go_module=DEFAULT_GO_MODULE, exempt=tuple(sorted(EXEMPT.items())),
+                  accept_modes=GO_MODES)
+
+
+def check_files(files: Mapping[str, Path | str], policy: Policy) -> list[BinaryReport]:
+    """Inspect and evaluate each ``name -> path``; sorted by name."""
+    return [evaluate(inspect_binary(files[n], n), policy) for n in sorted(files)]

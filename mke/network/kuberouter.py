@@ -1,0 +1,196 @@
+"""kube-router, the default network: pod routing between nodes on any L3 network, and
+NetworkPolicy enforcement, with no image and no registry.
+
+kube-router (``github.com/cloudnativelabs/kube-router/v2``, built from source into the
+payload like every other binary) runs on each node as a supervised process of mke's
+worker, not as a DaemonSet, so that nothing has to be pulled or built as an image and
+its CNI config can live in each node's data dir:
+
+- routing (``--run-router``): every node learns the others' pod CIDRs over iBGP (a full
+  mesh between the nodes, GoBGP inside kube-router) and installs routes; nodes in
+  different subnets are reached through IPIP tunnels (``--enable-overlay``,
+  ``--overlay-type=subnet``), so the nodes need not share a layer-2 segment;
+- NetworkPolicy (``--run-firewall``): iptables + ipset rules per pod;
+- CNI: mke writes ``10-kuberouter.conflist`` (``bridge`` on ``kube-bridge`` with
+  ``host-local`` IPAM, then ``portmap``) into the data dir; kube-router fills in the
+  node's pod CIDR and MTU (``KUBE_ROUTER_CNI_CONF_FILE``);
+- services stay with kube-proxy (``--run-service-proxy=false``).
+
+kube-router authenticates as the node (the kubelet's client certificate), with read
+access to what it watches (``mke:kube-router``, bound to the group ``system:nodes``).
+It executes iptables, ipset and ip: the embedded host tools, first on its PATH.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mke.components.base import Component, SupervisedComponent, https_ok
+from mke.errors import ComponentError
+from mke.manifests.k8s import cluster_role, cluster_role_binding, rule, subject
+from mke.network.base import NetworkProvider
+from mke.node import netlink
+from mke.node.files import write_file_atomic
+
+if TYPE_CHECKING:
+    from mke.components.context import ControllerContext
+    from mke.worker.context import WorkerContext, WorkerPaths
+
+BINARY = "kube-router"
+CONFLIST = "10-kuberouter.conflist"
+BRIDGE = "kube-bridge"
+HEALTH_PORT = 20244
+# Links kube-router creates on a node (tunnels are named tun-<hash>).
+LINKS = (BRIDGE, "kube-dummy-if")
+TUNNEL_PREFIX = "tun-"
+
+
+def conflist(ipam_dir: Path) -> dict[str, Any]:
+    """The CNI config kube-router completes with the node's pod CIDR (and MTU)."""
+    return {
+        "cniVersion": "1.0.0",
+        "name": "mke-kube-router",
+        "plugins": [
+            {"type": "bridge", "bridge": BRIDGE, "isDefaultGateway": True, "hairpinMode": True,
+             "ipam": {"type": "host-local", "dataDir": str(ipam_dir)}},
+            {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
+        ],
+    }
+
+
+def conflist_subnets(path: Path) -> list[str]:
+    """The pod CIDRs kube-router wrote into the conflist ([] until it did)."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    for plugin in doc.get("plugins", []):
+        ipam = plugin.get("ipam") or {}
+        found = [ipam["subnet"]] if ipam.get("subnet") else []
+        found += [r.get("subnet") for rs in ipam.get("ranges", []) for r in rs if r.get("subnet")]
+        if found:
+            return found
+    return []
+
+
+class KubeRouter(SupervisedComponent):
+    name = "kube-router"
+    binary = BINARY
+    ready_timeout = 180.0
+    kubeconfig_timeout = 120.0
+
+    def __init__(self, ctx: WorkerContext) -> None:
+        super().__init__(ctx)
+        self.wctx = ctx
+
+    @property
+    def conflist_path(self) -> Path:
+        return self.wctx.paths.cni_conf_dir / CONFLIST
+
+    def init(self) -> None:
+        super().init()
+        p = self.wctx.paths
+        p.cni_conf_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+        p.cni_ipam_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not conflist_subnets(self.conflist_path):  # kube-router keeps its own edits across restarts
+            write_file_atomic(self.conflist_path, (json.dumps(conflist(p.cni_ipam_dir), indent=2) + "\n").encode(),
+                              0o644)
+
+    def start(self) -> None:
+        # kube-router uses the node's credentials, which kubelet gets by TLS bootstrap.
+        kubeconfig = self.wctx.paths.kubelet_kubeconfig
+        deadline = time.monotonic() + self.kubeconfig_timeout
+        while not kubeconfig.exists():
+            if time.monotonic() > deadline:
+                raise ComponentError(f"{self.name}: {kubeconfig} did not appear within "
+                                     f"{self.kubeconfig_timeout:.0f}s (kubelet's TLS bootstrap)")
+            time.sleep(0.2)
+        super().start()
+
+    def args(self) -> list[str]:
+        o = self.wctx.options
+        return [
+            f"--kubeconfig={self.wctx.paths.kubelet_kubeconfig}",
+            f"--hostname-override={o.node_name}",
+            "--run-router=true",
+            "--run-firewall=true",
+            "--run-service-proxy=false",
+            "--run-loadbalancer=false",
+            "--enable-cni=true",
+            "--enable-pod-egress=true",
+            "--enable-overlay=true",
+            "--overlay-type=subnet",
+            "--bgp-graceful-restart=true",
+            f"--service-cluster-ip-range={self.wctx.settings.service_cidr}",
+            "--health-addr=127.0.0.1",
+            f"--health-port={HEALTH_PORT}",
+            "--metrics-port=0",
+            "--gobgp-admin-address=127.0.0.1",
+        ]
+
+    def env(self) -> dict[str, str]:
+        return {"PATH": self.wctx.bin_path_env(), "KUBE_ROUTER_CNI_CONF_FILE": str(self.conflist_path)}
+
+    def ready(self) -> bool:
+        ok, _ = https_ok(f"http://127.0.0.1:{HEALTH_PORT}/healthz")
+        return ok and bool(conflist_subnets(self.conflist_path))
+
+
+class KubeRouterProvider(NetworkProvider):
+    name = "kuberouter"
+    summary = "kube-router: routed pod network on any L3 network (IPIP across subnets) and NetworkPolicy"
+    cni_plugins = ("bridge", "host-local", "loopback", "portmap")
+    host_cni_dirs = False
+    kernel_modules = ("ipip", "ip_set", "xt_set")
+
+    def manifests(self, ctx: ControllerContext) -> list[dict[str, Any]]:
+        read = ["get", "list", "watch"]
+        role = cluster_role("mke:kube-router", [
+            rule([""], ["nodes", "pods", "namespaces", "services", "endpoints"], read),
+            rule(["discovery.k8s.io"], ["endpointslices"], read),
+            rule(["networking.k8s.io"], ["networkpolicies"], read),
+        ])
+        binding = cluster_role_binding("mke:kube-router", "mke:kube-router", [subject("Group", "system:nodes")])
+        return [role, binding]
+
+    def worker_binaries(self) -> tuple[str, ...]:
+        return (BINARY,)
+
+    def worker_components(self, ctx: WorkerContext) -> list[Component]:
+        return [KubeRouter(ctx)]
+
+    def cleanup(self, paths: WorkerPaths, say: Callable[[str], None]) -> list[str]:
+        problems = []
+        exe = paths.data_dir / "bin" / BINARY
+        if exe.exists():  # kube-router's own undo of its iptables, ipset and IPVS state
+            from mke.procenv import clean_env
+
+            env = clean_env(extra={"PATH": f"{exe.parent}:/usr/sbin:/usr/bin:/sbin:/bin"})
+            proc = subprocess.run([str(exe), "--cleanup-config"], capture_output=True, text=True, timeout=120,
+                                  env=env, check=False)
+            if proc.returncode != 0:
+                problems.append(f"kube-router --cleanup-config: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+            else:
+                say("kube-router: removed its iptables, ipset and IPVS state")
+        for name in self._links():
+            try:
+                if netlink.delete_link(name):
+                    say(f"removed link {name}")
+            except OSError as e:
+                problems.append(f"delete link {name}: {e.strerror}")
+        return problems
+
+    def leftovers(self, paths: WorkerPaths) -> list[str]:
+        return [f"link {name}" for name in self._links()]
+
+    @staticmethod
+    def _links() -> list[str]:
+        return [n for n in netlink.link_names() if n in LINKS or n.startswith(TUNNEL_PREFIX)]
+
+
+PROVIDER = KubeRouterProvider()

@@ -1,0 +1,67 @@
+"""Where the binaries a node runs come from: --bin-dir, the payload staged by digest, or PATH."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+from mke.errors import StagingError
+
+
+class BinaryResolver:
+    """Finds the binaries components run.
+
+    In order: ``--bin-dir`` given by the user (binaries placed there by hand, e.g. a
+    none-mode build), then the running mke's payload staged into the bin dir
+    (``mke.staging.stage``), then PATH. Results are cached; ``prefetch`` stages a
+    role's binaries in one go (the payload decodes them in parallel).
+    """
+
+    def __init__(self, bin_dir: Path, *, user_bin_dir: bool = False) -> None:
+        self.bin_dir = Path(bin_dir).absolute()  # components run with the data dir as cwd
+        self.user_bin_dir = user_bin_dir
+        self._paths: dict[str, Path] = {}
+
+    def _in_user_dir(self, name: str) -> Path | None:
+        if not self.user_bin_dir:
+            return None
+        p = self.bin_dir / name
+        return p if p.is_file() and os.access(p, os.X_OK) else None
+
+    def prefetch(self, names: Iterable[str]) -> None:
+        todo = [n for n in dict.fromkeys(names) if n not in self._paths]
+        for n in list(todo):
+            p = self._in_user_dir(n)
+            if p is not None:
+                self._paths[n] = p
+                todo.remove(n)
+        if not todo:
+            return
+        try:
+            from mke import staging
+            from mke.payload_format import running_payload
+
+            payload = running_payload()
+            if payload is not None and any(b.embedded for b in payload.manifest.binaries):
+                for s in staging.stage(payload, todo, self.bin_dir):
+                    self._paths[s.name] = Path(s.path).absolute()
+                return
+        except ImportError:  # a runtime without the staging module: PATH only
+            pass
+        for n in todo:
+            found = shutil.which(n)
+            if not found:
+                where = f"{self.bin_dir} or PATH" if self.user_bin_dir else "PATH"
+                raise StagingError(f"{n}: not found in {where} and this mke embeds no binaries; "
+                                   f"put {n} on PATH or pass --bin-dir DIR")
+            self._paths[n] = Path(found).absolute()
+
+    def path(self, name: str) -> Path:
+        if name not in self._paths:
+            self.prefetch([name])
+        return self._paths[name]
+
+    def known(self) -> dict[str, Path]:
+        return dict(self._paths)

@@ -1,0 +1,119 @@
+"""The data dir every role keeps its state in: its layout, its lock and its status file.
+
+One mke runs per data dir: ``DataDirLock`` is an exclusive flock on
+``<data-dir>/run/mke.lock`` that holds the owner's pid; ``holder_pid`` tells another
+command (``status``, ``reset``, ``etcd``) whether, and which, mke runs there. The
+running mke keeps ``<data-dir>/run/status.json`` current for ``mke status``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mke.errors import BusyError
+from mke.node.files import private_dir, write_file_atomic
+
+DEFAULT_DATA_DIR = Path("/var/lib/mke")
+RUN_DIR = "run"
+LOCK_NAME = "mke.lock"
+STATUS_NAME = "status.json"
+
+
+def data_dir_from(arg: Path | str | None) -> Path:
+    """The data dir a command uses: ``--data-dir`` if given, else the default; always absolute."""
+    return Path(arg or DEFAULT_DATA_DIR).absolute()
+
+
+def run_dir(data_dir: Path) -> Path:
+    return Path(data_dir) / RUN_DIR
+
+
+@contextlib.contextmanager
+def flocked(path: Path, *, mode: int = 0o600) -> Iterator[int]:
+    """Hold an exclusive flock on ``path`` (created when missing) for the ``with`` block; yields the fd."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, mode)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield fd
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+class DataDirLock:
+    """An exclusive flock on ``<data-dir>/run/mke.lock`` held while mke runs on that data dir."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir)
+        self.path = run_dir(self.data_dir) / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        private_dir(self.path.parent)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise BusyError(f"another mke (pid {holder_pid(self.data_dir) or '?'}) runs with data dir "
+                            f"{self.data_dir}; stop it first") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def holder_pid(data_dir: Path) -> int | None:
+    """The pid of the mke holding ``data_dir``'s lock, None when no mke runs there (-1: unknown pid)."""
+    try:
+        fd = os.open(run_dir(data_dir) / LOCK_NAME, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                return int(os.pread(fd, 32, 0).split()[0])
+            except (ValueError, IndexError):
+                return -1
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+class StatusFile:
+    """``<data-dir>/run/status.json``: what the running mke reports about itself."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = run_dir(data_dir) / STATUS_NAME
+
+    def write(self, doc: dict[str, Any]) -> None:
+        try:
+            write_file_atomic(self.path, json.dumps(doc, indent=1).encode(), 0o600)
+        except OSError:
+            pass  # informational; never fail a running node over it
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def read_status(data_dir: Path) -> dict[str, Any] | None:
+    """The running mke's status document, or None when no mke runs with ``data_dir``."""
+    pid = holder_pid(data_dir)
+    if pid is None:
+        return None
+    try:
+        return json.loads(StatusFile(data_dir).path.read_text())
+    except (OSError, ValueError):
+        return {"pid": pid, "phase": "starting", "components": []}

@@ -1,0 +1,119 @@
+"""Processes as /proc shows them, pid files, and stopping a process group.
+
+A destructive action touches only what mke recorded as its own: a pid from one of
+mke's pid files is signalled only while /proc/<pid>/exe (or a #! script's argv) is
+the binary that pid file belongs to, so a recycled pid is never hit.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+PROC = Path("/proc")
+
+
+def exe(pid: int) -> str | None:
+    """The executable ``pid`` runs (without the " (deleted)" suffix of a replaced file), or None."""
+    try:
+        return os.readlink(f"/proc/{pid}/exe").removesuffix(" (deleted)")
+    except OSError:
+        return None
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        return (PROC / str(pid) / "cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def state(pid: int) -> str:
+    """The one-letter state from /proc/<pid>/stat ("R", "S", "Z", ...), or "?" when gone."""
+    try:
+        return (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "?"
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    return state(pid) not in ("?", "Z")
+
+
+def runs_binary(pid: int, binary: str) -> bool:
+    """True when process ``pid`` executes ``binary`` (directly, or as a #! script's argument)."""
+    want = os.path.realpath(binary)
+    e = exe(pid)
+    if e is not None and os.path.realpath(e) == want:
+        return True
+    return any(a and os.path.realpath(a) == want for a in cmdline(pid)[:2])
+
+
+def pids() -> list[int]:
+    """Every pid in this pid namespace ([] without /proc)."""
+    try:
+        return [int(p.name) for p in PROC.iterdir() if p.name.isdigit()]
+    except OSError:
+        return []
+
+
+def running_executables() -> set[str]:
+    """The executables of every process (for "is an old binary still in use?")."""
+    out = set()
+    for pid in pids():
+        e = exe(pid)
+        if e:
+            out.add(e)
+    return out
+
+
+def wait_gone(targets: Iterable[int], timeout: float = 10.0) -> set[int]:
+    """Wait until every pid has exited; returns those still alive after ``timeout``."""
+    left = set(targets)
+    deadline = time.monotonic() + timeout
+    while left and time.monotonic() < deadline:
+        left = {p for p in left if alive(p)}
+        if left:
+            time.sleep(0.05)
+    return left
+
+
+def kill(targets: Iterable[int], sig: int = signal.SIGKILL) -> None:
+    for pid in targets:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def kill_process_group(pid: int, timeout: float) -> None:
+    """SIGTERM the group led by ``pid``, wait up to ``timeout``, then SIGKILL it."""
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not alive(pid):
+                return
+            time.sleep(0.02)
+
+
+def read_pid_file(path: Path) -> int | None:
+    try:
+        return int(Path(path).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def write_pid_file(path: Path, pid: int) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(f"{pid}\n")
+    os.replace(tmp, path)

@@ -1,0 +1,149 @@
+"""etcd, the default storage: one member per controller, mutual TLS for clients and peers.
+
+A controller that joins gets the member list from the controller it joins through
+(``admit_controller`` there adds it as a *learner*, which does not count for quorum
+until it has caught up, and promotes it to a voting member in the background), and
+starts its member with ``--initial-cluster-state=existing``. A restart finds the member
+in its data dir and needs no one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from mke.components.base import SupervisedComponent, https_ok
+from mke.errors import MkeError
+from mke.node.hostinfo import url_host
+from mke.storage.base import StorageBackend
+
+if TYPE_CHECKING:
+    from mke.components.context import ControllerContext
+    from mke.config import ClusterConfig
+
+JOIN_KEY = "etcd_initial_cluster"  # in the join answer: name=https://ip:2380,...
+
+
+class Etcd(SupervisedComponent):
+    name = "etcd"
+    binary = "etcd"
+    ready_timeout = 60.0
+
+    @property
+    def data_dir(self):
+        return self.ctx.data_dir / "etcd"
+
+    @property
+    def client_url(self) -> str:
+        return f"https://127.0.0.1:{self.ctx.config.storage.etcd.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"https://{url_host(self.ctx.etcd_peer_address)}:{self.ctx.config.storage.etcd.peer_port}"
+
+    @property
+    def joining(self) -> str | None:
+        """The initial cluster to join (a new member of an existing cluster), or None."""
+        join = self.ctx.join or {}
+        if join.get(JOIN_KEY) and not (self.data_dir / "member").exists():
+            return str(join[JOIN_KEY])
+        return None
+
+    def init(self) -> None:
+        super().init()
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.data_dir, 0o700)
+
+    def args(self) -> list[str]:
+        pki = self.ctx.pki
+        join = self.joining
+        initial = join or f"{self.ctx.node_name}={self.peer_url}"
+        return [
+            f"--name={self.ctx.node_name}",
+            f"--data-dir={self.data_dir}",
+            f"--listen-client-urls={self.client_url}",
+            f"--advertise-client-urls={self.client_url}",
+            f"--listen-peer-urls={self.peer_url}",
+            f"--initial-advertise-peer-urls={self.peer_url}",
+            f"--initial-cluster={initial}",
+            f"--initial-cluster-state={'existing' if join else 'new'}",
+            f"--cert-file={pki.crt('etcd/server')}",
+            f"--key-file={pki.key('etcd/server')}",
+            f"--trusted-ca-file={pki.crt('etcd/ca')}",
+            "--client-cert-auth=true",
+            f"--peer-cert-file={pki.crt('etcd/peer')}",
+            f"--peer-key-file={pki.key('etcd/peer')}",
+            f"--peer-trusted-ca-file={pki.crt('etcd/ca')}",
+            "--peer-client-cert-auth=true",
+            "--log-level=warn",
+        ]
+
+    def ready(self) -> bool:
+        pki = self.ctx.pki
+        ok, body = https_ok(f"{self.client_url}/health", ca=pki.crt("etcd/ca"), cert=pki.crt("etcd/client"),
+                            key=pki.key("etcd/client"))
+        if not ok:
+            return False
+        try:
+            return json.loads(body).get("health") == "true"
+        except ValueError:
+            return False
+
+
+class EtcdBackend(StorageBackend):
+    name = "etcd"
+    summary = "etcd, one member per controller (the default)"
+    has_members = True
+    promote_timeout = 600.0
+
+    def component_names(self) -> tuple[str, ...]:
+        return (Etcd.name,)
+
+    def check(self, cfg: ClusterConfig) -> None:
+        from mke.errors import ConfigError
+
+        if cfg.storage.kine.data_source:
+            raise ConfigError("storage.kine.dataSource: is set but storage.type is etcd; set storage.type: kine")
+
+    def ports(self, cfg: ClusterConfig) -> dict[str, int]:
+        return {"storage.etcd.clientPort": cfg.storage.etcd.client_port,
+                "storage.etcd.peerPort": cfg.storage.etcd.peer_port}
+
+    def component(self, ctx: ControllerContext) -> Etcd:
+        return Etcd(ctx)
+
+    def apiserver_endpoint(self, component: SupervisedComponent) -> tuple[str, bool]:
+        assert isinstance(component, Etcd)
+        return component.client_url, True
+
+    def admit_controller(self, ctx: ControllerContext, name: str, peer_address: str) -> dict[str, Any]:
+        from mke.etcdapi import EtcdClient
+
+        cfg = ctx.config
+        etcd = EtcdClient(f"https://127.0.0.1:{cfg.storage.etcd.client_port}", ctx.pki_dir)
+        peer_url = f"https://{url_host(peer_address)}:{cfg.storage.etcd.peer_port}"
+        existing = next((m for m in etcd.members() if peer_url in m.peer_urls), None)
+        if existing is None:
+            new, members = etcd.add_learner(peer_url)
+            threading.Thread(target=self._promote, args=(ctx, etcd, new.id, name), daemon=True).start()
+        else:
+            members = etcd.members()
+        initial = [f"{m.name or name}={m.peer_urls[0]}" for m in members if m.peer_urls]
+        return {JOIN_KEY: ",".join(initial)}
+
+    def _promote(self, ctx: ControllerContext, etcd: Any, member_id: str, name: str) -> None:
+        deadline = time.monotonic() + self.promote_timeout
+        while time.monotonic() < deadline:
+            try:
+                etcd.promote(member_id)
+                ctx.sink.line("etcd", f"member {name} promoted to voting member")
+                return
+            except MkeError:
+                time.sleep(2)
+        ctx.sink.line("etcd", f"learner {name} did not catch up within {self.promote_timeout:.0f}s")
+
+
+BACKEND = EtcdBackend()

@@ -1,0 +1,93 @@
+"""mke/fips/policy.py: what a build demands of each binary, on real Go and C binaries."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mke.fips.binary import inspect_binary
+from mke.fips.policy import BinaryReport, Policy, evaluate, runtime_policy
+
+NATIVE = Policy(go_mode="native", go_module="v1.0.0", exempt=(("pause", "C, no crypto"),))
+
+
+def report(path: Path, policy: Policy = NATIVE, name: str | None = None) -> BinaryReport:
+    return evaluate(inspect_binary(path, name), policy)
+
+
+def test_not_go_and_not_elf(tmp_path):
+    script = tmp_path / "script"
+    script.write_text("#!/bin/sh\n")
+    assert not inspect_binary(script).elf
+    r = report(script)
+    assert not r.ok and "not an ELF executable" in r.problems[0]
+    if shutil.which("gcc"):
+        (tmp_path / "p.c").write_text("int main(void){return 0;}\n")
+        subprocess.run(["gcc", "-static", "-o", tmp_path / "pause", tmp_path / "p.c"], check=True)
+        subprocess.run(["gcc", "-static", "-o", tmp_path / "other", tmp_path / "p.c"], check=True)
+        assert report(tmp_path / "pause").ok and report(tmp_path / "pause").exempt == "C, no crypto"
+        other = report(tmp_path / "other")
+        assert not other.ok and "not a Go binary" in other.problems[0]
+
+
+def test_fips_binary_passes(gobins):
+    r = report(gobins["fips"])
+    assert r.ok, r.problems
+    assert r.gofips140.startswith("v1.0.0-") and r.fips140_default == "on" and r.static
+    assert r.module.startswith("v1.0.0-") and r.module_functions > 50
+
+
+def test_non_fips_binary_fails_with_reasons(gobins):
+    r = report(gobins["plain"])
+    assert not r.ok
+    text = " | ".join(r.problems)
+    assert "without the Go Cryptographic Module" in text
+    assert "fips140=(unset)" in text
+    assert "in-tree crypto module" in text
+
+
+def test_latest_is_not_the_validated_module(gobins):
+    """GOFIPS140=latest turns FIPS mode on but uses the unfrozen (unvalidated) packages."""
+    r = report(gobins["latest"])
+    assert r.fips140_default == "on"
+    assert not r.ok
+    assert any("GOFIPS140=latest" in p for p in r.problems)
+    assert any("in-tree" in p for p in r.problems)
+
+
+def test_boring_label_without_cgo_proves_nothing(gobins):
+    boring = Policy(go_mode="boring", go_module="")
+    r = report(gobins["boring-nocgo"], boring)
+    assert not r.ok
+    assert any("CGO_ENABLED=0" in p for p in r.problems)
+    assert any("no BoringCrypto" in p for p in r.problems)
+    assert not report(gobins["fips"], boring).ok  # and native binaries do not pass a boring policy
+
+
+def test_no_crypto_binary_passes(gobins):
+    r = report(gobins["nocrypto-fips"])
+    assert r.ok and r.module == "none"
+
+
+def test_static_pie_external_linking(gobins):
+    if "fips-static-pie" not in gobins:
+        pytest.skip("needs gcc")
+    r = report(gobins["fips-static-pie"])
+    assert r.ok, r.problems
+    assert r.cgo and r.module_functions > 50
+
+
+def test_dynamic_binary_fails(gobins):
+    if "fips-dynamic" not in gobins:
+        pytest.skip("needs gcc")
+    r = report(gobins["fips-dynamic"])
+    assert not r.ok and r.problems == ("dynamically linked (has PT_INTERP)",)
+
+
+def test_runtime_policy_accepts_either_mode(gobins):
+    """`mke fips check` does not know which --fips-go built the payload: either passes, neither plain."""
+    assert report(gobins["fips"], runtime_policy()).ok
+    assert not report(gobins["plain"], runtime_policy()).ok

@@ -1,0 +1,45 @@
+"""mke/cli.py: errors end as one line and their own exit code, from the real command line.
+
+Run as ``python -m mke`` from this checkout (the same ``main()`` that dist/mke runs).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def mke(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MKE_")}
+    return subprocess.run([sys.executable, "-m", "mke", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=60, check=False, env={**base, "PYTHONPATH": str(REPO), **env})
+
+
+@pytest.mark.parametrize("data_dir,reason", [
+    ("/etc/passwd", "/etc/passwd: exists and is not a directory"),  # a file where the data dir must be
+    ("/sys/mke-test", "/sys/mke-test: (Operation not permitted|Permission denied)"),  # sysfs: no mkdir, even for root
+])
+def test_os_error_is_one_line_naming_the_path(data_dir, reason):
+    r = mke("server", "--data-dir", data_dir)
+    assert r.returncode == 13, r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and re.fullmatch(f"mke: error: {reason}", lines[0]), r.stderr
+
+
+def test_os_error_with_debug_shows_the_traceback():
+    r = mke("--debug", "server", "--data-dir", "/etc/passwd")
+    assert r.returncode == 1 and "Traceback" in r.stderr and "FileExistsError" in r.stderr
+
+
+def test_project_errors_keep_their_codes():
+    r = mke("frobnicate")
+    assert r.returncode == 2 and r.stderr.startswith("mke: error: mke: argument COMMAND: invalid choice")
+    r = mke("version", MKE_PAYLOAD="/nonexistent/mke")
+    assert r.returncode == 4 and r.stderr.strip() == "mke: error: $MKE_PAYLOAD=/nonexistent/mke: no such file"
