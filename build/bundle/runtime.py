@@ -69,7 +69,7 @@ EXCLUDED = frozenset({
     "_posixshmem", "sqlite3", "_sqlite3", "curses", "_curses", "_curses_panel", "readline", "dbm", "_dbm", "_gdbm",
     "tracemalloc", "pdb", "bdb", "profile", "cProfile", "pstats", "_lsprof", "timeit", "trace", "mailbox", "imaplib",
     "poplib", "smtplib", "smtpd", "nntplib", "ftplib", "telnetlib", "cgi", "cgitb", "wsgiref", "decimal", "_decimal",
-    "_pydecimal", "lzma", "_lzma", "bz2", "_bz2", "audioop", "ossaudiodev", "nis", "_crypt", "crypt", "_uuid",
+    "_pydecimal", "bz2", "_bz2", "audioop", "ossaudiodev", "nis", "_crypt", "crypt", "_uuid",
     "_ctypes_test", "_testcapi", "_testinternalcapi", "_testbuffer", "_testimportmultiple", "_testmultiphase",
     "_testclinic", "_xxtestfuzz", "_xxsubinterpreters", "xxlimited", "xxlimited_35", "__phello__", "antigravity",
     "this", "_codecs_cn", "_codecs_hk", "_codecs_iso2022", "_codecs_jp", "_codecs_kr", "_codecs_tw",
@@ -400,7 +400,8 @@ from mke import start
 if os.path.exists(os.path.join(sys.prefix, "fips", "openssl.cnf")):  # as a FIPS runtime starts (mke/start.py)
     start._fips_runtime(os.path.join(sys.prefix, "fips"))
 mods = ["yaml", "zstandard", "cryptography.x509", "cryptography.hazmat.primitives.asymmetric.ec",
-        "cryptography.hazmat.bindings._rust", "_cffi_backend", "ssl", "hashlib", "ctypes", "json", "http.client"]
+        "cryptography.hazmat.bindings._rust", "_cffi_backend", "ssl", "hashlib", "ctypes", "json", "http.client",
+        "lzma", "gzip"]  # lzma, gzip: mke/node/kmod.py decompresses kernel modules the kernel cannot
 mods += [m.name for m in pkgutil.walk_packages(mke.__path__, "mke.") if m.name != "mke.__main__"]
 for m in mods:
     importlib.import_module(m)
