@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -67,6 +68,9 @@ func stage(p *payload, base string) error {
 		}
 	}()
 	t0 := time.Now()
+	// The parts' buffers (about twice the runtime's size) live until the exec that follows:
+	// collecting them meanwhile would only cost time.
+	debug.SetGCPercent(-1)
 	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(len(p.parts)), zstd.WithDecoderMaxWindow(maxWindowSize),
 		zstd.WithDecoderMaxMemory(maxPartSize))
 	if err != nil {
@@ -155,6 +159,7 @@ func (p *payload) unpack(dec *zstd.Decoder, pt part, dir string) error {
 	}
 	tr := tar.NewReader(bytes.NewReader(content))
 	buf := make([]byte, 1<<20)
+	made := map[string]bool{}
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
@@ -168,7 +173,7 @@ func (p *payload) unpack(dec *zstd.Decoder, pt part, dir string) error {
 			name == markerName || strings.HasPrefix(name, "../") || name == ".." {
 			return damaged("unexpected entry " + name)
 		}
-		if err := writeFile(filepath.Join(dir, name), os.FileMode(hdr.Mode)&0o755, tr, hdr.Size, buf); err != nil {
+		if err := writeFile(filepath.Join(dir, name), os.FileMode(hdr.Mode)&0o755, tr, hdr.Size, buf, made); err != nil {
 			if errors.Is(err, io.ErrUnexpectedEOF) {
 				return damaged("is not a valid tar stream (" + err.Error() + ")")
 			}
@@ -177,22 +182,47 @@ func (p *payload) unpack(dec *zstd.Decoder, pt part, dir string) error {
 	}
 }
 
-func writeFile(path string, mode os.FileMode, r io.Reader, size int64, buf []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
+// writeFile creates path (and its missing parent dirs, remembered in made) with size bytes from r.
+// Plain syscalls: os.OpenFile would try to register each file with Go's network poller.
+func writeFile(path string, mode os.FileMode, r io.Reader, size int64, buf []byte, made map[string]bool) error {
+	if dir := filepath.Dir(path); !made[dir] {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		made[dir] = true
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	fd, err := syscall.Open(path, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_EXCL|syscall.O_CLOEXEC, uint32(mode))
 	if err != nil {
-		return err
+		return &os.PathError{Op: "create", Path: path, Err: err}
 	}
-	n, err := io.CopyBuffer(f, io.LimitReader(r, size), buf)
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	var n int64
+	for n < size {
+		m, rerr := r.Read(buf[:min(int64(len(buf)), size-n)])
+		for w := 0; w < m; {
+			k, werr := syscall.Write(fd, buf[w:m])
+			if werr == syscall.EINTR {
+				continue
+			}
+			if werr != nil {
+				syscall.Close(fd)
+				return &os.PathError{Op: "write", Path: path, Err: werr}
+			}
+			w += k
+		}
+		n += int64(m)
+		if rerr == io.EOF && n < size {
+			syscall.Close(fd)
+			return io.ErrUnexpectedEOF
+		}
+		if rerr != nil && rerr != io.EOF {
+			syscall.Close(fd)
+			return rerr
+		}
 	}
-	if err == nil && n != size {
-		err = io.ErrUnexpectedEOF
+	if err := syscall.Close(fd); err != nil {
+		return &os.PathError{Op: "close", Path: path, Err: err}
 	}
-	return err
+	return nil
 }
 
 func syncfs(dir string) error {
