@@ -58,8 +58,14 @@ def build_entry(cache: Cache, platform: Platform, *, mirror: str | None = None,
         GoBuildEnv,
     )
 
+    from build.errors import DockerError
+
     spec = load_builder_spec(REPO / BUILDER_SPEC)
-    engine = DockerEngine.connect()
+    try:
+        engine = DockerEngine.connect()
+    except DockerError as e:
+        raise BundleError(f"dist/mke's static entry is built in the Go builder image, which needs a Docker engine "
+                          f"({str(e).split(';')[0]}); start one (scripts/bootstrap.sh does), or pass --no-bundle") from e
     builder = ensure_builder(engine, spec, cache, mirror=mirror)
     files = sources()
     env = GoBuildEnv(goos=platform.os, goarch=platform.goarch, cgo=False, cc="", tags=(), ldflags=LDFLAGS,
