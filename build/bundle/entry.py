@@ -46,6 +46,7 @@ def build_entry(cache: Cache, platform: Platform, *, mirror: str | None = None,
     """The entry executable for ``platform``, from the cache or built now (needs a Docker engine)."""
     from build.builder_image import ensure_builder, host_go, load_builder_spec
     from build.docker_engine import DockerEngine
+    from build.errors import DockerError
     from build.gomod import HostGo
     from build.modes.docker import (
         BUILDER_SPEC,
@@ -57,8 +58,6 @@ def build_entry(cache: Cache, platform: Platform, *, mirror: str | None = None,
         SOURCE_MOUNT,
         GoBuildEnv,
     )
-
-    from build.errors import DockerError
 
     spec = load_builder_spec(REPO / BUILDER_SPEC)
     try:
