@@ -380,7 +380,7 @@ def runtime_command(tree: Path, *args: str) -> tuple[list[str], dict[str, str]]:
     argv = [str(tree / LOADER), "--inhibit-cache", "--library-path", str(tree / "lib"), str(tree / PYTHON), "-S", "-P",
             *args]
     env = {"PYTHONHOME": str(tree), "PYTHONPATH": str(tree / SITE), "PYTHONNOUSERSITE": "1", "PYTHONCOERCECLOCALE": "0",
-           "PYTHONUTF8": "1", "PYTHONHASHSEED": "0", "PATH": "/usr/bin:/bin"}
+           "PYTHONUTF8": "1", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "PATH": "/usr/bin:/bin"}
     return argv, env
 
 
@@ -473,6 +473,9 @@ def assemble(cache: Cache, spec: RuntimeSpec, platform: str, work: Path, *, fips
         if not p.with_suffix(".pyc").is_file():
             raise BundleError(f"{p.relative_to(tree)}: was not compiled")
         p.unlink()
+    cached = sorted(p.relative_to(tree).as_posix() for p in tree.rglob("__pycache__"))
+    if cached:  # timestamped, unused (no sources), and not reproducible: nothing may have written them
+        raise BundleError(f"the runtime tree holds {cached[0]}: PYTHONDONTWRITEBYTECODE was not honoured")
     report = json.loads(_run(tree, "-c", CHECK, what="import every mke module").strip().splitlines()[-1])
     if report["outside"]:
         raise BundleError(f"the Python runtime loads files from outside itself: {', '.join(report['outside'])}")

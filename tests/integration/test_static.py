@@ -353,3 +353,16 @@ def test_server_is_ready(kind, dist, tmp_path, debian11):
             os.kill(pid, signal.SIGKILL)
     assert proc.returncode == 0, (tmp_path / "mke.log").read_text()[-3000:]
     assert not left, f"processes left in {spec.path}: {left}"
+
+
+def test_runtime_is_reproducible(tmp_path):
+    """The runtime made in a fresh cache is byte for byte the one in the shared cache (which the
+    bundles above used): pinned inputs, its own interpreter compiling, sorted deterministic tars."""
+    from build.bundle import runtime
+    from build.bundle.release import default_epoch
+    from build.cache import Cache, default_cache_dir
+
+    spec = runtime.load_spec()
+    shared = runtime.build_runtime(Cache(default_cache_dir()), spec, "linux/amd64", source_date_epoch=default_epoch())
+    fresh = runtime.build_runtime(Cache(tmp_path / "cache"), spec, "linux/amd64", source_date_epoch=default_epoch())
+    assert [p.sha256 for p in fresh.parts] == [p.sha256 for p in shared.parts]
