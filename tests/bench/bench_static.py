@@ -9,7 +9,8 @@ Every figure is a ratio against a baseline measured in the same run, on the same
   (target <= 1.0x);
 - first start: `mke version` with its runtime not yet staged (decode, write, syncfs,
   rename, exec) vs `zstd -d` of the same bytes, the runtime's frames, to the same disk
-  (target <= 1.5x); and vs `zstd -d` followed by `sync`, for reference;
+  (target <= 1.5x); and vs `zstd -d` followed by `sync`, for reference. Both start with
+  nothing dirty on the filesystem (a `sync` after each clean-up);
 - size: dist/mke vs the one-file dist/mke (target <= 1.05x).
 """
 
@@ -69,12 +70,17 @@ def run(report) -> None:
         out = work / "zstd-out"
         decoded = sum(lib.size for lib in payload.manifest.libraries)
 
+        # Each measured run starts with nothing dirty on the filesystem: else the entry's syncfs
+        # (which flushes the whole filesystem) would also pay for the previous run's deletions and
+        # for zstd's unsynced output, and the figures would depend on the order of the runs.
         def fresh_rt() -> None:
             shutil.rmtree(rt, ignore_errors=True)
+            os.sync()
 
         def fresh_out() -> None:
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir()
+            os.sync()
 
         zstd = ["zstd", "-d", "-q", "-f", "--output-dir-flat", str(out), *files]
         print(f"(runtime: {len(files)} parts, {sum(os.path.getsize(f) for f in files) / 2**20:.1f} MiB compressed, "
