@@ -10,12 +10,16 @@ and the wheels of mke's Python dependencies, plus mke/ itself. One cached action
        bin/mke          the dynamic loader (ld-linux-x86-64.so.2), named so that ps shows "mke"
        bin/python3.11
        lib/*.so*        every shared library the tree needs (the DT_NEEDED closure, + DLOPEN)
-       lib/python3.11/  the standard library minus EXCLUDED, lib-dynload/, site-packages/
+       lib/python311.zip                the standard library minus EXCLUDED, compiled
+       lib/python3.11/lib-dynload/      its extension modules
+       lib/python3.11/site-packages.zip mke, PyYAML, cffi, the packages' metadata
+       lib/python3.11/site-packages/    packages with extension modules: cryptography, zstandard
        fips/            FIPS runtime only: fips.so, openssl.cnf, provenance.json (exact bytes)
 
 3. strip the wheels' shared objects (their debug info), compile every .py with the runtime's
    own interpreter (unchecked-hash .pyc in place of the source, PYTHONHASHSEED=0: the same
-   bytes every time), drop the sources;
+   bytes every time), drop the sources; put the pure-Python modules into two zips
+   (``zip_modules``: ~100 files to create on a first start instead of ~650);
 4. check it: every DT_NEEDED resolves inside the tree, and the runtime, run the way the
    static entry runs it, imports every mke module and maps no file from outside the tree;
 5. split the files into PARTS tar streams of about equal size (sorted names, fixed mtime,
@@ -56,6 +60,8 @@ LOADER = "bin/mke"
 PYTHON = "bin/python3.11"
 STDLIB = "lib/python3.11"
 SITE = f"{STDLIB}/site-packages"
+STDLIB_ZIP = "lib/python311.zip"  # on CPython's default sys.path (PYTHONHOME/lib/python311.zip)
+SITE_ZIP = f"{STDLIB}/site-packages.zip"  # first on PYTHONPATH (build/entry/main.go, runtimeEnv)
 FIPS_DIR = "fips"
 COMPILED_AS = "/mke-runtime"  # the path compiled files name as their source (tracebacks)
 TRIPLES = {"amd64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}
@@ -379,7 +385,8 @@ def runtime_command(tree: Path, *args: str) -> tuple[list[str], dict[str, str]]:
     """argv and environment that run ``tree``'s Python as the static entry does (build/entry/main.go)."""
     argv = [str(tree / LOADER), "--inhibit-cache", "--library-path", str(tree / "lib"), str(tree / PYTHON), "-S", "-P",
             *args]
-    env = {"PYTHONHOME": str(tree), "PYTHONPATH": str(tree / SITE), "PYTHONNOUSERSITE": "1", "PYTHONCOERCECLOCALE": "0",
+    env = {"PYTHONHOME": str(tree), "PYTHONPATH": f"{tree / SITE_ZIP}:{tree / SITE}", "PYTHONNOUSERSITE": "1",
+           "PYTHONCOERCECLOCALE": "0",
            "PYTHONUTF8": "1", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "PATH": "/usr/bin:/bin"}
     return argv, env
 
@@ -476,6 +483,7 @@ def assemble(cache: Cache, spec: RuntimeSpec, platform: str, work: Path, *, fips
     cached = sorted(p.relative_to(tree).as_posix() for p in tree.rglob("__pycache__"))
     if cached:  # timestamped, unused (no sources), and not reproducible: nothing may have written them
         raise BundleError(f"the runtime tree holds {cached[0]}: PYTHONDONTWRITEBYTECODE was not honoured")
+    zip_modules(tree)
     report = json.loads(_run(tree, "-c", CHECK, what="import every mke module").strip().splitlines()[-1])
     if report["outside"]:
         raise BundleError(f"the Python runtime loads files from outside itself: {', '.join(report['outside'])}")
@@ -490,6 +498,39 @@ def assemble(cache: Cache, spec: RuntimeSpec, platform: str, work: Path, *, fips
         "fips": bool(fips),
     }
     return tree, meta
+
+
+def _has_extension(path: Path) -> bool:
+    return path.is_file() and ".so" in path.name or path.is_dir() and any(p.suffix == ".so" or ".so." in p.name
+                                                                         for p in path.rglob("*"))
+
+
+def _write_zip(base: Path, files: list[Path], out: Path) -> None:
+    """A deterministic, uncompressed zip of ``files`` (names relative to ``base``), which are then removed."""
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as z:
+        for p in sorted(files, key=lambda p: p.relative_to(base).as_posix()):
+            info = zipfile.ZipInfo(p.relative_to(base).as_posix(), date_time=(1980, 1, 1, 0, 0, 0))
+            info.create_system, info.external_attr = 3, 0o644 << 16
+            z.writestr(info, p.read_bytes())
+            p.unlink()
+    for d in sorted((d for d in base.rglob("*") if d.is_dir()), key=lambda d: -len(d.parts)):
+        if not any(d.iterdir()):
+            d.rmdir()
+
+
+def zip_modules(tree: Path) -> None:
+    """The compiled pure-Python modules into two zips (zipimport), so that staging creates ~100 files
+    instead of ~650: the standard library into lib/python311.zip; mke, PyYAML, cffi and the
+    packages' metadata into site-packages.zip. A package with an extension module (cryptography,
+    zstandard, _cffi_backend) stays a directory: a package lives in one place and an extension
+    module cannot be loaded from a zip; so do lib-dynload/ and the non-code files of the
+    standard library."""
+    stdlib, site = tree / STDLIB, tree / SITE
+    _write_zip(stdlib, [p for p in stdlib.rglob("*.pyc") if not p.is_relative_to(stdlib / "lib-dynload")
+                        and not p.is_relative_to(site)], tree / STDLIB_ZIP)
+    pure = [top for top in site.iterdir() if not _has_extension(top)]
+    _write_zip(site, [p for top in pure for p in ([top] if top.is_file() else top.rglob("*")) if p.is_file()],
+               tree / SITE_ZIP)
 
 
 def split_parts(tree: Path, parts: int = PARTS) -> list[list[str]]:

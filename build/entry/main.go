@@ -201,7 +201,8 @@ func runtimeEnv(environ []string, dir string, fd int, exe string) []string {
 	}
 	return append(env,
 		"PYTHONHOME="+dir,
-		"PYTHONPATH="+filepath.Join(dir, "lib", "python3.11", "site-packages"),
+		"PYTHONPATH="+filepath.Join(dir, "lib", "python3.11", "site-packages.zip")+":"+
+			filepath.Join(dir, "lib", "python3.11", "site-packages"),
 		"PYTHONNOUSERSITE=1",
 		"PYTHONDONTWRITEBYTECODE=1",
 		"PYTHONCOERCECLOCALE=0", // else Python sets LC_CTYPE=C.UTF-8, which every child would inherit

@@ -128,3 +128,30 @@ def test_tar_members_survive_pax_long_names(tmp_path):
     buf.seek(0)
     with tarfile.open(fileobj=buf) as tar:
         assert tar.getnames() == [name]
+
+
+def test_zip_modules_keeps_extension_packages_as_directories(tmp_path):
+    tree = tmp_path / "tree"
+    files = {"lib/python3.11/os.pyc": b"os", "lib/python3.11/json/__init__.pyc": b"json",
+             "lib/python3.11/email/architecture.rst": b"doc", "lib/python3.11/lib-dynload/_ssl.so": b"\x7fELF",
+             "lib/python3.11/site-packages/mke/__init__.pyc": b"mke", "lib/python3.11/site-packages/yaml/x.pyc": b"y",
+             "lib/python3.11/site-packages/mke-0.1.dist-info/METADATA": b"meta",
+             "lib/python3.11/site-packages/zstandard/__init__.pyc": b"z",
+             "lib/python3.11/site-packages/zstandard/backend_c.cpython-311-x86_64-linux-gnu.so": b"\x7fELF",
+             "lib/python3.11/site-packages/_cffi_backend.cpython-311-x86_64-linux-gnu.so": b"\x7fELF"}
+    for name, data in files.items():
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        (tree / name).write_bytes(data)
+    runtime.zip_modules(tree)
+    left = sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*") if p.is_file())
+    assert left == ["lib/python3.11/email/architecture.rst", "lib/python3.11/lib-dynload/_ssl.so",
+                    "lib/python3.11/site-packages.zip",
+                    "lib/python3.11/site-packages/_cffi_backend.cpython-311-x86_64-linux-gnu.so",
+                    "lib/python3.11/site-packages/zstandard/__init__.pyc",
+                    "lib/python3.11/site-packages/zstandard/backend_c.cpython-311-x86_64-linux-gnu.so",
+                    "lib/python311.zip"]
+    with zipfile.ZipFile(tree / "lib/python311.zip") as z:
+        assert z.namelist() == ["json/__init__.pyc", "os.pyc"]
+        assert all(i.compress_type == zipfile.ZIP_STORED and i.date_time == (1980, 1, 1, 0, 0, 0) for i in z.infolist())
+    with zipfile.ZipFile(tree / "lib/python3.11/site-packages.zip") as z:
+        assert z.namelist() == ["mke-0.1.dist-info/METADATA", "mke/__init__.pyc", "yaml/x.pyc"]
