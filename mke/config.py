@@ -331,6 +331,7 @@ def _cross_check(cfg: ClusterConfig) -> None:
         "konnectivity.adminPort": cfg.konnectivity.admin_port,
         "konnectivity.healthPort": cfg.konnectivity.health_port,
     }
+    network.get(cfg.network.provider).check(cfg)
     backend = storage.get(cfg.storage.type)
     ports |= backend.ports(cfg)
     seen: dict[int, str] = {}

@@ -10,11 +10,11 @@ from mke.network.base import NetworkProvider
 from mke.registry import Registry
 
 REGISTRY: Registry[NetworkProvider] = Registry({
-    "calico": "mke.network.calico",
-    "bridge": "mke.network.bridge",
-    "custom": "mke.network.custom",
     "kuberouter": "mke.network.kuberouter",
-}, attr="PROVIDER", default="calico")
+    "bridge": "mke.network.bridge",
+    "calico": "mke.network.calico",
+    "custom": "mke.network.custom",
+}, attr="PROVIDER", default="kuberouter")
 NAMES = REGISTRY.names
 DEFAULT = REGISTRY.default
 get = REGISTRY.get

@@ -4,7 +4,7 @@ A provider tells each part of mke what it needs, so that no other module compare
 provider names:
 
 - the controller: ``manifests(ctx)`` (DaemonSets, RBAC, CRDs it applies and keeps
-  applied) and ``check(cfg)`` (one-line warnings for ``mke config validate`` and start);
+  applied) and ``check(cfg)`` (one-line errors for ``mke config validate`` and start);
 - ``mke airgap list-images``: ``images(cfg)``;
 - every worker: ``cni_plugins`` and ``worker_binaries()`` (the embedded binaries it
   stages), where containerd finds CNI configs and plugins (``cni_conf_dir``,
@@ -42,9 +42,8 @@ class NetworkProvider:
     # Kernel modules the provider needs on every node (mke loads them before it starts).
     kernel_modules: tuple[str, ...] = ()
 
-    def check(self, cfg: ClusterConfig) -> list[str]:
-        """Warnings about ``cfg`` for this provider (one line each); errors raise ConfigError."""
-        return []
+    def check(self, cfg: ClusterConfig) -> None:
+        """Raise ConfigError (one line, naming the field) when ``cfg`` cannot work with this provider."""
 
     def manifests(self, ctx: ControllerContext) -> list[dict[str, Any]]:
         return []

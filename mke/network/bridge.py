@@ -107,13 +107,16 @@ def forward_rules(cluster_cidr: str) -> list[list[str]]:
 
 
 class IPTables:
-    """Keeps mke's two chains in place with the host's iptables (``-w``: wait for the lock)."""
+    """Keeps mke's two chains in place with ``exe`` (``iptables`` or ``ip6tables``), found on
+    ``path``: the embedded tools first (``-w``: wait for the lock)."""
 
-    def __init__(self, exe: str) -> None:
+    def __init__(self, exe: str, path: str) -> None:
         self.exe = exe
+        self.env = {"PATH": path}
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([self.exe, "-w", "5", *args], capture_output=True, text=True, timeout=30)
+        proc = subprocess.run([self.exe, "-w", "5", *args], capture_output=True, text=True, timeout=30,
+                              env=self.env, check=False)
         if check and proc.returncode != 0:
             raise OSError(f"{self.exe} {' '.join(args)}: {proc.stderr.strip()}")
         return proc
@@ -219,11 +222,13 @@ class BridgeNetwork(LoopComponent):
 
     def sync_iptables(self) -> None:
         cluster = self.ctx.settings.pod_cidr
-        exe = shutil.which("iptables") if ipaddress.ip_network(cluster).version == 4 else shutil.which("ip6tables")
-        if not exe:
-            self.report("iptables", "iptables is not installed: pods cannot reach addresses outside the cluster")
+        exe = "iptables" if ipaddress.ip_network(cluster).version == 4 else "ip6tables"
+        path = self.ctx.bin_path_env()
+        if not shutil.which(exe, path=path):
+            self.report("iptables", f"no {exe} (neither embedded nor on PATH): pods cannot reach addresses "
+                                    "outside the cluster")
             return
-        ipt = IPTables(exe)
+        ipt = IPTables(exe, path)
         try:
             ipt.ensure_chain("nat", NAT_CHAIN, "POSTROUTING", nat_rules(cluster), insert=False)
             ipt.ensure_chain("filter", FILTER_CHAIN, "FORWARD", forward_rules(cluster), insert=True)

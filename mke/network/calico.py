@@ -244,7 +244,17 @@ def objects(ctx: ControllerContext) -> list[dict[str, Any]]:
 
 class Calico(NetworkProvider):
     name = "calico"
-    summary = "Calico (VXLAN, NetworkPolicy); images from quay.io or images.registry"
+    summary = "Calico (VXLAN, NetworkPolicy); images from a registry mirror (images.registry)"
+
+    def check(self, cfg: ClusterConfig) -> None:
+        # Calico's images cannot be built from any source mke can reach (docs/airgap.md):
+        # without a registry its pods never start, so refuse instead of a cluster that never runs a pod.
+        if not cfg.images.registry:
+            from mke.errors import ConfigError
+
+            raise ConfigError("network.provider: calico needs its images (quay.io/calico/...) from a registry or "
+                              "mirror, which mke cannot build from source; set images.registry, or use the default "
+                              "kuberouter")
 
     def manifests(self, ctx: ControllerContext) -> list[dict[str, Any]]:
         return objects(ctx)

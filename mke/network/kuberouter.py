@@ -24,6 +24,7 @@ It executes iptables, ipset and ip: the embedded host tools, first on its PATH.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -48,6 +49,8 @@ HEALTH_PORT = 20244
 # Links kube-router creates on a node (tunnels are named tun-<hash>).
 LINKS = (BRIDGE, "kube-dummy-if")
 TUNNEL_PREFIX = "tun-"
+# The ipsets kube-router makes (NetworkPolicy, node and pod addresses).
+IPSET_PREFIXES = ("kube-router-", "KUBE-")
 
 
 def conflist(ipam_dir: Path) -> dict[str, Any]:
@@ -186,7 +189,15 @@ class KubeRouterProvider(NetworkProvider):
         return problems
 
     def leftovers(self, paths: WorkerPaths) -> list[str]:
-        return [f"link {name}" for name in self._links()]
+        out = [f"link {name}" for name in self._links()]
+        from mke.worker.cleanup import tools_path
+
+        ipset = shutil.which("ipset", path=tools_path(paths))
+        if ipset:
+            proc = subprocess.run([ipset, "list", "-n"], capture_output=True, text=True, timeout=30, check=False)
+            sets = [n for n in proc.stdout.split() if n.startswith(IPSET_PREFIXES)]
+            out += [f"ipset {n}" for n in sets]
+        return out
 
     @staticmethod
     def _links() -> list[str]:

@@ -58,6 +58,24 @@ class BinaryResolver:
                                    f"put {n} on PATH or pass --bin-dir DIR")
             self._paths[n] = Path(found).absolute()
 
+    def embedded(self, names: Iterable[str]) -> list[str]:
+        """Those of ``names`` this node can stage: in the user's --bin-dir, or embedded in the payload.
+
+        For what is optional (the host tools a payload may carry): a none-mode build then
+        leaves them to the host's PATH.
+        """
+        wanted = list(dict.fromkeys(names))
+        if self.user_bin_dir:
+            return [n for n in wanted if self._in_user_dir(n) is not None]
+        try:
+            from mke.payload_format import running_payload
+
+            payload = running_payload()
+        except ImportError:
+            return []
+        have = {b.name for b in payload.manifest.binaries if b.embedded} if payload is not None else set()
+        return [n for n in wanted if n in have]
+
     def path(self, name: str) -> Path:
         if name not in self._paths:
             self.prefetch([name])

@@ -92,6 +92,11 @@ def component_pids(paths: WorkerPaths, names: tuple[str, ...] = ("kubelet", "con
     return out
 
 
+def tools_path(paths: WorkerPaths) -> str:
+    """PATH for the tools reset runs: the worker's embedded ones first, then the host's."""
+    return ":".join([str(paths.data_dir / "bin"), os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")])
+
+
 def stop_processes(paths: WorkerPaths, say: Callable[[str], None] = _noop) -> list[str]:
     problems = []
     cgroup_root, _ = _kubelet_settings(paths)
@@ -101,7 +106,7 @@ def stop_processes(paths: WorkerPaths, say: Callable[[str], None] = _noop) -> li
     pods = set()
     for d in pod_cgroup_dirs(cgroup_root):
         pods |= pids_in(d)
-    runc = shutil.which("runc") or str(paths.data_dir / "bin" / "runc")
+    runc = shutil.which("runc", path=tools_path(paths)) or ""
     runc_root = paths.containerd_state / "runc" / "k8s.io"
     if runc_root.is_dir() and os.path.exists(runc):
         for cid in sorted(p.name for p in runc_root.iterdir() if p.is_dir()):
@@ -171,10 +176,10 @@ def iptables_filtered(save_text: str) -> tuple[str, int]:
     return "\n".join(out) + "\n", removed
 
 
-def clean_iptables(say: Callable[[str], None] = _noop) -> list[str]:
+def clean_iptables(path: str, say: Callable[[str], None] = _noop) -> list[str]:
     problems = []
     for save, restore in (("iptables-save", "iptables-restore"), ("ip6tables-save", "ip6tables-restore")):
-        s, r = shutil.which(save), shutil.which(restore)
+        s, r = shutil.which(save, path=path), shutil.which(restore, path=path)
         if not s or not r:
             continue
         proc = subprocess.run([s], capture_output=True, text=True, timeout=60)
@@ -189,7 +194,7 @@ def clean_iptables(say: Callable[[str], None] = _noop) -> list[str]:
             problems.append(f"{restore}: {res.stderr.strip()}")
         else:
             say(f"{save.split('-')[0]}: removed {removed} mke/KUBE/CNI chains and rules")
-    nft = shutil.which("nft")
+    nft = shutil.which("nft", path=path)
     if nft:
         for family, table in NFT_TABLES:
             subprocess.run([nft, "delete", "table", family, table], capture_output=True, timeout=30)
@@ -203,7 +208,7 @@ def clean_network(paths: WorkerPaths, say: Callable[[str], None] = _noop) -> lis
     problems = []
     for provider in network.every():
         problems += provider.cleanup(paths, say)
-    return problems + clean_iptables(say)
+    return problems + clean_iptables(tools_path(paths), say)
 
 
 # --------------------------------------------------------------------------- cgroups and files
@@ -272,7 +277,7 @@ def leftovers(data_dir: Path, *, cgroup_root: str = "/", pod_logs: str = "") -> 
     for provider in network.every():
         out += provider.leftovers(paths)
     for save in ("iptables-save", "ip6tables-save"):
-        exe = shutil.which(save)
+        exe = shutil.which(save, path=tools_path(paths))
         if exe:
             text = subprocess.run([exe], capture_output=True, text=True).stdout
             chains = sorted({m.group(1) for m in CHAIN_RE.finditer(text)})

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 # and metrics-server run in pods, from the air-gap images); the network provider adds its
 # CNI plugins (``NetworkProvider.cni_plugins``).
 WORKER_BINARIES = ("containerd", "containerd-shim-runc-v2", "ctr", "runc", "kubelet")
+# The host tools they execute (docs/host-userland.md), staged when the payload embeds them.
+HOST_TOOLS = ("xtables-nft-multi", "xtables-legacy-multi", "ipset", "mount", "umount")
 
 
 @dataclass(frozen=True)

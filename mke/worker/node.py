@@ -33,8 +33,8 @@ from mke.node.files import write_file_atomic
 from mke.node.hostinfo import node_address
 from mke.node.role import NodeRole
 from mke.supervisor import LogSink
-from mke.worker import host
-from mke.worker.context import WORKER_BINARIES, WorkerContext, WorkerOptions, WorkerPaths
+from mke.worker import host, hosttools
+from mke.worker.context import HOST_TOOLS, WORKER_BINARIES, WorkerContext, WorkerOptions, WorkerPaths
 from mke.worker.join import WorkerSettings, bootstrap_kubeconfig, check_token, fetch_settings, kubeconfig_server
 
 
@@ -180,7 +180,12 @@ class Worker(NodeRole):
         self.ctx = WorkerContext(paths=p, options=options, settings=settings, cgroups=cgroups, binaries=binaries,
                                  api_url=api_url, can_lower_oom_score=can_lower_oom, sink=self.sink,
                                  backoff_initial=self.backoff_initial)
-        binaries.prefetch([*WORKER_BINARIES, *self.ctx.network.cni_plugins, *self.ctx.network.worker_binaries()])
+        binaries.prefetch([*WORKER_BINARIES, *self.ctx.network.cni_plugins, *self.ctx.network.worker_binaries(),
+                           *binaries.embedded(HOST_TOOLS)])
+        # The generic iptables names go into mke's own bin dir only, never into a user's --bin-dir.
+        flavour = None if binaries.user_bin_dir else hosttools.prepare_iptables(binaries.bin_dir)
+        if flavour:
+            self.say(f"embedded iptables ({flavour}) first on the components' PATH")
         self.prepare_seconds = time.monotonic() - t0
         self.say(f"worker {options.node_name} (ip {options.node_ip or '?'}) joining {api_url}; "
                  f"cgroup v{cgroups.version}/{cgroups.driver}; network {settings.network_provider} "

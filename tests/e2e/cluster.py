@@ -203,7 +203,7 @@ class E2ECluster:
         d = self.data_dir("ctl")
         d.mkdir(parents=True, exist_ok=True)
         cfg = self.base / "mke.yaml"
-        cfg.write_text("api:\n  address: 10.200.0.1\nnetwork:\n  provider: bridge\n")
+        cfg.write_text("api:\n  address: 10.200.0.1\n")
         argv = self.mke_cmd("ctl", "server", "--config", str(cfg), "--data-dir", str(d), "--name", "ctl", bin_dir=True)
         self.controller = Proc("controller", self.network.hosts["ctl"], argv, self.base / "logs" / "ctl.log",
                                env=self.env).start()

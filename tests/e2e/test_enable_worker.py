@@ -34,7 +34,7 @@ def solo():
     for img in (airgap_bundle(), build_testapp_image(BASE / "testapp-image.tar")):
         shutil.copyfile(img, d / "node" / "images" / img.name)
     cfg = BASE / "solo.yaml"
-    cfg.write_text("api:\n  address: 10.200.0.1\nnetwork:\n  provider: bridge\n")
+    cfg.write_text("api:\n  address: 10.200.0.1\n")
     argv = c.mke_cmd("solo", "server", "--enable-worker", "--config", str(cfg), "--data-dir", str(d), "--name", "solo",
                      bin_dir=True)
     t0 = time.monotonic()

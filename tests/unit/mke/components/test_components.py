@@ -123,23 +123,54 @@ def test_init_failure_starts_nothing(ctx: ControllerContext) -> None:
     assert not (ctx.data_dir / "store.up").exists()
 
 
+FIRST_MKE = """
+import io, sys, time
+from pathlib import Path
+from mke.components.context import ControllerContext
+from mke.components.manager import ComponentManager
+from mke.config import parse_config
+from mke.node.binaries import BinaryResolver
+from mke.supervisor import LogSink
+from tests.unit.mke.components.test_components import FileReadyComponent
+d = Path(sys.argv[1])
+ctx = ControllerContext(config=parse_config({}), data_dir=d, node_name="ctl-1", api_address="192.0.2.10",
+                        binaries=BinaryResolver(d / "bin", user_bin_dir=True), sink=LogSink(io.StringIO()))
+ComponentManager([[FileReadyComponent(ctx, "store")]]).start()
+print("started", flush=True)
+time.sleep(600)
+"""
+
+
 def test_stale_components_from_a_killed_mke_are_stopped_first(ctx: ControllerContext) -> None:
+    import subprocess
+
     fake_binary(ctx.data_dir / "bin", "store", READY_WHEN_STARTED)
-    first = ComponentManager([[FileReadyComponent(ctx, "store")]])
-    first.start()
-    old_pid = int((ctx.data_dir / "store.up").read_text())
-    # mke is killed -9: nobody stops `first`. A new mke starts:
+    # the first mke runs in a process of its own, which is then killed -9 (its component lives on)
+    repo = Path(__file__).resolve().parents[4]
+    first = subprocess.Popen([sys.executable, "-c", FIRST_MKE, str(ctx.data_dir)], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": str(repo)})
+    try:
+        assert first.stdout is not None and first.stdout.readline().strip() == "started"
+        old_pid = int((ctx.data_dir / "store.up").read_text())
+    finally:
+        first.kill()
+        first.wait()
+    assert os.path.exists(f"/proc/{old_pid}")
     (ctx.data_dir / "store.up").unlink()
     second = ComponentManager([[FileReadyComponent(ctx, "store")]])
     second.init()
     second.stop_stale()
     assert (ctx.data_dir / "store.down").exists()
+    try:
+        os.waitpid(old_pid, 0)  # reaped here when pytest is its subreaper (tests/conftest.py)
+    except ChildProcessError:
+        pass
+    assert not os.path.exists(f"/proc/{old_pid}") or open(f"/proc/{old_pid}/stat").read().split()[2] == "Z"
     second.start(init=False)
     try:
         assert int((ctx.data_dir / "store.up").read_text()) != old_pid
     finally:
         second.stop()
-        first.components[0].supervisor._stopping.set()
 
 
 # ---------------------------------------------------------------- flags

@@ -42,8 +42,11 @@ def test_default_set_is_complete_and_valid() -> None:
                  "Deployment/kube-system/coredns", "Service/kube-system/kube-dns",
                  "Deployment/kube-system/metrics-server", "APIService/v1beta1.metrics.k8s.io",
                  "DaemonSet/kube-system/konnectivity-agent", "DaemonSet/kube-system/kube-proxy",
-                 "DaemonSet/kube-system/calico-node", "CustomResourceDefinition/ippools.crd.projectcalico.org"):
+                 "ClusterRole/mke:kube-router", "ClusterRoleBinding/mke:kube-router"):
         assert want in n, want
+    calico = names(render({"network": {"provider": "calico"}, "images": {"registry": "registry.local:5000"}}))
+    for want in ("DaemonSet/kube-system/calico-node", "CustomResourceDefinition/ippools.crd.projectcalico.org"):
+        assert want in calico, want
 
 
 def test_images_are_pinned_and_overridable() -> None:

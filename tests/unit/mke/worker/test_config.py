@@ -240,7 +240,9 @@ def test_list_images_follows_the_config(capsys):
 
     assert main(["airgap", "list-images"]) == 0
     out = capsys.readouterr().out.split()
-    assert "registry.k8s.io/pause:3.10.2" in out and "quay.io/calico/node:v3.30.3" in out
+    assert "registry.k8s.io/pause:3.10.2" in out and not any("calico" in i for i in out)  # kube-router: no image
+    assert main(["airgap", "list-images", "--all"]) == 0
+    assert "quay.io/calico/node:v3.30.3" in capsys.readouterr().out.split()
     from mke.commands.airgap import images
     from mke.config import default_config, with_overrides
 
