@@ -45,9 +45,10 @@ from typing import Any
 
 from build.action import Action
 from build.cache import Cache, OutputFile
-from build.errors import BundleError, RecipeError
+from build.errors import BundleError
 from build.fsutil import sha256_file
 from build.progress import human_bytes, log
+from build.tomlcheck import TomlChecker, join, read_toml
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_SPEC = REPO / "recipes" / "runtime" / "python.toml"
@@ -132,77 +133,48 @@ class RuntimeSpec:
         return debs, wheels
 
 
-def _fail(path: Path, field: str, what: str) -> RecipeError:
-    return RecipeError(f"{path}: {field}: {what}")
-
-
-def _table(path: Path, where: str, value: Any, required: set[str], optional: set[str] = frozenset()) -> dict:
+def _pin(check: TomlChecker, where: str, value: Any, cls: type, name_key: str) -> Any:
     if not isinstance(value, dict):
-        raise _fail(path, where, "expected a table")
-    unknown = set(value) - required - optional
-    if unknown:
-        raise _fail(path, f"{where}.{min(unknown)}" if where else min(unknown), "unknown key")
-    missing = required - set(value)
-    if missing:
-        raise _fail(path, f"{where}.{min(missing)}" if where else min(missing), "missing")
-    for k, v in value.items():
-        if k in required | optional and isinstance(v, list) and not all(isinstance(x, (str, dict)) for x in v):
-            raise _fail(path, f"{where}.{k}" if where else k, "expected a list of strings or tables")
-    return value
-
-
-def _strings(path: Path, where: str, value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
-        raise _fail(path, where, "expected a list of strings")
-    return tuple(value)
-
-
-def _pin(path: Path, where: str, value: Any, cls: type, name_key: str) -> Any:
+        raise check.fail(where, "expected a table")
     keys = {name_key, "version", "arch", "url", "sha256"}
-    _table(path, where, value, keys)
-    for k in keys:
-        if not isinstance(value[k], str):
-            raise _fail(path, f"{where}.{k}", "expected a string")
-    sha = value["sha256"]
+    check.keys(where, value, allowed=keys, required=keys)
+    fields = {k: check.get(where, value, k, str) for k in sorted(keys)}
+    sha = fields["sha256"]
     if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
-        raise _fail(path, f"{where}.sha256", f"not a sha256 hex digest: {sha!r}")
-    if value["arch"] not in TRIPLES:
-        raise _fail(path, f"{where}.arch", f"must be one of {', '.join(TRIPLES)}")
-    if not value["url"].startswith(("http://", "https://")):
-        raise _fail(path, f"{where}.url", "must be an http(s) URL")
-    return cls(**value)
+        raise check.fail(join(where, "sha256"), f"not a sha256 hex digest: {sha!r}")
+    check.choice(join(where, "arch"), fields["arch"], tuple(TRIPLES))
+    if not fields["url"].startswith(("http://", "https://")):
+        raise check.fail(join(where, "url"), "must be an http(s) URL")
+    return cls(**fields)
 
 
 def load_spec(path: Path = DEFAULT_SPEC) -> RuntimeSpec:
-    import tomllib
-
-    try:
-        doc = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise RecipeError(f"{path}: runtime spec not found") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise RecipeError(f"{path}: cannot read the runtime spec: {e}") from None
-    _table(path, "", doc, {"schema", "python", "debian", "pypi"}, {"deb", "wheel"})
-    if doc["schema"] != SPEC_SCHEMA:
-        raise _fail(path, "schema", f"unsupported; this toolchain reads schema {SPEC_SCHEMA}")
-    if doc["python"] != "3.11":
-        raise _fail(path, "python", "the runtime layout (bin/python3.11, lib/python3.11) is for Python 3.11")
-    debian = _table(path, "debian", doc["debian"], {"sources", "packages"}, {"dlopen"})
-    pypi = _table(path, "pypi", doc["pypi"], {"requirements"})
-    sources = _strings(path, "debian.sources", debian["sources"])
-    for i, s in enumerate(sources):
-        if len(s.split()) != 2 or not s.startswith(("http://", "https://")):
-            raise _fail(path, f"debian.sources[{i}]", f"expected 'MIRROR-URL SUITE', got {s!r}")
-    requirements = _strings(path, "pypi.requirements", pypi["requirements"])
+    doc = read_toml(path, "runtime spec")
+    check = TomlChecker(path)
+    check.keys("", doc, allowed={"schema", "python", "debian", "pypi", "deb", "wheel"},
+               required={"schema", "python", "debian", "pypi"})
+    if check.get("", doc, "schema", int) != SPEC_SCHEMA:
+        raise check.fail("schema", f"unsupported; this toolchain reads schema {SPEC_SCHEMA}")
+    if check.get("", doc, "python", str) != "3.11":
+        raise check.fail("python", "the runtime layout (bin/python3.11, lib/python3.11) is for Python 3.11")
+    debian = check.get("", doc, "debian", dict)
+    check.keys("debian", debian, allowed={"sources", "packages", "dlopen"}, required={"sources", "packages"})
+    pypi = check.get("", doc, "pypi", dict)
+    check.keys("pypi", pypi, allowed={"requirements"}, required={"requirements"})
+    sources = check.str_list("debian", debian, "sources")
+    for i, src in enumerate(sources):
+        if len(src.split()) != 2 or not src.startswith(("http://", "https://")):
+            raise check.fail(f"debian.sources[{i}]", f"expected 'MIRROR-URL SUITE', got {src!r}")
+    requirements = check.str_list("pypi", pypi, "requirements")
     for i, r in enumerate(requirements):
         if r.count("==") != 1:
-            raise _fail(path, f"pypi.requirements[{i}]", f"pin one version with ==, got {r!r}")
-    debs = tuple(_pin(path, f"deb[{i}]", d, DebPin, "package") for i, d in enumerate(doc.get("deb", [])))
-    wheels = tuple(_pin(path, f"wheel[{i}]", w, WheelPin, "name") for i, w in enumerate(doc.get("wheel", [])))
-    return RuntimeSpec(path=path, python=doc["python"], sources=sources,
-                       packages=_strings(path, "debian.packages", debian["packages"]),
-                       dlopen=_strings(path, "debian.dlopen", debian.get("dlopen", [])),
-                       requirements=requirements, debs=debs, wheels=wheels)
+            raise check.fail(f"pypi.requirements[{i}]", f"pin one version with ==, got {r!r}")
+    debs = tuple(_pin(check, f"deb[{i}]", d, DebPin, "package") for i, d in enumerate(check.get("", doc, "deb", list, [])))
+    wheels = tuple(_pin(check, f"wheel[{i}]", w, WheelPin, "name")
+                   for i, w in enumerate(check.get("", doc, "wheel", list, [])))
+    return RuntimeSpec(path=path, python="3.11", sources=sources, packages=check.str_list("debian", debian, "packages"),
+                       dlopen=check.str_list("debian", debian, "dlopen", ()), requirements=requirements,
+                       debs=debs, wheels=wheels)
 
 
 def render_pins(debs: list[DebPin], wheels: list[WheelPin]) -> str:
