@@ -99,7 +99,7 @@ class VerificationError(BuildError):
 
 
 class BundleError(BuildError):
-    """Producing dist/mke (payload, PyInstaller, SBOM) failed."""
+    """Producing dist/mke (runtime, entry, payload, join, SBOM) failed."""
 
     exit_code = 12
 

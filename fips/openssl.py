@@ -11,8 +11,7 @@ OpenSSL's release tarball), on the build host:
    has no install-status/install-mac, so the self tests run on every load and the same
    configuration is valid on any machine the bundle runs on;
 4. ``openssl.cnf``: the fips section inline, with ``module = ${ENV::MKE_FIPS_RUNTIME}/fips.so``
-   (an absolute path at run time, whatever OPENSSL_MODULES says: PyInstaller's own
-   cryptography hook points that at its ossl-modules dir), providers fips + base active, the
+   (an absolute path at run time, whatever OPENSSL_MODULES says), providers fips + base active, the
    default provider NOT loaded, ``default_properties = fips=yes``.
 
 The result (fips.so, openssl.cnf, provenance.json) is an action in the build cache, keyed

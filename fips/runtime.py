@@ -8,15 +8,16 @@ For both to use the FIPS provider there must be *one* OpenSSL in the process:
   shared by two libcrypto copies in one process (fipsprov.c: "We do not support the
   scenario of an application linked against multiple versions of libcrypto ... sharing a
   single fips.so"): whichever initialises it second gets no FIPS provider, and its key
-  generation then fails. So the FIPS build uses cryptography **built from source against the
-  system libcrypto.so.3** (``cryptography_wheel``), the same library ``_hashlib`` uses;
-- the bundle carries fips.so + openssl.cnf (fips/openssl.py) and a runtime hook that sets
-  OPENSSL_CONF/OPENSSL_MODULES before anything loads libcrypto;
-- CPython's own hash modules are excluded, so hashlib cannot fall back to them when the
-  FIPS provider refuses an algorithm (``hashlib.md5()`` then fails).
+  generation then fails. So the FIPS build uses cryptography **built from source against
+  libcrypto.so.3** (``cryptography_wheel``), the library the runtime carries and ``_hashlib``
+  uses (the build links against the host's libssl-dev 3.x: the same ABI);
+- the runtime carries fips.so + openssl.cnf + provenance.json under ``fips/`` (fips/openssl.py),
+  byte for byte; mke/start.py points OPENSSL_CONF at them before anything loads libcrypto;
+- CPython's own hash modules are built into Debian's python3.11: mke/start.py blocks them in a
+  FIPS runtime, so hashlib cannot fall back to them when the FIPS provider refuses an algorithm.
 
-``prepare(cache)`` builds what is missing and returns ``bundle_options(...)``: the dict the
-bundler merges into its PyInstaller configuration (see docs/fips.md, "Bundle hook").
+``prepare(cache)`` builds what is missing and returns ``FipsAdditions`` for
+build/bundle/runtime.py (see docs/fips.md, "The FIPS bundle").
 
     python -m fips.runtime prepare [--install]    # provider + cryptography wheel; --install: into this Python
 """
@@ -34,17 +35,18 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from build.action import Action
 from build.cache import Cache, OutputFile, default_cache_dir
 from build.errors import BuildError, BundleError, report
 from build.progress import log
 from mke.elf import ElfFile
-from mke.fips.runtime_state import BUILTIN_HASH_MODULES
 
-RUNTIME_HOOK = Path(__file__).resolve().parent / "pyi_rth_mke_fips.py"
-BUNDLE_DIR = "mke_fips"  # inside the bundle (sys._MEIPASS); the runtime hook names it too
+if TYPE_CHECKING:
+    from build.bundle.runtime import FipsAdditions
+
+BUNDLE_DIR = "fips"  # inside the runtime (mke/start.py looks for fips/openssl.cnf there)
 WHEEL_SCHEMA = 1
 
 
@@ -138,84 +140,49 @@ def install_wheel(wheel: Path) -> None:
 # ---------------------------------------------------------------------------- the bundle
 
 
-def _system_library(soname: str) -> Path | None:
-    """The file the dynamic loader would use for ``soname`` (from /sbin/ldconfig -p)."""
-    try:
-        out = subprocess.run(["/sbin/ldconfig", "-p"], capture_output=True, text=True, check=False).stdout
-    except OSError:
-        return None
-    machine = "x86-64" if _platform.machine() == "x86_64" else _platform.machine()
-    for line in out.splitlines():
-        line = line.strip()
-        if line.startswith(soname + " ") and machine in line and "=>" in line:
-            return Path(line.split("=>", 1)[1].strip())
-    return None
+def runtime_additions(provider: Mapping[str, Path], wheel: Path) -> FipsAdditions:
+    """What a FIPS runtime carries besides the plain one (build/bundle/runtime.py).
 
-
-def bundle_options(provider: Mapping[str, Path]) -> dict[str, Any]:
-    """What the bundler merges into its PyInstaller configuration for a FIPS build.
-
-    ``provider``: fips.so, openssl.cnf, provenance.json (fips.openssl.build_provider).
-    Keys: ``excludes`` (module names), ``binaries`` and ``datas`` ((source, dest dir) pairs as
-    PyInstaller's Analysis takes them), ``exact`` (files whose bytes must survive unchanged: the
-    spec moves them back to DATA after Analysis, see below), ``runtime_hooks`` (paths), ``environment`` (what the
-    hook sets, for the docs/SBOM), ``provenance`` (the provider's provenance.json).
+    ``provider``: fips.so, openssl.cnf, provenance.json (fips.openssl.build_provider), copied
+    byte for byte into ``fips/`` (fips.so's integrity MAC in openssl.cnf is over its exact
+    bytes: the bundler strips only the wheels' shared objects); ``wheel``: cryptography linked
+    to libcrypto.so.3, which replaces PyPI's.
     """
+    from build.bundle.runtime import FipsAdditions
+
     missing = [n for n in ("fips.so", "openssl.cnf", "provenance.json") if n not in provider]
     if missing:
-        raise BundleError(f"FIPS bundle options: the OpenSSL FIPS provider build lacks {', '.join(missing)}")
-    # fips.so goes in as *data*: PyInstaller strips binaries (strip=True), which would break
-    # the module's integrity check (the MAC in openssl.cnf is over the exact bytes).
-    binaries: list[tuple[str, str]] = []
-    # cryptography is staged lazily (mke/pylib.py), so PyInstaller does not see that its
-    # extension needs libssl.so.3 next to the libcrypto.so.3 hashlib brings: bundle both.
-    for soname in ("libcrypto.so.3", "libssl.so.3"):
-        lib = _system_library(soname)
-        if lib is not None:
-            binaries.append((str(lib), "."))
-    return {
-        "excludes": sorted(BUILTIN_HASH_MODULES),
-        "binaries": binaries,
-        "datas": [(str(provider["fips.so"]), BUNDLE_DIR), (str(provider["openssl.cnf"]), BUNDLE_DIR),
-                  (str(provider["provenance.json"]), BUNDLE_DIR)],
-        # PyInstaller reclassifies an ELF file given as data into a binary and strips it (strip=True),
-        # which breaks the module MAC. The spec must move these back to DATA after Analysis:
-        #   exact = {f"{dest}/{Path(src).name}": src for src, dest in opts["exact"]}
-        #   a.binaries = [e for e in a.binaries if e[0] not in exact]
-        #   a.datas = [e for e in a.datas if e[0] not in exact] + [(n, s, "DATA") for n, s in exact.items()]
-        "exact": [(str(provider["fips.so"]), BUNDLE_DIR)],
-        "runtime_hooks": [str(RUNTIME_HOOK)],
-        "environment": {"OPENSSL_CONF": f"<bundle>/{BUNDLE_DIR}/openssl.cnf", "MKE_FIPS_RUNTIME": f"<bundle>/{BUNDLE_DIR}",
-                        "CRYPTOGRAPHY_OPENSSL_NO_LEGACY": "1"},
-        "provenance": json.loads(Path(provider["provenance.json"]).read_text()),
-    }
+        raise BundleError(f"FIPS runtime: the OpenSSL FIPS provider build lacks {', '.join(missing)}")
+    return FipsAdditions(
+        files=tuple((f"{BUNDLE_DIR}/{n}", Path(provider[n])) for n in ("fips.so", "openssl.cnf", "provenance.json")),
+        cryptography_wheel=wheel,
+        provenance=json.loads(Path(provider["provenance.json"]).read_text()),
+    )
 
 
-def prepare(cache: Cache, *, mirror: str | None = None, jobs: int = 2, install: bool = False) -> dict[str, Any]:
-    """Everything a FIPS bundle needs, built or taken from the cache; returns ``bundle_options``.
+def prepare(cache: Cache, *, mirror: str | None = None, jobs: int = 2, install: bool = False) -> FipsAdditions:
+    """Everything a FIPS runtime needs, built or taken from the cache.
 
-    Raises BundleError when the cryptography in this Python carries its own OpenSSL and
-    ``install`` is False (the bundler collects cryptography from the running environment).
+    ``install``: also install the cryptography wheel into the running Python (the FIPS runtime
+    tests, `nox -s tests-fips`, run mke.fips in their own venv); the bundler does not need it.
     """
+    import importlib.metadata
+
+    from build.bundle.runtime import load_spec
     from fips.openssl import build_provider
     from fips.settings import load
 
     provider = build_provider(load(), cache, mirror=mirror, jobs=jobs)
-    if not cryptography_links_system_openssl():
-        import importlib.metadata
-
-        version = importlib.metadata.version("cryptography")
-        wheel = cryptography_wheel(cache, version)
-        if not install:
-            raise BundleError(f"the cryptography {version} in {sys.prefix} carries its own OpenSSL; the FIPS bundle needs "
-                              f"it linked to libcrypto.so.3: pip install --force-reinstall --no-deps {wheel} "
-                              "(or run `python -m fips.runtime prepare --install`)")
+    pins = [r for r in load_spec().requirements if r.lower().startswith("cryptography==")]
+    version = pins[0].split("==", 1)[1] if pins else importlib.metadata.version("cryptography")
+    wheel = cryptography_wheel(cache, version)
+    if install and not cryptography_links_system_openssl():
         install_wheel(wheel)
         importlib.invalidate_caches()
         if not cryptography_links_system_openssl():
             raise BundleError(f"{wheel.name} was installed but cryptography still does not load libcrypto.so.3")
         log("cryptography", f"installed {wheel.name} (linked to the system libcrypto.so.3)")
-    return bundle_options(provider)
+    return runtime_additions(provider, wheel)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,12 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     except (BuildError, OSError) as e:
         return report(e)
     if args.json:
-        print(json.dumps(opts, indent=2, sort_keys=True))
+        print(json.dumps({"files": {d: str(src) for d, src in opts.files}, "cryptography_wheel": str(opts.cryptography_wheel),
+                          "provenance": opts.provenance}, indent=2, sort_keys=True))
     else:
-        print(opts["provenance"]["statement"])
-        print(f"excludes: {' '.join(opts['excludes'])}")
-        for src, dest in opts["binaries"] + opts["datas"]:
-            print(f"bundle: {src} -> {dest}/")
+        print(opts.provenance["statement"])
+        print(f"cryptography: {opts.cryptography_wheel}")
+        for dest, src in opts.files:
+            print(f"runtime: {src} -> {dest}")
     return 0
 
 

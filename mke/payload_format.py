@@ -1,9 +1,8 @@
 """The payload format: the one module both halves share (build/bundle.py writes it, mke/ reads it).
 
-The payload is an ELF section named ``mkepayload`` inside dist/mke, placed (in file
-order) just before PyInstaller's ``pydata`` section, so that the bootloader's backwards
-scan for its own archive never walks through it and ``strip`` keeps it. It is found by
-section name, never by file end. A payload can also be a plain file with the same
+The payload is an ELF section named ``mkepayload`` inside dist/mke (after its static
+entry program, build/entry), which ``strip`` keeps. It is found by section name, never by
+file end. A payload can also be a plain file with the same
 bytes (tests, ``MKE_PAYLOAD``). The layout (all integers little-endian; docs/payload.md):
 
     header   128 bytes: magic, format version, header size, manifest offset+length,
@@ -102,11 +101,12 @@ class Binary(NamedTuple):
 
 
 class Library(NamedTuple):
-    """A tar of Python packages kept out of PyInstaller's archive (which a one-file program
-    unpacks on every start) and staged on first import instead: see mke/pylib.py."""
+    """One part of the Python runtime (``mke-runtime.<n>``): a tar stream that is the whole
+    content of one frame. The static entry (build/entry) stages the parts once per runtime
+    digest and runs that runtime; Python itself never reads them (docs/payload.md)."""
 
     name: str
-    packages: tuple[str, ...]  # top-level import names it provides
+    packages: tuple[str, ...]  # unused by runtime parts (kept for the manifest schema): ()
     python: str  # "3.11": the interpreter its compiled files are for
     sha256: str  # of the tar
     size: int
@@ -141,12 +141,6 @@ class Manifest(NamedTuple):
             if e.name == name:
                 return e
         raise PayloadError(f"this mke has no payload entry named {name!r}")
-
-    def library_for(self, package: str) -> Library | None:
-        for lib in self.libraries:
-            if package in lib.packages:
-                return lib
-        return None
 
     def names(self) -> tuple[str, ...]:
         return tuple(b.name for b in self.binaries)
@@ -596,18 +590,19 @@ PAYLOAD_ENV = "MKE_PAYLOAD"
 def running_payload() -> Payload | None:
     """The payload of the running mke, or None (a build without payload, or run from source).
 
-    ``$MKE_PAYLOAD`` names a payload file (or an executable carrying one) to use instead;
-    a frozen mke reads its own executable through /proc/self/exe, which stays the file
-    this process started from even if dist/mke is replaced meanwhile.
+    ``$MKE_PAYLOAD`` names a payload file (or an executable carrying one) to use instead.
+    dist/mke's Python runs under its static entry (build/entry), so /proc/self/exe is the
+    runtime's loader, not mke: the entry passes the mke file open as a file descriptor
+    (mke/start.py), which stays the file this process started from even if dist/mke is
+    replaced meanwhile.
     """
-    import sys
+    from mke import start
 
     env = os.environ.get(PAYLOAD_ENV)
     if env:
         if not os.path.exists(env):
             raise PayloadError(f"${PAYLOAD_ENV}={env}: no such file")
         return Payload.open(env)
-    if getattr(sys, "frozen", False):
-        exe = "/proc/self/exe" if os.path.exists("/proc/self/exe") else sys.executable
-        return Payload.open(exe, label=sys.executable)
+    if start.payload_path:
+        return Payload.open(start.payload_path, label=start.executable)
     return None

@@ -25,8 +25,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def mke_executable() -> str:
-    if getattr(sys, "frozen", False):
-        return os.path.realpath(sys.executable)
+    """The command that runs this mke: the dist/mke file it started from (mke/start.py), or
+    ``python -m mke`` when run from source."""
+    from mke import start
+
+    if start.executable:
+        return os.path.realpath(start.executable)
     return f"{os.path.realpath(sys.executable)} -m mke"
 
 

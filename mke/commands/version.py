@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def runtime(fips_payload: bool) -> dict[str, Any]:
     """The runtime's own crypto. mke.fips is imported only in a FIPS mke:
-    a FIPS payload, or the FIPS runtime hook's MKE_FIPS_RUNTIME set."""
+    a FIPS payload, or MKE_FIPS_RUNTIME set (mke/start.py sets it in a FIPS runtime)."""
     if not fips_payload and not os.environ.get("MKE_FIPS_RUNTIME"):
         return {"fips": False}
     from mke.fips.runtime_env import runtime_summary
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"runtime crypto: OpenSSL FIPS provider {rt.get('openssl_fips_provider') or '?'} "
               f"({'validated' if rt.get('validated') else 'not a validated version'})")
     elif doc["fips"]:
-        print("runtime crypto: NOT through a FIPS provider (this runtime lacks the FIPS runtime hook)")
+        print("runtime crypto: NOT through a FIPS provider (this runtime carries none)")
     if not doc["components"]:
         print("no component manifest: binaries are looked up on PATH")
         return 0

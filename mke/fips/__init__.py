@@ -23,7 +23,7 @@ caller such as ``mke version`` never pays for the rest):
 - ``binary``: those facts of one file; ``policy``: what a build demands of them and the
   verdict per binary; ``table``: the per-binary table and the JSON report.
 
-**The runtime.** ``runtime_env``: whether this is a FIPS bundle (its runtime hook ran),
+**The runtime.** ``runtime_env``: whether this is a FIPS runtime (mke/start.py set it up),
 its provider's provenance, and the environment its children get; ``libcrypto``: the
 process's OpenSSL (providers loaded, keys made inside the FIPS provider);
 ``runtime_state``: which OpenSSL ``hashlib`` and ``cryptography`` use, whether the FIPS

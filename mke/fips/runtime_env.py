@@ -1,7 +1,7 @@
 """The FIPS bundle's runtime environment: is this a FIPS mke, its provider, and what children get.
 
-The bundle's runtime hook (fips/pyi_rth_mke_fips.py) points OpenSSL at the bundled FIPS
-provider and sets ``MKE_FIPS_RUNTIME``; everything here is cheap (no OpenSSL is loaded),
+A FIPS runtime's start (mke/start.py) points OpenSSL at the runtime's FIPS provider and
+sets ``MKE_FIPS_RUNTIME``; everything here is cheap (no OpenSSL is loaded),
 so ``mke version`` and ``mke/procenv.py`` can use it on every start.
 """
 
@@ -13,14 +13,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-RUNTIME_ENV = "MKE_FIPS_RUNTIME"  # set by the FIPS bundle's runtime hook to its provider dir
-SAVED_PREFIX = "MKE_FIPS_SAVED_"  # the hook keeps the caller's value of each variable it sets here
-#: Environment the FIPS bundle's runtime hook sets (fips/pyi_rth_mke_fips.py); never inherited by children.
+RUNTIME_ENV = "MKE_FIPS_RUNTIME"  # set by a FIPS runtime's start (mke/start.py) to its provider dir
+SAVED_PREFIX = "MKE_FIPS_SAVED_"  # mke/start.py keeps the caller's value of each variable it sets here
+#: Environment a FIPS runtime's start sets (mke/start.py); never inherited by children.
 OPENSSL_ENV = ("OPENSSL_CONF", "OPENSSL_MODULES", RUNTIME_ENV, "CRYPTOGRAPHY_OPENSSL_NO_LEGACY")
 
 
 def is_fips_runtime() -> bool:
-    """True in a FIPS bundle (its runtime hook ran); cheap: no OpenSSL is loaded."""
+    """True in a FIPS runtime (mke/start.py set it up); cheap: no OpenSSL is loaded."""
     return bool(os.environ.get(RUNTIME_ENV))
 
 
@@ -40,7 +40,7 @@ def runtime_summary() -> dict[str, Any]:
 def child_env(env: Mapping[str, str], *, fips_payload: bool) -> dict[str, str]:
     """The environment for a child process of a FIPS mke (procenv.clean_env can call this last).
 
-    Gives back the caller's OPENSSL_* values that the runtime hook replaced (children must
+    Gives back the caller's OPENSSL_* values that mke/start.py replaced (children must
     not load the bundle's temp-dir provider), and for a FIPS payload forces GODEBUG
     fips140=on so that ``GODEBUG=fips140=off`` in mke's environment cannot turn the Go
     module's FIPS mode off.

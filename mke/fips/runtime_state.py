@@ -14,8 +14,8 @@ from mke.fips.libcrypto import generate_private_key_pem, provider_state
 from mke.fips.runtime_env import OPENSSL_ENV
 
 #: CPython's own hash implementations, which hashlib falls back to when OpenSSL refuses
-#: an algorithm. A FIPS bundle leaves them out (PyInstaller excludes), so a refused
-#: algorithm stays refused. (_sha2 is 3.12+; _sha256/_sha512 are 3.11.)
+#: an algorithm. They are built into the runtime's python3.11; a FIPS runtime blocks them at
+#: start (mke/start.py), so a refused algorithm stays refused. (_sha2 is 3.12+; _sha256/_sha512 are 3.11.)
 BUILTIN_HASH_MODULES = ("_md5", "_sha1", "_sha256", "_sha512", "_sha2", "_sha3", "_blake2")
 
 

@@ -1,12 +1,11 @@
-"""dist/mke: start-up with vs without payload, vs a hello-world; extract vs zstd -d; strip.
+"""dist/mke: start-up vs its own bare interpreter; extract vs zstd -d; strip.
 
 Needs a bundled dist/mke (nox -s build; or MKE_BENCH_DIST=DIR holding mke and
 linux-<arch>/manifest.json). Every figure is a ratio against a baseline measured in the
-same run, on the same disk:
+same run, on the same disk (the static entry's own figures: bench_static.py):
 
-- start-up: `mke version` with the full payload vs the same executable with the payload
-  section removed (target <= 1.1x); the payload-less one vs a hello-world one-file built
-  by the same spec and options (target <= 1.3x)
+- start-up: `mke version` (runtime staged) vs the runtime's bare Python started the same
+  way (`-S -P -c pass` through its loader): what mke's own imports and work cost
 - first `mke extract` of every binary vs `zstd -d` of the same frames (target <= 1.5x),
   and vs `zstd -d` + sync (mke fsyncs what it stages)
 - second `mke extract` (everything present) minus `mke version`: target < 50 ms
@@ -69,14 +68,6 @@ def show(report, name: str, base: str, m: dict[str, float], target: float | None
           f"({m['a_cpu'] * 1000:.0f} vs {m['b_cpu'] * 1000:.0f} ms cpu)", flush=True)
 
 
-def _hello(work: Path) -> Path:
-    from build import bundle
-
-    spec = bundle.RuntimeSpec(name="hello", entry=REPO / "build" / "pyinstaller" / "hello_entry.py", collect=())
-    (work / "hello-build").mkdir()
-    return bundle.run_pyinstaller(work / "hello-build", spec, source_date_epoch=bundle.DEFAULT_EPOCH)
-
-
 def run(report) -> None:
     from mke import payload_format as pf
 
@@ -91,20 +82,19 @@ def run(report) -> None:
         return
     with tempfile.TemporaryDirectory(prefix="mke-bench-", dir=dist) as wd:
         work = Path(wd)
-        env = {**os.environ, "MKE_LIB_DIR": str(work / "lib")}
+        env = {**os.environ, "MKE_RUNTIME_DIR": str(work / "runtime")}
         full = work / "mke"
         shutil.copyfile(exe, full)
         full.chmod(0o755)
-        bare = work / "mke-nopayload"
-        subprocess.run(["objcopy", "--remove-section", pf.SECTION_NAME, str(full), str(bare)], check=True)
-        hello = _hello(work)
+        subprocess.run([str(full), "version"], check=True, env=env, stdout=subprocess.DEVNULL)  # stage the runtime
+        rt = next(p for p in (work / "runtime").iterdir() if len(p.name) == 64)
+        bare = [str(rt / "bin" / "mke"), "--inhibit-cache", "--library-path", str(rt / "lib"),
+                str(rt / "bin" / "python3.11"), "-S", "-P", "-c", "pass"]
 
         # Start-up.
-        m = paired([str(full), "version"], [str(bare), "version"], runs=20, env=env)
-        show(report, "mke version, full payload", "same build without payload", m, 1.1)
-        m2 = paired([str(bare), "version"], [str(hello)], runs=20, env=env)
-        show(report, "mke version without payload", "hello-world one-file (same spec, --strip)", m2, 1.3)
-        t_full, t_bare, t_hello = m["a_wall"], m["b_wall"], m2["b_wall"]
+        m = paired([str(full), "version"], bare, runs=20, env={**env, "PYTHONHOME": str(rt)})
+        show(report, "mke version (runtime staged)", "the runtime's bare python3.11 -S -c pass", m, None)
+        t_full, t_bare = m["a_wall"], m["b_wall"]
 
         # strip keeps it working.
         stripped = work / "mke-stripped"
@@ -159,7 +149,7 @@ def run(report) -> None:
         size = exe.stat().st_size
         print(f"size: dist/mke {size / 2**20:.1f} MiB; embedded binaries {raw / 2**20:.1f} MiB raw "
               f"({100 * size / raw:.1f}%); k0s's published binary for the same set is ~256 MB", flush=True)
-        json.dump({"startup_full_s": t_full, "startup_bare_s": t_bare, "startup_hello_s": t_hello,
+        json.dump({"startup_full_s": t_full, "startup_bare_s": t_bare,
                    "extract_s": t_extract, "zstd_s": t_zstd, "zstd_sync_s": t_zstd_sync,
                    "second_extract_s": t_second, "version_s": t_version, "strip_ok": same, "size": size,
                    "raw": raw}, sys.stdout)

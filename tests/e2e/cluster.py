@@ -42,7 +42,7 @@ def mke_argv() -> tuple[list[str], Path | None, dict[str, str]]:
     if explicit:
         return [explicit], (bin_dir if os.environ.get("MKE_E2E_BIN_DIR") else None), {}
     if (dist() / "mke").exists() and not os.environ.get("MKE_E2E_BIN_DIR"):
-        return [str(dist() / "mke")], None, {}
+        return [str(dist() / "mke")], None, {"MKE_RUNTIME_DIR": str(BASE / "runtime")}  # not the host's /var/lib/mke
     bd = Path(os.environ.get("MKE_E2E_BIN_DIR", bin_dir))
     return [sys.executable, "-m", "mke"], bd, {"PYTHONPATH": str(REPO)}
 
@@ -254,7 +254,7 @@ class E2ECluster:
         return int((self.data_dir(node) / "run" / f"{component}.pid").read_text().split()[0])
 
     def worker_rss(self, name: str) -> dict[str, int]:
-        """KiB of resident memory: the mke process (and its PyInstaller parent/child), containerd, kubelet, shims."""
+        """KiB of resident memory: the mke process (and its own children), containerd, kubelet, shims."""
         p = self.workers[name]
         mke = rss_kib(p.pid) + sum(rss_kib(c) for c in children(p.pid)
                                    if Path(f"/proc/{c}/comm").read_text().strip() not in ("containerd", "kubelet"))

@@ -2,8 +2,11 @@
 
 tests/recipes/bundle/ holds two small recipes whose upstream-shaped artifacts (real
 static binaries) are served by a real local HTTP mirror; the fetch build puts them in
-the cache and the bundler makes dist/mke (PyInstaller one-file + payload section).
-A second bundle embeds one large binary, for the SIGKILL-mid-staging test.
+the cache and the bundler makes dist/mke (the static entry + the payload: the Python
+runtime's parts and the binaries' frames; tests/support/bundles.py). A second bundle
+embeds one large binary, for the SIGKILL-mid-staging test. The bundles use the shared
+build cache (the runtime, the entry and the frames are cached actions). What the static
+entry itself promises (no host library, other roots) is tests/integration/test_static.py.
 """
 
 from __future__ import annotations
@@ -11,63 +14,56 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from build.cache import Cache
-from build.lockfile import Lockfile
-from build.recipes import load_recipes
+from build.cache import Cache, default_cache_dir
 from mke import payload_format as pf
-from tests.support.artifacts import publish, static_binary
-from tests.support.mirror import MirrorServer
+from tests.support.artifacts import static_binary
+from tests.support.bundles import RECIPES_DIR, build_cli
+from tests.support.bundles import fetch_bundle as make_fetch_bundle
 
 REPO = Path(__file__).resolve().parents[2]
-RECIPES_DIR = REPO / "tests" / "recipes" / "bundle"
-RECIPES = load_recipes(RECIPES_DIR)
 ALL = {"alpha-server", "alpha-agent", "omega"}
 
-pytestmark = pytest.mark.skipif(shutil.which("objcopy") is None or shutil.which("gcc") is None,
-                                reason="needs objcopy and gcc (scripts/bootstrap.sh installs them)")
+pytestmark = [pytest.mark.docker,
+              pytest.mark.skipif(shutil.which("objcopy") is None or shutil.which("gcc") is None,
+                                 reason="needs objcopy and gcc (scripts/bootstrap.sh installs them)")]
 
 
-def build_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "build.cli", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=900, env={**os.environ, "PYTHONPATH": str(REPO), "SOURCE_DATE_EPOCH": "1700000000"}, check=False)
+@pytest.fixture(scope="session")
+def runtime_dir(tmp_path_factory) -> Path:
+    """Where these tests' mke stage their Python runtime (never the host's /var/lib/mke)."""
+    return tmp_path_factory.mktemp("mke-runtime")
+
+
+@pytest.fixture(autouse=True)
+def _runtime_dir_env(runtime_dir, monkeypatch):
+    monkeypatch.setenv("MKE_RUNTIME_DIR", str(runtime_dir))
 
 
 def mke(exe: Path, *args: str, bin_dir: Path | None = None, env: dict | None = None, timeout: float = 120
         ) -> subprocess.CompletedProcess:
     argv = [str(exe), *args] + ([f"--bin-dir={bin_dir}"] if bin_dir else [])
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "MKE_LIB_DIR": str(exe.parent / "lib"), **(env or {})}, check=False)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+                          check=False)
 
 
 @pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory) -> Path:
-    """One cache for every bundle in the session: PyInstaller runs once."""
-    return tmp_path_factory.mktemp("bundle-cache")
+def cache_dir() -> Path:
+    """The shared build cache: the runtime, the entry and the frames are built once, ever."""
+    return default_cache_dir()
 
 
 @pytest.fixture(scope="session")
-def fetch_bundle(tmp_path_factory, cache_dir) -> Path:
-    root = tmp_path_factory.mktemp("bundle-fetch")
-    lock = Lockfile.empty(root / "recipes.lock")
-    for r in RECIPES.values():
-        for url, digest in publish(r, root / "upstream", cache=root / "cbins").items():
-            lock = lock.with_artifact(r.name, "linux/amd64", url, digest)
-    lock.save()
-    with MirrorServer(root / "upstream") as mirror:
-        r = build_cli("build", "--mode=fetch", "--bundle", "--arch=amd64", f"--recipes-dir={RECIPES_DIR}",
-                      f"--lock={lock.path}", f"--mirror={mirror.url}", f"--cache-dir={cache_dir}",
-                      f"--dist={root / 'dist'}")
-    assert r.returncode == 0, r.stderr
-    return root / "dist"
+def fetch_bundle(tmp_path_factory) -> Path:
+    return make_fetch_bundle(tmp_path_factory.mktemp("bundle-fetch"))
 
 
 @pytest.fixture(scope="session")
@@ -78,7 +74,7 @@ def big_bundle(tmp_path_factory, cache_dir) -> Path:
     root = tmp_path_factory.mktemp("bundle-big")
     cache = Cache(cache_dir)
     huge = static_binary(root / "huge", "huge 1.0", cache=root / "cbins")
-    block = os.urandom(1 << 20)
+    block = random.Random(1).randbytes(1 << 20)  # the same bytes every run: its frame is cached
     with open(huge, "ab") as f:
         f.writelines(block for _ in range(64))
     small = static_binary(root / "small", "small 1.0", cache=root / "cbins")
@@ -213,13 +209,11 @@ def test_strip_keeps_it_working(fetch_bundle, tmp_path):
     assert (tmp_path / "bin" / "omega").exists()
 
 
-def test_lazy_library_is_staged_on_first_import(fetch_bundle, tmp_path):
-    exe = copy_exe(fetch_bundle / "mke", tmp_path / "mke")
-    # kubeconfig imports mke.pki (cryptography) before it finds that there is no PKI.
-    r = mke(exe, "kubeconfig", "admin", "--data-dir", str(tmp_path / "nodata"))
+def test_runtime_packages_work(fetch_bundle, tmp_path):
+    """kubeconfig imports mke.pki (cryptography, from the runtime's wheels) before it finds no PKI."""
+    r = mke(fetch_bundle / "mke", "kubeconfig", "admin", "--data-dir", str(tmp_path / "nodata"))
     assert "cryptography" not in r.stderr and "No module named" not in r.stderr, r.stderr
     assert r.returncode == 8, r.stderr  # PKIError: the import worked
-    assert len([p for p in (tmp_path / "lib").iterdir() if not p.name.startswith(".")]) == 1
 
 
 def test_sigkill_mid_staging_leaves_no_partial_binary(big_bundle, tmp_path):
@@ -229,7 +223,7 @@ def test_sigkill_mid_staging_leaves_no_partial_binary(big_bundle, tmp_path):
     for _attempt in range(5):
         shutil.rmtree(bindir, ignore_errors=True)
         proc = subprocess.Popen([str(exe), "extract", f"--bin-dir={bindir}", "huge"], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, env={**os.environ, "MKE_LIB_DIR": str(tmp_path / "lib")})
+                                stderr=subprocess.DEVNULL, env=dict(os.environ))
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:
             tmps = list((bindir / ".store").glob(".tmp-*/*/huge")) if (bindir / ".store").exists() else []
@@ -255,7 +249,7 @@ def test_sigkill_mid_staging_leaves_no_partial_binary(big_bundle, tmp_path):
 def test_two_concurrent_extracts(big_bundle, tmp_path):
     exe = copy_exe(big_bundle / "mke", tmp_path / "mke")
     bindir = tmp_path / "bin"
-    env = {**os.environ, "MKE_LIB_DIR": str(tmp_path / "lib")}
+    env = dict(os.environ)
     procs = [subprocess.Popen([str(exe), "extract", f"--bin-dir={bindir}"], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
     outs = [p.communicate(timeout=120) for p in procs]

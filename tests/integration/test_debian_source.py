@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from build.cli import main
-from build.elf import read_elf
+from mke.elf import ElfFile
 from tests.support.debpkg import PATCH, lock_pins, make_packages, recipe_text
 from tests.support.goproxy import docker_mode_env
 from tests.support.mirror import MirrorServer
@@ -72,7 +72,7 @@ def test_debian_recipe_builds_static_from_verified_sources(env, capsys: pytest.C
     assert _build(env) == 0
     assert "built=1 cached=0" in capsys.readouterr().err
     out = env["dist"] / "linux-amd64" / "bin" / "mkehello"
-    info = read_elf(out)
+    info = ElfFile.open(out)
     assert info is not None and info.static
     proc = _run_in_empty_root(out, tmp_path)
     assert proc.returncode == 0, proc.stderr

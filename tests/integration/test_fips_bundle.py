@@ -1,59 +1,50 @@
-"""A real FIPS bundle (dist/mke-fips) made by build/bundle.py, then run: its runtime's crypto.
+"""A real FIPS bundle (dist/mke-fips) made by build/bundle, then run: its runtime's crypto.
 
 The bundler's FIPS path on a manifest without embedded Go binaries (those are proven by
 tests/integration/test_fips_build.py and, in the bundle, by `mke fips check`): the OpenSSL
-FIPS provider, cryptography linked to the system libcrypto.so.3 and the runtime hook go
-into the PyInstaller build; the bundle is run and must refuse MD5 and RSA-1024 and report
-its provider. Uses the shared build cache (the provider and the cryptography wheel are
-built once, minutes; later runs take a few seconds, plus ~12 s of PyInstaller after a change in mke/).
-
-Needs a Python whose cryptography is linked to libcrypto.so.3 (the bundler installs the
-wheel with ``fips.runtime.prepare(install=True)``; this test does not change the Python it
-runs in): `python -m fips.runtime prepare --install`, or run it in .nox/build-fips.
+FIPS provider and cryptography built against libcrypto.so.3 go into the Python runtime
+(fips/runtime.py); the bundle is run and must refuse MD5 and RSA-1024 and report its
+provider. Uses the shared build cache (the provider and the cryptography wheel are built
+once, minutes; the runtime and its frames once per change under mke/). The same bundle in
+other root filesystems: tests/integration/test_static.py.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from build import bundle
-from build.cache import Cache, default_cache_dir
+from mke import payload_format as pf
+from tests.support.bundles import fips_bundle as make_fips_bundle
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("objcopy") is None, reason="needs objcopy")]
+pytestmark = [pytest.mark.slow, pytest.mark.docker]
+
+
+@pytest.fixture(scope="module")
+def runtime_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("fips-runtime")
 
 
 @pytest.fixture(scope="module")
 def fips_bundle(tmp_path_factory) -> bundle.Bundle:
-    pytest.importorskip("PyInstaller")
-    from fips.runtime import cryptography_links_system_openssl
-
-    if not cryptography_links_system_openssl():
-        pytest.skip("this Python's cryptography carries its own OpenSSL: `python -m fips.runtime prepare --install` "
-                    "(or run in .nox/build-fips)")
     root = tmp_path_factory.mktemp("fips-bundle")
-    manifest = root / "linux-amd64" / "manifest.json"
-    manifest.parent.mkdir()
-    manifest.write_text(json.dumps({"schema": 1, "platform": "linux/amd64", "mode": "none", "fips": True, "binaries": [
-        {"name": "kubectl", "component": "kubernetes", "version": "1.36.5", "license": "Apache-2.0", "homepage": "",
-         "roles": ["controller", "worker"], "mode": "none", "fips": True, "source": None, "sha256": None,
-         "size": None}]}))
     dist = root / "dist"
-    (dist).mkdir()
+    dist.mkdir()
     (dist / "mke").write_bytes(b"the non-FIPS bundle")  # its SHA256SUMS line must survive
     (dist / "SHA256SUMS").write_text(f"{'a' * 64}  mke\n")
-    return bundle.write_bundle(cache=Cache(default_cache_dir()), manifest_path=manifest, dist=dist, jobs=2,
-                               source_date_epoch=1700000000)
+    return make_fips_bundle(root)
 
 
-def _run(b: bundle.Bundle, *args: str) -> dict:
+def _run(b: bundle.Bundle, runtime_dir: Path, *args: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENSSL", "MKE_FIPS"))}
-    env["MKE_LIB_DIR"] = str(b.exe.parent / "lib")
-    proc = subprocess.run([str(b.exe), *args], capture_output=True, text=True, env=env, timeout=120, check=False)
+    env["MKE_RUNTIME_DIR"] = str(runtime_dir)
+    proc = subprocess.run([str(b.exe), *args], capture_output=True, text=True, env=env, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -70,36 +61,35 @@ def test_release_files(fips_bundle):
     assert "openssl-fips-provider" in pkgs
 
 
-def test_version_reports_the_fips_runtime(fips_bundle):
-    doc = _run(fips_bundle, "version", "--json")
+def test_version_reports_the_fips_runtime(fips_bundle, runtime_dir):
+    doc = _run(fips_bundle, runtime_dir, "version", "--json")
     rt = doc["runtime"]
     assert doc["fips"] is True and rt["fips"] is True and rt["openssl_fips_provider"]
     assert rt["validated"] is (rt["certificate"] is not None) and rt["statement"]
 
 
-def test_runtime_crypto_is_fips(fips_bundle):
-    doc = _run(fips_bundle, "fips", "check", "--runtime-only", "--json")
+def test_runtime_crypto_is_fips(fips_bundle, runtime_dir):
+    doc = _run(fips_bundle, runtime_dir, "fips", "check", "--runtime-only", "--json")
     s = doc["runtime"]
     assert doc["ok"], doc["problems"]
     assert s["hashlib_md5_refused"] and s["hashlib_new_md5_refused"] and s["hashlib_sha256_works"]
-    assert s["evp_rsa1024_refused"] and s["evp_p256_works"]
+    assert s["evp_rsa1024_refused"] and s["evp_p256_works"] and s["builtin_hash_modules"] == []
     c = s["cryptography"]
     assert c["fips_enabled"] and c["md5_refused"] and c["rsa1024_sign_refused"] and c["p256_works"]
     o = s["hashlib_openssl"]
     assert o["fips"] and not o["default"] and o["default_properties_fips"]
 
 
-def test_fips_module_is_carried_byte_for_byte(fips_bundle):
-    """PyInstaller would strip fips.so (a binary) and break its integrity MAC: the spec keeps it exact."""
-    import hashlib
-
-    from PyInstaller.archive.readers import CArchiveReader
-
-    from fips.runtime import BUNDLE_DIR
-
-    archive = CArchiveReader(str(fips_bundle.exe))
-    prov = json.loads(archive.extract(f"{BUNDLE_DIR}/provenance.json"))
-    assert hashlib.sha256(archive.extract(f"{BUNDLE_DIR}/fips.so")).hexdigest() == prov["fips_so_sha256"]
-    names = set(archive.toc)
-    assert not any(n.split("/")[-1].startswith(("_md5", "_sha1", "_sha2", "_sha3", "_blake2")) for n in names)
-    assert "pyi_rth_mke_fips" in names
+def test_fips_module_is_carried_byte_for_byte(fips_bundle, runtime_dir):
+    """fips.so's integrity MAC (in openssl.cnf) is over its exact bytes: the runtime carries them unchanged."""
+    _run(fips_bundle, runtime_dir, "version", "--json")  # staged
+    p = pf.Payload.open(fips_bundle.exe)
+    h = hashlib.sha256(b"mke-runtime 1\n")
+    for lib in p.manifest.libraries:
+        h.update(f"{lib.name} {lib.sha256} {lib.size}\n".encode())
+    fips_dir = runtime_dir / h.hexdigest() / "fips"
+    prov = json.loads((fips_dir / "provenance.json").read_text())
+    assert hashlib.sha256((fips_dir / "fips.so").read_bytes()).hexdigest() == prov["fips_so_sha256"]
+    assert "${ENV::MKE_FIPS_RUNTIME}/fips.so" in (fips_dir / "openssl.cnf").read_text()
+    # CPython's own hash modules are built into Debian's python3.11: the runtime blocks them at start
+    # (mke/start.py); `fips check` reports builtin_hash_modules == [] (test_runtime_crypto_is_fips).

@@ -29,9 +29,9 @@ REPO = Path(__file__).resolve().parents[2]
 PROBE = """
 import json, sys
 for m in ("_md5", "_sha1", "_sha256", "_sha512", "_sha3", "_blake2", "_sha2"):
-    sys.modules[m] = None  # as PyInstaller's excludes leave them out
+    sys.modules[m] = None  # as mke/start.py blocks them in a FIPS runtime
 import logging
-logging.disable(logging.CRITICAL)  # hashlib's "code for hash md5 was not found" (the runtime hook filters it)
+logging.disable(logging.CRITICAL)  # hashlib's "code for hash md5 was not found" (mke/start.py filters it)
 from mke.fips.libcrypto import generate_private_key
 from mke.fips.runtime_state import runtime_problems, runtime_state
 state = runtime_state()

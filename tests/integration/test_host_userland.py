@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from build.cli import main
-from build.elf import read_elf
+from mke.elf import ElfFile
 from tests.support.goproxy import docker_mode_env
 
 pytestmark = [pytest.mark.docker, pytest.mark.root, pytest.mark.slow]
@@ -70,7 +70,7 @@ def _in_root(root: Path, script: str) -> subprocess.CompletedProcess[str]:
 
 def test_outputs_are_static_and_the_root_is_bare(userland: dict) -> None:
     for name in userland["entries"]:
-        info = read_elf(userland["bin"] / name)
+        info = ElfFile.open(userland["bin"] / name)
         assert info is not None and info.static, name
     root = _root(userland)
     found = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if not p.is_dir())

@@ -2,8 +2,9 @@
 
 ``make_payload`` compresses the given contents exactly like the bundler does (one zstd
 frame per group, content checksum on) and writes a plain payload file; ``embed`` puts
-such a file into a copy of an ELF executable as the ``mkepayload`` section before a
-``pydata`` section, the way build/bundle.py does for dist/mke.
+such a file into a copy of an ELF executable as the ``mkepayload`` section (followed by
+another section: the reader must find it by name, not by position), as build/bundle/
+does for dist/mke.
 """
 
 from __future__ import annotations

@@ -92,29 +92,29 @@ def test_fips_and_non_fips_keys_differ():
     assert go_build_settings("native").as_key() != go_build_settings("boring").as_key()
 
 
-# ---------------------------------------------------------------------------- bundle options
+# ---------------------------------------------------------------------------- runtime additions
 
 
-def test_bundle_options(tmp_path):
+def test_runtime_additions(tmp_path):
     files = {n: tmp_path / n for n in ("fips.so", "openssl.cnf", "provenance.json")}
     for p in files.values():
         p.write_text("x")
     files["provenance.json"].write_text(json.dumps({"openssl_version": "3.0.20", "validated": False}))
-    opts = runtime.bundle_options(files)
-    assert {"_md5", "_sha1", "_blake2", "_sha3"} <= set(opts["excludes"])
-    assert (str(files["fips.so"]), runtime.BUNDLE_DIR) in opts["datas"]
-    assert opts["exact"] == [(str(files["fips.so"]), runtime.BUNDLE_DIR)]  # kept byte-exact (not stripped)
-    assert (str(files["openssl.cnf"]), runtime.BUNDLE_DIR) in opts["datas"]
-    assert opts["runtime_hooks"] == [str(runtime.RUNTIME_HOOK)] and runtime.RUNTIME_HOOK.is_file()
-    assert f'"{runtime.BUNDLE_DIR}"' in runtime.RUNTIME_HOOK.read_text()
-    assert opts["provenance"]["validated"] is False
+    wheel = tmp_path / "cryptography-48.0.0-cp311-abi3-linux_x86_64.whl"
+    wheel.write_bytes(b"wheel")
+    add = runtime.runtime_additions(files, wheel)
+    # copied byte for byte into the runtime's fips/ (mke/start.py looks for fips/openssl.cnf)
+    assert add.files == tuple((f"{runtime.BUNDLE_DIR}/{n}", files[n]) for n in ("fips.so", "openssl.cnf", "provenance.json"))
+    assert runtime.BUNDLE_DIR == "fips" and add.cryptography_wheel == wheel
+    assert add.provenance["validated"] is False
+    assert set(add.key()) == {"files", "cryptography_wheel"}  # by content: the runtime's key covers them
 
 
-def test_bundle_options_need_provider_files(tmp_path):
+def test_runtime_additions_need_provider_files(tmp_path):
     from build.errors import BundleError
 
     with pytest.raises(BundleError, match="lacks fips.so"):
-        runtime.bundle_options({"openssl.cnf": tmp_path, "provenance.json": tmp_path})
+        runtime.runtime_additions({"openssl.cnf": tmp_path, "provenance.json": tmp_path}, tmp_path / "w.whl")
 
 
 def test_cryptography_linkage_is_detected():

@@ -1,14 +1,12 @@
 """mke/staging.py: by-digest staging, skip-if-present without reading the payload, tamper,
-old-version cleanup, none-mode PATH fallback; plus mke/procenv.py and mke/pylib.py."""
+old-version cleanup, none-mode PATH fallback; plus mke/procenv.py."""
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import stat
 import subprocess
-import tarfile
 import threading
 import time
 from pathlib import Path
@@ -16,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mke import payload_format as pf
-from mke import pylib, staging
+from mke import staging
 from mke.errors import PayloadError, StagingError
 from mke.procenv import clean_env
 from tests.support.payloads import executable_bytes, make_payload
@@ -167,64 +165,18 @@ def test_unknown_binary(tmp_path, payload):
 # --------------------------------------------------------------------------- procenv
 
 
-def test_clean_env_restores_library_path():
-    env = {"PATH": "/usr/bin", "LD_LIBRARY_PATH": "/tmp/_MEI123:/opt/lib", "LD_LIBRARY_PATH_ORIG": "/opt/lib",
-           "_PYI_ARCHIVE_FILE": "/usr/bin/mke", "_PYI_PARENT_PROCESS_LEVEL": "1", "LISTEN_PID": "1", "HOME": "/root"}
-    out = clean_env(env, bundle_dir="/tmp/_MEI123", extra={"FOO": "1"})
-    assert out == {"PATH": "/usr/bin", "LD_LIBRARY_PATH": "/opt/lib", "HOME": "/root", "FOO": "1"}
+def test_clean_env_drops_what_the_entry_set_and_gives_back_what_it_kept():
+    env = {"PATH": "/usr/bin", "HOME": "/root", "MKE_EXE": "/usr/local/bin/mke", "MKE_EXE_FD": "3",
+           "MKE_ENTRY_SAVED_PYTHONPATH": "/opt/py", "MKE_ENTRY_SAVED_LD_PRELOAD": "/lib/x.so", "LISTEN_PID": "1",
+           "LD_LIBRARY_PATH": "/opt/lib"}
+    out = clean_env(env, extra={"FOO": "1"})
+    assert out == {"PATH": "/usr/bin", "HOME": "/root", "PYTHONPATH": "/opt/py", "LD_PRELOAD": "/lib/x.so",
+                   "LD_LIBRARY_PATH": "/opt/lib", "FOO": "1"}
 
 
-def test_clean_env_drops_bundle_only_path():
-    out = clean_env({"LD_LIBRARY_PATH": "/tmp/_MEI9", "X": "y"}, bundle_dir="/tmp/_MEI9")
-    assert out == {"X": "y"}
-    assert clean_env({"LD_LIBRARY_PATH": "/a"}, bundle_dir=None) == {"LD_LIBRARY_PATH": "/a"}  # not frozen
-
-
-# --------------------------------------------------------------------------- pylib
-
-
-def _tar(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in files.items():
-            ti = tarfile.TarInfo(name)
-            ti.size = len(data)
-            tar.addfile(ti, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def test_pylib_stages_once(tmp_path):
-    path = tmp_path / "payload"
-    tar = _tar({"lazypkg/__init__.py": b"VALUE = 42\n"})
-    make_payload(path, [{"alpha": TRUE}], libraries={"pylib": (tar, ("lazypkg",))})
-    p = pf.Payload.open(path)
-    lib = p.manifest.library_for("lazypkg")
-    d = pylib.stage_library(p, lib, tmp_path / "lib")
-    assert (d / "lazypkg" / "__init__.py").read_text() == "VALUE = 42\n"
-    Path(path).write_bytes(b"")  # staged: never read again
-    assert pylib.stage_library(p, lib, tmp_path / "lib") == d
-    assert stat.S_IMODE((tmp_path / "lib").stat().st_mode) == 0o700
-
-
-def test_pylib_finder_imports_from_the_payload(tmp_path, monkeypatch):
-    import sys
-
-    path = tmp_path / "payload"
-    make_payload(path, [], libraries={"pylib": (_tar({"mke_lazy_probe/__init__.py": b"X = 'staged'\n"}),
-                                                ("mke_lazy_probe",))})
-    monkeypatch.setenv(pf.PAYLOAD_ENV, str(path))
-    monkeypatch.setenv(pylib.LIB_DIR_ENV, str(tmp_path / "lib"))
-    finder = pylib.LazyFinder(["mke_lazy_probe"])
-    monkeypatch.setattr(sys, "meta_path", [*sys.meta_path, finder])
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    import mke_lazy_probe
-
-    assert mke_lazy_probe.X == "staged"
-    del sys.modules["mke_lazy_probe"]
-
-
-def test_is_lazy_path():
-    assert pylib.is_lazy_path("cryptography/hazmat/bindings/_rust.abi3.so")
-    assert pylib.is_lazy_path("_cffi_backend.cpython-311-x86_64-linux-gnu.so")
-    assert pylib.is_lazy_path("cffi-2.1.1.dist-info/METADATA")
-    assert not pylib.is_lazy_path("libgcc_s.so.1") and not pylib.is_lazy_path("yaml")
+def test_clean_env_of_a_fips_runtime_restores_openssl_settings():
+    env = {"MKE_FIPS_RUNTIME": "/rt/fips", "OPENSSL_CONF": "/rt/fips/openssl.cnf", "MKE_FIPS_SAVED_OPENSSL_CONF": "",
+           "MKE_FIPS_SAVED_OPENSSL_MODULES": "/usr/lib/ossl", "X": "y"}
+    out = clean_env(env)
+    assert "OPENSSL_CONF" not in out and out["OPENSSL_MODULES"] == "/usr/lib/ossl" and out["X"] == "y"
+    assert "MKE_FIPS_RUNTIME" not in out and "fips140=on" in out["GODEBUG"]

@@ -102,11 +102,12 @@ def test_runtime_without_provider_fails(monkeypatch, capsys):
 
 
 def test_clean_env_of_a_fips_runtime():
-    """mke/procenv.py's clean_env applies child_env in a FIPS bundle (its runtime hook set MKE_FIPS_RUNTIME)."""
+    """mke/procenv.py's clean_env applies child_env in a FIPS runtime (mke/start.py set MKE_FIPS_RUNTIME)."""
     from mke.procenv import clean_env
 
-    base = {"PATH": "/bin", "MKE_FIPS_RUNTIME": "/tmp/_MEIx/mke_fips", "OPENSSL_CONF": "/tmp/_MEIx/mke_fips/openssl.cnf",
-            "MKE_FIPS_SAVED_OPENSSL_CONF": "", "GODEBUG": "fips140=off"}
-    env = clean_env(base, bundle_dir="/tmp/_MEIx")
+    base = {"PATH": "/bin", "MKE_FIPS_RUNTIME": "/var/lib/mke/runtime/ab/fips",
+            "OPENSSL_CONF": "/var/lib/mke/runtime/ab/fips/openssl.cnf", "MKE_FIPS_SAVED_OPENSSL_CONF": "",
+            "GODEBUG": "fips140=off"}
+    env = clean_env(base)
     assert env == {"PATH": "/bin", "GODEBUG": "fips140=on"}
-    assert clean_env({"PATH": "/bin", "GODEBUG": "fips140=off"}, bundle_dir="")["GODEBUG"] == "fips140=off"
+    assert clean_env({"PATH": "/bin", "GODEBUG": "fips140=off"})["GODEBUG"] == "fips140=off"

@@ -334,6 +334,7 @@ def test_connections_over_the_limits_are_closed_and_other_sources_are_served(fir
     tok = fc.join_token()
     held = [connect(fc, tls=False, source="127.0.0.2") for _ in range(2)]
     try:
+        wait_for(lambda: fc.api.connections == 2, what="2 open connections")  # accepted before the third comes
         with connect(fc, tls=False, source="127.0.0.2") as third:
             third.settimeout(2.0)
             assert third.recv(1) == b""  # closed at once

@@ -1,0 +1,114 @@
+"""The payload file: the build's binaries and the Python runtime as frames, plus the manifest.
+
+Input is dist/<os>-<arch>/manifest.json (``DistManifest``, written by build/pipeline.py) and
+the runtime's parts (build/bundle/runtime.py). The runtime's parts come first, one frame
+each (the static entry decodes them in parallel on a first start), then the binaries'
+frames (frames.plan_frames). The layout is mke/payload_format.py's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from build.bundle.frames import DEFAULT_LAYOUT, compress_frame, plan_frames
+from build.bundle.runtime import PART_PREFIX
+from build.cache import Cache, OutputFile
+from build.errors import BundleError
+from build.fsutil import atomic_writer
+from mke import payload_format as pf
+
+RUNTIME_PYTHON = "3.11"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DistManifest:
+    """dist/<os>-<arch>/manifest.json as written by build/pipeline.py."""
+
+    path: Path
+    platform: str
+    mode: str
+    fips: bool
+    binaries: tuple[dict[str, Any], ...]
+
+    @classmethod
+    def load(cls, path: Path) -> DistManifest:
+        try:
+            doc = json.loads(path.read_text())
+            return cls(path=path, platform=doc["platform"], mode=doc["mode"], fips=bool(doc.get("fips")),
+                       binaries=tuple(sorted(doc["binaries"], key=lambda e: e["name"])))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise BundleError(f"{path}: cannot read the build manifest ({e}); run the build again") from e
+
+    @property
+    def embedded(self) -> tuple[dict[str, Any], ...]:
+        return tuple(b for b in self.binaries if b.get("sha256"))
+
+
+def mke_version() -> str:
+    from mke import __version__
+
+    return __version__
+
+
+def part_members(parts: tuple[OutputFile, ...]) -> list[dict[str, Any]]:
+    """The runtime's parts as frame members: mke-runtime.0, mke-runtime.1, ..."""
+    return [{"name": f"{PART_PREFIX}{i}", "sha256": p.sha256, "size": p.size} for i, p in enumerate(parts)]
+
+
+def make_payload_manifest(dm: DistManifest, frames: list[tuple[list[str], OutputFile, int]],
+                          runtime: list[dict[str, Any]]) -> pf.Manifest:
+    """The payload manifest for ``dm`` with frames laid out one after another.
+
+    ``frames``: (member names, compressed blob, decoded size); ``runtime``: part members
+    (each the only member of its frame)."""
+    by_name: dict[str, dict[str, Any]] = {b["name"]: b for b in dm.binaries} | {r["name"]: r for r in runtime}
+    pf_frames = []
+    placement: dict[str, tuple[int, int]] = {}
+    offset = 0
+    for index, (names, blob, decoded) in enumerate(frames):
+        pf_frames.append(pf.Frame(offset=offset, size=blob.size, decoded_size=decoded, sha256=blob.sha256,
+                                  members=tuple(names)))
+        inner = 0
+        for n in names:
+            placement[n] = (index, inner)
+            inner += int(by_name[n]["size"])
+        offset += blob.size
+    binaries = []
+    for b in dm.binaries:
+        frame, inner = placement.get(b["name"], (None, None))
+        binaries.append(pf.Binary(
+            name=b["name"], component=b["component"], version=b["version"], license=b.get("license", ""),
+            homepage=b.get("homepage", ""), roles=tuple(b.get("roles", ())), source=b.get("source"),
+            mode=b.get("mode", dm.mode), fips=bool(b.get("fips", dm.fips)),
+            sha256=b.get("sha256"), size=b.get("size"), frame=frame, offset=inner,
+        ))
+    libraries = []
+    for r in runtime:
+        frame, inner = placement[r["name"]]
+        libraries.append(pf.Library(name=r["name"], packages=(), python=RUNTIME_PYTHON, sha256=r["sha256"],
+                                    size=r["size"], frame=frame, offset=inner))
+    m = pf.Manifest(mke_version=mke_version(), platform=dm.platform, mode=dm.mode, fips=dm.fips,
+                    frames=tuple(pf_frames), binaries=tuple(binaries), libraries=tuple(libraries))
+    m.check("bundle")
+    return m
+
+
+def write_payload_file(cache: Cache, dm: DistManifest, out: Path, *, runtime: tuple[OutputFile, ...],
+                       layout: str = DEFAULT_LAYOUT, jobs: int = 2) -> pf.Manifest:
+    """Compress (or reuse) every frame and write the whole payload to ``out``."""
+    by_name = {b["name"]: b for b in dm.binaries}
+    frames = []
+    members = part_members(runtime)
+    for member in members:
+        blob, decoded = compress_frame(cache, dm.platform, [member], jobs=jobs)
+        frames.append(([member["name"]], blob, decoded))
+    for _label, names in plan_frames(dm.binaries, layout):
+        blob, decoded = compress_frame(cache, dm.platform, [by_name[n] for n in names], jobs=jobs)
+        frames.append((names, blob, decoded))
+    manifest = make_payload_manifest(dm, frames, members)
+    with atomic_writer(out) as f:
+        pf.write_payload(f, manifest, [cache.cas.path(blob.sha256) for _, blob, _ in frames])
+    return manifest

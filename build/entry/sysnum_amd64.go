@@ -1,0 +1,3 @@
+package main
+
+const sysSyncfs = 306 // syncfs(2) on linux/amd64 (not in package syscall)

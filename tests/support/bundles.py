@@ -1,0 +1,68 @@
+"""Real bundles (dist/mke, dist/mke-fips) for the integration tests, made by the toolchain.
+
+``fetch_bundle(root)``: ``build.cli build --mode=fetch --bundle`` over tests/recipes/bundle
+(two small recipes whose upstream-shaped artifacts, real static binaries, are served by a
+real local HTTP mirror). ``fips_bundle(root)``: build/bundle's FIPS path on a manifest
+without embedded Go binaries (those are proven by test_fips_build.py).
+
+Both use the shared build cache (``MKE_CACHE_DIR`` or ~/.cache/mke): the Python runtime,
+the static entry (docker mode: it needs a Docker engine, and root the first time the Go
+builder image is made) and every compressed frame are cached actions, so a second run takes
+seconds. A build that fails raises with its output: tests fail, they never skip silently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from build.lockfile import Lockfile
+from build.recipes import load_recipes
+from tests.support.artifacts import publish
+from tests.support.mirror import MirrorServer
+
+REPO = Path(__file__).resolve().parents[2]
+RECIPES_DIR = REPO / "tests" / "recipes" / "bundle"
+SDE = "1700000000"
+
+
+def build_cli(*args: str, timeout: float = 3600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "build.cli", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO), "SOURCE_DATE_EPOCH": SDE},
+                          check=False)
+
+
+def fetch_bundle(root: Path, *, cache_dir: Path | None = None) -> Path:
+    """dist/ of a fetch-mode bundle of tests/recipes/bundle; returns the dist dir."""
+    lock = Lockfile.empty(root / "recipes.lock")
+    for r in load_recipes(RECIPES_DIR).values():
+        for url, digest in publish(r, root / "upstream", cache=root / "cbins").items():
+            lock = lock.with_artifact(r.name, "linux/amd64", url, digest)
+    lock.save()
+    extra = [f"--cache-dir={cache_dir}"] if cache_dir else []
+    with MirrorServer(root / "upstream") as mirror:
+        r = build_cli("build", "--mode=fetch", "--bundle", "--arch=amd64", f"--recipes-dir={RECIPES_DIR}",
+                      f"--lock={lock.path}", f"--mirror={mirror.url}", f"--dist={root / 'dist'}", *extra)
+    if r.returncode != 0:
+        raise RuntimeError(f"building dist/mke failed (exit {r.returncode}):\n{r.stderr[-4000:]}")
+    return root / "dist"
+
+
+def fips_bundle(root: Path):
+    """dist/mke-fips whose payload embeds no binary (the runtime's FIPS crypto is what is tested)."""
+    from build import bundle
+    from build.cache import Cache, default_cache_dir
+
+    manifest = root / "linux-amd64" / "manifest.json"
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    manifest.write_text(json.dumps({"schema": 1, "platform": "linux/amd64", "mode": "none", "fips": True, "binaries": [
+        {"name": "kubectl", "component": "kubernetes", "version": "1.36.5", "license": "Apache-2.0", "homepage": "",
+         "roles": ["controller", "worker"], "mode": "none", "fips": True, "source": None, "sha256": None,
+         "size": None}]}))
+    dist = root / "dist"
+    dist.mkdir(exist_ok=True)
+    return bundle.write_bundle(cache=Cache(default_cache_dir()), manifest_path=manifest, dist=dist, jobs=2,
+                               source_date_epoch=int(SDE))
