@@ -94,10 +94,51 @@ class Binary(NamedTuple):
     size: int | None
     frame: int | None = None  # index into Manifest.frames
     offset: int | None = None  # inside the decoded frame
+    # Other names the same file answers to (a multi-call binary dispatching on argv[0]):
+    # staged as symlinks next to it.
+    links: tuple[str, ...] = ()
 
     @property
     def embedded(self) -> bool:
         return self.frame is not None
+
+
+class ImageFile(NamedTuple):
+    """A file of an image: an embedded binary copied to ``path``."""
+
+    binary: str
+    path: str
+    mode: int
+    capabilities: tuple[str, ...] = ()
+
+
+class ImageSymlink(NamedTuple):
+    path: str
+    target: str
+
+
+class ImageSpec(NamedTuple):
+    """A system image a node builds itself from embedded binaries (mke/worker/images.py)."""
+
+    name: str
+    ref: str  # registry/repo:tag, what the cluster's manifests name
+    base: bool  # /etc/passwd, /etc/group, /tmp ... as distroless/static has them
+    files: tuple[ImageFile, ...]
+    symlinks: tuple[ImageSymlink, ...] = ()
+    entrypoint: tuple[str, ...] = ()
+    cmd: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
+    user: str = ""
+    workdir: str = "/"
+    exposed_ports: tuple[str, ...] = ()
+
+    def to_document(self) -> dict[str, Any]:
+        doc = self._asdict()
+        doc["files"] = [f._asdict() | {"capabilities": list(f.capabilities)} for f in self.files]
+        doc["symlinks"] = [x._asdict() for x in self.symlinks]
+        for key in ("entrypoint", "cmd", "env", "exposed_ports"):
+            doc[key] = list(doc[key])
+        return doc
 
 
 class Library(NamedTuple):
@@ -126,6 +167,7 @@ class Manifest(NamedTuple):
     binaries: tuple[Binary, ...]
     frames: tuple[Frame, ...] = ()
     libraries: tuple[Library, ...] = ()
+    images: tuple[ImageSpec, ...] = ()
     codec: str = CODEC
     schema: int = MANIFEST_SCHEMA
 
@@ -167,8 +209,9 @@ class Manifest(NamedTuple):
             "fips": self.fips,
             "codec": self.codec,
             "frames": [f._asdict() | {"members": list(f.members)} for f in self.frames],
-            "binaries": [b._asdict() | {"roles": list(b.roles)} for b in self.binaries],
+            "binaries": [b._asdict() | {"roles": list(b.roles), "links": list(b.links)} for b in self.binaries],
             "libraries": [x._asdict() | {"packages": list(x.packages)} for x in self.libraries],
+            "images": [i.to_document() for i in self.images],
         }
 
     def to_json(self) -> bytes:
@@ -220,6 +263,7 @@ class Manifest(NamedTuple):
                 size=v.field(b, at, "size", (int, type(None))),
                 frame=frame,
                 offset=v.field(b, at, "offset", (int, type(None))),
+                links=tuple(v.strings(b, at, "links")) if "links" in b else (),
             ))
         libraries = []
         for i, x in enumerate(doc.get("libraries", [])):
@@ -234,9 +278,11 @@ class Manifest(NamedTuple):
                 frame=v.nonneg(x, at, "frame"),
                 offset=v.nonneg(x, at, "offset"),
             ))
+        images = tuple(_image_from_document(v, x, f"images[{i}]") for i, x in enumerate(doc.get("images", [])))
         m = cls(
             schema=schema,
             libraries=tuple(libraries),
+            images=images,
             mke_version=v.field(doc, "", "mke_version", str),
             platform=v.field(doc, "", "platform", str),
             mode=v.field(doc, "", "mode", str),
@@ -274,10 +320,44 @@ class Manifest(NamedTuple):
             for name in f.members:
                 if name not in seen:
                     raise PayloadError(f"{where}: frame {i} holds {name!r}, which is not a listed binary or library")
+        names = set(self.names())
+        for b in self.binaries:
+            for link in b.links:
+                if "/" in link or link in (".", "..") or link in names:
+                    raise PayloadError(f"{where}: binary {b.name!r} has a bad link name {link!r}")
+        for img in self.images:
+            for f in img.files:
+                if f.binary not in names:
+                    raise PayloadError(f"{where}: image {img.name!r} needs binary {f.binary!r}, which is not listed")
 
     @property
     def data_length(self) -> int:
         return max((f.offset + f.size for f in self.frames), default=0)
+
+
+def _image_from_document(v: _Validator, x: Any, at: str) -> ImageSpec:
+    v.obj(x, at)
+    files = []
+    for j, f in enumerate(v.field(x, at, "files", list)):
+        fat = f"{at}.files[{j}]"
+        v.obj(f, fat)
+        path = v.field(f, fat, "path", str)
+        if not path.startswith("/") or ".." in path.split("/"):
+            raise v.fail(fat, "path", "must be an absolute path inside the image")
+        files.append(ImageFile(binary=v.field(f, fat, "binary", str), path=path, mode=v.nonneg(f, fat, "mode"),
+                               capabilities=tuple(v.strings(f, fat, "capabilities"))))
+    links = []
+    for j, s in enumerate(v.field(x, at, "symlinks", list)):
+        sat = f"{at}.symlinks[{j}]"
+        v.obj(s, sat)
+        links.append(ImageSymlink(path=v.field(s, sat, "path", str), target=v.field(s, sat, "target", str)))
+    return ImageSpec(
+        name=v.field(x, at, "name", str), ref=v.field(x, at, "ref", str), base=v.field(x, at, "base", bool),
+        files=tuple(files), symlinks=tuple(links),
+        entrypoint=tuple(v.strings(x, at, "entrypoint")), cmd=tuple(v.strings(x, at, "cmd")),
+        env=tuple(v.strings(x, at, "env")), user=v.field(x, at, "user", str), workdir=v.field(x, at, "workdir", str),
+        exposed_ports=tuple(v.strings(x, at, "exposed_ports")),
+    )
 
 
 class _Validator:

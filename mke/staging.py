@@ -71,9 +71,10 @@ class BinDir:
         return f"{STORE}/{b.sha256}/{b.name}"
 
     def is_present(self, b: Binary) -> bool:
-        """True when ``<name>`` points at the store file of ``b``'s digest with the right size and mode."""
+        """True when ``<name>`` (and each of its ``links``) points at the store file of ``b``'s
+        digest with the right size and mode."""
         try:
-            if os.readlink(self.link(b.name)) != self.link_target(b):
+            if any(os.readlink(self.link(n)) != self.link_target(b) for n in (b.name, *b.links)):
                 return False
             st = os.stat(self.store_file(b))
         except OSError:
@@ -117,16 +118,18 @@ class BinDir:
             yield
 
     def set_link(self, b: Binary) -> None:
-        tmp = self.path / f"{TMP_PREFIX}{b.name}-{os.getpid()}"
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        os.symlink(self.link_target(b), tmp)
-        try:
-            os.replace(tmp, self.link(b.name))
-        except OSError as e:
-            os.unlink(tmp)
-            raise StagingError(f"{self.link(b.name)}: cannot replace it: {e.strerror or e}; "
-                               "remove it or pass another --bin-dir") from e
+        """Point ``<name>`` and its other names (a multi-call binary's ``links``) at the store file."""
+        for name in (b.name, *b.links):
+            tmp = self.path / f"{TMP_PREFIX}{name}-{os.getpid()}"
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            os.symlink(self.link_target(b), tmp)
+            try:
+                os.replace(tmp, self.link(name))
+            except OSError as e:
+                os.unlink(tmp)
+                raise StagingError(f"{self.link(name)}: cannot replace it: {e.strerror or e}; "
+                                   "remove it or pass another --bin-dir") from e
 
     def remove_temp(self) -> None:
         """Leftovers of killed stagings (call with the lock held)."""

@@ -58,8 +58,36 @@ def part_members(parts: tuple[OutputFile, ...]) -> list[dict[str, Any]]:
     return [{"name": f"{PART_PREFIX}{i}", "sha256": p.sha256, "size": p.size} for i, p in enumerate(parts)]
 
 
+def node_images(dm: DistManifest, specs_dir: Path) -> tuple[pf.ImageSpec, ...]:
+    """The images every node builds itself (recipes/images/*.toml made only of embedded binaries).
+
+    An image spec that needs Debian packages, or a binary this build did not embed, is left
+    to the air-gap bundle (``--airgap``).
+    """
+    from build.airgap import load_image_specs
+
+    embedded = {b["name"]: b for b in dm.embedded}
+    out = []
+    for spec in load_image_specs(specs_dir).values():
+        if spec.debs or not spec.files or not all(f.binary in embedded for f in spec.files):
+            continue
+        version = next((b["version"] for b in dm.binaries if b["component"] == spec.component), None)
+        if version is None:
+            continue
+        cfg = spec.config()
+        out.append(pf.ImageSpec(
+            name=spec.name, ref=spec.reference(version), base=spec.base,
+            files=tuple(pf.ImageFile(binary=f.binary, path=f.path, mode=f.mode, capabilities=tuple(f.capabilities))
+                        for f in spec.files),
+            symlinks=tuple(pf.ImageSymlink(path=s.path, target=s.target) for s in spec.symlinks),
+            entrypoint=cfg.entrypoint, cmd=cfg.cmd, env=cfg.env, user=cfg.user, workdir=cfg.workdir,
+            exposed_ports=cfg.exposed_ports,
+        ))
+    return tuple(sorted(out, key=lambda i: i.name))
+
+
 def make_payload_manifest(dm: DistManifest, frames: list[tuple[list[str], OutputFile, int]],
-                          runtime: list[dict[str, Any]]) -> pf.Manifest:
+                          runtime: list[dict[str, Any]], images: tuple[pf.ImageSpec, ...] = ()) -> pf.Manifest:
     """The payload manifest for ``dm`` with frames laid out one after another.
 
     ``frames``: (member names, compressed blob, decoded size); ``runtime``: part members
@@ -84,6 +112,7 @@ def make_payload_manifest(dm: DistManifest, frames: list[tuple[list[str], Output
             homepage=b.get("homepage", ""), roles=tuple(b.get("roles", ())), source=b.get("source"),
             mode=b.get("mode", dm.mode), fips=bool(b.get("fips", dm.fips)),
             sha256=b.get("sha256"), size=b.get("size"), frame=frame, offset=inner,
+            links=tuple(b.get("links", ())),
         ))
     libraries = []
     for r in runtime:
@@ -91,13 +120,14 @@ def make_payload_manifest(dm: DistManifest, frames: list[tuple[list[str], Output
         libraries.append(pf.Library(name=r["name"], packages=(), python=RUNTIME_PYTHON, sha256=r["sha256"],
                                     size=r["size"], frame=frame, offset=inner))
     m = pf.Manifest(mke_version=mke_version(), platform=dm.platform, mode=dm.mode, fips=dm.fips,
-                    frames=tuple(pf_frames), binaries=tuple(binaries), libraries=tuple(libraries))
+                    frames=tuple(pf_frames), binaries=tuple(binaries), libraries=tuple(libraries), images=images)
     m.check("bundle")
     return m
 
 
 def write_payload_file(cache: Cache, dm: DistManifest, out: Path, *, runtime: tuple[OutputFile, ...],
-                       layout: str = DEFAULT_LAYOUT, jobs: int = 2) -> pf.Manifest:
+                       layout: str = DEFAULT_LAYOUT, jobs: int = 2,
+                       images: tuple[pf.ImageSpec, ...] = ()) -> pf.Manifest:
     """Compress (or reuse) every frame and write the whole payload to ``out``."""
     by_name = {b["name"]: b for b in dm.binaries}
     frames = []
@@ -108,7 +138,7 @@ def write_payload_file(cache: Cache, dm: DistManifest, out: Path, *, runtime: tu
     for _label, names in plan_frames(dm.binaries, layout):
         blob, decoded = compress_frame(cache, dm.platform, [by_name[n] for n in names], jobs=jobs)
         frames.append((names, blob, decoded))
-    manifest = make_payload_manifest(dm, frames, members)
+    manifest = make_payload_manifest(dm, frames, members, images)
     with atomic_writer(out) as f:
         pf.write_payload(f, manifest, [cache.cas.path(blob.sha256) for _, blob, _ in frames])
     return manifest

@@ -32,7 +32,7 @@ from build.action import canonical_json
 from build.bundle.elfjoin import join, objcopy_version
 from build.bundle.entry import build_entry
 from build.bundle.frames import DEFAULT_LAYOUT, plan_frames, zstd_identity
-from build.bundle.payload import DistManifest, mke_version, part_members, write_payload_file
+from build.bundle.payload import DistManifest, mke_version, node_images, part_members, write_payload_file
 from build.bundle.runtime import FipsAdditions, build_runtime, load_spec, runtime_action
 from build.bundle.sbom import sbom
 from build.cache import Cache
@@ -40,7 +40,8 @@ from build.errors import BundleError
 from build.fsutil import sha256_file, write_atomic
 from build.progress import human_bytes, log
 
-BUNDLE_SCHEMA = 2
+REPO = Path(__file__).resolve().parents[2]
+BUNDLE_SCHEMA = 3  # 3: links and node images in the payload manifest
 STAMP = ".bundle.json"
 DEFAULT_EPOCH = 315532800  # 1980-01-01, the earliest date a zip file can hold
 
@@ -126,6 +127,7 @@ def write_bundle(*, cache: Cache, manifest_path: Path, dist: Path, layout: str =
         fips = prepare(cache, mirror=mirror, jobs=jobs)
     by_name = {b["name"]: b for b in dm.binaries}
     plan = plan_frames(dm.binaries, layout)
+    images = node_images(dm, REPO / "recipes" / "images")
     with cache.shared():
         entry = build_entry(cache, platform, mirror=mirror)
         runtime = build_runtime(cache, spec, dm.platform, source_date_epoch=sde, fips=fips, mirror=mirror)
@@ -136,6 +138,7 @@ def write_bundle(*, cache: Cache, manifest_path: Path, dist: Path, layout: str =
         "frames": [[by_name[n]["sha256"] for n in names] for _, names in plan],
         "manifest": [{k: v for k, v in b.items() if not k.startswith("_")} for b in dm.binaries],
         "mode": dm.mode, "fips": dm.fips, "platform": dm.platform, "version": version, "sde": sde,
+        "images": [i.to_document() for i in images],
     })).hexdigest()
     stamp_path = dist / (f".{base}{STAMP[len('.bundle'):]}" if dm.fips else STAMP)
     raw = sum(int(b["size"]) for b in dm.embedded)
@@ -149,7 +152,8 @@ def write_bundle(*, cache: Cache, manifest_path: Path, dist: Path, layout: str =
     with cache.shared(), cache.tempdir("bundle-") as wd:
         work = Path(wd)
         payload_file = work / "payload"
-        manifest = write_payload_file(cache, dm, payload_file, runtime=runtime.parts, layout=layout, jobs=jobs)
+        manifest = write_payload_file(cache, dm, payload_file, runtime=runtime.parts, layout=layout, jobs=jobs,
+                                      images=images)
         staged = dist / f".tmp-{base}"
         try:
             join(cache.cas.path(entry.sha256), payload_file, staged)

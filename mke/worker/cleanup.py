@@ -30,7 +30,7 @@ from mke.worker.context import WorkerPaths
 from mke.worker.host import CGROUP_ROOT
 
 CHAIN_RE = re.compile(r"\b(KUBE-[A-Z0-9-]+|CNI-[A-Za-z0-9-]+|MKE-[A-Z0-9-]+)\b")
-WORKER_DIRS = ("worker", "kubelet", "containerd", "cni", "run/containerd")
+WORKER_DIRS = ("worker", "kubelet", "containerd", "cni", "run/containerd", "tmp")
 NFT_TABLES = (("ip", "kube-proxy"), ("ip6", "kube-proxy"))
 
 

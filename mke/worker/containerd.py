@@ -25,6 +25,7 @@ from mke.components.base import Component, SupervisedComponent, unix_socket_answ
 from mke.errors import ComponentError
 from mke.node.files import write_file_atomic
 from mke.worker.context import WorkerContext
+from mke.worker.images import SystemImages
 
 K8S_NAMESPACE = "k8s.io"
 PINNED_LABEL = "io.cri-containerd.pinned=pinned"
@@ -153,11 +154,27 @@ class Ctr:
         return proc.stdout
 
     def image_refs(self) -> set[str]:
-        return {line.strip() for line in self.run("images", "list", "--quiet").splitlines() if line.strip()}
+        return set(self.images())
+
+    def images(self) -> dict[str, str]:
+        """ref -> manifest digest of every image in the namespace."""
+        out = {}
+        for line in self.run("images", "list").splitlines()[1:]:
+            cols = line.split()
+            if len(cols) >= 3 and cols[2].startswith("sha256:"):
+                out[cols[0]] = cols[2]
+        return out
+
+    def import_pinned(self, archive: Path, refs: list[str]) -> None:
+        """Import ``archive`` and pin each of ``refs`` (kubelet's image GC leaves pinned images alone)."""
+        self.run("images", "import", str(archive))
+        for ref in refs:
+            self.run("images", "label", ref, PINNED_LABEL, timeout=60)
 
 
 class ImageImport(Component):
-    """Import ``<data-dir>/images/*.tar`` into containerd (once per archive content) before kubelet."""
+    """Before kubelet: the system images built from the payload (mke/worker/images.py), then
+    ``<data-dir>/images/*.tar`` (air-gap bundles, once per archive content), all pinned."""
 
     name = "image-import"
     ready_timeout = 900.0
@@ -166,7 +183,24 @@ class ImageImport(Component):
         self.ctx = ctx
         self.imported: list[str] = []
         self.skipped: list[str] = []
+        self.system: dict[str, object] = {}
         self.seconds = 0.0
+
+    def system_images(self) -> SystemImages | None:
+        from mke.payload_format import running_payload
+
+        payload = running_payload()
+        if payload is None or not payload.manifest.images:
+            return None
+        m = payload.manifest
+
+        def stage(names: list[str]) -> dict[str, Path]:
+            self.ctx.binaries.prefetch(names)
+            return {n: self.ctx.binaries.path(n) for n in names}
+
+        return SystemImages(m.images, stage=stage, digests={b.name: str(b.sha256) for b in m.binaries if b.sha256},
+                            state_dir=self.ctx.paths.worker_dir, scratch=self.ctx.paths.data_dir / "tmp",
+                            arch=m.platform.split("/", 1)[-1])
 
     def archives(self) -> list[Path]:
         d = self.ctx.paths.images_dir
@@ -178,25 +212,29 @@ class ImageImport(Component):
 
         ctr = Ctr(self.ctx.binaries.path("ctr"), self.ctx.paths.containerd_socket,
                   clean_env(extra={"PATH": self.ctx.bin_path_env()}))
+        system = self.system_images()
         archives = self.archives()
-        if not archives:
-            self.ctx.sink.line(self.name, f"no image bundles in {self.ctx.paths.images_dir}; pods pull from registries")
+        if system is None and not archives:
+            self.ctx.sink.line(self.name, f"no system images in this mke and no image bundles in "
+                                          f"{self.ctx.paths.images_dir}; pods pull from registries")
             return
-        present = ctr.image_refs()
+        images = ctr.images()
+        if system is not None:
+            self.system = system.ensure(images, ctr.import_pinned, lambda m: self.ctx.sink.line(self.name, m))
+            images = ctr.images()
+        present = set(images)
         for path in archives:
             refs = archive_refs(path)
             if refs and set(refs) <= present:
                 self.skipped.append(path.name)
                 continue
             t1 = time.monotonic()
-            ctr.run("images", "import", str(path))
-            for ref in refs:
-                ctr.run("images", "label", ref, PINNED_LABEL, timeout=60)
+            ctr.import_pinned(path, refs)
             present |= set(refs)
             self.imported.append(path.name)
             self.ctx.sink.line(self.name, f"imported {path.name} ({len(refs)} images) in {time.monotonic() - t1:.1f}s")
         self.seconds = time.monotonic() - t0
 
     def state(self) -> dict[str, object]:
-        return {"name": self.name, "imported": self.imported, "skipped": self.skipped,
+        return {"name": self.name, "system_images": self.system, "imported": self.imported, "skipped": self.skipped,
                 "seconds": round(self.seconds, 2)}

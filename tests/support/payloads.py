@@ -20,7 +20,8 @@ from mke import payload_format as pf
 
 
 def make_payload(path: Path, groups: list[dict[str, bytes]], *, mode: str = "fetch", roles: dict | None = None,
-                 version: str = "1.0.0", libraries: dict[str, tuple[bytes, tuple[str, ...]]] | None = None
+                 version: str = "1.0.0", libraries: dict[str, tuple[bytes, tuple[str, ...]]] | None = None,
+                 links: dict[str, tuple[str, ...]] | None = None, images: tuple[pf.ImageSpec, ...] = ()
                  ) -> pf.Manifest:
     """Write a payload file with one frame per group ({name: content}); returns its manifest."""
     roles = roles or {}
@@ -47,17 +48,17 @@ def make_payload(path: Path, groups: list[dict[str, bytes]], *, mode: str = "fet
             digest = hashlib.sha256(content).hexdigest()
             if is_lib:
                 libs.append(pf.Library(name=name, packages=libraries[name][1], python="3.11", sha256=digest,
-                                       size=len(content), frame=index, offset=inner))
+                                       size=len(content), frame=index, offset=inner, links=(links or {}).get(name, ())))
             else:
                 binaries.append(pf.Binary(
                     name=name, component=name.split("-")[0], version=version, license="Apache-2.0",
                     homepage="https://example.invalid", roles=tuple(roles.get(name, ("controller", "worker"))),
                     source=[f"https://example.invalid/{name}"], mode=mode, fips=False, sha256=digest,
-                    size=len(content), frame=index, offset=inner))
+                    size=len(content), frame=index, offset=inner, links=(links or {}).get(name, ())))
             inner += len(content)
     manifest = pf.Manifest(mke_version="0.0.1", platform="linux/amd64", mode=mode, fips=False,
                            frames=tuple(frames), binaries=tuple(sorted(binaries, key=lambda b: b.name)),
-                           libraries=tuple(libs))
+                           libraries=tuple(libs), images=images)
     with open(path, "wb") as out:
         pf.write_payload(out, manifest, frame_files)
     shutil.rmtree(work)

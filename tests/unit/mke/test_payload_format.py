@@ -162,3 +162,18 @@ def test_tampered_frame_prefix_is_caught_by_member_digest(payload_file):
     payload_file.write_bytes(bytes(data))
     with pytest.raises(PayloadError, match="alpha|cannot be decoded"):
         decode(pf.Payload.open(payload_file), "alpha")
+
+
+def test_node_images_round_trip_and_must_name_listed_binaries(tmp_path):
+    from tests.support.payloads import make_payload
+
+    spec = pf.ImageSpec(name="coredns", ref="registry.k8s.io/coredns/coredns:v1.12.1", base=True,
+                        files=(pf.ImageFile(binary="coredns", path="/coredns", mode=0o755,
+                                            capabilities=("CAP_NET_BIND_SERVICE",)),),
+                        entrypoint=("/coredns",), user="65532:65532", exposed_ports=("53/udp",))
+    make_payload(tmp_path / "p", [{"coredns": b"\x7fELF"}], images=(spec,))
+    assert pf.Payload.open(tmp_path / "p").manifest.images == (spec,)
+    bad = spec._replace(files=(spec.files[0]._replace(binary="missing"),))
+    make_payload(tmp_path / "q", [{"coredns": b"\x7fELF"}], images=(bad,))
+    with pytest.raises(PayloadError, match="image 'coredns' needs binary 'missing'"):
+        pf.Payload.open(tmp_path / "q")

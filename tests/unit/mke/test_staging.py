@@ -180,3 +180,25 @@ def test_clean_env_of_a_fips_runtime_restores_openssl_settings():
     out = clean_env(env)
     assert "OPENSSL_CONF" not in out and out["OPENSSL_MODULES"] == "/usr/lib/ossl" and out["X"] == "y"
     assert "MKE_FIPS_RUNTIME" not in out and "fips140=on" in out["GODEBUG"]
+
+
+def test_a_multi_call_binary_is_staged_once_with_its_links(tmp_path):
+    path = tmp_path / "payload"
+    make_payload(path, [{"multi": TRUE, "other": BIG}], links={"multi": ("multi-a", "multi-b")})
+    p = pf.Payload.open(path)
+    assert p.manifest.binary("multi").links == ("multi-a", "multi-b")
+    bindir = tmp_path / "bin"
+    staging.stage(p, ["multi"], bindir, say=quiet)
+    target = os.readlink(bindir / "multi")
+    assert os.readlink(bindir / "multi-a") == os.readlink(bindir / "multi-b") == target
+    assert subprocess.run([bindir / "multi-a"], check=False).returncode == 0  # runs under its other name
+    (bindir / "multi-b").unlink()  # a lost link is put back without decoding anything
+    staging.stage(p, ["multi"], bindir, say=quiet)
+    assert os.readlink(bindir / "multi-b") == target
+
+
+def test_a_link_may_not_shadow_a_binary_or_leave_the_bin_dir(tmp_path):
+    for bad in ("other", "../x"):
+        make_payload(tmp_path / "bad", [{"multi": TRUE, "other": BIG}], links={"multi": (bad,)})
+        with pytest.raises(PayloadError, match=f"bad link name {bad!r}"):
+            pf.Payload.open(tmp_path / "bad")
