@@ -102,7 +102,7 @@ class KubeRouter(SupervisedComponent):
                               0o644)
 
     def start(self) -> None:
-        self.wctx.wait_for_node_credentials(self.name)  # the node's credentials, from kubelet's TLS bootstrap
+        self.wctx.wait_for_node_registered(self.name)  # kube-router exits when its Node object is not there yet
         super().start()
 
     def args(self) -> list[str]:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from mke.node import process
 from mke.worker.context import WorkerPaths
-from mke.worker.host import CGROUP_ROOT
+from mke.worker.host import CGROUP_ROOT, remove_system_files
 
 CHAIN_RE = re.compile(r"\b(KUBE-[A-Z0-9-]+|CNI-[A-Za-z0-9-]+|MKE-[A-Z0-9-]+)\b")
 WORKER_DIRS = ("worker", "kubelet", "containerd", "cni", "run/containerd", "tmp")
@@ -260,6 +260,7 @@ def reset_worker(data_dir: Path, say: Callable[[str], None] = _noop) -> list[str
     problems += unmount_all([paths.data_dir] + ([Path(pod_logs)] if pod_logs else []), say)
     problems += clean_network(paths, say)
     problems += remove_cgroups(cgroup_root)
+    problems += remove_system_files(paths.host_files_record)
     problems += remove_files(paths, pod_logs, say)
     return problems
 

@@ -98,6 +98,10 @@ class WorkerPaths:
         return self.worker_dir / "images-imported.json"
 
     @property
+    def host_files_record(self) -> Path:  # files mke created on a host that lacked them (reset removes them)
+        return self.worker_dir / "host-files.json"
+
+    @property
     def status(self) -> Path:
         return self.run_dir / "worker-status.json"
 
@@ -151,6 +155,27 @@ class WorkerContext:
                 raise ComponentError(f"{who}: {self.paths.kubelet_kubeconfig} did not appear within "
                                      f"{self.node_credentials_timeout:.0f}s (kubelet's TLS bootstrap)")
             time.sleep(0.2)
+
+    def wait_for_node_registered(self, who: str, timeout: float = 180.0) -> None:
+        """Wait until kubelet registered this node's Node object (kube-router gives up without it)."""
+        import time
+
+        from mke.errors import ComponentError, KubeAPIError
+        from mke.kubeapi import KubeClient
+
+        self.wait_for_node_credentials(who)
+        client = KubeClient.from_kubeconfig(self.paths.kubelet_kubeconfig, timeout=5.0)
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            try:
+                if client.get("v1", "Node", self.options.node_name) is not None:
+                    return
+                last = "not registered yet"
+            except (KubeAPIError, OSError) as e:
+                last = str(e)
+            time.sleep(0.5)
+        raise ComponentError(f"{who}: node {self.options.node_name} was not registered within {timeout:.0f}s ({last})")
 
     @property
     def network(self) -> NetworkProvider:

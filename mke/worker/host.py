@@ -14,6 +14,7 @@ Sysctls under net.* belong to the network namespace mke runs in.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -169,3 +170,74 @@ class Prerequisites:
 
 def missing(checks: list[Check]) -> list[Check]:
     return [c for c in checks if c.status == "missing"]
+
+
+# --------------------------------------------------------------------------- files a kernel-only host lacks
+
+# What a kernel-only host lacks and the components need, made only where missing:
+# - /etc/passwd (and /etc/group): kubelet looks its user up for user namespaces (locked on in
+#   Kubernetes 1.36): a missing file is fatal, an unknown user is not;
+# - /etc/hosts: containerd copies it into every pod sandbox;
+# - /etc/resolv.conf: containerd copies it for pods without DNS settings, and kubelet gives it
+#   to pods with dnsPolicy Default (CoreDNS forwards to it). With no nameserver known, the
+#   one k3s falls back to as well; an air-gapped cluster still resolves its own names.
+SYSTEM_FILES = {
+    "etc/passwd": "root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n",
+    "etc/group": "root:x:0:\nnobody:x:65534:\n",
+    "etc/hosts": "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n",
+    "etc/resolv.conf": "# written by mke: this host had no resolv.conf\nnameserver 8.8.8.8\n",
+}
+
+
+def ensure_system_files(record: Path, root: Path = Path("/")) -> list[str]:
+    """Create the ``SYSTEM_FILES`` this host lacks, and note each (path and content digest) in
+    ``record`` so that ``mke reset`` removes exactly those; never touches a file that exists."""
+    import hashlib
+
+    from mke.node.files import write_file_atomic
+
+    try:
+        made: dict[str, str] = json.loads(record.read_text())
+    except (OSError, ValueError):
+        made = {}
+    created = []
+    for rel, text in SYSTEM_FILES.items():
+        path = root / rel
+        if path.exists() or path.is_symlink():
+            continue
+        if not path.parent.exists():
+            path.parent.mkdir(mode=0o755, parents=True)
+            made[str(path.parent)] = "dir"
+        write_file_atomic(path, text.encode(), 0o644)
+        made[str(path)] = hashlib.sha256(text.encode()).hexdigest()
+        created.append(str(path))
+    if created:
+        write_file_atomic(record, json.dumps(made, indent=1, sort_keys=True).encode(), 0o600)
+    return created
+
+
+def remove_system_files(record: Path) -> list[str]:
+    """Remove what ``ensure_system_files`` created and nobody changed since; returns the problems."""
+    import hashlib
+
+    try:
+        made: dict[str, str] = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return []
+    problems = []
+    for path, digest in sorted(made.items(), key=lambda kv: kv[1] == "dir"):  # files first, then their dirs
+        p = Path(path)
+        try:
+            if digest == "dir":
+                p.rmdir()  # only when empty: something else may have put files there
+            elif hashlib.sha256(p.read_bytes()).hexdigest() == digest:
+                p.unlink()
+            else:
+                problems.append(f"{p} changed since mke created it; left in place")
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            if digest != "dir":
+                problems.append(f"remove {p}: {e.strerror}")
+    record.unlink(missing_ok=True)
+    return problems

@@ -150,6 +150,9 @@ class Worker(NodeRole):
             if settings is None:
                 settings = WorkerSettings.defaults()
                 self.say("using mke's default worker settings (cluster DNS 10.96.0.10, domain cluster.local)")
+        created = host.ensure_system_files(p.host_files_record)
+        if created:
+            self.say(f"this host had no {' and no '.join(created)}: created minimal ones (mke reset removes them)")
         cgroups = host.detect_cgroups()
         if cgroups.warning:
             self.say(f"warning: {cgroups.warning}")

@@ -1,10 +1,11 @@
-"""One controller and two workers, each in its own network namespace with its own data dir.
+"""One controller and two workers, each a kernel-only host: its own network namespace and
+its own mount namespace whose root holds only ``dist/mke`` (tests/e2e/bareroot.py).
 
-``E2ECluster`` runs the real ``mke`` (``dist/mke`` when it exists, else ``python -m mke``
-with ``--bin-dir dist/linux-<arch>/bin``; ``MKE_E2E_MKE`` overrides), the docker-mode
-binaries, the air-gap image bundle (``dist/mke-airgap-images-linux-<arch>.tar``) and a
-locally built test image, copied into each worker's ``<data-dir>/images``.
-Every process it starts is remembered by pid and stopped by pid.
+``E2ECluster`` runs the real static ``dist/mke`` (nothing else of the build: every binary
+and every system image comes out of that one file), plus a locally built test image
+copied into each worker's ``<data-dir>/images``. Every process it starts is remembered by
+pid and stopped by pid; paths it passes to mke are the host's own (``/var/lib/mke``), and
+it reads the same files from outside through the host's root.
 """
 
 from __future__ import annotations
@@ -20,11 +21,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.e2e.bareroot import BareRoot, release_nsdir
 from tests.e2e.netns import Host, Network
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = Path(os.environ.get("MKE_E2E_DIR", "/var/tmp/mke-e2e"))
 TESTAPP_IMAGE = "mke.test/testapp:v1"
+DATA = Path("/var/lib/mke")  # the data dir, as each host sees it
+CONFIG = Path("/var/mke.yaml")
+POD_LOGS = Path("/var/log/pods")
+# What a service manager would give mke on a host: nothing of the test machine's environment.
+HOST_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 
 
 def arch() -> str:
@@ -35,20 +42,8 @@ def dist() -> Path:
     return Path(os.environ.get("MKE_E2E_DIST", REPO / "dist"))
 
 
-def mke_argv() -> tuple[list[str], Path | None, dict[str, str]]:
-    """(argv prefix, bin dir to pass or None, extra env) for running mke."""
-    explicit = os.environ.get("MKE_E2E_MKE")
-    bin_dir = dist() / f"linux-{arch()}" / "bin"
-    if explicit:
-        return [explicit], (bin_dir if os.environ.get("MKE_E2E_BIN_DIR") else None), {}
-    if (dist() / "mke").exists() and not os.environ.get("MKE_E2E_BIN_DIR"):
-        return [str(dist() / "mke")], None, {"MKE_RUNTIME_DIR": str(BASE / "runtime")}  # not the host's /var/lib/mke
-    bd = Path(os.environ.get("MKE_E2E_BIN_DIR", bin_dir))
-    return [sys.executable, "-m", "mke"], bd, {"PYTHONPATH": str(REPO)}
-
-
-def airgap_bundle() -> Path:
-    return dist() / f"mke-airgap-images-linux-{arch()}.tar"
+def mke_file() -> Path:
+    return dist() / "mke"
 
 
 def build_testapp_image(out: Path) -> Path:
@@ -155,20 +150,37 @@ def children(pid: int) -> list[int]:
 class E2ECluster:
     base: Path = BASE
     network: Network = field(default_factory=Network)
-    mke: list[str] = field(default_factory=list)
-    bin_dir: Path | None = None
-    env: dict[str, str] = field(default_factory=dict)
+    roots: dict[str, BareRoot] = field(default_factory=dict)
     controller: Proc | None = None
     workers: dict[str, Proc] = field(default_factory=dict)
     ready_seconds: dict[str, float] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        self.mke, self.bin_dir, self.env = mke_argv()
+    # -- hosts
 
-    # -- paths
+    def create(self, bare: list[str], plain: list[str]) -> None:
+        """Network namespaces for every host; a bare root for each of ``bare``."""
+        self.network.create([*bare, *plain])
+        for name in bare:
+            root = BareRoot(name=name, base=self.base / "roots", netns=self.network.hosts[name].netns, mke=mke_file())
+            self.roots[name] = root.create()
+            self.network.hosts[name].bare = root
+
+    def destroy(self) -> None:
+        for root in self.roots.values():
+            root.remove()
+        release_nsdir(self.base / "roots")
+        self.network.destroy()
+
+    def host(self, name: str) -> Host:
+        return self.network.hosts[name]
+
+    # -- paths (outside: the test machine's view of a host's file)
+
+    def outside(self, name: str, inner: Path | str) -> Path:
+        return self.roots[name].outside(inner)
 
     def data_dir(self, name: str) -> Path:
-        return self.base / name
+        return self.outside(name, DATA)
 
     @property
     def kubeconfig(self) -> Path:
@@ -178,57 +190,56 @@ class E2ECluster:
         return f"/mke-e2e-{name}"
 
     def pod_logs(self, name: str) -> Path:
-        return self.data_dir(name) / "pod-logs"
+        return self.outside(name, POD_LOGS)
 
-    # -- running mke
-
-    def mke_cmd(self, host: str, *args: str, bin_dir: bool = False) -> list[str]:
-        extra = ["--bin-dir", str(self.bin_dir)] if bin_dir and self.bin_dir else []
-        return [*self.mke, *args, *extra]
+    # -- running mke (always /mke inside the host)
 
     def run(self, host: str, *args: str, timeout: float = 120.0, check: bool = True) -> subprocess.CompletedProcess[str]:
-        h = self.network.hosts[host]
-        proc = subprocess.run(h.wrap(self.mke_cmd(host, *args)), capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, **self.env})
+        proc = subprocess.run(self.host(host).wrap(["/mke", *args]), capture_output=True, text=True,
+                              timeout=timeout, env=HOST_ENV, check=False)
         if check and proc.returncode != 0:
             raise AssertionError(f"mke {' '.join(args)} on {host}: exit {proc.returncode}: {proc.stderr.strip()}")
         return proc
 
     def kubectl(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         """``mke kubectl`` on the controller (its admin kubeconfig, its kubectl)."""
-        extra = ["--bin-dir", str(self.bin_dir)] if self.bin_dir else []
-        return self.run("ctl", "kubectl", "--data-dir", str(self.data_dir("ctl")), *extra, "--", *args, timeout=timeout)
+        return self.run("ctl", "kubectl", "--data-dir", str(DATA), "--", *args, timeout=timeout)
+
+    def ctr(self, host: str, *args: str) -> str:
+        """The worker's own (staged) ``ctr`` against its containerd, in the k8s.io namespace."""
+        argv = [str(DATA / "bin" / "ctr"), "--address", str(DATA / "run" / "containerd" / "containerd.sock"),
+                "--namespace", "k8s.io", *args]
+        proc = subprocess.run(self.host(host).wrap(argv), capture_output=True, text=True, timeout=120, env=HOST_ENV,
+                              check=False)
+        if proc.returncode != 0:
+            raise AssertionError(f"ctr {' '.join(args)} on {host}: {proc.stderr.strip()}")
+        return proc.stdout
 
     def start_controller(self) -> Proc:
-        d = self.data_dir("ctl")
-        d.mkdir(parents=True, exist_ok=True)
-        cfg = self.base / "mke.yaml"
-        cfg.write_text("api:\n  address: 10.200.0.1\n")
-        argv = self.mke_cmd("ctl", "server", "--config", str(cfg), "--data-dir", str(d), "--name", "ctl", bin_dir=True)
-        self.controller = Proc("controller", self.network.hosts["ctl"], argv, self.base / "logs" / "ctl.log",
-                               env=self.env).start()
+        self.outside("ctl", CONFIG).write_text("api:\n  address: 10.200.0.1\n")
+        argv = ["/mke", "server", "--config", str(CONFIG), "--data-dir", str(DATA), "--name", "ctl"]
+        self.controller = Proc("controller", self.host("ctl"), argv, self.base / "logs" / "ctl.log",
+                               env=HOST_ENV).start()
         return self.controller
 
     def wait_controller(self, timeout: float = 300.0) -> None:
         assert self.controller is not None
         self.controller.wait_for(r"control plane ready", timeout)
-        text = self.run("ctl", "kubeconfig", "admin", "--data-dir", str(self.data_dir("ctl")),
-                        "--server", "https://10.200.0.1:6443").stdout
+        text = self.run("ctl", "kubeconfig", "admin", "--data-dir", str(DATA), "--server", "https://10.200.0.1:6443").stdout
         self.kubeconfig.write_text(text)
         os.chmod(self.kubeconfig, 0o600)
 
     def token(self, role: str = "worker", expiry: str = "1h") -> str:
         return self.run("ctl", "token", "create", f"--role={role}", f"--expiry={expiry}",
-                        "--data-dir", str(self.data_dir("ctl")), "--config", str(self.base / "mke.yaml")).stdout.strip()
+                        "--data-dir", str(DATA), "--config", str(CONFIG)).stdout.strip()
 
-    def worker_args(self, name: str) -> list[str]:
+    def worker_args(self, name: str, *extra: str) -> list[str]:
         # The test machine's disk is shared with builds: evict only when it is really full.
         eviction = "memory.available<50Mi,nodefs.available<1%,nodefs.inodesFree<1%,imagefs.available<1%"
-        return ["worker", "--data-dir", str(self.data_dir(name)), "--name", name,
-                "--cgroup-root", self.cgroup_root(name), "--pod-logs-dir", str(self.pod_logs(name)),
-                f"--kubelet-arg=eviction-hard={eviction}"]
+        return ["/mke", "worker", "--data-dir", str(DATA), "--name", name, "--cgroup-root", self.cgroup_root(name),
+                "--pod-logs-dir", str(POD_LOGS), f"--kubelet-arg=eviction-hard={eviction}", *extra]
 
-    def start_worker(self, name: str, token: str | None, images: list[Path]) -> Proc:
+    def start_worker(self, name: str, token: str | None, images: list[Path], *extra: str) -> Proc:
         d = self.data_dir(name)
         (d / "images").mkdir(parents=True, exist_ok=True)
         os.chmod(d, 0o700)
@@ -236,9 +247,8 @@ class E2ECluster:
             dest = d / "images" / img.name
             if not dest.exists():
                 shutil.copyfile(img, dest)
-        args = self.worker_args(name) + ([token] if token else [])
-        p = Proc(f"worker {name}", self.network.hosts[name], self.mke_cmd(name, *args, bin_dir=True),
-                 self.base / "logs" / f"{name}.log", env=self.env)
+        argv = self.worker_args(name, *extra) + ([token] if token else [])
+        p = Proc(f"worker {name}", self.host(name), argv, self.base / "logs" / f"{name}.log", env=HOST_ENV)
         p.start()  # the log is appended to: a restarted worker continues the same file
         self.workers[name] = p
         return p
@@ -253,14 +263,25 @@ class E2ECluster:
     def component_pid(self, node: str, component: str) -> int:
         return int((self.data_dir(node) / "run" / f"{component}.pid").read_text().split()[0])
 
+    def leftovers(self, name: str, data: Path = DATA, *, worker: bool = True) -> list[str]:
+        """``mke.worker.cleanup.leftovers`` run inside host ``name``'s namespaces (its mounts, links, rules)."""
+        code = ("import json, sys; from pathlib import Path; from mke.worker.cleanup import leftovers; "
+                "print(json.dumps(leftovers(Path(sys.argv[1]), cgroup_root=sys.argv[2], pod_logs=sys.argv[3])))")
+        argv = [sys.executable, "-c", code, str(self.outside(name, data)),
+                self.cgroup_root(name) if worker else "/", str(self.pod_logs(name))]
+        proc = subprocess.run(self.roots[name].inside(argv), capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
+        if proc.returncode != 0:
+            raise AssertionError(f"leftovers on {name}: {proc.stderr.strip()[-500:]}")
+        return json.loads(proc.stdout)
+
     def worker_rss(self, name: str) -> dict[str, int]:
-        """KiB of resident memory: the mke process (and its own children), containerd, kubelet, shims."""
+        """KiB of resident memory: the mke process, containerd, kubelet, kube-proxy, kube-router, shims."""
         p = self.workers[name]
-        mke = rss_kib(p.pid) + sum(rss_kib(c) for c in children(p.pid)
-                                   if Path(f"/proc/{c}/comm").read_text().strip() not in ("containerd", "kubelet"))
-        out = {"mke": mke, "containerd": rss_kib(self.component_pid(name, "containerd")),
-               "kubelet": rss_kib(self.component_pid(name, "kubelet"))}
-        sock = str(self.data_dir(name) / "run" / "containerd" / "containerd.sock")
+        out = {"mke": rss_kib(p.pid)}
+        for c in ("containerd", "kubelet", "kube-proxy", "kube-router"):
+            out[c] = rss_kib(self.component_pid(name, c))
+        sock = str(DATA / "run" / "containerd" / "containerd.sock")
         shims = 0
         for e in Path("/proc").iterdir():
             if e.name.isdigit():
@@ -268,7 +289,8 @@ class E2ECluster:
                     args = (e / "cmdline").read_bytes().split(b"\0")
                 except OSError:
                     continue
-                if args and args[0].endswith(b"containerd-shim-runc-v2") and sock.encode() in args:
+                if args and args[0].endswith(b"containerd-shim-runc-v2") and sock.encode() in args \
+                        and Path(f"/proc/{e.name}/root").resolve() == self.roots[name].root:
                     shims += rss_kib(int(e.name))
         out["shims"] = shims
         out["total"] = sum(out.values())

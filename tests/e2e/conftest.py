@@ -1,23 +1,29 @@
-"""The e2e cluster, started once per session: network namespaces, a controller, two workers.
+"""The e2e cluster, started once per module: kernel-only hosts (a network namespace and a
+bare root each, tests/e2e/bareroot.py), a controller and two workers, all from ``dist/mke``.
 
-Needs root, the docker-mode binaries (``nox -s e2e`` builds or reuses them, with the
-air-gap bundle) and ``go`` on the host for the test image. Logs and data dirs are under
-``$MKE_E2E_DIR`` (default /var/tmp/mke-e2e); ``MKE_E2E_KEEP=1`` leaves the cluster running
-after the tests for a look around (stop it with ``nox -s e2e -- --co`` ... or by hand).
+Needs root, the static ``dist/mke`` of the default build (``nox -s e2e`` builds it unless
+``MKE_E2E_SKIP_BUILD=1``) and ``go`` on the test machine for the test image. Logs and
+roots are under ``$MKE_E2E_DIR`` (default /var/tmp/mke-e2e); ``MKE_E2E_KEEP=1`` leaves the
+cluster running after the tests for a look around.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.cluster import BASE, E2ECluster, airgap_bundle, build_testapp_image, dump
-from tests.e2e.netns import InNetns
+from tests.e2e.bareroot import release_nsdir
+from tests.e2e.cluster import BASE, DATA, HOST_ENV, E2ECluster, build_testapp_image, dump, mke_file
+from tests.e2e.netns import InNetns, Network
+
+BARE = ["ctl", "w1", "w2", "bad"]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -27,66 +33,82 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.root)
 
 
-def _require() -> None:
+def require() -> None:
     if os.geteuid() != 0:
-        pytest.skip("the e2e tests need root (network namespaces, mounts, cgroups)")
-    for tool in ("ip", "nsenter", "iptables", "go"):
+        pytest.skip("the e2e tests need root (network and mount namespaces, cgroups)")
+    for tool in ("ip", "nsenter", "unshare", "chroot", "mount", "go"):
         if not shutil.which(tool):
-            pytest.fail(f"{tool} is not installed; the e2e tests need it")
-    if not airgap_bundle().exists():
-        pytest.fail(f"{airgap_bundle()} is missing: run `nox -s build -- --mode=docker --airgap` "
-                    "(nox -s e2e does it unless MKE_E2E_SKIP_BUILD=1)")
+            pytest.fail(f"{tool} is not installed; the e2e tests need it on the test machine")
+    exe = mke_file()
+    if not exe.exists():
+        pytest.fail(f"{exe} is missing: run `nox -s build` (nox -s e2e does it unless MKE_E2E_SKIP_BUILD=1)")
+    from mke.elf import ElfFile
+
+    elf = ElfFile.open(exe)
+    if elf is None or not elf.static:  # the kernel-only hosts need the static one
+        pytest.fail(f"{exe} is not a static executable; build it again with `nox -s build`")
+
+
+def clean_slate() -> None:
+    """Stop and remove what an interrupted (or MKE_E2E_KEEP=1) run left: its mke processes, roots, namespaces."""
+    for pid_file in BASE.glob("roots/*/var/lib/mke*/run/mke.lock"):
+        stop_holder(pid_file.parent.parent)
+    for root in BASE.glob("roots/*"):
+        if root.name.startswith("."):
+            continue
+        for data in root.glob("var/lib/mke*"):
+            if (data / "run").exists():
+                subprocess.run(["nsenter", f"--mount={BASE / 'roots' / '.mntns' / root.name}", "--",
+                                "chroot", str(root), "/mke", "reset", "--data-dir", "/" + str(data.relative_to(root))],
+                               capture_output=True, timeout=300, env=HOST_ENV, check=False)
+        subprocess.run(["umount", "-l", str(BASE / "roots" / ".mntns" / root.name)], capture_output=True, check=False)
+    release_nsdir(BASE / "roots")
+    Network().destroy()
+    shutil.rmtree(BASE, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    _require()
-    c = E2ECluster()
-    # a clean slate: an interrupted run may have left a cluster behind
-    if BASE.exists():
-        from mke.worker.cleanup import reset_worker
-
-        for name in ("w1", "w2", "ctl"):  # mke processes of an earlier run (MKE_E2E_KEEP=1): stop by pid
-            _stop_holder(BASE / name)
-        c.network.create(["ctl", "w1", "w2", "bad", "client"])
-        for name in ("w1", "w2", "bad"):
-            if (BASE / name).exists():
-                _in_host(c, name, lambda n=name: reset_worker(BASE / n))
-        shutil.rmtree(BASE, ignore_errors=True)
+    require()
+    clean_slate()
     BASE.mkdir(parents=True)
     (BASE / "logs").mkdir()
     t0 = time.monotonic()
-    c.network.create(["ctl", "w1", "w2", "bad", "client"])
+    c = E2ECluster()
+    c.create(BARE, ["client"])
     testapp = build_testapp_image(BASE / "testapp-image.tar")
-    images = [airgap_bundle(), testapp]
-    print(f"\n[e2e] mke: {' '.join(c.mke)}; bin dir: {c.bin_dir or '(staged from the payload)'}", file=sys.stderr)
-    c.start_controller()
-    c.wait_controller()
-    print(f"[e2e] controller ready after {time.monotonic() - t0:.1f}s", file=sys.stderr)
-    token = c.token()
-    for name in ("w1", "w2"):
-        c.start_worker(name, token, images)
-    for name in ("w1", "w2"):
-        c.ready_seconds[name] = c.wait_worker_ready(name)
-    c.images = images  # type: ignore[attr-defined]
-    c.token_text = token  # type: ignore[attr-defined]
-    print(f"[e2e] workers Ready: {dump(c.ready_seconds)} (cluster up in {time.monotonic() - t0:.1f}s)", file=sys.stderr)
+    print(f"\n[e2e] kernel-only hosts {', '.join(BARE)}: each root holds only /mke ({mke_file()})", file=sys.stderr)
     try:
+        c.start_controller()
+        c.wait_controller()
+        print(f"[e2e] controller ready after {time.monotonic() - t0:.1f}s", file=sys.stderr)
+        token = c.token()
+        for name in ("w1", "w2"):
+            c.start_worker(name, token, [testapp])
+        for name in ("w1", "w2"):
+            c.ready_seconds[name] = c.wait_worker_ready(name)
+        c.images = [testapp]  # type: ignore[attr-defined]
+        c.token_text = token  # type: ignore[attr-defined]
+        print(f"[e2e] workers Ready: {dump(c.ready_seconds)} (cluster up in {time.monotonic() - t0:.1f}s)",
+              file=sys.stderr)
         with InNetns("mke-e2e-client"):
             yield c
     finally:
         if not os.environ.get("MKE_E2E_KEEP"):
-            c.stop_all()
-            for name in ("w1", "w2", "bad"):
-                _in_host(c, name, lambda n=name: reset_worker_quiet(BASE / n))
-            c.network.destroy()
+            teardown(c)
         print(f"[e2e] total {time.monotonic() - t0:.0f}s; logs in {BASE / 'logs'}", file=sys.stderr)
 
 
-def _stop_holder(data_dir: Path) -> None:
-    """SIGTERM the mke that holds ``data_dir``'s lock (left running by MKE_E2E_KEEP=1), SIGKILL after 60 s."""
-    import signal
+def teardown(c: E2ECluster) -> None:
+    c.stop_all()
+    for name in c.roots:
+        if (c.data_dir(name) / "run").exists():
+            c.run(name, "reset", "--data-dir", str(DATA), timeout=300, check=False)
+    c.destroy()
 
+
+def stop_holder(data_dir: Path) -> None:
+    """SIGTERM the mke that holds ``data_dir``'s lock (left running by MKE_E2E_KEEP=1), SIGKILL after 60 s."""
     from mke.node.datadir import holder_pid
 
     pid = holder_pid(data_dir)
@@ -98,18 +120,6 @@ def _stop_holder(data_dir: Path) -> None:
             return
         time.sleep(0.1)
     os.kill(pid, signal.SIGKILL)
-
-
-def reset_worker_quiet(path: Path) -> list[str]:
-    from mke.worker.cleanup import reset_worker
-
-    return reset_worker(path) if path.exists() else []
-
-
-def _in_host(c: E2ECluster, name: str, fn):
-    """Run ``fn`` in host ``name``'s network namespace (this thread only)."""
-    with InNetns(c.network.hosts[name].netns if name in c.network.hosts else f"mke-e2e-{name}"):
-        return fn()
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ import ctypes
 import os
 import subprocess
 from dataclasses import dataclass, field
+from typing import Any
 
 CLONE_NEWNET = 0x40000000
 PREFIX = "mke-e2e-"
@@ -40,13 +41,16 @@ def ip(*args: str, ns: str | None = None, check: bool = True) -> subprocess.Comp
 class Host:
     name: str  # short name, e.g. "ctl"
     address: str
+    bare: Any = None  # a tests.e2e.bareroot.BareRoot: the host's own mount namespace and root
 
     @property
     def netns(self) -> str:
         return PREFIX + self.name
 
     def wrap(self, argv: list[str]) -> list[str]:
-        """``argv`` run in this host's network namespace only."""
+        """``argv`` run in this host: its network namespace, and its bare root when it has one."""
+        if self.bare is not None:
+            return self.bare.wrap(argv)
         return ["nsenter", f"--net=/run/netns/{self.netns}", "--", *argv]
 
 

@@ -290,3 +290,23 @@ def test_kube_proxy_runs_on_the_node_with_its_credentials(tmp_path):
     assert kp.process_spec().args[1:] == (f"--config={kp.config_path}",)
     assert kp.config_path.stat().st_mode & 0o777 == 0o600
     assert kp.process_spec().env["PATH"].split(":")[0] == str(tmp_path / "bin")  # the staged tools first
+
+
+def test_system_files_only_where_missing_and_removed_only_if_unchanged(tmp_path):
+    root, record = tmp_path / "root", tmp_path / "worker" / "host-files.json"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "group").write_text("theirs\n")  # the host has one: never touched
+    assert host.ensure_system_files(record, root) == [str(root / "etc" / n) for n in ("passwd", "hosts", "resolv.conf")]
+    assert (root / "etc" / "passwd").read_text().startswith("root:x:0:0:")
+    assert host.ensure_system_files(record, root) == []  # idempotent
+    assert host.remove_system_files(record) == []
+    assert not (root / "etc" / "passwd").exists() and (root / "etc" / "group").read_text() == "theirs\n"
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    assert len(host.ensure_system_files(record, bare)) == 4
+    (bare / "etc" / "passwd").write_text("edited by someone\n")
+    problems = host.remove_system_files(record)
+    assert problems and "changed since mke created it" in problems[0]
+    assert (bare / "etc" / "passwd").exists() and not (bare / "etc" / "group").exists()
+    assert not (bare / "etc" / "hosts").exists() and not (bare / "etc" / "resolv.conf").exists()
+    assert (bare / "etc").exists()  # not empty: kept
