@@ -119,7 +119,17 @@ def _after_build(args, ctx, results, manifest) -> None:
 
     bundle.write_bundle(cache=ctx.cache, manifest_path=manifest, dist=args.dist, layout=args.payload_layout,
                         jobs=args.jobs, source_date_epoch=ctx.source_date_epoch, mirror=ctx.mirror,
-                        fips_go=getattr(args, "opt_fips_go", None))
+                        fips_go=getattr(args, "opt_fips_go", None), compression_level=args.compression_level)
+
+
+def _zstd_level(text: str) -> int:
+    try:
+        level = int(text)
+    except ValueError:
+        level = 0
+    if not 1 <= level <= 22:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a zstd level from 1 to 22")
+    return level
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
@@ -192,6 +202,8 @@ def make_parser() -> argparse.ArgumentParser:
                         "(nox -s build passes --bundle)")
     b.add_argument("--airgap", action="store_true",
                    help="also write dist/mke-airgap-images-<os>-<arch>.tar from recipes/images/ (docker or fetch mode)")
+    b.add_argument("--compression-level", type=_zstd_level, default=19, metavar="1-22",
+                   help="zstd level of the payload's frames (default 19; low levels bundle in seconds, for tests)")
     b.add_argument("--payload-layout", default="groups", choices=["groups", "per-binary", "solid"],
                    help="how binaries are grouped into zstd frames in dist/mke (default: groups; docs/payload.md)")
     b.add_argument("--check-reproducible", dest="opt_check_reproducible", action="store_true",

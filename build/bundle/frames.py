@@ -59,20 +59,21 @@ def plan_frames(binaries: Iterable[dict[str, Any]], layout: str) -> list[tuple[s
     return [(k, v) for k, v in sorted(groups.items(), key=lambda kv: (rank.get(kv[0], 2), kv[0]))]
 
 
-def zstd_identity() -> dict[str, Any]:
+def zstd_identity(level: int = ZSTD_LEVEL) -> dict[str, Any]:
     import zstandard
 
     return {"python-zstandard": zstandard.__version__, "libzstd": ".".join(map(str, zstandard.ZSTD_VERSION)),
-            "level": ZSTD_LEVEL, "window_log": ZSTD_WINDOW_LOG, "checksum": True, "ldm": True, "threads": "n>=1"}
+            "level": level, "window_log": ZSTD_WINDOW_LOG, "checksum": True, "ldm": True, "threads": "n>=1"}
 
 
-def compress_frame(cache: Cache, platform: str, members: list[dict[str, Any]], *, jobs: int) -> tuple[OutputFile, int]:
+def compress_frame(cache: Cache, platform: str, members: list[dict[str, Any]], *, jobs: int,
+                   level: int = ZSTD_LEVEL) -> tuple[OutputFile, int]:
     """The compressed blob of ``members`` concatenated, from the cache or made now."""
     import zstandard
 
     decoded = sum(int(m["size"]) for m in members)
     action = Action(mode="bundle-frame", component="+".join(m["name"] for m in members), platform=platform,
-                    inputs={"codec": zstd_identity(), "members": [[m["name"], m["sha256"], m["size"]] for m in members]})
+                    inputs={"codec": zstd_identity(level), "members": [[m["name"], m["sha256"], m["size"]] for m in members]})
     key = action.key()
     hit = cache.get(key)
     if hit is not None:
@@ -83,9 +84,9 @@ def compress_frame(cache: Cache, platform: str, members: list[dict[str, Any]], *
             return hit.outputs[0], decoded
         t0 = time.monotonic()
         names = ", ".join(m["name"] for m in members)
-        log("bundle", f"compressing {names} ({human_bytes(decoded)}, zstd -{ZSTD_LEVEL} --long={ZSTD_WINDOW_LOG})")
+        log("bundle", f"compressing {names} ({human_bytes(decoded)}, zstd -{level} --long={ZSTD_WINDOW_LOG})")
         params = zstandard.ZstdCompressionParameters.from_level(
-            ZSTD_LEVEL, source_size=decoded, window_log=min(ZSTD_WINDOW_LOG, max(10, decoded.bit_length())),
+            level, source_size=decoded, window_log=min(ZSTD_WINDOW_LOG, max(10, decoded.bit_length())),
             enable_ldm=True, write_checksum=True, write_content_size=True,
             # Always >= 1 worker: zstd's multi-threaded output does not depend on the count.
             threads=max(1, jobs),

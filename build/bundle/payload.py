@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from build.bundle.frames import DEFAULT_LAYOUT, compress_frame, plan_frames
+from build.bundle.frames import DEFAULT_LAYOUT, ZSTD_LEVEL, compress_frame, plan_frames
 from build.bundle.runtime import PART_PREFIX
 from build.cache import Cache, OutputFile
 from build.errors import BundleError
@@ -127,16 +127,16 @@ def make_payload_manifest(dm: DistManifest, frames: list[tuple[list[str], Output
 
 def write_payload_file(cache: Cache, dm: DistManifest, out: Path, *, runtime: tuple[OutputFile, ...],
                        layout: str = DEFAULT_LAYOUT, jobs: int = 2,
-                       images: tuple[pf.ImageSpec, ...] = ()) -> pf.Manifest:
+                       images: tuple[pf.ImageSpec, ...] = (), level: int = ZSTD_LEVEL) -> pf.Manifest:
     """Compress (or reuse) every frame and write the whole payload to ``out``."""
     by_name = {b["name"]: b for b in dm.binaries}
     frames = []
     members = part_members(runtime)
     for member in members:
-        blob, decoded = compress_frame(cache, dm.platform, [member], jobs=jobs)
+        blob, decoded = compress_frame(cache, dm.platform, [member], jobs=jobs, level=level)
         frames.append(([member["name"]], blob, decoded))
     for _label, names in plan_frames(dm.binaries, layout):
-        blob, decoded = compress_frame(cache, dm.platform, [by_name[n] for n in names], jobs=jobs)
+        blob, decoded = compress_frame(cache, dm.platform, [by_name[n] for n in names], jobs=jobs, level=level)
         frames.append((names, blob, decoded))
     manifest = make_payload_manifest(dm, frames, members, images)
     with atomic_writer(out) as f:

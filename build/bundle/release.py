@@ -31,7 +31,7 @@ from typing import Any
 from build.action import canonical_json
 from build.bundle.elfjoin import join, objcopy_version
 from build.bundle.entry import build_entry
-from build.bundle.frames import DEFAULT_LAYOUT, plan_frames, zstd_identity
+from build.bundle.frames import DEFAULT_LAYOUT, ZSTD_LEVEL, plan_frames, zstd_identity
 from build.bundle.payload import DistManifest, mke_version, node_images, part_members, write_payload_file
 from build.bundle.runtime import FipsAdditions, build_runtime, load_spec, runtime_action
 from build.bundle.sbom import sbom
@@ -104,7 +104,7 @@ def smoke_test(exe: Path, scratch: Path, *, mode: str) -> dict[str, Any]:
 
 def write_bundle(*, cache: Cache, manifest_path: Path, dist: Path, layout: str = DEFAULT_LAYOUT,
                  jobs: int = 2, source_date_epoch: int = 0, mirror: str | None = None,
-                 fips_go: str | None = None) -> Bundle:
+                 fips_go: str | None = None, compression_level: int = ZSTD_LEVEL) -> Bundle:
     """dist/mke (dist/mke-fips for a FIPS manifest) and its release files; see the module doc."""
     from build.platform import Platform
 
@@ -134,7 +134,7 @@ def write_bundle(*, cache: Cache, manifest_path: Path, dist: Path, layout: str =
     # Cheap key first: if nothing changed, leave every file alone.
     key = hashlib.sha256(canonical_json({
         "schema": BUNDLE_SCHEMA, "runtime": runtime_action(spec, dm.platform, source_date_epoch=sde, fips=fips).key(),
-        "entry": entry.sha256, "layout": layout, "codec": zstd_identity(), "objcopy": objcopy_version(),
+        "entry": entry.sha256, "layout": layout, "codec": zstd_identity(compression_level), "objcopy": objcopy_version(),
         "frames": [[by_name[n]["sha256"] for n in names] for _, names in plan],
         "manifest": [{k: v for k, v in b.items() if not k.startswith("_")} for b in dm.binaries],
         "mode": dm.mode, "fips": dm.fips, "platform": dm.platform, "version": version, "sde": sde,
@@ -153,7 +153,7 @@ def write_bundle(*, cache: Cache, manifest_path: Path, dist: Path, layout: str =
         work = Path(wd)
         payload_file = work / "payload"
         manifest = write_payload_file(cache, dm, payload_file, runtime=runtime.parts, layout=layout, jobs=jobs,
-                                      images=images)
+                                      images=images, level=compression_level)
         staged = dist / f".tmp-{base}"
         try:
             join(cache.cas.path(entry.sha256), payload_file, staged)

@@ -6,6 +6,10 @@ dir, removes the data dir (pki, etcd, kine, bin, run, manifests state). Worker p
 (kubelet, containerd, pods' mounts, CNI and iptables state) are undone by
 ``mke.worker.cleanup.reset_worker`` when this host ran a worker. A systemd unit written
 by ``mke install`` is left alone (``systemctl disable --now mke-controller`` first).
+
+``mke reset --check`` changes nothing: it lists what mke left on this host for that data
+dir (mounts, processes, pod cgroups, links and routes of the network providers, iptables
+chains of either flavour, ipsets, files), one line each, and fails when there is anything.
 """
 
 from __future__ import annotations
@@ -21,6 +25,27 @@ from mke.commands import add_data_dir
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_data_dir(p)
+    p.add_argument("--check", action="store_true",
+                   help="change nothing: list what mke left on this host (exit 0 when nothing)")
+    p.add_argument("--cgroup-root", default=None, metavar="PATH",
+                   help="--check: the worker's --cgroup-root (default: from its kubelet config, else /)")
+    p.add_argument("--pod-logs-dir", default=None, metavar="DIR",
+                   help="--check: the worker's --pod-logs-dir (default: from its kubelet config, else /var/log/pods)")
+
+
+def check(data_dir: Path, *, cgroup_root: str | None, pod_logs: str | None) -> int:
+    from mke.errors import MkeError
+    from mke.worker.cleanup import kubelet_settings, leftovers
+
+    found = [f"dir {data_dir}"] if data_dir.exists() and any(data_dir.iterdir()) else []
+    for d in (data_dir, data_dir / "node"):  # mke worker | mke server --enable-worker
+        cg, logs = kubelet_settings(d)
+        found += leftovers(d, cgroup_root=cgroup_root or cg, pod_logs=pod_logs or logs or "/var/log/pods")
+    for line in dict.fromkeys(found):
+        print(line)
+    if found:
+        raise MkeError(f"mke left {len(found)} things on this host for {data_dir} (listed above); run `mke reset`")
+    return 0
 
 
 def _say(msg: str) -> None:
@@ -50,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
     from mke.node.datadir import data_dir_from, holder_pid
 
     data_dir = data_dir_from(args.data_dir)
+    if args.check:
+        return check(data_dir, cgroup_root=args.cgroup_root, pod_logs=args.pod_logs_dir)
     pid = holder_pid(data_dir)
     if pid is not None:
         raise BusyError(f"mke (pid {pid}) is running with data dir {data_dir}; stop it first "

@@ -265,6 +265,11 @@ def reset_worker(data_dir: Path, say: Callable[[str], None] = _noop) -> list[str
     return problems
 
 
+def kubelet_settings(data_dir: Path) -> tuple[str, str]:
+    """(cgroup root, pod logs dir) the worker in ``data_dir`` ran kubelet with (("/", "") when unknown)."""
+    return _kubelet_settings(WorkerPaths(Path(data_dir)))
+
+
 def leftovers(data_dir: Path, *, cgroup_root: str = "/", pod_logs: str = "") -> list[str]:
     """What a worker left on this host (run after reset_worker; the e2e tests check it is empty)."""
     paths = WorkerPaths(Path(data_dir).absolute())

@@ -14,10 +14,13 @@ directory holds:
 No shell, no libc, no iptables, no iproute2, no kmod, no /etc (a worker writes only a
 minimal /etc/passwd, group, hosts and resolv.conf, which kubelet and containerd need):
 ``check_bare`` proves it.
-Processes run as ``nsenter --net=... --mount=... -- chroot <root> /mke ...``; the harness
-reads the same files from outside through ``<root>/...`` and runs its own checks inside
-the namespaces without the chroot (``inside``). ``destroy`` drops the namespace: every
-mount in it goes with the last process.
+
+The root is made the namespace's root with ``pivot_root`` (the machine's file system is
+unmounted from it), as on a real host: a plain ``chroot`` would not do, because runc
+starts containers with ``pivot_root`` and ``runc exec`` later enters their mount
+namespace at the namespace's root. Processes run as ``nsenter --net=... --mount=... --
+/mke ...``; the harness reads the same files from outside through ``<root>/...``.
+``destroy`` drops the namespace: every mount in it goes with the last process.
 """
 
 from __future__ import annotations
@@ -25,8 +28,23 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+# Run once inside the new mount namespace: make ROOT its root and let go of the machine's.
+PIVOT = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+os.chdir(sys.argv[1])
+os.makedirs(".oldroot", exist_ok=True)
+if libc.syscall(155, b".", b".oldroot") != 0:  # pivot_root(2) (x86_64)
+    raise OSError(ctypes.get_errno(), "pivot_root")
+os.chdir("/")
+if libc.umount2(b"/.oldroot", 2) != 0:  # MNT_DETACH
+    raise OSError(ctypes.get_errno(), "umount /.oldroot")
+os.rmdir("/.oldroot")
+"""
 
 # What a root may hold besides the mount points: /mke and what mke itself writes (its data
 # under /var; the few /etc files a worker creates where a host has none).
@@ -88,15 +106,11 @@ class BareRoot:
         self._in_ns("mount", "--rbind", "/dev", f"{r}/dev")
         self._in_ns("mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", f"{r}/run")
         self._in_ns("mount", "-t", "tmpfs", "-o", "mode=1777", "tmpfs", f"{r}/tmp")
+        self._in_ns(sys.executable, "-c", PIVOT, r)
         return self
 
     def wrap(self, argv: list[str]) -> list[str]:
-        """``argv`` (its paths as the host sees them) run inside the host, chrooted into its root."""
-        return ["nsenter", f"--net=/run/netns/{self.netns}", f"--mount={self.nsfile}", "--", "chroot", str(self.root),
-                *argv]
-
-    def inside(self, argv: list[str]) -> list[str]:
-        """``argv`` from the machine (its tools, its paths) in the host's namespaces, without the chroot."""
+        """``argv`` (its paths as the host sees them) run inside the host: its namespaces, its root."""
         return ["nsenter", f"--net=/run/netns/{self.netns}", f"--mount={self.nsfile}", "--", *argv]
 
     def check_bare(self) -> list[str]:

@@ -16,7 +16,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -263,17 +262,13 @@ class E2ECluster:
     def component_pid(self, node: str, component: str) -> int:
         return int((self.data_dir(node) / "run" / f"{component}.pid").read_text().split()[0])
 
-    def leftovers(self, name: str, data: Path = DATA, *, worker: bool = True) -> list[str]:
-        """``mke.worker.cleanup.leftovers`` run inside host ``name``'s namespaces (its mounts, links, rules)."""
-        code = ("import json, sys; from pathlib import Path; from mke.worker.cleanup import leftovers; "
-                "print(json.dumps(leftovers(Path(sys.argv[1]), cgroup_root=sys.argv[2], pod_logs=sys.argv[3])))")
-        argv = [sys.executable, "-c", code, str(self.outside(name, data)),
-                self.cgroup_root(name) if worker else "/", str(self.pod_logs(name))]
-        proc = subprocess.run(self.roots[name].inside(argv), capture_output=True, text=True, timeout=120,
-                              env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
-        if proc.returncode != 0:
-            raise AssertionError(f"leftovers on {name}: {proc.stderr.strip()[-500:]}")
-        return json.loads(proc.stdout)
+    def leftovers(self, name: str) -> list[str]:
+        """What mke left on host ``name``: ``mke reset --check`` inside it (mounts, processes, cgroups,
+        links, routes, files), plus the netfilter state seen from outside with the build's own static
+        tools (a reset host has none left): iptables chains of either flavour, ipsets."""
+        out = self.run(name, "reset", "--check", "--data-dir", str(DATA), "--cgroup-root", self.cgroup_root(name),
+                       "--pod-logs-dir", str(POD_LOGS), check=False).stdout.splitlines()
+        return out + netfilter_leftovers(self.host(name).netns)
 
     def worker_rss(self, name: str) -> dict[str, int]:
         """KiB of resident memory: the mke process, containerd, kubelet, kube-proxy, kube-router, shims."""
@@ -304,6 +299,27 @@ class E2ECluster:
 
     def summary(self) -> dict:
         return {"ready_seconds": self.ready_seconds}
+
+
+def netfilter_leftovers(netns: str, bins: Path | None = None) -> list[str]:
+    """mke/KUBE/CNI iptables chains (nft and legacy, v4 and v6) and kube-router ipsets in ``netns``,
+    read with the build's static tools in ``bins`` (default: dist/linux-<arch>/bin)."""
+    from mke.network.kuberouter import IPSET_PREFIXES
+    from mke.worker.cleanup import CHAIN_RE
+
+    bins = bins or dist() / f"linux-{arch()}" / "bin"
+    out = []
+    for flavour in ("nft", "legacy"):
+        for family in ("iptables", "ip6tables"):
+            argv = ["nsenter", f"--net=/run/netns/{netns}", "--", str(bins / f"xtables-{flavour}-multi"), f"{family}-save"]
+            text = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False).stdout
+            chains = sorted({m.group(1) for m in CHAIN_RE.finditer(text)})
+            if chains:
+                out.append(f"{family}-{flavour}: {', '.join(chains[:8])}")
+    argv = ["nsenter", f"--net=/run/netns/{netns}", "--", str(bins / "ipset"), "list", "-n"]
+    sets = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False).stdout.split()
+    out += [f"ipset {n}" for n in sets if n.startswith(IPSET_PREFIXES)]
+    return out
 
 
 def dump(obj: object) -> str:

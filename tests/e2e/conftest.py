@@ -58,8 +58,9 @@ def clean_slate() -> None:
             continue
         for data in root.glob("var/lib/mke*"):
             if (data / "run").exists():
-                subprocess.run(["nsenter", f"--mount={BASE / 'roots' / '.mntns' / root.name}", "--",
-                                "chroot", str(root), "/mke", "reset", "--data-dir", "/" + str(data.relative_to(root))],
+                subprocess.run(["nsenter", f"--mount={BASE / 'roots' / '.mntns' / root.name}",
+                                f"--net=/run/netns/mke-e2e-{root.name}", "--", "/mke", "reset", "--data-dir",
+                                "/" + str(data.relative_to(root))],
                                capture_output=True, timeout=300, env=HOST_ENV, check=False)
         subprocess.run(["umount", "-l", str(BASE / "roots" / ".mntns" / root.name)], capture_output=True, check=False)
     release_nsdir(BASE / "roots")

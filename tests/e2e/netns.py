@@ -42,10 +42,11 @@ class Host:
     name: str  # short name, e.g. "ctl"
     address: str
     bare: Any = None  # a tests.e2e.bareroot.BareRoot: the host's own mount namespace and root
+    prefix: str = PREFIX
 
     @property
     def netns(self) -> str:
-        return PREFIX + self.name
+        return self.prefix + self.name
 
     def wrap(self, argv: list[str]) -> list[str]:
         """``argv`` run in this host: its network namespace, and its bare root when it has one."""
@@ -56,11 +57,17 @@ class Host:
 
 @dataclass
 class Network:
+    """Hosts named ``<prefix><name>``; a test that runs beside the e2e cluster picks its own prefix."""
+
     hosts: dict[str, Host] = field(default_factory=dict)
-    switch: str = PREFIX + "switch"
+    prefix: str = PREFIX
+
+    @property
+    def switch(self) -> str:
+        return self.prefix + "switch"
 
     def add(self, name: str, index: int) -> Host:
-        h = Host(name=name, address=f"{SUBNET}.{index}")
+        h = Host(name=name, address=f"{SUBNET}.{index}", prefix=self.prefix)
         ns = h.netns
         ip("netns", "add", ns)
         veth_host, veth_sw = "eth0", f"v-{name}"[:15]
@@ -85,7 +92,7 @@ class Network:
     def destroy(self) -> None:
         existing = ip("netns", "list", check=False).stdout.split()
         for ns in existing:
-            if ns.startswith(PREFIX):
+            if ns.startswith(self.prefix):
                 ip("netns", "delete", ns, check=False)
 
 

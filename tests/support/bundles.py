@@ -66,3 +66,26 @@ def fips_bundle(root: Path):
     dist.mkdir(exist_ok=True)
     return bundle.write_bundle(cache=Cache(default_cache_dir()), manifest_path=manifest, dist=dist, jobs=2,
                                source_date_epoch=int(SDE))
+
+
+def default_bundle() -> Path:
+    """The default ``dist/mke`` (every recipe, docker mode), into ``.test-dist/`` of the repository.
+
+    The same binaries as ``nox -s build``, from the shared cache; its frames compressed at
+    zstd level 3 (seconds instead of minutes on a fresh machine: a test needs the behaviour,
+    not the size). Built once per machine state: a second call is a no-op.
+    """
+    import fcntl
+
+    out = REPO / ".test-dist"
+    out.mkdir(exist_ok=True)
+    with open(out / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two test processes build once
+        print("\n[tests] default dist/mke in docker mode (a no-op when cached)", file=sys.stderr)
+        r = subprocess.run([sys.executable, "-m", "build.cli", "build", "--mode=docker", "--bundle",
+                            "--compression-level=3", f"--dist={out}"], cwd=REPO,
+                           env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=sys.stderr, stderr=sys.stderr,
+                           timeout=7200, check=False)
+        if r.returncode != 0:
+            raise RuntimeError(f"building the default dist/mke failed (exit {r.returncode}); see the log above")
+    return out / "mke"
