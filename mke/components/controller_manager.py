@@ -35,6 +35,8 @@ class KubeControllerManager(SupervisedComponent):
             f"--service-cluster-ip-range={cfg.network.service_cidr}",
             "--leader-elect=true",
             "--profiling=false",
+            # its default, /usr/libexec/kubernetes/..., would be created on the host outside the data dir
+            f"--flex-volume-plugin-dir={self.ctx.data_dir / 'kube-controller-manager' / 'volume-plugins'}",
         ]
 
     def ready(self) -> bool:

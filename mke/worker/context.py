@@ -143,6 +143,26 @@ class WorkerContext:
 
     node_credentials_timeout = 120.0
 
+    def node_credentials_present(self) -> bool:
+        """kubelet's kubeconfig and the client certificate it names both exist.
+
+        With certificate rotation kubelet writes the kubeconfig (pointing at
+        ``kubelet-client-current.pem``) before the CSR is signed, so the file alone
+        is not enough: a client started in between fails to read its certificate.
+        """
+        import yaml
+
+        try:
+            cfg = yaml.safe_load(self.paths.kubelet_kubeconfig.read_text())
+        except (OSError, yaml.YAMLError):
+            return False
+        try:
+            users = cfg.get("users") or []
+            paths = [u["user"][k] for u in users for k in ("client-certificate", "client-key") if k in u.get("user", {})]
+        except (AttributeError, KeyError, TypeError):
+            return False
+        return all(Path(p).is_file() for p in paths)
+
     def wait_for_node_credentials(self, who: str) -> None:
         """Wait until kubelet's TLS bootstrap wrote the node's kubeconfig (kube-proxy, kube-router use it)."""
         import time
@@ -150,7 +170,7 @@ class WorkerContext:
         from mke.errors import ComponentError
 
         deadline = time.monotonic() + self.node_credentials_timeout
-        while not self.paths.kubelet_kubeconfig.exists():
+        while not self.node_credentials_present():
             if time.monotonic() > deadline:
                 raise ComponentError(f"{who}: {self.paths.kubelet_kubeconfig} did not appear within "
                                      f"{self.node_credentials_timeout:.0f}s (kubelet's TLS bootstrap)")

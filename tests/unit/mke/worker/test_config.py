@@ -310,3 +310,21 @@ def test_system_files_only_where_missing_and_removed_only_if_unchanged(tmp_path)
     assert (bare / "etc" / "passwd").exists() and not (bare / "etc" / "group").exists()
     assert not (bare / "etc" / "hosts").exists() and not (bare / "etc" / "resolv.conf").exists()
     assert (bare / "etc").exists()  # not empty: kept
+
+
+# --------------------------------------------------------------------------- node credentials
+
+
+def test_node_credentials_wait_for_the_certificate_the_kubeconfig_names(tmp_path):
+    """kubelet writes its kubeconfig before the CSR is signed; clients started then fail."""
+    ctx = make_ctx(tmp_path)
+    kc = ctx.paths.kubelet_kubeconfig
+    assert not ctx.node_credentials_present()
+    kc.parent.mkdir(parents=True, exist_ok=True)
+    pem = tmp_path / "kubelet-client-current.pem"
+    kc.write_text(f"users:\n- name: default-auth\n  user:\n    client-certificate: {pem}\n    client-key: {pem}\n")
+    assert not ctx.node_credentials_present()
+    pem.write_text("cert")
+    assert ctx.node_credentials_present()
+    kc.write_text("users: [")
+    assert not ctx.node_credentials_present()
