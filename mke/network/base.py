@@ -41,6 +41,9 @@ class NetworkProvider:
     host_cni_dirs: bool = True
     # Kernel modules the provider needs on every node (mke loads them before it starts).
     kernel_modules: tuple[str, ...] = ()
+    # Files (relative to /) the provider's agent needs on a host that lacks them: made only
+    # where missing, recorded, and removed by ``mke reset`` (mke/worker/host.py).
+    host_files: tuple[tuple[str, str], ...] = ()
 
     def check(self, cfg: ClusterConfig) -> None:
         """Raise ConfigError (one line, naming the field) when ``cfg`` cannot work with this provider."""

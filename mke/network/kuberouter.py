@@ -47,6 +47,10 @@ HEALTH_PORT = 20244
 # Links kube-router creates on a node (tunnels are named tun-<hash>).
 LINKS = (BRIDGE, "kube-dummy-if")
 TUNNEL_PREFIX = "tun-"
+# kube-router's routes to the other nodes' pod CIDRs (RTPROT_ZEBRA), and the table its policy
+# rules send tunnel traffic to (routes.CustomTableID in kube-router).
+ROUTE_PROTOCOL = 17
+POLICY_TABLE = 77
 # The ipsets kube-router makes (NetworkPolicy, node and pod addresses).
 IPSET_PREFIXES = ("kube-router-", "KUBE-")
 
@@ -140,6 +144,13 @@ class KubeRouterProvider(NetworkProvider):
     cni_plugins = ("bridge", "host-local", "loopback", "portmap")
     host_cni_dirs = False
     kernel_modules = ("ipip", "ip_set", "xt_set")
+    # kube-router names its policy-routing table (77) in iproute2's rt_tables before it adds the
+    # rules that keep tunnel traffic in the tunnel; without the file it skips those rules. A
+    # kernel-only host has none: give it iproute2's defaults plus kube-router's line (so that
+    # kube-router leaves the file as it is and reset can tell it unchanged).
+    host_files = (("etc/iproute2/rt_tables",
+                   "# written by mke for kube-router: this host had no rt_tables\n"
+                   "255\tlocal\n254\tmain\n253\tdefault\n0\tunspec\n77 kube-router\n"),)
 
     def manifests(self, ctx: ControllerContext) -> list[dict[str, Any]]:
         read = ["get", "list", "watch"]
@@ -176,10 +187,22 @@ class KubeRouterProvider(NetworkProvider):
                     say(f"removed link {name}")
             except OSError as e:
                 problems.append(f"delete link {name}: {e.strerror}")
+        # --cleanup-config leaves its routes to the other nodes' pod CIDRs and its policy rules
+        try:
+            for r in self._routes(paths):
+                netlink.delete_route(r.dst, ROUTE_PROTOCOL)
+                say(f"removed route {r.dst} (kube-router's)")
+            for rule in self._rules(paths):
+                netlink.delete_rule(rule)
+                say(f"removed rule from {rule.source} lookup {POLICY_TABLE} (kube-router's)")
+        except OSError as e:
+            problems.append(f"kube-router's routes and rules: {e.strerror}")
         return problems
 
     def leftovers(self, paths: WorkerPaths) -> list[str]:
         out = [f"link {name}" for name in self._links()]
+        out += [f"route {r.dst} proto {ROUTE_PROTOCOL}" for r in self._routes(paths)]
+        out += [f"rule from {r.source} lookup {POLICY_TABLE}" for r in self._rules(paths)]
         from mke.worker.cleanup import tools_path
 
         ipset = shutil.which("ipset", path=tools_path(paths))
@@ -187,6 +210,33 @@ class KubeRouterProvider(NetworkProvider):
             proc = subprocess.run([ipset, "list", "-n"], capture_output=True, text=True, timeout=30, check=False)
             sets = [n for n in proc.stdout.split() if n.startswith(IPSET_PREFIXES)]
             out += [f"ipset {n}" for n in sets]
+        return out
+
+    @staticmethod
+    def _pod_cidrs(paths: WorkerPaths) -> list[str]:
+        from mke.worker.join import WorkerSettings
+
+        settings = WorkerSettings.load(paths.settings)
+        return [c for c in (settings.pod_cidr if settings else "").split(",") if c]
+
+    def _routes(self, paths: WorkerPaths) -> list[netlink.Route]:
+        """kube-router's routes (protocol zebra) into the cluster's pod CIDR: only those, since
+        a routing daemon on the host (FRR, Quagga) uses the same protocol number."""
+        cidrs = self._pod_cidrs(paths)
+        return netlink.routes_in(cidrs, ROUTE_PROTOCOL) if cidrs else []
+
+    def _rules(self, paths: WorkerPaths) -> list[netlink.Rule]:
+        """kube-router's ``from <pod CIDR> lookup 77`` rules (none of the host's own)."""
+        import ipaddress
+
+        nets = [ipaddress.ip_network(c, strict=False) for c in self._pod_cidrs(paths)]
+        out = []
+        for r in netlink.rules(POLICY_TABLE):
+            if r.source == "all":
+                continue
+            src = ipaddress.ip_network(r.source, strict=False)
+            if any(src.version == n.version and src.subnet_of(n) for n in nets):  # type: ignore[arg-type]
+                out.append(r)
         return out
 
     @staticmethod

@@ -29,6 +29,7 @@ NLMSG_ERROR, NLMSG_DONE = 2, 3
 RTM_GETLINK, RTM_DELLINK = 18, 17
 RTM_GETADDR = 22
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
+RTM_DELRULE, RTM_GETRULE = 33, 34
 # flags
 NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK = 0x1, 0x2, 0x4
 NLM_F_DUMP = 0x300
@@ -37,6 +38,7 @@ NLM_F_REPLACE, NLM_F_CREATE = 0x100, 0x400
 IFLA_IFNAME = 3
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PREFSRC, RTA_TABLE = 1, 4, 5, 7, 15
+FRA_SRC, FRA_TABLE = 2, 15
 IFF_LOOPBACK = 0x8
 RT_TABLE_MAIN = 254
 RT_SCOPE_UNIVERSE = 0
@@ -58,6 +60,15 @@ class Address(NamedTuple):
     prefixlen: int
     scope: int
     index: int
+
+
+class Rule(NamedTuple):
+    """A policy-routing rule (``ip rule``): ``from <source> lookup <table>``."""
+
+    family: int
+    source: str
+    table: int
+    raw: bytes  # the kernel's message, sent back to delete exactly this rule
 
 
 class Route(NamedTuple):
@@ -199,6 +210,46 @@ def routes(protocol: int, family: int = socket.AF_INET) -> list[Route]:
             oif = struct.unpack("=I", a[RTA_OIF])[0] if RTA_OIF in a else 0
             out.append(Route(dst=f"{dst}/{dst_len}", gateway=gw, protocol=proto, oif=oif))
     return out
+
+
+def routes_in(networks: list[str], protocol: int) -> list[Route]:
+    """Routes of ``protocol`` (main table) whose destination lies inside one of ``networks``."""
+    nets = [ipaddress.ip_network(n, strict=False) for n in networks]
+    out = []
+    for family in (socket.AF_INET, socket.AF_INET6):
+        for r in routes(protocol, family):
+            dst = ipaddress.ip_network(r.dst, strict=False)
+            if any(dst.version == n.version and dst.subnet_of(n) for n in nets):  # type: ignore[arg-type]
+                out.append(r)
+    return out
+
+
+def rules(table: int) -> list[Rule]:
+    """Policy-routing rules (both families) that look up routing table ``table``."""
+    out = []
+    with _Socket() as s:
+        for family in (socket.AF_INET, socket.AF_INET6):
+            for _, p in s.request(RTM_GETRULE, NLM_F_DUMP, _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)):
+                fam, _dst_len, src_len, _tos, tbl, *_ = _RTMSG.unpack_from(p)
+                a = _attrs(p, _RTMSG.size)
+                t = struct.unpack("=I", a[FRA_TABLE][:4])[0] if FRA_TABLE in a else tbl
+                if t != table:
+                    continue
+                src = f"{_ip(fam, a[FRA_SRC])}/{src_len}" if FRA_SRC in a else "all"
+                out.append(Rule(family=fam, source=src, table=t, raw=p))
+    return out
+
+
+def delete_rule(rule: Rule) -> bool:
+    """``ip rule del`` of exactly ``rule`` (as ``rules`` read it); False when it was gone."""
+    try:
+        with _Socket() as s:
+            list(s.request(RTM_DELRULE, NLM_F_ACK, rule.raw))
+        return True
+    except NetlinkError as e:
+        if e.errno in (errno.ESRCH, errno.ENOENT):
+            return False
+        raise
 
 
 def link_names() -> list[str]:

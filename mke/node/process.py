@@ -53,6 +53,20 @@ def runs_binary(pid: int, binary: str) -> bool:
     return any(a and os.path.realpath(a) == want for a in cmdline(pid)[:2])
 
 
+def sees_same(pid: int, path: Path | str) -> bool:
+    """True when ``path`` names, in ``pid``'s root (mount namespace, chroot), the file it names in ours.
+
+    Two hosts on one kernel (containers, test namespaces) can use the same path for their
+    own data dir: a process is ours only when its view of the path is our file.
+    """
+    try:
+        theirs = os.stat(f"/proc/{pid}/root/{str(path).lstrip('/')}")
+        ours = os.stat(path)
+    except OSError:
+        return False
+    return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
+
+
 def pids() -> list[int]:
     """Every pid in this pid namespace ([] without /proc)."""
     try:

@@ -73,12 +73,14 @@ def pids_in(cgroup_dir: Path) -> set[int]:
 
 
 def shim_pids(paths: WorkerPaths) -> set[int]:
-    """containerd-shim-runc-v2 processes serving this worker's containerd."""
+    """containerd-shim-runc-v2 processes serving this worker's containerd (not another host's
+    that uses the same path in its own mount namespace)."""
     sock = str(paths.containerd_socket)
     out = set()
     for pid in process.pids():
         args = process.cmdline(pid)
-        if args and os.path.basename(args[0]).startswith("containerd-shim") and sock in args:
+        if (args and os.path.basename(args[0]).startswith("containerd-shim") and sock in args
+                and process.sees_same(pid, paths.data_dir)):
             out.add(pid)
     return out
 

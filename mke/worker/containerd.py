@@ -60,6 +60,10 @@ state = {_toml_str(str(p.containerd_state))}
 [metrics]
   address = ""
 
+# containerd's "opt" plugin makes /opt/containerd/bin and /lib by default: keep it in the data dir
+[plugins.'io.containerd.internal.v1.opt']
+  path = {_toml_str(str(p.containerd_root / "opt"))}
+
 [plugins.'io.containerd.cri.v1.images']
   snapshotter = "overlayfs"
   # kubelet's images come from the air-gap bundles when no registry is reachable

@@ -189,9 +189,11 @@ SYSTEM_FILES = {
 }
 
 
-def ensure_system_files(record: Path, root: Path = Path("/")) -> list[str]:
-    """Create the ``SYSTEM_FILES`` this host lacks, and note each (path and content digest) in
-    ``record`` so that ``mke reset`` removes exactly those; never touches a file that exists."""
+def ensure_system_files(record: Path, root: Path = Path("/"),
+                        extra: tuple[tuple[str, str], ...] = ()) -> list[str]:
+    """Create the ``SYSTEM_FILES`` (and ``extra``: the network provider's) this host lacks, and
+    note each (path and content digest) in ``record`` so that ``mke reset`` removes exactly
+    those; never touches a file that exists."""
     import hashlib
 
     from mke.node.files import write_file_atomic
@@ -201,13 +203,14 @@ def ensure_system_files(record: Path, root: Path = Path("/")) -> list[str]:
     except (OSError, ValueError):
         made = {}
     created = []
-    for rel, text in SYSTEM_FILES.items():
+    for rel, text in (*SYSTEM_FILES.items(), *extra):
         path = root / rel
         if path.exists() or path.is_symlink():
             continue
-        if not path.parent.exists():
-            path.parent.mkdir(mode=0o755, parents=True)
-            made[str(path.parent)] = "dir"
+        missing_dirs = [d for d in reversed(path.relative_to(root).parents) if str(d) != "." and not (root / d).exists()]
+        for d in missing_dirs:
+            (root / d).mkdir(mode=0o755)
+            made[str(root / d)] = "dir"
         write_file_atomic(path, text.encode(), 0o644)
         made[str(path)] = hashlib.sha256(text.encode()).hexdigest()
         created.append(str(path))
@@ -225,7 +228,8 @@ def remove_system_files(record: Path) -> list[str]:
     except (OSError, ValueError):
         return []
     problems = []
-    for path, digest in sorted(made.items(), key=lambda kv: kv[1] == "dir"):  # files first, then their dirs
+    # files first, then their dirs, deepest first
+    for path, digest in sorted(made.items(), key=lambda kv: (kv[1] == "dir", -kv[0].count("/"))):
         p = Path(path)
         try:
             if digest == "dir":

@@ -150,13 +150,13 @@ class Worker(NodeRole):
             if settings is None:
                 settings = WorkerSettings.defaults()
                 self.say("using mke's default worker settings (cluster DNS 10.96.0.10, domain cluster.local)")
-        created = host.ensure_system_files(p.host_files_record)
+        network = network_provider(settings.network_provider)
+        created = host.ensure_system_files(p.host_files_record, extra=network.host_files)
         if created:
             self.say(f"this host had no {' and no '.join(created)}: created minimal ones (mke reset removes them)")
         cgroups = host.detect_cgroups()
         if cgroups.warning:
             self.say(f"warning: {cgroups.warning}")
-        network = network_provider(settings.network_provider)
         self.checks = host.Prerequisites(modules=(*host.MODULES, *network.kernel_modules)).ensure()
         for c in self.checks:
             if c.status != "ok":

@@ -393,6 +393,58 @@ def test_worker_restart_rejoins_without_token(cluster, core):
     assert not (cluster.data_dir("w2") / "worker" / "bootstrap-kubelet.conf").exists()
 
 
+def _gc_bait(path: Path) -> str:
+    """An image nothing uses and nobody pinned: kubelet's image GC must remove it (the proof it ran)."""
+    from mke.images import oci
+
+    ref = "e2e.local/gc-bait:1"
+    blobs = path.parent / "gc-bait-blobs"
+    blobs.mkdir(parents=True, exist_ok=True)
+    (blobs / "bait").write_text(f"bait {time.time()}\n")
+    layer = oci.build_layer([oci.binary_entry("/bait", blobs / "bait", mode=0o644)], blobs, comment="bait")
+    oci.write_archive([oci.build_image(ref, [layer], oci.ImageConfig(cmd=("/bait",)), blobs, arch="amd64")], path)
+    return ref
+
+
+def test_system_images_survive_forced_image_gc_and_a_restart(cluster, core):
+    """kubelet's image GC forced (collect above 1% disk use, down to 0%, no minimum age) on a
+    restarted w2: an unpinned unused image goes, every system image stays, no pod pulls."""
+    data = cluster.data_dir("w2")
+    (data / "tmp").mkdir(exist_ok=True)
+    ref = _gc_bait(data / "tmp" / "gc-bait.tar")
+    cluster.ctr("w2", "images", "import", str(DATA / "tmp" / "gc-bait.tar"))
+    assert ref in cluster.ctr("w2", "images", "list", "-q").split()
+    w = cluster.workers["w2"]
+    assert w.stop() == 0
+    since = len(w.text())
+    t0 = time.monotonic()
+    cluster.start_worker("w2", None, [], "--kubelet-arg=image-gc-high-threshold=1",
+                         "--kubelet-arg=image-gc-low-threshold=0", "--kubelet-arg=minimum-image-ttl-duration=0s")
+    cluster.wait_worker_ready("w2", since=since)
+    # kubelet collects at start and then every 5 minutes (its fixed period); the first run can
+    # fail while its filesystem stats warm up
+    wait_until("kubelet's image GC removed the unpinned image",
+               lambda: ref not in cluster.ctr("w2", "images", "list", "-q").split(), timeout=420, interval=5)
+    report("seconds until kubelet's forced image GC ran on w2", round(time.monotonic() - t0, 1))
+    built = json.loads((data / "worker" / "system-images.json").read_text())["images"]
+    listing = cluster.ctr("w2", "images", "list")
+    for r, digest in built.items():
+        line = next((x for x in listing.splitlines() if x.startswith(r + " ")), None)
+        assert line is not None, f"{r} is gone from w2 after image GC"
+        assert digest in line and "io.cri-containerd.pinned=pinned" in line, line
+    wait_until("w2 Ready", lambda: node_ready(core, "w2"), timeout=120)
+    wait_until("3 app pods Running", lambda: len([p for p in app_pods(core) if p.status.phase == "Running"]) == 3,
+               timeout=180)
+    events = core.list_event_for_all_namespaces().items
+    pulls = [f"{e.involved_object.name}: {e.reason} {e.message}" for e in events
+             if e.reason in ("Pulling", "ErrImagePull", "ImagePullBackOff", "BackOff") and "image" in (e.message or "")]
+    assert not pulls, pulls
+    waiting = [(p.metadata.name, c.state.waiting.reason) for p in core.list_pod_for_all_namespaces().items
+               for c in (p.status.container_statuses or []) if c.state.waiting is not None
+               and c.state.waiting.reason in ("ImagePullBackOff", "ErrImagePull")]
+    assert not waiting, waiting
+
+
 # --------------------------------------------------------------------------- bad input
 
 

@@ -48,6 +48,7 @@ def test_containerd_config_keeps_everything_under_the_data_dir(tmp_path):
     data = str(tmp_path / "data")
     assert cfg["version"] == 3
     assert cfg["root"] == f"{data}/containerd" and cfg["state"] == f"{data}/run/containerd"
+    assert cfg["plugins"]["io.containerd.internal.v1.opt"]["path"] == f"{data}/containerd/opt"  # not /opt
     assert cfg["grpc"]["address"] == f"{data}/run/containerd/containerd.sock"
     images = cfg["plugins"]["io.containerd.cri.v1.images"]
     assert images["pinned_images"]["sandbox"] == "registry.k8s.io/pause:3.10.2"
@@ -310,6 +311,21 @@ def test_system_files_only_where_missing_and_removed_only_if_unchanged(tmp_path)
     assert (bare / "etc" / "passwd").exists() and not (bare / "etc" / "group").exists()
     assert not (bare / "etc" / "hosts").exists() and not (bare / "etc" / "resolv.conf").exists()
     assert (bare / "etc").exists()  # not empty: kept
+
+
+def test_the_network_providers_host_files_with_their_dirs_and_all_removed(tmp_path):
+    """kube-router needs iproute2's rt_tables (a kernel-only host has no /etc/iproute2): made with
+    its parents, already naming kube-router's table (kube-router leaves it unchanged), and reset
+    removes the file and both dirs, deepest first."""
+    from mke.network.kuberouter import KubeRouterProvider
+
+    root, record = tmp_path / "bare", tmp_path / "host-files.json"
+    root.mkdir()
+    made = host.ensure_system_files(record, root, extra=KubeRouterProvider.host_files)
+    assert str(root / "etc" / "iproute2" / "rt_tables") in made
+    assert "77 kube-router" in (root / "etc" / "iproute2" / "rt_tables").read_text()
+    assert host.remove_system_files(record) == []
+    assert list(root.iterdir()) == []
 
 
 # --------------------------------------------------------------------------- node credentials
