@@ -49,7 +49,8 @@ os.rmdir("/.oldroot")
 # What a root may hold besides the mount points: /mke and what mke itself writes (its data
 # under /var; the few /etc files a worker creates where a host has none).
 ALLOWED_TOP = {"mke", "proc", "sys", "dev", "run", "tmp", "var", "etc"}
-ALLOWED_ETC = {"passwd", "group", "hosts", "resolv.conf"}
+# What mke writes into /etc where missing (mke/worker/host.py, the network provider's host_files)
+ALLOWED_ETC = {"passwd", "group", "hosts", "resolv.conf", "iproute2"}
 FORBIDDEN = ("bin/sh", "usr", "lib", "lib64", "sbin", "bin")
 
 
@@ -118,6 +119,8 @@ class BareRoot:
         bad = [f"/{p.name}" for p in self.root.iterdir() if p.name not in ALLOWED_TOP]
         if (self.root / "etc").is_dir():
             bad += [f"/etc/{p.name}" for p in (self.root / "etc").iterdir() if p.name not in ALLOWED_ETC]
+        if (self.root / "etc" / "iproute2").is_dir():
+            bad += [f"/etc/iproute2/{p.name}" for p in (self.root / "etc" / "iproute2").iterdir() if p.name != "rt_tables"]
         bad += [f"/{p}" for p in FORBIDDEN if (self.root / p).exists() or (self.root / p).is_symlink()]
         return bad
 

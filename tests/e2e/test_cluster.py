@@ -306,6 +306,21 @@ def _np_pod(name: str, node: str, labels: dict[str, str]) -> dict:
                                                        "args": ["serve"], "ports": [{"containerPort": 8080}]}]}}
 
 
+def _policy_state(cluster, node: str) -> str:
+    """kube-router's policy chains and ipsets on ``node`` (read with the build's static tools), for a failure."""
+    import subprocess
+
+    from tests.e2e.cluster import arch, dist
+
+    bins = dist() / f"linux-{arch()}" / "bin"
+    netns = f"--net=/run/netns/{cluster.host(node).netns}"
+    rules = subprocess.run(["nsenter", netns, "--", str(bins / "xtables-nft-multi"), "iptables-save", "-t", "filter"],
+                           capture_output=True, text=True, timeout=60, check=False).stdout
+    sets = subprocess.run(["nsenter", netns, "--", str(bins / "ipset"), "list"], capture_output=True, text=True,
+                          timeout=60, check=False).stdout
+    return "\n".join([f"{node} policy rules:", *[x for x in rules.splitlines() if "NWPLCY" in x], f"{node} ipsets:", sets])
+
+
 def _reaches(kube, src: str, dst: str, ip: dict[str, str]) -> bool:
     """Pod ``src`` gets an HTTP answer from pod ``dst`` (the answer names the pod that served it)."""
     try:
@@ -347,7 +362,12 @@ def test_network_policy_default_deny_then_exactly_the_allowed_path(cluster, kube
         "spec": {"podSelector": {"matchLabels": {"app": "server"}}, "policyTypes": ["Ingress"],
                  "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "allowed"}}}],
                               "ports": [{"protocol": "TCP", "port": 8080}]}]}})
-    wait_until("allowed -> server restored", lambda: _reaches(kube, "allowed", "server", ip), timeout=120, interval=1)
+    t0 = time.monotonic()
+    try:
+        wait_until("allowed -> server restored", lambda: _reaches(kube, "allowed", "server", ip), timeout=120, interval=1)
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{_policy_state(cluster, 'w1')}") from None
+    report("seconds until an allow rule is enforced", round(time.monotonic() - t0, 1))
     assert not _reaches(kube, "other", "server", ip)  # exactly the allowed path
     assert not _reaches(kube, "server", "allowed", ip)
     core.delete_namespace(NP)
