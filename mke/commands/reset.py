@@ -35,13 +35,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def check(data_dir: Path, *, cgroup_root: str | None, pod_logs: str | None) -> int:
     from mke.errors import MkeError
-    from mke.worker.cleanup import kubelet_settings, leftovers
+    from mke.worker.cleanup import embedded_tools, kubelet_settings, leftovers
+    from mke.worker.context import WorkerPaths
 
     # The data dir's runtime/ is mke's own program (the entry stages it to run even this command).
     found = [f"dir {data_dir}"] if data_dir.exists() and any(p.name != "runtime" for p in data_dir.iterdir()) else []
     for d in (data_dir, data_dir / "node"):  # mke worker | mke server --enable-worker
         cg, logs = kubelet_settings(d)
-        found += leftovers(d, cgroup_root=cgroup_root or cg, pod_logs=pod_logs or logs or "/var/log/pods")
+        with embedded_tools(WorkerPaths(d)):  # reset removed the staged iptables and ipset: use mke's own
+            found += leftovers(d, cgroup_root=cgroup_root or cg, pod_logs=pod_logs or logs or "/var/log/pods")
     for line in dict.fromkeys(found):
         print(line)
     if found:

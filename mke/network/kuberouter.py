@@ -170,12 +170,15 @@ class KubeRouterProvider(NetworkProvider):
 
     def cleanup(self, paths: WorkerPaths, say: Callable[[str], None]) -> list[str]:
         problems = []
-        exe = paths.data_dir / "bin" / BINARY
-        if exe.exists():  # kube-router's own undo of its iptables, ipset and IPVS state
+        from mke.worker.cleanup import tools_path
+
+        path = tools_path(paths)
+        exe = shutil.which(BINARY, path=path)
+        if exe and self._ran_here(paths):  # kube-router's own undo of its iptables, ipset and IPVS state
             from mke.procenv import clean_env
 
-            env = clean_env(extra={"PATH": f"{exe.parent}:/usr/sbin:/usr/bin:/sbin:/bin"})
-            proc = subprocess.run([str(exe), "--cleanup-config"], capture_output=True, text=True, timeout=120,
+            env = clean_env(extra={"PATH": path})
+            proc = subprocess.run([exe, "--cleanup-config"], capture_output=True, text=True, timeout=120,
                                   env=env, check=False)
             if proc.returncode != 0:
                 problems.append(f"kube-router --cleanup-config: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
@@ -213,11 +216,17 @@ class KubeRouterProvider(NetworkProvider):
         return out
 
     @staticmethod
+    def _ran_here(paths: WorkerPaths) -> bool:
+        """kube-router ran on this node (its CNI config is there): only then is its cleanup ours to run."""
+        return (paths.cni_conf_dir / CONFLIST).exists()
+
+    @staticmethod
     def _pod_cidrs(paths: WorkerPaths) -> list[str]:
         from mke.worker.join import WorkerSettings
 
-        settings = WorkerSettings.load(paths.settings)
-        return [c for c in (settings.pod_cidr if settings else "").split(",") if c]
+        # after a reset the node's settings are gone: the check then looks in the default pod CIDR
+        settings = WorkerSettings.load(paths.settings) or WorkerSettings.defaults()
+        return [c for c in settings.pod_cidr.split(",") if c]
 
     def _routes(self, paths: WorkerPaths) -> list[netlink.Route]:
         """kube-router's routes (protocol zebra) into the cluster's pod CIDR: only those, since

@@ -22,7 +22,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from mke.node import process
@@ -94,9 +94,74 @@ def component_pids(paths: WorkerPaths, names: tuple[str, ...] = ("kubelet", "con
     return out
 
 
+# What reset and its check execute: mke's own static builds wherever it can.
+RESET_TOOLS = ("runc", "xtables-nft-multi", "xtables-legacy-multi", "ipset", "kube-router")
+MULTI = ("xtables-nft-multi", "xtables-legacy-multi")  # both iptables flavours keep their own rules
+
+
+def bin_dirs(paths: WorkerPaths) -> list[Path]:
+    """Where this node's staged binaries live: its own bin dir, and for ``mke server
+    --enable-worker`` (whose worker data dir is ``<data-dir>/node``) the server's."""
+    dirs = [paths.data_dir / "bin"]
+    if paths.data_dir.name == "node":
+        dirs.append(paths.data_dir.parent / "bin")
+    return dirs
+
+
 def tools_path(paths: WorkerPaths) -> str:
-    """PATH for the tools reset runs: the worker's embedded ones first, then the host's."""
-    return ":".join([str(paths.data_dir / "bin"), os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")])
+    """PATH for the tools reset runs: the node's staged ones first, then the process's PATH
+    (which ``embedded_tools`` extends with the running mke's own)."""
+    return ":".join([*map(str, bin_dirs(paths)), os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")])
+
+
+@contextlib.contextmanager
+def embedded_tools(paths: WorkerPaths) -> Iterator[None]:
+    """Make the running mke's static tools available to reset and its check where the node's
+    staged ones are gone (after a reset, on a host that has no iptables or ipset of its own):
+    staged from the payload into a temporary directory (in the data dir, which allows
+    executing files: the runtime runs from it), put on PATH, removed afterwards."""
+    import tempfile
+
+    from mke.node.binaries import BinaryResolver
+
+    if any((d / m).exists() for d in bin_dirs(paths) for m in MULTI):
+        yield
+        return
+    names = BinaryResolver(paths.data_dir / "bin").embedded(RESET_TOOLS)
+    if not names:  # a payload without host tools: the host's own, on PATH
+        yield
+        return
+    made_dir = not paths.data_dir.exists()
+    tmp = Path(tempfile.mkdtemp(prefix=".reset-tools-", dir=paths.data_dir if not made_dir else None))
+    old = os.environ.get("PATH")
+    try:
+        resolver = BinaryResolver(tmp)
+        resolver.prefetch(names)
+        os.environ["PATH"] = ":".join([str(tmp), old or "/usr/sbin:/usr/bin:/sbin:/bin"])
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("PATH", None)
+        else:
+            os.environ["PATH"] = old
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def iptables_commands(path: str) -> list[tuple[str, list[str], list[str]]]:
+    """(label, save argv, restore argv) for each iptables there is to read: both flavours and
+    both families through mke's multi-call binaries, else the generic names on ``path``."""
+    out = []
+    for multi in MULTI:
+        exe = shutil.which(multi, path=path)
+        if exe:
+            flavour = multi.split("-")[1]
+            out += [(f"{fam}-{flavour}", [exe, f"{fam}-save"], [exe, f"{fam}-restore"]) for fam in ("iptables", "ip6tables")]
+    if not out:
+        for fam in ("iptables", "ip6tables"):
+            s, r = shutil.which(f"{fam}-save", path=path), shutil.which(f"{fam}-restore", path=path)
+            if s and r:
+                out.append((fam, [s], [r]))
+    return out
 
 
 def stop_processes(paths: WorkerPaths, say: Callable[[str], None] = _noop) -> list[str]:
@@ -180,22 +245,20 @@ def iptables_filtered(save_text: str) -> tuple[str, int]:
 
 def clean_iptables(path: str, say: Callable[[str], None] = _noop) -> list[str]:
     problems = []
-    for save, restore in (("iptables-save", "iptables-restore"), ("ip6tables-save", "ip6tables-restore")):
-        s, r = shutil.which(save, path=path), shutil.which(restore, path=path)
-        if not s or not r:
-            continue
-        proc = subprocess.run([s], capture_output=True, text=True, timeout=60)
+    for label, save, restore in iptables_commands(path):
+        proc = subprocess.run(save, capture_output=True, text=True, timeout=60)
         if proc.returncode != 0:
-            problems.append(f"{save}: {proc.stderr.strip()}")
+            if "Table does not exist" not in proc.stderr and "Could not fetch rule set" not in proc.stderr:
+                problems.append(f"{label}-save: {proc.stderr.strip()}")
             continue
         text, removed = iptables_filtered(proc.stdout)
         if not removed:
             continue
-        res = subprocess.run([r, "-w", "5"], input=text, capture_output=True, text=True, timeout=60)
+        res = subprocess.run([*restore, "-w", "5"], input=text, capture_output=True, text=True, timeout=60)
         if res.returncode != 0:
-            problems.append(f"{restore}: {res.stderr.strip()}")
+            problems.append(f"{label}-restore: {res.stderr.strip()}")
         else:
-            say(f"{save.split('-')[0]}: removed {removed} mke/KUBE/CNI chains and rules")
+            say(f"{label}: removed {removed} mke/KUBE/CNI chains and rules")
     nft = shutil.which("nft", path=path)
     if nft:
         for family, table in NFT_TABLES:
@@ -284,13 +347,11 @@ def leftovers(data_dir: Path, *, cgroup_root: str = "/", pod_logs: str = "") -> 
 
     for provider in network.every():
         out += provider.leftovers(paths)
-    for save in ("iptables-save", "ip6tables-save"):
-        exe = shutil.which(save, path=tools_path(paths))
-        if exe:
-            text = subprocess.run([exe], capture_output=True, text=True).stdout
-            chains = sorted({m.group(1) for m in CHAIN_RE.finditer(text)})
-            if chains:
-                out.append(f"{save}: {', '.join(chains[:8])}{' ...' if len(chains) > 8 else ''}")
+    for label, save, _ in iptables_commands(tools_path(paths)):
+        text = subprocess.run(save, capture_output=True, text=True, timeout=60).stdout
+        chains = sorted({m.group(1) for m in CHAIN_RE.finditer(text)})
+        if chains:
+            out.append(f"{label}: {', '.join(chains[:8])}{' ...' if len(chains) > 8 else ''}")
     for rel in WORKER_DIRS:
         if (paths.data_dir / rel).exists():
             out.append(f"dir {paths.data_dir / rel}")

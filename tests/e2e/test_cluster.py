@@ -19,25 +19,12 @@ import pytest
 
 from tests.e2e.cluster import BASE, DATA, TESTAPP_IMAGE, dump
 from tests.e2e.netns import InNetns
+from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.root]
 
 NS = "default"
 APP = "testapp"
-
-
-def wait_until(what: str, fn, timeout: float = 180.0, interval: float = 2.0):
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-            if last:
-                return last
-        except Exception as e:  # noqa: BLE001 - the API may be briefly unavailable (restarts are part of the tests)
-            last = f"{type(e).__name__}: {e}"
-        time.sleep(interval)
-    raise AssertionError(f"{what}: not after {timeout:.0f}s (last: {str(last)[:500]})")
 
 
 def node_ready(core, name: str) -> bool:
@@ -88,7 +75,8 @@ def test_hosts_are_kernel_only(cluster):
         assert set(top) <= {"mke", "proc", "sys", "dev", "run", "tmp", "var", "etc"}, top
         if (root.root / "etc").exists():  # written by mke's worker, and recorded for mke reset
             made = json.loads((cluster.data_dir(name) / "worker" / "host-files.json").read_text())
-            assert {Path(p).name for p in made if made[p] != "dir"} == {"passwd", "group", "hosts", "resolv.conf"}
+            assert {Path(p).name for p in made if made[p] != "dir"} == {"passwd", "group", "hosts", "resolv.conf",
+                                                                         "rt_tables"}  # kube-router's
     for tool in ("sh", "iptables", "ip", "modprobe", "mount"):  # mke carries its own tools in its data dir only
         found = [n for n, r in cluster.roots.items() for d in ("bin", "sbin", "usr/bin", "usr/sbin")
                  if (r.root / d / tool).exists()]

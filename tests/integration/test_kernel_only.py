@@ -17,24 +17,11 @@ import pytest
 from tests.e2e.bareroot import BareRoot, release_nsdir
 from tests.e2e.cluster import HOST_ENV, TESTAPP_IMAGE, Proc, build_testapp_image
 from tests.e2e.netns import InNetns, Network
+from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.docker, pytest.mark.slow]
 
 DATA = Path("/var/lib/mke")
-
-
-def wait_until(what: str, fn, timeout: float = 240.0, interval: float = 2.0):
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-            if last:
-                return last
-        except Exception as e:  # noqa: BLE001 - the API comes and goes while the node starts
-            last = f"{type(e).__name__}: {e}"
-        time.sleep(interval)
-    raise AssertionError(f"{what}: not after {timeout:.0f}s (last: {str(last)[:500]})")
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +81,7 @@ def test_one_file_makes_a_working_node_on_a_kernel_only_host(solo):
     api = config.new_client_from_config(config_file=str(solo["base"] / "admin.conf"))
     core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
     node = wait_until("node solo Ready", lambda: next((n for n in core.list_node().items if any(
-        c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])), None))
+        c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])), None), timeout=240)
     assert [(t.key, t.effect) for t in node.spec.taints or []] == [("node-role.kubernetes.io/control-plane", "NoSchedule")]
 
     def system_running():
@@ -119,11 +106,12 @@ def test_one_file_makes_a_working_node_on_a_kernel_only_host(solo):
                                                "spec": {"selector": {"app": "app"},
                                                         "ports": [{"port": 80, "targetPort": 8080}]}})
     pod = wait_until("the app pod ready", lambda: next((p.metadata.name for p in core.list_namespaced_pod(
-        "default", label_selector="app=app").items if all(c.ready for c in p.status.container_statuses or [])), None))
+        "default", label_selector="app=app").items if all(c.ready for c in p.status.container_statuses or [])), None),
+        timeout=240)
     from tests.e2e.test_cluster import exec_in
 
     body = wait_until("HTTP through the Service's DNS name", lambda: exec_in(api, pod, "/testapp", "get",
-                                                                            "http://app.default.svc.cluster.local/"))
+                                                                            "http://app.default.svc.cluster.local/"), timeout=240)
     assert body.split()[0] == pod
     api.close()
 

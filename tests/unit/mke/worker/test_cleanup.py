@@ -77,3 +77,29 @@ def test_pod_cgroups_on_v2(tmp_path):
     (tmp_path / "cgroup.controllers").write_text("cpu memory\n")
     (tmp_path / "kubepods" / "burstable").mkdir(parents=True)
     assert pod_cgroup_dirs("/", tmp_path) == [tmp_path / "kubepods"]
+
+
+def test_iptables_commands_read_both_flavours_through_the_multi_call_binaries(tmp_path):
+    from mke.worker.cleanup import iptables_commands
+
+    for name in ("xtables-nft-multi", "xtables-legacy-multi", "iptables-save", "iptables-restore"):
+        (tmp_path / name).write_text("#!/bin/true\n")
+        (tmp_path / name).chmod(0o755)
+    got = {label: (save, restore) for label, save, restore in iptables_commands(str(tmp_path))}
+    assert sorted(got) == ["ip6tables-legacy", "ip6tables-nft", "iptables-legacy", "iptables-nft"]
+    assert got["ip6tables-legacy"] == ([str(tmp_path / "xtables-legacy-multi"), "ip6tables-save"],
+                                       [str(tmp_path / "xtables-legacy-multi"), "ip6tables-restore"])
+    for name in ("xtables-nft-multi", "xtables-legacy-multi"):
+        (tmp_path / name).unlink()
+    # no multi-call binaries (a none-mode build): the generic names the host has
+    assert iptables_commands(str(tmp_path)) == [("iptables", [str(tmp_path / "iptables-save")],
+                                                 [str(tmp_path / "iptables-restore")])]
+
+
+def test_an_enable_worker_node_finds_the_servers_bin_dir(tmp_path):
+    from mke.worker.cleanup import bin_dirs
+    from mke.worker.context import WorkerPaths
+
+    assert bin_dirs(WorkerPaths(tmp_path / "data")) == [tmp_path / "data" / "bin"]
+    assert bin_dirs(WorkerPaths(tmp_path / "data" / "node")) == [tmp_path / "data" / "node" / "bin",
+                                                                 tmp_path / "data" / "bin"]
