@@ -340,6 +340,8 @@ def test_connections_over_the_limits_are_closed_and_other_sources_are_served(fir
             assert third.recv(1) == b""  # closed at once
         a = request(fc, body=join_body(), token=tok.bootstrap_token, source="127.0.0.1")
         assert a is not None and a.status == 200
+        # the server frees that request's slot just after answering: wait, or the next two race it
+        wait_for(lambda: fc.api.connections == 2, what="the answered request's slot free again")
         held += [connect(fc, tls=False, source="127.0.0.3") for _ in range(2)]
         wait_for(lambda: fc.api.connections == 4, what="4 open connections")
         with connect(fc, tls=False, source="127.0.0.4") as fifth:
