@@ -225,3 +225,29 @@ class TokenStore:
         exp = data.get("expiration")
         if exp and _parse_time(exp) <= (now or dt.datetime.now(dt.UTC)):
             raise TokenError(f"token {tok.token_id} expired at {exp}")
+
+
+def token_argument(token: str | None, token_file: Any, env: str | None = None) -> str | None:
+    """The join token given on the command line: as an argument, with ``--token-file``, or in the
+    environment variable ``env``; None when none was given. A file that cannot be read or holds
+    no token is an error, never "no token": a controller would otherwise bootstrap a new
+    cluster of its own where the operator meant to join one."""
+    import os
+
+    if token and token_file:
+        raise UsageError("give the token once: as an argument or with --token-file, not both")
+    if token is not None and not token.strip():
+        raise UsageError("the token argument is empty; copy it from `mke token create`")
+    if token:
+        return token.strip()
+    if token_file:
+        try:
+            text = token_file.read_text().strip()
+        except OSError as e:
+            raise UsageError(f"--token-file {token_file}: {e.strerror}") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"--token-file {token_file}: not a text file; it must hold one token") from None
+        if not text:
+            raise UsageError(f"--token-file {token_file} is empty; put the token from `mke token create` in it")
+        return text
+    return os.environ.get(env, "").strip() or None if env else None

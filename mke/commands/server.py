@@ -41,8 +41,10 @@ def run(args: argparse.Namespace) -> int:
             raise NotImplementedYet("--enable-worker needs the worker runtime (mke worker), which this build "
                                     "lacks") from e
     join = None
+    from mke.tokens import token_argument
+
+    token = token_argument(args.token, args.token_file)  # before anything is written
     data_dir = data_dir_from(args.data_dir)
-    token = args.token or (args.token_file.read_text().strip() if args.token_file else None)
     if token:
         from mke.join import join_control_plane
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -32,19 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def read_token(args: argparse.Namespace) -> str | None:
-    from mke.errors import UsageError
+    from mke.tokens import token_argument
 
-    given = [n for n, v in (("argument", args.token), ("--token-file", args.token_file)) if v]
-    if len(given) > 1:
-        raise UsageError("give the token once: as an argument or with --token-file, not both")
-    if args.token:
-        return args.token.strip()
-    if args.token_file:
-        try:
-            return args.token_file.read_text().strip()
-        except OSError as e:
-            raise UsageError(f"--token-file {args.token_file}: {e.strerror}") from None
-    return os.environ.get(TOKEN_ENV, "").strip() or None
+    return token_argument(args.token, args.token_file, TOKEN_ENV)
 
 
 def parse_extra(values: list[str], what: str) -> dict[str, str]:

@@ -43,3 +43,20 @@ def test_project_errors_keep_their_codes():
     assert r.returncode == 2 and r.stderr.startswith("mke: error: mke: argument COMMAND: invalid choice")
     r = mke("version", MKE_PAYLOAD="/nonexistent/mke")
     assert r.returncode == 4 and r.stderr.strip() == "mke: error: $MKE_PAYLOAD=/nonexistent/mke: no such file"
+
+
+@pytest.mark.parametrize("content,reason", [
+    ("", "is empty; put the token from `mke token create` in it"),
+    ("  \n\t\n", "is empty; put the token from `mke token create` in it"),
+    (None, "No such file or directory"),
+])
+def test_server_with_an_unusable_token_file_refuses_instead_of_bootstrapping(tmp_path, content, reason):
+    """An operator who meant to join a controller must not get a second cluster of its own."""
+    tf = tmp_path / "token"
+    if content is not None:
+        tf.write_text(content)
+    data = tmp_path / "data"
+    r = mke("server", "--token-file", str(tf), "--data-dir", str(data))
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip() == f"mke: error: --token-file {tf}{' ' if content is not None else ': '}{reason}"
+    assert not data.exists()  # nothing written, no etcd started
