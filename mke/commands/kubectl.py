@@ -16,18 +16,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mke.errors import UsageError
     from mke.node.binaries import BinaryResolver
     from mke.node.datadir import data_dir_from
     from mke.procenv import clean_env
 
     data_dir = data_dir_from(args.data_dir)
-    resolver = BinaryResolver(args.bin_dir or data_dir / "bin", user_bin_dir=args.bin_dir is not None)
-    kubectl = resolver.path("kubectl")
-    env = clean_env()
-    if "KUBECONFIG" not in env:
-        env["KUBECONFIG"] = str(data_dir / "pki" / "admin.conf")
     rest = list(args.kubectl_args)
     if rest[:1] == ["--"]:
         rest = rest[1:]
+    env = clean_env()
+    admin = data_dir / "pki" / "admin.conf"
+    given = "KUBECONFIG" in env or any(a == "--kubeconfig" or a.startswith("--kubeconfig=") for a in rest)
+    if not given:
+        if not admin.is_file():
+            # kubectl would otherwise talk to localhost:8080, and fail with a misleading message
+            raise UsageError(f"no admin kubeconfig at {admin}: run this on a controller (as root, with its "
+                             f"--data-dir), or give kubectl --kubeconfig FILE or $KUBECONFIG")
+        env["KUBECONFIG"] = str(admin)
+    resolver = BinaryResolver(args.bin_dir or data_dir / "bin", user_bin_dir=args.bin_dir is not None)
+    kubectl = resolver.path("kubectl")
     os.execve(str(kubectl), [str(kubectl), *rest], env)
     return 0  # not reached

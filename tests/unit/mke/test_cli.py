@@ -60,3 +60,11 @@ def test_server_with_an_unusable_token_file_refuses_instead_of_bootstrapping(tmp
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip() == f"mke: error: --token-file {tf}{' ' if content is not None else ': '}{reason}"
     assert not data.exists()  # nothing written, no etcd started
+
+
+def test_kubectl_without_an_admin_kubeconfig_says_so(tmp_path):
+    """Not kubectl's 'connection to the server localhost:8080 was refused'."""
+    r = mke("kubectl", "--data-dir", str(tmp_path), "--", "get", "nodes")
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip() == (f"mke: error: no admin kubeconfig at {tmp_path}/pki/admin.conf: run this on a controller "
+                                "(as root, with its --data-dir), or give kubectl --kubeconfig FILE or $KUBECONFIG")
