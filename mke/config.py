@@ -63,6 +63,18 @@ def _ip_or_empty(v: Any, where: str) -> str:
     return s
 
 
+def _advertised_ip_or_empty(v: Any, where: str) -> str:
+    """An address other hosts reach this one at: never loopback, unspecified or multicast."""
+    s = _ip_or_empty(v, where)
+    if s:
+        ip = ipaddress.ip_address(s)
+        if ip.is_loopback or ip.is_unspecified or ip.is_multicast:
+            kind = "loopback" if ip.is_loopback else "unspecified" if ip.is_unspecified else "multicast"
+            raise _fail(where, f"{s} is a {kind} address, which other hosts cannot reach; give this host's own "
+                               "address (or leave it empty to use its first one)")
+    return s
+
+
 _HOST_RE = re.compile(r"^(?=.{1,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$")
 
 
@@ -183,7 +195,7 @@ def _hint(word: str, choices: Any) -> str:
 class APIConfig:
     """Where the Kubernetes API is served and what its certificate covers."""
 
-    address: str = _key("address", _ip_or_empty, default="")
+    address: str = _key("address", _advertised_ip_or_empty, default="")
     port: int = _key("port", _port, default=6443)
     external_address: str = _key("externalAddress", _host_or_empty, default="")
     sans: tuple[str, ...] = _key("sans", _hosts, default=())
