@@ -141,10 +141,11 @@ class Supervisor:
 
     def stop_stale(self) -> int | None:
         """Stop a process from an earlier mke run named by our pid file; returns its pid."""
-        pid = process.read_pid_file(self.pid_file)
+        pid = process.recorded_process(self.pid_file)  # that very process: pid, start time, boot
         if pid is None:
+            self.pid_file.unlink(missing_ok=True)
             return None
-        if process.runs_binary(pid, self.spec.args[0]) and process.alive(pid):
+        if process.runs_binary(pid, self.spec.args[0]):
             self.sink.line(self.spec.name, f"stopping pid {pid} left by an earlier run")
             process.kill_process_group(pid, self.spec.stop_timeout)
         self.pid_file.unlink(missing_ok=True)

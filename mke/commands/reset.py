@@ -55,6 +55,14 @@ def _say(msg: str) -> None:
     print(f"mke reset: {msg}", file=sys.stderr)
 
 
+def mounted_under(path: Path) -> list[str]:
+    try:
+        from mke.worker.cleanup import mounts_under
+    except ImportError:
+        return []
+    return mounts_under([path])
+
+
 def stop_leftover_components(run_dir: Path) -> list[str]:
     """Stop processes named by pid files in ``run_dir`` that still run a component binary."""
     from mke.components import supervised_names
@@ -62,11 +70,12 @@ def stop_leftover_components(run_dir: Path) -> list[str]:
 
     stopped = []
     for pid_file in sorted(run_dir.glob("*.pid")):
-        pid = process.read_pid_file(pid_file)
+        pid = process.recorded_process(pid_file)  # that very process (pid, start time, boot), not a reused pid
         if pid is None:
+            pid_file.unlink(missing_ok=True)
             continue
         exe = process.exe(pid) or ""
-        if process.alive(pid) and os.path.basename(exe) in (*supervised_names(), pid_file.stem):
+        if os.path.basename(exe) in (*supervised_names(), pid_file.stem):
             process.kill_process_group(pid, 15.0)
             stopped.append(f"{pid_file.stem} (pid {pid})")
         pid_file.unlink(missing_ok=True)
@@ -74,8 +83,8 @@ def stop_leftover_components(run_dir: Path) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mke.errors import BusyError, MkeError
-    from mke.node.datadir import data_dir_from, holder_pid
+    from mke.errors import BusyError, MkeError, UsageError
+    from mke.node.datadir import MARKERS, data_dir_from, holder_pid, is_mke_data_dir
 
     data_dir = data_dir_from(args.data_dir)
     if args.check:
@@ -87,6 +96,12 @@ def run(args: argparse.Namespace) -> int:
     if not data_dir.exists():
         _say(f"{data_dir} does not exist; nothing to do")
         return 0
+    if not is_mke_data_dir(data_dir):
+        if not any(data_dir.iterdir()):
+            _say(f"{data_dir} is empty; nothing to do")
+            return 0
+        raise UsageError(f"--data-dir {data_dir} does not look like an mke data dir (it holds none of "
+                         f"{', '.join(MARKERS)}); refusing to reset it")
     problems: list[str] = []
     stopped = stop_leftover_components(data_dir / "run")
     if stopped:
@@ -104,11 +119,15 @@ def run(args: argparse.Namespace) -> int:
         problems += unmount_all([data_dir], _say)
     except ImportError:
         pass
-    try:
-        shutil.rmtree(data_dir)
-        _say(f"removed {data_dir}")
-    except OSError as e:
-        problems.append(f"{e.filename}: {e.strerror}")
+    still = mounted_under(data_dir)
+    if still:  # never delete through a mount point it could not unmount (another file system's files)
+        problems.append(f"still mounted, so {data_dir} was not removed: {', '.join(still[:5])}")
+    else:
+        try:
+            shutil.rmtree(data_dir)
+            _say(f"removed {data_dir}")
+        except OSError as e:
+            problems.append(f"{e.filename}: {e.strerror}")
     if problems:
         raise MkeError(f"reset left things behind: {'; '.join(problems)}")
     return 0

@@ -49,7 +49,7 @@ def parse_extra(values: list[str], what: str) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mke.node.datadir import data_dir_from
+    from mke.node.datadir import data_dir_from, refuse_system_dir
     from mke.node.hostinfo import node_name
     from mke.worker.context import WorkerOptions
     from mke.worker.kubelet import parse_taint
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         labels=tuple(args.label),
         taints=tuple(args.taint),
         cgroup_root=args.cgroup_root,
-        pod_logs_dir=args.pod_logs_dir,
+        pod_logs_dir=str(refuse_system_dir(Path(args.pod_logs_dir).absolute(), "--pod-logs-dir")),
         extra_args={"kubelet": parse_extra(args.kubelet_arg, "--kubelet-arg")},
     )
     worker = Worker(data_dir=data_dir_from(args.data_dir), bin_dir=args.bin_dir, options=options, token=token)

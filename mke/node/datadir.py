@@ -25,9 +25,35 @@ LOCK_NAME = "mke.lock"
 STATUS_NAME = "status.json"
 
 
+# Directories of the host itself: never a data dir (mke reset would remove it) nor a pod logs dir.
+SYSTEM_DIRS = frozenset({
+    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/media", "/mnt", "/opt", "/proc",
+    "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/usr/bin", "/usr/lib", "/usr/local", "/usr/sbin",
+    "/usr/share", "/var", "/var/cache", "/var/lib", "/var/log", "/var/run", "/var/tmp", "/var/spool",
+})
+# What an mke data dir holds (any one of them): only such a directory is mke reset's to remove.
+MARKERS = (f"{RUN_DIR}/{LOCK_NAME}", "runtime", "bin/.store", "pki", "worker", "node")
+
+
+def refuse_system_dir(path: Path, flag: str) -> Path:
+    """``path`` unless it is one of the host's own directories (UsageError naming ``flag``)."""
+    from mke.errors import UsageError
+
+    real = os.path.realpath(path)
+    if real in SYSTEM_DIRS or str(path) in SYSTEM_DIRS:
+        raise UsageError(f"{flag} {path}: a directory of the host itself; mke needs one of its own "
+                         f"(default {DEFAULT_DATA_DIR if flag == '--data-dir' else '/var/log/pods'})")
+    return path
+
+
+def is_mke_data_dir(path: Path) -> bool:
+    return any((Path(path) / m).exists() for m in MARKERS)
+
+
 def data_dir_from(arg: Path | str | None) -> Path:
-    """The data dir a command uses: ``--data-dir`` if given, else the default; always absolute."""
-    return Path(arg or DEFAULT_DATA_DIR).absolute()
+    """The data dir a command uses: ``--data-dir`` if given, else the default; always absolute.
+    A directory of the host itself (``/``, ``/etc``, ``/var/lib``, ...) is refused."""
+    return refuse_system_dir(Path(arg or DEFAULT_DATA_DIR).absolute(), "--data-dir")
 
 
 def run_dir(data_dir: Path) -> Path:

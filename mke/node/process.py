@@ -120,6 +120,21 @@ def kill_process_group(pid: int, timeout: float) -> None:
             time.sleep(0.02)
 
 
+def start_time(pid: int) -> str | None:
+    """When ``pid`` started, in clock ticks since boot (/proc/<pid>/stat field 22), or None."""
+    try:
+        return (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def boot_id() -> str:
+    try:
+        return (PROC / "sys" / "kernel" / "random" / "boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
 def read_pid_file(path: Path) -> int | None:
     try:
         return int(Path(path).read_text().split()[0])
@@ -127,7 +142,24 @@ def read_pid_file(path: Path) -> int | None:
         return None
 
 
+def recorded_process(path: Path) -> int | None:
+    """The pid in pid file ``path`` if that very process still runs: same pid, same start time,
+    same boot (pid files survive reboots, and pids are reused). A pid file of an older mke
+    (the pid alone) gives the pid; its callers also check the executable."""
+    try:
+        fields = Path(path).read_text().split()
+        pid = int(fields[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    if not alive(pid):
+        return None
+    if len(fields) >= 3 and (fields[1] != start_time(pid) or fields[2] != boot_id()):
+        return None
+    return pid
+
+
 def write_pid_file(path: Path, pid: int) -> None:
+    """``pid``, its start time and the boot id, so that a later run can tell it from a reused pid."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(f"{pid}\n")
+    tmp.write_text(f"{pid} {start_time(pid) or 0} {boot_id() or '-'}\n")
     os.replace(tmp, path)

@@ -88,8 +88,8 @@ def shim_pids(paths: WorkerPaths) -> set[int]:
 def component_pids(paths: WorkerPaths, names: tuple[str, ...] = ("kubelet", "containerd")) -> set[int]:
     out = set()
     for n in names:
-        pid = process.read_pid_file(paths.run_dir / f"{n}.pid")
-        if pid is not None and process.alive(pid):
+        pid = process.recorded_process(paths.run_dir / f"{n}.pid")
+        if pid is not None and os.path.basename(process.exe(pid) or "") == n:
             out.add(pid)
     return out
 
@@ -193,6 +193,17 @@ def stop_processes(paths: WorkerPaths, say: Callable[[str], None] = _noop) -> li
 # --------------------------------------------------------------------------- mounts
 
 
+_MOUNT_ESCAPE = re.compile(r"\\(040|011|012|134)")
+# kubelet's pod log dirs: <namespace>_<pod name>_<pod uid>
+POD_LOG_DIR = re.compile(r"^[a-z0-9][a-z0-9.-]*_[a-z0-9][a-z0-9.-]*_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def unescape_mount_path(field: str) -> str:
+    """A mount point as /proc/self/mountinfo writes it: the kernel escapes only space, tab,
+    newline and backslash (as octal); every other byte, UTF-8 included, is as it is."""
+    return _MOUNT_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), field)
+
+
 def mounts_under(prefixes: list[Path], mountinfo: Path = Path("/proc/self/mountinfo")) -> list[str]:
     roots = [os.path.realpath(p) for p in prefixes if str(p)]
     out = []
@@ -201,7 +212,7 @@ def mounts_under(prefixes: list[Path], mountinfo: Path = Path("/proc/self/mounti
     except OSError:
         return out
     for line in lines:
-        mp = line.split()[4].encode().decode("unicode_escape")
+        mp = unescape_mount_path(line.split()[4])
         if any(mp == r or mp.startswith(r.rstrip("/") + "/") for r in roots):
             out.append(mp)
     return sorted(set(out), key=lambda m: (-m.count("/"), m))
@@ -304,16 +315,37 @@ def remove_files(paths: WorkerPaths, pod_logs: str, say: Callable[[str], None] =
     problems = []
     for rel in WORKER_DIRS:
         d = paths.data_dir / rel
-        if d.exists():
-            shutil.rmtree(d, onerror=lambda f, p, e: problems.append(f"remove {p}: {e[1]}"))
+        if not d.exists():
+            continue
+        still = mounts_under([d])
+        if still:  # never delete through a mount point that could not be unmounted
+            problems.append(f"still mounted, so {d} was not removed: {', '.join(still[:5])}")
+            continue
+        shutil.rmtree(d, onerror=lambda f, p, e: problems.append(f"remove {p}: {e[1]}"))
     for pid_file in ("kubelet.pid", "containerd.pid"):
         (paths.run_dir / pid_file).unlink(missing_ok=True)
-    if pod_logs and Path(pod_logs).is_dir():
-        for entry in Path(pod_logs).iterdir():
-            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            Path(pod_logs).rmdir()
+    problems += remove_pod_logs(Path(pod_logs)) if pod_logs else []
     say(f"removed the worker's files under {paths.data_dir}")
+    return problems
+
+
+def remove_pod_logs(logs: Path) -> list[str]:
+    """Remove the pod log dirs kubelet wrote (``<namespace>_<pod>_<uid>``) and nothing else; the
+    directory itself only when that leaves it empty, and never one of the host's own."""
+    from mke.node.datadir import SYSTEM_DIRS
+
+    if not logs.is_dir():
+        return []
+    problems: list[str] = []
+    for entry in logs.iterdir():
+        if entry.is_dir() and not entry.is_symlink() and POD_LOG_DIR.match(entry.name):
+            if mounts_under([entry]):
+                problems.append(f"still mounted, so {entry} was not removed")
+                continue
+            shutil.rmtree(entry, onerror=lambda f, p, e: problems.append(f"remove {p}: {e[1]}"))
+    if os.path.realpath(logs) not in SYSTEM_DIRS:
+        with contextlib.suppress(OSError):
+            logs.rmdir()  # only when empty
     return problems
 
 

@@ -68,3 +68,31 @@ def test_kubectl_without_an_admin_kubeconfig_says_so(tmp_path):
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip() == (f"mke: error: no admin kubeconfig at {tmp_path}/pki/admin.conf: run this on a controller "
                                 "(as root, with its --data-dir), or give kubectl --kubeconfig FILE or $KUBECONFIG")
+
+
+@pytest.mark.parametrize("argv", [
+    ["reset", "--data-dir", "/"], ["reset", "--data-dir", "/etc"], ["reset", "--data-dir", "/var/lib/"],
+    ["server", "--data-dir", "/var/lib"], ["worker", "--data-dir", "/usr", "mke1.x"],
+    ["worker", "--pod-logs-dir", "/var/log", "mke1.x"],
+])
+def test_a_directory_of_the_host_itself_is_refused(argv):
+    """`mke reset --data-dir /` used to stop, unmount and delete whatever it found there (issue 14.4)."""
+    r = mke(*argv)
+    assert r.returncode == 2, r.stderr
+    line = r.stderr.strip()
+    assert "\n" not in line and "a directory of the host itself; mke needs one of its own" in line, line
+
+
+def test_reset_refuses_a_directory_that_is_not_mkes(tmp_path):
+    mine = tmp_path / "precious"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work\n")
+    (mine / "run").mkdir()
+    (mine / "run" / "sshd.pid").write_text(f"{os.getpid()}\n")
+    r = mke("reset", "--data-dir", str(mine))
+    assert r.returncode == 2 and "does not look like an mke data dir" in r.stderr, r.stderr
+    assert (mine / "thesis.tex").read_text() == "years of work\n" and (mine / "run" / "sshd.pid").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = mke("reset", "--data-dir", str(empty))
+    assert r.returncode == 0 and "is empty; nothing to do" in r.stderr and empty.is_dir()

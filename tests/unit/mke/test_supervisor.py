@@ -53,7 +53,7 @@ def test_start_pidfile_own_group_and_stop(tmp_path: Path, sink) -> None:
     try:
         pid = s.pid
         assert pid and alive(pid)
-        assert s.pid_file.read_text().strip() == str(pid)
+        assert s.pid_file.read_text().split()[0] == str(pid)
         assert os.getpgid(pid) == pid and os.getsid(pid) == pid  # own session and group
         assert s.state() == "running"
     finally:
@@ -97,7 +97,7 @@ def test_kill_9_of_child_restarts_it(tmp_path: Path, sink) -> None:
         os.kill(first, signal.SIGKILL)
         second = wait_for(lambda: s.pid if s.pid not in (None, first) else None)
         assert alive(second) and s.restarts == 1
-        assert s.pid_file.read_text().strip() == str(second)
+        assert s.pid_file.read_text().split()[0] == str(second)
         assert "killed by signal 9" in sink[1].getvalue()
     finally:
         s.stop()
@@ -155,6 +155,35 @@ def test_pidfile_of_another_program_is_not_signalled(tmp_path: Path, sink) -> No
     finally:
         s.stop()
     assert alive(os.getpid())
+
+
+def test_a_reused_pid_running_the_same_binary_is_not_signalled(tmp_path: Path, sink) -> None:
+    """Pid files survive reboots: a process of the same binary under a recorded pid, but started at
+    another time (or in another boot), is somebody else's (issue 14.4)."""
+    import subprocess
+
+    from mke.node import process
+
+    other = subprocess.Popen([SLEEP, "60"])  # the same binary the component runs
+    try:
+        (tmp_path / "run").mkdir()
+        started = int(process.start_time(other.pid) or 0)
+        (tmp_path / "run" / "etcd.pid").write_text(f"{other.pid} {started + 1} {process.boot_id()}\n")
+        assert process.recorded_process(tmp_path / "run" / "etcd.pid") is None
+        s = make(tmp_path, sink[0], "etcd", SLEEP, "60")
+        s.start()
+        try:
+            assert s.running and s.pid != other.pid
+        finally:
+            s.stop()
+        assert other.poll() is None  # still running: never signalled
+        (tmp_path / "run" / "etcd.pid").write_text(f"{other.pid} {started} another-boot\n")
+        assert process.recorded_process(tmp_path / "run" / "etcd.pid") is None
+        (tmp_path / "run" / "etcd.pid").write_text(f"{other.pid} {started} {process.boot_id()}\n")
+        assert process.recorded_process(tmp_path / "run" / "etcd.pid") == other.pid  # that very process
+    finally:
+        other.kill()
+        other.wait()
 
 
 def test_child_gets_a_clean_environment(tmp_path: Path, sink, monkeypatch) -> None:

@@ -103,3 +103,33 @@ def test_an_enable_worker_node_finds_the_servers_bin_dir(tmp_path):
     assert bin_dirs(WorkerPaths(tmp_path / "data")) == [tmp_path / "data" / "bin"]
     assert bin_dirs(WorkerPaths(tmp_path / "data" / "node")) == [tmp_path / "data" / "node" / "bin",
                                                                  tmp_path / "data" / "bin"]
+
+
+def test_mount_points_with_spaces_and_utf8_are_read_as_they_are(tmp_path):
+    from mke.worker.cleanup import mounts_under
+
+    data = tmp_path / "dätä dir"
+    info = tmp_path / "mountinfo"
+    esc = str(data).replace(" ", "\\040")
+    info.write_text(f"36 35 0:1 / {esc}/kubelet/pods/x rw - tmpfs tmpfs rw\n"
+                    f"37 35 0:1 / {esc}/a\\134b rw - tmpfs tmpfs rw\n"
+                    f"38 35 0:1 / /elsewhere rw - tmpfs tmpfs rw\n", encoding="utf-8")
+    assert mounts_under([data], info) == [f"{data}/kubelet/pods/x", f"{data}/a\\b"]
+
+
+def test_pod_logs_removes_only_what_kubelet_wrote(tmp_path):
+    """`--pod-logs-dir /var/log` used to wipe /var/log wholesale (issue 14.4)."""
+    from mke.worker.cleanup import remove_pod_logs
+
+    logs = tmp_path / "log"
+    pod = logs / "kube-system_coredns-d9f7d8bcd-4srlg_75f527b3-29a5-4811-b375-723e4cbccfba"
+    (pod / "coredns").mkdir(parents=True)
+    (pod / "coredns" / "0.log").write_text("x")
+    (logs / "syslog").write_text("the host's\n")
+    (logs / "apt").mkdir()
+    assert remove_pod_logs(logs) == []
+    assert not pod.exists() and (logs / "syslog").exists() and (logs / "apt").is_dir()
+    (logs / "syslog").unlink()
+    (logs / "apt").rmdir()
+    (pod / "c").mkdir(parents=True)
+    assert remove_pod_logs(logs) == [] and not logs.exists()  # mke's own dir, now empty: gone
