@@ -115,6 +115,12 @@ class JoinToken:
         }
 
 
+# A token holds a CA certificate, two URLs and a bootstrap token: ~2 KB. Bounds checked before
+# (and while) decoding, so that a hostile token costs neither time nor memory.
+MAX_TOKEN_CHARS = 16 * 1024
+MAX_TOKEN_JSON = 64 * 1024
+
+
 def decode_token(text: str, *, role: str | None = None, now: dt.datetime | None = None) -> JoinToken:
     """Parse and check a token string; ``role`` rejects a token made for the other role."""
     text = text.strip()
@@ -122,8 +128,14 @@ def decode_token(text: str, *, role: str | None = None, now: dt.datetime | None 
         raise TokenError("the join token is malformed: it does not start with 'mke1.' (copy it whole from "
                          "`mke token create`)")
     body = text[len(PREFIX):]
+    if len(body) > MAX_TOKEN_CHARS:  # before any decoding: a hostile token must not cost memory
+        raise TokenError(f"the join token is {len(text)} characters long, more than any mke token "
+                         f"({MAX_TOKEN_CHARS}); copy it whole from `mke token create`")
     try:
-        raw = zlib.decompress(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        inflate = zlib.decompressobj()
+        raw = inflate.decompress(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)), MAX_TOKEN_JSON + 1)
+        if len(raw) > MAX_TOKEN_JSON or inflate.unconsumed_tail:
+            raise TokenError(f"the join token inflates to more than {MAX_TOKEN_JSON} bytes: not an mke token")
         doc = json.loads(raw)
         tok_id, _, tok_secret = doc["token"].partition(".")
         tok = JoinToken(

@@ -149,3 +149,34 @@ def test_store_create_list_check_invalidate(ca_pem: str) -> None:
         store.check(decoded, now=NOW)
     with pytest.raises(TokenError, match="no token with id"):
         store.invalidate(tok.token_id)
+
+
+def test_hostile_tokens_are_refused_before_they_cost_memory() -> None:
+    """Issue 14: a 400 KB token used to inflate to 300 MB before being looked at."""
+    import base64
+    import resource
+    import zlib
+
+    from mke.errors import TokenError
+    from mke.tokens import MAX_TOKEN_CHARS, decode_token
+
+    with pytest.raises(TokenError, match="characters long, more than any mke token"):
+        decode_token("mke1." + "A" * 400_000)
+    def bomb(mib: int) -> str:  # mib MiB of JSON whitespace, compressed without holding it in memory
+        c = zlib.compressobj(9)
+        chunk, out = b" " * (1 << 20), [c.compress(b"{")]
+        out += [c.compress(chunk) for _ in range(mib)]
+        out += [c.compress(b"}"), c.flush()]
+        return "mke1." + base64.urlsafe_b64encode(b"".join(out)).decode().rstrip("=")
+
+    text = bomb(300)  # ~400 KB, the review's example
+    assert len(text) < 500_000
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(TokenError):
+        decode_token(text)
+    small_text = bomb(8)  # under the length limit, still a bomb
+    assert len(small_text) <= MAX_TOKEN_CHARS
+    with pytest.raises(TokenError, match="inflates to more than"):
+        decode_token(small_text)
+    grew_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grew_kib < 50 * 1024, grew_kib  # nothing near the inflated size was ever allocated
