@@ -88,9 +88,14 @@ class KubeAPIError(MkeError):
 
 
 class BusyError(MkeError):
-    """The operation needs mke stopped (or running) and it is not; the message says which."""
+    """The operation needs mke stopped (or running) and it is not, or must wait for another
+    one to finish (``retry_after`` seconds, when known); the message says which."""
 
     exit_code = 11
+
+    def __init__(self, message: str = "", *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class FipsError(MkeError):

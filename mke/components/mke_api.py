@@ -56,7 +56,7 @@ from typing import Any
 from mke import storage
 from mke.components.base import Component
 from mke.components.context import ControllerContext
-from mke.errors import KubeAPIError, MkeError, TokenError, UsageError
+from mke.errors import BusyError, KubeAPIError, MkeError, TokenError, UsageError
 
 SHARED_FILES = ("ca.crt", "ca.key", "front-proxy-ca.crt", "front-proxy-ca.key", "etcd/ca.crt", "etcd/ca.key",
                 "sa.key", "sa.pub")
@@ -329,6 +329,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         except KubeAPIError as e:
             server.log(f"{src}: the token could not be checked: {e}")
             return self.reply(503, "the cluster's API did not answer; try again", {"Retry-After": "5"})
+        except BusyError as e:  # another membership change must finish first
+            server.log(f"{src}: the join must wait: {e}")
+            return self.reply(503, str(e), {"Retry-After": str(max(1, math.ceil(e.retry_after or 5)))})
         except (MkeError, OSError, ValueError) as e:
             server.log(f"{src}: the join failed: {type(e).__name__}: {e}")
             return self.reply(500, "the join failed on the controller; see its log")

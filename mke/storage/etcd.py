@@ -98,6 +98,11 @@ class EtcdBackend(StorageBackend):
     summary = "etcd, one member per controller (the default)"
     has_members = True
     promote_timeout = 600.0
+    stale_learner_after = 60.0
+
+    def __init__(self) -> None:
+        self._first_seen: dict[str, float] = {}  # unstarted learner id -> when this process first saw it
+        self._seen_lock = threading.Lock()
 
     def component_names(self) -> tuple[str, ...]:
         return (Etcd.name,)
@@ -125,14 +130,42 @@ class EtcdBackend(StorageBackend):
         cfg = ctx.config
         etcd = EtcdClient(f"https://127.0.0.1:{cfg.storage.etcd.client_port}", ctx.pki_dir)
         peer_url = f"https://{url_host(peer_address)}:{cfg.storage.etcd.peer_port}"
-        existing = next((m for m in etcd.members() if peer_url in m.peer_urls), None)
+        current = etcd.members()
+        existing = next((m for m in current if peer_url in m.peer_urls), None)
         if existing is None:
+            self._clear_stale_learners(ctx, etcd, current)
             new, members = etcd.add_learner(peer_url)
             threading.Thread(target=self._promote, args=(ctx, etcd, new.id, name), daemon=True).start()
         else:
             members = etcd.members()
         initial = [f"{m.name or name}={m.peer_urls[0]}" for m in members if m.peer_urls]
         return {JOIN_KEY: ",".join(initial)}
+
+    def _clear_stale_learners(self, ctx: ControllerContext, etcd: Any, members: list[Any]) -> None:
+        """etcd takes one learner at a time: a learner that was added but never started (its
+        controller's join failed after admission) blocks every later join. Such a learner is
+        removed once it has stayed unstarted for ``stale_learner_after`` seconds (a join in
+        progress starts its etcd within seconds); until then the joiner is told to retry."""
+        from mke.errors import BusyError
+
+        now = time.monotonic()
+        unstarted = [m for m in members if m.learner and not m.name and not m.client_urls]
+        with self._seen_lock:
+            for gone in set(self._first_seen) - {m.id for m in unstarted}:
+                del self._first_seen[gone]
+            ages = {m.id: now - self._first_seen.setdefault(m.id, now) for m in unstarted}
+        waiting = []
+        for m in unstarted:
+            if ages[m.id] < self.stale_learner_after:
+                waiting.append(m)
+                continue
+            etcd.remove(m.id)
+            ctx.sink.line("etcd", f"removed learner {m.peer_urls[0] if m.peer_urls else m.id}: added "
+                                  f"{ages[m.id]:.0f}s ago or more by a join that never started its etcd")
+        if waiting:
+            left = max(1.0, self.stale_learner_after - min(ages[m.id] for m in waiting))
+            raise BusyError(f"etcd has a learner ({waiting[0].peer_urls[0] if waiting[0].peer_urls else '?'}) "
+                            f"from a join that has not started yet; retry in {left:.0f}s", retry_after=left)
 
     def _promote(self, ctx: ControllerContext, etcd: Any, member_id: str, name: str) -> None:
         deadline = time.monotonic() + self.promote_timeout
@@ -143,6 +176,14 @@ class EtcdBackend(StorageBackend):
                 return
             except MkeError:
                 time.sleep(2)
+        try:  # never started: its join failed; remove it, or every later join would be refused
+            m = next((m for m in etcd.members() if m.id == member_id), None)
+            if m is not None and m.learner and not m.name:
+                etcd.remove(member_id)
+                ctx.sink.line("etcd", f"removed learner {name}: it never started within {self.promote_timeout:.0f}s")
+                return
+        except MkeError:
+            pass
         ctx.sink.line("etcd", f"learner {name} did not catch up within {self.promote_timeout:.0f}s")
 
 

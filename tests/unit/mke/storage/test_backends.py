@@ -88,3 +88,45 @@ def test_backend_checks_name_the_field(cfg, error):
 def test_kine_default_is_sqlite_in_the_data_dir(tmp_path):
     f = flags(Kine(make_ctx(tmp_path, {"storage": {"type": "kine"}})))
     assert f["--endpoint"].startswith(f"sqlite://{tmp_path}/kine/state.db?")
+
+
+def test_a_learner_left_by_a_failed_join_is_removed_and_the_next_join_goes_through(tmp_path, make_pki):
+    """Issue 14.6: etcd takes one learner at a time; a controller admitted as a learner whose join
+    then failed (its etcd never started) used to block every later join until `mke etcd leave`.
+    Against tests/support/apiservers.py's stand-in of etcd's member API, over mutual TLS."""
+    from mke.errors import BusyError
+    from mke.storage.etcd import EtcdBackend
+    from tests.support.apiservers import EtcdGatewayStandIn, EtcdMember
+
+    srv = EtcdGatewayStandIn()
+    pki = make_pki(tmp_path / "pki")
+    srv.serve(cert=pki.crt("etcd/server"), key=pki.key("etcd/server"), client_ca=pki.crt("etcd/ca"))
+    try:
+        port = int(srv.url.rsplit(":", 1)[1])
+        ctx = make_ctx(tmp_path, {"storage": {"etcd": {"clientPort": port}}})
+        backend = EtcdBackend()
+        backend.stale_learner_after = 0.5
+        backend.promote_timeout = 1.0  # the promotion thread ends within the test
+        srv.unsynced = 10**6  # no learner catches up here: each stays a learner
+        # ctl-9 was admitted, then its join failed: a learner that never started
+        srv.members.append(EtcdMember(0x9999, "", ["https://192.0.2.19:2380"], learner=True))
+        with pytest.raises(BusyError, match=r"learner \(https://192.0.2.19:2380\) from a join that has not started"
+                                            r" yet; retry in 1s") as e:
+            backend.admit_controller(ctx, "ctl-2", "192.0.2.11")
+        assert e.value.retry_after is not None and 0 < e.value.retry_after <= 1.0
+        assert [m.peer_urls[0] for m in srv.members] == ["https://192.0.2.10:2380", "https://192.0.2.19:2380"]
+        import time
+
+        time.sleep(0.6)
+        answer = backend.admit_controller(ctx, "ctl-2", "192.0.2.11")  # the join client's retry
+        assert [m.peer_urls[0] for m in srv.members] == ["https://192.0.2.10:2380", "https://192.0.2.11:2380"]
+        assert "https://192.0.2.11:2380" in next(iter(answer.values()))
+        assert "removed learner https://192.0.2.19:2380" in ctx.sink._stream.getvalue()  # type: ignore[union-attr]
+        # a learner that started (it has a name and client URLs) is never removed
+        srv.members[-1] = EtcdMember(srv.members[-1].id, "ctl-2", ["https://192.0.2.11:2380"],
+                                     ["https://192.0.2.11:2379"], learner=True)
+        with pytest.raises(Exception, match="too many learner members"):
+            backend.admit_controller(ctx, "ctl-3", "192.0.2.12")
+        assert len(srv.members) == 2
+    finally:
+        srv.stop()
