@@ -72,5 +72,10 @@ class NetworkProvider:
         """Remove this provider's host state; returns the problems (empty: clean)."""
         return []
 
+    def cleanup_after_iptables(self, paths: WorkerPaths, say: Callable[[str], None]) -> list[str]:
+        """What only goes once no iptables rule refers to it any more (ipsets); after reset
+        removed every mke/KUBE/CNI chain."""
+        return []
+
     def leftovers(self, paths: WorkerPaths) -> list[str]:
         return []

@@ -202,17 +202,39 @@ class KubeRouterProvider(NetworkProvider):
             problems.append(f"kube-router's routes and rules: {e.strerror}")
         return problems
 
+    def cleanup_after_iptables(self, paths: WorkerPaths, say: Callable[[str], None]) -> list[str]:
+        """The ipsets kube-router's own cleanup could not destroy because a rule still used them
+        (it destroys them right after removing only its own rules; reset has now removed every
+        KUBE-* chain)."""
+        problems = []
+        ipset = shutil.which("ipset", path=self._tools(paths)) or "ipset"
+        for name in self._ipsets(paths):
+            proc = subprocess.run([ipset, "destroy", name], capture_output=True, text=True, timeout=30,
+                                  check=False)
+            if proc.returncode != 0:
+                problems.append(f"ipset destroy {name}: {proc.stderr.strip()}")
+            else:
+                say(f"removed ipset {name} (kube-router's)")
+        return problems
+
+    @staticmethod
+    def _tools(paths: WorkerPaths) -> str:
+        from mke.worker.cleanup import tools_path
+
+        return tools_path(paths)
+
+    def _ipsets(self, paths: WorkerPaths) -> list[str]:
+        ipset = shutil.which("ipset", path=self._tools(paths))
+        if not ipset:
+            return []
+        proc = subprocess.run([ipset, "list", "-n"], capture_output=True, text=True, timeout=30, check=False)
+        return [n for n in proc.stdout.split() if n.startswith(IPSET_PREFIXES)]
+
     def leftovers(self, paths: WorkerPaths) -> list[str]:
         out = [f"link {name}" for name in self._links()]
         out += [f"route {r.dst} proto {ROUTE_PROTOCOL}" for r in self._routes(paths)]
         out += [f"rule from {r.source} lookup {POLICY_TABLE}" for r in self._rules(paths)]
-        from mke.worker.cleanup import tools_path
-
-        ipset = shutil.which("ipset", path=tools_path(paths))
-        if ipset:
-            proc = subprocess.run([ipset, "list", "-n"], capture_output=True, text=True, timeout=30, check=False)
-            sets = [n for n in proc.stdout.split() if n.startswith(IPSET_PREFIXES)]
-            out += [f"ipset {n}" for n in sets]
+        out += [f"ipset {n}" for n in self._ipsets(paths)]
         return out
 
     @staticmethod

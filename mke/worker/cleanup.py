@@ -284,7 +284,10 @@ def clean_network(paths: WorkerPaths, say: Callable[[str], None] = _noop) -> lis
     problems = []
     for provider in network.every():
         problems += provider.cleanup(paths, say)
-    return problems + clean_iptables(tools_path(paths), say)
+    problems += clean_iptables(tools_path(paths), say)
+    for provider in network.every():
+        problems += provider.cleanup_after_iptables(paths, say)
+    return problems
 
 
 # --------------------------------------------------------------------------- cgroups and files
