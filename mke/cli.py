@@ -59,9 +59,12 @@ def make_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # --debug anywhere before a "--" (after which arguments belong to another program)
+    end = argv.index("--") if "--" in argv else len(argv)
+    debug = "--debug" in argv[:end]
+    argv = (["--debug"] if debug else []) + [a for i, a in enumerate(argv) if i >= end or a != "--debug"]
     # Import only the module of the command being run (fast start-up).
     only = next((a for a in argv if not a.startswith("-")), None)
-    debug = "--debug" in argv
     try:
         parser = make_parser(only if only in COMMANDS else None)
         args = parser.parse_args(argv)

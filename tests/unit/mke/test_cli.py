@@ -96,3 +96,13 @@ def test_reset_refuses_a_directory_that_is_not_mkes(tmp_path):
     empty.mkdir()
     r = mke("reset", "--data-dir", str(empty))
     assert r.returncode == 0 and "is empty; nothing to do" in r.stderr and empty.is_dir()
+
+
+def test_debug_is_accepted_after_the_subcommand_too():
+    """`mke server --debug ...` used to fail with 'unrecognized arguments' (as a traceback, exit 1)."""
+    r = mke("server", "--data-dir", "/etc/passwd", "--debug")
+    assert r.returncode == 1 and "FileExistsError" in r.stderr  # the traceback --debug asks for
+    r = mke("server", "--data-dir", "/etc/passwd")
+    assert r.returncode == 13 and "Traceback" not in r.stderr
+    r = mke("kubectl", "--data-dir", "/nonexistent", "--", "get", "pods", "--debug")  # kubectl's, not mke's
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "no admin kubeconfig" in r.stderr
