@@ -170,9 +170,7 @@ class KubeRouterProvider(NetworkProvider):
 
     def cleanup(self, paths: WorkerPaths, say: Callable[[str], None]) -> list[str]:
         problems = []
-        from mke.worker.cleanup import tools_path
-
-        path = tools_path(paths)
+        path = self._tools(paths)
         exe = shutil.which(BINARY, path=path)
         if exe and self._ran_here(paths):  # kube-router's own undo of its iptables, ipset and IPVS state
             from mke.procenv import clean_env
@@ -191,11 +189,12 @@ class KubeRouterProvider(NetworkProvider):
             except OSError as e:
                 problems.append(f"delete link {name}: {e.strerror}")
         # --cleanup-config leaves its routes to the other nodes' pod CIDRs and its policy rules
+        cidrs = self._pod_cidrs(paths)
         try:
-            for r in self._routes(paths):
+            for r in netlink.routes_in(cidrs, ROUTE_PROTOCOL):
                 netlink.delete_route(r.dst, ROUTE_PROTOCOL)
                 say(f"removed route {r.dst} (kube-router's)")
-            for rule in self._rules(paths):
+            for rule in netlink.rules_in(cidrs, POLICY_TABLE):
                 netlink.delete_rule(rule)
                 say(f"removed rule from {rule.source} lookup {POLICY_TABLE} (kube-router's)")
         except OSError as e:
@@ -232,8 +231,9 @@ class KubeRouterProvider(NetworkProvider):
 
     def leftovers(self, paths: WorkerPaths) -> list[str]:
         out = [f"link {name}" for name in self._links()]
-        out += [f"route {r.dst} proto {ROUTE_PROTOCOL}" for r in self._routes(paths)]
-        out += [f"rule from {r.source} lookup {POLICY_TABLE}" for r in self._rules(paths)]
+        cidrs = self._pod_cidrs(paths)
+        out += [f"route {r.dst} proto {ROUTE_PROTOCOL}" for r in netlink.routes_in(cidrs, ROUTE_PROTOCOL)]
+        out += [f"rule from {r.source} lookup {POLICY_TABLE}" for r in netlink.rules_in(cidrs, POLICY_TABLE)]
         out += [f"ipset {n}" for n in self._ipsets(paths)]
         return out
 
@@ -244,31 +244,13 @@ class KubeRouterProvider(NetworkProvider):
 
     @staticmethod
     def _pod_cidrs(paths: WorkerPaths) -> list[str]:
+        """The cluster's pod CIDRs: kube-router's routes (protocol zebra) and rules are those inside
+        them; a routing daemon on the host (FRR, Quagga) uses the same protocol number."""
         from mke.worker.join import WorkerSettings
 
         # after a reset the node's settings are gone: the check then looks in the default pod CIDR
         settings = WorkerSettings.load(paths.settings) or WorkerSettings.defaults()
         return [c for c in settings.pod_cidr.split(",") if c]
-
-    def _routes(self, paths: WorkerPaths) -> list[netlink.Route]:
-        """kube-router's routes (protocol zebra) into the cluster's pod CIDR: only those, since
-        a routing daemon on the host (FRR, Quagga) uses the same protocol number."""
-        cidrs = self._pod_cidrs(paths)
-        return netlink.routes_in(cidrs, ROUTE_PROTOCOL) if cidrs else []
-
-    def _rules(self, paths: WorkerPaths) -> list[netlink.Rule]:
-        """kube-router's ``from <pod CIDR> lookup 77`` rules (none of the host's own)."""
-        import ipaddress
-
-        nets = [ipaddress.ip_network(c, strict=False) for c in self._pod_cidrs(paths)]
-        out = []
-        for r in netlink.rules(POLICY_TABLE):
-            if r.source == "all":
-                continue
-            src = ipaddress.ip_network(r.source, strict=False)
-            if any(src.version == n.version and src.subnet_of(n) for n in nets):  # type: ignore[arg-type]
-                out.append(r)
-        return out
 
     @staticmethod
     def _links() -> list[str]:

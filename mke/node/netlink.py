@@ -212,16 +212,22 @@ def routes(protocol: int, family: int = socket.AF_INET) -> list[Route]:
     return out
 
 
+def _inside(cidr: str, networks: list[str]) -> bool:
+    """``cidr`` lies within one of ``networks`` (of its own IP version)."""
+    net = ipaddress.ip_network(cidr, strict=False)
+    return any(net.version == n.version and net.subnet_of(n)  # type: ignore[arg-type]
+               for n in (ipaddress.ip_network(x, strict=False) for x in networks))
+
+
 def routes_in(networks: list[str], protocol: int) -> list[Route]:
     """Routes of ``protocol`` (main table) whose destination lies inside one of ``networks``."""
-    nets = [ipaddress.ip_network(n, strict=False) for n in networks]
-    out = []
-    for family in (socket.AF_INET, socket.AF_INET6):
-        for r in routes(protocol, family):
-            dst = ipaddress.ip_network(r.dst, strict=False)
-            if any(dst.version == n.version and dst.subnet_of(n) for n in nets):  # type: ignore[arg-type]
-                out.append(r)
-    return out
+    return [r for family in (socket.AF_INET, socket.AF_INET6) for r in routes(protocol, family)
+            if _inside(r.dst, networks)]
+
+
+def rules_in(networks: list[str], table: int) -> list[Rule]:
+    """Rules looking up ``table`` whose source lies inside one of ``networks`` (not ``from all``)."""
+    return [r for r in rules(table) if r.source != "all" and _inside(r.source, networks)]
 
 
 def rules(table: int) -> list[Rule]:

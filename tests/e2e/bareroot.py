@@ -54,6 +54,14 @@ ALLOWED_ETC = {"passwd", "group", "hosts", "resolv.conf", "iproute2"}
 FORBIDDEN = ("bin/sh", "usr", "lib", "lib64", "sbin", "bin")
 
 
+# What the test machine (not the bare hosts) needs to make and enter the hosts, and build the test image.
+HOST_TOOLS = ("ip", "nsenter", "unshare", "chroot", "mount", "go")
+
+
+def missing_host_tools() -> list[str]:
+    return [t for t in HOST_TOOLS if not shutil.which(t)]
+
+
 def run(argv: list[str]) -> None:
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     if proc.returncode != 0:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.bareroot import release_nsdir
+from tests.e2e.bareroot import missing_host_tools, release_nsdir
 from tests.e2e.cluster import BASE, DATA, HOST_ENV, E2ECluster, build_testapp_image, dump, mke_file
 from tests.e2e.netns import InNetns, Network
 
@@ -36,9 +36,8 @@ def pytest_collection_modifyitems(config, items):
 def require() -> None:
     if os.geteuid() != 0:
         pytest.skip("the e2e tests need root (network and mount namespaces, cgroups)")
-    for tool in ("ip", "nsenter", "unshare", "chroot", "mount", "go"):
-        if not shutil.which(tool):
-            pytest.fail(f"{tool} is not installed; the e2e tests need it on the test machine")
+    for tool in missing_host_tools():
+        pytest.fail(f"{tool} is not installed; the e2e tests need it on the test machine")
     exe = mke_file()
     if not exe.exists():
         pytest.fail(f"{exe} is missing: run `nox -s build` (nox -s e2e does it unless MKE_E2E_SKIP_BUILD=1)")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.bareroot import BareRoot, release_nsdir
+from tests.e2e.bareroot import BareRoot, missing_host_tools, release_nsdir
 from tests.e2e.cluster import HOST_ENV, TESTAPP_IMAGE, Proc, build_testapp_image
 from tests.e2e.netns import InNetns, Network
 from tests.support.wait import wait_until
@@ -28,9 +28,8 @@ DATA = Path("/var/lib/mke")
 def solo(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.fail("needs root (network and mount namespaces): CI runs it as root")
-    for tool in ("ip", "nsenter", "unshare", "chroot", "mount", "go"):
-        if not shutil.which(tool):
-            pytest.fail(f"{tool} is not installed; ./scripts/bootstrap.sh installs what the tests need")
+    for tool in missing_host_tools():
+        pytest.fail(f"{tool} is not installed; ./scripts/bootstrap.sh installs what the tests need")
     from tests.support.bundles import default_bundle
 
     mke = default_bundle()

@@ -16,16 +16,9 @@ from build.errors import BuildError, RecipeError
 from build.modes.base import BuildContext
 from build.platform import Platform
 from mke.images import oci
+from tests.support.files import fake_binary as _binary
 
 REPO = Path(__file__).resolve().parents[3]
-
-
-def _binary(tmp_path: Path, name: str, content: bytes = b"\x7fELF fake binary") -> Path:
-    p = tmp_path / "src" / name
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_bytes(content + name.encode())
-    p.chmod(0o755)
-    return p
 
 
 # --------------------------------------------------------------------------- image specs

@@ -13,15 +13,7 @@ import pytest
 
 from mke.errors import ImageError
 from mke.images import oci
-
-
-def _binary(tmp_path: Path, name: str, content: bytes = b"\x7fELF fake binary") -> Path:
-    p = tmp_path / "src" / name
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_bytes(content + name.encode())
-    p.chmod(0o755)
-    return p
-
+from tests.support.files import fake_binary as _binary
 
 # --------------------------------------------------------------------------- layers
 
