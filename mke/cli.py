@@ -57,6 +57,11 @@ def make_parser(only: str | None = None) -> argparse.ArgumentParser:
     return p
 
 
+def warn(msg: str) -> None:
+    """One warning line on stderr (the command goes on)."""
+    print(f"mke: warning: {msg}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # --debug anywhere before a "--" (after which arguments belong to another program)
@@ -80,4 +85,4 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-__all__ = ["COMMANDS", "__version__", "main"]
+__all__ = ["COMMANDS", "__version__", "main", "warn"]

@@ -387,6 +387,62 @@ def default_config() -> ClusterConfig:
     return ClusterConfig()
 
 
+# ---------------------------------------------------------------- the running server's configuration
+
+RUNNING_CONFIG_NAME = "config.json"
+
+
+def running_config_path(data_dir: Path) -> Path:
+    """``<data-dir>/run/config.json``: the effective configuration of the mke server running there
+    (mke.yaml with the command line's overrides), written 0600 at start, removed at stop."""
+    from mke.node.datadir import run_dir
+
+    return run_dir(data_dir) / RUNNING_CONFIG_NAME
+
+
+def write_running_config(data_dir: Path, cfg: ClusterConfig) -> None:
+    import json
+
+    from mke.node.files import write_file_atomic
+
+    write_file_atomic(running_config_path(data_dir), json.dumps(config_to_dict(cfg), indent=1).encode(), 0o600)
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out |= _flat(v, f"{prefix}.{k}" if prefix else str(k))
+    return out
+
+
+def node_config(data_dir: Path, path: Path | None, *, warn: Callable[[str], None] | None = None) -> ClusterConfig:
+    """The configuration a command on a controller acts on: the running server's (the one source of
+    truth on a node, so that ``mke token create`` without ``--config`` still carries the server's
+    api.externalAddress), else ``path``'s (or the defaults). A ``--config`` that differs from the
+    running one is reported through ``warn`` and not used."""
+    import json
+
+    from mke.node.datadir import holder_pid
+
+    running = running_config_path(data_dir)
+    if holder_pid(data_dir) is None or not running.exists():
+        return load_config(path)
+    try:
+        data = json.loads(running.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{running}: cannot read the running server's configuration: {e}") from e
+    cfg = parse_config(data, f"{running} (the running server's configuration)")
+    if path is not None and warn is not None:
+        given = _flat(config_to_dict(load_config(path)))
+        differs = sorted(k for k in given.keys() | _flat(data).keys() if given.get(k) != _flat(data).get(k))
+        if differs:
+            warn(f"{path} differs from the configuration of the mke server running with {data_dir} "
+                 f"({', '.join(differs[:4])}{', ...' if len(differs) > 4 else ''}); using the running one")
+    return cfg
+
+
 def config_to_dict(obj: Any) -> Any:
     """The YAML form of a config (or section), keys in declaration order."""
     if dataclasses.is_dataclass(obj):
