@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         err = e if isinstance(e, MkeError) else HostError.from_os_error(e)
-        print(f"mke: error: {err}", file=sys.stderr)
+        for line in str(err).splitlines() or [""]:  # a config with three errors says all three
+            print(f"mke: error: {line}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         return 130

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import ipaddress
 import re
 from collections.abc import Callable, Mapping
@@ -298,23 +299,38 @@ class ClusterConfig:
 # ---------------------------------------------------------------- loading
 
 
-def _parse_section(cls: type, data: Any, where: str) -> Any:
+def _parse_section(cls: type, data: Any, where: str, errors: list[str] | None = None) -> Any:
+    """``data`` as ``cls``; every bad key or value is appended to ``errors`` (all of them, not just
+    the first) and None returned when there was any; without ``errors`` the first one raises."""
+    collect = errors if errors is not None else []
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise _fail(where or "(top level)", f"expected a mapping, got {type(data).__name__}")
+        collect.append(str(_fail(where or "(top level)", f"expected a mapping, got {type(data).__name__}")))
+        if errors is None:
+            raise ConfigError(collect[0])
+        return None
     fields = {f.metadata["key"]: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
+    before = len(collect)
     for key, value in data.items():
         path = f"{where}.{key}" if where else str(key)
         f = fields.get(key)
         if f is None:
-            raise _fail(path, f"unknown key{_hint(str(key), fields)}")
+            collect.append(str(_fail(path, f"unknown key{_hint(str(key), fields)}")))
+            continue
         section = _SECTIONS.get(f.type) if isinstance(f.type, str) else None
-        if section is not None:
-            kwargs[f.name] = _parse_section(section, value, path)
-        else:
-            kwargs[f.name] = f.metadata["check"](value, path)
+        try:
+            if section is not None:
+                kwargs[f.name] = _parse_section(section, value, path, collect)
+            else:
+                kwargs[f.name] = f.metadata["check"](value, path)
+        except ConfigError as e:
+            collect.append(str(e))
+    if len(collect) > before:
+        if errors is None:
+            raise ConfigError(collect[before])
+        return None
     return cls(**kwargs)
 
 
@@ -354,14 +370,65 @@ def _cross_check(cfg: ClusterConfig) -> None:
             raise _fail(f"extraArgs.{comp}", f"{comp} does not run with storage.type {cfg.storage.type}")
 
 
+# Top-level keys of other distributions' config files: a hint instead of "unknown key".
+_FOREIGN = (
+    ({"apiVersion", "kind", "spec"}, "a k0s configuration (apiVersion/kind/spec)"),
+    ({"write-kubeconfig-mode", "tls-san", "cluster-cidr", "service-cidr", "node-label", "disable", "token",
+      "server", "datastore-endpoint", "flannel-backend", "node-ip", "data-dir", "cluster-init"},
+     "a k3s/RKE2 config.yaml (command-line flags as keys)"),
+)
+
+
+def _foreign(data: Any) -> str:
+    if not isinstance(data, dict):
+        return ""
+    for keys, what in _FOREIGN:
+        if keys & set(data) and not set(data) & {f.metadata["key"] for f in dataclasses.fields(ClusterConfig)}:
+            return what
+    return ""
+
+
 def parse_config(data: Any, source: str = "mke.yaml") -> ClusterConfig:
-    """Validate an already-parsed YAML document; errors are prefixed with ``source``."""
+    """Validate an already-parsed YAML document. Every error is one line prefixed with ``source``,
+    and all of them are reported at once (the ConfigError's message has one line per error)."""
+    foreign = _foreign(data)
+    if foreign:
+        raise ConfigError(f"{source}: this looks like {foreign}, not an mke.yaml; mke has its own format: "
+                          "`mke config create` prints it with every key and its default")
+    errors: list[str] = []
+    cfg = _parse_section(ClusterConfig, data, "", errors)
+    if errors:
+        raise ConfigError("\n".join(f"{source}: {e}" for e in errors))
     try:
-        cfg = _parse_section(ClusterConfig, data, "")
         _cross_check(cfg)
-        return cfg
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
+    return cfg
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+@functools.cache
+def _strict_loader() -> type:
+    """yaml.SafeLoader, except that a key given twice in one mapping is an error (PyYAML keeps the
+    last one silently, so `api:` written twice would drop the first section without a word)."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    raise _DuplicateKey(f"line {line}: key {key!r} is given twice (first at line {seen[key]}); "
+                                        "keep one")
+                seen[key] = line
+            return super().construct_mapping(node, deep=deep)
+
+    return StrictLoader
 
 
 def load_config(path: Path | None) -> ClusterConfig:
@@ -375,7 +442,9 @@ def load_config(path: Path | None) -> ClusterConfig:
     except OSError as e:
         raise ConfigError(f"{path}: cannot read the config: {e.strerror}") from e
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_strict_loader())  # a SafeLoader that refuses duplicate keys
+    except _DuplicateKey as e:
+        raise ConfigError(f"{path}: {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
