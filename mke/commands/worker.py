@@ -50,17 +50,20 @@ def parse_extra(values: list[str], what: str) -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     from mke.node.datadir import data_dir_from, refuse_system_dir
-    from mke.node.hostinfo import node_name
+    from mke.node.hostinfo import host_addresses, node_name
     from mke.worker.context import WorkerOptions
-    from mke.worker.kubelet import parse_taint
+    from mke.worker.kubelet import check_label, check_node_ip, check_node_name, parse_taint
     from mke.worker.node import Worker
 
     token = read_token(args)
+    # every flag is checked before anything starts (kubelet would refuse these only after containerd ran)
     for t in args.taint:
         parse_taint(t)
+    for label in args.label:
+        check_label(label)
     options = WorkerOptions(
-        node_name=(args.name or node_name()).lower(),
-        node_ip=args.node_ip,
+        node_name=check_node_name((args.name or node_name()).lower()),
+        node_ip=check_node_ip(args.node_ip, host_addresses()) if args.node_ip else None,
         labels=tuple(args.label),
         taints=tuple(args.taint),
         cgroup_root=args.cgroup_root,
