@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable
 
@@ -35,6 +36,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("worker", "join this host to a cluster as a worker node (token from `mke token create`)"),
     "airgap": ("airgap", "air-gap helpers: list-images"),
 }
+
+
+# Commands that change the host (namespaces, mounts, cgroups, /etc, services): refused up front
+# for other users, with the sudo hint, instead of failing halfway on the first PermissionError.
+NEEDS_ROOT = ("server", "worker", "reset", "install")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -74,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         parser = make_parser(only if only in COMMANDS else None)
         args = parser.parse_args(argv)
         run: Callable[[argparse.Namespace], int] = args._run
+        if args.command in NEEDS_ROOT and os.geteuid() != 0 and not getattr(args, "check", False):
+            raise HostError(f"mke {args.command} needs root (it sets up the host's network, mounts and cgroups): "
+                            f"run it as root (sudo mke {args.command} ...)")
         return run(args)
     except (MkeError, OSError) as e:
         if debug:

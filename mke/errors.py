@@ -117,6 +117,8 @@ class HostError(MkeError):
         reason = e.strerror or str(e) or type(e).__name__
         if isinstance(e, FileExistsError) and paths and not os.path.isdir(paths[0]):
             reason = "exists and is not a directory"  # mkdir(exist_ok=True) on a file
+        if isinstance(e, PermissionError) and os.geteuid() != 0:
+            reason += "; run it as root (sudo mke ...)"
         return cls(f"{' -> '.join(paths)}: {reason}" if paths else reason)
 
 
