@@ -51,6 +51,8 @@ class _Parser(argparse.ArgumentParser):
 def make_parser(only: str | None = None) -> argparse.ArgumentParser:
     p = _Parser(prog="mke", description="mke: single-binary Kubernetes distribution")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    p.add_argument("--version", action="version", version=f"mke {__version__}",
+                   help="print mke's version and exit (`mke version` lists the embedded components)")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         if only is not None and name != only:
