@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fips": ("fips", "check that every embedded binary and the runtime's crypto are FIPS (fips check)"),
     "worker": ("worker", "join this host to a cluster as a worker node (token from `mke token create`)"),
     "airgap": ("airgap", "air-gap helpers: list-images"),
+    "sysinfo": ("sysinfo", "check what this host offers a controller and a worker (PASS/WARN/FAIL)"),
 }
 
 

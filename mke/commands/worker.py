@@ -28,6 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pod-logs-dir", default="/var/log/pods", help="where kubelet keeps container logs")
     p.add_argument("--kubelet-arg", action="append", default=[], metavar="FLAG=VALUE",
                    help="extra kubelet flag (repeatable), e.g. --kubelet-arg=v=2")
+    p.add_argument("--ignore-sysinfo", action="store_true",
+                   help="start even when a host check fails (mke sysinfo --role worker lists them)")
 
 
 def read_token(args: argparse.Namespace) -> str | None:
@@ -70,7 +72,13 @@ def run(args: argparse.Namespace) -> int:
         pod_logs_dir=str(refuse_system_dir(Path(args.pod_logs_dir).absolute(), "--pod-logs-dir")),
         extra_args={"kubelet": parse_extra(args.kubelet_arg, "--kubelet-arg")},
     )
-    worker = Worker(data_dir=data_dir_from(args.data_dir), bin_dir=args.bin_dir, options=options, token=token)
+    from mke.commands.sysinfo import preflight
+    from mke.config import default_config
+
+    data_dir = data_dir_from(args.data_dir)
+    # the network provider's modules are known only after joining: the worker checks them then
+    preflight(default_config(), ("worker",), data_dir, ignore=args.ignore_sysinfo)
+    worker = Worker(data_dir=data_dir, bin_dir=args.bin_dir, options=options, token=token)
     t0 = time.monotonic()
 
     stop_on_signals(worker.stopping)
