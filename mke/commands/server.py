@@ -51,14 +51,15 @@ def run(args: argparse.Namespace) -> int:
     from mke.network import get as network_get
 
     roles = ("controller", "worker") if cfg.control_plane.worker else ("controller",)
-    preflight(cfg, roles, data_dir, ignore=args.ignore_sysinfo,
-              modules=network_get(cfg.network.provider).kernel_modules if cfg.control_plane.worker else ())
+    notes = preflight(cfg, roles, data_dir, ignore=args.ignore_sysinfo,
+                      modules=network_get(cfg.network.provider).kernel_modules if cfg.control_plane.worker else ())
     if token:
         from mke.join import join_control_plane
 
         cfg, join = join_control_plane(token, cfg, data_dir=data_dir, name=args.name)
     ctl = Controller(cfg, data_dir=data_dir, bin_dir=args.bin_dir, name=args.name, join=join,
                      manifests=not args.no_manifests)
+    ctl.notes += notes
     t0 = time.monotonic()
 
     stop_on_signals(ctl.stopping)

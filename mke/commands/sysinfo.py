@@ -69,20 +69,21 @@ def check(cfg: ClusterConfig, roles: tuple[str, ...], data_dir: Path, *, modules
 
 
 def preflight(cfg: ClusterConfig, roles: tuple[str, ...], data_dir: Path, *, ignore: bool,
-              modules: tuple[str, ...] = ()) -> None:
-    """Before ``server``/``worker`` start anything: every FAIL and WARN on stderr; a FAIL stops the
-    start (PreflightError naming the first) unless ``ignore``."""
+              modules: tuple[str, ...] = ()) -> list[str]:
+    """Before ``server``/``worker`` write anything: a FAIL stops the start (every FAIL listed on
+    stderr, then PreflightError naming the first) unless ``ignore``. Returns the lines to say once
+    the node runs (WARNs, and the FAILs that ``ignore`` let through)."""
     from mke.errors import PreflightError
     from mke.node.sysinfo import FAIL, WARN
 
     results = check(cfg, roles, data_dir, modules=modules)
     fails = [r for r in results if r.verdict == FAIL]
-    for r in results:
-        if r.verdict == WARN or (r.verdict == FAIL and ignore):
-            print(f"mke: sysinfo: {r.line()}", file=sys.stderr, flush=True)
     if fails and not ignore:
-        more = f" (and {len(fails) - 1} more: mke sysinfo lists them)" if len(fails) > 1 else ""
+        for r in fails[1:]:
+            print(f"mke: sysinfo: {r.line()}", file=sys.stderr, flush=True)
+        more = f" (and the {len(fails) - 1} above)" if len(fails) > 1 else ""
         raise PreflightError(f"sysinfo: {fails[0].line()}{more}; fix it, or start with --ignore-sysinfo")
+    return [f"sysinfo: {r.line()}" for r in results if r.verdict in (WARN, FAIL)]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -77,8 +77,9 @@ def run(args: argparse.Namespace) -> int:
 
     data_dir = data_dir_from(args.data_dir)
     # the network provider's modules are known only after joining: the worker checks them then
-    preflight(default_config(), ("worker",), data_dir, ignore=args.ignore_sysinfo)
+    notes = preflight(default_config(), ("worker",), data_dir, ignore=args.ignore_sysinfo)
     worker = Worker(data_dir=data_dir, bin_dir=args.bin_dir, options=options, token=token)
+    worker.notes += notes
     t0 = time.monotonic()
 
     stop_on_signals(worker.stopping)

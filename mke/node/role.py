@@ -11,6 +11,7 @@ role adds (``status_extra()``).
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -38,6 +39,7 @@ class NodeRole:
         self.phase = "starting"
         self.started_at = time.time()
         self.locked = False
+        self.notes: list[str] = []  # said once this role owns the data dir (sysinfo's warnings)
 
     # -- what each role provides
 
@@ -64,6 +66,8 @@ class NodeRole:
         self.lock.acquire()
         self.locked = True
         self.status_file.remove()  # left by an mke that was killed
+        for note in self.notes:  # not before: a start refused for bad input says one line, nothing else
+            print(f"mke: {note}", file=sys.stderr, flush=True)
 
     def status(self) -> dict[str, Any]:
         return {
