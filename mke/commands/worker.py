@@ -26,6 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="register the node with this taint (repeatable)")
     p.add_argument("--cgroup-root", default="", help="parent cgroup for pods (default: the root cgroup)")
     p.add_argument("--pod-logs-dir", default="/var/log/pods", help="where kubelet keeps container logs")
+    p.add_argument("--registries", type=Path, metavar="FILE",
+                   help="registry mirrors and TLS for containerd: a YAML file with mirrors: and configs: "
+                        "(the registries section of mke.yaml; docs/airgap.md)")
     p.add_argument("--kubelet-arg", action="append", default=[], metavar="FLAG=VALUE",
                    help="extra kubelet flag (repeatable), e.g. --kubelet-arg=v=2")
 
@@ -58,6 +61,12 @@ def run(args: argparse.Namespace) -> int:
     token = read_token(args)
     for t in args.taint:
         parse_taint(t)
+    registries = {}
+    if args.registries is not None:
+        from mke.config import load_registries
+
+        path = args.registries.absolute()
+        registries = {"registries": load_registries(path), "registries_source": str(path)}
     options = WorkerOptions(
         node_name=(args.name or node_name()).lower(),
         node_ip=args.node_ip,
@@ -66,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         cgroup_root=args.cgroup_root,
         pod_logs_dir=str(refuse_system_dir(Path(args.pod_logs_dir).absolute(), "--pod-logs-dir")),
         extra_args={"kubelet": parse_extra(args.kubelet_arg, "--kubelet-arg")},
+        **registries,
     )
     worker = Worker(data_dir=data_dir_from(args.data_dir), bin_dir=args.bin_dir, options=options, token=token)
     t0 = time.monotonic()
