@@ -6,7 +6,7 @@ so two workers on one host (network namespaces in the tests) never share state, 
 ``mke reset`` knows where to look. The CRI plugin uses the host's cgroup driver (systemd
 or cgroupfs, the same as kubelet's), runc from the bin dir, the sandbox (pause) image
 the cluster names, the CNI config dir the network provider writes, and the registry
-hosts dir (mirrors, registry TLS: mke/worker/registries.py) for CRI pulls and ``ctr``.
+hosts dir (mirrors, registry TLS: mke/worker/registries.py) for CRI pulls.
 
 ``ImageImport`` runs ``ctr images import`` for every ``<data-dir>/images/*.tar`` whose
 images are not all in containerd yet (namespace ``k8s.io``, where kubelet's images live),
@@ -71,13 +71,10 @@ state = {_toml_str(str(p.containerd_state))}
   # kubelet's images come from the air-gap bundles when no registry is reachable
   [plugins.'io.containerd.cri.v1.images'.pinned_images]
     sandbox = {_toml_str(ctx.settings.pause_image)}
-  # mirrors and registry TLS: one hosts.toml per registry (mke/worker/registries.py)
+  # mirrors and registry TLS: one hosts.toml per registry (mke/worker/registries.py); kubelet's
+  # pulls read it, `ctr images pull` only with --hosts-dir
   [plugins.'io.containerd.cri.v1.images'.registry]
     config_path = {hosts_dir}
-
-# the same for the transfer service (`ctr images pull` without --hosts-dir)
-[plugins.'io.containerd.transfer.v1.local']
-  config_path = {hosts_dir}
 
 [plugins.'io.containerd.cri.v1.runtime']
   # pod network namespaces are bind-mounted under the state dir, not /run/netns (reset finds them)

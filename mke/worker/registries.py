@@ -123,6 +123,8 @@ class HostsDir:
                 raise ConfigError(f"{target}: exists and was not written by mke; remove it, or drop {name} "
                                   "from the registries configuration")
         stale = sorted(before - set(files))
+        if not files and not before:
+            return [], []  # nothing configured, nothing of mke's to remove: no trace
         if files:
             self.root.mkdir(parents=True, exist_ok=True, mode=0o755)
         self._save(before | set(files))  # recorded before written: a crash leaves nothing unaccounted for
@@ -143,6 +145,5 @@ class HostsDir:
             except OSError:
                 pass
             removed.append(name)
-        if files or before:
-            self._save(set(files))
+        self._save(set(files))
         return sorted(files), removed
