@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable
 
@@ -34,7 +35,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fips": ("fips", "check that every embedded binary and the runtime's crypto are FIPS (fips check)"),
     "worker": ("worker", "join this host to a cluster as a worker node (token from `mke token create`)"),
     "airgap": ("airgap", "air-gap helpers: list-images"),
+    "sysinfo": ("sysinfo", "check what this host offers a controller and a worker (PASS/WARN/FAIL)"),
 }
+
+
+# Commands that change the host (namespaces, mounts, cgroups, /etc, services): refused up front
+# for other users, with the sudo hint, instead of failing halfway on the first PermissionError.
+NEEDS_ROOT = ("server", "worker", "reset", "install")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,6 +52,8 @@ class _Parser(argparse.ArgumentParser):
 def make_parser(only: str | None = None) -> argparse.ArgumentParser:
     p = _Parser(prog="mke", description="mke: single-binary Kubernetes distribution")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    p.add_argument("--version", action="version", version=f"mke {__version__}",
+                   help="print mke's version and exit (`mke version` lists the embedded components)")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         if only is not None and name != only:
@@ -55,6 +64,11 @@ def make_parser(only: str | None = None) -> argparse.ArgumentParser:
             mod.add_arguments(sp)
             sp.set_defaults(_run=mod.run)
     return p
+
+
+def warn(msg: str) -> None:
+    """One warning line on stderr (the command goes on)."""
+    print(f"mke: warning: {msg}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,15 +83,19 @@ def main(argv: list[str] | None = None) -> int:
         parser = make_parser(only if only in COMMANDS else None)
         args = parser.parse_args(argv)
         run: Callable[[argparse.Namespace], int] = args._run
+        if args.command in NEEDS_ROOT and os.geteuid() != 0 and not getattr(args, "check", False):
+            raise HostError(f"mke {args.command} needs root (it sets up the host's network, mounts and cgroups): "
+                            f"run it as root (sudo mke {args.command} ...)")
         return run(args)
     except (MkeError, OSError) as e:
         if debug:
             raise
         err = e if isinstance(e, MkeError) else HostError.from_os_error(e)
-        print(f"mke: error: {err}", file=sys.stderr)
+        for line in str(err).splitlines() or [""]:  # a config with three errors says all three
+            print(f"mke: error: {line}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         return 130
 
 
-__all__ = ["COMMANDS", "__version__", "main"]
+__all__ = ["COMMANDS", "__version__", "main", "warn"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import ipaddress
 import re
 from collections.abc import Callable, Mapping
@@ -441,23 +442,38 @@ class ClusterConfig:
 # ---------------------------------------------------------------- loading
 
 
-def _parse_section(cls: type, data: Any, where: str) -> Any:
+def _parse_section(cls: type, data: Any, where: str, errors: list[str] | None = None) -> Any:
+    """``data`` as ``cls``; every bad key or value is appended to ``errors`` (all of them, not just
+    the first) and None returned when there was any; without ``errors`` the first one raises."""
+    collect = errors if errors is not None else []
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise _fail(where or "(top level)", f"expected a mapping, got {type(data).__name__}")
+        collect.append(str(_fail(where or "(top level)", f"expected a mapping, got {type(data).__name__}")))
+        if errors is None:
+            raise ConfigError(collect[0])
+        return None
     fields = {f.metadata["key"]: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
+    before = len(collect)
     for key, value in data.items():
         path = f"{where}.{key}" if where else str(key)
         f = fields.get(key)
         if f is None:
-            raise _fail(path, f"unknown key{_hint(str(key), fields)}")
+            collect.append(str(_fail(path, f"unknown key{_hint(str(key), fields)}")))
+            continue
         section = _SECTIONS.get(f.type) if isinstance(f.type, str) else None
-        if section is not None:
-            kwargs[f.name] = _parse_section(section, value, path)
-        else:
-            kwargs[f.name] = f.metadata["check"](value, path)
+        try:
+            if section is not None:
+                kwargs[f.name] = _parse_section(section, value, path, collect)
+            else:
+                kwargs[f.name] = f.metadata["check"](value, path)
+        except ConfigError as e:
+            collect.append(str(e))
+    if len(collect) > before:
+        if errors is None:
+            raise ConfigError(collect[before])
+        return None
     return cls(**kwargs)
 
 
@@ -509,14 +525,65 @@ def _check_registries(r: RegistriesConfig, prefix: str) -> None:
                                                              "certFile and keyFile")
 
 
+# Top-level keys of other distributions' config files: a hint instead of "unknown key".
+_FOREIGN = (
+    ({"apiVersion", "kind", "spec"}, "a k0s configuration (apiVersion/kind/spec)"),
+    ({"write-kubeconfig-mode", "tls-san", "cluster-cidr", "service-cidr", "node-label", "disable", "token",
+      "server", "datastore-endpoint", "flannel-backend", "node-ip", "data-dir", "cluster-init"},
+     "a k3s/RKE2 config.yaml (command-line flags as keys)"),
+)
+
+
+def _foreign(data: Any) -> str:
+    if not isinstance(data, dict):
+        return ""
+    for keys, what in _FOREIGN:
+        if keys & set(data) and not set(data) & {f.metadata["key"] for f in dataclasses.fields(ClusterConfig)}:
+            return what
+    return ""
+
+
 def parse_config(data: Any, source: str = "mke.yaml") -> ClusterConfig:
-    """Validate an already-parsed YAML document; errors are prefixed with ``source``."""
+    """Validate an already-parsed YAML document. Every error is one line prefixed with ``source``,
+    and all of them are reported at once (the ConfigError's message has one line per error)."""
+    foreign = _foreign(data)
+    if foreign:
+        raise ConfigError(f"{source}: this looks like {foreign}, not an mke.yaml; mke has its own format: "
+                          "`mke config create` prints it with every key and its default")
+    errors: list[str] = []
+    cfg = _parse_section(ClusterConfig, data, "", errors)
+    if errors:
+        raise ConfigError("\n".join(f"{source}: {e}" for e in errors))
     try:
-        cfg = _parse_section(ClusterConfig, data, "")
         _cross_check(cfg)
-        return cfg
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
+    return cfg
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+@functools.cache
+def _strict_loader() -> type:
+    """yaml.SafeLoader, except that a key given twice in one mapping is an error (PyYAML keeps the
+    last one silently, so `api:` written twice would drop the first section without a word)."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    raise _DuplicateKey(f"line {line}: key {key!r} is given twice (first at line {seen[key]}); "
+                                        "keep one")
+                seen[key] = line
+            return super().construct_mapping(node, deep=deep)
+
+    return StrictLoader
 
 
 def load_config(path: Path | None) -> ClusterConfig:
@@ -534,7 +601,9 @@ def _read_yaml(path: Path, what: str) -> Any:
     except OSError as e:
         raise ConfigError(f"{path}: cannot read {what}: {e.strerror}") from e
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_strict_loader())  # a SafeLoader that refuses duplicate keys
+    except _DuplicateKey as e:
+        raise ConfigError(f"{path}: {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -544,15 +613,18 @@ def _read_yaml(path: Path, what: str) -> Any:
 def parse_registries(data: Any, source: str) -> RegistriesConfig:
     """A registries file (``mke worker --registries``): the ``registries`` section of mke.yaml
     at the top level (``mirrors:``, ``configs:``)."""
+    if isinstance(data, dict) and "registries" in data:
+        raise ConfigError(f"{source}: registries: this file holds what mke.yaml's registries section does, at the "
+                          "top level: mirrors: and configs:")
+    errors: list[str] = []
+    r = _parse_section(RegistriesConfig, data, "", errors)
+    if errors:
+        raise ConfigError("\n".join(f"{source}: {e}" for e in errors))
     try:
-        if isinstance(data, dict) and "registries" in data:
-            raise _fail("registries", "this file holds what mke.yaml's registries section does, at the top level: "
-                                      "mirrors: and configs:")
-        r = _parse_section(RegistriesConfig, data, "")
         _check_registries(r, "")
-        return r
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
+    return r
 
 
 def load_registries(path: Path) -> RegistriesConfig:
@@ -562,6 +634,62 @@ def load_registries(path: Path) -> RegistriesConfig:
 
 def default_config() -> ClusterConfig:
     return ClusterConfig()
+
+
+# ---------------------------------------------------------------- the running server's configuration
+
+RUNNING_CONFIG_NAME = "config.json"
+
+
+def running_config_path(data_dir: Path) -> Path:
+    """``<data-dir>/run/config.json``: the effective configuration of the mke server running there
+    (mke.yaml with the command line's overrides), written 0600 at start, removed at stop."""
+    from mke.node.datadir import run_dir
+
+    return run_dir(data_dir) / RUNNING_CONFIG_NAME
+
+
+def write_running_config(data_dir: Path, cfg: ClusterConfig) -> None:
+    import json
+
+    from mke.node.files import write_file_atomic
+
+    write_file_atomic(running_config_path(data_dir), json.dumps(config_to_dict(cfg), indent=1).encode(), 0o600)
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out |= _flat(v, f"{prefix}.{k}" if prefix else str(k))
+    return out
+
+
+def node_config(data_dir: Path, path: Path | None, *, warn: Callable[[str], None] | None = None) -> ClusterConfig:
+    """The configuration a command on a controller acts on: the running server's (the one source of
+    truth on a node, so that ``mke token create`` without ``--config`` still carries the server's
+    api.externalAddress), else ``path``'s (or the defaults). A ``--config`` that differs from the
+    running one is reported through ``warn`` and not used."""
+    import json
+
+    from mke.node.datadir import holder_pid
+
+    running = running_config_path(data_dir)
+    if holder_pid(data_dir) is None or not running.exists():
+        return load_config(path)
+    try:
+        data = json.loads(running.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{running}: cannot read the running server's configuration: {e}") from e
+    cfg = parse_config(data, f"{running} (the running server's configuration)")
+    if path is not None and warn is not None:
+        given = _flat(config_to_dict(load_config(path)))
+        differs = sorted(k for k in given.keys() | _flat(data).keys() if given.get(k) != _flat(data).get(k))
+        if differs:
+            warn(f"{path} differs from the configuration of the mke server running with {data_dir} "
+                 f"({', '.join(differs[:4])}{', ...' if len(differs) > 4 else ''}); using the running one")
+    return cfg
 
 
 def config_to_dict(obj: Any) -> Any:

@@ -24,7 +24,7 @@ from mke.components.controller_manager import KubeControllerManager
 from mke.components.konnectivity import KonnectivityServer
 from mke.components.manager import ComponentManager
 from mke.components.scheduler import KubeScheduler
-from mke.config import ClusterConfig
+from mke.config import ClusterConfig, running_config_path, write_running_config
 from mke.errors import MkeError
 from mke.node.binaries import BinaryResolver
 from mke.node.datadir import DEFAULT_DATA_DIR
@@ -117,6 +117,7 @@ class Controller(NodeRole):
     def prepare(self) -> None:
         """Lock the data dir, ensure the PKI and find the binaries."""
         self.lock_data_dir()
+        write_running_config(self.data_dir, self.config)  # what `mke token`/`kubeconfig` act on
         self.ctx.pki.ensure(self.pki_request())
         self.ctx.binaries.prefetch(self.binary_names())
 
@@ -223,3 +224,5 @@ class Controller(NodeRole):
         if self.worker is not None:
             self.worker.stop()
             self.worker = None
+        if self.locked:  # never another server's (a start refused with BusyError stops too)
+            running_config_path(self.data_dir).unlink(missing_ok=True)

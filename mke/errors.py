@@ -20,6 +20,7 @@ stderr, the class's exit code, no traceback (``--debug`` shows it).
       13  HostError           the host refused a file operation (an OSError)
       14  KernelModuleError   a kernel module mke needs is missing or cannot be loaded
       15  ImageError          a container image could not be built, or an archive is not one mke wrote
+      16  PreflightError      the host fails a check a component needs (mke sysinfo)
 """
 
 from __future__ import annotations
@@ -117,6 +118,8 @@ class HostError(MkeError):
         reason = e.strerror or str(e) or type(e).__name__
         if isinstance(e, FileExistsError) and paths and not os.path.isdir(paths[0]):
             reason = "exists and is not a directory"  # mkdir(exist_ok=True) on a file
+        if isinstance(e, PermissionError) and os.geteuid() != 0:
+            reason += "; run it as root (sudo mke ...)"
         return cls(f"{' -> '.join(paths)}: {reason}" if paths else reason)
 
 
@@ -130,3 +133,9 @@ class ImageError(MkeError):
     """A container image could not be built, or an archive is not one mke wrote (the message says which)."""
 
     exit_code = 15
+
+
+class PreflightError(MkeError):
+    """The host fails a check a component needs (``mke sysinfo`` lists them; the message names the first)."""
+
+    exit_code = 16

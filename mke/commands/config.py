@@ -10,7 +10,7 @@ from pathlib import Path
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     sub.add_parser("create", help="print the full default configuration")
-    v = sub.add_parser("validate", help="check a configuration file; names the field of the first error")
+    v = sub.add_parser("validate", help="check a configuration file; every error, one line each naming its field")
     v.add_argument("--config", "-c", type=Path, required=False, help="the file to check (or give it as argument)")
     v.add_argument("file", nargs="?", type=Path, help="the file to check")
 

@@ -17,19 +17,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     lv.add_argument("--peer-url", help="the member to remove (default: this controller's)")
     for sp in (ls, lv):
         add_data_dir(sp)
-        sp.add_argument("--config", "-c", type=Path, help="mke.yaml (for the etcd ports)")
+        sp.add_argument("--config", "-c", type=Path, help="mke.yaml, when no server runs here (a running server's own configuration wins)")
 
 
 def run(args: argparse.Namespace) -> int:
     from mke import storage
-    from mke.config import load_config
+    from mke.cli import warn
+    from mke.config import node_config
     from mke.errors import KubeAPIError, UsageError
     from mke.etcdapi import EtcdClient
     from mke.node.datadir import data_dir_from, read_status
     from mke.node.hostinfo import url_host
 
     data_dir = data_dir_from(args.data_dir)
-    cfg = load_config(args.config)
+    cfg = node_config(data_dir, args.config, warn=warn)
     if not storage.get(cfg.storage.type).has_members:
         raise UsageError(f"storage.type is {cfg.storage.type}: there is no etcd cluster to manage")
     client = EtcdClient(f"https://127.0.0.1:{cfg.storage.etcd.client_port}", data_dir / "pki")

@@ -21,6 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--enable-worker", action="store_true", help="also run a (tainted) worker on this host")
     p.add_argument("--no-taints", action="store_true", help="with --enable-worker: do not taint this node")
     p.add_argument("--name", help="node name (default: the host name)")
+    p.add_argument("--ignore-sysinfo", action="store_true",
+                   help="start even when a host check fails (mke sysinfo lists them)")
     p.add_argument("--no-manifests", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -45,6 +47,12 @@ def run(args: argparse.Namespace) -> int:
 
     token = token_argument(args.token, args.token_file)  # before anything is written
     data_dir = data_dir_from(args.data_dir)
+    from mke.commands.sysinfo import preflight
+    from mke.network import get as network_get
+
+    roles = ("controller", "worker") if cfg.control_plane.worker else ("controller",)
+    preflight(cfg, roles, data_dir, ignore=args.ignore_sysinfo,
+              modules=network_get(cfg.network.provider).kernel_modules if cfg.control_plane.worker else ())
     if token:
         from mke.join import join_control_plane
 

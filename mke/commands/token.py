@@ -20,11 +20,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     inv.add_argument("token", nargs="+")
     for sp in (c, ls, inv):
         add_data_dir(sp)
-        sp.add_argument("--config", "-c", type=Path, help="mke.yaml (for api.externalAddress)")
+        sp.add_argument("--config", "-c", type=Path, help="mke.yaml, when no server runs here (a running server's own configuration wins)")
 
 
 def _client_and_urls(args: argparse.Namespace):
-    from mke.config import load_config
+    from mke.cli import warn
+    from mke.config import node_config
     from mke.errors import PKIError
     from mke.kubeapi import KubeClient
     from mke.node.datadir import data_dir_from, read_status
@@ -34,7 +35,7 @@ def _client_and_urls(args: argparse.Namespace):
     kubeconfig = data_dir / "pki" / "admin.conf"
     if not kubeconfig.exists():
         raise PKIError(f"{kubeconfig}: missing; run `mke token` on a controller where `mke server` ran")
-    cfg = load_config(args.config)
+    cfg = node_config(data_dir, args.config, warn=warn)
     status = read_status(data_dir)
     return KubeClient.from_kubeconfig(kubeconfig), api_url(cfg, status), mke_api_url(cfg, status), data_dir
 

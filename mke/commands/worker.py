@@ -31,6 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(the registries section of mke.yaml; docs/airgap.md)")
     p.add_argument("--kubelet-arg", action="append", default=[], metavar="FLAG=VALUE",
                    help="extra kubelet flag (repeatable), e.g. --kubelet-arg=v=2")
+    p.add_argument("--ignore-sysinfo", action="store_true",
+                   help="start even when a host check fails (mke sysinfo --role worker lists them)")
 
 
 def read_token(args: argparse.Namespace) -> str | None:
@@ -53,14 +55,17 @@ def parse_extra(values: list[str], what: str) -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     from mke.node.datadir import data_dir_from, refuse_system_dir
-    from mke.node.hostinfo import node_name
+    from mke.node.hostinfo import host_addresses, node_name
     from mke.worker.context import WorkerOptions
-    from mke.worker.kubelet import parse_taint
+    from mke.worker.kubelet import check_label, check_node_ip, check_node_name, parse_taint
     from mke.worker.node import Worker
 
     token = read_token(args)
+    # every flag is checked before anything starts (kubelet would refuse these only after containerd ran)
     for t in args.taint:
         parse_taint(t)
+    for label in args.label:
+        check_label(label)
     registries = {}
     if args.registries is not None:
         from mke.config import load_registries
@@ -68,8 +73,8 @@ def run(args: argparse.Namespace) -> int:
         path = args.registries.absolute()
         registries = {"registries": load_registries(path), "registries_source": str(path)}
     options = WorkerOptions(
-        node_name=(args.name or node_name()).lower(),
-        node_ip=args.node_ip,
+        node_name=check_node_name((args.name or node_name()).lower()),
+        node_ip=check_node_ip(args.node_ip, host_addresses()) if args.node_ip else None,
         labels=tuple(args.label),
         taints=tuple(args.taint),
         cgroup_root=args.cgroup_root,
@@ -77,7 +82,13 @@ def run(args: argparse.Namespace) -> int:
         extra_args={"kubelet": parse_extra(args.kubelet_arg, "--kubelet-arg")},
         **registries,
     )
-    worker = Worker(data_dir=data_dir_from(args.data_dir), bin_dir=args.bin_dir, options=options, token=token)
+    from mke.commands.sysinfo import preflight
+    from mke.config import default_config
+
+    data_dir = data_dir_from(args.data_dir)
+    # the network provider's modules are known only after joining: the worker checks them then
+    preflight(default_config(), ("worker",), data_dir, ignore=args.ignore_sysinfo)
+    worker = Worker(data_dir=data_dir, bin_dir=args.bin_dir, options=options, token=token)
     t0 = time.monotonic()
 
     stop_on_signals(worker.stopping)

@@ -102,8 +102,9 @@ def holder_pid(data_dir: Path) -> int | None:
     """The pid of the mke holding ``data_dir``'s lock, None when no mke runs there (-1: unknown pid)."""
     try:
         fd = os.open(run_dir(data_dir) / LOCK_NAME, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
+    # PermissionError goes up: a user who may not look cannot be told "not running" (issue 19)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)

@@ -11,6 +11,7 @@ so the apiserver can verify kubelet when it proxies logs, exec and metrics.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,69 @@ def parse_taint(text: str) -> dict[str, str]:
     if value:
         out["value"] = value
     return out
+
+
+_LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+# What the NodeRestriction admission plugin lets a kubelet set on its own Node in the kubernetes.io and
+# k8s.io namespaces (kubelet --node-labels): these keys, or the kubelet./node. prefixes.
+_KUBELET_LABELS = {
+    "kubernetes.io/hostname", "kubernetes.io/arch", "kubernetes.io/os", "beta.kubernetes.io/arch",
+    "beta.kubernetes.io/os", "beta.kubernetes.io/instance-type", "node.kubernetes.io/instance-type",
+    "failure-domain.beta.kubernetes.io/region", "failure-domain.beta.kubernetes.io/zone",
+    "topology.kubernetes.io/region", "topology.kubernetes.io/zone",
+}
+
+
+def check_label(text: str) -> tuple[str, str]:
+    """``key=value`` as a node label kubelet may set on itself, or a UsageError saying why not."""
+    from mke.errors import UsageError
+
+    key, eq, value = text.partition("=")
+    prefix, slash, name = key.rpartition("/")
+    if not eq:
+        raise UsageError(f"--label {text!r}: expected KEY=VALUE")
+    if not _LABEL_NAME.fullmatch(name) or (slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix))):
+        raise UsageError(f"--label {text!r}: {key!r} is not a label key ([prefix/]name: name up to 63 of "
+                         "A-Z a-z 0-9 - _ . beginning and ending with a letter or digit, prefix a DNS subdomain)")
+    if value and not _LABEL_NAME.fullmatch(value):
+        raise UsageError(f"--label {text!r}: {value!r} is not a label value (up to 63 of A-Z a-z 0-9 - _ ., "
+                         "beginning and ending with a letter or digit, or empty)")
+    namespace = prefix.endswith(("kubernetes.io", "k8s.io"))
+    if namespace and key not in _KUBELET_LABELS and not prefix.startswith(("kubelet.kubernetes.io", "node.kubernetes.io")) \
+            and not prefix.endswith((".kubelet.kubernetes.io", ".node.kubernetes.io")):
+        raise UsageError(f"--label {text!r}: a kubelet may not set {prefix}/ labels on its own node (the "
+                         "NodeRestriction admission plugin refuses them, e.g. node-role.kubernetes.io); "
+                         "set it with `mke kubectl label node` once the node has joined")
+    return key, value
+
+
+def check_node_name(name: str) -> str:
+    """A node name Kubernetes accepts (a lower-case RFC 1123 subdomain), or a UsageError."""
+    from mke.errors import UsageError
+
+    if len(name) > 253 or not _DNS_SUBDOMAIN.fullmatch(name):
+        raise UsageError(f"--name {name!r}: a node name must be a lower-case DNS name (a-z 0-9 - ., "
+                         "at most 253 characters, beginning and ending with a letter or digit)")
+    return name
+
+
+def check_node_ip(text: str, host_addresses: tuple[str, ...]) -> str:
+    """An address of this host usable as the node's InternalIP (kubelet refuses any other), or a UsageError."""
+    import ipaddress
+
+    from mke.errors import UsageError
+
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        raise UsageError(f"--node-ip {text!r}: not an IP address") from None
+    if ip.is_loopback or ip.is_unspecified or ip.is_multicast:
+        raise UsageError(f"--node-ip {text}: a loopback, unspecified or multicast address cannot be a node's address")
+    if str(ip) not in host_addresses:
+        have = ", ".join(host_addresses) or "none"
+        raise UsageError(f"--node-ip {text}: not an address of this host (it has: {have}); kubelet would refuse it")
+    return str(ip)
 
 
 def client_cert_status(kubeconfig: Path, *, now: dt.datetime | None = None) -> tuple[bool, str]:

@@ -26,7 +26,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _dist() -> Path:
-    return Path(os.environ.get("MKE_BENCH_DIST") or REPO / "dist")
+    """MKE_BENCH_DIST made absolute against the directory the bench was started in (the baseline
+    build runs PyInstaller in another directory, where a relative path crashed it)."""
+    return Path(os.environ.get("MKE_BENCH_DIST") or REPO / "dist").absolute()
 
 
 def paired(a: list[str], b: list[str], *, runs: int, env: dict | None = None, setup_a=None, setup_b=None

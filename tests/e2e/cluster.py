@@ -214,8 +214,9 @@ class E2ECluster:
             raise AssertionError(f"ctr {' '.join(args)} on {host}: {proc.stderr.strip()}")
         return proc.stdout
 
-    def start_controller(self) -> Proc:
-        self.outside("ctl", CONFIG).write_text("api:\n  address: 10.200.0.1\n")
+    def start_controller(self, config: str = "") -> Proc:
+        """``mke server`` on ctl; ``config`` is more mke.yaml (top-level sections besides ``api``)."""
+        self.outside("ctl", CONFIG).write_text("api:\n  address: 10.200.0.1\n" + config)
         argv = ["/mke", "server", "--config", str(CONFIG), "--data-dir", str(DATA), "--name", "ctl"]
         self.controller = Proc("controller", self.host("ctl"), argv, self.base / "logs" / "ctl.log",
                                env=HOST_ENV).start()
@@ -297,8 +298,51 @@ class E2ECluster:
         if self.controller is not None:
             self.controller.stop()
 
+    def teardown(self) -> None:
+        """Stop every mke, reset every host that has a data dir, drop roots and namespaces."""
+        self.stop_all()
+        for name in self.roots:
+            if (self.data_dir(name) / "run").exists():
+                self.run(name, "reset", "--data-dir", str(DATA), timeout=300, check=False)
+        self.destroy()
+
     def summary(self) -> dict:
         return {"ready_seconds": self.ready_seconds}
+
+
+def clean_slate(base: Path, network: Network) -> None:
+    """Stop and remove what an interrupted (or kept) run under ``base`` left: its mke processes, roots,
+    namespaces (those of ``network``'s prefix)."""
+    for pid_file in base.glob("roots/*/var/lib/mke*/run/mke.lock"):
+        stop_holder(pid_file.parent.parent)
+    for root in base.glob("roots/*"):
+        if root.name.startswith("."):
+            continue
+        for data in root.glob("var/lib/mke*"):
+            if (data / "run").exists():
+                subprocess.run(["nsenter", f"--mount={base / 'roots' / '.mntns' / root.name}",
+                                f"--net=/run/netns/{network.prefix}{root.name}", "--", "/mke", "reset", "--data-dir",
+                                "/" + str(data.relative_to(root))],
+                               capture_output=True, timeout=300, env=HOST_ENV, check=False)
+        subprocess.run(["umount", "-l", str(base / "roots" / ".mntns" / root.name)], capture_output=True, check=False)
+    release_nsdir(base / "roots")
+    network.destroy()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def stop_holder(data_dir: Path) -> None:
+    """SIGTERM the mke that holds ``data_dir``'s lock (left running by a kept run), SIGKILL after 60 s."""
+    from mke.node.datadir import holder_pid
+
+    pid = holder_pid(data_dir)
+    if not pid or pid < 0:
+        return
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(600):
+        if holder_pid(data_dir) is None:
+            return
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
 
 
 def netfilter_leftovers(netns: str, bins: Path | None = None) -> list[str]:

@@ -10,17 +10,13 @@ cluster running after the tests for a look around.
 from __future__ import annotations
 
 import os
-import shutil
-import signal
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.e2e.bareroot import missing_host_tools, release_nsdir
-from tests.e2e.cluster import BASE, DATA, HOST_ENV, E2ECluster, build_testapp_image, dump, mke_file
+from tests.e2e.bareroot import missing_host_tools
+from tests.e2e.cluster import BASE, E2ECluster, build_testapp_image, clean_slate, dump, mke_file
 from tests.e2e.netns import InNetns, Network
 
 BARE = ["ctl", "w1", "w2", "bad"]
@@ -48,29 +44,10 @@ def require() -> None:
         pytest.fail(f"{exe} is not a static executable; build it again with `nox -s build`")
 
 
-def clean_slate() -> None:
-    """Stop and remove what an interrupted (or MKE_E2E_KEEP=1) run left: its mke processes, roots, namespaces."""
-    for pid_file in BASE.glob("roots/*/var/lib/mke*/run/mke.lock"):
-        stop_holder(pid_file.parent.parent)
-    for root in BASE.glob("roots/*"):
-        if root.name.startswith("."):
-            continue
-        for data in root.glob("var/lib/mke*"):
-            if (data / "run").exists():
-                subprocess.run(["nsenter", f"--mount={BASE / 'roots' / '.mntns' / root.name}",
-                                f"--net=/run/netns/mke-e2e-{root.name}", "--", "/mke", "reset", "--data-dir",
-                                "/" + str(data.relative_to(root))],
-                               capture_output=True, timeout=300, env=HOST_ENV, check=False)
-        subprocess.run(["umount", "-l", str(BASE / "roots" / ".mntns" / root.name)], capture_output=True, check=False)
-    release_nsdir(BASE / "roots")
-    Network().destroy()
-    shutil.rmtree(BASE, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def cluster():
     require()
-    clean_slate()
+    clean_slate(BASE, Network())
     BASE.mkdir(parents=True)
     (BASE / "logs").mkdir()
     t0 = time.monotonic()
@@ -95,31 +72,8 @@ def cluster():
             yield c
     finally:
         if not os.environ.get("MKE_E2E_KEEP"):
-            teardown(c)
+            c.teardown()
         print(f"[e2e] total {time.monotonic() - t0:.0f}s; logs in {BASE / 'logs'}", file=sys.stderr)
-
-
-def teardown(c: E2ECluster) -> None:
-    c.stop_all()
-    for name in c.roots:
-        if (c.data_dir(name) / "run").exists():
-            c.run(name, "reset", "--data-dir", str(DATA), timeout=300, check=False)
-    c.destroy()
-
-
-def stop_holder(data_dir: Path) -> None:
-    """SIGTERM the mke that holds ``data_dir``'s lock (left running by MKE_E2E_KEEP=1), SIGKILL after 60 s."""
-    from mke.node.datadir import holder_pid
-
-    pid = holder_pid(data_dir)
-    if not pid or pid < 0:
-        return
-    os.kill(pid, signal.SIGTERM)
-    for _ in range(600):
-        if holder_pid(data_dir) is None:
-            return
-        time.sleep(0.1)
-    os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")

@@ -314,6 +314,10 @@ def check_cluster(server: MkeServer) -> None:
     from mke.tokens import decode_token
 
     tok = decode_token(tok_str, role="worker")
+    # one source of truth: without --config the token carries the running server's api.externalAddress
+    external = yaml.safe_load(server.config_path.read_text()).get("api", {}).get("externalAddress")
+    if external:
+        assert tok.api_url == f"https://{external}:{server.port}"
     secret = core.read_namespaced_secret(f"bootstrap-token-{tok.token_id}", "kube-system")
     assert secret.type == "bootstrap.kubernetes.io/token"
     data = {k: base64.b64decode(v).decode() for k, v in secret.data.items()}
@@ -345,7 +349,8 @@ def check_cluster(server: MkeServer) -> None:
 
 def test_server_with_etcd_survives_kills(tmp_path: Path, bin_dir: Path | None) -> None:
     bins = require(bin_dir, "etcd", *CORE)
-    server = MkeServer(tmp_path, bins, base_config(bin_dir=bins))
+    # behind a load balancer: `mke token create` (no --config) must still put this address in tokens
+    server = MkeServer(tmp_path, bins, base_config(bin_dir=bins) | {"api": {"externalAddress": "lb.mke.test"}})
     try:
         took = server.start()
         print(f"mke server (etcd) ready in {took:.1f}s")

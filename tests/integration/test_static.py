@@ -366,3 +366,35 @@ def test_runtime_is_reproducible(tmp_path):
     shared = runtime.build_runtime(Cache(default_cache_dir()), spec, "linux/amd64", source_date_epoch=default_epoch())
     fresh = runtime.build_runtime(Cache(tmp_path / "cache"), spec, "linux/amd64", source_date_epoch=default_epoch())
     assert [p.sha256 for p in fresh.parts] == [p.sha256 for p in shared.parts]
+
+
+def test_non_root_gets_one_line_with_the_sudo_hint(dist, tmp_path):
+    """Issue 19: as another user, commands that change the host are refused up front, and commands
+    that only read a root-owned data dir say so; before, `server` and friends ended in a PermissionError
+    traceback and `mke status` said mke was not running."""
+    spec, data = make_root("empty", tmp_path, dist / "mke")
+    home = spec.path / "home" / "u"
+    home.mkdir(parents=True)
+    os.chown(home, 65534, 65534)
+    (data / "run").mkdir(parents=True, exist_ok=True)
+    (data / "run" / "mke.lock").write_text("1\n")
+    os.chmod(data, 0o700)
+    before = sorted(p.name for p in data.rglob("*"))
+    cases = {
+        ("server",): (13, "mke server needs root"),
+        ("worker", "sometoken"): (13, "mke worker needs root"),
+        ("reset",): (13, "mke reset needs root"),
+        ("install", "controller"): (13, "mke install needs root"),
+        ("status",): (13, "Permission denied; run it as root"),
+        ("token", "create", "--role=worker"): (13, "Permission denied; run it as root"),
+        ("kubeconfig", "admin"): (13, "Permission denied; run it as root"),
+    }
+    from mke.errors import HostError
+
+    for argv, (code, says) in cases.items():
+        r = in_root(spec, "/mke", *argv, "--data-dir", DATA, env={"HOME": "/home/u"}, uid=65534, gid=65534)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == HostError.exit_code == code, (argv, r.stderr)
+        assert len(lines) == 1 and lines[0].startswith("mke: error:") and says in lines[0], (argv, r.stderr)
+        assert "sudo" in lines[0]
+    assert sorted(p.name for p in data.rglob("*")) == before

@@ -106,3 +106,10 @@ def test_debug_is_accepted_after_the_subcommand_too():
     assert r.returncode == 13 and "Traceback" not in r.stderr
     r = mke("kubectl", "--data-dir", "/nonexistent", "--", "get", "pods", "--debug")  # kubectl's, not mke's
     assert r.returncode == 2 and "Traceback" not in r.stderr and "no admin kubeconfig" in r.stderr
+
+
+def test_version_flag():
+    from mke import __version__
+
+    r = mke("--version")
+    assert r.returncode == 0 and r.stdout == f"mke {__version__}\n", r.stderr

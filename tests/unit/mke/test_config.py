@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -129,3 +130,54 @@ def test_derived_addresses_and_overrides() -> None:
     assert changed.control_plane.worker and not cfg.control_plane.worker
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.api.port = 1  # type: ignore[misc]  # frozen
+
+
+# -- issue 19: every config error at once, duplicate keys, other distributions' files
+
+
+def test_every_error_is_reported_at_once_one_line_each(tmp_path):
+    p = tmp_path / "mke.yaml"
+    p.write_text("api:\n  port: 99999\n  adress: 10.0.0.1\nnetwork:\n  podCIDR: nope\nbogus: 1\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    lines = str(e.value).splitlines()
+    assert len(lines) == 4, lines
+    assert all(line.startswith(f"{p}: ") for line in lines)
+    text = str(e.value)
+    assert "api.port" in text and "api.adress: unknown key (did you mean 'address'?)" in text
+    assert "network.podCIDR" in text and "bogus: unknown key" in text
+
+
+def test_the_cli_prints_each_error_on_its_own_line(tmp_path):
+    p = tmp_path / "mke.yaml"
+    p.write_text("api:\n  port: 0\nnetwork:\n  podCIDR: nope\n")
+    res = subprocess.run([sys.executable, "-m", "mke", "config", "validate", str(p)], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert res.returncode == ConfigError.exit_code
+    lines = res.stderr.splitlines()
+    assert len(lines) == 2 and all(line.startswith(f"mke: error: {p}: ") for line in lines), res.stderr
+    assert "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("text,key,first", [
+    ("api:\n  port: 6443\napi:\n  port: 7443\n", "api", 1),
+    ("api:\n  port: 6443\n  port: 7443\n", "port", 2),
+])
+def test_a_key_given_twice_is_an_error(tmp_path, text, key, first):
+    p = tmp_path / "mke.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=rf"{p}: line \d+: key '{key}' is given twice \(first at line {first}\)"):
+        load_config(p)
+
+
+@pytest.mark.parametrize("text,what", [
+    ("apiVersion: k0s.k0sproject.io/v1beta1\nkind: ClusterConfig\nspec:\n  api:\n    address: 10.0.0.1\n", "k0s"),
+    ("write-kubeconfig-mode: '0644'\ntls-san:\n  - lb.example.com\n", "k3s"),
+])
+def test_another_distributions_config_gets_a_hint(tmp_path, text, what):
+    p = tmp_path / "mke.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert len(str(e.value).splitlines()) == 1
+    assert what in str(e.value) and "mke config create" in str(e.value)

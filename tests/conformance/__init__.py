@@ -1,0 +1,1 @@
+"""The Kubernetes conformance run (``nox -s conformance``): see tests/conformance/run.py."""
