@@ -183,6 +183,112 @@ def _extra_args(v: Any, where: str) -> Mapping[str, Mapping[str, str]]:
     return out
 
 
+# ---------------------------------------------------------------- registries (per node)
+# Keys are registry names as image references spell them (host[:port]); "*" (mirrors only)
+# means every registry without its own entry (containerd's _default).
+
+_REGISTRY_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[0-9]{1,5})?$")
+
+
+def _registry_name(v: Any, where: str, *, wildcard: bool) -> str:
+    if not isinstance(v, str):
+        raise _fail(where, f"expected a registry name such as registry.k8s.io, got {type(v).__name__} {v!r}")
+    if v == "*" and wildcard:
+        return v
+    if "://" in v or "/" in v:
+        raise _fail(where, f"{v!r}: a registry name is host[:port] as image references spell it (such as "
+                           "registry.k8s.io or 10.0.0.1:5000), not a URL or a path")
+    if v != v.lower():
+        raise _fail(where, f"{v!r}: registry names are lowercase, as in image references")
+    m = _REGISTRY_NAME_RE.match(v)
+    if not m or (m.group(4) and not 1 <= int(m.group(4)[1:]) <= 65535):
+        extra = ' or "*" (every other registry)' if wildcard else ""
+        raise _fail(where, f"{v!r} is not a registry name host[:port]{extra}")
+    return v
+
+
+def endpoint_url(v: Any, where: str) -> str:
+    """A mirror endpoint: http(s)://host[:port][/path], https when no scheme is given."""
+    import urllib.parse
+
+    s = _str(v, where).strip()
+    if not s:
+        raise _fail(where, "empty endpoint")
+    url = s if "://" in s else f"https://{s}"
+    u = urllib.parse.urlsplit(url)
+    if u.scheme not in ("http", "https"):
+        raise _fail(where, f"{s!r}: the scheme must be https:// (the default) or http:// (plain HTTP)")
+    if u.username is not None or u.password is not None:
+        raise _fail(where, f"{u.scheme}://...@{u.hostname}: credentials do not belong in an endpoint URL "
+                           "(mke would write them to disk); use an imagePullSecret")
+    if u.query or u.fragment:
+        raise _fail(where, f"{s!r}: an endpoint has no query or fragment")
+    try:
+        port = u.port
+    except ValueError:
+        raise _fail(where, f"{s!r}: the port is not a number 1-65535") from None
+    if not u.hostname or port == 0:
+        raise _fail(where, f"{s!r} is not an endpoint URL such as https://mirror.example.com or http://10.0.0.1:5000")
+    _host(u.hostname, where)
+    path = u.path.rstrip("/")
+    return f"{u.scheme}://{u.netloc}{path}"
+
+
+def _endpoints(v: Any, where: str) -> tuple[str, ...]:
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, list) or not v:
+        raise _fail(where, f"expected a list of endpoint URLs such as [https://mirror.example.com], got {v!r}")
+    out = tuple(endpoint_url(x, f"{where}[{i}]") for i, x in enumerate(v))
+    for i, e in enumerate(out):
+        if e in out[:i]:
+            raise _fail(f"{where}[{i}]", f"{e} is listed twice")
+    return out
+
+
+def _pem_file(marker: str, what: str) -> Callable[[Any, str], str]:
+    def check(v: Any, where: str) -> str:
+        s = _str(v, where)
+        if not s:
+            return s
+        path = Path(s)
+        if not path.is_absolute():
+            raise _fail(where, f"{s!r}: give an absolute path (containerd reads it on every pull)")
+        try:
+            text = path.read_bytes()
+        except IsADirectoryError:
+            raise _fail(where, f"{s}: is a directory, not a {what} file") from None
+        except OSError as e:
+            raise _fail(where, f"{s}: cannot read it: {e.strerror}") from None
+        if marker.encode() not in text:
+            raise _fail(where, f"{s}: not a PEM {what} (no '-----BEGIN {marker}')")
+        return s
+
+    return check
+
+
+def _mapping_of(cls: type, *, wildcard: bool, refuse: Mapping[str, str]) -> Callable[[Any, str], Mapping[str, Any]]:
+    """host -> section ``cls``; a key in ``refuse`` is an error with that explanation."""
+
+    def check(v: Any, where: str) -> Mapping[str, Any]:
+        if v is None:
+            return {}
+        if not isinstance(v, dict):
+            raise _fail(where, f"expected a mapping of registry name to settings, got {v!r}")
+        out = {}
+        for name, section in v.items():
+            w = f"{where}[{name}]"
+            host = _registry_name(name, w, wildcard=wildcard)
+            if isinstance(section, dict):
+                for key, why in refuse.items():
+                    if key in section:
+                        raise _fail(f"{w}.{key}", why)
+            out[host] = _parse_section(cls, section, w)
+        return out
+
+    return check
+
+
 def _hint(word: str, choices: Any) -> str:
     by_lower = {c.lower(): c for c in choices}
     close = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
@@ -283,6 +389,42 @@ class ImagesConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RegistryMirror:
+    """Where to pull a registry's images from: each endpoint in order, then the registry itself."""
+
+    endpoints: tuple[str, ...] = _key("endpoints", _endpoints, default=())
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegistryHost:
+    """How to talk TLS to one registry host (a mirror endpoint's host, or a registry of its own)."""
+
+    ca_file: str = _key("caFile", _pem_file("CERTIFICATE", "certificate"), default="")
+    cert_file: str = _key("certFile", _pem_file("CERTIFICATE", "certificate"), default="")
+    key_file: str = _key("keyFile", _pem_file("PRIVATE KEY", "private key"), default="")
+    insecure_skip_verify: bool = _key("insecureSkipVerify", _bool, default=False)
+
+
+_NO_AUTH = ("not supported: mke writes no registry credentials to disk; give pods an imagePullSecret "
+            "(docs/airgap.md, Registry mirrors and private registries)")
+_K3S_TLS = "write caFile, certFile, keyFile and insecureSkipVerify directly under the host (k3s nests them in tls)"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegistriesConfig:
+    """Registry mirrors and per-host TLS for this node's containerd (a node's own setting:
+    a joining controller keeps its own, and ``mke worker --registries FILE`` reads the same schema)."""
+
+    mirrors: Mapping[str, RegistryMirror] = _key(
+        "mirrors", _mapping_of(RegistryMirror, wildcard=True, refuse={"endpoint": "did you mean 'endpoints'?",
+                                                                      "rewrite": "rewrites are not supported"}),
+        default_factory=dict)
+    configs: Mapping[str, RegistryHost] = _key(
+        "configs", _mapping_of(RegistryHost, wildcard=False, refuse={"auth": _NO_AUTH, "tls": _K3S_TLS}),
+        default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
 class ClusterConfig:
     api: APIConfig = _key("api", default_factory=APIConfig)
     network: NetworkConfig = _key("network", default_factory=NetworkConfig)
@@ -291,6 +433,7 @@ class ClusterConfig:
     control_plane: ControlPlaneConfig = _key("controlPlane", default_factory=ControlPlaneConfig)
     images: ImagesConfig = _key("images", default_factory=ImagesConfig)
     extra_args: Mapping[str, Mapping[str, str]] = _key("extraArgs", _extra_args, default_factory=dict)
+    registries: RegistriesConfig = _key("registries", default_factory=RegistriesConfig)
 
     def args_for(self, component: str) -> dict[str, str]:
         return dict(self.extra_args.get(component, {}))
@@ -337,7 +480,7 @@ def _parse_section(cls: type, data: Any, where: str, errors: list[str] | None = 
 _SECTIONS: dict[str, type] = {
     c.__name__: c
     for c in (APIConfig, NetworkConfig, EtcdConfig, KineConfig, StorageConfig, KonnectivityConfig,
-              ControlPlaneConfig, ImagesConfig, ClusterConfig)
+              ControlPlaneConfig, ImagesConfig, RegistriesConfig, ClusterConfig)
 }
 
 
@@ -368,6 +511,18 @@ def _cross_check(cfg: ClusterConfig) -> None:
     for comp in cfg.extra_args:
         if comp in others:
             raise _fail(f"extraArgs.{comp}", f"{comp} does not run with storage.type {cfg.storage.type}")
+    _check_registries(cfg.registries, "registries.")
+
+
+def _check_registries(r: RegistriesConfig, prefix: str) -> None:
+    for name, mirror in r.mirrors.items():
+        if not mirror.endpoints:
+            raise _fail(f"{prefix}mirrors[{name}]", "needs endpoints: a list of URLs to pull its images from")
+    for name, host in r.configs.items():
+        if bool(host.cert_file) != bool(host.key_file):
+            have, lacks = ("certFile", "keyFile") if host.cert_file else ("keyFile", "certFile")
+            raise _fail(f"{prefix}configs[{name}].{lacks}", f"{have} is set: a client certificate needs both "
+                                                             "certFile and keyFile")
 
 
 # Top-level keys of other distributions' config files: a hint instead of "unknown key".
@@ -435,21 +590,46 @@ def load_config(path: Path | None) -> ClusterConfig:
     """Read and validate ``path``; ``None`` gives the default configuration."""
     if path is None:
         return default_config()
+    return parse_config(_read_yaml(Path(path), "the config"), str(path))
+
+
+def _read_yaml(path: Path, what: str) -> Any:
     import yaml
 
     try:
-        text = Path(path).read_text()
+        text = path.read_text()
     except OSError as e:
-        raise ConfigError(f"{path}: cannot read the config: {e.strerror}") from e
+        raise ConfigError(f"{path}: cannot read {what}: {e.strerror}") from e
     try:
-        data = yaml.load(text, Loader=_strict_loader())  # a SafeLoader that refuses duplicate keys
+        return yaml.load(text, Loader=_strict_loader())  # a SafeLoader that refuses duplicate keys
     except _DuplicateKey as e:
         raise ConfigError(f"{path}: {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"{path}: not valid YAML{at}: {getattr(e, 'problem', e)}") from e
-    return parse_config(data, str(path))
+
+
+def parse_registries(data: Any, source: str) -> RegistriesConfig:
+    """A registries file (``mke worker --registries``): the ``registries`` section of mke.yaml
+    at the top level (``mirrors:``, ``configs:``)."""
+    if isinstance(data, dict) and "registries" in data:
+        raise ConfigError(f"{source}: registries: this file holds what mke.yaml's registries section does, at the "
+                          "top level: mirrors: and configs:")
+    errors: list[str] = []
+    r = _parse_section(RegistriesConfig, data, "", errors)
+    if errors:
+        raise ConfigError("\n".join(f"{source}: {e}" for e in errors))
+    try:
+        _check_registries(r, "")
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    return r
+
+
+def load_registries(path: Path) -> RegistriesConfig:
+    """Read and validate a registries file."""
+    return parse_registries(_read_yaml(Path(path), "the registries file"), str(path))
 
 
 def default_config() -> ClusterConfig:

@@ -213,7 +213,9 @@ class Controller(NodeRole):
                 description="mke server --enable-worker").encode()
         taints = ("node-role.kubernetes.io/control-plane:NoSchedule",) if self.config.control_plane.taints else ()
         self.worker = Worker(data_dir=self.worker_data_dir, bin_dir=self.bin_dir,
-                             options=WorkerOptions(node_name=self.ctx.node_name, taints=taints), token=token,
+                             options=WorkerOptions(node_name=self.ctx.node_name, taints=taints,
+                                                   registries=self.config.registries,
+                                                   registries_source="mke.yaml registries"), token=token,
                              sink=self.ctx.sink, backoff_initial=self.ctx.backoff_initial)
         self.worker.stopping = self.stopping
         self.worker.bring_up()

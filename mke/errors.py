@@ -7,7 +7,7 @@ stderr, the class's exit code, no traceback (``--debug`` shows it).
     code  class
        1  MkeError            root
        2  UsageError          bad command line
-       3  ConfigError         mke.yaml invalid
+       3  ConfigError         mke.yaml (or a registries file) invalid
        4  PayloadError        embedded payload missing, truncated or tampered with
        5  StagingError        a binary could not be staged
        6  TokenError          join token malformed, expired or for another role/cluster

@@ -204,10 +204,14 @@ def join_control_plane(token: str, local: ClusterConfig, *, data_dir: Path, name
             private_dir(target.parent)
             write_file_atomic(target, content, 0o600 if rel.endswith(".key") else 0o644)
         write_file_atomic(state, json.dumps({k: v for k, v in doc.items() if k != "files"}).encode(), 0o600)
-    cfg = parse_config(doc["config"], f"{tok.mke_api_url} (cluster config)")
+    # registries are a node's own (file paths on that host): a joining controller keeps its mke.yaml's
+    cluster = doc.get("config")
+    if isinstance(cluster, dict):
+        cluster = {k: v for k, v in cluster.items() if k != "registries"}
+    cfg = parse_config(cluster, f"{tok.mke_api_url} (cluster config)")
     # This host's own address, not the first controller's.
     from mke.config import with_overrides
 
     cfg = with_overrides(cfg, **{"api.address": local.api.address, "storage.etcd.peer_address":
-                                 local.storage.etcd.peer_address})
+                                 local.storage.etcd.peer_address, "registries": local.registries})
     return cfg, {k: v for k, v in doc.items() if k not in ("files", "config")}

@@ -20,6 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", "-c", type=Path, help="controller: mke.yaml")
     add_data_dir(p)
     p.add_argument("--enable-worker", action="store_true", help="controller: also run a worker")
+    p.add_argument("--registries", type=Path, metavar="FILE",
+                   help="worker: registry mirrors and TLS (a controller has them in mke.yaml)")
     p.add_argument("--unit-dir", type=Path, default=UNIT_DIR, help="where to write the unit (default %(default)s)")
     p.add_argument("--force", action="store_true", help="replace an existing unit")
 
@@ -44,6 +46,8 @@ def unit_text(args: argparse.Namespace) -> str:
             cmd.append("--enable-worker")
     else:
         cmd.append("worker")
+        if args.registries:
+            cmd += ["--registries", str(args.registries.absolute())]
     if args.data_dir:
         cmd += ["--data-dir", str(args.data_dir.absolute())]
     if args.token_file:
@@ -85,6 +89,13 @@ def run(args: argparse.Namespace) -> int:
         data_dir = data_dir_from(args.data_dir)
         args.token_file = data_dir / f"{args.role}-token"
         write_file_atomic(args.token_file, args.token.strip().encode() + b"\n", 0o600)
+    if args.registries is not None:
+        if args.role != "worker":
+            raise UsageError("--registries is for mke install worker; a controller reads the registries "
+                             "section of its mke.yaml (--config)")
+        from mke.config import load_registries
+
+        load_registries(args.registries)  # refuse a bad file now, not when the service starts
     if args.role == "worker" and not args.token_file:
         raise UsageError("mke install worker needs a join token (argument or --token-file)")
     path = args.unit_dir / f"mke-{args.role}.service"

@@ -26,6 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="register the node with this taint (repeatable)")
     p.add_argument("--cgroup-root", default="", help="parent cgroup for pods (default: the root cgroup)")
     p.add_argument("--pod-logs-dir", default="/var/log/pods", help="where kubelet keeps container logs")
+    p.add_argument("--registries", type=Path, metavar="FILE",
+                   help="registry mirrors and TLS for containerd: a YAML file with mirrors: and configs: "
+                        "(the registries section of mke.yaml; docs/airgap.md)")
     p.add_argument("--kubelet-arg", action="append", default=[], metavar="FLAG=VALUE",
                    help="extra kubelet flag (repeatable), e.g. --kubelet-arg=v=2")
     p.add_argument("--ignore-sysinfo", action="store_true",
@@ -63,6 +66,12 @@ def run(args: argparse.Namespace) -> int:
         parse_taint(t)
     for label in args.label:
         check_label(label)
+    registries = {}
+    if args.registries is not None:
+        from mke.config import load_registries
+
+        path = args.registries.absolute()
+        registries = {"registries": load_registries(path), "registries_source": str(path)}
     options = WorkerOptions(
         node_name=check_node_name((args.name or node_name()).lower()),
         node_ip=check_node_ip(args.node_ip, host_addresses()) if args.node_ip else None,
@@ -71,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         cgroup_root=args.cgroup_root,
         pod_logs_dir=str(refuse_system_dir(Path(args.pod_logs_dir).absolute(), "--pod-logs-dir")),
         extra_args={"kubelet": parse_extra(args.kubelet_arg, "--kubelet-arg")},
+        **registries,
     )
     from mke.commands.sysinfo import preflight
     from mke.config import default_config

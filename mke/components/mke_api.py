@@ -503,7 +503,9 @@ class MkeAPI(Component):
         files = {}
         for rel in SHARED_FILES:
             files[rel] = base64.b64encode((self.ctx.pki_dir / rel).read_bytes()).decode()
-        answer: dict[str, Any] = {"files": files, "config": config_to_dict(self.ctx.config)}
+        # registries are this node's own (their files are paths on this host): not the cluster's
+        config = {k: v for k, v in config_to_dict(self.ctx.config).items() if k != "registries"}
+        answer: dict[str, Any] = {"files": files, "config": config}
         with self._admit_lock:  # one membership change at a time
             answer.update(storage.get(self.ctx.config.storage.type).admit_controller(self.ctx, name, peer))
             self.joined.append(name)

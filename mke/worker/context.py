@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mke.config import RegistriesConfig
 from mke.node.binaries import BinaryResolver
 from mke.supervisor import LogSink
 from mke.worker.host import CgroupInfo
@@ -74,6 +75,14 @@ class WorkerPaths:
         return self.data_dir / "containerd"
 
     @property
+    def registry_hosts_dir(self) -> Path:  # containerd's hosts.toml per registry (mke/worker/registries.py)
+        return self.containerd_root / "certs.d"
+
+    @property
+    def registry_hosts_record(self) -> Path:  # the entries of registry_hosts_dir mke wrote
+        return self.worker_dir / "registry-hosts.json"
+
+    @property
     def containerd_state(self) -> Path:
         return self.run_dir / "containerd"
 
@@ -117,6 +126,9 @@ class WorkerOptions:
     cgroup_root: str = ""  # "" = kubelet's default (the root cgroup)
     pod_logs_dir: str = "/var/log/pods"
     extra_args: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # component -> flag -> value
+    # mirrors and registry TLS (mke.yaml's registries, or mke worker --registries FILE)
+    registries: RegistriesConfig = field(default_factory=RegistriesConfig)
+    registries_source: str = "registries"  # the file they came from, for the generated files' comments
 
     def args_for(self, component: str) -> dict[str, str]:
         return dict(self.extra_args.get(component, {}))

@@ -69,11 +69,14 @@ def test_join_writes_the_shared_files_with_their_modes_and_remembers_the_join(fi
     tmp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp))
     data = tmp_path / "ctl-2"
-    cfg, join = join_control_plane(fc.join_token().encode(), LOCAL, data_dir=data, name="ctl-2",
+    local = parse_config({"api": {"address": "192.0.2.11"},
+                          "registries": {"mirrors": {"docker.io": {"endpoints": ["http://192.0.2.99:5000"]}}}})
+    cfg, join = join_control_plane(fc.join_token().encode(), local, data_dir=data, name="ctl-2",
                                    peer_address="192.0.2.11")
 
     assert join == {"etcd_initial_cluster": "ctl-1=https://192.0.2.10:2380,ctl-2=https://192.0.2.11:2380"}
     assert cfg.api.address == "192.0.2.11"  # this host's, not the first controller's
+    assert cfg.registries == local.registries  # a node's own, never the first controller's
     assert cfg.api.port == fc.ctx.config.api.port and cfg.storage == fc.ctx.config.storage
     pki = data / "pki"
     for rel in SHARED_FILES:
@@ -83,7 +86,8 @@ def test_join_writes_the_shared_files_with_their_modes_and_remembers_the_join(fi
     assert (mode(data), mode(pki), mode(pki / "etcd")) == (0o700, 0o700, 0o700)
     state = json.loads((data / "join.json").read_text())
     assert mode(data / "join.json") == 0o600 and "files" not in state
-    assert state["config"] == json.loads(json.dumps(config_to_dict(fc.ctx.config)))
+    cluster = {k: v for k, v in config_to_dict(fc.ctx.config).items() if k != "registries"}
+    assert state["config"] == json.loads(json.dumps(cluster))
     assert list(tmp.iterdir()) == []  # the token's CA never went through a file
     assert fc.api.joined == ["ctl-2"]
 
