@@ -34,7 +34,7 @@ def test_os_error_is_one_line_naming_the_path(data_dir, reason):
 
 
 def test_os_error_with_debug_shows_the_traceback():
-    r = mke("--debug", "server", "--data-dir", "/etc/passwd")
+    r = mke("--debug", "server", "--data-dir", "/etc/passwd", "--ignore-sysinfo")
     assert r.returncode == 1 and "Traceback" in r.stderr and "FileExistsError" in r.stderr
 
 
@@ -100,9 +100,9 @@ def test_reset_refuses_a_directory_that_is_not_mkes(tmp_path):
 
 def test_debug_is_accepted_after_the_subcommand_too():
     """`mke server --debug ...` used to fail with 'unrecognized arguments' (as a traceback, exit 1)."""
-    r = mke("server", "--data-dir", "/etc/passwd", "--debug")
+    r = mke("server", "--data-dir", "/etc/passwd", "--debug", "--ignore-sysinfo")
     assert r.returncode == 1 and "FileExistsError" in r.stderr  # the traceback --debug asks for
-    r = mke("server", "--data-dir", "/etc/passwd")
+    r = mke("server", "--data-dir", "/etc/passwd", "--ignore-sysinfo")
     assert r.returncode == 13 and "Traceback" not in r.stderr
     r = mke("kubectl", "--data-dir", "/nonexistent", "--", "get", "pods", "--debug")  # kubectl's, not mke's
     assert r.returncode == 2 and "Traceback" not in r.stderr and "no admin kubeconfig" in r.stderr
