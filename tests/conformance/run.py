@@ -28,6 +28,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tests.conformance import ociregistry, report
+from tests.conformance.quick import QUICK
+from tests.conformance.quick import focus as quick_focus
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = Path(os.environ.get("MKE_CONFORMANCE_DIR", "/var/tmp/mke-conformance"))
@@ -231,7 +233,9 @@ class Run:
                         reported[name] = o
         storage = "etcd" if self.args.storage == "etcd" else "kine (SQLite)"
         self.extra["ginkgo procs (parallel part)"] = str(self.args.procs)
-        if self.args.focus:
+        if self.args.quick:
+            self.extra["focus"] = f"the quick subset ({len(QUICK)} tests, tests/conformance/quick.py)"
+        elif self.args.focus:
             self.extra["focus"] = f"`{self.args.focus}` (a partial run)"
         if error:
             self.extra["run error"] = error
@@ -259,6 +263,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--storage", choices=["etcd", "kine"], default="etcd", help="the controller's datastore")
     p.add_argument("--procs", type=int, default=4, help="ginkgo processes for the parallel part (default 4)")
     p.add_argument("--focus", default="", help="a regular expression: run only the conformance tests it matches")
+    p.add_argument("--quick", action="store_true",
+                   help=f"only the quick subset (tests/conformance/quick.py: {len(QUICK)} tests), as nox -s e2e runs it")
     p.add_argument("--parts", choices=["all", "parallel", "serial"], default="all")
     p.add_argument("--timeout", default="24h", help="ginkgo's suite timeout")
     p.add_argument("--dist", type=Path, default=REPO / "dist", help="where dist/mke is")
@@ -270,6 +276,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.procs < 1:
         p.error(f"--procs {args.procs}: give 1 or more")
+    if args.quick:
+        if args.focus:
+            p.error("--quick and --focus: give one")
+        args.focus = quick_focus()
     if args.focus:
         import re
 

@@ -144,3 +144,30 @@ def test_split_ref(ref, want):
 def test_split_ref_needs_a_tag():
     with pytest.raises(PushError):
         split_ref("registry.k8s.io/pause")
+
+
+def test_the_quick_focus_selects_exactly_the_quick_tests():
+    import re
+
+    from tests.conformance.quick import QUICK, focus
+
+    rx = re.compile(focus())
+    assert all(rx.search(name) for name in QUICK)
+    others = ["[sig-node] Pods should be submitted and removed gracefully [Conformance]",
+              "[sig-network] DNS should provide DNS for the cluster with a twist [Conformance]",
+              "x [sig-network] DNS should provide DNS for the cluster [Conformance]",
+              "[sig-apps] Deployment should run [Conformance]"]
+    assert [o for o in others if rx.search(o)] == []
+
+
+def test_the_quick_tests_are_conformance_tests_of_the_embedded_version():
+    """Every quick name is in upstream's list (needs the kubernetes module the suite builds from)."""
+    from tests.conformance.quick import QUICK
+    from tests.conformance.run import UsageError, conformance_yaml, kubernetes_version
+
+    try:
+        path = conformance_yaml(kubernetes_version())
+    except UsageError:
+        pytest.skip("k8s.io/kubernetes is not in the build cache (nox -s conformance-build downloads it)")
+    listed = {e.codename for e in report.load_expected(path)}
+    assert [q for q in QUICK if q not in listed] == []
