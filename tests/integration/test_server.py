@@ -314,6 +314,9 @@ def check_cluster(server: MkeServer) -> None:
     from mke.tokens import decode_token
 
     tok = decode_token(tok_str, role="worker")
+    # health for monitoring: every component running, /readyz, no certificate expired
+    st = server.mke("status", check=False)
+    assert st.returncode == 0 and "health:     ok" in st.stdout, st.stdout + st.stderr
     # one source of truth: without --config the token carries the running server's api.externalAddress
     external = yaml.safe_load(server.config_path.read_text()).get("api", {}).get("externalAddress")
     if external:
