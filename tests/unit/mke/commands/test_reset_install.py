@@ -28,7 +28,7 @@ def test_lock_and_holder(tmp_path: Path) -> None:
         assert res.returncode == 11 and f"pid {os.getpid()}" in res.stderr
         assert tmp_path.exists()
         res = mke("status", "--data-dir", str(tmp_path))  # running, but no status yet
-        assert res.returncode == 0 and "starting" in res.stdout
+        assert res.returncode == 7 and "starting" in res.stdout  # not healthy until it runs
     finally:
         lock.release()
     assert holder_pid(tmp_path) is None
