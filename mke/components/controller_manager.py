@@ -4,6 +4,7 @@ bootstrap tokens, allocates node pod CIDRs."""
 from __future__ import annotations
 
 from mke.components.base import SupervisedComponent, https_ok
+from mke.node.tls import K8S_MIN_VERSION, go_cipher_suites
 
 SECURE_PORT = 10257
 
@@ -35,6 +36,8 @@ class KubeControllerManager(SupervisedComponent):
             f"--service-cluster-ip-range={cfg.network.service_cidr}",
             "--leader-elect=true",
             "--profiling=false",
+            f"--tls-min-version={K8S_MIN_VERSION}",
+            f"--tls-cipher-suites={go_cipher_suites()}",
             # its default, /usr/libexec/kubernetes/..., would be created on the host outside the data dir
             f"--flex-volume-plugin-dir={self.ctx.data_dir / 'kube-controller-manager' / 'volume-plugins'}",
         ]

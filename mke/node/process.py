@@ -163,3 +163,30 @@ def write_pid_file(path: Path, pid: int) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(f"{pid} {start_time(pid) or 0} {boot_id() or '-'}\n")
     os.replace(tmp, path)
+
+
+def hide_in_cmdline(secret: str) -> bool:
+    """Overwrite ``secret`` with ``*`` in this process's own command line, which every user of
+    the host can read (``/proc/<pid>/cmdline``, ``ps``); True once it is no longer there.
+
+    The kernel shows the argument area of the process's memory (``arg_start``..``arg_end`` in
+    /proc/self/stat); it is rewritten through /proc/self/mem, as setproctitle does. Python
+    keeps its own copy of the arguments, so ``sys.argv`` is unchanged. Until this runs (a
+    fraction of a second after exec) the secret was visible: ``--token-file`` never shows it.
+    """
+    needle = secret.encode()
+    if not needle:
+        return True
+    try:
+        stat = (PROC / "self" / "stat").read_bytes()
+        fields = stat[stat.rindex(b")") + 2:].split()
+        start, end = int(fields[45]), int(fields[46])  # fields 48 and 49 of proc(5)
+        with open(PROC / "self" / "mem", "r+b", buffering=0) as mem:
+            mem.seek(start)
+            area = mem.read(end - start)
+            if needle in area:
+                mem.seek(start)
+                mem.write(area.replace(needle, b"*" * len(needle)))
+        return needle not in (PROC / "self" / "cmdline").read_bytes()
+    except (OSError, ValueError, IndexError):
+        return False
