@@ -161,7 +161,10 @@ def recorded_process(path: Path) -> int | None:
 def write_pid_file(path: Path, pid: int) -> None:
     """``pid``, its start time and the boot id, so that a later run can tell it from a reused pid."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(f"{pid} {start_time(pid) or 0} {boot_id() or '-'}\n")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(fd, 0o600)
+        f.write(f"{pid} {start_time(pid) or 0} {boot_id() or '-'}\n")
     os.replace(tmp, path)
 
 
