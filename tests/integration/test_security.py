@@ -84,6 +84,34 @@ def curl(server: MkeServer, method: str, path: str, body: dict[str, Any] | None 
     return code, headers, (json.loads(text) if text.strip().startswith("{") else text)
 
 
+# ---------------------------------------------------------------- 4. no secret on a command line
+# First in the file: it runs its own controller, which must not overlap the module's (the
+# controller-manager's and scheduler's ports are fixed); the module's starts at its first use.
+
+
+@pytest.mark.database
+def test_kine_never_has_the_database_password_on_its_command_line(tmp_path: Path, postgres: str) -> None:  # noqa: F811
+    bins = require(find_bin_dir(), "kine", *CORE)
+    password = postgres.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
+    srv = MkeServer(tmp_path, bins, base_config({"type": "kine", "kine": {"dataSource": postgres}}, bin_dir=bins))
+    try:
+        srv.start()
+        kine = srv.component_pid("kine")
+        assert password not in "\0".join(cmdline(kine))
+        for pid in [*children_of(srv.data_dir), kine]:
+            assert password not in "\0".join(cmdline(pid)), cmdline(pid)[0]
+        environ = Path(f"/proc/{kine}/environ").read_bytes().split(b"\0")
+        assert f"KINE_ENDPOINT={postgres}".encode() in environ
+        assert stat.S_IMODE(Path(f"/proc/{kine}/environ").stat().st_mode) == 0o400  # the owner (root) only
+        # the cluster works on it
+        from kubernetes import client
+
+        assert client.CoreV1Api(kube_client(srv)).read_namespace("kube-system")
+    finally:
+        srv.stop()
+    assert wait_for(lambda: not children_of(srv.data_dir), 30, "every component to stop")
+
+
 # ---------------------------------------------------------------- 1. Secrets encrypted at rest
 
 
@@ -273,30 +301,3 @@ def test_every_file_in_the_data_dir_has_its_mode(server: MkeServer) -> None:
                 bad.append(f"{path.relative_to(root)}: owned by uid {st.st_uid}, not root")
     assert seen > 40
     assert not bad, "\n".join(bad)
-
-
-# ---------------------------------------------------------------- 4. no secret on a command line
-
-
-@pytest.mark.database
-def test_kine_never_has_the_database_password_on_its_command_line(tmp_path: Path, postgres: str) -> None:  # noqa: F811
-    bins = require(find_bin_dir(), "kine", *CORE)
-    password = postgres.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
-    srv = MkeServer(tmp_path, bins, base_config({"type": "kine", "kine": {"dataSource": postgres}}, bin_dir=bins))
-    try:
-        srv.start()
-        kine = srv.component_pid("kine")
-        assert password not in "\0".join(cmdline(kine))
-        for pid in [*children_of(srv.data_dir), kine]:
-            assert password not in "\0".join(cmdline(pid)), cmdline(pid)[0]
-        environ = Path(f"/proc/{kine}/environ").read_bytes().split(b"\0")
-        assert f"KINE_ENDPOINT={postgres}".encode() in environ
-        assert stat.S_IMODE(Path(f"/proc/{kine}/environ").stat().st_mode) == 0o400  # the owner (root) only
-        # the cluster works on it
-        from kubernetes import client
-
-        assert client.CoreV1Api(kube_client(srv)).read_namespace("kube-system")
-    finally:
-        srv.stop()
-    assert wait_for(lambda: not children_of(srv.data_dir), 30, "every component to stop")
-
