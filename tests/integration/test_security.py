@@ -301,3 +301,51 @@ def test_every_file_in_the_data_dir_has_its_mode(server: MkeServer) -> None:
                 bad.append(f"{path.relative_to(root)}: owned by uid {st.st_uid}, not root")
     assert seen > 40
     assert not bad, "\n".join(bad)
+
+
+# ---------------------------------------------------------------- 1b. key rotation (docs/security.md)
+
+
+def test_the_documented_key_rotation_reencrypts_secrets_with_the_new_key(server: MkeServer) -> None:
+    """docs/security.md's procedure on one controller: new key first (old one second, to read
+    with), restart kube-apiserver, rewrite every Secret, drop the old key, restart again."""
+    import yaml
+    from kubernetes import client
+
+    path = server.data_dir / "pki" / "secrets-encryption.key"
+    doc = yaml.safe_load(path.read_text())
+    providers = doc["resources"][0]["providers"]
+    old_key = providers[0]["aescbc"]["keys"][0]
+    core = client.CoreV1Api(kube_client(server))
+    name = f"rot-{uuid.uuid4().hex[:8]}"
+    core.create_namespaced_secret("default", client.V1Secret(metadata=client.V1ObjectMeta(name=name),
+                                                             string_data={"v": "before-rotation"}))
+    assert etcd_value(server, f"/registry/secrets/default/{name}").startswith(  # type: ignore[union-attr]
+        f"k8s:enc:aescbc:v1:{old_key['name']}:".encode())
+
+    def restart_apiserver() -> None:
+        import signal
+
+        old = server.component_pid("kube-apiserver")
+        os.kill(old, signal.SIGKILL)
+        wait_for(lambda: server.component_pid("kube-apiserver") not in (old, None), 60, "kube-apiserver restarted",
+                 interval=0.5)
+        wait_for(server.readyz, 90, "/readyz after the restart")
+
+    new_key = {"name": "key-rotated", "secret": base64.b64encode(os.urandom(32)).decode()}
+    providers[0]["aescbc"]["keys"] = [new_key, old_key]
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    restart_apiserver()
+    # `mke kubectl get secrets -A -o json | mke kubectl replace -f -`: the same kubectl, as the admin
+    kubectl = [str(server.bin_dir / "kubectl"), f"--kubeconfig={server.data_dir / 'pki' / 'admin.conf'}"]
+    listing = subprocess.run([*kubectl, "get", "secrets", "--all-namespaces", "-o", "json"], capture_output=True,
+                             text=True, check=True).stdout
+    rewrite = subprocess.run([*kubectl, "replace", "-f", "-"], input=listing, capture_output=True, text=True)
+    assert rewrite.returncode == 0, rewrite.stderr
+    assert etcd_value(server, f"/registry/secrets/default/{name}").startswith(  # type: ignore[union-attr]
+        b"k8s:enc:aescbc:v1:key-rotated:")
+    providers[0]["aescbc"]["keys"] = [new_key]
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    restart_apiserver()
+    core = client.CoreV1Api(kube_client(server))
+    assert base64.b64decode(core.read_namespaced_secret(name, "default").data["v"]) == b"before-rotation"
