@@ -271,12 +271,12 @@ def token_argument(token: str | None, token_file: Any, env: str | None = None) -
 
 
 def _hide_argument(token: str) -> None:
-    """Take a token given as an argument out of mke's command line (readable by every user)."""
+    """Take a token given as an argument out of mke's command line (readable by every user);
+    warn when that cannot be done (docs/security.md: prefer --token-file)."""
     import sys
 
     from mke.node.process import hide_in_cmdline
 
-    hidden = hide_in_cmdline(token)
-    print("mke: warning: a token on the command line stays in the shell's history"
-          + ("" if hidden else " and could not be hidden from other users of this host (ps)")
-          + "; prefer --token-file", file=sys.stderr, flush=True)
+    if not hide_in_cmdline(token):
+        print("mke: warning: the token argument could not be hidden from other users of this host (ps); "
+              "use --token-file", file=sys.stderr, flush=True)
