@@ -363,8 +363,8 @@ _SECTIONS: dict[str, type] = {
 def _cross_check(cfg: ClusterConfig) -> None:
     psa = cfg.pod_security
     if psa.enforce != "privileged" and SYSTEM_NAMESPACE not in psa.exempt_namespaces:
-        raise _fail("podSecurity.exemptNamespaces", f"must include {SYSTEM_NAMESPACE}: mke's add-ons run there, "
-                    "the network provider's privileged (or set podSecurity.enforce: privileged)")
+        raise _fail("podSecurity.exemptNamespaces", f"must include {SYSTEM_NAMESPACE}, where mke's add-ons run (the network "
+                    "provider's pods are privileged); or set podSecurity.enforce: privileged")
     pod = ipaddress.ip_network(cfg.network.pod_cidr)
     svc = ipaddress.ip_network(cfg.network.service_cidr)
     if pod.version == svc.version and pod.overlaps(svc):

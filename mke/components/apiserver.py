@@ -10,11 +10,14 @@ rotates it: ``AUDIT_LOG_LIMITS``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mke.components.base import SupervisedComponent, https_ok
 from mke.node.files import private_dir, write_file_atomic
 from mke.node.tls import K8S_MIN_VERSION, go_cipher_suites
+
+if TYPE_CHECKING:
+    from mke.config import ClusterConfig
 
 # CIS Kubernetes 1.2.16-1.2.19: days kept, files kept, MB per file
 AUDIT_LOG_LIMITS = {"audit-log-maxage": "30", "audit-log-maxbackup": "10", "audit-log-maxsize": "100"}
@@ -46,7 +49,7 @@ AUDIT_POLICY: dict[str, Any] = {
 }
 
 
-def admission_configuration(cfg: Any) -> dict[str, Any]:
+def admission_configuration(cfg: ClusterConfig) -> dict[str, Any]:
     """The AdmissionConfiguration for ``--admission-control-config-file`` (PodSecurity defaults)."""
     psa = cfg.pod_security
     return {
