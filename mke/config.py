@@ -289,6 +289,24 @@ def _mapping_of(cls: type, *, wildcard: bool, refuse: Mapping[str, str]) -> Call
     return check
 
 
+_LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def _namespaces(v: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(v, list):
+        raise _fail(where, f"expected a list of namespace names, got {v!r}")
+    out: list[str] = []
+    for i, x in enumerate(v):
+        s = _str(x, f"{where}[{i}]")
+        if not _LABEL_RE.match(s):
+            raise _fail(f"{where}[{i}]", f"{s!r} is not a namespace name (lower-case letters, digits, '-'; "
+                                         "at most 63)")
+        if s in out:
+            raise _fail(f"{where}[{i}]", f"{s!r} is listed twice")
+        out.append(s)
+    return tuple(out)
+
+
 def _hint(word: str, choices: Any) -> str:
     by_lower = {c.lower(): c for c in choices}
     close = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
@@ -350,6 +368,22 @@ class KonnectivityConfig:
     agent_port: int = _key("agentPort", _port, default=8132)
     admin_port: int = _key("adminPort", _port, default=8133)
     health_port: int = _key("healthPort", _port, default=8092)
+
+
+POD_SECURITY_LEVELS = ("privileged", "baseline", "restricted")
+SYSTEM_NAMESPACE = "kube-system"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PodSecurityConfig:
+    """Pod Security admission for namespaces without their own ``pod-security.kubernetes.io/*``
+    labels: ``enforce`` refuses pods, ``audit`` annotates the audit log, ``warn`` warns the client.
+    Exempt namespaces are never checked; kube-system (mke's add-ons, some privileged) must be one."""
+
+    enforce: str = _key("enforce", _one_of(POD_SECURITY_LEVELS), default="baseline")
+    audit: str = _key("audit", _one_of(POD_SECURITY_LEVELS), default="restricted")
+    warn: str = _key("warn", _one_of(POD_SECURITY_LEVELS), default="restricted")
+    exempt_namespaces: tuple[str, ...] = _key("exemptNamespaces", _namespaces, default=(SYSTEM_NAMESPACE,))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -431,6 +465,7 @@ class ClusterConfig:
     storage: StorageConfig = _key("storage", default_factory=StorageConfig)
     konnectivity: KonnectivityConfig = _key("konnectivity", default_factory=KonnectivityConfig)
     control_plane: ControlPlaneConfig = _key("controlPlane", default_factory=ControlPlaneConfig)
+    pod_security: PodSecurityConfig = _key("podSecurity", default_factory=PodSecurityConfig)
     images: ImagesConfig = _key("images", default_factory=ImagesConfig)
     extra_args: Mapping[str, Mapping[str, str]] = _key("extraArgs", _extra_args, default_factory=dict)
     registries: RegistriesConfig = _key("registries", default_factory=RegistriesConfig)
@@ -480,11 +515,15 @@ def _parse_section(cls: type, data: Any, where: str, errors: list[str] | None = 
 _SECTIONS: dict[str, type] = {
     c.__name__: c
     for c in (APIConfig, NetworkConfig, EtcdConfig, KineConfig, StorageConfig, KonnectivityConfig,
-              ControlPlaneConfig, ImagesConfig, RegistriesConfig, ClusterConfig)
+              ControlPlaneConfig, PodSecurityConfig, ImagesConfig, RegistriesConfig, ClusterConfig)
 }
 
 
 def _cross_check(cfg: ClusterConfig) -> None:
+    psa = cfg.pod_security
+    if psa.enforce != "privileged" and SYSTEM_NAMESPACE not in psa.exempt_namespaces:
+        raise _fail("podSecurity.exemptNamespaces", f"must include {SYSTEM_NAMESPACE}, where mke's add-ons run (the network "
+                    "provider's pods are privileged); or set podSecurity.enforce: privileged")
     pod = ipaddress.ip_network(cfg.network.pod_cidr)
     svc = ipaddress.ip_network(cfg.network.service_cidr)
     if pod.version == svc.version and pod.overlaps(svc):

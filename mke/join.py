@@ -2,10 +2,11 @@
 
 ``join_control_plane`` asks the first controller's mke API (TLS verified against the CA
 carried by the token, itself checked against the token's CA hash) for the shared CAs,
-the service-account keys, the cluster config and what the storage backend needs (etcd:
-the member list); writes the keys 0600 into the pki dir; and returns the config and that
-answer (``ControllerContext.join``). A controller that joined before (a restart) does not
-ask again.
+the service-account keys, the Secrets encryption key (``pki.SECRETS_ENCRYPTION``), the
+cluster config and what the storage backend needs (etcd: the member list); writes the
+keys 0600 into the pki dir; and returns the config and that answer
+(``ControllerContext.join``). A controller that joined before (a restart) does not ask
+again.
 
 The token's CA stays in memory (``cadata``), never in a file. While the mke API answers
 429 or 503 (``Retry-After``) or closes the connection (it is at its connection limit),
@@ -128,7 +129,7 @@ def checked_files(doc: dict[str, Any], tok: JoinToken, url: str) -> dict[str, by
     """The answer's files, decoded; refuses the whole answer on one bad name or content."""
     from cryptography import x509
 
-    from mke.pki import ca_hash
+    from mke.pki import SECRETS_ENCRYPTION, ca_hash
 
     files, config = doc.get("files"), doc.get("config")
     if not isinstance(files, dict) or not isinstance(config, dict):
@@ -141,9 +142,10 @@ def checked_files(doc: dict[str, Any], tok: JoinToken, url: str) -> dict[str, by
             out[rel] = base64.b64decode(b64, validate=True)
         except (binascii.Error, TypeError, ValueError) as e:
             raise TokenError(f"the controller sent {rel} in a form that does not decode; nothing was written") from e
-    for needed in ("ca.crt", "ca.key"):
+    for needed in ("ca.crt", "ca.key", SECRETS_ENCRYPTION):
         if needed not in out:
-            raise TokenError(f"the controller's answer lacks {needed}; nothing was written")
+            older = " (an older mke? upgrade that controller first)" if needed == SECRETS_ENCRYPTION else ""
+            raise TokenError(f"the controller's answer lacks {needed}{older}; nothing was written")
     try:
         same_ca = ca_hash(x509.load_pem_x509_certificate(out["ca.crt"])) == tok.ca_hash
     except ValueError:

@@ -9,6 +9,13 @@ Keys are written 0600 and directories 0700, every file by temp + rename.
 
 A CA whose certificate nears expiry is re-signed with its *existing* key and subject,
 so certificates it issued earlier keep verifying.
+
+``secrets-encryption.key`` is kube-apiserver's EncryptionConfiguration: Secrets are
+stored AES-CBC encrypted (``aescbc``, a 256-bit key from the kernel's CSPRNG) with
+``identity`` last, so objects written before encryption was on stay readable. The first
+controller creates it; a joining controller gets it with the CAs (the same key on every
+controller, or one controller could not read what another wrote) and never makes its
+own. Rotation is by hand (docs/security.md); the file is only checked for its shape.
 """
 
 from __future__ import annotations
@@ -229,6 +236,9 @@ class PKIRequest:
     kubernetes_service_ip: str = "10.96.0.1"
     cluster_domain: str = "cluster.local"
     etcd_peer_address: str = ""
+    # False on a controller that joined another: the Secrets encryption key must come from
+    # there (join), and a missing one is an error rather than a new, different key.
+    create_secrets_key: bool = True
 
     def api_sans(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         dns = ["kubernetes", "kubernetes.default", "kubernetes.default.svc",
@@ -274,6 +284,47 @@ def leaf_specs(req: PKIRequest) -> list[CertSpec]:
     ]
 
 
+SECRETS_ENCRYPTION = "secrets-encryption.key"  # relative to the pki dir
+ENCRYPTION_PROVIDER = "aescbc"
+
+
+def encryption_config(key_name: str, secret: bytes) -> bytes:
+    """kube-apiserver's EncryptionConfiguration: Secrets with one aescbc key, identity to read old data."""
+    import yaml
+
+    doc = {
+        "apiVersion": "apiserver.config.k8s.io/v1",
+        "kind": "EncryptionConfiguration",
+        "resources": [{
+            "resources": ["secrets"],
+            "providers": [
+                {ENCRYPTION_PROVIDER: {"keys": [{"name": key_name, "secret": base64.b64encode(secret).decode()}]}},
+                {"identity": {}},
+            ],
+        }],
+    }
+    return ("# kube-apiserver --encryption-provider-config, made by mke (docs/security.md: rotation).\n"
+            "# The same file on every controller; keep it secret (0600) and in your backups.\n"
+            + yaml.safe_dump(doc, sort_keys=False)).encode()
+
+
+def check_encryption_config(path: Path) -> None:
+    """PKIError naming ``path`` unless it reads as an EncryptionConfiguration with providers for Secrets."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise PKIError(f"{path}: unreadable ({' '.join(str(e).split())[:160]})") from e
+    if not isinstance(doc, dict) or doc.get("kind") != "EncryptionConfiguration":
+        raise PKIError(f"{path}: kind: expected EncryptionConfiguration")
+    resources = doc.get("resources")
+    if not isinstance(resources, list) or not any(
+        isinstance(r, dict) and "secrets" in (r.get("resources") or []) and r.get("providers") for r in resources
+    ):
+        raise PKIError(f"{path}: resources: no providers for secrets")
+
+
 # kubeconfig name -> (client cert stem, user name)
 KUBECONFIGS = {
     "admin": "admin",
@@ -313,6 +364,10 @@ class ClusterPKI:
     def sa_pub(self) -> Path:
         return self.dir / "sa.pub"
 
+    @property
+    def secrets_encryption(self) -> Path:
+        return self.dir / SECRETS_ENCRYPTION
+
     def ca_cert(self, stem: str = "ca") -> x509.Certificate:
         cert = load_cert(self.crt(stem))
         if cert is None:
@@ -332,6 +387,7 @@ class ClusterPKI:
             for stem, cn in CAS.items():
                 cas[stem] = self._ensure_ca(stem, cn, now, rep)
             self._ensure_sa(rep)
+            self._ensure_secrets_encryption(req.create_secrets_key, rep)
             for spec in leaf_specs(req):
                 ca_cert, ca_key = cas[spec.ca]
                 self._ensure_leaf(spec, ca_cert, ca_key, now, rep)
@@ -379,6 +435,21 @@ class ClusterPKI:
         pub = public_pem(key)
         if not self.sa_pub.exists() or self.sa_pub.read_bytes() != pub:
             write_file_atomic(self.sa_pub, pub, 0o644)
+
+    def _ensure_secrets_encryption(self, create: bool, rep: EnsureReport) -> None:
+        path = self.secrets_encryption
+        if path.exists():
+            check_encryption_config(path)
+            if path.stat().st_mode & 0o077:
+                os.chmod(path, 0o600)
+            rep.kept.append("secrets-encryption")
+            return
+        if not create:
+            raise PKIError(f"{path}: missing on a controller that joined another; copy that file from the "
+                           "first controller (mode 0600): every controller must encrypt Secrets with the same key")
+        name = f"key-{_now():%Y%m%d%H%M%S}"
+        write_file_atomic(path, encryption_config(name, os.urandom(32)), 0o600)
+        rep.created.append("secrets-encryption")
 
     def _ensure_leaf(self, spec: CertSpec, ca_cert: x509.Certificate, ca_key: PrivateKey, now: dt.datetime,
                      rep: EnsureReport) -> None:

@@ -243,14 +243,19 @@ def token_argument(token: str | None, token_file: Any, env: str | None = None) -
     """The join token given on the command line: as an argument, with ``--token-file``, or in the
     environment variable ``env``; None when none was given. A file that cannot be read or holds
     no token is an error, never "no token": a controller would otherwise bootstrap a new
-    cluster of its own where the operator meant to join one."""
+    cluster of its own where the operator meant to join one.
+
+    A token argument is overwritten in mke's own command line (``_hide_argument``) and ``env``
+    is taken out of mke's environment, so that no process mke starts inherits it."""
     import os
 
+    from_env = os.environ.pop(env, "").strip() if env else ""
     if token and token_file:
         raise UsageError("give the token once: as an argument or with --token-file, not both")
     if token is not None and not token.strip():
         raise UsageError("the token argument is empty; copy it from `mke token create`")
     if token:
+        _hide_argument(token)
         return token.strip()
     if token_file:
         try:
@@ -262,4 +267,16 @@ def token_argument(token: str | None, token_file: Any, env: str | None = None) -
         if not text:
             raise UsageError(f"--token-file {token_file} is empty; put the token from `mke token create` in it")
         return text
-    return os.environ.get(env, "").strip() or None if env else None
+    return from_env or None
+
+
+def _hide_argument(token: str) -> None:
+    """Take a token given as an argument out of mke's command line (readable by every user);
+    warn when that cannot be done (docs/security.md: prefer --token-file)."""
+    import sys
+
+    from mke.node.process import hide_in_cmdline
+
+    if not hide_in_cmdline(token):
+        print("mke: warning: the token argument could not be hidden from other users of this host (ps); "
+              "use --token-file", file=sys.stderr, flush=True)

@@ -101,6 +101,6 @@ def run(args: argparse.Namespace) -> int:
     path = args.unit_dir / f"mke-{args.role}.service"
     if path.exists() and not args.force:
         raise UsageError(f"{path} exists; pass --force to replace it")
-    write_file_atomic(path, unit_text(args).encode(), 0o644)
+    write_file_atomic(path, unit_text(args).encode(), 0o600)  # CIS 4.1.1: the kubelet service file 0600
     print(f"wrote {path}; start it with: systemctl daemon-reload && systemctl enable --now mke-{args.role}")
     return 0

@@ -4,6 +4,8 @@ bootstrap tokens, allocates node pod CIDRs."""
 from __future__ import annotations
 
 from mke.components.base import SupervisedComponent, https_ok
+from mke.node.files import private_dir
+from mke.node.tls import K8S_MIN_VERSION, go_cipher_suites
 
 SECURE_PORT = 10257
 
@@ -12,6 +14,16 @@ class KubeControllerManager(SupervisedComponent):
     name = "kube-controller-manager"
     binary = "kube-controller-manager"
     ready_timeout = 120.0
+
+    @property
+    def volume_plugin_dir(self):
+        return self.ctx.data_dir / "kube-controller-manager" / "volume-plugins"
+
+    def init(self) -> None:
+        super().init()
+        # made by mke 0700 (kube-controller-manager would make them 0755)
+        private_dir(self.volume_plugin_dir.parent)
+        private_dir(self.volume_plugin_dir)
 
     def args(self) -> list[str]:
         cfg, pki = self.ctx.config, self.ctx.pki
@@ -35,8 +47,10 @@ class KubeControllerManager(SupervisedComponent):
             f"--service-cluster-ip-range={cfg.network.service_cidr}",
             "--leader-elect=true",
             "--profiling=false",
+            f"--tls-min-version={K8S_MIN_VERSION}",
+            f"--tls-cipher-suites={go_cipher_suites()}",
             # its default, /usr/libexec/kubernetes/..., would be created on the host outside the data dir
-            f"--flex-volume-plugin-dir={self.ctx.data_dir / 'kube-controller-manager' / 'volume-plugins'}",
+            f"--flex-volume-plugin-dir={self.volume_plugin_dir}",
         ]
 
     def ready(self) -> bool:

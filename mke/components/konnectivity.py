@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from mke.components.base import SupervisedComponent, https_ok
+from mke.node.tls import K8S_MIN_VERSION, go_cipher_suites
 
 
 class KonnectivityServer(SupervisedComponent):
@@ -35,6 +36,8 @@ class KonnectivityServer(SupervisedComponent):
             "--authentication-audience=system:konnectivity-server",
             "--proxy-strategies=destHost,default",
             "--server-count=1",
+            f"--tls-min-version={K8S_MIN_VERSION}",
+            f"--cipher-suites={go_cipher_suites()}",
         ]
 
     def ready(self) -> bool:

@@ -4,7 +4,8 @@ One call: ``POST /v1/join/controller`` with ``Authorization: Bearer <id>.<secret
 controller token, checked against its bootstrap-token secret: stored, unexpired,
 controller role) and ``{"name": ..., "peer_address": ...}``. The answer carries what a
 new controller needs and cannot make itself: the three CAs (with keys), the
-service-account key pair, the cluster config, and what the storage backend adds
+service-account key pair, the Secrets encryption key (``secrets-encryption.key``, an
+EncryptionConfiguration), the cluster config, and what the storage backend adds
 (``StorageBackend.admit_controller``: etcd adds the new member as a learner, promoted
 once it caught up, so a joining host that never starts cannot break a 1-member cluster's
 quorum, and answers the member list; a single-host SQLite store refuses).
@@ -59,7 +60,7 @@ from mke.components.context import ControllerContext
 from mke.errors import BusyError, KubeAPIError, MkeError, TokenError, UsageError
 
 SHARED_FILES = ("ca.crt", "ca.key", "front-proxy-ca.crt", "front-proxy-ca.key", "etcd/ca.crt", "etcd/ca.key",
-                "sa.key", "sa.pub")
+                "sa.key", "sa.pub", "secrets-encryption.key")
 JOIN_PATH = "/v1/join/controller"
 _BEARER = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}$")  # mke.tokens' <id>.<secret>
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")  # an etcd member name: no ',' '=' or space
@@ -516,8 +517,9 @@ class MkeAPI(Component):
 
     def start(self) -> None:
         pki = self.ctx.pki
-        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        tls.minimum_version = ssl.TLSVersion.TLSv1_2
+        from mke.node.tls import server_context
+
+        tls = server_context()
         tls.load_cert_chain(str(pki.crt("mke-api")), str(pki.key("mke-api")))
         srv = _Server((self.host, self.ctx.config.api.mke_api_port), self, tls, self.limits)
         self._server = srv

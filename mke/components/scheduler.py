@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mke.components.base import SupervisedComponent, https_ok
+from mke.node.tls import K8S_MIN_VERSION, go_cipher_suites
 
 SECURE_PORT = 10259
 
@@ -22,6 +23,8 @@ class KubeScheduler(SupervisedComponent):
             f"--secure-port={SECURE_PORT}",
             "--leader-elect=true",
             "--profiling=false",
+            f"--tls-min-version={K8S_MIN_VERSION}",
+            f"--tls-cipher-suites={go_cipher_suites()}",
         ]
 
     def ready(self) -> bool:

@@ -17,6 +17,7 @@ from mke.manifests.k8s import (
     service_account,
     subject,
 )
+from mke.node.tls import K8S_MIN_VERSION, go_cipher_suites
 
 LABELS = {"k8s-app": "metrics-server"}
 
@@ -43,7 +44,8 @@ def objects(ctx: ControllerContext) -> list[dict[str, Any]]:
                         "imagePullPolicy": "IfNotPresent",
                         "args": ["--cert-dir=/tmp", "--secure-port=10250",
                                  "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
-                                 "--kubelet-use-node-status-port", "--metric-resolution=15s"],
+                                 "--kubelet-use-node-status-port", "--metric-resolution=15s",
+                                 f"--tls-min-version={K8S_MIN_VERSION}", f"--tls-cipher-suites={go_cipher_suites()}"],
                         "ports": [{"containerPort": 10250, "name": "https", "protocol": "TCP"}],
                         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "https", "scheme": "HTTPS"},
                                            "initialDelaySeconds": 20, "periodSeconds": 10},

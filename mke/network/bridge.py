@@ -214,7 +214,7 @@ class BridgeNetwork(LoopComponent):
             current = ""
         if current != text:
             self.ctx.paths.cni_ipam_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            write_file_atomic(self.conflist_path, text.encode(), 0o644)
+            write_file_atomic(self.conflist_path, text.encode(), 0o600)  # CIS 1.1.9: CNI files 0600
             self.ctx.sink.line(self.name, f"pod CIDR {cidr}: wrote {self.conflist_path}")
         self._written = True
         self.sync_iptables()

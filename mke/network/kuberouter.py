@@ -24,6 +24,7 @@ It executes iptables, ipset and ip: the embedded host tools, first on its PATH.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -101,9 +102,12 @@ class KubeRouter(SupervisedComponent):
         p = self.wctx.paths
         p.cni_conf_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
         p.cni_ipam_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # 0600 (CIS 1.1.9); kube-router rewrites the file in place, which keeps its mode
         if not conflist_subnets(self.conflist_path):  # kube-router keeps its own edits across restarts
             write_file_atomic(self.conflist_path, (json.dumps(conflist(p.cni_ipam_dir), indent=2) + "\n").encode(),
-                              0o644)
+                              0o600)
+        else:
+            os.chmod(self.conflist_path, 0o600)  # written 0644 by an older mke
 
     def start(self) -> None:
         self.wctx.wait_for_node_registered(self.name)  # kube-router exits when its Node object is not there yet

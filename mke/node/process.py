@@ -161,5 +161,35 @@ def recorded_process(path: Path) -> int | None:
 def write_pid_file(path: Path, pid: int) -> None:
     """``pid``, its start time and the boot id, so that a later run can tell it from a reused pid."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(f"{pid} {start_time(pid) or 0} {boot_id() or '-'}\n")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(fd, 0o600)
+        f.write(f"{pid} {start_time(pid) or 0} {boot_id() or '-'}\n")
     os.replace(tmp, path)
+
+
+def hide_in_cmdline(secret: str) -> bool:
+    """Overwrite ``secret`` with ``*`` in this process's own command line, which every user of
+    the host can read (``/proc/<pid>/cmdline``, ``ps``); True once it is no longer there.
+
+    The kernel shows the argument area of the process's memory (``arg_start``..``arg_end`` in
+    /proc/self/stat); it is rewritten through /proc/self/mem, as setproctitle does. Python
+    keeps its own copy of the arguments, so ``sys.argv`` is unchanged. Until this runs (a
+    fraction of a second after exec) the secret was visible: ``--token-file`` never shows it.
+    """
+    needle = secret.encode()
+    if not needle:
+        return True
+    try:
+        stat = (PROC / "self" / "stat").read_bytes()
+        fields = stat[stat.rindex(b")") + 2:].split()
+        start, end = int(fields[45]), int(fields[46])  # fields 48 and 49 of proc(5)
+        with open(PROC / "self" / "mem", "r+b", buffering=0) as mem:
+            mem.seek(start)
+            area = mem.read(end - start)
+            if needle in area:
+                mem.seek(start)
+                mem.write(area.replace(needle, b"*" * len(needle)))
+        return needle not in (PROC / "self" / "cmdline").read_bytes()
+    except (OSError, ValueError, IndexError):
+        return False

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from mke.components.base import SupervisedComponent, https_ok
 from mke.errors import MkeError
 from mke.node.hostinfo import url_host
+from mke.node.tls import ETCD_MIN_VERSION, go_cipher_suites
 from mke.storage.base import StorageBackend
 
 if TYPE_CHECKING:
@@ -78,6 +79,8 @@ class Etcd(SupervisedComponent):
             f"--peer-key-file={pki.key('etcd/peer')}",
             f"--peer-trusted-ca-file={pki.crt('etcd/ca')}",
             "--peer-client-cert-auth=true",
+            f"--tls-min-version={ETCD_MIN_VERSION}",
+            f"--cipher-suites={go_cipher_suites()}",
             "--log-level=warn",
         ]
 

@@ -4,6 +4,11 @@ kine listens on a unix socket inside the run dir, so no TCP port is opened and o
 root (the apiserver) can reach it. The database is chosen by ``storage.kine.dataSource``
 (empty: SQLite in the data dir). SQLite lives on one host, so a controller with it
 cannot be joined by another; MySQL and PostgreSQL are shared by every controller.
+
+The dataSource may hold the database's password, so kine gets it in its environment
+(``KINE_ENDPOINT``, read by kine's ``--endpoint``), never on its command line:
+``/proc/<pid>/cmdline`` is readable by every user of the host, ``/proc/<pid>/environ``
+only by the process's owner (root).
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ DIALECTS = {
     "postgres": ("PostgreSQL", True),
     "postgresql": ("PostgreSQL", True),
 }
+
+
+ENDPOINT_ENV = "KINE_ENDPOINT"  # kine's own variable for --endpoint (urfave/cli EnvVars)
 
 
 def scheme(data_source: str) -> str:
@@ -67,9 +75,11 @@ class Kine(SupervisedComponent):
         self.socket_path.unlink(missing_ok=True)
         super().start()
 
+    def env(self) -> dict[str, str]:
+        return {ENDPOINT_ENV: self.data_source}
+
     def args(self) -> list[str]:
         return [
-            f"--endpoint={self.data_source}",
             f"--listen-address=unix://{self.socket_path}",
             "--metrics-bind-address=0",
         ]

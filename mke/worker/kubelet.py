@@ -19,6 +19,7 @@ from typing import Any
 from mke.components.base import Component, SupervisedComponent, https_ok
 from mke.errors import KubeAPIError
 from mke.node.files import write_file_atomic
+from mke.node.tls import GO_CIPHER_SUITES, K8S_MIN_VERSION
 from mke.worker.context import WorkerContext
 
 HEALTHZ_PORT = 10248
@@ -51,7 +52,8 @@ def kubelet_configuration(ctx: WorkerContext, *, swap: bool = False, resolv_conf
         "resolvConf": resolv_conf,
         "rotateCertificates": True,
         "serverTLSBootstrap": True,
-        "tlsMinVersion": "VersionTLS12",
+        "tlsMinVersion": K8S_MIN_VERSION,
+        "tlsCipherSuites": list(GO_CIPHER_SUITES),
         "podLogsDir": o.pod_logs_dir,
         "volumePluginDir": str(p.kubelet_root / "volume-plugins"),
         "staticPodPath": "",

@@ -156,6 +156,14 @@ def test_controllers_join_and_quorum(controllers: list[Controller]) -> None:
     assert code == 201
     code, out = c2.api("/api/v1/namespaces/default/configmaps/shared")
     assert code == 200 and json.loads(out)["data"] == {"k": "v"}
+    # Secrets too: they are encrypted at rest, with the key c2 got from c1 when it joined.
+    key = Path("pki") / "secrets-encryption.key"
+    assert (c2.data_dir / key).read_bytes() == (c1.data_dir / key).read_bytes()
+    code, _ = c2.api("/api/v1/namespaces/default/secrets", "POST",
+                     {"metadata": {"name": "shared"}, "stringData": {"k": "from-c2"}})
+    assert code == 201
+    code, out = c1.api("/api/v1/namespaces/default/secrets/shared")
+    assert code == 200 and json.loads(out)["data"] == {"k": "ZnJvbS1jMg=="}  # base64 of from-c2
 
     # 2 members: stopping c1 loses quorum, c2's API is not ready; back when c1 returns.
     c1.stop()
@@ -174,6 +182,8 @@ def test_controllers_join_and_quorum(controllers: list[Controller]) -> None:
     wait_for(lambda: c2.api("/readyz")[0] == 200, 60, "c2 with 2 of 3 members")
     code, out = c3.api("/api/v1/namespaces/default/configmaps/shared")
     assert code == 200 and json.loads(out)["data"] == {"k": "v"}
+    code, out = c3.api("/api/v1/namespaces/default/secrets/shared")
+    assert code == 200 and json.loads(out)["data"] == {"k": "ZnJvbS1jMg=="}
     code, _ = c2.api("/api/v1/namespaces/default/configmaps", "POST",
                      {"metadata": {"name": "after-c1-left"}, "data": {"x": "y"}})
     assert code == 201

@@ -62,6 +62,16 @@ def test_partial_config_keeps_other_defaults() -> None:
     assert cfg.args_for("kube-apiserver") == {"v": "2", "audit-log-maxage": "3", "enable-x": "true"}
 
 
+def test_pod_security_defaults_and_choices() -> None:
+    psa = default_config().pod_security
+    assert (psa.enforce, psa.audit, psa.warn, psa.exempt_namespaces) == ("baseline", "restricted", "restricted",
+                                                                         ("kube-system",))
+    cfg = parse_config({"podSecurity": {"enforce": "restricted", "exemptNamespaces": ["kube-system", "ops"]}})
+    assert cfg.pod_security.enforce == "restricted" and cfg.pod_security.exempt_namespaces == ("kube-system", "ops")
+    # nothing enforced: kube-system need not be exempt
+    assert parse_config({"podSecurity": {"enforce": "privileged", "exemptNamespaces": []}}).pod_security.enforce
+
+
 @pytest.mark.parametrize(
     "doc, field, words",
     [
@@ -92,6 +102,16 @@ def test_partial_config_keeps_other_defaults() -> None:
         ({"extraArgs": {"kube-apiserver": {"v": [1]}}}, "extraArgs.kube-apiserver.v", "scalar"),
         ({"extraArgs": {"kine": {"v": "1"}}}, "extraArgs.kine", "storage.type"),
         ({"controlPlane": []}, "controlPlane", "mapping"),
+        ({"podSecurity": {"enforce": "baseine"}}, "podSecurity.enforce", "did you mean 'baseline'"),
+        ({"podSecurity": {"warn": "strict"}}, "podSecurity.warn", "privileged, baseline, restricted"),
+        ({"podSecurity": {"audit": True}}, "podSecurity.audit", "expected a string"),
+        ({"podSecurity": {"exemptNamespaces": "kube-system"}}, "podSecurity.exemptNamespaces", "list"),
+        ({"podSecurity": {"exemptNamespaces": ["kube-system", "Bad_NS"]}}, "podSecurity.exemptNamespaces[1]",
+         "not a namespace name"),
+        ({"podSecurity": {"exemptNamespaces": ["kube-system", "kube-system"]}},
+         "podSecurity.exemptNamespaces[1]", "listed twice"),
+        ({"podSecurity": {"exemptNamespaces": ["ops"]}}, "podSecurity.exemptNamespaces", "must include kube-system"),
+        ({"podSecurity": {"exemptNamespace": []}}, "podSecurity.exemptNamespace", "did you mean 'exemptNamespaces'"),
         ([1, 2], "(top level)", "mapping"),
     ],
 )

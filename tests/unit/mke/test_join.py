@@ -246,6 +246,8 @@ def _bad_answers(pki, tmp_path, other_pki) -> dict[str, tuple[int, object, str]]
         "empty name": (200, good_answer(pki, **{"": b64}), "bad file name ''"),
         "bad base64": (200, good_answer(pki, **{"sa.key": "%%%"}), "sent sa.key in a form that does not decode"),
         "no CA key": (200, good_answer(pki, **{"ca.key": None}), "the controller's answer lacks ca.key"),
+        "no encryption key": (200, good_answer(pki, **{"secrets-encryption.key": None}),
+                              "lacks secrets-encryption.key (an older mke? upgrade that controller first)"),
         "another CA": (200, good_answer(pki, **{"ca.crt": base64.b64encode(other_pki.crt("ca").read_bytes())
                                                 .decode()}), "a CA that is not the token's"),
         "no files": (200, {"config": {}}, "answered without files or config"),
@@ -258,7 +260,7 @@ def _bad_answers(pki, tmp_path, other_pki) -> dict[str, tuple[int, object, str]]
 
 
 @pytest.mark.parametrize("case", ["parent dir", "absolute", "climbs out", "two dirs", "other suffix", "hidden",
-                                  "empty name", "bad base64", "no CA key", "another CA", "no files", "not JSON",
+                                  "empty name", "bad base64", "no CA key", "no encryption key", "another CA", "no files", "not JSON",
                                   "a list", "too big", "refused", "refused with lines"])
 def test_a_bad_answer_is_refused_whole_and_writes_nothing(scripted, tmp_path, make_pki, case):
     pki, api = scripted

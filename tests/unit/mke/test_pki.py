@@ -70,6 +70,8 @@ def test_apiserver_cert_sans_usage_and_algorithms(pki: ClusterPKI) -> None:
 
 def test_keys_are_p256_and_signatures_sha256(pki: ClusterPKI) -> None:
     for p in pki.dir.rglob("*.key"):
+        if p == pki.secrets_encryption:
+            continue  # an EncryptionConfiguration (AES keys), not a PEM key
         key = load_key(p)
         assert isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1"
     for p in pki.dir.rglob("*.crt"):
@@ -161,3 +163,40 @@ def test_kubeconfigs_embed_ca_and_client(pki: ClusterPKI) -> None:
     assert doc["users"][0]["user"]["client-certificate-data"]
     for name in ("controller-manager", "scheduler", "konnectivity"):
         assert pki.kubeconfig(name).exists()
+
+
+def test_secrets_encryption_key_is_aescbc_256_and_private(pki: ClusterPKI) -> None:
+    import base64
+
+    path = pki.secrets_encryption
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    doc = yaml.safe_load(path.read_text())
+    assert doc["kind"] == "EncryptionConfiguration" and doc["apiVersion"] == "apiserver.config.k8s.io/v1"
+    (res,) = doc["resources"]
+    assert res["resources"] == ["secrets"]
+    first, last = res["providers"]
+    assert last == {"identity": {}}  # objects written before encryption stay readable
+    (key,) = first["aescbc"]["keys"]
+    assert len(base64.b64decode(key["secret"])) == 32 and key["name"]
+
+
+def test_secrets_encryption_key_is_kept_and_never_made_by_a_joined_controller(tmp_path: Path, pki: ClusterPKI) -> None:
+    import dataclasses
+
+    before = pki.secrets_encryption.read_bytes()
+    pki.secrets_encryption.chmod(0o644)
+    rep = pki.ensure(REQ)
+    assert pki.secrets_encryption.read_bytes() == before and "secrets-encryption" in rep.kept
+    assert stat.S_IMODE(pki.secrets_encryption.stat().st_mode) == 0o600
+    joined = dataclasses.replace(REQ, create_secrets_key=False)
+    pki.ensure(joined)  # it has one: fine
+    pki.secrets_encryption.unlink()
+    with pytest.raises(PKIError, match="secrets-encryption.key: missing on a controller that joined"):
+        pki.ensure(joined)
+    assert not pki.secrets_encryption.exists()
+    pki.secrets_encryption.write_text("kind: Something\n")
+    with pytest.raises(PKIError, match="kind: expected EncryptionConfiguration"):
+        pki.ensure(REQ)
+    other = ClusterPKI(tmp_path / "other")
+    other.ensure(REQ)
+    assert other.secrets_encryption.read_bytes() != before  # a new key per cluster

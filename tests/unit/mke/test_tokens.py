@@ -180,3 +180,47 @@ def test_hostile_tokens_are_refused_before_they_cost_memory() -> None:
         decode_token(small_text)
     grew_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert grew_kib < 50 * 1024, grew_kib  # nothing near the inflated size was ever allocated
+
+
+# ---------------------------------------------------------------- the token never stays on argv or in env
+
+_READS_TOKEN = """
+import os, sys, time
+from mke.commands.worker import read_token
+import argparse
+tok = read_token(argparse.Namespace(token=sys.argv[1] if len(sys.argv) > 1 else None, token_file=None))
+print(tok, "MKE_TOKEN" in os.environ, flush=True)
+sys.stdin.read()  # until the test has looked at /proc/<pid>/cmdline
+"""
+
+
+@pytest.mark.parametrize("source", ["argument", "environment"])
+def test_a_token_is_hidden_from_ps_and_not_passed_on(source: str, tmp_path) -> None:
+    """/proc/<pid>/cmdline of the real process no longer holds the token once mke read it,
+    and MKE_TOKEN is gone from mke's environment (every process it starts inherits that)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    secret = "mke1.abcdef.0123456789abcdef-secret"
+    repo = Path(__file__).resolve().parents[3]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    argv = [sys.executable, "-c", _READS_TOKEN]
+    if source == "argument":
+        argv.append(secret)
+    else:
+        env["MKE_TOKEN"] = secret
+    proc = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().split()
+        assert line == [secret, "False"], (line, proc.stderr.read() if proc.poll() is not None else "")
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+        assert secret.encode() not in cmdline
+        if source == "argument":
+            assert b"*" * len(secret) in cmdline
+    finally:
+        _, err = proc.communicate("", timeout=30)
+    assert err == ""  # hidden: nothing to warn about

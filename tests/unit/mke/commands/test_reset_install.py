@@ -65,6 +65,7 @@ def test_install_writes_a_unit_and_keeps_the_token_off_the_command_line(tmp_path
     text = (units / "mke-controller.service").read_text()
     assert "server --config /etc/mke/mke.yaml --data-dir" in text
     assert "KillMode=process" in text and "Restart=always" in text
+    assert ((units / "mke-controller.service").stat().st_mode & 0o777) == 0o600  # CIS 4.1.1
     assert mke("install", "controller", "--unit-dir", str(units)).returncode == 2  # exists
     res = mke("install", "worker", "mke1.secret-token", "--unit-dir", str(units), "--data-dir", str(tmp_path / "d"))
     assert res.returncode == 0, res.stderr

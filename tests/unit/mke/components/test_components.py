@@ -195,6 +195,59 @@ def test_apiserver_secure_defaults(ctx: ControllerContext) -> None:
     assert not any(k.startswith("--insecure") for k in f)
 
 
+def test_apiserver_encrypts_secrets_audits_and_admits_pods(ctx: ControllerContext) -> None:
+    import yaml
+
+    api = KubeAPIServer(ctx, etcd_servers="https://127.0.0.1:2379")
+    f = _flags(api)
+    assert f["--encryption-provider-config"] == str(ctx.data_dir / "pki" / "secrets-encryption.key")
+    assert f["--audit-log-path"] == str(ctx.data_dir / "kube-apiserver" / "audit" / "audit.log")
+    assert (f["--audit-log-maxage"], f["--audit-log-maxbackup"], f["--audit-log-maxsize"]) == ("30", "10", "100")
+    api.binary_path = None
+    api.ctx.binaries = BinaryResolver(Path("/usr/bin"), user_bin_dir=True)
+    api.binary = "true"
+    api.init()
+    for name in ("--audit-policy-file", "--admission-control-config-file"):
+        path = Path(f[name])
+        assert path.parent == ctx.data_dir / "kube-apiserver"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE((ctx.data_dir / "kube-apiserver").stat().st_mode) == 0o700
+    assert stat.S_IMODE((ctx.data_dir / "kube-apiserver" / "audit").stat().st_mode) == 0o700
+    policy = yaml.safe_load(Path(f["--audit-policy-file"]).read_text())
+    levels = {r["level"] for r in policy["rules"]}
+    assert levels <= {"None", "Metadata"}, "no rule may log request or response bodies"
+    assert policy["rules"][-1] == {"level": "Metadata"}
+    psa = yaml.safe_load(Path(f["--admission-control-config-file"]).read_text())["plugins"][0]
+    assert psa["name"] == "PodSecurity"
+    conf = psa["configuration"]
+    assert (conf["defaults"]["enforce"], conf["defaults"]["warn"], conf["defaults"]["audit"]) == (
+        "baseline", "restricted", "restricted")
+    assert conf["exemptions"]["namespaces"] == ["kube-system"]
+
+
+TLS_FLAGS = {"kube-apiserver": ("--tls-min-version", "--tls-cipher-suites"),
+             "kube-controller-manager": ("--tls-min-version", "--tls-cipher-suites"),
+             "kube-scheduler": ("--tls-min-version", "--tls-cipher-suites"),
+             "konnectivity-server": ("--tls-min-version", "--cipher-suites"),
+             "etcd": ("--tls-min-version", "--cipher-suites")}
+
+
+def test_every_tls_server_gets_tls12_and_ecdhe_aes_gcm_only(ctx: ControllerContext) -> None:
+    from mke.components.konnectivity import KonnectivityServer
+    from mke.components.scheduler import KubeScheduler
+    from mke.node.tls import GO_CIPHER_SUITES
+
+    for comp in (KubeAPIServer(ctx, etcd_servers="https://127.0.0.1:2379"), KubeControllerManager(ctx),
+                 KubeScheduler(ctx), KonnectivityServer(ctx), Etcd(ctx)):
+        version_flag, suites_flag = TLS_FLAGS[comp.name]
+        f = _flags(comp)
+        assert f[version_flag] in ("VersionTLS12", "TLS1.2"), comp.name
+        suites = f[suites_flag].split(",")
+        assert suites == list(GO_CIPHER_SUITES), comp.name
+    for s in GO_CIPHER_SUITES:
+        assert s.startswith("TLS_ECDHE_") and "_GCM_" in s
+
+
 def test_extra_args_override_and_extend(tmp_path: Path) -> None:
     cfg = parse_config({"extraArgs": {"kube-apiserver": {"v": 3, "anonymous-auth": True}},
                         "konnectivity": {"enabled": False}})
@@ -218,9 +271,23 @@ def test_kine_listens_on_a_unix_socket_in_the_run_dir(ctx: ControllerContext) ->
     k = Kine(ctx)
     f = _flags(k)
     assert f["--listen-address"] == f"unix://{ctx.run_dir}/kine.sock"
-    assert f["--endpoint"].startswith(f"sqlite://{ctx.data_dir}/kine/state.db?")
-    assert "_txlock=immediate" in f["--endpoint"]
+    endpoint = k.process_spec().env["KINE_ENDPOINT"]
+    assert endpoint.startswith(f"sqlite://{ctx.data_dir}/kine/state.db?")
+    assert "_txlock=immediate" in endpoint
     assert f["--metrics-bind-address"] == "0"
+
+
+def test_kine_gets_the_data_source_in_its_environment_never_on_its_command_line(tmp_path: Path) -> None:
+    dsn = "postgres://kine:s3cretpw@db.example:5432/kine"
+    cfg = parse_config({"storage": {"type": "kine", "kine": {"dataSource": dsn}}})
+    c = ControllerContext(config=cfg, data_dir=tmp_path, node_name="n", api_address="192.0.2.1",
+                          binaries=BinaryResolver(tmp_path))
+    k = Kine(c)
+    k.binary_path = Path("/usr/bin/true")
+    spec = k.process_spec()
+    assert not any("s3cretpw" in a for a in spec.args)
+    assert "--endpoint" not in _flags(k)
+    assert spec.env["KINE_ENDPOINT"] == dsn
 
 
 def test_controller_manager_signs_with_cluster_ca(ctx: ControllerContext) -> None:

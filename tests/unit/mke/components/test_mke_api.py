@@ -584,3 +584,19 @@ def test_slowloris_and_1000_junk_requests_while_a_controller_joins(first_control
     assert min(dribble_closed) >= limits.request_timeout - 0.5 and max(dribble_closed) < limits.request_timeout + 3
     assert_clean_log(fc)
     assert len(budgeted) <= limits.log_burst and fc.api.log_suppressed > 900  # the log budget held
+
+
+def test_tls_is_1_2_or_later_with_ecdhe_and_aes_gcm_only(first_controller):
+    """Issue 14 (secure defaults): a client offering TLS 1.1, or TLS 1.2 with ChaCha20, CBC or
+    RSA key exchange, is refused by the server; ECDHE-ECDSA with AES-GCM and TLS 1.3 are served."""
+    from tests.support.tls import GOOD_TLS12, WEAK_TLS12, handshake, refused_by_server
+
+    fc = first_controller()
+    host, port = "127.0.0.1", fc.api.address[1]
+    assert handshake(host, port, ciphers=GOOD_TLS12) is None
+    assert handshake(host, port, version=ssl.TLSVersion.TLSv1_3) is None
+    for name, ciphers in WEAK_TLS12.items():
+        reason = handshake(host, port, ciphers=ciphers)
+        assert refused_by_server(reason), (name, reason)
+    reason = handshake(host, port, version=ssl.TLSVersion.TLSv1_1)
+    assert refused_by_server(reason), reason

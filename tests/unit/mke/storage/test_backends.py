@@ -86,8 +86,9 @@ def test_backend_checks_name_the_field(cfg, error):
 
 
 def test_kine_default_is_sqlite_in_the_data_dir(tmp_path):
-    f = flags(Kine(make_ctx(tmp_path, {"storage": {"type": "kine"}})))
-    assert f["--endpoint"].startswith(f"sqlite://{tmp_path}/kine/state.db?")
+    k = Kine(make_ctx(tmp_path, {"storage": {"type": "kine"}}))
+    assert "--endpoint" not in flags(k)
+    assert k.env()["KINE_ENDPOINT"].startswith(f"sqlite://{tmp_path}/kine/state.db?")
 
 
 def test_a_learner_left_by_a_failed_join_is_removed_and_the_next_join_goes_through(tmp_path, make_pki):

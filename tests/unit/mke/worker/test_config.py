@@ -109,6 +109,8 @@ def test_kubelet_configuration_on_cgroup_v1(tmp_path):
     assert cfg["authentication"]["x509"]["clientCAFile"] == f"{data}/worker/ca.crt"
     assert cfg["authorization"]["mode"] == "Webhook" and cfg["readOnlyPort"] == 0
     assert cfg["rotateCertificates"] is True and cfg["serverTLSBootstrap"] is True
+    assert cfg["tlsMinVersion"] == "VersionTLS12"
+    assert cfg["tlsCipherSuites"] and all(s.startswith("TLS_ECDHE_") and "_GCM_" in s for s in cfg["tlsCipherSuites"])
     assert cfg["clusterDNS"] == ["10.96.0.10"] and cfg["clusterDomain"] == "cluster.local"
     assert cfg["resolvConf"] == "/run/systemd/resolve/resolv.conf"
     assert cfg["registerWithTaints"] == [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]
@@ -344,3 +346,29 @@ def test_node_credentials_wait_for_the_certificate_the_kubeconfig_names(tmp_path
     assert ctx.node_credentials_present()
     kc.write_text("users: [")
     assert not ctx.node_credentials_present()
+
+
+def test_worker_configs_and_the_cni_conflist_are_0600(tmp_path):
+    """CIS 1.1.9 (CNI files 600) and 4.1.9 (kubelet config 600): what init() writes."""
+    import os
+    import stat
+
+    from mke.network.kuberouter import BINARY, KubeRouter
+    from mke.worker.kubelet import Kubelet
+
+    ctx = make_ctx(tmp_path, provider="kuberouter")
+    (tmp_path / "bin" / BINARY).write_text("#!/bin/true\n")
+    (tmp_path / "bin" / BINARY).chmod(0o755)
+    kubelet = Kubelet(ctx)
+    kubelet.init()
+    assert stat.S_IMODE(ctx.paths.kubelet_config.stat().st_mode) == 0o600
+    router = KubeRouter(ctx)
+    router.init()
+    assert stat.S_IMODE(router.conflist_path.stat().st_mode) == 0o600
+    os.chmod(router.conflist_path, 0o644)  # as an older mke wrote it; kube-router has filled in its subnet since
+    doc = json.loads(router.conflist_path.read_text())
+    doc["plugins"][0]["ipam"]["ranges"] = [[{"subnet": "10.244.1.0/24"}]]
+    router.conflist_path.write_text(json.dumps(doc))
+    router.init()
+    assert json.loads(router.conflist_path.read_text()) == doc  # kube-router's edits kept
+    assert stat.S_IMODE(router.conflist_path.stat().st_mode) == 0o600
