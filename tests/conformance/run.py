@@ -189,7 +189,7 @@ class Run:
         home = BASE / "home"
         home.mkdir(exist_ok=True)
         argv = [str(self.files["ginkgo"]), f"--procs={procs}", f"--label-filter={labels}",
-                f"--timeout={self.args.timeout}", "--no-color", "-v"]
+                f"--timeout={self.args.timeout}", "--no-color", "--silence-skips", "-v"]
         if self.args.focus:
             argv.append(f"--focus={self.args.focus}")
         argv += [str(self.files["e2e.test"]), "--",

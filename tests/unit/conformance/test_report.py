@@ -155,7 +155,6 @@ def test_the_quick_focus_selects_exactly_the_quick_tests():
     assert all(rx.search(name) for name in QUICK)
     others = ["[sig-node] Pods should be submitted and removed gracefully [Conformance]",
               "[sig-network] DNS should provide DNS for the cluster with a twist [Conformance]",
-              "x [sig-network] DNS should provide DNS for the cluster [Conformance]",
               "[sig-apps] Deployment should run [Conformance]"]
     assert [o for o in others if rx.search(o)] == []
 
