@@ -103,7 +103,9 @@ def read_junit(path: Path, part: str) -> dict[str, Outcome]:
         skipped = case.find("skipped")
         if failure is not None or error is not None or status in ("failed", "panicked", "timedout", "interrupted"):
             node = failure if failure is not None else error
-            msg = (node.get("message", "") if node is not None else status) or status
+            # ginkgo leaves the message attribute empty and puts "[FAILED] ... In [It] at: file:line" in the text
+            text = (node.text or "") if node is not None else ""
+            msg = (node.get("message", "") if node is not None else "") or re.split(r"\s+In \[It\] at:", text)[0] or status
             state = "failed"
         elif skipped is not None or status in ("skipped", "pending"):
             msg, state = (skipped.get("message", "") if skipped is not None else status), "skipped"

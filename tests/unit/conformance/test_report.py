@@ -22,6 +22,9 @@ LIST = textwrap.dedent("""\
     - testname: Taint, serial
       codename: '[sig-node] NoExecuteTaintManager evicts pods [Serial] [Conformance]'
       file: test/e2e/node/taints.go
+    - testname: Image volume
+      codename: '[sig-node] ImageVolume should succeed [Conformance]'
+      file: test/e2e/common/node/image_volume.go
     - testname: Never run
       codename: '[sig-apps] Deployment never ran [Conformance]'
       file: test/e2e/apps/deployment.go
@@ -41,6 +44,9 @@ PARALLEL = textwrap.dedent("""\
           <skipped message="skipped"></skipped>
         </testcase>
         <testcase name="[sig-storage] Something else entirely" classname="Kubernetes e2e suite" status="passed" time="1"></testcase>
+        <testcase name="[sig-node] ImageVolume should succeed [Conformance] [sig-node, Conformance]" status="failed" time="2">
+          <failure message="" type="failed">[FAILED] Expected&#xA;    &lt;string&gt;: Debian&#xA;to contain substring&#xA;    &lt;string&gt;: Alpine Linux&#xA;In [It] at: image_volume.go:87 @ 11/28/26</failure>
+        </testcase>
         <testcase name="[SynchronizedBeforeSuite]" classname="Kubernetes e2e suite" status="passed" time="3"></testcase>
       </testsuite>
     </testsuites>
@@ -76,7 +82,7 @@ def outcomes(files: dict[str, Path]) -> dict[str, report.Outcome]:
 
 def test_each_listed_test_gets_its_state(files):
     got = outcomes(files)
-    assert len(got) == 4
+    assert len(got) == 5
     pods = got["[sig-node] Pods should be submitted and removed [NodeConformance] [Conformance]"]
     assert (pods.state, pods.seconds, pods.part, pods.sig) == ("passed", 12.5, "parallel", "sig-node")
     dns = got["[sig-network] DNS should provide DNS for the cluster [Conformance]"]
@@ -85,6 +91,9 @@ def test_each_listed_test_gets_its_state(files):
     assert taint.state == "skipped" and "1 schedulable node" in taint.message and taint.part == "serial"
     # listed, but no report ran it: counted as "not run", never dropped
     assert got["[sig-apps] Deployment never ran [Conformance]"].state == "not run"
+    # ginkgo's empty message attribute: the failure's text up to its location
+    iv = got["[sig-node] ImageVolume should succeed [Conformance]"]
+    assert iv.state == "failed" and iv.message == "[FAILED] Expected <string>: Debian to contain substring <string>: Alpine Linux"
 
 
 def test_a_test_only_filtered_out_is_not_run_not_skipped(files, tmp_path):
@@ -98,10 +107,10 @@ def test_summary_counts_sigs_and_lists_what_did_not_pass(files):
     s = report.Summary(version="v1.36.5", label="etcd, kube-router", outcomes=got, seconds=4000, suite_seconds=3700)
     text = report.markdown(s)
     assert text.startswith("### v1.36.5, etcd, kube-router\n")
-    assert "**1 of 4 passed**, 1 failed, 1 skipped, 1 not run" in text
-    assert "| sig-node | 2 | 1 | 0 | 1 | 0 |" in text
+    assert "**1 of 5 passed**, 2 failed, 1 skipped, 1 not run" in text
+    assert "| sig-node | 3 | 1 | 1 | 1 | 0 |" in text
     assert "- **failed** [sig-network] DNS should provide DNS for the cluster [Conformance]: timed out" in text
-    assert json.loads(s.as_json())["counts"] == {"passed": 1, "failed": 1, "skipped": 1, "not run": 1}
+    assert json.loads(s.as_json())["counts"] == {"passed": 1, "failed": 2, "skipped": 1, "not run": 1}
 
 
 def test_update_doc_replaces_only_its_own_run(tmp_path):
