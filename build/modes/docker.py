@@ -34,8 +34,8 @@ from build.builder_image import BuilderImage, BuilderSpec, ensure_builder, host_
 from build.docker_engine import DockerEngine
 from build.errors import ComponentBuildError, LockfileError, UsageError
 from build.gomod import (
-    WRAPPER_SCHEMA,
     TEST_DEPS_TEMPLATE,
+    WRAPPER_SCHEMA,
     HostGo,
     cached_module_time,
     container_path,
