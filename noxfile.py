@@ -9,6 +9,7 @@
     nox -s lock                       pin artifact digests and Go module sums (connected machine)
     nox -s bench                      benchmarks, printed as ratios against a same-run baseline
     nox -s e2e                        a real cluster (long)
+    nox -s conformance-build          e2e.test, ginkgo, registry and the conformance images (long)
 """
 
 from __future__ import annotations
@@ -132,3 +133,21 @@ def e2e(session: nox.Session) -> None:
         _toolchain(session, "build", "--mode=docker", "--bundle")
     session.run("python", "-m", "pytest", "-m", "e2e", "tests/e2e", "-p", "no:cacheprovider", *session.posargs,
                 env={"PYTHONPATH": str(REPO)})
+
+
+CONFORMANCE_BUILD = ["build", "--recipes-dir", str(REPO / "recipes" / "conformance"), "--mode=docker", "--no-bundle",
+                     "--dist-layout=flat", "--airgap", "--airgap-layout=per-image"]
+
+
+@nox.session(name="conformance-build")
+def conformance_build(session: nox.Session) -> None:
+    """The conformance suite and its images, from source (docker mode; ~1 h cold, seconds cached):
+    dist/conformance/{bin/e2e.test,bin/ginkgo,bin/registry,images/*.tar,images.json}.
+
+    Extra arguments pass through to `python -m build.cli build` (e.g. --dist DIR, --jobs N);
+    the underlying command is `python -m build.cli build` + CONFORMANCE_BUILD (docs/conformance.md).
+    """
+    _install(session, BUILD_REQS)
+    dist = [] if any(a == "--dist" or a.startswith("--dist=") for a in session.posargs) else \
+        ["--dist", str(REPO / "dist" / "conformance")]
+    _toolchain(session, *CONFORMANCE_BUILD, *dist, *session.posargs)
