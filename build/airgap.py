@@ -474,7 +474,9 @@ def build_image(ctx: BuildContext, spec: ImageSpec, binaries: dict[str, BuiltBin
             if spec.base:
                 layers.append(oci.build_layer(oci.base_entries(), workdir, mtime=ctx.source_date_epoch, comment="base"))
             links = [oci.Entry(path=s.path, kind="symlink", target=s.target) for s in spec.symlinks]
-            links += [oci.Entry(path=f"{ls.dir}/{n}", kind="symlink", target=ls.target) for ls in spec.links for n in ls.names]
+            explicit = {e.name for e in links}  # a [[symlink]] wins over a [[links]] name of the same path
+            links += [e for e in (oci.Entry(path=f"{ls.dir}/{n}", kind="symlink", target=ls.target)
+                                  for ls in spec.links for n in ls.names) if e.name not in explicit]
             if spec.debs or spec.debian is not None:
                 from build.download import Downloader
 
@@ -487,7 +489,9 @@ def build_image(ctx: BuildContext, spec: ImageSpec, binaries: dict[str, BuiltBin
                 for url, digest in action.inputs.get("debian_pins", []):
                     path = dl.download(url, sha256=digest, component=f"image {spec.name}")
                     entries += deb_entries(path, exclude=DEFAULT_DEB_EXCLUDE + spec.debian.exclude, what=url)  # type: ignore[union-attr]
-                packaged = {e.name for e in entries}  # a packaged file wins over an applet link of the same path
+                # a packaged file wins over an applet link of the same path; an explicit [[symlink]] over both
+                packaged = {e.name for e in entries} - explicit
+                entries = [e for e in entries if e.name not in explicit]
                 links = [e for e in links if e.name not in packaged]
                 layers.append(oci.build_layer(_merge(entries + links), workdir, mtime=ctx.source_date_epoch,
                                               comment="debian packages"))

@@ -242,6 +242,15 @@ def test_per_image_layout_with_source_files_texts_links_and_labels(tmp_path, cap
     airgap.build_airgap(ctx, results, tmp_path / "dist", specs_dir=d, layout="per-image")
     assert (tmp_path / "dist" / cat["file"]).stat().st_mtime_ns == stamp  # no-op: nothing rewritten
     assert "cached=2" in capsys.readouterr().err
+    # reproducible: a fresh cache gives byte-identical archives
+    ctx1 = dataclasses.replace(ctx, cache=Cache(tmp_path / "cache1"))
+    _module_zip(ctx1, "example.com/tool", "v1.2.3", {"html/cat.jpg": b"JPEG"})
+    results1 = _results(ctx1, tmp_path)
+    results1[0].recipe.source = results[0].recipe.source
+    airgap.build_airgap(ctx1, results1, tmp_path / "dist1", specs_dir=d, layout="per-image")
+    again = json.loads((tmp_path / "dist1" / "images.json").read_text())["images"]
+    assert {r: (i["digest"], i["sha256"]) for r, i in again.items()} == {
+        r: (i["digest"], i["sha256"]) for r, i in doc["images"].items()}
     # a module zip that no longer matches its pin is refused, naming the spec
     ctx2 = dataclasses.replace(ctx, cache=Cache(tmp_path / "cache2"))
     _module_zip(ctx2, "example.com/tool", "v1.2.3", {"html/cat.jpg": b"EVIL"})
