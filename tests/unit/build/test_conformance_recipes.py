@@ -46,6 +46,12 @@ def test_suite_and_tools_are_built():
     assert RECIPES["kubernetes-e2e"].version == main["kubernetes"].version
 
 
+def test_coredns_is_the_main_recipe_not_a_copy():
+    assert (CONFORMANCE / "coredns.toml").is_symlink()
+    assert (CONFORMANCE / "coredns.toml").resolve() == (REPO / "recipes" / "coredns.toml").resolve()
+    assert sorted(LOCK.gosum("coredns")) == sorted(Lockfile.load(REPO / "recipes" / "recipes.lock").gosum("coredns"))
+
+
 def test_pause_is_the_main_recipe_and_spec_not_a_copy():
     assert (CONFORMANCE / "pause.toml").is_symlink() and (CONFORMANCE / "images" / "pause.toml").is_symlink()
     assert (CONFORMANCE / "pause.toml").resolve() == (REPO / "recipes" / "pause.toml").resolve()
@@ -76,7 +82,7 @@ def test_every_image_is_buildable_from_the_lock(name: str):
 
 def test_agnhost_prev_is_a_distinct_image_of_the_same_binary():
     cur, prev = SPECS["agnhost"], SPECS["agnhost-prev"]
-    assert [f.binary for f in cur.files] == [f.binary for f in prev.files] == ["agnhost"]
+    assert [f.binary for f in cur.files] == [f.binary for f in prev.files] == ["agnhost", "coredns"]
     assert dict(prev.labels)["org.opencontainers.image.version"] == "2.55"
     assert dict(cur.labels)["org.opencontainers.image.version"] == "2.66.1"
 
