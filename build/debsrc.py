@@ -421,6 +421,27 @@ def resolve_pins(recipe: Recipe, arches: list[str], mirror: str = "https://deb.d
 
 
 
+def install_uris(text: str) -> dict[str, str]:
+    """``name=version`` -> URL from ``apt-get install --print-uris`` (``'URL' file size MD5Sum:...`` lines)."""
+    urls = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0].startswith("'") and parts[1].endswith(".deb"):
+            name, version, _ = urllib.parse.unquote(parts[1]).split("_")
+            urls[f"{name}={version}"] = parts[0].strip("'")
+    return urls
+
+
+def packages_sha256(text: str) -> dict[str, str]:
+    """``name=version`` -> SHA256 from ``apt-cache show`` paragraphs (the Packages index apt verified)."""
+    sums = {}
+    for para in text.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in para.splitlines() if ": " in line and not line.startswith(" "))
+        if "Package" in fields and "SHA256" in fields and "Version" in fields:
+            sums[f"{fields['Package']}={fields['Version']}"] = fields["SHA256"].strip().lower()
+    return sums
+
+
 def resolve_closures(sets: dict[str, tuple[str, tuple[str, ...]]], arches: list[str], *,
                      mirror: str = "https://deb.debian.org/debian") -> dict[str, dict[str, str]]:
     """For ``nox -s lock``: per key, URL -> sha256 of its packages and everything they depend on, per arch.
@@ -450,21 +471,12 @@ def resolve_closures(sets: dict[str, tuple[str, tuple[str, ...]]], arches: list[
                         continue
                     text = _apt(root, ["install", "--print-uris", "-y", "--no-install-recommends", *packages],
                                 f"{key}: {' '.join(packages)} ({arch})", arch=arch)
-                    urls = {}  # "name=version" -> URL, as apt prints it ('URL' file size MD5Sum:...)
-                    for line in text.splitlines():
-                        parts = line.split()
-                        if len(parts) >= 2 and parts[0].startswith("'") and parts[1].endswith(".deb"):
-                            name, version, _ = urllib.parse.unquote(parts[1]).split("_")
-                            urls[f"{name}={version}"] = parts[0].strip("'")
+                    urls = install_uris(text)
                     if not urls:
                         raise LockfileError(f"{key}: apt resolved nothing for {' '.join(packages)} ({suite}, {arch})")
                     # install --print-uris gives MD5 only: the SHA256 comes from the (signed) Packages index
-                    shown = _apt(root, ["show", "--no-all-versions", *sorted(urls)], f"{key}: apt-cache show", tool="apt-cache", arch=arch)
-                    sums = {}
-                    for para in shown.split("\n\n"):
-                        fields = dict(line.split(": ", 1) for line in para.splitlines() if ": " in line and not line.startswith(" "))
-                        if "Package" in fields and "SHA256" in fields:
-                            sums[f"{fields['Package']}={fields['Version']}"] = fields["SHA256"].strip().lower()
+                    sums = packages_sha256(_apt(root, ["show", "--no-all-versions", *sorted(urls)],
+                                                f"{key}: apt-cache show", tool="apt-cache", arch=arch))
                     for nv, url in urls.items():
                         if nv not in sums:
                             raise LockfileError(f"{key}: apt-cache show has no SHA256 for {nv} ({suite}, {arch})")
