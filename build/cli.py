@@ -82,7 +82,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     )
     mode = get_mode(args.mode)
     results = build_all(ctx, mode, recipes)
-    manifest = write_dist(ctx, args.mode, results, args.dist)
+    manifest = write_dist(ctx, args.mode, results, args.dist, flat=args.dist_layout == "flat")
     built = sum(1 for r in results if r.result and not r.cached)
     cached = sum(1 for r in results if r.cached)
     print(
@@ -112,7 +112,8 @@ def _after_build(args, ctx, results, manifest) -> None:
     if getattr(args, "airgap", False):
         from build import airgap  # dist/mke-airgap-images-<os>-<arch>.tar (issue 4)
 
-        airgap.build_airgap(ctx, results, args.dist)
+        airgap.build_airgap(ctx, results, args.dist, specs_dir=args.airgap_specs or args.recipes_dir / "images",
+                            layout=args.airgap_layout)
     if not getattr(args, "bundle", False):
         return
     from build import bundle  # the bundler (issue 7): dist/mke, SHA256SUMS, SBOM
@@ -175,7 +176,13 @@ def cmd_lock(args: argparse.Namespace) -> int:
     platforms = [Platform.parse(a) for a in (args.arch or list(supported_arches()))]
     lock_path = args.lock or args.recipes_dir / "recipes.lock"
     mirror = args.mirror or os.environ.get("MKE_MIRROR") or None
-    update_lock(lock_path, recipes, platforms, mirror=mirror, fetch=not args.source_only, source=not args.fetch_only)
+    if not args.image or args.component:
+        update_lock(lock_path, recipes, platforms, mirror=mirror, fetch=not args.source_only, source=not args.fetch_only)
+    images_dir = args.recipes_dir / "images"
+    if not args.fetch_only and (args.image or not args.component) and images_dir.is_dir():
+        from build.pins import update_image_pins
+
+        update_image_pins(lock_path, images_dir, [p.arch for p in platforms], names=args.image or [])
     return 0
 
 
@@ -202,6 +209,13 @@ def make_parser() -> argparse.ArgumentParser:
                         "(nox -s build passes --bundle)")
     b.add_argument("--airgap", action="store_true",
                    help="also write dist/mke-airgap-images-<os>-<arch>.tar from recipes/images/ (docker or fetch mode)")
+    b.add_argument("--airgap-specs", type=Path, default=None,
+                   help="image specs for --airgap (default RECIPES_DIR/images)")
+    b.add_argument("--airgap-layout", default="bundle", choices=["bundle", "per-image"],
+                   help="--airgap output: one archive + .json (bundle, default), or DIST/images/<name>.tar "
+                        "+ DIST/images.json (per-image: the conformance build)")
+    b.add_argument("--dist-layout", default="platform", choices=["platform", "flat"],
+                   help="binaries in DIST/<os>-<arch>/bin (platform, default) or DIST/bin (flat: one platform)")
     b.add_argument("--compression-level", type=_zstd_level, default=19, metavar="1-22",
                    help="zstd level of the payload's frames (default 19; low levels bundle in seconds, for tests)")
     b.add_argument("--payload-layout", default="groups", choices=["groups", "per-binary", "solid"],
@@ -233,6 +247,9 @@ def make_parser() -> argparse.ArgumentParser:
     lk.add_argument("--lock", type=Path, default=None)
     lk.add_argument("--fetch-only", action="store_true")
     lk.add_argument("--source-only", action="store_true")
+    lk.add_argument("--image", action="append",
+                    help="pin the [debian] packages of this image spec (RECIPES_DIR/images; repeatable); "
+                         "without --component or --image every spec with [debian] is pinned")
     lk.set_defaults(func=cmd_lock)
     return p
 

@@ -353,11 +353,13 @@ def container_script(recipe: Recipe, env: DebianBuildEnv, packages: tuple[Prepar
 APT_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 
 
-def _apt(root: Path, args: list[str], what: str) -> str:
+def _apt(root: Path, args: list[str], what: str, tool: str = "apt-get", arch: str = "") -> str:
     opts = [f"-oDir::Etc={root}/etc", f"-oDir::State={root}/state", f"-oDir::Cache={root}/cache",
             "-oDir::State::status=/dev/null", "-oDebug::NoLocking=1", "-oAPT::Sandbox::User=root", "-qq"]
+    if arch:  # every tool (apt-cache too) must see the same native arch, or it rebuilds the cache for another
+        opts += [f"-oAPT::Architecture={arch}", f"-oAPT::Architectures::={arch}"]
     try:
-        proc = subprocess.run(["apt-get", *opts, *args], capture_output=True, text=True, check=False, cwd=root)
+        proc = subprocess.run([tool, *opts, *args], capture_output=True, text=True, check=False, cwd=root)
     except FileNotFoundError:
         raise LockfileError("apt-get is not installed: pinning Debian packages needs apt (a Debian or Ubuntu host)") from None
     if proc.returncode != 0:
@@ -416,3 +418,67 @@ def resolve_pins(recipe: Recipe, arches: list[str], mirror: str = "https://deb.d
                                         f"{sorted(got) or 'nowhere'}, not at the recipe's URL {want}")
                 pins[want] = got[want]
     return dict(sorted(pins.items()))
+
+
+
+def install_uris(text: str) -> dict[str, str]:
+    """``name=version`` -> URL from ``apt-get install --print-uris`` (``'URL' file size MD5Sum:...`` lines)."""
+    urls = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0].startswith("'") and parts[1].endswith(".deb"):
+            name, version, _ = urllib.parse.unquote(parts[1]).split("_")
+            urls[f"{name}={version}"] = parts[0].strip("'")
+    return urls
+
+
+def packages_sha256(text: str) -> dict[str, str]:
+    """``name=version`` -> SHA256 from ``apt-cache show`` paragraphs (the Packages index apt verified)."""
+    sums = {}
+    for para in text.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in para.splitlines() if ": " in line and not line.startswith(" "))
+        if "Package" in fields and "SHA256" in fields and "Version" in fields:
+            sums[f"{fields['Package']}={fields['Version']}"] = fields["SHA256"].strip().lower()
+    return sums
+
+
+def resolve_closures(sets: dict[str, tuple[str, tuple[str, ...]]], arches: list[str], *,
+                     mirror: str = "https://deb.debian.org/debian") -> dict[str, dict[str, str]]:
+    """For ``nox -s lock``: per key, URL -> sha256 of its packages and everything they depend on, per arch.
+
+    ``sets`` maps a key to (suite, packages). apt resolves the dependencies as if nothing were
+    installed (``--no-install-recommends``, an empty dpkg status), so each set is complete for an
+    empty root; the digests are those of apt's indexes, which it checked against the suite's
+    signed InRelease. One private apt state per suite and arch serves every set.
+    """
+    if not APT_KEYRING.is_file():
+        raise LockfileError(f"{APT_KEYRING} is missing: install debian-archive-keyring to pin Debian packages")
+    out: dict[str, dict[str, str]] = {key: {} for key in sets}
+    for suite in sorted({suite for suite, _ in sets.values()}):
+        for arch in arches:
+            with tempfile.TemporaryDirectory(prefix=f"apt-{suite}-{arch}-") as d:
+                root = Path(d)
+                for sub in ("etc/apt.conf.d", "etc/preferences.d", "etc/sources.list.d", "state/lists/partial",
+                            "cache/archives/partial"):
+                    (root / sub).mkdir(parents=True, exist_ok=True)
+                (root / "etc" / "sources.list").write_text(
+                    f"deb [arch={arch} signed-by={APT_KEYRING}] {mirror} {suite} main\n")
+                (root / "etc" / "apt.conf.d" / "arch").write_text(
+                    f'APT::Architecture "{arch}";\nAPT::Architectures {{ "{arch}"; }};\n')
+                _apt(root, ["update"], f"apt-get update ({suite}, {arch})", arch=arch)
+                for key, (s_suite, packages) in sets.items():
+                    if s_suite != suite:
+                        continue
+                    text = _apt(root, ["install", "--print-uris", "-y", "--no-install-recommends", *packages],
+                                f"{key}: {' '.join(packages)} ({arch})", arch=arch)
+                    urls = install_uris(text)
+                    if not urls:
+                        raise LockfileError(f"{key}: apt resolved nothing for {' '.join(packages)} ({suite}, {arch})")
+                    # install --print-uris gives MD5 only: the SHA256 comes from the (signed) Packages index
+                    sums = packages_sha256(_apt(root, ["show", "--no-all-versions", *sorted(urls)],
+                                                f"{key}: apt-cache show", tool="apt-cache", arch=arch))
+                    for nv, url in urls.items():
+                        if nv not in sums:
+                            raise LockfileError(f"{key}: apt-cache show has no SHA256 for {nv} ({suite}, {arch})")
+                        out[key][url] = sums[nv]
+    return {key: dict(sorted(pins.items())) for key, pins in out.items()}

@@ -221,7 +221,7 @@ def wrapper_gomod(recipe: Recipe, upstream: dict[str, Any]) -> str:
     lines += [f"require {src.module} {src.version}", ""]
     if replaces:
         lines += ["replace (", *[f"\t{r}" for r in replaces], ")", ""]
-    tools = sorted({pkg for _, pkg in src.packages})
+    tools = sorted({pkg for _, pkg in (*src.packages, *src.tests)})  # a tool line keeps a test package's module required
     lines += ["tool (", *[f"\t{t}" for t in tools], ")", ""]
     return "\n".join(lines)
 
@@ -257,12 +257,18 @@ def download_wrapper_deps(recipe: Recipe, host: HostGo, prepared: PreparedSource
     means the pins are incomplete.
     """
     before = (prepared.dir / "go.sum").read_text()
-    pkgs = sorted({pkg for _, pkg in recipe.source.packages})  # type: ignore[union-attr]
-    args = ["list", "-deps", "-f", "{{if .Module}}{{.Module.Path}}{{end}}"]
-    if tags:
-        args.append("-tags=" + ",".join(tags))
-    host.run(args + pkgs, cwd=prepared.dir, what=f"{recipe.name}: download dependencies",
-             GOOS=goos, GOARCH=goarch, CGO_ENABLED="1" if cgo else "0", GOSUMDB="off", GOFLAGS="-mod=mod -modcacherw")
+    src = recipe.source
+    assert src is not None
+    for test, pkgs in list_groups(src):
+        args = ["list", "-deps", *(["-test"] if test else []), "-f", "{{if .Module}}{{.Module.Path}}{{end}}"]
+        if tags:
+            args.append("-tags=" + ",".join(tags))
+        host.run(args + pkgs, cwd=prepared.dir, what=f"{recipe.name}: download dependencies",
+                 GOOS=goos, GOARCH=goarch, CGO_ENABLED="1" if cgo else "0", GOSUMDB="off", GOFLAGS="-mod=mod -modcacherw")
+    if src.tests:
+        load_test_deps(host, prepared.dir, src, what=f"{recipe.name}: download test dependencies",
+                       GOOS=goos, GOARCH=goarch, CGO_ENABLED="1" if cgo else "0", GOSUMDB="off",
+                       GOFLAGS="-mod=mod -modcacherw")
     after = (prepared.dir / "go.sum").read_text()
     if after != before:
         added = sorted(set(after.splitlines()) - set(before.splitlines()))
@@ -270,6 +276,35 @@ def download_wrapper_deps(recipe: Recipe, host: HostGo, prepared: PreparedSource
             f"{recipe.name}: recipes.lock lacks {len(added)} go.sum line(s) the build needs (first: {added[0] if added else '?'}); "
             f"run `nox -s lock -- --component {recipe.name}`"
         )
+
+
+# The non-test packages a test binary links (its dependencies and the package itself): the
+# container compiles them with `go build -v` before `go test -c` (progress lines, shared cache).
+TEST_DEPS_TEMPLATE = "{{if and (not .Standard) (not .ForTest) (ne .Name \"main\")}}{{.ImportPath}}{{end}}"
+
+
+def load_test_deps(host: HostGo, workdir: Path, src: Any, *, what: str, **env: str) -> None:
+    """Load what the container's steps for ``[source.tests]`` load, so ``go.mod``/``go.sum`` need no update there.
+
+    ``go list -test -deps`` loads the tests' imports; naming those dependency packages on a
+    command line (the container's ``go build -v``) makes Go want each providing module
+    required by the wrapper, which ``go list -deps <them>`` with ``-mod=mod`` records here.
+    """
+    tags = ["-tags=" + ",".join(src.tags)] if src.tags else []
+    tests = sorted({pkg for _, pkg in src.tests})
+    out = host.run(["list", "-test", "-deps", *tags, "-f", TEST_DEPS_TEMPLATE, *tests], cwd=workdir, what=what, **env)
+    deps = sorted({line.strip() for line in out.splitlines() if line.strip()})
+    host.run(["list", "-deps", *tags, "-f", "{{if .Module}}{{.Module.Path}}{{end}}", *deps], cwd=workdir, what=what, **env)
+
+
+def list_groups(src: Any) -> list[tuple[bool, list[str]]]:
+    """The ``go list -deps`` calls that load what a build compiles: (with -test?, packages)."""
+    groups = []
+    if src.packages:
+        groups.append((False, sorted({pkg for _, pkg in src.packages})))
+    if src.tests:  # [source.tests]: the packages' tests and what they import
+        groups.append((True, sorted({pkg for _, pkg in src.tests})))
+    return groups
 
 
 def resolve_wrapper_sum(recipe: Recipe, host: HostGo, workdir: Path) -> tuple[str, ...]:
@@ -292,6 +327,12 @@ def resolve_wrapper_sum(recipe: Recipe, host: HostGo, workdir: Path) -> tuple[st
     (workdir / "go.mod").write_text(gomod)
     (workdir / "go.sum").write_text("")
     host.run(["mod", "tidy"], cwd=workdir, what=f"{recipe.name}: go mod tidy", GOFLAGS="-mod=mod -modcacherw")
+    if src.tests:
+        # tidy's go.sum covers the tools' imports, not the imports of a dependency's tests:
+        # load exactly what `go test -c` will compile, per target platform (checksum database on).
+        for goarch in ("amd64", "arm64"):
+            load_test_deps(host, workdir, src, what=f"{recipe.name}: go list -test", GOOS="linux", GOARCH=goarch,
+                           CGO_ENABLED="1" if src.cgo else "0", GOFLAGS="-mod=mod -modcacherw")
     lines = {line.strip() for line in (workdir / "go.sum").read_text().splitlines() if line.strip()}
     return tuple(sorted(lines | set(top)))
 

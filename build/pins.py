@@ -72,3 +72,24 @@ def update_lock(
     lock.save()
     log("lock", f"wrote {lock_path}")
     return lock
+
+
+def update_image_pins(lock_path: Path, images_dir: Path, arches: list[str], *, names: list[str]) -> Lockfile:
+    """Pin the ``[debian]`` packages of image specs: apt's dependency closure, URL -> sha256 per arch."""
+    from build.airgap import load_image_specs
+    from build.debsrc import resolve_closures
+    from build.errors import UsageError
+
+    specs = load_image_specs(images_dir)
+    unknown = [n for n in names if n not in specs]
+    if unknown:
+        raise UsageError(f"unknown image {unknown[0]!r}: choose from {', '.join(specs)}")
+    lock = Lockfile.load(lock_path) if lock_path.exists() else Lockfile.empty(lock_path)
+    chosen = [s for s in specs.values() if s.debian is not None and (not names or s.name in names)]
+    sets = {s.lock_key: (s.debian.suite, s.debian.packages) for s in chosen}  # type: ignore[union-attr]
+    for key, pins in resolve_closures(sets, arches).items():
+        lock = lock.with_debian(key, pins)
+        log(key, f"pinned {len(pins)} Debian packages ({' '.join(sets[key][1])}, {sets[key][0]})")
+    lock.save()
+    log("lock", f"wrote {lock_path}")
+    return lock

@@ -144,13 +144,13 @@ def manifest_entries(mode: str, results: list[ComponentResult], fips: bool) -> l
     return sorted(entries, key=lambda e: e["name"])
 
 
-def write_dist(ctx: BuildContext, mode: str, results: list[ComponentResult], dist: Path) -> Path:
-    """Materialize the outputs as dist/<os>-<arch>/bin/* plus manifest.json.
+def write_dist(ctx: BuildContext, mode: str, results: list[ComponentResult], dist: Path, *, flat: bool = False) -> Path:
+    """Materialize the outputs as dist/<os>-<arch>/bin/* (``flat``: dist/bin/*) plus manifest.json.
 
     Files already present with the digest recorded in the previous manifest (same
     size and mtime as when written) are left alone, so a no-op build rewrites nothing.
     """
-    outdir = dist / f"{ctx.platform.os}-{ctx.platform.arch}"
+    outdir = dist if flat else dist / f"{ctx.platform.os}-{ctx.platform.arch}"
     bindir = outdir / "bin"
     bindir.mkdir(parents=True, exist_ok=True)
     manifest_path = outdir / "manifest.json"

@@ -17,13 +17,16 @@ from build.tomlcheck import TomlChecker, join, read_toml
 
 SCHEMA_VERSION = 1
 # controller/worker: staged and run by that mke role; image: only packed into an air-gap image
-# (build/airgap.py), never staged on a host.
-ROLES = ("controller", "worker", "image")
+# (build/airgap.py), never staged on a host; test: a tool of the conformance build
+# (recipes/conformance/: e2e.test, ginkgo, registry), written to dist/ but never embedded.
+ROLES = ("controller", "worker", "image", "test")
 ARCHIVES = ("raw", "tar.gz", "zip")
 CHECKSUM_FORMATS = ("sha256sum", "bare")
 SOURCE_KINDS = ("go", "kubernetes", "c", "debian")
 BUILDMODES = ("exe", "pie")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+# A binary's file name may also hold dots (a test binary: e2e.test).
+BINARY_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*(\.[a-z0-9][a-z0-9-]*)*$")
 # Debian package names and versions (Debian Policy 5.6.1, 5.6.12); the version may carry an epoch.
 DEB_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 DEB_VERSION_RE = re.compile(r"^(\d+:)?[0-9][A-Za-z0-9.+~-]*$")
@@ -82,6 +85,8 @@ class SourceSpec:
     module: str
     version: str
     packages: tuple[tuple[str, str], ...]  # (binary, import path or C source path)
+    # [source.tests]: binary -> package whose tests `go test -c -o` links into that binary (e2e.test)
+    tests: tuple[tuple[str, str], ...] = ()
     cgo: bool = False
     static: bool = True
     tags: tuple[str, ...] = ()
@@ -193,8 +198,8 @@ def _parse_binary(ctx: TomlChecker, where: str, t: Any) -> Binary:
         raise ctx.fail(where, "expected a table ([[binary]])")
     ctx.keys(where, t, {"name", "roles", "version_args", "version_pattern", "links"}, {"name", "roles"})
     name = ctx.get(where, t, "name", str)
-    if not NAME_RE.match(name):
-        raise ctx.fail(join(where, "name"), f"{name!r} is not a valid binary name (lowercase letters, digits, '-')")
+    if not BINARY_NAME_RE.match(name):
+        raise ctx.fail(join(where, "name"), f"{name!r} is not a valid binary name (lowercase letters, digits, '-', inner '.')")
     roles = ctx.str_list(where, t, "roles")
     if not roles:
         raise ctx.fail(join(where, "roles"), f"must name at least one of {', '.join(ROLES)}")
@@ -362,19 +367,30 @@ def _parse_source(ctx: TomlChecker, t: Any, binaries: tuple[str, ...]) -> Source
         return _parse_debian_source(ctx, t, binaries)
     ctx.keys(
         where, t,
-        {"kind", "module", "version", "packages", "cgo", "static", "tags", "ldflags", "env",
+        {"kind", "module", "version", "packages", "tests", "cgo", "static", "tags", "ldflags", "env",
          "staging_version", "cflags", "commit", "local_replace_version", "replace", "buildmode"},
-        {"kind", "module", "version", "packages"},
+        {"kind", "module", "version"},
     )
     kind = ctx.choice(join(where, "kind"), ctx.get(where, t, "kind", str), SOURCE_KINDS)
     version = ctx.get(where, t, "version", str)
     if not version.startswith("v"):
         raise ctx.fail(join(where, "version"), f"a Go module version starts with 'v', got {version!r}")
-    packages = ctx.str_table(where, t, "packages")
-    for b, _ in packages:
-        if b not in binaries:
-            raise ctx.fail(join(join(where, "packages"), b), f"is not declared in [[binary]] ({', '.join(binaries)})")
-    missing = [b for b in binaries if b not in dict(packages)]
+    if "packages" not in t and "tests" not in t:
+        raise ctx.fail(join(where, "packages"), "missing required key (or [source.tests] for test binaries)")
+    packages = ctx.str_table(where, t, "packages", ())
+    tests = ctx.str_table(where, t, "tests", ())
+    if tests and kind == "c":
+        raise ctx.fail(join(where, "tests"), "only allowed for Go sources (kind = \"go\" or \"kubernetes\")")
+    for field, table in (("packages", packages), ("tests", tests)):
+        for b, pkg in table:
+            if b not in binaries:
+                raise ctx.fail(join(join(where, field), b), f"is not declared in [[binary]] ({', '.join(binaries)})")
+            if field == "tests" and (not pkg or pkg.startswith(("/", ".")) or " " in pkg or pkg.endswith("...")):
+                raise ctx.fail(join(join(where, field), b), f"expected one Go import path, got {pkg!r}")
+    both = sorted(set(dict(packages)) & set(dict(tests)))
+    if both:
+        raise ctx.fail(join(join(where, "tests"), both[0]), "is also built by source.packages; a binary comes from one of them")
+    missing = [b for b in binaries if b not in dict(packages) and b not in dict(tests)]
     if missing:
         raise ctx.fail(join(where, "packages"), f"no package builds binary {', '.join(missing)}")
     ldflags = ctx.str_list(where, t, "ldflags", ())
@@ -407,6 +423,7 @@ def _parse_source(ctx: TomlChecker, t: Any, binaries: tuple[str, ...]) -> Source
         module=ctx.get(where, t, "module", str),
         version=version,
         packages=packages,
+        tests=tests,
         cgo=ctx.get(where, t, "cgo", bool, False),
         static=ctx.get(where, t, "static", bool, True),
         tags=ctx.str_list(where, t, "tags", ()),

@@ -34,6 +34,7 @@ from build.builder_image import BuilderImage, BuilderSpec, ensure_builder, host_
 from build.docker_engine import DockerEngine
 from build.errors import ComponentBuildError, LockfileError, UsageError
 from build.gomod import (
+    TEST_DEPS_TEMPLATE,
     WRAPPER_SCHEMA,
     HostGo,
     cached_module_time,
@@ -76,6 +77,18 @@ def build_date(epoch: int | None, module_time: str | None) -> str:
     else:
         t = datetime.datetime.fromtimestamp(0, tz=datetime.UTC)
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def source_key(src: Any) -> dict[str, Any]:
+    """A Go recipe's whole ``[source]`` for its action key.
+
+    ``tests`` (``[source.tests]``) enters only when set, so the keys of recipes without
+    test binaries stayed what they were before the field existed (no needless rebuild).
+    """
+    d = dataclasses.asdict(src)
+    if not d.get("tests"):
+        d.pop("tests", None)
+    return d
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -300,7 +313,7 @@ class DockerMode:
                 "wrapper_schema": WRAPPER_SCHEMA,
                 "version": recipe.version,
                 "binaries": list(recipe.binary_names),
-                "source": dataclasses.asdict(src),
+                "source": source_key(src),
                 "gosum": sorted(self._pins(ctx, recipe)),
                 "builder": self.builder.identity(),
                 "build": self.build_env(ctx, recipe).as_key(),
@@ -322,19 +335,34 @@ class DockerMode:
                 steps.append([f"{triple}-strip", f"{OUT_DIR}/{binary}"])
             script = " && ".join(shlex.join(s) for s in steps)
             return ["/bin/sh", "-ec", script]
-        cmd = ["go", "build", "-v", "-trimpath", "-buildvcs=false"]
+        flags = ["-trimpath", "-buildvcs=false"]
         if env.buildmode:
-            cmd.append(f"-buildmode={env.buildmode}")
+            flags.append(f"-buildmode={env.buildmode}")
         if env.tags:
-            cmd.append("-tags=" + ",".join(env.tags))
-        cmd += [f"-ldflags={env.ldflags}", "-o", f"{OUT_DIR}/"]
+            flags.append("-tags=" + ",".join(env.tags))
         pkgs = sorted({pkg for _, pkg in src.packages})
         names = [go_exec_name(p) for p in pkgs]
         clash = sorted({n for n in names if names.count(n) > 1})
         if clash:
             raise ComponentBuildError(f"{recipe.path}: source.packages: two packages would both be written as {clash[0]!r} "
                                       "by one `go build -o dir/`; split the recipe")
-        return cmd + pkgs
+        build = ["go", "build", "-v", *flags, f"-ldflags={env.ldflags}", "-o", f"{OUT_DIR}/", *pkgs]
+        if not src.tests:
+            return build
+        # [source.tests]: `go test -c` links one package's tests per invocation. Before it, the
+        # test's dependencies are compiled with `go build -v` (same flags, so `go test -c` finds
+        # them in the Go build cache): that prints each package, the build's progress lines.
+        steps = [shlex.join(["mkdir", "-p", OUT_DIR])]
+        if pkgs:
+            steps.append(shlex.join(build))
+        for binary, pkg in sorted(src.tests):
+            deps = f"/tmp/{binary}.deps"
+            steps.append(shlex.join(["go", "list", "-test", "-deps", *flags[2:],
+                                     "-f", TEST_DEPS_TEMPLATE, pkg]) + f" > {deps}")
+            steps.append(f"xargs go build -v {shlex.join(flags)} < {deps}")
+            steps.append(shlex.join(["go", "test", "-c", *flags, f"-ldflags={env.ldflags}",
+                                     "-o", f"{OUT_DIR}/{binary}", pkg]))
+        return ["/bin/sh", "-ec", " && ".join(steps)]
 
     def _run_debian(self, ctx: BuildContext, recipe: Recipe, action: Action, workdir: Path) -> tuple[dict[str, Path], dict[str, Any]]:
         """Build a ``kind = "debian"`` recipe (build/debsrc.py) in the builder image."""
@@ -432,8 +460,8 @@ class DockerMode:
         finally:
             sink.close()
         files: dict[str, Path] = {}
-        for binary, pkg in src.packages:
-            produced = binary if src.kind == "c" else go_exec_name(pkg)
+        for binary, pkg in (*src.packages, *((b, "") for b, _ in src.tests)):
+            produced = binary if src.kind == "c" or not pkg else go_exec_name(pkg)
             if produced not in copied:
                 raise ComponentBuildError(f"{recipe.name}: the build produced no {produced} for {binary} "
                                           f"(got {', '.join(sorted(copied)) or 'nothing'}); full log: {sink.path}")

@@ -62,3 +62,15 @@ def test_os_error_is_one_line_naming_the_path(tmp_path, dist, reason):
     assert r.returncode == 17, r.stderr
     lines = r.stderr.splitlines()
     assert len(lines) == 1 and re.fullmatch(f"error: {reason}", lines[0]), r.stderr
+
+
+def test_conformance_recipes_flat_dist_and_layout_choices(tmp_path, capsys):
+    import json
+
+    conformance = REPO / "recipes" / "conformance"
+    assert main(["build", "--mode=none", f"--recipes-dir={conformance}", "--dist-layout=flat",
+                 f"--cache-dir={tmp_path / 'c'}", f"--dist={tmp_path / 'd'}"]) == 0
+    m = json.loads((tmp_path / "d" / "manifest.json").read_text())  # flat: no linux-<arch>/ level
+    assert {"e2e.test", "ginkgo", "registry", "agnhost"} <= {e["name"] for e in m["binaries"]}
+    assert main(["build", "--mode=none", "--airgap-layout=tarball", f"--cache-dir={tmp_path / 'c'}"]) == 2
+    assert "invalid choice: 'tarball'" in capsys.readouterr().err

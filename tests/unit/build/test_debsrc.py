@@ -209,3 +209,15 @@ def test_repository_lock_pins_every_debian_recipe() -> None:
         if isinstance(r.source, DebianSource):
             for arch in ("amd64", "arm64"):
                 assert pinned_urls(r, arch, lock.debian_pins(r.name)), r.name
+
+
+def test_closure_parsers_read_apt_output():
+    from build.debsrc import install_uris, packages_sha256
+
+    text = ("'https://deb.debian.org/debian/pool/main/b/busybox/busybox-static_1.35.0-4%2bdeb12u1%2bb1_amd64.deb' "
+            "busybox-static_1%3a1.35.0-4+deb12u1+b1_amd64.deb 928188 MD5Sum:f6f1b0b4181aead8e1a5b1258f63f501\n")
+    assert install_uris(text) == {"busybox-static=1:1.35.0-4+deb12u1+b1":
+                                  "https://deb.debian.org/debian/pool/main/b/busybox/busybox-static_1.35.0-4%2bdeb12u1%2bb1_amd64.deb"}
+    shown = ("Package: busybox-static\nVersion: 1:1.35.0-4+deb12u1+b1\nDescription: x\n more\nSHA256: " + "AB" * 32 +
+             "\n\nPackage: other\nVersion: 1\n")
+    assert packages_sha256(shown) == {"busybox-static=1:1.35.0-4+deb12u1+b1": "ab" * 32}

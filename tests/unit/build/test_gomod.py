@@ -70,10 +70,10 @@ def test_container_path(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------- wrapper module
 
 
-def _recipe(source: dict, name: str = "comp") -> object:
+def _recipe(source: dict, name: str = "comp", binaries: tuple[str, ...] = ()) -> object:
     data = {
         "schema": 1, "name": name, "version": "1.0.0", "license": "Apache-2.0", "homepage": "https://example.com",
-        "binary": [{"name": b, "roles": ["worker"]} for b in source["packages"]],
+        "binary": [{"name": b, "roles": ["worker"]} for b in binaries or source["packages"]],
         "fetch": {"available": False, "reason": "test"},
         "source": source,
     }
@@ -180,3 +180,14 @@ def test_source_fields_for_wrappers_are_validated(source: dict, message: str) ->
     base = {"module": "example.com/a", "version": "v1.0.0", "packages": {"a": "example.com/a"}}
     with pytest.raises(RecipeError, match=message):
         _recipe({**base, **source})
+
+
+def test_wrapper_lists_test_packages_as_tools_so_their_module_stays_required() -> None:
+    from build.gomod import list_groups
+
+    recipe = _recipe({"kind": "go", "module": "example.com/a", "version": "v1.0.0",
+                      "packages": {"a": "example.com/a/cmd/a"}, "tests": {"a.test": "example.com/a/e2e"}},
+                     binaries=("a", "a.test"))
+    text = wrapper_gomod(recipe, {"Go": "1.22", "Require": [], "Replace": None})
+    assert "tool (\n\texample.com/a/cmd/a\n\texample.com/a/e2e\n)" in text
+    assert list_groups(recipe.source) == [(False, ["example.com/a/cmd/a"]), (True, ["example.com/a/e2e"])]

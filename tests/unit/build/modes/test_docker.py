@@ -115,3 +115,39 @@ def test_every_real_recipe_has_a_docker_build() -> None:
         assert recipe.source is not None, recipe.name
         if recipe.source.kind not in ("c", "debian"):  # debian: build/debsrc.py (tests/unit/build/test_debsrc.py)
             DockerMode().command(recipe, _env())  # no output-name clashes
+
+
+def test_test_binaries_are_linked_by_go_test_c() -> None:
+    recipe = load_recipe(REPO / "tests" / "recipes" / "good" / "testsuite.toml")
+    cmd = DockerMode().command(recipe, _env(tags=("selinux",), ldflags="-s -w"))
+    assert cmd[:2] == ["/bin/sh", "-ec"]
+    steps = cmd[2].split(" && ")
+    assert steps[0] == "mkdir -p /out"
+    assert steps[1].startswith("go build -v -trimpath -buildvcs=false -tags=selinux") and steps[1].endswith(
+        "-o /out/ example.com/suite/cmd/runner")
+    # the test's dependencies are compiled first with `go build -v` (progress lines), same flags
+    assert steps[2].startswith("go list -test -deps -tags=selinux -f ") and steps[2].endswith(
+        "example.com/suite/e2e > /tmp/suite.test.deps")
+    assert steps[3] == "xargs go build -v -trimpath -buildvcs=false -tags=selinux < /tmp/suite.test.deps"
+    assert steps[4] == ("go test -c -trimpath -buildvcs=false -tags=selinux '-ldflags=-s -w' "
+                        "-o /out/suite.test example.com/suite/e2e")
+
+
+def test_tests_enter_the_action_key_only_when_set() -> None:
+    from build.modes.docker import source_key
+
+    suite = load_recipe(REPO / "tests" / "recipes" / "good" / "testsuite.toml")
+    assert source_key(suite.source)["tests"] == (("suite.test", "example.com/suite/e2e"),)
+    # recipes without test binaries keep the key they had before the field existed
+    for recipe in load_recipes(REPO / "recipes").values():
+        if recipe.source.kind != "debian":
+            assert "tests" not in source_key(recipe.source), recipe.name
+
+
+def test_conformance_suite_is_built_without_notest() -> None:
+    recipe = load_recipes(REPO / "recipes" / "conformance")["kubernetes-e2e"]
+    assert dict(recipe.source.tests) == {"e2e.test": "k8s.io/kubernetes/test/e2e"}
+    assert dict(recipe.source.packages) == {"ginkgo": "github.com/onsi/ginkgo/v2/ginkgo"}
+    assert "notest" not in recipe.source.tags and not recipe.source.cgo
+    script = DockerMode().command(recipe, _env(tags=recipe.source.tags))[2]
+    assert "go test -c" in script and "-o /out/e2e.test k8s.io/kubernetes/test/e2e" in script
