@@ -126,14 +126,21 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def e2e(session: nox.Session) -> None:
-    """End-to-end cluster tests (root; ~4 min with a warm cache, ~1 h cold): builds or reuses the default
+    """End-to-end cluster tests (root; ~10 min with a warm cache, ~2 h cold): builds or reuses the default
     dist/mke, then a controller + 2 workers on kernel-only hosts (network namespaces and bare
-    roots holding only dist/mke; tests/e2e). MKE_E2E_SKIP_BUILD=1 uses dist/ as it is."""
+    roots holding only dist/mke; tests/e2e); then the quick conformance subset on a cluster of its
+    own (tests/conformance/quick.py; builds the suite with conformance-build). MKE_E2E_SKIP_BUILD=1
+    uses dist/ as it is; MKE_E2E_NO_CONFORMANCE=1 leaves the conformance subset out."""
     _install(session, TEST_REQS)
+    quick = not os.environ.get("MKE_E2E_NO_CONFORMANCE")
     if not os.environ.get("MKE_E2E_SKIP_BUILD"):
         _toolchain(session, "build", "--mode=docker", "--bundle")
+        if quick:
+            _toolchain(session, *CONFORMANCE_BUILD, "--dist", str(REPO / "dist" / "conformance"))
     session.run("python", "-m", "pytest", "-m", "e2e", "tests/e2e", "-p", "no:cacheprovider", *session.posargs,
                 env={"PYTHONPATH": str(REPO)})
+    if quick:
+        session.run("python", "-m", "tests.conformance", "--quick", env={"PYTHONPATH": str(REPO)})
 
 
 CONFORMANCE_BUILD = ["build", "--recipes-dir", str(REPO / "recipes" / "conformance"), "--mode=docker", "--no-bundle",
