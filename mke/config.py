@@ -23,9 +23,10 @@ from mke import network, storage
 from mke.errors import ConfigError
 
 
-def _key(name: str, check: Callable[[Any, str], Any] | None = None, **kw: Any) -> Any:
-    """A dataclass field bound to YAML key ``name``; ``check(value, where)`` validates it."""
-    return field(metadata={"key": name, "check": check}, **kw)
+def _key(name: str, check: Callable[[Any, str], Any] | None = None, *, doc: str = "", **kw: Any) -> Any:
+    """A dataclass field bound to YAML key ``name``; ``check(value, where)`` validates it; ``doc`` is
+    its line in docs/configuration.md (mke config reference)."""
+    return field(metadata={"key": name, "check": check, "doc": doc}, **kw)
 
 
 # ---------------------------------------------------------------- value checks
@@ -320,19 +321,21 @@ def _hint(word: str, choices: Any) -> str:
 class APIConfig:
     """Where the Kubernetes API is served and what its certificate covers."""
 
-    address: str = _key("address", _advertised_ip_or_empty, default="")
-    port: int = _key("port", _port, default=6443)
-    external_address: str = _key("externalAddress", _host_or_empty, default="")
-    sans: tuple[str, ...] = _key("sans", _hosts, default=())
-    mke_api_port: int = _key("mkeAPIPort", _port, default=9443)
+    address: str = _key("address", _advertised_ip_or_empty, doc="the address other hosts reach this controller at (not loopback); empty: the host's first non-loopback address", default="")
+    port: int = _key("port", _port, doc="the Kubernetes API's port", default=6443)
+    external_address: str = _key("externalAddress", _host_or_empty, doc="a load balancer's address or name: put in tokens and kubeconfigs, and in the serving certificate", default="")
+    sans: tuple[str, ...] = _key("sans", _hosts, doc="more IPs or DNS names for the API serving certificate", default=())
+    mke_api_port: int = _key("mkeAPIPort", _port, doc="mke's own API on controllers (joining controllers)", default=9443)
 
 
 @dataclass(frozen=True, kw_only=True)
 class NetworkConfig:
-    provider: str = _key("provider", _one_of(network.NAMES), default=network.DEFAULT)
-    pod_cidr: str = _key("podCIDR", _cidr, default="10.244.0.0/16")
-    service_cidr: str = _key("serviceCIDR", _cidr, default="10.96.0.0/12")
-    cluster_domain: str = _key("clusterDomain", _domain, default="cluster.local")
+    """The pod network and the cluster's address ranges."""
+
+    provider: str = _key("provider", _one_of(network.NAMES), doc="the pod network: " + ", ".join(network.NAMES) + " (docs/airgap.md, Networks)", default=network.DEFAULT)
+    pod_cidr: str = _key("podCIDR", _cidr, doc="pods' addresses; each node gets a /24 of it", default="10.244.0.0/16")
+    service_cidr: str = _key("serviceCIDR", _cidr, doc="Services' cluster IPs (/12 at most); the API is its first address, DNS its tenth", default="10.96.0.0/12")
+    cluster_domain: str = _key("clusterDomain", _domain, doc="the DNS domain of Services and pods", default="cluster.local")
 
     @property
     def kubernetes_service_ip(self) -> str:
@@ -345,29 +348,37 @@ class NetworkConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class EtcdConfig:
-    peer_address: str = _key("peerAddress", _ip_or_empty, default="")
-    client_port: int = _key("clientPort", _port, default=2379)
-    peer_port: int = _key("peerPort", _port, default=2380)
+    """The embedded etcd (storage.type etcd)."""
+
+    peer_address: str = _key("peerAddress", _ip_or_empty, doc="the address other controllers' etcd reaches this one at; empty: api.address", default="")
+    client_port: int = _key("clientPort", _port, doc="etcd's client port (loopback and controllers)", default=2379)
+    peer_port: int = _key("peerPort", _port, doc="etcd's peer port (between controllers)", default=2380)
 
 
 @dataclass(frozen=True, kw_only=True)
 class KineConfig:
-    data_source: str = _key("dataSource", _str, default="")
+    """kine (storage.type kine): etcd's API over SQLite, MySQL or PostgreSQL."""
+
+    data_source: str = _key("dataSource", _str, doc="kine's datastore: empty for SQLite in the data dir, or a mysql:// or postgres:// DSN (passed in kine's environment, never on its command line)", default="")
 
 
 @dataclass(frozen=True, kw_only=True)
 class StorageConfig:
-    type: str = _key("type", _one_of(storage.NAMES), default=storage.DEFAULT)
+    """The datastore of the control plane."""
+
+    type: str = _key("type", _one_of(storage.NAMES), doc="the datastore: " + ", ".join(storage.NAMES), default=storage.DEFAULT)
     etcd: EtcdConfig = _key("etcd", default_factory=EtcdConfig)
     kine: KineConfig = _key("kine", default_factory=KineConfig)
 
 
 @dataclass(frozen=True, kw_only=True)
 class KonnectivityConfig:
-    enabled: bool = _key("enabled", _bool, default=True)
-    agent_port: int = _key("agentPort", _port, default=8132)
-    admin_port: int = _key("adminPort", _port, default=8133)
-    health_port: int = _key("healthPort", _port, default=8092)
+    """The tunnel from the API server to the nodes (logs, exec, webhooks, metrics)."""
+
+    enabled: bool = _key("enabled", _bool, doc="run konnectivity (the API reaches nodes through agents' tunnels)", default=True)
+    agent_port: int = _key("agentPort", _port, doc="where konnectivity agents on the nodes connect", default=8132)
+    admin_port: int = _key("adminPort", _port, doc="konnectivity-server's admin port (loopback)", default=8133)
+    health_port: int = _key("healthPort", _port, doc="konnectivity-server's health port", default=8092)
 
 
 POD_SECURITY_LEVELS = ("privileged", "baseline", "restricted")
@@ -380,35 +391,35 @@ class PodSecurityConfig:
     labels: ``enforce`` refuses pods, ``audit`` annotates the audit log, ``warn`` warns the client.
     Exempt namespaces are never checked; kube-system (mke's add-ons, some privileged) must be one."""
 
-    enforce: str = _key("enforce", _one_of(POD_SECURITY_LEVELS), default="baseline")
-    audit: str = _key("audit", _one_of(POD_SECURITY_LEVELS), default="restricted")
-    warn: str = _key("warn", _one_of(POD_SECURITY_LEVELS), default="restricted")
-    exempt_namespaces: tuple[str, ...] = _key("exemptNamespaces", _namespaces, default=(SYSTEM_NAMESPACE,))
+    enforce: str = _key("enforce", _one_of(POD_SECURITY_LEVELS), doc="the level pods must meet: privileged, baseline or restricted", default="baseline")
+    audit: str = _key("audit", _one_of(POD_SECURITY_LEVELS), doc="the level whose violations are recorded in the audit log", default="restricted")
+    warn: str = _key("warn", _one_of(POD_SECURITY_LEVELS), doc="the level whose violations are returned to the client as warnings", default="restricted")
+    exempt_namespaces: tuple[str, ...] = _key("exemptNamespaces", _namespaces, doc="namespaces never checked; must include kube-system unless enforce is privileged", default=(SYSTEM_NAMESPACE,))
 
 
 @dataclass(frozen=True, kw_only=True)
 class ControlPlaneConfig:
     """Isolation of the controller: no kubelet unless `worker` (or --enable-worker)."""
 
-    worker: bool = _key("worker", _bool, default=False)
-    taints: bool = _key("taints", _bool, default=True)
+    worker: bool = _key("worker", _bool, doc="also run a worker on this controller (= --enable-worker)", default=False)
+    taints: bool = _key("taints", _bool, doc="with worker: taint the node so that only tolerating pods run there", default=True)
 
 
 @dataclass(frozen=True, kw_only=True)
 class ImagesConfig:
     """Images of the cluster add-ons, pinned; `registry` replaces every image's registry host."""
 
-    registry: str = _key("registry", _registry, default="")
-    pause: str = _key("pause", _image, default="registry.k8s.io/pause:3.10.2")  # = recipes/pause.toml
-    coredns: str = _key("coredns", _image, default="registry.k8s.io/coredns/coredns:v1.12.1")
-    metrics_server: str = _key("metricsServer", _image, default="registry.k8s.io/metrics-server/metrics-server:v0.8.0")
+    registry: str = _key("registry", _registry, doc="a registry host[/path] that replaces every add-on image's registry", default="")
+    pause: str = _key("pause", _image, doc="the pod sandbox image (built on each node from the embedded pause)", default="registry.k8s.io/pause:3.10.2")  # = recipes/pause.toml
+    coredns: str = _key("coredns", _image, doc="CoreDNS (built on each node from the embedded binary)", default="registry.k8s.io/coredns/coredns:v1.12.1")
+    metrics_server: str = _key("metricsServer", _image, doc="metrics-server (built on each node)", default="registry.k8s.io/metrics-server/metrics-server:v0.8.0")
     konnectivity_agent: str = _key(
-        "konnectivityAgent", _image, default="registry.k8s.io/kas-network-proxy/proxy-agent:v0.36.0"
+        "konnectivityAgent", _image, doc="the konnectivity agent (built on each node)", default="registry.k8s.io/kas-network-proxy/proxy-agent:v0.36.0"
     )
-    calico_cni: str = _key("calicoCNI", _image, default="quay.io/calico/cni:v3.30.3")
-    calico_node: str = _key("calicoNode", _image, default="quay.io/calico/node:v3.30.3")
+    calico_cni: str = _key("calicoCNI", _image, doc="network.provider calico: its CNI image (pulled)", default="quay.io/calico/cni:v3.30.3")
+    calico_node: str = _key("calicoNode", _image, doc="network.provider calico: calico-node (pulled)", default="quay.io/calico/node:v3.30.3")
     calico_kube_controllers: str = _key(
-        "calicoKubeControllers", _image, default="quay.io/calico/kube-controllers:v3.30.3"
+        "calicoKubeControllers", _image, doc="network.provider calico: its controllers (pulled)", default="quay.io/calico/kube-controllers:v3.30.3"
     )
 
     def ref(self, attr: str) -> str:
@@ -426,17 +437,17 @@ class ImagesConfig:
 class RegistryMirror:
     """Where to pull a registry's images from: each endpoint in order, then the registry itself."""
 
-    endpoints: tuple[str, ...] = _key("endpoints", _endpoints, default=())
+    endpoints: tuple[str, ...] = _key("endpoints", _endpoints, doc="mirror URLs, tried in order (https:// by default, http:// for plain HTTP)", default=())
 
 
 @dataclass(frozen=True, kw_only=True)
 class RegistryHost:
     """How to talk TLS to one registry host (a mirror endpoint's host, or a registry of its own)."""
 
-    ca_file: str = _key("caFile", _pem_file("CERTIFICATE", "certificate"), default="")
-    cert_file: str = _key("certFile", _pem_file("CERTIFICATE", "certificate"), default="")
-    key_file: str = _key("keyFile", _pem_file("PRIVATE KEY", "private key"), default="")
-    insecure_skip_verify: bool = _key("insecureSkipVerify", _bool, default=False)
+    ca_file: str = _key("caFile", _pem_file("CERTIFICATE", "certificate"), doc="absolute path of the CA that signed the host's certificate", default="")
+    cert_file: str = _key("certFile", _pem_file("CERTIFICATE", "certificate"), doc="absolute path of a client certificate (with keyFile)", default="")
+    key_file: str = _key("keyFile", _pem_file("PRIVATE KEY", "private key"), doc="absolute path of the client certificate's key", default="")
+    insecure_skip_verify: bool = _key("insecureSkipVerify", _bool, doc="do not verify the host's certificate (testing only)", default=False)
 
 
 _NO_AUTH = ("not supported: mke writes no registry credentials to disk; give pods an imagePullSecret "
@@ -460,6 +471,8 @@ class RegistriesConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class ClusterConfig:
+    """mke.yaml."""
+
     api: APIConfig = _key("api", default_factory=APIConfig)
     network: NetworkConfig = _key("network", default_factory=NetworkConfig)
     storage: StorageConfig = _key("storage", default_factory=StorageConfig)
@@ -467,7 +480,7 @@ class ClusterConfig:
     control_plane: ControlPlaneConfig = _key("controlPlane", default_factory=ControlPlaneConfig)
     pod_security: PodSecurityConfig = _key("podSecurity", default_factory=PodSecurityConfig)
     images: ImagesConfig = _key("images", default_factory=ImagesConfig)
-    extra_args: Mapping[str, Mapping[str, str]] = _key("extraArgs", _extra_args, default_factory=dict)
+    extra_args: Mapping[str, Mapping[str, str]] = _key("extraArgs", _extra_args, doc="component -> flag -> value, added to (or replacing) mke's flags for that component", default_factory=dict)
     registries: RegistriesConfig = _key("registries", default_factory=RegistriesConfig)
 
     def args_for(self, component: str) -> dict[str, str]:
