@@ -77,7 +77,7 @@ class Controller(NodeRole):
             kubernetes_service_ip=c.network.kubernetes_service_ip,
             cluster_domain=c.network.cluster_domain,
             etcd_peer_address=self.ctx.etcd_peer_address,
-            create_secrets_key=self.ctx.join is None,
+            create_shared=self.ctx.join is None,
         )
 
     def stages(self) -> list[list[Component]]:

@@ -116,14 +116,14 @@ def test_valid_certs_are_kept_until_30_days_before_expiry(pki: ClusterPKI) -> No
 
 
 def test_ca_renewal_keeps_old_leaves_valid(pki: ClusterPKI, tmp_path: Path) -> None:
-    old_leaf = pki.crt("admin").read_bytes()
-    ca_key = pki.key("ca").read_bytes()
+    old = {"ca": pki.crt("mke-api").read_bytes(), "client-ca": pki.crt("admin").read_bytes()}
+    ca_keys = {stem: pki.key(stem).read_bytes() for stem in old}
     later = dt.datetime.now(dt.UTC) + dt.timedelta(days=3650 - 10)
     rep = pki.ensure(REQ, now=later)
-    assert "ca" in rep.renewed
-    assert pki.key("ca").read_bytes() == ca_key
-    leaf = x509.load_pem_x509_certificate(old_leaf)
-    leaf.verify_directly_issued_by(load_cert(pki.crt("ca")))  # raises if not
+    for stem, leaf_pem in old.items():
+        assert stem in rep.renewed
+        assert pki.key(stem).read_bytes() == ca_keys[stem]
+        x509.load_pem_x509_certificate(leaf_pem).verify_directly_issued_by(load_cert(pki.crt(stem)))  # raises if not
 
 
 def test_san_change_reissues_only_serving_certs(pki: ClusterPKI) -> None:
@@ -140,7 +140,7 @@ def test_foreign_leaf_is_replaced(pki: ClusterPKI, tmp_path: Path) -> None:
     shutil.copy(other.key("admin"), pki.key("admin"))
     rep = pki.ensure(REQ)
     assert "admin" in rep.renewed
-    load_cert(pki.crt("admin")).verify_directly_issued_by(load_cert(pki.crt("ca")))
+    load_cert(pki.crt("admin")).verify_directly_issued_by(load_cert(pki.crt("client-ca")))
 
 
 def test_ca_cert_without_key_is_an_error(pki: ClusterPKI) -> None:
@@ -188,7 +188,7 @@ def test_secrets_encryption_key_is_kept_and_never_made_by_a_joined_controller(tm
     rep = pki.ensure(REQ)
     assert pki.secrets_encryption.read_bytes() == before and "secrets-encryption" in rep.kept
     assert stat.S_IMODE(pki.secrets_encryption.stat().st_mode) == 0o600
-    joined = dataclasses.replace(REQ, create_secrets_key=False)
+    joined = dataclasses.replace(REQ, create_shared=False)
     pki.ensure(joined)  # it has one: fine
     pki.secrets_encryption.unlink()
     with pytest.raises(PKIError, match="secrets-encryption.key: missing on a controller that joined"):
