@@ -470,12 +470,16 @@ class ClusterPKI:
     def _ensure_trust_bundles(self, rep: EnsureReport) -> None:
         rep.legacy = self.legacy_ca.exists()
         for bundle, ca in ((CLIENT_CA_BUNDLE, CLIENT_CA), (KUBELET_SERVING_CA_BUNDLE, KUBELET_SERVING_CA)):
+            # a bundle written or removed is a change like a renewal: the components restart on it
             path = self.crt(bundle)
             if not rep.legacy:
-                path.unlink(missing_ok=True)
+                if path.exists():
+                    path.unlink()
+                    rep.renewed.append(bundle)
                 continue
             text = self.crt(ca).read_bytes().rstrip(b"\n") + b"\n" + self.legacy_ca.read_bytes()
             if not path.exists() or path.read_bytes() != text:
+                (rep.renewed if path.exists() else rep.created).append(bundle)
                 write_file_atomic(path, text, 0o644)
 
     def _ensure_ca(self, stem: str, cn: str, now: dt.datetime, rep: EnsureReport,
