@@ -480,10 +480,23 @@ def _signed_by_the_controller_manager(server: MkeServer, signer: str, cn: str, u
         metadata=client.V1ObjectMeta(name=name),
         spec=client.V1CertificateSigningRequestSpec(signer_name=signer, usages=usages,
                                                     request=base64.b64encode(pem).decode())))
-    csr = certs.read_certificate_signing_request(name)
-    csr.status.conditions = [client.V1CertificateSigningRequestCondition(
-        type="Approved", status="True", reason="MkeTest", message="approved by the test")]
-    certs.replace_certificate_signing_request_approval(name, csr)
+    from kubernetes.client.rest import ApiException
+
+    def approved() -> bool:  # kube-controller-manager may approve a kubelet client CSR of the admin itself
+        csr = certs.read_certificate_signing_request(name)
+        if any(c.type == "Approved" for c in csr.status.conditions or []):
+            return True
+        csr.status.conditions = [client.V1CertificateSigningRequestCondition(
+            type="Approved", status="True", reason="MkeTest", message="approved by the test")]
+        try:
+            certs.replace_certificate_signing_request_approval(name, csr)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+            return False
+        return True
+
+    wait_for(approved, 30, f"the {signer} CSR approved")
     issued = wait_for(lambda: certs.read_certificate_signing_request(name).status.certificate, 60,
                       f"kube-controller-manager to sign {signer}")
     return base64.b64decode(issued)
