@@ -77,7 +77,7 @@ class Controller(NodeRole):
             kubernetes_service_ip=c.network.kubernetes_service_ip,
             cluster_domain=c.network.cluster_domain,
             etcd_peer_address=self.ctx.etcd_peer_address,
-            create_secrets_key=self.ctx.join is None,
+            create_shared=self.ctx.join is None,
         )
 
     def stages(self) -> list[list[Component]]:
@@ -119,7 +119,14 @@ class Controller(NodeRole):
         """Lock the data dir, ensure the PKI and find the binaries."""
         self.lock_data_dir()
         write_running_config(self.data_dir, self.config)  # what `mke token`/`kubeconfig` act on
-        self.ctx.pki.ensure(self.pki_request())
+        rep = self.ctx.pki.ensure(self.pki_request())
+        if rep.migrated:
+            self.ctx.sink.line("pki", "this data dir had one CA for everything: it stays the server CA (tokens, "
+                               "kubeconfigs and workers keep working); new client and kubelet-serving CAs were made")
+        if rep.legacy:
+            self.ctx.sink.line("pki", f"warning: {self.ctx.pki.legacy_ca} (the CA from before CA separation) is still "
+                               "trusted for client and kubelet serving certificates; remove it on every controller "
+                               "once every node renewed them (docs/security.md, Certificate authorities)")
         self.ctx.binaries.prefetch(self.binary_names())
 
     def start(self) -> None:

@@ -1,7 +1,9 @@
 """A new controller joins the control plane with a controller token.
 
 ``join_control_plane`` asks the first controller's mke API (TLS verified against the CA
-carried by the token, itself checked against the token's CA hash) for the shared CAs,
+carried by the token, itself checked against the token's CA hash) for the shared CAs
+(server, client, kubelet-serving, front-proxy, etcd; ``legacy-ca.crt`` in a cluster made
+before CA separation: mke.pki),
 the service-account keys, the Secrets encryption key (``pki.SECRETS_ENCRYPTION``), the
 cluster config and what the storage backend needs (etcd: the member list); writes the
 keys 0600 into the pki dir; and returns the config and that answer
@@ -142,9 +144,10 @@ def checked_files(doc: dict[str, Any], tok: JoinToken, url: str) -> dict[str, by
             out[rel] = base64.b64decode(b64, validate=True)
         except (binascii.Error, TypeError, ValueError) as e:
             raise TokenError(f"the controller sent {rel} in a form that does not decode; nothing was written") from e
-    for needed in ("ca.crt", "ca.key", SECRETS_ENCRYPTION):
+    for needed in ("ca.crt", "ca.key", "client-ca.crt", "client-ca.key", "kubelet-serving-ca.crt",
+                   "kubelet-serving-ca.key", SECRETS_ENCRYPTION):
         if needed not in out:
-            older = " (an older mke? upgrade that controller first)" if needed == SECRETS_ENCRYPTION else ""
+            older = " (an older mke? upgrade that controller first)" if needed not in ("ca.crt", "ca.key") else ""
             raise TokenError(f"the controller's answer lacks {needed}{older}; nothing was written")
     try:
         same_ca = ca_hash(x509.load_pem_x509_certificate(out["ca.crt"])) == tok.ca_hash

@@ -10,6 +10,28 @@ Keys are written 0600 and directories 0700, every file by temp + rename.
 A CA whose certificate nears expiry is re-signed with its *existing* key and subject,
 so certificates it issued earlier keep verifying.
 
+CAs by purpose (``CAS``; docs/security.md "Certificate authorities"), so that nothing a
+node can get signed is trusted for a control-plane endpoint:
+
+- ``ca`` (the *server CA*): the apiserver's, the mke API's and konnectivity-server's
+  serving certificates, and the apiserver's client certificate towards kubelets. Join
+  tokens pin it; kubeconfigs, pods (``--root-ca-file``) and kubelets
+  (``clientCAFile``) trust it. It never signs a CSR.
+- ``client-ca``: client certificates the apiserver accepts (``--client-ca-file``): admin,
+  controller-manager, scheduler, konnectivity-server, and, through the controller-manager,
+  kubelets' client certificates.
+- ``kubelet-serving-ca``: kubelet serving certificates (the controller-manager signs the
+  CSRs mke approves); trusted only by the apiserver and metrics-server to verify kubelets.
+- ``front-proxy-ca`` (requestheader) and ``etcd/ca`` (etcd's peers and clients).
+
+A data dir made before the split has only ``ca``. ``ensure`` keeps it as the server CA (so
+tokens, kubeconfigs and workers stay valid), creates the others, and writes
+``legacy-ca.crt``, a copy of it that stays trusted *also* for client certificates and
+kubelet serving certificates (``client-ca-bundle.crt``, ``kubelet-serving-ca-bundle.crt``)
+because nodes hold such certificates from before; removing ``legacy-ca.crt`` on every
+controller ends that (docs/security.md). A controller that joined another never creates
+a CA (nor the Secrets key): they must come from the first controller.
+
 ``secrets-encryption.key`` is kube-apiserver's EncryptionConfiguration: Secrets are
 stored AES-CBC encrypted (``aescbc``, a 256-bit key from the kernel's CSPRNG) with
 ``identity`` last, so objects written before encryption was on stay readable. The first
@@ -236,9 +258,9 @@ class PKIRequest:
     kubernetes_service_ip: str = "10.96.0.1"
     cluster_domain: str = "cluster.local"
     etcd_peer_address: str = ""
-    # False on a controller that joined another: the Secrets encryption key must come from
-    # there (join), and a missing one is an error rather than a new, different key.
-    create_secrets_key: bool = True
+    # False on a controller that joined another: the CAs and the Secrets encryption key must
+    # come from there (join), and a missing one is an error rather than a new, different one.
+    create_shared: bool = True
 
     def api_sans(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         dns = ["kubernetes", "kubernetes.default", "kubernetes.default.svc",
@@ -258,7 +280,16 @@ def _unique(items: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
-CAS = {"ca": "kubernetes-ca", "front-proxy-ca": "kubernetes-front-proxy-ca", "etcd/ca": "etcd-ca"}
+# stem -> CN of a new CA (an existing CA keeps its subject). "ca" is the server CA.
+CAS = {"ca": "kubernetes-server-ca", "client-ca": "kubernetes-client-ca",
+       "kubelet-serving-ca": "kubernetes-kubelet-serving-ca", "front-proxy-ca": "kubernetes-front-proxy-ca",
+       "etcd/ca": "etcd-ca"}
+SERVER_CA, CLIENT_CA, KUBELET_SERVING_CA = "ca", "client-ca", "kubelet-serving-ca"
+# The single CA of a data dir made before CA separation (a copy of ca.crt), still trusted
+# for client and kubelet serving certificates issued before; see the module docstring.
+LEGACY_CA = "legacy-ca"
+# What a controller trusts for client certificates and for kubelets when LEGACY_CA exists.
+CLIENT_CA_BUNDLE, KUBELET_SERVING_CA_BUNDLE = "client-ca-bundle", "kubelet-serving-ca-bundle"
 
 
 def leaf_specs(req: PKIRequest) -> list[CertSpec]:
@@ -266,15 +297,18 @@ def leaf_specs(req: PKIRequest) -> list[CertSpec]:
     peer = req.etcd_peer_address or req.api_address
     etcd_ips = _unique(["127.0.0.1", "::1", peer, *req.host_addresses])
     return [
-        CertSpec(name="apiserver", ca="ca", cn="kube-apiserver", server=True, dns=api_dns, ips=api_ips),
-        CertSpec(name="apiserver-kubelet-client", ca="ca", cn="mke:apiserver-kubelet-client", client=True),
+        CertSpec(name="apiserver", ca=SERVER_CA, cn="kube-apiserver", server=True, dns=api_dns, ips=api_ips),
+        # kubelets trust the CA their token pins (the server CA) for clients: only the
+        # apiserver's certificate, no node's, authenticates to a kubelet by certificate
+        CertSpec(name="apiserver-kubelet-client", ca=SERVER_CA, cn="mke:apiserver-kubelet-client", client=True),
         CertSpec(name="front-proxy-client", ca="front-proxy-ca", cn="front-proxy-client", client=True),
-        CertSpec(name="admin", ca="ca", cn="mke-admin", orgs=("system:masters",), client=True),
-        CertSpec(name="controller-manager", ca="ca", cn="system:kube-controller-manager", client=True),
-        CertSpec(name="scheduler", ca="ca", cn="system:kube-scheduler", client=True),
-        CertSpec(name="konnectivity-client", ca="ca", cn="system:konnectivity-server", client=True),
-        CertSpec(name="konnectivity", ca="ca", cn="konnectivity-server", server=True, dns=api_dns, ips=api_ips),
-        CertSpec(name="mke-api", ca="ca", cn="mke-api", server=True, dns=api_dns, ips=api_ips),
+        CertSpec(name="admin", ca=CLIENT_CA, cn="mke-admin", orgs=("system:masters",), client=True),
+        CertSpec(name="controller-manager", ca=CLIENT_CA, cn="system:kube-controller-manager", client=True),
+        CertSpec(name="scheduler", ca=CLIENT_CA, cn="system:kube-scheduler", client=True),
+        CertSpec(name="konnectivity-client", ca=CLIENT_CA, cn="system:konnectivity-server", client=True),
+        CertSpec(name="konnectivity", ca=SERVER_CA, cn="konnectivity-server", server=True, dns=api_dns,
+                 ips=api_ips),
+        CertSpec(name="mke-api", ca=SERVER_CA, cn="mke-api", server=True, dns=api_dns, ips=api_ips),
         CertSpec(name="apiserver-etcd-client", ca="etcd/ca", cn="kube-apiserver-etcd-client", client=True),
         CertSpec(name="etcd/server", ca="etcd/ca", cn=f"etcd-server-{req.node_name}", server=True, client=True,
                  dns=("localhost", req.node_name), ips=etcd_ips),
@@ -339,6 +373,8 @@ class EnsureReport:
     created: list[str] = field(default_factory=list)
     renewed: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
+    migrated: bool = False  # this start split a single-CA data dir (LEGACY_CA written)
+    legacy: bool = False  # LEGACY_CA is trusted (a data dir made before CA separation)
 
 
 class ClusterPKI:
@@ -368,6 +404,20 @@ class ClusterPKI:
     def secrets_encryption(self) -> Path:
         return self.dir / SECRETS_ENCRYPTION
 
+    @property
+    def legacy_ca(self) -> Path:
+        return self.crt(LEGACY_CA)
+
+    @property
+    def client_ca_file(self) -> Path:
+        """The CAs trusted for client certificates (the client CA, and the legacy CA if any)."""
+        return self.crt(CLIENT_CA_BUNDLE) if self.legacy_ca.exists() else self.crt(CLIENT_CA)
+
+    @property
+    def kubelet_ca_file(self) -> Path:
+        """The CAs trusted for kubelet serving certificates (the kubelet-serving CA, and the legacy CA if any)."""
+        return self.crt(KUBELET_SERVING_CA_BUNDLE) if self.legacy_ca.exists() else self.crt(KUBELET_SERVING_CA)
+
     def ca_cert(self, stem: str = "ca") -> x509.Certificate:
         cert = load_cert(self.crt(stem))
         if cert is None:
@@ -383,11 +433,13 @@ class ClusterPKI:
         try:
             private_dir(self.dir)
             private_dir(self.dir / "etcd")
+            self._split_single_ca(req.create_shared, rep)
             cas: dict[str, tuple[x509.Certificate, PrivateKey]] = {}
             for stem, cn in CAS.items():
-                cas[stem] = self._ensure_ca(stem, cn, now, rep)
+                cas[stem] = self._ensure_ca(stem, cn, now, rep, create=req.create_shared)
+            self._ensure_trust_bundles(rep)
             self._ensure_sa(rep)
-            self._ensure_secrets_encryption(req.create_secrets_key, rep)
+            self._ensure_secrets_encryption(req.create_shared, rep)
             for spec in leaf_specs(req):
                 ca_cert, ca_key = cas[spec.ca]
                 self._ensure_leaf(spec, ca_cert, ca_key, now, rep)
@@ -400,7 +452,38 @@ class ClusterPKI:
             raise PKIError(f"{e.filename or self.dir}: cannot write the PKI: {e.strerror}") from e
         return rep
 
-    def _ensure_ca(self, stem: str, cn: str, now: dt.datetime, rep: EnsureReport) -> tuple[x509.Certificate, PrivateKey]:
+    def _split_single_ca(self, create: bool, rep: EnsureReport) -> None:
+        """A data dir from before CA separation (``ca`` but no ``client-ca``): keep ``ca`` as the
+        server CA and trust a copy of it (LEGACY_CA) for what it signed before."""
+        ca_crt = self.crt(SERVER_CA)
+        if not ca_crt.exists() or self.crt(CLIENT_CA).exists() or self.key(CLIENT_CA).exists():
+            return
+        if not create:
+            raise PKIError(
+                f"{self.crt(CLIENT_CA)}: missing on a controller that joined another (a data dir from before CA "
+                f"separation); start the upgraded first controller, then copy its pki/client-ca.*, "
+                f"pki/kubelet-serving-ca.* and pki/{LEGACY_CA}.crt here (keys 0600) and start again")
+        if not self.legacy_ca.exists():
+            write_file_atomic(self.legacy_ca, ca_crt.read_bytes(), 0o644)
+        rep.migrated = True
+
+    def _ensure_trust_bundles(self, rep: EnsureReport) -> None:
+        rep.legacy = self.legacy_ca.exists()
+        for bundle, ca in ((CLIENT_CA_BUNDLE, CLIENT_CA), (KUBELET_SERVING_CA_BUNDLE, KUBELET_SERVING_CA)):
+            # a bundle written or removed is a change like a renewal: the components restart on it
+            path = self.crt(bundle)
+            if not rep.legacy:
+                if path.exists():
+                    path.unlink()
+                    rep.renewed.append(bundle)
+                continue
+            text = self.crt(ca).read_bytes().rstrip(b"\n") + b"\n" + self.legacy_ca.read_bytes()
+            if not path.exists() or path.read_bytes() != text:
+                (rep.renewed if path.exists() else rep.created).append(bundle)
+                write_file_atomic(path, text, 0o644)
+
+    def _ensure_ca(self, stem: str, cn: str, now: dt.datetime, rep: EnsureReport,
+                   *, create: bool = True) -> tuple[x509.Certificate, PrivateKey]:
         crt_path, key_path = self.crt(stem), self.key(stem)
         key = load_key(key_path)
         cert = load_cert(crt_path)
@@ -410,6 +493,9 @@ class ClusterPKI:
                     f"{key_path}: missing or unusable while {crt_path.name} exists; restore the key, "
                     f"or run `mke reset` to start a new cluster"
                 )
+            if not create:
+                raise PKIError(f"{key_path}: missing on a controller that joined another; copy pki/{stem}.crt and "
+                               f"pki/{stem}.key (0600) from the first controller: every controller must use the same CAs")
             key = new_key()
             write_file_atomic(key_path, key_pem(key), 0o600)
         if cert is not None and _same_public_key(cert, key) and not _expiring(cert, now):

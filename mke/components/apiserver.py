@@ -159,10 +159,10 @@ class KubeAPIServer(SupervisedComponent):
             f"--audit-policy-file={self.audit_policy}",
             f"--audit-log-path={self.audit_log}",
             *(f"--{k}={v}" for k, v in AUDIT_LOG_LIMITS.items()),
-            f"--client-ca-file={pki.crt('ca')}",
+            f"--client-ca-file={pki.client_ca_file}",  # the client CA (docs/security.md), never the server CA
             f"--tls-cert-file={pki.crt('apiserver')}",
             f"--tls-private-key-file={pki.key('apiserver')}",
-            f"--kubelet-certificate-authority={pki.crt('ca')}",
+            f"--kubelet-certificate-authority={pki.kubelet_ca_file}",  # the kubelet-serving CA only
             f"--kubelet-client-certificate={pki.crt('apiserver-kubelet-client')}",
             f"--kubelet-client-key={pki.key('apiserver-kubelet-client')}",
             "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",

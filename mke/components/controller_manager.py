@@ -1,11 +1,15 @@
-"""kube-controller-manager: signs kubelet certificates with the cluster CA, cleans and signs
-bootstrap tokens, allocates node pod CIDRs."""
+"""kube-controller-manager: signs kubelet client certificates (and other approved
+kube-apiserver-client CSRs) with the client CA and kubelet serving certificates with the
+kubelet-serving CA; never with the server CA, and no signer for ``legacy-unknown`` (the
+specific signer flags replace ``--cluster-signing-cert-file``). Cleans and signs bootstrap
+tokens, allocates node pod CIDRs."""
 
 from __future__ import annotations
 
 from mke.components.base import SupervisedComponent, https_ok
 from mke.node.files import private_dir
 from mke.node.tls import K8S_MIN_VERSION, go_cipher_suites
+from mke.pki import CLIENT_CA, KUBELET_SERVING_CA, SERVER_CA
 
 SECURE_PORT = 10257
 
@@ -34,11 +38,15 @@ class KubeControllerManager(SupervisedComponent):
             f"--authorization-kubeconfig={kubeconfig}",
             "--bind-address=127.0.0.1",
             f"--secure-port={SECURE_PORT}",
-            f"--client-ca-file={pki.crt('ca')}",
+            f"--client-ca-file={pki.client_ca_file}",
             f"--requestheader-client-ca-file={pki.crt('front-proxy-ca')}",
-            f"--cluster-signing-cert-file={pki.crt('ca')}",
-            f"--cluster-signing-key-file={pki.key('ca')}",
-            f"--root-ca-file={pki.crt('ca')}",
+            f"--cluster-signing-kubelet-client-cert-file={pki.crt(CLIENT_CA)}",
+            f"--cluster-signing-kubelet-client-key-file={pki.key(CLIENT_CA)}",
+            f"--cluster-signing-kube-apiserver-client-cert-file={pki.crt(CLIENT_CA)}",
+            f"--cluster-signing-kube-apiserver-client-key-file={pki.key(CLIENT_CA)}",
+            f"--cluster-signing-kubelet-serving-cert-file={pki.crt(KUBELET_SERVING_CA)}",
+            f"--cluster-signing-kubelet-serving-key-file={pki.key(KUBELET_SERVING_CA)}",
+            f"--root-ca-file={pki.crt(SERVER_CA)}",  # pods' ca.crt: they verify the apiserver
             f"--service-account-private-key-file={pki.sa_key}",
             "--use-service-account-credentials=true",
             "--controllers=*,bootstrapsigner,tokencleaner",

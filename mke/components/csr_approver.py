@@ -5,12 +5,25 @@ but never ``kubernetes.io/kubelet-serving`` ones. This component does, with the 
 kubeadm documents as the operator's duty: the requester is ``system:node:<name>`` in
 ``system:nodes``; the CSR's subject is the same; usages are server auth only; every SAN
 is one of the Node's own addresses or names. Anything else stays pending.
+
+A Node's status is written by the node itself, so matching it proves little: a holder of
+a worker token can claim any address there. So a SAN that names the control plane is
+refused whatever the Node says (``ControlPlaneNames``): an address of any controller (the
+``kubernetes`` EndpointSlice, and this controller's own addresses and API SANs), the
+``kubernetes`` Service IP, ``kubernetes`` and ``kubernetes.*``, ``localhost``, loopback,
+the external address and ``api.sans``. The one exception is this controller's own kubelet
+(``controlPlane.worker``): the CSR of node ``<this controller's name>`` may name this host's
+addresses and name, and nothing else of the list. Kubelet serving certificates are signed
+by their own CA, which nothing trusts for a control-plane endpoint (mke.pki); these checks
+are a second line.
 """
 
 from __future__ import annotations
 
 import base64
 import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography import x509
@@ -24,8 +37,66 @@ SIGNER = "kubernetes.io/kubelet-serving"
 ALLOWED_USAGES = {"digital signature", "key encipherment", "server auth"}
 
 
-def check_serving_csr(csr: dict[str, Any], node: dict[str, Any] | None) -> str | None:
-    """None when ``csr`` may be approved, else why not."""
+IP = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True, kw_only=True)
+class ControlPlaneNames:
+    """What no node's serving certificate may name (but ``own_*`` for ``own_node``)."""
+
+    ips: frozenset[IP] = frozenset()
+    names: frozenset[str] = frozenset()  # DNS names, lower case
+    own_node: str = ""  # this controller's node name when it runs a kubelet, else ""
+    own_ips: frozenset[IP] = field(default_factory=frozenset)
+    own_names: frozenset[str] = frozenset()
+
+    def refuses_ip(self, ip: IP, node_name: str) -> bool:
+        if ip.is_loopback or ip.is_unspecified:
+            return True
+        if node_name and node_name == self.own_node and ip in self.own_ips:
+            return False
+        return ip in self.ips
+
+    def refuses_name(self, dns: str, node_name: str) -> bool:
+        dns = dns.lower().rstrip(".")
+        if dns == "kubernetes" or dns.startswith("kubernetes.") or dns == "localhost" or dns.endswith(".localhost"):
+            return True
+        if node_name and node_name == self.own_node and dns in self.own_names:
+            return False
+        return dns in self.names
+
+
+def control_plane_names(ctx: ControllerContext, controller_ips: Iterable[str] = ()) -> ControlPlaneNames:
+    """The control plane's addresses and names from this controller's config and PKI request, plus
+    ``controller_ips`` (every apiserver's address, from the ``kubernetes`` EndpointSlice)."""
+    from mke.pki import PKIRequest
+
+    cfg = ctx.config
+    req = PKIRequest(node_name=ctx.node_name, api_address=ctx.api_address, external_address=cfg.api.external_address,
+                     extra_sans=cfg.api.sans, host_addresses=ctx.host_addresses,
+                     kubernetes_service_ip=cfg.network.kubernetes_service_ip, cluster_domain=cfg.network.cluster_domain)
+    dns, ips = req.api_sans()
+    all_ips = {ipaddress.ip_address(i) for i in (*ips, *controller_ips) if _is_ip(i)}
+    own_ips = frozenset(ipaddress.ip_address(i) for i in (ctx.api_address, *ctx.host_addresses) if _is_ip(i))
+    worker = cfg.control_plane.worker
+    return ControlPlaneNames(ips=frozenset(all_ips), names=frozenset(d.lower() for d in dns),
+                             own_node=ctx.node_name if worker else "", own_ips=own_ips if worker else frozenset(),
+                             own_names=frozenset({ctx.node_name.lower()}) if worker else frozenset())
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
+def check_serving_csr(csr: dict[str, Any], node: dict[str, Any] | None,
+                      control_plane: ControlPlaneNames | None = None) -> str | None:
+    """None when ``csr`` may be approved, else why not. Without ``control_plane``, only
+    loopback, ``localhost`` and ``kubernetes``/``kubernetes.*`` are refused outright."""
+    control_plane = control_plane or ControlPlaneNames()
     spec = csr.get("spec", {})
     user = spec.get("username", "")
     if spec.get("signerName") != SIGNER:
@@ -61,9 +132,13 @@ def check_serving_csr(csr: dict[str, Any], node: dict[str, Any] | None) -> str |
             pass
     names = {a["address"] for a in addrs if a.get("type") in ("Hostname", "InternalDNS", "ExternalDNS")} | {node_name}
     for ip in san.get_values_for_type(x509.IPAddress):
+        if control_plane.refuses_ip(ip, node_name):
+            return f"IP {ip} is an address of the control plane"
         if ip not in ips:
             return f"IP {ip} is not an address of node {node_name}"
     for dns in san.get_values_for_type(x509.DNSName):
+        if control_plane.refuses_name(dns, node_name):
+            return f"DNS name {dns} names the control plane"
         if dns not in names:
             return f"DNS name {dns} is not a name of node {node_name}"
     return None
@@ -82,8 +157,17 @@ class KubeletServingCSRApprover(LoopComponent):
         self._reported: set[str] = set()
         self.approved = 0
 
+    def control_plane(self, client: Any) -> ControlPlaneNames:
+        """This controller's names and addresses and every apiserver's address (all controllers)."""
+        ips: list[str] = []
+        eps = client.get("discovery.k8s.io/v1", "EndpointSlice", "kubernetes", "default") or {}
+        for ep in eps.get("endpoints") or []:
+            ips += [a for a in ep.get("addresses") or [] if isinstance(a, str)]
+        return control_plane_names(self.ctx, ips)
+
     def approve_pending(self, client: Any) -> int:
         n = 0
+        control_plane: ControlPlaneNames | None = None
         for csr in client.list("certificates.k8s.io/v1", "CertificateSigningRequest"):
             if csr.get("spec", {}).get("signerName") != SIGNER:
                 continue
@@ -92,7 +176,8 @@ class KubeletServingCSRApprover(LoopComponent):
             name = csr["metadata"]["name"]
             node_name = csr["spec"].get("username", "").removeprefix("system:node:")
             node = client.get("v1", "Node", node_name) if node_name else None
-            why = check_serving_csr(csr, node)
+            control_plane = control_plane or self.control_plane(client)
+            why = check_serving_csr(csr, node, control_plane)
             if why:
                 if name not in self._reported:
                     self.ctx.sink.line(self.name, f"leaving {name} pending: {why}")

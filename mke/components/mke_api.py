@@ -59,8 +59,10 @@ from mke.components.base import Component
 from mke.components.context import ControllerContext
 from mke.errors import BusyError, KubeAPIError, MkeError, TokenError, UsageError
 
-SHARED_FILES = ("ca.crt", "ca.key", "front-proxy-ca.crt", "front-proxy-ca.key", "etcd/ca.crt", "etcd/ca.key",
+SHARED_FILES = ("ca.crt", "ca.key", "client-ca.crt", "client-ca.key", "kubelet-serving-ca.crt",
+                "kubelet-serving-ca.key", "front-proxy-ca.crt", "front-proxy-ca.key", "etcd/ca.crt", "etcd/ca.key",
                 "sa.key", "sa.pub", "secrets-encryption.key")
+OPTIONAL_SHARED_FILES = ("legacy-ca.crt",)  # a cluster made before CA separation (mke.pki)
 JOIN_PATH = "/v1/join/controller"
 _BEARER = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}$")  # mke.tokens' <id>.<secret>
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")  # an etcd member name: no ',' '=' or space
@@ -504,6 +506,9 @@ class MkeAPI(Component):
         files = {}
         for rel in SHARED_FILES:
             files[rel] = base64.b64encode((self.ctx.pki_dir / rel).read_bytes()).decode()
+        for rel in OPTIONAL_SHARED_FILES:
+            if (self.ctx.pki_dir / rel).exists():
+                files[rel] = base64.b64encode((self.ctx.pki_dir / rel).read_bytes()).decode()
         # registries are this node's own (their files are paths on this host): not the cluster's
         config = {k: v for k, v in config_to_dict(self.ctx.config).items() if k != "registries"}
         answer: dict[str, Any] = {"files": files, "config": config}

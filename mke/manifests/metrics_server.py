@@ -1,4 +1,8 @@
-"""metrics-server: serves metrics.k8s.io from kubelet summaries."""
+"""metrics-server: serves metrics.k8s.io from kubelet summaries.
+
+It verifies kubelets with the kubelet-serving CA (``pki.kubelet_ca_file``, published as the
+ConfigMap ``mke-kubelet-serving-ca``), not with its service account's ``ca.crt``, which is
+the server CA and does not sign kubelet serving certificates (mke.pki)."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from mke.manifests.k8s import (
     NS,
     cluster_role,
     cluster_role_binding,
+    config_map,
     meta,
     role_binding,
     rule,
@@ -20,10 +25,23 @@ from mke.manifests.k8s import (
 from mke.node.tls import K8S_MIN_VERSION, go_cipher_suites
 
 LABELS = {"k8s-app": "metrics-server"}
+KUBELET_CA_CONFIGMAP = "mke-kubelet-serving-ca"
+KUBELET_CA_DIR = "/etc/mke/kubelet-serving-ca"
+
+
+def kubelet_ca_pem(ctx: ControllerContext) -> str:
+    """The CAs trusted for kubelet serving certificates ("" before the PKI exists)."""
+    try:
+        return ctx.pki.kubelet_ca_file.read_text()
+    except OSError:
+        return ""
 
 
 def objects(ctx: ControllerContext) -> list[dict[str, Any]]:
+    import hashlib
+
     sa = [subject("ServiceAccount", "metrics-server")]
+    kubelet_ca = kubelet_ca_pem(ctx)
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -32,7 +50,9 @@ def objects(ctx: ControllerContext) -> list[dict[str, Any]]:
             "selector": {"matchLabels": LABELS},
             "strategy": {"rollingUpdate": {"maxUnavailable": 0}},
             "template": {
-                "metadata": {"labels": LABELS},
+                # a new CA bundle (mke.pki's legacy CA removed) restarts it
+                "metadata": {"labels": LABELS, "annotations": {
+                    "mke.io/kubelet-serving-ca-sha256": hashlib.sha256(kubelet_ca.encode()).hexdigest()}},
                 "spec": {
                     "priorityClassName": "system-cluster-critical",
                     "serviceAccountName": "metrics-server",
@@ -45,6 +65,7 @@ def objects(ctx: ControllerContext) -> list[dict[str, Any]]:
                         "args": ["--cert-dir=/tmp", "--secure-port=10250",
                                  "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
                                  "--kubelet-use-node-status-port", "--metric-resolution=15s",
+                                 f"--kubelet-certificate-authority={KUBELET_CA_DIR}/ca.crt",
                                  f"--tls-min-version={K8S_MIN_VERSION}", f"--tls-cipher-suites={go_cipher_suites()}"],
                         "ports": [{"containerPort": 10250, "name": "https", "protocol": "TCP"}],
                         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "https", "scheme": "HTTPS"},
@@ -56,14 +77,17 @@ def objects(ctx: ControllerContext) -> list[dict[str, Any]]:
                                             "runAsNonRoot": True, "runAsUser": 1000,
                                             "capabilities": {"drop": ["ALL"]},
                                             "seccompProfile": {"type": "RuntimeDefault"}},
-                        "volumeMounts": [{"name": "tmp-dir", "mountPath": "/tmp"}],
+                        "volumeMounts": [{"name": "tmp-dir", "mountPath": "/tmp"},
+                                         {"name": "kubelet-ca", "mountPath": KUBELET_CA_DIR, "readOnly": True}],
                     }],
-                    "volumes": [{"name": "tmp-dir", "emptyDir": {}}],
+                    "volumes": [{"name": "tmp-dir", "emptyDir": {}},
+                                {"name": "kubelet-ca", "configMap": {"name": KUBELET_CA_CONFIGMAP}}],
                 },
             },
         },
     }
     return [
+        config_map(KUBELET_CA_CONFIGMAP, {"ca.crt": kubelet_ca}),
         service_account("metrics-server"),
         cluster_role("system:aggregated-metrics-reader", [rule(["metrics.k8s.io"], ["pods", "nodes"],
                                                                ["get", "list", "watch"])],

@@ -75,8 +75,9 @@ def terminate(proc: subprocess.Popen[bytes] | None, timeout: float = 60) -> None
 class MkeServer:
     """`python -m mke server` as a child process; logs go to a file in the data dir's parent."""
 
-    def __init__(self, root: Path, bin_dir: Path, config: dict[str, Any]) -> None:
+    def __init__(self, root: Path, bin_dir: Path, config: dict[str, Any], *, repo: Path = REPO) -> None:
         self.root = root
+        self.repo = repo  # the mke source to run (another tree: an older mke, for upgrades)
         self.bin_dir = bin_dir
         self.data_dir = root / "data"
         self.config_path = root / "mke.yaml"
@@ -90,7 +91,7 @@ class MkeServer:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mke", "server", "--config", str(self.config_path), "--data-dir",
              str(self.data_dir), "--bin-dir", str(self.bin_dir)],
-            stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdout=log, stderr=subprocess.STDOUT, cwd=self.repo, env={**os.environ, "PYTHONPATH": str(self.repo)},
         )
         self.wait_ready(t0)
         return time.monotonic() - t0
@@ -138,7 +139,8 @@ class MkeServer:
 
     def mke(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         res = subprocess.run([sys.executable, "-m", "mke", *args, "--data-dir", str(self.data_dir)],
-                             capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+                             capture_output=True, text=True, cwd=self.repo,
+                             env={**os.environ, "PYTHONPATH": str(self.repo)})
         if check:
             assert res.returncode == 0, res.stderr
         return res
@@ -421,3 +423,184 @@ def test_server_with_kine(backend: str, tmp_path: Path, bin_dir: Path | None, re
     finally:
         server.stop()
     assert wait_for(lambda: not children_of(server.data_dir), 30, "every component to stop")
+
+
+# ---------------------------------------------------------------- CAs by purpose (issue 14.3, docs/security.md)
+
+# The last mke with one CA for everything (docs/security.md "Certificate authorities": upgrades).
+SINGLE_CA_COMMIT = "f7ad41c"
+
+
+def _cmdline_flags(data_dir: Path, binary: str) -> dict[str, str]:
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            argv = (p / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if argv and Path(argv[0]).name == binary and any(f"={data_dir}/" in a for a in argv):
+            return {a.split("=", 1)[0]: a.split("=", 1)[1] for a in argv[1:] if a.startswith("--") and "=" in a}
+    raise AssertionError(f"no {binary} running for {data_dir}")
+
+
+def _issued_by(cert_pem: bytes, ca_file: Path) -> bool:
+    from cryptography import x509
+
+    from mke.pki import load_cert
+
+    try:
+        x509.load_pem_x509_certificate(cert_pem).verify_directly_issued_by(load_cert(ca_file))
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "not issued by it"
+        return False
+
+
+def _signed_by_the_controller_manager(server: MkeServer, signer: str, cn: str, usages: list[str],
+                                      ips: tuple[str, ...] = ()) -> bytes:
+    """A CSR for ``signer``, approved by the admin (not by mke's approver): what does kube-controller-manager sign it with?"""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    from kubernetes import client
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    b = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:nodes"), x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+    if ips:
+        b = b.add_extension(x509.SubjectAlternativeName(
+            [x509.DNSName("kubernetes.default.svc")] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]), False)
+    pem = b.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+    certs = client.CertificatesV1Api(kube_client(server))
+    name = f"mke-test-{signer.rsplit('/', 1)[-1]}"
+    certs.create_certificate_signing_request(client.V1CertificateSigningRequest(
+        metadata=client.V1ObjectMeta(name=name),
+        spec=client.V1CertificateSigningRequestSpec(signer_name=signer, usages=usages,
+                                                    request=base64.b64encode(pem).decode())))
+    from kubernetes.client.rest import ApiException
+
+    def approved() -> bool:  # kube-controller-manager may approve a kubelet client CSR of the admin itself
+        csr = certs.read_certificate_signing_request(name)
+        if any(c.type == "Approved" for c in csr.status.conditions or []):
+            return True
+        csr.status.conditions = [client.V1CertificateSigningRequestCondition(
+            type="Approved", status="True", reason="MkeTest", message="approved by the test")]
+        try:
+            certs.replace_certificate_signing_request_approval(name, csr)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+            return False
+        return True
+
+    wait_for(approved, 30, f"the {signer} CSR approved")
+    issued = wait_for(lambda: certs.read_certificate_signing_request(name).status.certificate, 60,
+                      f"kube-controller-manager to sign {signer}")
+    return base64.b64decode(issued)
+
+
+def check_ca_separation(server: MkeServer, *, legacy: bool) -> None:
+    """The apiserver serves a server-CA certificate, trusts the client CA for clients and the kubelet-serving CA
+    for kubelets; kube-controller-manager signs kubelet client and serving CSRs with those, never the server CA."""
+    import ssl
+
+    pki = server.data_dir / "pki"
+    served = ssl.get_server_certificate(("127.0.0.1", server.port)).encode()
+    assert _issued_by(served, pki / "ca.crt") and not _issued_by(served, pki / "client-ca.crt")
+    assert _issued_by((pki / "admin.crt").read_bytes(), pki / "client-ca.crt")
+    assert not _issued_by((pki / "admin.crt").read_bytes(), pki / "ca.crt")
+    suffix = "-bundle" if legacy else ""
+    api = _cmdline_flags(server.data_dir, "kube-apiserver")
+    assert api["--client-ca-file"] == str(pki / f"client-ca{suffix}.crt")
+    assert api["--kubelet-certificate-authority"] == str(pki / f"kubelet-serving-ca{suffix}.crt")
+    assert api["--tls-cert-file"] == str(pki / "apiserver.crt")
+    kcm = _cmdline_flags(server.data_dir, "kube-controller-manager")
+    assert "--cluster-signing-cert-file" not in kcm and kcm["--root-ca-file"] == str(pki / "ca.crt")
+
+    # a kubelet serving certificate for the controller's address and kubernetes.default.svc (the attack of
+    # issue 14.3): signed by the kubelet-serving CA, which a client pinning the token's CA does not accept
+    serving = _signed_by_the_controller_manager(server, "kubernetes.io/kubelet-serving", "system:node:mke-test",
+                                                ["digital signature", "server auth"], ips=("127.0.0.1",))
+    assert _issued_by(serving, pki / "kubelet-serving-ca.crt") and not _issued_by(serving, pki / "ca.crt")
+    client_cert = _signed_by_the_controller_manager(server, "kubernetes.io/kube-apiserver-client-kubelet",
+                                                    "system:node:mke-test", ["digital signature", "client auth"])
+    assert _issued_by(client_cert, pki / "client-ca.crt") and not _issued_by(client_cert, pki / "ca.crt")
+    # metrics-server is told to verify kubelets with the same CAs as the apiserver
+    from kubernetes import client
+
+    cm = client.CoreV1Api(kube_client(server)).read_namespaced_config_map("mke-kubelet-serving-ca", "kube-system")
+    assert cm.data["ca.crt"] == Path(api["--kubelet-certificate-authority"]).read_text()
+
+
+def test_ca_separation_on_a_new_cluster(tmp_path: Path, bin_dir: Path | None) -> None:
+    bins = require(bin_dir, "kine", *CORE)
+    server = MkeServer(tmp_path, bins, base_config({"type": "kine"}, bin_dir=bins))
+    try:
+        server.start()
+        check_ca_separation(server, legacy=False)
+        assert not (server.data_dir / "pki" / "legacy-ca.crt").exists()
+    finally:
+        server.stop()
+
+
+def test_a_single_ca_data_dir_from_an_older_mke_keeps_working_after_the_upgrade(tmp_path: Path,
+                                                                              bin_dir: Path | None) -> None:
+    bins = require(bin_dir, "kine", *CORE)
+    old_src = tmp_path / "old-mke"
+    old_src.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", SINGLE_CA_COMMIT, "mke"], capture_output=True)
+    if archive.returncode != 0:
+        pytest.skip(f"no commit {SINGLE_CA_COMMIT} (the single-CA mke) in this checkout")
+    subprocess.run(["tar", "-x", "-C", str(old_src)], input=archive.stdout, check=True)
+    cfg = base_config({"type": "kine"}, bin_dir=bins)
+    old = MkeServer(tmp_path, bins, cfg, repo=old_src)
+    pki = old.data_dir / "pki"
+    try:
+        old.start()
+        from kubernetes import client
+
+        client.CoreV1Api(kube_client(old)).create_namespaced_config_map("default", client.V1ConfigMap(
+            metadata=client.V1ObjectMeta(name="before-upgrade"), data={"a": "b"}))
+        token = old.mke("token", "create", "--role=worker", "--expiry=2h").stdout.strip()
+    finally:
+        old.stop()
+    assert not (pki / "client-ca.crt").exists()  # really the old layout
+    old_ca = (pki / "ca.crt").read_bytes()
+    old_admin = {n: (pki / f"admin.{n}").read_bytes() for n in ("crt", "key")}  # a copy a user kept
+    (tmp_path / "old-admin.crt").write_bytes(old_admin["crt"])
+    (tmp_path / "old-admin.key").write_bytes(old_admin["key"])
+
+    new = MkeServer(tmp_path, bins, cfg)
+    try:
+        new.start()
+        assert (pki / "ca.crt").read_bytes() == old_ca and (pki / "legacy-ca.crt").read_bytes() == old_ca
+        log = new.log_path.read_text(errors="replace")
+        assert "legacy-ca.crt (the CA from before CA separation) is still trusted" in log
+        from kubernetes import client
+
+        assert client.CoreV1Api(kube_client(new)).read_namespaced_config_map("before-upgrade", "default").data == {
+            "a": "b"}
+        # the token made before the upgrade still pins this cluster's (server) CA and is accepted
+        from mke.pki import ca_hash, load_cert
+        from mke.tokens import decode_token
+
+        tok = decode_token(token, role="worker")
+        assert tok.ca_hash == ca_hash(load_cert(pki / "ca.crt"))
+        res = subprocess.run(
+            ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", str(pki / "ca.crt"),
+             "-H", f"Authorization: Bearer {tok.bootstrap_token}", "-H", "Content-Type: application/json", "-X",
+             "POST", "-d", '{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}',
+             f"https://127.0.0.1:{new.port}/apis/authentication.k8s.io/v1/selfsubjectreviews"],
+            capture_output=True, text=True)
+        assert res.stdout == "201"
+        # a client certificate issued by the old CA (an admin.conf a user kept, a kubelet's) is still accepted
+        res = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", str(pki / "ca.crt"),
+                              "--cert", str(tmp_path / "old-admin.crt"), "--key", str(tmp_path / "old-admin.key"),
+                              f"https://127.0.0.1:{new.port}/api/v1/namespaces"], capture_output=True, text=True)
+        assert res.stdout == "200"
+        check_ca_separation(new, legacy=True)
+    finally:
+        new.stop()

@@ -101,7 +101,7 @@ def first_controller(tmp_path: Path, make_pki: Callable[..., ClusterPKI]) -> Ite
         data = tmp_path / f"ctl{len(started) + 1}"
         data.mkdir(mode=0o700)
         pki = make_pki(data / "pki", kube.port)
-        kube.serve(cert=pki.crt("apiserver"), key=pki.key("apiserver"), client_ca=pki.crt("ca"),
+        kube.serve(cert=pki.crt("apiserver"), key=pki.key("apiserver"), client_ca=pki.client_ca_file,
                    require_client_cert=False)
         etcd.serve(cert=pki.crt("etcd/server"), key=pki.key("etcd/server"), client_ca=pki.crt("etcd/ca"))
         cfg = {"api": {"port": kube.port, "mkeAPIPort": free_port()},

@@ -248,6 +248,10 @@ def _bad_answers(pki, tmp_path, other_pki) -> dict[str, tuple[int, object, str]]
         "no CA key": (200, good_answer(pki, **{"ca.key": None}), "the controller's answer lacks ca.key"),
         "no encryption key": (200, good_answer(pki, **{"secrets-encryption.key": None}),
                               "lacks secrets-encryption.key (an older mke? upgrade that controller first)"),
+        "no client CA": (200, good_answer(pki, **{"client-ca.key": None}),
+                         "lacks client-ca.key (an older mke? upgrade that controller first)"),
+        "no kubelet-serving CA": (200, good_answer(pki, **{"kubelet-serving-ca.crt": None}),
+                                  "lacks kubelet-serving-ca.crt (an older mke? upgrade that controller first)"),
         "another CA": (200, good_answer(pki, **{"ca.crt": base64.b64encode(other_pki.crt("ca").read_bytes())
                                                 .decode()}), "a CA that is not the token's"),
         "no files": (200, {"config": {}}, "answered without files or config"),
@@ -260,7 +264,8 @@ def _bad_answers(pki, tmp_path, other_pki) -> dict[str, tuple[int, object, str]]
 
 
 @pytest.mark.parametrize("case", ["parent dir", "absolute", "climbs out", "two dirs", "other suffix", "hidden",
-                                  "empty name", "bad base64", "no CA key", "no encryption key", "another CA", "no files", "not JSON",
+                                  "empty name", "bad base64", "no CA key", "no encryption key", "no client CA",
+                                  "no kubelet-serving CA", "another CA", "no files", "not JSON",
                                   "a list", "too big", "refused", "refused with lines"])
 def test_a_bad_answer_is_refused_whole_and_writes_nothing(scripted, tmp_path, make_pki, case):
     pki, api = scripted

@@ -36,7 +36,7 @@ def api(tmp_path, make_pki):
     """(pki, kube): a stand-in kube-apiserver serving the pki's apiserver certificate."""
     kube = KubeAPIStandIn()
     pki = make_pki(tmp_path / "data" / "pki", kube.port)
-    kube.serve(cert=pki.crt("apiserver"), key=pki.key("apiserver"), client_ca=pki.crt("ca"),
+    kube.serve(cert=pki.crt("apiserver"), key=pki.key("apiserver"), client_ca=pki.client_ca_file,
                require_client_cert=False)
     yield pki, kube
     kube.stop()
@@ -256,7 +256,7 @@ def test_a_server_with_another_clusters_certificate_is_refused(api, tmp_path, ma
     pki, _ = api
     other = KubeAPIStandIn()
     other_pki = make_pki(tmp_path / "other", other.port, cluster="other")
-    other.serve(cert=other_pki.crt("apiserver"), key=other_pki.key("apiserver"), client_ca=other_pki.crt("ca"),
+    other.serve(cert=other_pki.crt("apiserver"), key=other_pki.key("apiserver"), client_ca=other_pki.client_ca_file,
                 require_client_cert=False)
     try:
         doc = yaml.safe_load(pki.kubeconfig("admin").read_text())

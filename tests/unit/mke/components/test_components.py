@@ -186,7 +186,9 @@ def test_apiserver_secure_defaults(ctx: ControllerContext) -> None:
     assert f["--anonymous-auth"] == "false"
     assert f["--authorization-mode"] == "Node,RBAC"
     assert f["--enable-bootstrap-token-auth"] == "true"
-    assert f["--client-ca-file"].endswith("pki/ca.crt")
+    assert f["--client-ca-file"].endswith("pki/client-ca.crt")  # never the server CA the tokens pin
+    assert f["--kubelet-certificate-authority"].endswith("pki/kubelet-serving-ca.crt")
+    assert f["--tls-cert-file"].endswith("pki/apiserver.crt")
     assert f["--etcd-certfile"].endswith("apiserver-etcd-client.crt")
     assert f["--service-cluster-ip-range"] == "10.96.0.0/12"
     assert f["--advertise-address"] == "192.0.2.10"
@@ -290,9 +292,18 @@ def test_kine_gets_the_data_source_in_its_environment_never_on_its_command_line(
     assert spec.env["KINE_ENDPOINT"] == dsn
 
 
-def test_controller_manager_signs_with_cluster_ca(ctx: ControllerContext) -> None:
+def test_controller_manager_signs_kubelet_certs_with_the_client_and_kubelet_serving_cas(ctx: ControllerContext) -> None:
     f = _flags(KubeControllerManager(ctx))
-    assert f["--cluster-signing-cert-file"].endswith("pki/ca.crt")
+    assert f["--cluster-signing-kubelet-client-cert-file"].endswith("pki/client-ca.crt")
+    assert f["--cluster-signing-kubelet-client-key-file"].endswith("pki/client-ca.key")
+    assert f["--cluster-signing-kube-apiserver-client-cert-file"].endswith("pki/client-ca.crt")
+    assert f["--cluster-signing-kubelet-serving-cert-file"].endswith("pki/kubelet-serving-ca.crt")
+    assert f["--cluster-signing-kubelet-serving-key-file"].endswith("pki/kubelet-serving-ca.key")
+    # nothing is signed with the server CA: no legacy signer, no legacy-unknown signer
+    assert "--cluster-signing-cert-file" not in f and "--cluster-signing-legacy-unknown-cert-file" not in f
+    assert not any(v and v.endswith("pki/ca.key") for v in f.values())
+    assert f["--root-ca-file"].endswith("pki/ca.crt")  # pods verify the apiserver with the server CA
+    assert f["--client-ca-file"].endswith("pki/client-ca.crt")
     assert "tokencleaner" in f["--controllers"] and "bootstrapsigner" in f["--controllers"]
     assert f["--bind-address"] == "127.0.0.1"
 
