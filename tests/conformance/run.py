@@ -95,6 +95,16 @@ def preflight(args: argparse.Namespace) -> dict[str, Path]:
     return need
 
 
+def source_commit() -> str:
+    """The commit dist/mke was built from, as far as the checkout tells (the run is of dist/mke)."""
+    try:
+        out = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True,
+                             text=True, timeout=10, check=False).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    return f"dist/mke of commit {out}" if out else "dist/mke (commit unknown)"
+
+
 class Run:
     def __init__(self, args: argparse.Namespace, files: dict[str, Path]) -> None:
         from tests.e2e.cluster import E2ECluster
@@ -109,6 +119,7 @@ class Run:
         self.extra: dict[str, str] = {}
         self.t0 = time.monotonic()
         self.suite_seconds = 0.0
+        self.commit = source_commit()
 
     # -- the cluster and the registry
 
@@ -233,6 +244,7 @@ class Run:
                         reported[name] = o
         storage = "etcd" if self.args.storage == "etcd" else "kine (SQLite)"
         self.extra["ginkgo procs (parallel part)"] = str(self.args.procs)
+        self.extra["mke"] = self.commit
         if self.args.quick:
             self.extra["focus"] = f"the quick subset ({len(QUICK)} tests, tests/conformance/quick.py)"
         elif self.args.focus:
