@@ -40,6 +40,7 @@ from typing import Any
 
 from build.download import Downloader
 from build.errors import DebianSourceError, LockfileError
+from build.fsutil import extract_all
 from build.recipes import DebianDeb, DebianPackage, DebianSource, Recipe, render
 
 DEBIAN_MODE_SCHEMA = 2  # bump when the container script changes shape (enters action keys)
@@ -187,7 +188,7 @@ def _safe_extract(archive: Path | io.BufferedIOBase, dest: Path, *, strip_top: b
                         m.linkname = m.linkname.split("/", 1)[1] if "/" in m.linkname else m.linkname
                     kept.append(m)
                 members = kept
-            tf.extractall(dest, members=members, filter="data")
+            extract_all(tf, dest, members=members)
     except (tarfile.TarError, OSError, EOFError) as e:
         raise DebianSourceError(f"{where}: cannot unpack: {e}") from e
 

@@ -39,6 +39,7 @@ from typing import Any
 from build.action import Action
 from build.cache import Cache, OutputFile, default_cache_dir
 from build.errors import BuildError, ComponentBuildError, VerificationError, report
+from build.fsutil import extract_all
 from build.progress import log
 from fips.settings import FipsToolchain, load
 
@@ -221,7 +222,7 @@ def _compile(tc: FipsToolchain, tarball: Path, work: Path, *, jobs: int, log_dir
     if target is None:
         raise BuildError(f"{COMPONENT}: no OpenSSL Configure target for {_platform.machine()}")
     with tarfile.open(tarball) as tf:
-        tf.extractall(work, filter="data")
+        extract_all(tf, work)
     srcs = [p for p in work.iterdir() if p.is_dir() and (p / "Configure").exists()]
     if len(srcs) != 1:
         raise ComponentBuildError(f"{COMPONENT}: {tc.openssl.url}: expected one source directory with Configure")

@@ -44,5 +44,32 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || { echo "bootstrap: dockerd did not start; see /var/log/mke-dockerd.log" >&2; exit 1; }
 fi
 
-python3 -m nox --version >/dev/null 2>&1 || python3 -m pip install -q "nox==2026.10.20"
-echo "bootstrap: ready (docker $(docker version --format '{{.Server.Version}}'), $(python3 -m nox --version 2>&1))" >&2
+# nox: into python3 itself where its pip may install (pyenv, a venv); a distribution's own
+# python3 refuses that (Debian 12, Ubuntu 24.04: externally-managed-environment, PEP 668, and
+# no pip at all on a stock install), so there nox goes into a tool venv of its own, linked as
+# /usr/local/bin/nox (~/.local/bin/nox for another user).
+NOX_VERSION=2026.10.20
+if ! command -v nox >/dev/null 2>&1 && ! python3 -m nox --version >/dev/null 2>&1; then
+  if ! python3 -m pip install -q "nox==$NOX_VERSION" 2>/dev/null; then
+    if [ "$(id -u)" = 0 ]; then
+      tools=/opt/mke-tools bindir=/usr/local/bin
+    else
+      tools="$HOME/.local/share/mke-tools" bindir="$HOME/.local/bin"
+    fi
+    if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c "import ensurepip" >/dev/null 2>&1; then
+      if [ "$(id -u)" != 0 ]; then
+        echo "bootstrap: python3 cannot make a venv; install python3-venv (sudo apt-get install python3-venv)" >&2
+        exit 1
+      fi
+      echo "bootstrap: installing python3-venv (for nox's tool venv)" >&2
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-venv
+    fi
+    echo "bootstrap: installing nox $NOX_VERSION into $tools (python3 $(python3 -c 'import platform; print(platform.python_version())'))" >&2
+    # (a venv left by an interrupted run is made again: nox is linked only once it is complete)
+    rm -rf "$tools" && python3 -m venv "$tools" && "$tools/bin/python" -m pip install -q "nox==$NOX_VERSION"
+    mkdir -p "$bindir" && ln -sf "$tools/bin/nox" "$bindir/nox"
+    command -v nox >/dev/null 2>&1 || echo "bootstrap: add $bindir to PATH to run nox" >&2
+  fi
+fi
+nox_version=$(nox --version 2>&1 || python3 -m nox --version 2>&1)
+echo "bootstrap: ready (docker $(docker version --format '{{.Server.Version}}'), nox $nox_version)" >&2

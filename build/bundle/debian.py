@@ -9,6 +9,7 @@ of each package across the suites and pins its URL and sha256.
 
 from __future__ import annotations
 
+import copy
 import io
 import lzma
 import re
@@ -17,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from build.errors import BundleError
+from build.fsutil import data_filter, extract_all
 
 AR_MAGIC = b"!<arch>\n"
 
@@ -71,7 +73,7 @@ def extract_deb(path: Path, dest: Path) -> list[str]:
             if not name or name == ".":
                 continue
             names.append(name)
-        tar.extractall(dest, filter=_deb_filter)
+        extract_all(tar, dest, filter=_deb_filter)
     return names
 
 
@@ -81,8 +83,9 @@ def _deb_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
     if member.issym() and member.linkname.startswith("/"):
         # Absolute links inside a rootfs (e.g. /lib64/ld-linux-x86-64.so.2): keep them relative to dest.
         depth = member.name.removeprefix("./").count("/")
-        member = member.replace(linkname="../" * depth + member.linkname.lstrip("/"), deep=False)
-    return tarfile.data_filter(member, dest)
+        member = copy.copy(member)  # (TarInfo.replace is 3.11.4+)
+        member.linkname = "../" * depth + member.linkname.lstrip("/")
+    return data_filter(member, dest)
 
 
 # --------------------------------------------------------------------------- versions

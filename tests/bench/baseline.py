@@ -20,6 +20,8 @@ import sys
 import tarfile
 from pathlib import Path
 
+from build.fsutil import extract_all
+
 REPO = Path(__file__).resolve().parents[2]
 BASELINE_COMMIT = "92749111296631456e4ed1b8e87fd4c3f53bb3ac"
 SDE = "1700000000"
@@ -44,7 +46,7 @@ def baseline_tree() -> Path:
         data = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", BASELINE_COMMIT],
                               capture_output=True, check=True).stdout
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-            tar.extractall(src, filter="data")
+            extract_all(tar, src)
         (src / ".complete").write_text(BASELINE_COMMIT + "\n")
     stamp = venv / ".mke-requirements"
     want = hashlib.sha256((src / "requirements" / "build.txt").read_bytes()).hexdigest()
