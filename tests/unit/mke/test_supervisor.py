@@ -65,7 +65,8 @@ def test_start_pidfile_own_group_and_stop(tmp_path: Path, sink) -> None:
 
 
 def test_output_is_tagged_per_line(tmp_path: Path, sink) -> None:
-    code = "import sys; print('hello'); print('oops', file=sys.stderr); sys.stdout.flush(); import time; time.sleep(30)"
+    # hello is flushed before oops is written: stdout to a pipe is block-buffered unless PYTHONUNBUFFERED
+    code = "import sys; print('hello', flush=True); print('oops', file=sys.stderr); import time; time.sleep(30)"
     s = make(tmp_path, sink[0], "talker", PY, "-c", code)
     s.start()
     try:
