@@ -333,12 +333,24 @@ def container_script(recipe: Recipe, env: DebianBuildEnv, packages: tuple[Prepar
         lines.append(f"echo '=== {p.name} {p.version}'")
         lines.append(f"cp -a {q(f'{IN_MOUNT}/src/{p.name}')} {q(tree)}")
         lines.append(f"cd {q(tree)}")
-        for patch, opts in patches.get(p.name, ()):
+        for patch, opts in (patches.get(p.name, ()) if p.debian_patches else ()):
             lines.append(shlex.join(["patch", "-s", "-f", "--no-backup-if-mismatch", *opts,
                                      "-i", f"debian/patches/{patch}"]))
         lines.append('find . -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +')
-        lines.append(shlex.join(["./configure", f"--prefix={PREFIX}", f"--build={env.triple}", f"--host={env.triple}",
-                                 "--disable-shared", "--enable-static", "--disable-dependency-tracking", *p.configure]))
+        if p.build == "kconfig":  # make defconfig, each setting over it, then make oldconfig keeps the rest
+            lines.append(shlex.join(["make", "defconfig"]))
+            for setting in p.kconfig:
+                name = setting.split("=", 1)[0]
+                lines.append(shlex.join(["sed", "-i", "-e", f"/^{name}=/d", "-e", f"/^# {name} is not set/d", ".config"]))
+                lines.append(f"printf '%s\\n' {shlex.quote(setting)} >> .config")
+            lines.append("yes '' | make oldconfig >/dev/null")
+            for setting in p.kconfig:  # a setting oldconfig dropped (unknown, or its dependency is off) is an error
+                lines.append(f"grep -qxF {shlex.quote(setting if not setting.endswith('=n') else '# ' + setting[:-2] + ' is not set')} "
+                             f".config || {{ echo 'kconfig: {setting} did not take' >&2; exit 1; }}")
+        else:
+            lines.append(shlex.join(["./configure", f"--prefix={PREFIX}", f"--build={env.triple}", f"--host={env.triple}",
+                                     "--disable-shared", "--enable-static", "--disable-dependency-tracking",
+                                     *p.configure]))
         lines.append(shlex.join(["make", "V=1", *p.make]))
         if p.install:
             lines.append(shlex.join(["make", *p.install]))

@@ -113,6 +113,11 @@ class DebianPackage:
     configure: tuple[str, ...] = ()
     make: tuple[str, ...] = ()  # make arguments/targets ("" = the default goal)
     install: tuple[str, ...] = ("install",)
+    # "configure" (autotools: ./configure --prefix ... then make) or "kconfig" (busybox, the
+    # kernel's style: make defconfig, then each ``kconfig`` line set in .config, then make)
+    build: str = "configure"
+    kconfig: tuple[str, ...] = ()  # CONFIG_X=y / CONFIG_X=n / CONFIG_X="..." over defconfig
+    debian_patches: bool = True  # false: the upstream release as it is (the orig tarball only)
 
     @property
     def upstream_version(self) -> str:
@@ -294,8 +299,9 @@ def _rel_path(ctx: TomlChecker, where: str, value: str) -> str:
 def _parse_debian_package(ctx: TomlChecker, where: str, t: Any) -> DebianPackage:
     if not isinstance(t, dict):
         raise ctx.fail(where, "expected a table ([[source.package]])")
-    ctx.keys(where, t, {"name", "version", "suite", "dsc", "configure", "make", "install"},
-                {"name", "version", "suite", "dsc"})
+    ctx.keys(where, t, {"name", "version", "suite", "dsc", "configure", "make", "install", "build", "kconfig",
+                        "debian_patches"},
+             {"name", "version", "suite", "dsc"})
     name = ctx.get(where, t, "name", str)
     if not DEB_NAME_RE.match(name):
         raise ctx.fail(join(where, "name"), f"{name!r} is not a Debian source package name")
@@ -311,7 +317,32 @@ def _parse_debian_package(ctx: TomlChecker, where: str, t: Any) -> DebianPackage
         configure=ctx.str_list(where, t, "configure", ()),
         make=ctx.str_list(where, t, "make", ()),
         install=ctx.str_list(where, t, "install", ("install",)),
+        build=_debian_build(ctx, where, t),
+        kconfig=_kconfig_lines(ctx, where, t),
+        debian_patches=ctx.get(where, t, "debian_patches", bool, True),
     )
+
+
+_KCONFIG_RE = re.compile(r'CONFIG_[A-Z0-9_]+=(y|n|m|-?[0-9]+|"[^"\\]*")')
+
+
+def _debian_build(ctx: TomlChecker, where: str, t: dict) -> str:
+    build = ctx.get(where, t, "build", str, "configure")
+    if build not in ("configure", "kconfig"):
+        raise ctx.fail(join(where, "build"), f"{build!r}: expected configure or kconfig")
+    if build == "kconfig" and "configure" in t:
+        raise ctx.fail(join(where, "configure"), "a kconfig build has no ./configure: set options in kconfig")
+    if build == "configure" and "kconfig" in t:
+        raise ctx.fail(join(where, "kconfig"), "kconfig lines need build = \"kconfig\"")
+    return build
+
+
+def _kconfig_lines(ctx: TomlChecker, where: str, t: dict) -> tuple[str, ...]:
+    lines = ctx.str_list(where, t, "kconfig", ())
+    for i, line in enumerate(lines):
+        if not _KCONFIG_RE.fullmatch(line):
+            raise ctx.fail(f"{join(where, 'kconfig')}[{i}]", f"{line!r}: expected CONFIG_NAME=y|n|m|number|\"string\"")
+    return lines
 
 
 def _parse_debian_deb(ctx: TomlChecker, where: str, t: Any) -> DebianDeb:
