@@ -221,3 +221,24 @@ def test_closure_parsers_read_apt_output():
     shown = ("Package: busybox-static\nVersion: 1:1.35.0-4+deb12u1+b1\nDescription: x\n more\nSHA256: " + "AB" * 32 +
              "\n\nPackage: other\nVersion: 1\n")
     assert packages_sha256(shown) == {"busybox-static=1:1.35.0-4+deb12u1+b1": "ab" * 32}
+
+
+def test_container_script_for_a_kconfig_build_of_the_upstream_release() -> None:
+    """busybox (recipes/conformance/busybox.toml): no Debian patches, make defconfig, the settings
+    over it (each checked after oldconfig), make; no ./configure."""
+    from build.debsrc import PreparedPackage
+
+    r = load_recipe(Path(__file__).resolve().parents[3] / "recipes" / "conformance" / "busybox.toml")
+    env = DebianBuildEnv(triple="x86_64-linux-gnu", cflags="-Os", ldflags="", extra_env=(), epoch=315532800)
+    pkg = r.source.packages[0]
+    prepared = (PreparedPackage(package=pkg, dsc=None, patches=(("revert-x.patch", ("-p1",)),)),)  # type: ignore[arg-type]
+    lines = container_script(r, env, prepared).splitlines()
+    assert not [x for x in lines if x.startswith("patch ")]  # debian_patches = false
+    assert not [x for x in lines if x.startswith("./configure")]
+    i = lines.index("make defconfig")
+    assert lines[i + 1] == "sed -i -e '/^CONFIG_STATIC=/d' -e '/^# CONFIG_STATIC is not set/d' .config"
+    assert lines[i + 2] == "printf '%s\\n' CONFIG_STATIC=y >> .config"
+    assert "yes '' | make oldconfig >/dev/null" in lines
+    assert any(x.startswith("grep -qxF CONFIG_STATIC=y .config ||") for x in lines)
+    assert any(x.startswith("grep -qxF '# CONFIG_TC is not set' .config ||") for x in lines)
+    assert "make V=1 busybox" in lines and "make install CONFIG_PREFIX=/prefix" in lines
