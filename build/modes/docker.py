@@ -10,7 +10,9 @@ Per recipe (see docs/build.md, "docker mode"):
    cache volume (outside the action key: it only makes rebuilds fast),
    ``GOPROXY=off GOFLAGS=-mod=mod GOTOOLCHAIN=local``, ``-trimpath -buildvcs=false``,
    all of a recipe's packages in one ``go build`` so shared packages compile once;
-   C sources (pause) with the builder's gcc, ``-static``, stripped;
+   ``[source.tests]`` binaries (e2e.test) with ``go test -c -o``, their dependencies first
+   compiled by ``go build -v`` (progress lines); C sources (pause) with the builder's gcc,
+   ``-static``, stripped;
 3. outputs are copied out with the SDK's ``get_archive``; the pipeline checks them
    (static ELF for the target arch, ``--version``) and stores them in the CAS.
 
