@@ -17,7 +17,6 @@ No case starts anything: each fails on its input before a component, a lock or a
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from mke.errors import (
     TokenError,
     UsageError,
 )
+from tests.support.jointokens import tokens
 
 REPO = Path(__file__).resolve().parents[3]
 TIMEOUT = 45  # seconds per case: each fails on its input, in well under that on an idle machine
@@ -199,7 +199,7 @@ CASES: list[Case] = [
     C("reset-check-system-dir", "reset --check --data-dir /etc", UsageError, "--data-dir /etc"),
     C("reset-not-mke", "reset --data-dir {tmp}/precious", UsageError, "--data-dir {tmp}/precious",
       files={"precious/thesis.tex": "years of work\n"}),
-    C("reset-data-dir-file", "reset --data-dir {tmp}/file", UsageError, "--data-dir {tmp}/file",
+    C("reset-data-dir-file", "reset --data-dir {tmp}/file", HostError, "{tmp}/file: Not a directory",
       files={"file": "x\n"}),
     C("reset-bad-flag", f"reset {D} --force", UsageError, "--force"),
     # -- install
@@ -292,7 +292,7 @@ CASES: list[Case] = [
     C("server-token-expired", ["server", Tok("expired-controller"), *D.split(), NOSYS], TokenError, "expired"),
     C("server-token-worker", ["server", Tok("worker"), *D.split(), NOSYS], TokenError, "worker token"),
     C("server-token-altered", ["server", Tok("altered"), *D.split(), NOSYS], TokenError, "join token"),
-    C("server-token-unreachable", ["server", Tok("controller"), *D.split(), NOSYS], MkeError, "127.0.0.1:9"),
+    C("server-token-unreachable", ["server", Tok("controller"), *D.split(), NOSYS], TokenError, "127.0.0.1:9"),
     C("server-bad-name", f"server {D} --name Bad_Name! {NOSYS}", UsageError, "--name"),
     # -- worker (every case fails on its input: nothing starts)
     C("worker-system-dir", "worker --data-dir /usr mke1.x", UsageError, "--data-dir /usr"),
@@ -340,42 +340,6 @@ CASES: list[Case] = [
       files={"r.yaml": "mirrors:\n  docker.io:\n    endpoint: [ftp://x]\n"}),
     C("worker-data-dir-file", f"worker --data-dir {{tmp}}/file {NOSYS}", TokenError, "join token", files={"file": "x\n"}),
 ]
-
-
-def tokens() -> dict[str, str]:
-    """Tokens of every kind a case gives: well-formed ones (for the wrong role, expired, for a
-    cluster that is not there: https://127.0.0.1:9) and broken ones."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    from mke.pki import ca_hash
-    from mke.tokens import JoinToken
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bad-input-ca")])
-    now = dt.datetime.now(dt.UTC)
-    ca = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-          .serial_number(1).not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=9))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(key, hashes.SHA256()))
-    pem = ca.public_bytes(serialization.Encoding.PEM).decode()
-
-    def tok(role: str, **kw) -> str:
-        return JoinToken(role=role, api_url="https://127.0.0.1:9", mke_api_url="https://127.0.0.1:9", ca_pem=pem,
-                         ca_hash=ca_hash(ca), token_id="abcdef", token_secret="0123456789abcdef", **kw).encode()
-
-    out = {
-        "worker": tok("worker", expires=now + dt.timedelta(hours=1)),
-        "controller": tok("controller", expires=now + dt.timedelta(hours=1)),
-        "expired-worker": tok("worker", expires=now - dt.timedelta(hours=1)),
-        "expired-controller": tok("controller", expires=now - dt.timedelta(hours=1)),
-        "too-long": "mke1." + "A" * 20000,
-    }
-    out["truncated"] = out["worker"][: len(out["worker"]) // 2]
-    out["altered"] = JoinToken(role="worker", api_url="https://127.0.0.1:9", ca_pem=pem, ca_hash="sha256:" + "0" * 64,
-                               token_id="abcdef", token_secret="0123456789abcdef").encode()
-    return out
 
 
 @pytest.fixture(scope="module")
