@@ -85,6 +85,9 @@ def run(args: argparse.Namespace) -> int:
     from mke.tokens import decode_token, token_argument
 
     # every input is checked before anything is written: the service would otherwise fail at its first start
+    if args.registries is not None and args.role != "worker":
+        raise UsageError("--registries is for mke install worker; a controller reads the registries "
+                         "section of its mke.yaml (--config)")
     data_dir = data_dir_from(args.data_dir)
     token = token_argument(args.token, args.token_file)
     if token:
@@ -92,9 +95,6 @@ def run(args: argparse.Namespace) -> int:
         # (a node that joined before ignores it)
         decode_token(token, role=args.role, now=dt.datetime.min.replace(tzinfo=dt.UTC))
     if args.registries is not None:
-        if args.role != "worker":
-            raise UsageError("--registries is for mke install worker; a controller reads the registries "
-                             "section of its mke.yaml (--config)")
         from mke.config import load_registries
 
         load_registries(args.registries)
