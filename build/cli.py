@@ -62,10 +62,14 @@ def cmd_build(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     if args.mode not in MODES:
         raise UsageError(f"unknown mode {args.mode!r}: choose one of {', '.join(MODES)}")
+    if getattr(args, "airgap", False) and args.mode == "none":  # before dist/ is written, not after
+        raise UsageError("--airgap packs the binaries the build makes, and --mode=none makes none; "
+                         "use --mode=docker or --mode=fetch")
     platform = Platform.parse(args.arch) if args.arch else Platform.host()
     recipes = select_recipes(load_recipes(args.recipes_dir), args.component or [])
     lock_path = args.lock or args.recipes_dir / "recipes.lock"
     lock = Lockfile.load(lock_path) if lock_path.exists() or args.mode != "none" else Lockfile.empty(lock_path)
+    _check_dir_can_be(args.dist, "--dist")  # now, not after every component was fetched or built
     cache = Cache(args.cache_dir or default_cache_dir())
     mirror = args.mirror or os.environ.get("MKE_MIRROR") or None
     ctx = BuildContext(
@@ -96,6 +100,17 @@ def cmd_build(args: argparse.Namespace) -> int:
         check_reproducible(ctx, args.mode, recipes, results)
     _after_build(args, ctx, results, manifest)
     return 0
+
+
+def _check_dir_can_be(path: Path, flag: str) -> None:
+    """HostError unless ``path`` is a directory or could be made one (its nearest existing ancestor is one)."""
+    p = path.absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if not p.is_dir():
+        from build.errors import HostError
+
+        raise HostError(f"{p}: exists and is not a directory ({flag} {path})")
 
 
 def _mode_options(args: argparse.Namespace) -> dict:
@@ -131,6 +146,26 @@ def _zstd_level(text: str) -> int:
     if not 1 <= level <= 22:
         raise argparse.ArgumentTypeError(f"{text!r} is not a zstd level from 1 to 22")
     return level
+
+
+def _jobs(text: str) -> int:
+    try:
+        jobs = int(text)
+    except ValueError:
+        jobs = 0
+    if jobs < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of jobs (1 or more)")
+    return jobs
+
+
+def _days(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        days = -1.0
+    if not days >= 0:  # a negative age would drop every result
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days (0 or more)")
+    return days
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
@@ -196,7 +231,7 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--arch", default=None, help=f"target arch: {', '.join(supported_arches())} (default: host)")
     b.add_argument("--component", action="append", help="build only this component or binary (repeatable)")
     b.add_argument("--mirror", default=None, help="rewrite upstream URLs onto this mirror (env MKE_MIRROR)")
-    b.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="parallel downloads/builds")
+    b.add_argument("--jobs", type=_jobs, default=os.cpu_count() or 2, help="parallel downloads/builds")
     b.add_argument("--lock", type=Path, default=None, help="lock file (default RECIPES_DIR/recipes.lock)")
     b.add_argument("--allow-unpinned", action="store_true", help="trust upstream checksum files for unpinned artifacts")
     b.add_argument("--fips", action="store_true", help="build with the FIPS toolchain (see nox -s build-fips)")
@@ -236,7 +271,7 @@ def make_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("cache", help="inspect or clean the cache")
     _add_common(c)
     c.add_argument("action", choices=["stats", "gc", "verify"])
-    c.add_argument("--max-age-days", type=float, default=None, help="gc: also drop results older than this")
+    c.add_argument("--max-age-days", type=_days, default=None, help="gc: also drop results older than this")
     c.set_defaults(func=cmd_cache)
 
     lk = sub.add_parser("lock", help="pin artifact digests and Go module sums into recipes.lock")

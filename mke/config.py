@@ -652,6 +652,8 @@ def _read_yaml(path: Path, what: str) -> Any:
         text = path.read_text()
     except OSError as e:
         raise ConfigError(f"{path}: cannot read {what}: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a text file (byte {e.start} is not UTF-8); {what} is YAML") from None
     try:
         return yaml.load(text, Loader=_strict_loader())  # a SafeLoader that refuses duplicate keys
     except _DuplicateKey as e:

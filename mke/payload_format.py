@@ -682,7 +682,10 @@ def running_payload() -> Payload | None:
     if env:
         if not os.path.exists(env):
             raise PayloadError(f"${PAYLOAD_ENV}={env}: no such file")
-        return Payload.open(env)
+        payload = Payload.open(env)
+        if payload is None:  # the variable asks for a payload: "none here" would hide the mistake
+            raise PayloadError(f"${PAYLOAD_ENV}={env}: neither an mke payload nor an executable carrying one")
+        return payload
     if start.payload_path:
         return Payload.open(start.payload_path, label=start.executable)
     return None

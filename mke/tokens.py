@@ -169,6 +169,18 @@ def decode_token(text: str, *, role: str | None = None, now: dt.datetime | None 
     return tok
 
 
+def token_id(id_or_token: str) -> str:
+    """The token id in a token id, ``id.secret`` or a whole join token (TokenError naming it if none)."""
+    tok_id = id_or_token.strip()
+    if tok_id.startswith(PREFIX):
+        tok_id = decode_token(tok_id, now=dt.datetime.min.replace(tzinfo=dt.UTC)).token_id
+    elif "." in tok_id:
+        tok_id = tok_id.split(".", 1)[0]
+    if not _ID_RE.match(tok_id):
+        raise TokenError(f"{id_or_token!r} is neither a token id (6 characters) nor a join token")
+    return tok_id
+
+
 @dataclass(frozen=True, kw_only=True)
 class TokenInfo:
     token_id: str
@@ -213,13 +225,7 @@ class TokenStore:
         return sorted(out, key=lambda t: (t.role, t.token_id))
 
     def invalidate(self, id_or_token: str) -> str:
-        tok_id = id_or_token.strip()
-        if tok_id.startswith(PREFIX):
-            tok_id = decode_token(tok_id, now=dt.datetime.min.replace(tzinfo=dt.UTC)).token_id
-        elif "." in tok_id:
-            tok_id = tok_id.split(".", 1)[0]
-        if not _ID_RE.match(tok_id):
-            raise TokenError(f"{id_or_token!r} is neither a token id (6 characters) nor a join token")
+        tok_id = token_id(id_or_token)
         if not self.client.delete("v1", "Secret", f"bootstrap-token-{tok_id}", NAMESPACE):
             raise TokenError(f"no token with id {tok_id} (see `mke token list`)")
         return tok_id

@@ -17,6 +17,17 @@ from mke.payload_format import running_payload
 BIN_DIR_ENV = "MKE_BIN_DIR"
 
 
+def positive_int(text: str) -> int:
+    """``--jobs``: 1 or more (0 would fail deep in the decoder, after the bin dir was made)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of jobs (1 or more)")
+    return n
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("names", nargs="*", metavar="NAME", help="binaries to stage (default: all)")
     p.add_argument("--bin-dir", type=Path, default=None,
@@ -24,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "use a dir on an exec-allowed mount")
     p.add_argument("--role", action="append", choices=["controller", "worker"],
                    help="stage only what this role runs (repeatable)")
-    p.add_argument("--jobs", type=int, default=None, help="frames decoded in parallel (default: CPUs)")
+    p.add_argument("--jobs", type=positive_int, default=None, help="frames decoded in parallel (default: CPUs)")
     p.add_argument("--quiet", action="store_true", help="print nothing on success")
 
 

@@ -77,30 +77,40 @@ def unit_text(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    import datetime as dt
+
     from mke.errors import UsageError
+    from mke.node.datadir import data_dir_from
     from mke.node.files import write_file_atomic
+    from mke.tokens import decode_token, token_argument
 
-    if args.token:
-        if args.token_file:
-            raise UsageError("give the token as argument or with --token-file, not both")
-        # Never put a secret on a command line in a unit file: store it 0600 next to the data.
-        from mke.node.datadir import data_dir_from
-
-        data_dir = data_dir_from(args.data_dir)
-        args.token_file = data_dir / f"{args.role}-token"
-        write_file_atomic(args.token_file, args.token.strip().encode() + b"\n", 0o600)
+    # every input is checked before anything is written: the service would otherwise fail at its first start
+    if args.registries is not None and args.role != "worker":
+        raise UsageError("--registries is for mke install worker; a controller reads the registries "
+                         "section of its mke.yaml (--config)")
+    data_dir = data_dir_from(args.data_dir)
+    token = token_argument(args.token, args.token_file)
+    if token:
+        # malformed or for the other role: refused now; its expiry is for the service to judge
+        # (a node that joined before ignores it)
+        decode_token(token, role=args.role, now=dt.datetime.min.replace(tzinfo=dt.UTC))
     if args.registries is not None:
-        if args.role != "worker":
-            raise UsageError("--registries is for mke install worker; a controller reads the registries "
-                             "section of its mke.yaml (--config)")
         from mke.config import load_registries
 
-        load_registries(args.registries)  # refuse a bad file now, not when the service starts
-    if args.role == "worker" and not args.token_file:
+        load_registries(args.registries)
+    if args.config is not None:
+        from mke.config import load_config
+
+        load_config(args.config)
+    if args.role == "worker" and not token:
         raise UsageError("mke install worker needs a join token (argument or --token-file)")
     path = args.unit_dir / f"mke-{args.role}.service"
     if path.exists() and not args.force:
         raise UsageError(f"{path} exists; pass --force to replace it")
+    if args.token:
+        # Never put a secret on a command line in a unit file: store it 0600 next to the data.
+        args.token_file = data_dir / f"{args.role}-token"
+        write_file_atomic(args.token_file, token.encode() + b"\n", 0o600)
     write_file_atomic(path, unit_text(args).encode(), 0o600)  # CIS 4.1.1: the kubelet service file 0600
     print(f"wrote {path}; start it with: systemctl daemon-reload && systemctl enable --now mke-{args.role}")
     return 0

@@ -46,6 +46,10 @@ def run(args: argparse.Namespace) -> int:
     from mke.tokens import token_argument
 
     token = token_argument(args.token, args.token_file)  # before anything is written
+    if args.name:
+        from mke.node.hostinfo import check_node_name
+
+        args.name = check_node_name(args.name.lower())  # as mke worker's: refused now, not by kubelet or etcd
     data_dir = data_dir_from(args.data_dir)
     from mke.commands.sysinfo import preflight
     from mke.network import get as network_get

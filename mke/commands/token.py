@@ -41,12 +41,14 @@ def _client_and_urls(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from mke.tokens import TokenStore, parse_duration
+    from mke.tokens import TokenStore, parse_duration, token_id
 
+    # the command line first: a bad --expiry or token is named before the cluster is asked
+    ttl = parse_duration(args.expiry) if args.action == "create" else None
+    ids = [token_id(t) for t in args.token] if args.action == "invalidate" else []
     client, api_url, mke_api_url, data_dir = _client_and_urls(args)
     store = TokenStore(client)
     if args.action == "create":
-        ttl = parse_duration(args.expiry)
         ca_pem = (data_dir / "pki" / "ca.crt").read_text()
         tok = store.create(role=args.role, api_url=api_url, mke_api_url=mke_api_url, ca_pem=ca_pem, ttl=ttl,
                            description=args.description)
@@ -61,6 +63,6 @@ def run(args: argparse.Namespace) -> int:
                 exp += " (expired)"
             print(f"{t.token_id:<8} {t.role:<11} {exp:<22} {t.description}")
         return 0
-    for tok in args.token:
+    for tok in ids:
         print(f"invalidated {store.invalidate(tok)}")
     return 0

@@ -55,9 +55,9 @@ def parse_extra(values: list[str], what: str) -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     from mke.node.datadir import data_dir_from, refuse_system_dir
-    from mke.node.hostinfo import host_addresses, node_name
+    from mke.node.hostinfo import check_node_name, host_addresses, node_name
     from mke.worker.context import WorkerOptions
-    from mke.worker.kubelet import check_label, check_node_ip, check_node_name, parse_taint
+    from mke.worker.kubelet import check_label, check_node_ip, parse_taint
     from mke.worker.node import Worker
 
     token = read_token(args)

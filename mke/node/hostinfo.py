@@ -7,6 +7,7 @@ Addresses come from rtnetlink (``mke.node.netlink``), never from the host's ``ip
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,19 @@ def host_addresses() -> tuple[str, ...]:
 def node_name() -> str:
     """The default node name: the host name's first label, lower case."""
     return socket.gethostname().split(".")[0].lower() or "mke"
+
+
+DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def check_node_name(name: str) -> str:
+    """``--name``: a node name Kubernetes accepts (a lower-case RFC 1123 subdomain), or a UsageError."""
+    from mke.errors import UsageError
+
+    if len(name) > 253 or not DNS_SUBDOMAIN.fullmatch(name):
+        raise UsageError(f"--name {name!r}: a node name must be a lower-case DNS name (a-z 0-9 - ., "
+                         "at most 253 characters, beginning and ending with a letter or digit)")
+    return name
 
 
 def url_host(address: str) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 from mke.components.base import Component, SupervisedComponent, https_ok
 from mke.errors import KubeAPIError
 from mke.node.files import write_file_atomic
+from mke.node.hostinfo import DNS_SUBDOMAIN
 from mke.node.tls import GO_CIPHER_SUITES, K8S_MIN_VERSION
 from mke.worker.context import WorkerContext
 
@@ -87,7 +88,6 @@ def parse_taint(text: str) -> dict[str, str]:
 
 
 _LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 # What the NodeRestriction admission plugin lets a kubelet set on its own Node in the kubernetes.io and
 # k8s.io namespaces (kubelet --node-labels): these keys, or the kubelet./node. prefixes.
 _KUBELET_LABELS = {
@@ -106,7 +106,7 @@ def check_label(text: str) -> tuple[str, str]:
     prefix, slash, name = key.rpartition("/")
     if not eq:
         raise UsageError(f"--label {text!r}: expected KEY=VALUE")
-    if not _LABEL_NAME.fullmatch(name) or (slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix))):
+    if not _LABEL_NAME.fullmatch(name) or (slash and (not prefix or len(prefix) > 253 or not DNS_SUBDOMAIN.fullmatch(prefix))):
         raise UsageError(f"--label {text!r}: {key!r} is not a label key ([prefix/]name: name up to 63 of "
                          "A-Z a-z 0-9 - _ . beginning and ending with a letter or digit, prefix a DNS subdomain)")
     if value and not _LABEL_NAME.fullmatch(value):
@@ -119,16 +119,6 @@ def check_label(text: str) -> tuple[str, str]:
                          "NodeRestriction admission plugin refuses them, e.g. node-role.kubernetes.io); "
                          "set it with `mke kubectl label node` once the node has joined")
     return key, value
-
-
-def check_node_name(name: str) -> str:
-    """A node name Kubernetes accepts (a lower-case RFC 1123 subdomain), or a UsageError."""
-    from mke.errors import UsageError
-
-    if len(name) > 253 or not _DNS_SUBDOMAIN.fullmatch(name):
-        raise UsageError(f"--name {name!r}: a node name must be a lower-case DNS name (a-z 0-9 - ., "
-                         "at most 253 characters, beginning and ending with a letter or digit)")
-    return name
 
 
 def check_node_ip(text: str, host_addresses: tuple[str, ...]) -> str:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from mke.node.datadir import DataDirLock, holder_pid
+from tests.support.jointokens import tokens
 
 REPO = Path(__file__).resolve().parents[4]
 
@@ -59,18 +60,21 @@ def test_reset_stops_leftovers_and_removes_the_data_dir(tmp_path: Path) -> None:
 def test_install_writes_a_unit_and_keeps_the_token_off_the_command_line(tmp_path: Path) -> None:
     units = tmp_path / "units"
     units.mkdir()
+    config = tmp_path / "mke.yaml"
+    config.write_text("api:\n  port: 6443\n")
     res = mke("install", "controller", "--unit-dir", str(units), "--data-dir", str(tmp_path / "d"),
-              "--config", "/etc/mke/mke.yaml")
+              "--config", str(config))
     assert res.returncode == 0, res.stderr
     text = (units / "mke-controller.service").read_text()
-    assert "server --config /etc/mke/mke.yaml --data-dir" in text
+    assert f"server --config {config} --data-dir" in text
     assert "KillMode=process" in text and "Restart=always" in text
     assert ((units / "mke-controller.service").stat().st_mode & 0o777) == 0o600  # CIS 4.1.1
     assert mke("install", "controller", "--unit-dir", str(units)).returncode == 2  # exists
-    res = mke("install", "worker", "mke1.secret-token", "--unit-dir", str(units), "--data-dir", str(tmp_path / "d"))
+    token = tokens()["worker"]
+    res = mke("install", "worker", token, "--unit-dir", str(units), "--data-dir", str(tmp_path / "d"))
     assert res.returncode == 0, res.stderr
     unit = (units / "mke-worker.service").read_text()
-    assert "secret-token" not in unit and "--token-file" in unit
+    assert token not in unit and "--token-file" in unit
     tf = tmp_path / "d" / "worker-token"
-    assert tf.read_text().strip() == "mke1.secret-token" and (tf.stat().st_mode & 0o777) == 0o600
+    assert tf.read_text().strip() == token and (tf.stat().st_mode & 0o777) == 0o600
     assert mke("install", "worker", "--unit-dir", str(tmp_path)).returncode == 2  # no token

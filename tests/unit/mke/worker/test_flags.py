@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from mke.errors import UsageError
-from mke.worker.kubelet import check_label, check_node_ip, check_node_name
+from mke.node.hostinfo import check_node_name
+from mke.worker.kubelet import check_label, check_node_ip
 
 REPO = Path(__file__).resolve().parents[4]
 

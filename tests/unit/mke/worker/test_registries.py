@@ -19,6 +19,7 @@ from mke.config import load_registries, parse_config, parse_registries
 from mke.errors import ConfigError, UsageError
 from mke.worker.containerd import Containerd, containerd_config
 from mke.worker.registries import HostsDir, hosts_files
+from tests.support.jointokens import tokens
 from tests.unit.mke.worker.test_config import make_ctx
 
 REPO = Path(__file__).resolve().parents[4]
@@ -249,7 +250,7 @@ def test_install_worker_passes_the_registries_file_and_checks_it(tmp_path):
     f = tmp_path / "registries.yaml"
     f.write_text(yaml.safe_dump({"mirrors": {"registry.k8s.io": {"endpoints": ["http://10.0.0.1:5000"]}}}))
     token = tmp_path / "token"
-    token.write_text("x")
+    token.write_text(tokens()["worker"])
     args = install.argparse.Namespace(role="worker", token=None, token_file=token, config=None, data_dir=None,
                                       enable_worker=False, unit_dir=tmp_path, force=False, registries=f)
     assert install.run(args) == 0

@@ -1,0 +1,498 @@
+"""Every error a user can cause ends in one line (issue 19.1): a table of bad inputs for every command.
+
+Each case is an ``mke`` command line (and the files it needs, made in ``tmp_path``), the error
+class it must end with (mke/errors.py: by class, never by number) and a fragment the line must
+hold (the flag, file or field at fault). Every case is run twice:
+
+- as root, with the real command line (``python -m mke``, as dist/mke runs the same ``main()``):
+  the exit code, stderr exactly one ``mke: error:`` line, no traceback;
+- as another user, in-process (``mke.cli.main`` with ``os.geteuid`` patched: the venv is not
+  readable by ``nobody``): the commands that need root refuse up front with the sudo hint,
+  the others end exactly as for root.
+
+And nothing was written: ``tmp_path`` (which holds every data dir, bin dir and unit dir a case
+names) is the same before and after, so a ``--data-dir`` that did not exist still does not.
+No case starts anything: each fails on its input before a component, a lock or a file is made.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from mke import cli, errors
+from mke.errors import (
+    BusyError,
+    ConfigError,
+    HostError,
+    KubeAPIError,
+    MkeError,
+    PayloadError,
+    PKIError,
+    StagingError,
+    TokenError,
+    UsageError,
+)
+from tests.support.jointokens import tokens
+
+REPO = Path(__file__).resolve().parents[3]
+TIMEOUT = 45  # seconds per case: each fails on its input, in well under that on an idle machine
+
+
+@dataclass(frozen=True)
+class Tok:
+    """A join token made when the case runs: ``kind`` is a key of ``tokens()``."""
+
+    kind: str
+
+
+Arg = str | Tok
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    argv: tuple[Arg, ...]
+    error: type[MkeError]
+    fragment: str  # the line holds it ({tmp} is the case's tmp_path)
+    files: dict[str, str | bytes | Tok | None] = field(default_factory=dict)  # None: a directory
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def command(self) -> str:
+        return next((a for a in self.argv if isinstance(a, str) and not a.startswith("-")), "")
+
+
+def C(id: str, argv: str | list[Arg], error: type[MkeError], fragment: str, **kw) -> Case:
+    return Case(id, tuple(argv.split() if isinstance(argv, str) else argv), error, fragment, **kw)
+
+
+D = "--data-dir {tmp}/data"  # a data dir that does not exist (and must not, afterwards)
+NOSYS = "--ignore-sysinfo"  # the host checks pass or fail by host; the cases test their input
+BAD_YAML = "api:\n  port: [6443\n"
+CONFIGS = {  # file -> (content, fragment): each one error, named by file and field
+    "bad-yaml.yaml": (BAD_YAML, "bad-yaml.yaml: not valid YAML"),
+    "port.yaml": ("api:\n  port: 70000\n", "api.port"),
+    "port-str.yaml": ("api:\n  port: https\n", "api.port"),
+    "cidr.yaml": ("network:\n  podCIDR: 10.244.0.0/33\n", "network.podCIDR"),
+    "provider.yaml": ("network:\n  provider: flannel\n", "network.provider"),
+    "typo.yaml": ("netwrok:\n  provider: calico\n", "netwrok"),
+    "storage.yaml": ("storage:\n  type: mysql\n", "storage.type"),
+    "list.yaml": ("- api\n- network\n", "list.yaml"),
+    "kubeconfig.yaml": ("apiVersion: v1\nkind: Config\nclusters: []\n", "kubeconfig.yaml"),
+    "binary.yaml": (b"\xff\xfe\x00junk\x00\x9c", "binary.yaml"),
+    "dup.yaml": ("api:\n  port: 6443\napi:\n  port: 6444\n", "dup.yaml"),
+    "section.yaml": ("api: 6443\n", "api"),
+    "bool.yaml": ("konnectivity:\n  enabled: maybe\n", "konnectivity.enabled"),
+    "image.yaml": ("images:\n  pause: 'not an image!'\n", "images.pause"),
+}
+
+
+def cfg(name: str) -> dict[str, str | bytes]:
+    return {name: CONFIGS[name][0]}
+
+
+def config_cases(prefix: str, argv: str, names: list[str]) -> list[Case]:
+    """``argv`` with ``{cfg}`` replaced by each bad config of ``names``."""
+    return [C(f"{prefix}-{n.removesuffix('.yaml')}", argv.replace("{cfg}", f"{{tmp}}/{n}"), ConfigError,
+              CONFIGS[n][1], files=cfg(n)) for n in names]
+
+
+ADMIN = {"data/pki/admin.conf": "junk: [", "data/pki/admin.crt": "not a certificate\n"}
+KINE = {"kine.yaml": "storage:\n  type: kine\n"}
+EMPTY, BLANK, BINARY = "", "  \n\t\n", b"\xff\xfe\x00\x01"
+
+CASES: list[Case] = [
+    # -- the command line itself
+    C("no-command", "", UsageError, "COMMAND"),
+    C("unknown-command", "frobnicate", UsageError, "invalid choice: 'frobnicate'"),
+    C("unknown-global-flag", "--bogus version", UsageError, "--bogus"),
+    # -- version
+    C("version-extra-arg", "version extra", UsageError, "unrecognized arguments: extra"),
+    C("version-bad-flag", "version --bogus", UsageError, "--bogus"),
+    C("version-json-value", "version --json=yes", UsageError, "--json"),
+    C("version-payload-missing", "version", PayloadError, "$MKE_PAYLOAD={tmp}/nope",
+      env={"MKE_PAYLOAD": "{tmp}/nope"}),
+    C("version-payload-junk", "version", PayloadError, "{tmp}/junk",
+      files={"junk": b"this is no mke payload\n" * 10}, env={"MKE_PAYLOAD": "{tmp}/junk"}),
+    C("version-payload-empty", "version", PayloadError, "{tmp}/empty",
+      files={"empty": EMPTY}, env={"MKE_PAYLOAD": "{tmp}/empty"}),
+    C("version-payload-dir", "version", PayloadError, "{tmp}/dir",
+      files={"dir": None}, env={"MKE_PAYLOAD": "{tmp}/dir"}),
+    # -- extract
+    C("extract-bad-role", "extract --bin-dir {tmp}/bin --role master", UsageError, "--role"),
+    C("extract-jobs-not-int", "extract --bin-dir {tmp}/bin --jobs many", UsageError, "--jobs"),
+    C("extract-jobs-zero", "extract --bin-dir {tmp}/bin --jobs 0", UsageError, "--jobs"),
+    C("extract-jobs-negative", "extract --bin-dir {tmp}/bin --jobs=-2", UsageError, "--jobs"),
+    C("extract-payload-junk", "extract --bin-dir {tmp}/bin", PayloadError, "{tmp}/junk",
+      files={"junk": b"\x00" * 300}, env={"MKE_PAYLOAD": "{tmp}/junk"}),
+    C("extract-payload-missing", "extract --bin-dir {tmp}/bin kubelet", PayloadError, "$MKE_PAYLOAD",
+      env={"MKE_PAYLOAD": "{tmp}/nope"}),
+    # -- config
+    C("config-no-action", "config", UsageError, "ACTION"),
+    C("config-bad-action", "config check", UsageError, "invalid choice: 'check'"),
+    C("config-create-extra", "config create mke.yaml", UsageError, "unrecognized arguments: mke.yaml"),
+    C("config-reference-flag", "config reference --json", UsageError, "--json"),
+    C("config-validate-no-file", "config validate", UsageError, "config validate"),
+    C("config-validate-missing", "config validate {tmp}/nope.yaml", ConfigError, "{tmp}/nope.yaml"),
+    C("config-validate-missing-flag", "config validate --config {tmp}/nope.yaml", ConfigError, "{tmp}/nope.yaml"),
+    C("config-validate-dir", "config validate {tmp}/dir", ConfigError, "{tmp}/dir", files={"dir": None}),
+    C("config-validate-under-file", "config validate /etc/passwd/mke.yaml", ConfigError, "/etc/passwd/mke.yaml"),
+    C("config-validate-etc-passwd", "config validate /etc/passwd", ConfigError, "/etc/passwd"),
+    *config_cases("config-validate", "config validate {cfg}", list(CONFIGS)),
+    # -- token
+    C("token-no-action", "token", UsageError, "ACTION"),
+    C("token-bad-action", "token delete", UsageError, "invalid choice: 'delete'"),
+    C("token-create-no-role", f"token create {D}", UsageError, "--role"),
+    C("token-create-bad-role", f"token create --role admin {D}", UsageError, "--role"),
+    C("token-create-bad-expiry", f"token create --role worker --expiry 5x {D}", UsageError, "--expiry '5x'"),
+    C("token-create-short-expiry", f"token create --role worker --expiry 30s {D}", UsageError, "--expiry '30s'"),
+    C("token-create-empty-expiry", ["token", "create", "--role", "worker", "--expiry", "", *D.split()],
+      UsageError, "--expiry"),
+    C("token-create-no-admin", f"token create --role worker {D}", PKIError, "{tmp}/data/pki/admin.conf"),
+    C("token-create-system-dir", "token create --role worker --data-dir /", UsageError, "--data-dir /"),
+    C("token-create-data-dir-file", "token create --role worker --data-dir /etc/passwd", PKIError,
+      "/etc/passwd/pki/admin.conf"),
+    C("token-create-bad-config", f"token create --role worker {D} -c {{tmp}}/bad-yaml.yaml", ConfigError,
+      "bad-yaml.yaml", files={**ADMIN, **cfg("bad-yaml.yaml")}),
+    C("token-create-missing-config", f"token create --role worker {D} -c {{tmp}}/nope.yaml", ConfigError,
+      "{tmp}/nope.yaml", files=ADMIN),
+    C("token-create-junk-kubeconfig", f"token create --role worker {D}", KubeAPIError, "{tmp}/data/pki/admin.conf",
+      files=ADMIN),
+    C("token-list-no-admin", f"token list {D}", PKIError, "{tmp}/data/pki/admin.conf"),
+    C("token-list-system-dir", "token list --data-dir /var/lib", UsageError, "--data-dir /var/lib"),
+    C("token-list-extra", f"token list {D} abcdef", UsageError, "unrecognized arguments: abcdef"),
+    C("token-invalidate-nothing", f"token invalidate {D}", UsageError, "token"),
+    C("token-invalidate-junk", f"token invalidate not-a-token! {D}", TokenError, "'not-a-token!'"),
+    C("token-invalidate-bad-id", f"token invalidate abc.defghijklmnopqrs {D}", TokenError, "abc.defghijklmnopqrs"),
+    C("token-invalidate-altered", ["token", "invalidate", Tok("altered"), *D.split()], TokenError, "join token"),
+    C("token-invalidate-no-admin", f"token invalidate abcdef {D}", PKIError, "{tmp}/data/pki/admin.conf"),
+    # -- status
+    C("status-not-running", f"status {D}", BusyError, "{tmp}/data"),
+    C("status-system-dir", "status --data-dir /", UsageError, "--data-dir /"),
+    C("status-data-dir-file", "status --data-dir {tmp}/file", BusyError, "{tmp}/file", files={"file": "x\n"}),
+    C("status-bad-flag", f"status {D} --watch", UsageError, "--watch"),
+    # -- kubeconfig
+    C("kubeconfig-no-user", f"kubeconfig {D}", UsageError, "user"),
+    C("kubeconfig-bad-user", f"kubeconfig root {D}", UsageError, "invalid choice: 'root'"),
+    C("kubeconfig-no-pki", f"kubeconfig admin {D}", PKIError, "{tmp}/data/pki/admin.crt"),
+    C("kubeconfig-system-dir", "kubeconfig admin --data-dir /usr", UsageError, "--data-dir /usr"),
+    C("kubeconfig-bad-config", f"kubeconfig admin {D} -c {{tmp}}/port.yaml", ConfigError, "api.port",
+      files={**ADMIN, **cfg("port.yaml")}),
+    C("kubeconfig-junk-pki", f"kubeconfig admin {D} --server https://10.0.0.1:6443", HostError, "{tmp}/data/pki/ca.crt",
+      files=ADMIN),
+    # -- kubectl
+    C("kubectl-no-admin", f"kubectl {D} -- get nodes", UsageError, "no admin kubeconfig at {tmp}/data/pki/admin.conf"),
+    C("kubectl-system-dir", "kubectl --data-dir / -- get nodes", UsageError, "--data-dir /"),
+    C("kubectl-no-binary", f"kubectl {D} --bin-dir {{tmp}}/bin -- --kubeconfig {{tmp}}/kc get pods", StagingError,
+      "kubectl", env={"PATH": "{tmp}/empty-path"}),
+    # -- reset
+    C("reset-root", "reset --data-dir /", UsageError, "--data-dir /"),
+    C("reset-etc", "reset --data-dir /etc", UsageError, "--data-dir /etc"),
+    C("reset-var-lib", "reset --data-dir /var/lib/", UsageError, "--data-dir /var/lib"),
+    C("reset-usr", "reset --data-dir /usr", UsageError, "--data-dir /usr"),
+    C("reset-check-system-dir", "reset --check --data-dir /etc", UsageError, "--data-dir /etc"),
+    C("reset-not-mke", "reset --data-dir {tmp}/precious", UsageError, "--data-dir {tmp}/precious",
+      files={"precious/thesis.tex": "years of work\n"}),
+    C("reset-data-dir-file", "reset --data-dir {tmp}/file", HostError, "{tmp}/file: Not a directory",
+      files={"file": "x\n"}),
+    C("reset-bad-flag", f"reset {D} --force", UsageError, "--force"),
+    # -- install
+    C("install-no-role", "install --unit-dir {tmp}/units", UsageError, "role"),
+    C("install-bad-role", "install master --unit-dir {tmp}/units", UsageError, "invalid choice: 'master'"),
+    C("install-worker-no-token", "install worker --unit-dir {tmp}/units", UsageError, "join token"),
+    C("install-token-twice", ["install", "worker", Tok("worker"), "--token-file", "{tmp}/t", "--unit-dir",
+                              "{tmp}/units", *D.split()], UsageError, "--token-file", files={"t": Tok("worker")}),
+    C("install-controller-registries", "install controller --registries {tmp}/r.yaml --unit-dir {tmp}/units",
+      UsageError, "--registries", files={"r.yaml": "mirrors: {}\n"}),
+    C("install-worker-bad-registries", ["install", "worker", Tok("worker"), "--registries", "{tmp}/r.yaml",
+                                        "--unit-dir", "{tmp}/units", *D.split()],
+      ConfigError, "{tmp}/r.yaml", files={"r.yaml": BAD_YAML}),
+    C("install-worker-token-file-missing", "install worker --token-file {tmp}/nope --unit-dir {tmp}/units",
+      UsageError, "--token-file {tmp}/nope"),
+    C("install-worker-token-file-empty", "install worker --token-file {tmp}/t --unit-dir {tmp}/units",
+      UsageError, "--token-file {tmp}/t", files={"t": EMPTY}),
+    C("install-worker-junk-token", f"install worker junk --unit-dir {{tmp}}/units {D}", TokenError, "join token"),
+    C("install-worker-controller-token", ["install", "worker", Tok("controller"), "--unit-dir", "{tmp}/units",
+                                          *D.split()], TokenError, "controller token"),
+    C("install-controller-worker-token", "install controller --token-file {tmp}/t --unit-dir {tmp}/units",
+      TokenError, "worker token", files={"t": Tok("worker")}),
+    C("install-unit-dir-file", "install worker --token-file {tmp}/t --unit-dir /etc/passwd", HostError,
+      "/etc/passwd", files={"t": Tok("worker")}),
+    C("install-unit-exists", "install worker --token-file {tmp}/t --unit-dir {tmp}/units", UsageError, "--force",
+      files={"t": Tok("worker"), "units/mke-worker.service": "[Unit]\n"}),
+    C("install-system-data-dir", ["install", "worker", Tok("worker"), "--data-dir", "/", "--unit-dir", "{tmp}/units"],
+      UsageError, "--data-dir /"),
+    *config_cases("install-controller", "install controller -c {cfg} --unit-dir {tmp}/units",
+                  ["bad-yaml.yaml", "cidr.yaml", "kubeconfig.yaml"]),
+    C("install-controller-missing-config", "install controller -c {tmp}/nope.yaml --unit-dir {tmp}/units",
+      ConfigError, "{tmp}/nope.yaml"),
+    # -- etcd
+    C("etcd-no-action", "etcd", UsageError, "ACTION"),
+    C("etcd-bad-action", "etcd members", UsageError, "invalid choice: 'members'"),
+    C("etcd-system-dir", "etcd member-list --data-dir /", UsageError, "--data-dir /"),
+    C("etcd-bad-config", f"etcd member-list {D} -c {{tmp}}/storage.yaml", ConfigError, "storage.type",
+      files=cfg("storage.yaml")),
+    C("etcd-kine", f"etcd member-list {D} -c {{tmp}}/kine.yaml", UsageError, "storage.type", files=KINE),
+    C("etcd-leave-kine", f"etcd leave {D} -c {{tmp}}/kine.yaml", UsageError, "storage.type", files=KINE),
+    C("etcd-no-pki", f"etcd member-list {D}", KubeAPIError, "{tmp}/data/pki/etcd/ca.crt"),
+    # -- fips
+    C("fips-no-action", "fips", UsageError, "ACTION"),
+    C("fips-bad-action", "fips verify", UsageError, "invalid choice: 'verify'"),
+    C("fips-both-only", "fips check --binaries-only --runtime-only", UsageError, "--binaries-only"),
+    C("fips-bad-flag", "fips check --strict", UsageError, "--strict"),
+    C("fips-payload-junk", "fips check --binaries-only --bin-dir {tmp}/bin", PayloadError, "{tmp}/junk",
+      files={"junk": b"\x7fELF" + b"\x00" * 200}, env={"MKE_PAYLOAD": "{tmp}/junk"}),
+    # -- airgap
+    C("airgap-no-action", "airgap", UsageError, "SUBCOMMAND"),
+    C("airgap-bad-action", "airgap pull", UsageError, "invalid choice: 'pull'"),
+    C("airgap-missing-config", "airgap list-images -c {tmp}/nope.yaml", ConfigError, "{tmp}/nope.yaml"),
+    C("airgap-config-dir", "airgap list-images -c {tmp}/dir", ConfigError, "{tmp}/dir", files={"dir": None}),
+    *config_cases("airgap", "airgap list-images -c {cfg}", ["bad-yaml.yaml", "provider.yaml", "image.yaml"]),
+    # -- sysinfo
+    C("sysinfo-bad-role", f"sysinfo --role master {D}", UsageError, "--role"),
+    C("sysinfo-system-dir", "sysinfo --data-dir /", UsageError, "--data-dir /"),
+    C("sysinfo-bad-flag", f"sysinfo {D} --fix", UsageError, "--fix"),
+    *config_cases("sysinfo", f"sysinfo {D} -c {{cfg}}", ["bad-yaml.yaml", "port.yaml", "typo.yaml"]),
+    C("sysinfo-missing-config", f"sysinfo {D} -c {{tmp}}/nope.yaml", ConfigError, "{tmp}/nope.yaml"),
+    # -- server (every case fails on its input: nothing starts)
+    C("server-system-dir", "server --data-dir /var/lib", UsageError, "--data-dir /var/lib"),
+    C("server-data-dir-etc", f"server --data-dir /etc {NOSYS}", UsageError, "--data-dir /etc"),
+    C("server-data-dir-file", f"server --data-dir /etc/passwd {NOSYS}", HostError, "/etc/passwd"),
+    C("server-data-dir-tmp-file", f"server --data-dir {{tmp}}/file {NOSYS}", HostError, "{tmp}/file",
+      files={"file": "x\n"}),
+    C("server-bad-flag", f"server {D} --workers 3", UsageError, "--workers"),
+    C("server-missing-config", f"server {D} -c {{tmp}}/nope.yaml", ConfigError, "{tmp}/nope.yaml"),
+    C("server-config-dir", f"server {D} -c {{tmp}}/dir", ConfigError, "{tmp}/dir", files={"dir": None}),
+    *config_cases("server", f"server {D} -c {{cfg}}",
+                  ["bad-yaml.yaml", "port.yaml", "cidr.yaml", "provider.yaml", "typo.yaml", "kubeconfig.yaml",
+                   "binary.yaml"]),
+    C("server-token-file-missing", f"server {D} --token-file {{tmp}}/nope", UsageError, "--token-file {tmp}/nope"),
+    C("server-token-file-empty", f"server {D} --token-file {{tmp}}/t", UsageError, "--token-file {tmp}/t",
+      files={"t": EMPTY}),
+    C("server-token-file-blank", f"server {D} --token-file {{tmp}}/t", UsageError, "--token-file {tmp}/t",
+      files={"t": BLANK}),
+    C("server-token-file-binary", f"server {D} --token-file {{tmp}}/t", UsageError, "--token-file {tmp}/t",
+      files={"t": BINARY}),
+    C("server-token-file-dir", f"server {D} --token-file {{tmp}}/t", UsageError, "--token-file {tmp}/t",
+      files={"t": None}),
+    C("server-token-twice", ["server", Tok("controller"), "--token-file", "{tmp}/t", *D.split()], UsageError,
+      "--token-file", files={"t": Tok("controller")}),
+    C("server-token-empty", ["server", "", *D.split()], UsageError, "token argument"),
+    C("server-token-junk", f"server junk {D} {NOSYS}", TokenError, "join token"),
+    C("server-token-junk-file", f"server {D} --token-file {{tmp}}/t {NOSYS}", TokenError, "join token",
+      files={"t": "mke1.!!!!\n"}),
+    C("server-token-truncated", ["server", Tok("truncated"), *D.split(), NOSYS], TokenError, "join token"),
+    C("server-token-too-long", ["server", Tok("too-long"), *D.split(), NOSYS], TokenError, "characters long"),
+    C("server-token-expired", ["server", Tok("expired-controller"), *D.split(), NOSYS], TokenError, "expired"),
+    C("server-token-worker", ["server", Tok("worker"), *D.split(), NOSYS], TokenError, "worker token"),
+    C("server-token-altered", ["server", Tok("altered"), *D.split(), NOSYS], TokenError, "join token"),
+    C("server-token-unreachable", ["server", Tok("controller"), *D.split(), NOSYS], TokenError, "127.0.0.1:9"),
+    C("server-bad-name", f"server {D} --name Bad_Name! {NOSYS}", UsageError, "--name"),
+    # -- worker (every case fails on its input: nothing starts)
+    C("worker-system-dir", "worker --data-dir /usr mke1.x", UsageError, "--data-dir /usr"),
+    C("worker-pod-logs-system-dir", f"worker --pod-logs-dir /var/log mke1.x {D}", UsageError, "--pod-logs-dir /var/log"),
+    C("worker-pod-logs-root", f"worker --pod-logs-dir / mke1.x {D}", UsageError, "--pod-logs-dir /"),
+    C("worker-bad-flag", f"worker {D} --role controller", UsageError, "--role"),
+    C("worker-no-token", f"worker {D} {NOSYS}", TokenError, "join token"),
+    C("worker-token-empty", ["worker", "", *D.split()], UsageError, "token argument"),
+    C("worker-token-junk", f"worker junk {D} {NOSYS}", TokenError, "join token"),
+    C("worker-token-prefix-only", f"worker mke1. {D} {NOSYS}", TokenError, "join token"),
+    C("worker-token-junk-b64", f"worker mke1.!!!notbase64 {D} {NOSYS}", TokenError, "join token"),
+    C("worker-token-truncated", ["worker", Tok("truncated"), *D.split(), NOSYS], TokenError, "join token"),
+    C("worker-token-too-long", ["worker", Tok("too-long"), *D.split(), NOSYS], TokenError, "characters long"),
+    C("worker-token-expired", ["worker", Tok("expired-worker"), *D.split(), NOSYS], TokenError, "expired"),
+    C("worker-token-controller", ["worker", Tok("controller"), *D.split(), NOSYS], TokenError, "controller token"),
+    C("worker-token-altered", ["worker", Tok("altered"), *D.split(), NOSYS], TokenError, "join token"),
+    C("worker-token-env-junk", f"worker {D} {NOSYS}", TokenError, "join token", env={"MKE_TOKEN": "junk"}),
+    C("worker-token-unreachable", ["worker", Tok("worker"), *D.split(), NOSYS], TokenError, "127.0.0.1:9"),
+    C("worker-token-file-missing", f"worker {D} --token-file {{tmp}}/nope", UsageError, "--token-file {tmp}/nope"),
+    C("worker-token-file-empty", f"worker {D} --token-file {{tmp}}/t", UsageError, "--token-file {tmp}/t",
+      files={"t": EMPTY}),
+    C("worker-token-file-binary", f"worker {D} --token-file {{tmp}}/t", UsageError, "--token-file {tmp}/t",
+      files={"t": BINARY}),
+    C("worker-token-file-dir", f"worker {D} --token-file {{tmp}}/t", UsageError, "--token-file {tmp}/t",
+      files={"t": None}),
+    C("worker-token-file-expired", f"worker {D} --token-file {{tmp}}/t {NOSYS}", TokenError, "expired",
+      files={"t": Tok("expired-worker")}),
+    C("worker-token-twice", ["worker", Tok("worker"), "--token-file", "{tmp}/t", *D.split()], UsageError,
+      "--token-file", files={"t": Tok("worker")}),
+    C("worker-bad-taint", f"worker mke1.x {D} --taint nope", UsageError, "--taint 'nope'"),
+    C("worker-bad-taint-effect", f"worker mke1.x {D} --taint a=b:Never", UsageError, "--taint 'a=b:Never'"),
+    C("worker-bad-label", f"worker mke1.x {D} --label nolabel", UsageError, "--label 'nolabel'"),
+    C("worker-bad-label-key", f"worker mke1.x {D} --label a/b/c=1", UsageError, "--label 'a/b/c=1'"),
+    C("worker-bad-name", f"worker mke1.x {D} --name Bad_Name!", UsageError, "--name"),
+    C("worker-bad-node-ip", f"worker mke1.x {D} --node-ip 999.1.1.1", UsageError, "--node-ip '999.1.1.1'"),
+    C("worker-loopback-node-ip", f"worker mke1.x {D} --node-ip 127.0.0.1", UsageError, "--node-ip 127.0.0.1"),
+    C("worker-foreign-node-ip", f"worker mke1.x {D} --node-ip 192.0.2.77", UsageError, "--node-ip 192.0.2.77"),
+    C("worker-bad-kubelet-arg", f"worker mke1.x {D} --kubelet-arg =2", UsageError, "--kubelet-arg '=2'"),
+    C("worker-registries-missing", f"worker mke1.x {D} --registries {{tmp}}/nope.yaml", ConfigError, "{tmp}/nope.yaml"),
+    C("worker-registries-bad-yaml", f"worker mke1.x {D} --registries {{tmp}}/r.yaml", ConfigError, "{tmp}/r.yaml",
+      files={"r.yaml": BAD_YAML}),
+    C("worker-registries-mke-yaml", f"worker mke1.x {D} --registries {{tmp}}/r.yaml", ConfigError, "registries",
+      files={"r.yaml": "registries:\n  mirrors: {}\n"}),
+    C("worker-registries-bad-mirror", f"worker mke1.x {D} --registries {{tmp}}/r.yaml", ConfigError, "mirrors",
+      files={"r.yaml": "mirrors:\n  docker.io:\n    endpoint: [ftp://x]\n"}),
+    C("worker-data-dir-file", f"worker --data-dir {{tmp}}/file {NOSYS}", TokenError, "join token", files={"file": "x\n"}),
+]
+
+
+@pytest.fixture(scope="module")
+def toks() -> dict[str, str]:
+    return tokens()
+
+
+def _sub(text: str, tmp: Path) -> str:
+    return text.replace("{tmp}", str(tmp))
+
+
+def setup(case: Case, tmp: Path, toks: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    for rel, content in case.files.items():
+        p = tmp / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if content is None:
+            p.mkdir()
+        elif isinstance(content, Tok):
+            p.write_text(toks[content.kind] + "\n")
+        elif isinstance(content, bytes):
+            p.write_bytes(content)
+        else:
+            p.write_text(content)
+    argv = [toks[a.kind] if isinstance(a, Tok) else _sub(a, tmp) for a in case.argv]
+    return argv, {k: _sub(v, tmp) for k, v in case.env.items()}
+
+
+def snapshot(root: Path) -> dict[str, tuple]:
+    """Every path under ``root`` with its kind, mode, size and mtime."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for n in dirnames + filenames:
+            st = os.lstat(os.path.join(dirpath, n))
+            out[os.path.relpath(os.path.join(dirpath, n), root)] = (st.st_mode, st.st_size, st.st_mtime_ns)
+    return out
+
+
+def parses(argv: list[str]) -> bool:
+    """Whether the command line parses (argparse's errors come before the root check)."""
+    try:
+        cli.make_parser(case_command(argv)).parse_args([a for a in argv if a != "--debug"])
+    except UsageError:
+        return False
+    return True
+
+
+def case_command(argv: list[str]) -> str | None:
+    c = next((a for a in argv if not a.startswith("-")), None)
+    return c if c in cli.COMMANDS else None
+
+
+def expected(case: Case, argv: list[str], *, root: bool) -> tuple[type[MkeError], str]:
+    if not root and case.command in cli.NEEDS_ROOT and "--check" not in argv and parses(argv):
+        return HostError, f"run it as root (sudo mke {case.command} ...)"
+    return case.error, case.fragment
+
+
+def check_line(stderr: str, case: Case, error: type[MkeError], fragment: str, tmp: Path, prefix: str = "mke: error: "):
+    assert "Traceback" not in stderr, stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(prefix), f"not one {prefix!r} line:\n{stderr}"
+    assert _sub(fragment, tmp) in lines[0], f"{_sub(fragment, tmp)!r} not in {lines[0]!r}"
+
+
+def base_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MKE_") and k != "KUBECONFIG"}
+    return {**env, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def test_the_table_is_big_and_covers_every_command():
+    ids = [c.id for c in CASES]
+    assert len(ids) == len(set(ids)), [i for i in ids if ids.count(i) > 1]
+    assert len(CASES) >= 100
+    covered = {c.command for c in CASES}
+    assert set(cli.COMMANDS) <= covered, set(cli.COMMANDS) - covered
+    assert all(c.error.__module__ == errors.__name__ for c in CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_as_root(case: Case, tmp_path: Path, toks: dict[str, str]):
+    """The real command line, as root: one line, the class's exit code, nothing written."""
+    argv, env = setup(case, tmp_path, toks)
+    before = snapshot(tmp_path)
+    r = subprocess.run([sys.executable, "-m", "mke", *argv], cwd=REPO, capture_output=True, text=True,
+                       timeout=TIMEOUT, check=False, env={**base_env(), **env})
+    error, fragment = expected(case, argv, root=True)
+    check_line(r.stderr, case, error, fragment, tmp_path)
+    assert r.returncode == error.exit_code, f"exit {r.returncode}, not {error.__name__}'s {error.exit_code}: {r.stderr}"
+    assert snapshot(tmp_path) == before, "the command wrote under " + str(tmp_path)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_as_another_user(case: Case, tmp_path: Path, toks: dict[str, str], monkeypatch, capsys):
+    """In-process as uid 65534: root-only commands refuse up front with the sudo hint (after the
+    command line parses); the others end as for root."""
+    argv, env = setup(case, tmp_path, toks)
+    for k in [k for k in os.environ if k.startswith("MKE_") or k == "KUBECONFIG"]:
+        monkeypatch.delenv(k)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(os, "geteuid", lambda: 65534)
+
+    def no_exec(*a, **kw):
+        raise AssertionError(f"a bad input reached execve: {a}")
+
+    monkeypatch.setattr(os, "execve", no_exec)
+    monkeypatch.setattr(sys, "argv", ["mke", *argv])
+    before = snapshot(tmp_path)
+    code = cli.main(argv)
+    error, fragment = expected(case, argv, root=False)
+    check_line(capsys.readouterr().err, case, error, fragment, tmp_path)
+    assert code == error.exit_code
+    assert snapshot(tmp_path) == before
+
+
+HELP = [[name] for name in cli.COMMANDS] + [
+    ["config", "validate"], ["config", "create"], ["token", "create"], ["token", "list"], ["token", "invalidate"],
+    ["etcd", "member-list"], ["etcd", "leave"], ["fips", "check"], ["airgap", "list-images"],
+]
+
+
+@pytest.mark.parametrize("argv", HELP, ids=[" ".join(a) for a in HELP])
+def test_help_exits_0(argv, capsys, monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 65534)  # --help needs no root either
+    with pytest.raises(SystemExit) as e:
+        cli.main([*argv, "--help"])
+    assert e.value.code == 0 and "usage: mke" in capsys.readouterr().out
+
+
+DEBUG = [c for c in CASES if c.id in {"config-validate-bad-yaml", "token-create-bad-expiry", "server-token-junk",
+                                      "worker-bad-taint", "reset-etc", "airgap-missing-config", "unknown-command"}]
+
+
+@pytest.mark.parametrize("where", ["first", "after-command", "last"])
+@pytest.mark.parametrize("case", DEBUG, ids=[c.id for c in DEBUG])
+def test_debug_anywhere_shows_the_traceback(case: Case, where: str, tmp_path: Path, toks, monkeypatch):
+    """``--debug`` before the command, after it, or last: the error's traceback (in-process, it propagates)."""
+    argv, env = setup(case, tmp_path, toks)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    at = {"first": 0, "after-command": 1, "last": len(argv)}[where]
+    with pytest.raises(case.error):
+        cli.main([*argv[:at], "--debug", *argv[at:]])
+
+
+def test_a_config_with_several_errors_names_each_on_its_own_line(tmp_path):
+    """The one exception to one line: config validate lists every error, one line each, each naming its field."""
+    f = tmp_path / "mke.yaml"
+    f.write_text("api:\n  port: 70000\nnetwork:\n  podCIDR: nope\n")
+    r = subprocess.run([sys.executable, "-m", "mke", "config", "validate", str(f)], cwd=REPO, capture_output=True,
+                       text=True, timeout=TIMEOUT, check=False, env=base_env())
+    lines = r.stderr.splitlines()
+    assert r.returncode == ConfigError.exit_code and len(lines) == 2, r.stderr
+    assert all(line.startswith(f"mke: error: {f}: ") for line in lines)
+    assert "api.port" in lines[0] and "network.podCIDR" in lines[1]
+
