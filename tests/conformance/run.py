@@ -248,7 +248,8 @@ class Run:
         if self.args.quick:
             self.extra["focus"] = f"the quick subset ({len(QUICK)} tests, tests/conformance/quick.py)"
         elif self.args.focus:
-            self.extra["focus"] = f"`{self.args.focus}` (a partial run)"
+            focus = self.args.focus if len(self.args.focus) <= 120 else f"{self.args.focus[:100]}... ({len(self.args.focus)} characters)"
+            self.extra["focus"] = f"`{focus}` (a partial run)"
         if error:
             self.extra["run error"] = error
         summary = report.Summary(version=f"v{self.version}", label=f"{storage}, kube-router",
