@@ -19,7 +19,7 @@ import ctypes
 import errno
 import os
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from mke.errors import KernelModuleError
@@ -28,6 +28,13 @@ MODULE_INIT_COMPRESSED_FILE = 4
 # syscall numbers: (finit_module, init_module)
 _SYSCALLS = {"x86_64": (313, 175), "aarch64": (273, 105)}
 _SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
+
+# what ``state`` answers
+LOADED, BUILTIN, LOADABLE, ABSENT = "loaded", "builtin", "loadable", "absent"
+# module -> the kernel option that builds it in (a kernel without /lib/modules has no modules.builtin)
+MODULE_OPTIONS = {"overlay": "OVERLAY_FS", "br_netfilter": "BRIDGE_NETFILTER", "ip_set": "IP_SET",
+                  "xt_set": "NETFILTER_XT_SET", "ipip": "NET_IPIP", "ip_vs": "IP_VS", "vxlan": "VXLAN",
+                  "nf_conntrack": "NF_CONNTRACK", "veth": "VETH", "bridge": "BRIDGE"}
 
 
 def _norm(name: str) -> str:
@@ -43,16 +50,17 @@ def _module_name(path: str) -> str:
 
 
 class ModuleTree:
-    """``/lib/modules/<release>`` (or ``/usr/lib/modules``) and ``/sys/module`` of this kernel."""
+    """``/lib/modules/<release>`` (or ``/usr/lib/modules``), ``/sys/module`` and ``/proc`` of this kernel."""
 
     def __init__(self, root: Path | None = None, sys_module: Path = Path("/sys/module"),
-                 release: str | None = None) -> None:
+                 release: str | None = None, proc: Path = Path("/proc")) -> None:
         release = release or os.uname().release
         if root is None:
             root = next((p for p in (Path("/lib/modules") / release, Path("/usr/lib/modules") / release)
                          if p.is_dir()), Path("/lib/modules") / release)
         self.root = root
         self.sys_module = sys_module
+        self.proc = proc
         self._deps: dict[str, tuple[str, list[str]]] | None = None
 
     def loaded(self, name: str) -> bool:
@@ -87,6 +95,39 @@ class ModuleTree:
             return []
         path, deps = entry
         return [*reversed(deps), path]
+
+
+def present(name: str, tree: ModuleTree, *, kernel_options: Mapping[str, str] | None = None) -> str | None:
+    """LOADED or BUILTIN when the kernel has ``name`` now, else None.
+
+    Beyond ``/sys/module`` and ``modules.builtin`` (a kernel without module support has no
+    modules.builtin, and a built-in module without parameters no /sys/module entry): overlay
+    listed in ``/proc/filesystems``; ``/proc/sys/net/bridge``, which a built-in br_netfilter
+    makes; ``CONFIG_<option>=y`` in the kernel configuration, when the caller has read it.
+    """
+    proc = tree.proc
+    if tree.loaded(name) or (_norm(name) == "overlay" and _filesystem(proc, "overlay")):
+        return LOADED
+    if tree.builtin(name) or (kernel_options or {}).get(MODULE_OPTIONS.get(_norm(name), "")) == "y" \
+            or (_norm(name) == "br_netfilter" and (proc / "sys" / "net" / "bridge").is_dir()):
+        return BUILTIN
+    return None
+
+
+def state(name: str, tree: ModuleTree, *, kernel_options: Mapping[str, str] | None = None) -> str:
+    """LOADED, BUILTIN, LOADABLE (in the module tree; ``ensure`` loads it) or ABSENT.
+
+    The one answer for a node's start (``ensure``) and for ``mke sysinfo``.
+    """
+    return (present(name, tree, kernel_options=kernel_options)
+            or (LOADABLE if tree.load_order(name) else ABSENT))
+
+
+def _filesystem(proc: Path, name: str) -> bool:
+    try:
+        return any(line.split()[-1] == name for line in (proc / "filesystems").read_text().splitlines() if line.split())
+    except OSError:
+        return False
 
 
 def _syscall_loader() -> Callable[[Path], None]:
@@ -142,10 +183,9 @@ def ensure(name: str, *, tree: ModuleTree | None = None, loader: Callable[[Path]
     Raises KernelModuleError naming the module and what to do.
     """
     tree = tree or ModuleTree()
-    if tree.loaded(name):
-        return "loaded"
-    if tree.builtin(name):
-        return "builtin"
+    have = present(name, tree)
+    if have:
+        return have
     order = tree.load_order(name)
     if not order:
         where = tree.root if tree.root.is_dir() else f"{tree.root} (missing)"

@@ -40,10 +40,6 @@ CGROUP_V1_REQUIRED = ("cpu", "cpuacct", "cpuset", "memory", "pids", "devices", "
 CGROUP_OPTIONAL = ("hugetlb", "io")
 # sysctl -> value mke sets at start (WARN when different: mke changes it)
 SYSCTLS = {"net.ipv4.ip_forward": "1", "net.bridge.bridge-nf-call-iptables": "1"}
-# module -> the kernel option that builds it in (a kernel without /lib/modules has no modules.builtin)
-MODULE_OPTIONS = {"overlay": "OVERLAY_FS", "br_netfilter": "BRIDGE_NETFILTER", "ip_set": "IP_SET",
-                  "xt_set": "NETFILTER_XT_SET", "ipip": "NET_IPIP", "ip_vs": "IP_VS", "vxlan": "VXLAN",
-                  "nf_conntrack": "NF_CONNTRACK", "veth": "VETH", "bridge": "BRIDGE"}
 # what a node cannot run without; any other module a network provider wants is WARN when missing
 # (kube-router's ipip, for one, only matters for tunnels between subnets)
 REQUIRED_MODULES = ("overlay", "br_netfilter")
@@ -147,27 +143,21 @@ class SysInfo:
         return out
 
     def kernel_modules(self) -> list[Result]:
-        tree = kmod.ModuleTree(sys_module=self.sys / "module", release=self.release)
+        tree = kmod.ModuleTree(sys_module=self.sys / "module", release=self.release, proc=self.proc)
         _, opts = self.kernel_config()
         out = []
         for m in self.modules:
-            if tree.loaded(m) or (m == "overlay" and self._filesystem("overlay")):
+            have = kmod.state(m, tree, kernel_options=opts)
+            if have == kmod.LOADED:
                 out.append(Result(f"module {m}", PASS, "loaded"))
-            elif tree.builtin(m) or opts.get(MODULE_OPTIONS.get(m, "")) == "y" \
-                    or (m == "br_netfilter" and (self.proc / "sys" / "net" / "bridge").is_dir()):
+            elif have == kmod.BUILTIN:
                 out.append(Result(f"module {m}", PASS, "built in"))
-            elif tree.load_order(m):
+            elif have == kmod.LOADABLE:
                 out.append(Result(f"module {m}", PASS, f"not loaded; mke loads it from {tree.root}"))
             else:
                 out.append(Result(f"module {m}", FAIL if m in REQUIRED_MODULES else WARN,
                                   f"neither loaded, built in, nor in {tree.root}"))
         return out
-
-    def _filesystem(self, name: str) -> bool:
-        try:
-            return any(line.split()[-1] == name for line in (self.proc / "filesystems").read_text().splitlines())
-        except OSError:
-            return False
 
     def sysctls(self) -> list[Result]:
         out = []

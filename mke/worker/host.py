@@ -113,19 +113,8 @@ class Prerequisites:
         self.proc = proc
         self.sys = sys
         self.modules = tuple(dict.fromkeys(modules))
-        self._load = load_module or kmod.ensure
-
-    def module_loaded(self, name: str) -> bool:
-        if (self.sys / "module" / name).exists():
-            return True  # loaded, or built in with parameters
-        if name == "overlay":
-            try:
-                return any(line.split()[-1] == "overlay" for line in (self.proc / "filesystems").read_text().splitlines())
-            except OSError:
-                return False
-        if name == "br_netfilter":
-            return (self.proc / "sys" / "net" / "bridge").is_dir()  # built in
-        return False
+        self._tree = kmod.ModuleTree(sys_module=sys / "module", proc=proc)
+        self._load = load_module or (lambda m: kmod.ensure(m, tree=self._tree))
 
     def sysctl_path(self, key: str) -> Path:
         return self.proc / "sys" / key.replace(".", "/")
@@ -133,7 +122,7 @@ class Prerequisites:
     def ensure(self) -> list[Check]:
         checks: list[Check] = []
         for m in self.modules:
-            if self.module_loaded(m):
+            if kmod.present(m, self._tree):
                 checks.append(Check(name=f"module {m}", status="ok"))
                 continue
             try:

@@ -26,7 +26,9 @@ def tree(tmp_path: Path) -> kmod.ModuleTree:
     (root / "modules.builtin").write_text("kernel/fs/overlayfs/overlay.ko\n")
     sys_module = tmp_path / "sys" / "module"
     sys_module.mkdir(parents=True)
-    return kmod.ModuleTree(root=root, sys_module=sys_module, release="6.1.0")
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc" / "filesystems").write_text("nodev\tsysfs\n")
+    return kmod.ModuleTree(root=root, sys_module=sys_module, release="6.1.0", proc=tmp_path / "proc")
 
 
 def test_loaded_and_builtin_modules_need_nothing(tmp_path):
