@@ -13,7 +13,9 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from build import progress
 from build.cache import Cache, default_cache_dir
@@ -138,34 +140,22 @@ def _after_build(args, ctx, results, manifest) -> None:
                         fips_go=getattr(args, "opt_fips_go", None), compression_level=args.compression_level)
 
 
-def _zstd_level(text: str) -> int:
-    try:
-        level = int(text)
-    except ValueError:
-        level = 0
-    if not 1 <= level <= 22:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a zstd level from 1 to 22")
-    return level
+def _number(kind: type, what: str, low: float, high: float = float("inf")) -> Callable[[str], Any]:
+    """An argparse type: ``kind(text)`` within [low, high], else "'TEXT' is not WHAT"."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+    return parse
 
 
-def _jobs(text: str) -> int:
-    try:
-        jobs = int(text)
-    except ValueError:
-        jobs = 0
-    if jobs < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of jobs (1 or more)")
-    return jobs
-
-
-def _days(text: str) -> float:
-    try:
-        days = float(text)
-    except ValueError:
-        days = -1.0
-    if not days >= 0:  # a negative age would drop every result
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days (0 or more)")
-    return days
+_zstd_level = _number(int, "a zstd level from 1 to 22", 1, 22)
+_jobs = _number(int, "a number of jobs (1 or more)", 1)
+_days = _number(float, "a number of days (0 or more)", 0)  # a negative age would drop every result
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
