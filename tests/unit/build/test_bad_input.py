@@ -19,6 +19,7 @@ import pytest
 
 from build import errors
 from build.errors import BuildError, CacheError, HostError, LockfileError, RecipeError, UsageError
+from tests.support.badinput import assert_one_line, snapshot, sub, write_files
 
 REPO = Path(__file__).resolve().parents[3]
 TIMEOUT = 60
@@ -96,19 +97,6 @@ CASES: list[Case] = [
 ]
 
 
-def _sub(text: str, tmp: Path) -> str:
-    return text.replace("{tmp}", str(tmp))
-
-
-def snapshot(root: Path) -> dict[str, tuple]:
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for n in dirnames + filenames:
-            st = os.lstat(os.path.join(dirpath, n))
-            out[os.path.relpath(os.path.join(dirpath, n), root)] = (st.st_mode, st.st_size, st.st_mtime_ns)
-    return out
-
-
 def test_the_table_covers_every_command():
     from build.cli import make_parser
 
@@ -119,18 +107,12 @@ def test_the_table_covers_every_command():
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input(case: Case, tmp_path: Path):
-    for rel, content in case.files.items():
-        p = tmp_path / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.mkdir() if content is None else p.write_text(content)
+    write_files(case.files, tmp_path)
     before = snapshot(tmp_path)
     env = {k: v for k, v in os.environ.items() if k not in ("MKE_CACHE_DIR", "MKE_MIRROR")}
-    r = subprocess.run([sys.executable, "-m", "build.cli", *(_sub(a, tmp_path) for a in case.argv)], cwd=REPO,
+    r = subprocess.run([sys.executable, "-m", "build.cli", *(sub(a, tmp_path) for a in case.argv)], cwd=REPO,
                        capture_output=True, text=True, timeout=TIMEOUT, check=False,
                        env={**env, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"})
-    assert "Traceback" not in r.stderr, r.stderr
-    lines = r.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), f"not one 'error:' line:\n{r.stderr}"
-    assert _sub(case.fragment, tmp_path) in lines[0], lines[0]
+    assert_one_line(r.stderr, "error: ", sub(case.fragment, tmp_path))
     assert r.returncode == case.error.exit_code, f"exit {r.returncode}, not {case.error.__name__}'s: {r.stderr}"
     assert snapshot(tmp_path) == before, "the command wrote under " + str(tmp_path)
