@@ -36,12 +36,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("worker", "join this host to a cluster as a worker node (token from `mke token create`)"),
     "airgap": ("airgap", "air-gap helpers: list-images"),
     "sysinfo": ("sysinfo", "check what this host offers a controller and a worker (PASS/WARN/FAIL)"),
+    "certificate": ("certificate", "certificate status, and rotate the control plane's without restarts"),
 }
 
 
 # Commands that change the host (namespaces, mounts, cgroups, /etc, services): refused up front
 # for other users, with the sudo hint, instead of failing halfway on the first PermissionError.
-NEEDS_ROOT = ("server", "worker", "reset", "install")
+NEEDS_ROOT = ("server", "worker", "reset", "install", "certificate")
 
 
 class _Parser(argparse.ArgumentParser):

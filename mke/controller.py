@@ -62,6 +62,8 @@ class Controller(NodeRole):
         self.versions: dict[str, str] = {}
         self.bin_dir = Path(bin_dir) if bin_dir else None
         self.next_pki_check = time.monotonic() + self.pki_check_every
+        # what this server acted on: the pki dir's fingerprint, when, and what it restarted
+        self.pki_state: dict[str, Any] = {}
 
     # -- build
 
@@ -111,6 +113,7 @@ class Controller(NodeRole):
             "api_address": self.ctx.api_address,
             "api_port": self.config.api.port,
             "storage": self.config.storage.type,
+            "pki": self.pki_state,
         }
 
     # -- run
@@ -134,6 +137,7 @@ class Controller(NodeRole):
         self.manager.init()
         self.manager.stop_stale()
         self.manager.start(init=False)
+        self.pki_state = {"fingerprint": self.ctx.pki.fingerprint(), "applied_at": time.time(), "restarted": []}
         if self.config.control_plane.worker:
             self.start_worker()
         threading.Thread(target=self.detect_versions, name="versions", daemon=True).start()
@@ -146,22 +150,55 @@ class Controller(NodeRole):
         if time.monotonic() >= self.next_pki_check:
             self.next_pki_check = time.monotonic() + self.pki_check_every
             self.renew_certificates()
+        self.apply_certificate_changes()
 
     def renew_certificates(self) -> list[str]:
-        """Renew what expires within 30 days; restart the components that read them only at start."""
+        """Renew what expires within 30 days; ``apply_certificate_changes`` does the rest."""
         try:
             rep = self.ctx.pki.ensure(self.pki_request())
         except MkeError as e:
             self.ctx.sink.line("pki", f"renewal check failed: {e}")
             return []
         changed = rep.renewed + rep.created
-        if changed and self.manager is not None:
-            self.ctx.sink.line("pki", f"renewed {', '.join(changed)}; restarting the control plane components")
-            try:
-                self.manager.restart({c.name for c in self.manager.components if isinstance(c, SupervisedComponent)})
-            except MkeError as e:
-                self.ctx.sink.line("pki", f"restart after renewal failed: {e}")
+        if changed:
+            self.ctx.sink.line("pki", f"renewed {', '.join(changed)}")
+            self.apply_certificate_changes()
         return changed
+
+    def apply_certificate_changes(self) -> list[str]:
+        """Act on changed files in the pki dir (a renewal, ``mke certificate rotate``, a file
+        replaced by hand): restart only the components that read a changed file only at start;
+        the others reload it themselves. Records what it acted on (``status.json`` "pki")."""
+        if self.manager is None:
+            return []
+        pki = self.ctx.pki
+        try:
+            with pki.lock(wait=False) as mine:
+                if not mine:
+                    return []  # a rotation is being written: the next tick
+                fingerprint = pki.fingerprint()
+                if fingerprint == self.pki_state.get("fingerprint"):
+                    return []
+                stale = {c.name: c.needs_restart() for c in self.manager.started if isinstance(c, SupervisedComponent)}
+        except (MkeError, OSError) as e:
+            self.ctx.sink.line("pki", f"cannot check the certificates: {e}")
+            return []
+        stale = {name: files for name, files in stale.items() if files}
+        restarted: list[str] = []
+        if stale:
+            for name, files in stale.items():
+                self.ctx.sink.line("pki", f"{name} reads {', '.join(f.name for f in files)} only at start: "
+                                          "restarting it")
+            try:
+                restarted = self.manager.restart(set(stale))
+            except MkeError as e:
+                self.ctx.sink.line("pki", f"restart after a certificate change failed: {e}")
+                return []  # not recorded: tried again on the next tick
+        else:
+            self.ctx.sink.line("pki", "certificates changed; every running component reloads them itself")
+        self.pki_state = {"fingerprint": fingerprint, "applied_at": time.time(), "restarted": restarted}
+        self.write_status()
+        return restarted
 
     # -- versions for `mke status` (the payload's manifest, or asked from each binary)
 

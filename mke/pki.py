@@ -38,16 +38,25 @@ stored AES-CBC encrypted (``aescbc``, a 256-bit key from the kernel's CSPRNG) wi
 controller creates it; a joining controller gets it with the CAs (the same key on every
 controller, or one controller could not read what another wrote) and never makes its
 own. Rotation is by hand (docs/security.md); the file is only checked for its shape.
+
+``rotate(names)`` (``mke certificate rotate``) gives leaf certificates new keys while
+everything runs: each new certificate keeps the subject, SANs and usages of the one it
+replaces, and the key file is renamed into place just before the certificate file.
+Writers of the pki dir (``ensure``, ``rotate``) hold ``lock()`` (flock on ``.lock``), so a
+running server never acts on half a rotation; ``fingerprint()`` is what a server reports
+once it acted on the files (mke.controller).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
+import fcntl
 import hashlib
 import ipaddress
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -242,6 +251,24 @@ def _same_public_key(cert: x509.Certificate, key: PrivateKey) -> bool:
     ) == key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
+def _spec_of(name: str, ca: str, cert: x509.Certificate) -> CertSpec:
+    """The CertSpec that ``cert`` was made from: subject, usages and SANs as they are."""
+    cn = [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    orgs = tuple(str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME))
+    try:
+        usages = set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    except x509.ExtensionNotFound:
+        usages = set()
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        dns = tuple(san.get_values_for_type(x509.DNSName))
+        ips = tuple(str(i) for i in san.get_values_for_type(x509.IPAddress))
+    except x509.ExtensionNotFound:
+        dns, ips = (), ()
+    return CertSpec(name=name, ca=ca, cn=cn[0] if cn else name, orgs=orgs, dns=dns, ips=ips,
+                    server=ExtendedKeyUsageOID.SERVER_AUTH in usages, client=ExtendedKeyUsageOID.CLIENT_AUTH in usages)
+
+
 # ---------------------------------------------------------------- the cluster PKI
 
 
@@ -359,13 +386,19 @@ def check_encryption_config(path: Path) -> None:
         raise PKIError(f"{path}: resources: no providers for secrets")
 
 
-# kubeconfig name -> (client cert stem, user name)
+# kubeconfig name -> client cert stem
 KUBECONFIGS = {
     "admin": "admin",
     "controller-manager": "controller-manager",
     "scheduler": "scheduler",
     "konnectivity": "konnectivity-client",
 }
+# Kubeconfigs that name their certificate and key files instead of carrying them: client-go
+# reloads a client certificate given as files (k8s.io/client-go/transport, ReloadTLSFiles),
+# so a rotated certificate needs no restart. admin.conf carries its data: people copy it.
+FILE_KUBECONFIGS = frozenset({"controller-manager", "scheduler", "konnectivity"})
+# leaf stem -> the CA stem that signs it (the same for every request)
+LEAF_CAS = {s.name: s.ca for s in leaf_specs(PKIRequest(node_name="node", api_address="127.0.0.1"))}
 
 
 @dataclass(kw_only=True)
@@ -424,10 +457,81 @@ class ClusterPKI:
             raise PKIError(f"{self.crt(stem)}: missing or unreadable; run `mke server` to create the PKI")
         return cert
 
+    # -- writers' lock, and what a running server has acted on
+
+    @contextlib.contextmanager
+    def lock(self, *, wait: bool = True) -> Iterator[bool]:
+        """Hold the pki dir's writers' lock; with ``wait=False`` yield False at once when another holds it."""
+        try:
+            private_dir(self.dir)
+            fd = os.open(self.dir / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            raise PKIError(f"{e.filename or self.dir}: cannot write the PKI: {e.strerror}") from e
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)  # releases the lock
+
+    def fingerprint(self) -> str:
+        """One digest of every certificate, key and kubeconfig in the pki dir (names and contents)."""
+        h = hashlib.sha256()
+        for path in sorted(self.dir.rglob("*")):
+            if path.suffix in (".crt", ".key", ".conf", ".pub") and path.is_file():
+                h.update(str(path.relative_to(self.dir)).encode() + b"\0")
+                h.update(hashlib.sha256(path.read_bytes()).digest())
+        return h.hexdigest()
+
+    # -- rotation
+
+    def leaves(self) -> list[str]:
+        """The leaf certificates present in this pki dir, in ``leaf_specs`` order."""
+        return [name for name in LEAF_CAS if self.crt(name).exists()]
+
+    def rotate(self, names: Iterable[str], *, now: dt.datetime | None = None) -> dict[str, x509.Certificate]:
+        """A new key and certificate for each leaf named; returns the new certificates.
+
+        Hold ``lock()`` around it (and around writing what depends on it: ``admin.conf``).
+        """
+        now = now or _now()
+        out: dict[str, x509.Certificate] = {}
+        for name in names:
+            ca = LEAF_CAS.get(name)
+            if ca is None:
+                raise PKIError(f"{name}: not a leaf certificate mke makes (one of {', '.join(LEAF_CAS)})")
+            old = load_cert(self.crt(name))
+            if old is None:
+                raise PKIError(f"{self.crt(name)}: missing or unreadable; start `mke server` once to create it")
+            ca_key = load_key(self.key(ca))
+            if ca_key is None:
+                raise PKIError(f"{self.key(ca)}: missing or unusable; rotation needs the CA's key on this controller")
+            spec = _spec_of(name, ca, old)
+            key = new_key()
+            cert = make_leaf_cert(spec, key, self.ca_cert(ca), ca_key, not_before=now)
+            try:
+                # Readers that load the pair per connection (etcd) may see the new key with the old
+                # certificate between the two renames (microseconds); they fail that one handshake
+                # and clients dial again. Readers that watch the files (kube-apiserver) keep their
+                # pair until the two match again.
+                write_file_atomic(self.key(name), key_pem(key), 0o600)
+                write_file_atomic(self.crt(name), cert_pem(cert), 0o644)
+            except OSError as e:
+                raise PKIError(f"{e.filename or self.crt(name)}: cannot write: {e.strerror}") from e
+            out[name] = cert
+        return out
+
     # -- ensure
 
     def ensure(self, req: PKIRequest, *, now: dt.datetime | None = None) -> EnsureReport:
         """Create or renew what is needed; safe to call on every start."""
+        with self.lock():
+            return self._ensure(req, now=now)
+
+    def _ensure(self, req: PKIRequest, *, now: dt.datetime | None = None) -> EnsureReport:
         now = now or _now()
         rep = EnsureReport()
         try:
@@ -563,18 +667,24 @@ class ClusterPKI:
 
     # -- kubeconfigs
 
-    def kubeconfig_text(self, server: str, cert_stem: str, user: str = "mke") -> str:
+    def kubeconfig_text(self, server: str, cert_stem: str, user: str = "mke", *, files: bool = False) -> str:
+        """A kubeconfig for ``server`` as the client certificate ``cert_stem``: carrying the
+        certificate and key, or with ``files`` naming them (client-go then reloads them)."""
         import yaml
 
         def b64(p: Path) -> str:
             return base64.b64encode(p.read_bytes()).decode()
 
+        ca = b64(self.crt("ca"))  # first: a missing CA is the error to name
+        if files:
+            creds = {"client-certificate": str(self.crt(cert_stem)), "client-key": str(self.key(cert_stem))}
+        else:
+            creds = {"client-certificate-data": b64(self.crt(cert_stem)), "client-key-data": b64(self.key(cert_stem))}
         doc = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "mke", "cluster": {"server": server, "certificate-authority-data": b64(self.crt("ca"))}}],
-            "users": [{"name": user, "user": {"client-certificate-data": b64(self.crt(cert_stem)),
-                                              "client-key-data": b64(self.key(cert_stem))}}],
+            "clusters": [{"name": "mke", "cluster": {"server": server, "certificate-authority-data": ca}}],
+            "users": [{"name": user, "user": creds}],
             "contexts": [{"name": "mke", "context": {"cluster": "mke", "user": user}}],
             "current-context": "mke",
         }
@@ -582,7 +692,7 @@ class ClusterPKI:
 
     def write_kubeconfig(self, name: str, server: str, cert_stem: str) -> Path:
         path = self.kubeconfig(name)
-        text = self.kubeconfig_text(server, cert_stem, user=name).encode()
+        text = self.kubeconfig_text(server, cert_stem, user=name, files=name in FILE_KUBECONFIGS).encode()
         if not path.exists() or path.read_bytes() != text:
             write_file_atomic(path, text, 0o600)
         return path

@@ -74,6 +74,15 @@ class KubeAPIServer(SupervisedComponent):
     binary = "kube-apiserver"
     ready_timeout = 180.0
     stop_timeout = 15.0
+    # Reloaded while it runs (Kubernetes 1.36): the serving pair and both client CA files are
+    # watched (k8s.io/apiserver options/serving.go, authentication.go: dynamiccertificates),
+    # the front-proxy pair too (kube-aggregator apiserver.go), the kubelet client pair is
+    # loaded per connection (pkg/kubelet/client: ReloadTLSFiles), the etcd client pair per
+    # handshake (etcd client/pkg transport: GetClientCertificate). The rest (CAs it verifies
+    # kubelets and etcd with, the service-account keys, the encryption config) at start.
+    reloads = frozenset({"tls-cert-file", "tls-private-key-file", "client-ca-file", "requestheader-client-ca-file",
+                         "proxy-client-cert-file", "proxy-client-key-file", "kubelet-client-certificate",
+                         "kubelet-client-key", "etcd-certfile", "etcd-keyfile"})
 
     def __init__(self, ctx, *, etcd_servers: str, etcd_tls: bool = True) -> None:
         super().__init__(ctx)

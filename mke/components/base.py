@@ -8,8 +8,10 @@ Two kinds of component share that lifecycle:
 
 - ``SupervisedComponent``: one binary run by a ``Supervisor``. This class *is* the
   declared ability the manager and the controller look for (``isinstance``): it can
-  stop a copy left by a killed mke, it is restarted when certificates are renewed,
-  it reports its binary and version.
+  stop a copy left by a killed mke, it reports its binary and version, and it says
+  which certificate files it reads only at start (``start_only_files``): the controller
+  restarts it when one of those changes, and only then (a renewed or rotated certificate
+  that the binary reloads by itself restarts nothing).
 - ``LoopComponent``: a loop in mke's own process (apply manifests, approve CSRs, keep
   routes), one ``sync()`` per ``interval`` on a daemon thread.
 
@@ -85,12 +87,21 @@ class SupervisedComponent(Component):
     binary: str = ""
     stop_timeout: float = 10.0
     give_up_after_restarts = 3  # while waiting for the first readiness
+    # Flags naming files that the binary reloads while it runs (checked in its source: each
+    # component's class says where). Every other file under ``watched_dir`` it names is read
+    # only at start.
+    reloads: frozenset[str] = frozenset()
+    # Flags naming kubeconfigs: client-go reloads the client certificate and key a kubeconfig
+    # names as files (not as data); the kubeconfig itself is read at start.
+    kubeconfig_flags: frozenset[str] = frozenset({"kubeconfig", "authentication-kubeconfig",
+                                                  "authorization-kubeconfig"})
 
     def __init__(self, ctx: ComponentContext) -> None:
         self.ctx = ctx
         self.supervisor: Supervisor | None = None
         self.binary_path: Path | None = None
         self.version: str | None = None  # set once known (payload manifest or --version)
+        self.started_files: str | None = None  # start_only_digest() when it last started
 
     def init(self) -> None:
         self.binary_path = self.ctx.binaries.path(self.binary)
@@ -122,7 +133,58 @@ class SupervisedComponent(Component):
             out.append((k, v if eq else None))
         return out
 
+    # -- the files it reads
+
+    @property
+    def watched_dir(self) -> Path:
+        """Where the files whose changes matter live: the pki dir."""
+        return self.ctx.data_dir / "pki"
+
+    def files_read(self) -> dict[Path, bool]:
+        """Files under ``watched_dir`` its flags name (comma-separated lists too): path -> whether
+        the binary reloads it (False when any flag reads it only at start)."""
+        root = self.watched_dir
+        out: dict[Path, bool] = {}
+        flags = dict(self.flags_from_args(self.args()))
+        flags.update(self.ctx.extra_args(self.name))
+        for flag, value in flags.items():
+            if not value:
+                continue
+            for part in value.split(","):
+                path = Path(part)
+                if not path.is_absolute() or not path.is_relative_to(root):
+                    continue
+                # read only at start by any one flag: read only at start
+                out[path] = out.get(path, True) and flag in self.reloads
+                if flag in self.kubeconfig_flags:
+                    for named in kubeconfig_client_files(path):
+                        out[named] = out.get(named, True)
+        return out
+
+    def start_only_files(self) -> list[Path]:
+        return sorted(p for p, reloaded in self.files_read().items() if not reloaded)
+
+    def start_only_digest(self) -> str:
+        """One digest of the files it reads only at start (a missing file counts as empty)."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for path in self.start_only_files():
+            try:
+                data = path.read_bytes()
+            except OSError:
+                data = b""
+            h.update(str(path).encode() + b"\0" + hashlib.sha256(data).digest())
+        return h.hexdigest()
+
+    def needs_restart(self) -> list[Path]:
+        """Files read only at start that changed since it started (empty: nothing to do)."""
+        if self.started_files is None or self.start_only_digest() == self.started_files:
+            return []
+        return self.start_only_files()
+
     def start(self) -> None:
+        self.started_files = self.start_only_digest()
         self.supervisor = Supervisor(self.process_spec(), run_dir=self.ctx.run_dir, sink=self.ctx.sink)
         self.supervisor.start()
 
@@ -215,6 +277,26 @@ class LoopComponent(Component):
     def state(self) -> dict[str, object]:
         return {"name": self.name, "state": "running" if self._thread else "stopped",
                 "last_error": self.problems.get("sync"), "problems": dict(self.problems)}
+
+
+def kubeconfig_client_files(path: Path) -> list[Path]:
+    """The client certificate and key files a kubeconfig names (``client-certificate``,
+    ``client-key``), absolute; none when it carries them as data or cannot be read."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return []
+    out = []
+    for user in (doc or {}).get("users") or []:
+        creds = (user or {}).get("user") or {}
+        for key in ("client-certificate", "client-key"):
+            value = creds.get(key)
+            if isinstance(value, str) and value:
+                p = Path(value)
+                out.append(p if p.is_absolute() else path.parent / p)
+    return out
 
 
 def unix_socket_answers(path: Path) -> bool:

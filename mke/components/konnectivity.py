@@ -11,6 +11,10 @@ class KonnectivityServer(SupervisedComponent):
     name = "konnectivity-server"
     binary = "konnectivity-server"
     ready_timeout = 60.0
+    # Nothing: apiserver-network-proxy v0.36.0 loads its agent-facing pair once
+    # (cmd/server/app/server.go getTLSConfig: tls.LoadX509KeyPair), so a new konnectivity
+    # certificate restarts it; agents reconnect. Its kubeconfig names its client pair as
+    # files, which client-go reloads (SupervisedComponent.kubeconfig_flags).
 
     @property
     def socket_path(self):

@@ -58,6 +58,7 @@ from mke import storage
 from mke.components.base import Component
 from mke.components.context import ControllerContext
 from mke.errors import BusyError, KubeAPIError, MkeError, TokenError, UsageError
+from mke.node.tls import ReloadingServerContext
 
 SHARED_FILES = ("ca.crt", "ca.key", "client-ca.crt", "client-ca.key", "kubelet-serving-ca.crt",
                 "kubelet-serving-ca.key", "front-proxy-ca.crt", "front-proxy-ca.key", "etcd/ca.crt", "etcd/ca.key",
@@ -357,7 +358,7 @@ class _Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
     block_on_close = False
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], api: MkeAPI, tls: ssl.SSLContext, limits: Limits) -> None:
+    def __init__(self, address: tuple[str, int], api: MkeAPI, tls: ReloadingServerContext, limits: Limits) -> None:
         self.request_queue_size = limits.listen_backlog
         self.api, self.tls, self.limits = api, tls, limits
         self.slots = ConnectionSlots(limits.max_connections, limits.max_per_source)
@@ -399,7 +400,7 @@ class _Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
             self._done(request, client_address)
 
     def finish_request(self, request: Any, client_address: Any) -> None:
-        conn = self.tls.wrap_socket(request, server_side=True, do_handshake_on_connect=False)
+        conn = self.tls.current().wrap_socket(request, server_side=True, do_handshake_on_connect=False)
         with self._active_lock:  # the TLS socket took over the connection (``request`` is detached)
             self._active.discard(request)
             self._active.add(conn)
@@ -522,10 +523,7 @@ class MkeAPI(Component):
 
     def start(self) -> None:
         pki = self.ctx.pki
-        from mke.node.tls import server_context
-
-        tls = server_context()
-        tls.load_cert_chain(str(pki.crt("mke-api")), str(pki.key("mke-api")))
+        tls = ReloadingServerContext(pki.crt("mke-api"), pki.key("mke-api"))  # a rotated certificate: no restart
         srv = _Server((self.host, self.ctx.config.api.mke_api_port), self, tls, self.limits)
         self._server = srv
         self._thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.2}, name="mke-api",

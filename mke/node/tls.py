@@ -12,7 +12,11 @@ AES-GCM ones (docs/security.md).
 
 from __future__ import annotations
 
+import os
 import ssl
+import threading
+import time
+from pathlib import Path
 
 #: Go's names, strongest first; ECDSA first because mke's keys are ECDSA P-256.
 GO_CIPHER_SUITES: tuple[str, ...] = (
@@ -42,3 +46,41 @@ def server_context() -> ssl.SSLContext:
     ctx.set_ciphers(OPENSSL_CIPHERS)
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
     return ctx
+
+
+class ReloadingServerContext:
+    """A server context for a certificate and key on disk, made again when either file changes
+    (looked at no more than once per ``check_every`` seconds), so a renewed or rotated
+    certificate is served without a restart. A pair that does not load (the key renamed into
+    place, the certificate not yet: a rotation in progress) keeps the context before it.
+    """
+
+    def __init__(self, cert: Path, key: Path, *, check_every: float = 1.0) -> None:
+        self.cert, self.key, self.check_every = Path(cert), Path(key), check_every
+        self._lock = threading.Lock()
+        self._ctx: ssl.SSLContext | None = None
+        self._stamp: tuple[tuple[int, int, int], ...] | None = None
+        self._checked = 0.0
+        self.loads = 0  # how many times a pair was loaded
+        self.current()  # a pair that does not load at start is the caller's error
+
+    def _files(self) -> tuple[tuple[int, int, int], ...]:
+        return tuple((st.st_ino, st.st_mtime_ns, st.st_size) for st in (os.stat(self.cert), os.stat(self.key)))
+
+    def current(self) -> ssl.SSLContext:
+        with self._lock:
+            now = time.monotonic()
+            if self._ctx is not None and now - self._checked < self.check_every:
+                return self._ctx
+            self._checked = now
+            try:
+                stamp = self._files()
+                if stamp != self._stamp or self._ctx is None:
+                    ctx = server_context()
+                    ctx.load_cert_chain(str(self.cert), str(self.key))
+                    self._ctx, self._stamp = ctx, stamp
+                    self.loads += 1
+            except (OSError, ssl.SSLError):
+                if self._ctx is None:
+                    raise
+            return self._ctx

@@ -32,6 +32,9 @@ class Etcd(SupervisedComponent):
     name = "etcd"
     binary = "etcd"
     ready_timeout = 60.0
+    # its serving and peer pairs are read on every handshake (client/pkg/transport listener.go:
+    # GetCertificate, GetClientCertificate); the trusted CA files at start
+    reloads = frozenset({"cert-file", "key-file", "peer-cert-file", "peer-key-file"})
 
     @property
     def data_dir(self):

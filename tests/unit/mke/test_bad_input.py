@@ -255,6 +255,15 @@ CASES: list[Case] = [
     C("airgap-missing-config", "airgap list-images -c {tmp}/nope.yaml", ConfigError, "{tmp}/nope.yaml"),
     C("airgap-config-dir", "airgap list-images -c {tmp}/dir", ConfigError, "{tmp}/dir", files={"dir": None}),
     *config_cases("airgap", "airgap list-images -c {cfg}", ["bad-yaml.yaml", "provider.yaml", "image.yaml"]),
+    # -- certificate
+    C("certificate-no-action", f"certificate {D}", UsageError, "ACTION"),
+    C("certificate-bad-action", f"certificate renew {D}", UsageError, "invalid choice: 'renew'"),
+    C("certificate-rotate-bad-service", f"certificate rotate --service kubelet {D}", UsageError, "--service"),
+    C("certificate-rotate-no-pki", f"certificate rotate {D}", UsageError, "{tmp}/data/pki/ca.key"),
+    C("certificate-rotate-worker", "certificate rotate --data-dir {tmp}/w", UsageError, "kubelet rotates its own",
+      files={"w/worker": None}),
+    C("certificate-status-nothing", f"certificate status {D}", UsageError, "no certificates here"),
+    C("certificate-system-dir", "certificate status --data-dir /", UsageError, "--data-dir /"),
     # -- sysinfo
     C("sysinfo-bad-role", f"sysinfo --role master {D}", UsageError, "--role"),
     C("sysinfo-system-dir", "sysinfo --data-dir /", UsageError, "--data-dir /"),
