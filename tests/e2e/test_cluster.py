@@ -283,6 +283,115 @@ def test_metrics_api_answers(cluster, kube):
     assert pods
 
 
+# --------------------------------------------------------------------------- certificate rotation (issue 19.5)
+
+CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "konnectivity-server")
+
+
+def _served(host: str, port: int, client: tuple[Path, Path] | None = None) -> bytes | None:
+    from mke.commands.certificate import served_certificate
+
+    return served_certificate(host, port, client=client)
+
+
+def _der(path: Path) -> bytes:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    return x509.load_pem_x509_certificate(path.read_bytes()).public_bytes(serialization.Encoding.DER)
+
+
+def test_certificate_rotation_without_restarts_and_without_a_failed_request(cluster, kube, core):
+    """``mke certificate rotate`` on the running controller: every leaf gets a new key; the API
+    answers every request sampled each 100 ms (a new TLS connection with the admin certificate
+    made before the rotation, and the kubernetes client's pooled one); no component restarts but
+    konnectivity-server (apiserver-network-proxy loads its agent-facing pair once); the new
+    certificates are what each endpoint serves; logs/exec work again afterwards."""
+    import http.client
+    import ssl
+    import threading
+
+    import yaml
+
+    pids = {c: cluster.component_pid("ctl", c) for c in CONTROL_PLANE}
+    mke_pid = cluster.controller.pid
+    pki = cluster.outside("ctl", DATA / "pki")
+    old = {n: _der(pki / f"{n}.crt") for n in ("apiserver", "mke-api", "konnectivity", "etcd/peer")}
+    # a TLS client with the admin certificate as it was before the rotation (still valid after it)
+    user = yaml.safe_load(cluster.kubeconfig.read_text())["users"][0]["user"]
+    import base64
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="mke-rotate-"))
+    (tmp / "admin.crt").write_bytes(base64.b64decode(user["client-certificate-data"]))
+    (tmp / "admin.key").write_bytes(base64.b64decode(user["client-key-data"]))
+    os.chmod(tmp / "admin.key", 0o600)
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    ctx.load_cert_chain(str(tmp / "admin.crt"), str(tmp / "admin.key"))
+    from kubernetes import client as kclient
+
+    pooled = kclient.CoreV1Api(kube)
+    samples: list[tuple[float, str]] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.1):
+            t = time.monotonic()
+            try:
+                conn = http.client.HTTPSConnection("10.200.0.1", 6443, context=ctx, timeout=5)
+                conn.request("GET", "/api/v1/namespaces/default")
+                status = conn.getresponse().status
+                conn.close()
+                if status != 200:
+                    failures.append(f"{t:.1f} new connection: HTTP {status}")
+                pooled.read_namespace("default", _request_timeout=5)
+                samples.append((t, "ok"))
+            except Exception as e:  # noqa: BLE001 - every failure is the finding
+                failures.append(f"{t:.1f} {type(e).__name__}: {e}")
+
+    sampler = threading.Thread(target=sample, daemon=True)  # made in the client namespace: it inherits it
+    sampler.start()
+    try:
+        time.sleep(2)
+        t0 = time.monotonic()
+        r = cluster.run("ctl", "certificate", "rotate", "--data-dir", str(DATA), "--json", timeout=300)
+        took = time.monotonic() - t0
+        time.sleep(5)
+    finally:
+        stop.set()
+        sampler.join(timeout=15)
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    rep = json.loads(r.stdout)
+    report("certificate rotation: seconds for mke certificate rotate (rotate, apply, seen over TLS)", round(took, 1))
+    report("certificate rotation: API requests sampled every 100 ms / failed", [len(samples), len(failures)])
+    assert not failures, failures[:10]
+    assert len(samples) >= 20
+    assert set(rep["rotated"]) >= {"apiserver", "etcd/server", "etcd/peer", "konnectivity", "mke-api", "admin",
+                                   "controller-manager", "scheduler"}
+    assert rep["restarted"] == ["konnectivity-server"]
+    assert rep["serving"] and all(v["new"] for v in rep["serving"].values()), rep["serving"]
+    # pids: the same processes, but konnectivity-server's
+    now = {c: cluster.component_pid("ctl", c) for c in CONTROL_PLANE}
+    assert {c: p for c, p in now.items() if c != "konnectivity-server"} == \
+        {c: p for c, p in pids.items() if c != "konnectivity-server"}
+    assert now["konnectivity-server"] != pids["konnectivity-server"]
+    assert cluster.controller.pid == mke_pid and cluster.controller.alive()
+    # seen from the client's network: the new certificates are served
+    for name, port, client in (("apiserver", 6443, None), ("mke-api", 9443, None), ("konnectivity", 8132, None),
+                               ("etcd/peer", 2380, (pki / "etcd" / "peer.crt", pki / "etcd" / "peer.key"))):
+        served = _served("10.200.0.1", port, client)
+        assert served == _der(pki / f"{name}.crt") and served != old[name], name
+    # the node's kubelets still talk to the API, and logs/exec go through the restarted konnectivity
+    assert node_ready(core, "w1") and node_ready(core, "w2")
+    pod = app_pods(core)[0]
+    wait_until("exec through konnectivity after the rotation",
+               lambda: exec_in(kube, pod.metadata.name, "/testapp", "echo", "rotated", pod.spec.node_name).strip()
+               == f"rotated {pod.spec.node_name}", timeout=120, interval=2)
+
+
 # --------------------------------------------------------------------------- NetworkPolicy (kube-router)
 
 NP = "np-test"
