@@ -186,9 +186,8 @@ class Controller(NodeRole):
         stale = {name: files for name, files in stale.items() if files}
         restarted: list[str] = []
         if stale:
-            for name, files in stale.items():
-                self.ctx.sink.line("pki", f"{name} reads {', '.join(f.name for f in files)} only at start: "
-                                          "restarting it")
+            for name, why in stale.items():
+                self.ctx.sink.line("pki", f"{name} reads {', '.join(why)} only at start; restarting it")
             try:
                 restarted = self.manager.restart(set(stale))
             except MkeError as e:

@@ -78,11 +78,12 @@ class KubeAPIServer(SupervisedComponent):
     # watched (k8s.io/apiserver options/serving.go, authentication.go: dynamiccertificates),
     # the front-proxy pair too (kube-aggregator apiserver.go), the kubelet client pair is
     # loaded per connection (pkg/kubelet/client: ReloadTLSFiles), the etcd client pair per
-    # handshake (etcd client/pkg transport: GetClientCertificate). The rest (CAs it verifies
-    # kubelets and etcd with, the service-account keys, the encryption config) at start.
+    # handshake (etcd client/pkg transport: GetClientCertificate), the encryption config as
+    # --encryption-provider-config-automatic-reload asks. The rest (the CAs it verifies kubelets
+    # and etcd with, the service-account keys) at start.
     reloads = frozenset({"tls-cert-file", "tls-private-key-file", "client-ca-file", "requestheader-client-ca-file",
                          "proxy-client-cert-file", "proxy-client-key-file", "kubelet-client-certificate",
-                         "kubelet-client-key", "etcd-certfile", "etcd-keyfile"})
+                         "kubelet-client-key", "etcd-certfile", "etcd-keyfile", "encryption-provider-config"})
 
     def __init__(self, ctx, *, etcd_servers: str, etcd_tls: bool = True) -> None:
         super().__init__(ctx)

@@ -165,27 +165,33 @@ class SupervisedComponent(Component):
         return sorted(p for p, reloaded in self.files_read().items() if not reloaded)
 
     def start_only_digest(self) -> str:
-        """One digest of the files it reads only at start (a missing file counts as empty)."""
+        """One digest of which files it reads (and how), and of the contents of those it reads
+        only at start (a missing file counts as empty). A flag that names another file than
+        before (a CA bundle came or went) changes it as a changed file does."""
         import hashlib
 
         h = hashlib.sha256()
-        for path in self.start_only_files():
-            try:
-                data = path.read_bytes()
-            except OSError:
-                data = b""
-            h.update(str(path).encode() + b"\0" + hashlib.sha256(data).digest())
+        for path, reloaded in sorted(self.files_read().items()):
+            h.update(str(path).encode() + (b"\0r" if reloaded else b"\0s"))
+            if not reloaded:
+                try:
+                    data = path.read_bytes()
+                except OSError:
+                    data = b""
+                h.update(hashlib.sha256(data).digest())
         return h.hexdigest()
 
-    def needs_restart(self) -> list[Path]:
-        """Files read only at start that changed since it started (empty: nothing to do)."""
+    def needs_restart(self) -> list[str]:
+        """The files (relative to the pki dir) it reads only at start when one of them changed,
+        or "its files" when it would now read other files; empty when nothing needs doing."""
         if self.started_files is None or self.start_only_digest() == self.started_files:
             return []
-        return self.start_only_files()
+        return [str(p.relative_to(self.watched_dir)) for p in self.start_only_files()] or ["its files"]
 
     def start(self) -> None:
+        spec = self.process_spec()
         self.started_files = self.start_only_digest()
-        self.supervisor = Supervisor(self.process_spec(), run_dir=self.ctx.run_dir, sink=self.ctx.sink)
+        self.supervisor = Supervisor(spec, run_dir=self.ctx.run_dir, sink=self.ctx.sink)
         self.supervisor.start()
 
     def stop(self) -> None:

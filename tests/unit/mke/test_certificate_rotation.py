@@ -110,7 +110,7 @@ def components(ctx: ControllerContext) -> dict[str, object]:
 def test_only_konnectivity_restarts_when_every_leaf_is_rotated(pki: ClusterPKI, ctx: ControllerContext):
     cs = components(ctx)
     pki.rotate(pki.leaves())
-    need = {name: [p.name for p in c.needs_restart()] for name, c in cs.items()}
+    need = {name: c.needs_restart() for name, c in cs.items()}
     assert need["konnectivity-server"], "konnectivity-server reads its agent-facing pair only at start"
     assert {"konnectivity.crt", "konnectivity.key"} <= set(need["konnectivity-server"])
     assert {n: v for n, v in need.items() if n != "konnectivity-server"} == {
@@ -125,10 +125,21 @@ def test_what_a_component_reads_only_at_start_restarts_it(pki: ClusterPKI, ctx: 
     scheduler = cs["kube-scheduler"].files_read()
     assert scheduler[pki.kubeconfig("scheduler")] is False  # the kubeconfig itself: at start
     assert scheduler[pki.crt("scheduler")] is True  # the client pair it names: client-go reloads it
+    assert files[pki.secrets_encryption] is True  # --encryption-provider-config-automatic-reload
     # a CA etcd and the apiserver read at start changes: both restart, nothing else
     write_file_atomic(pki.crt("etcd/ca"), pki.crt("etcd/ca").read_bytes() + b"\n", 0o644)
-    restart = sorted(n for n, c in cs.items() if c.needs_restart())
-    assert restart == ["etcd", "kube-apiserver"]
+    restart = {n: c.needs_restart() for n, c in cs.items() if c.needs_restart()}
+    assert sorted(restart) == ["etcd", "kube-apiserver"] and "etcd/ca.crt" in restart["etcd"]
+
+
+def test_a_flag_naming_another_file_restarts_a_component(pki: ClusterPKI, ctx: ControllerContext):
+    cs = components(ctx)
+    # the legacy CA of a data dir from before CA separation: the apiserver's client CA flag (a
+    # file it reloads) now names the bundle, which the running process does not watch
+    write_file_atomic(pki.legacy_ca, pki.crt("ca").read_bytes(), 0o644)
+    write_file_atomic(pki.crt("client-ca-bundle"), pki.crt("client-ca").read_bytes(), 0o644)
+    assert cs["kube-apiserver"].needs_restart()
+    assert cs["kube-scheduler"].needs_restart() == [] and cs["etcd"].needs_restart() == []
 
 
 def test_a_flag_that_reads_a_file_at_start_wins_over_one_that_reloads_it(ctx: ControllerContext):
