@@ -408,11 +408,16 @@ class KubeClient:
         ns = obj.get("metadata", {}).get("namespace") if res.namespaced else None
         return self.call("POST", res.path(ns), obj)
 
-    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
+    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None, *,
+               uid: str | None = None) -> bool:
+        """Delete an object; False when it is not there (or, with ``uid``, is another object by that
+        name: the precondition makes the delete atomic, so of two callers only one gets True)."""
         res = self.resource(api_version, kind)
         path = res.path(namespace, name)
-        status, data = self._request("DELETE", path)
-        if status == 404:
+        body = json.dumps({"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}}).encode() \
+            if uid else None
+        status, data = self._request("DELETE", path, body, {"Content-Type": "application/json"} if body else None)
+        if status == 404 or (uid and status == 409):
             return False
         if status not in (200, 202):
             raise KubeAPIError(f"DELETE {self.server}{path}: HTTP {status}: {_status_message(data)}")

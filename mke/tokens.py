@@ -10,6 +10,11 @@ secret ``kube-system/bootstrap-token-<id>`` with its expiry, so the apiserver
 authenticates workers with it (group ``system:bootstrappers:mke:worker``) and the
 controller-manager's token cleaner deletes it once expired. Controller tokens are not
 valid against the Kubernetes API; mke's join API checks them against their secret.
+
+Controller tokens must expire, and are single use unless made ``--reusable``: the join
+API deletes the secret (with its uid as a precondition, so of two joins racing on two
+controllers only one wins) before it admits the controller, and puts it back when the
+admission fails, so a failed join can be retried with the same token.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ ROLES = ("worker", "controller")
 SECRET_TYPE = "bootstrap.kubernetes.io/token"
 NAMESPACE = "kube-system"
 ROLE_LABEL = "mke.io/token-role"
+# a token the first successful join deletes (controller tokens unless made --reusable)
+SINGLE_USE_LABEL = "mke.io/single-use"
 GROUP_PREFIX = "system:bootstrappers:mke:"
 _ALPHABET = string.ascii_lowercase + string.digits
 _ID_RE = re.compile(r"^[a-z0-9]{6}$")
@@ -51,6 +58,13 @@ def parse_duration(text: str) -> dt.timedelta | None:
     if delta.total_seconds() < 60:
         raise UsageError(f"--expiry {text!r}: at least 1m")
     return delta
+
+
+def check_lifetime(role: str, ttl: dt.timedelta | None) -> None:
+    """Controller tokens must expire: they hand out the cluster's CA keys."""
+    if role == "controller" and ttl is None:
+        raise UsageError("--expiry 0: controller tokens must expire (they hand out the cluster's CA keys); "
+                         "give a lifetime such as 1h")
 
 
 def new_bootstrap_token() -> tuple[str, str]:
@@ -94,7 +108,7 @@ class JoinToken:
         raw = zlib.compress(json.dumps(doc, separators=(",", ":"), sort_keys=True).encode(), 9)
         return PREFIX + base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
-    def secret_manifest(self, description: str = "") -> dict[str, Any]:
+    def secret_manifest(self, description: str = "", *, single_use: bool = False) -> dict[str, Any]:
         data = {
             "token-id": self.token_id,
             "token-secret": self.token_secret,
@@ -109,7 +123,7 @@ class JoinToken:
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": {"name": f"bootstrap-token-{self.token_id}", "namespace": NAMESPACE,
-                         "labels": {ROLE_LABEL: self.role}},
+                         "labels": {ROLE_LABEL: self.role, **({SINGLE_USE_LABEL: "true"} if single_use else {})}},
             "type": SECRET_TYPE,
             "stringData": data,
         }
@@ -187,6 +201,7 @@ class TokenInfo:
     role: str
     expires: dt.datetime | None
     description: str
+    single_use: bool = False
 
 
 class TokenStore:
@@ -196,13 +211,17 @@ class TokenStore:
         self.client = client
 
     def create(self, *, role: str, api_url: str, ca_pem: str, ttl: dt.timedelta | None, mke_api_url: str = "",
-               description: str = "", now: dt.datetime | None = None) -> JoinToken:
+               description: str = "", now: dt.datetime | None = None, single_use: bool | None = None) -> JoinToken:
+        """Store a new token; ``single_use`` defaults to True for controller tokens, which must expire."""
         from cryptography import x509
 
         from mke.pki import ca_hash
 
         if role not in ROLES:
             raise UsageError(f"--role {role!r}: one of {', '.join(ROLES)}")
+        check_lifetime(role, ttl)
+        if single_use is None:
+            single_use = role == "controller"
         now = now or dt.datetime.now(dt.UTC)
         tok_id, tok_secret = new_bootstrap_token()
         tok = JoinToken(
@@ -210,7 +229,7 @@ class TokenStore:
             ca_hash=ca_hash(x509.load_pem_x509_certificate(ca_pem.encode())), token_id=tok_id,
             token_secret=tok_secret, expires=(now + ttl).replace(microsecond=0) if ttl else None,
         )
-        self.client.create(tok.secret_manifest(description))
+        self.client.create(tok.secret_manifest(description, single_use=single_use))
         return tok
 
     def list(self) -> list[TokenInfo]:
@@ -220,8 +239,10 @@ class TokenStore:
             groups = data.get("auth-extra-groups", "")
             role = next((r for r in ROLES if f"{GROUP_PREFIX}{r}" in groups.split(",")), "other")
             exp = data.get("expiration")
+            labels = (s.get("metadata") or {}).get("labels") or {}
             out.append(TokenInfo(token_id=data.get("token-id", "?"), role=role,
-                                 expires=_parse_time(exp) if exp else None, description=data.get("description", "")))
+                                 expires=_parse_time(exp) if exp else None, description=data.get("description", ""),
+                                 single_use=labels.get(SINGLE_USE_LABEL) == "true"))
         return sorted(out, key=lambda t: (t.role, t.token_id))
 
     def invalidate(self, id_or_token: str) -> str:
@@ -230,8 +251,9 @@ class TokenStore:
             raise TokenError(f"no token with id {tok_id} (see `mke token list`)")
         return tok_id
 
-    def check(self, tok: JoinToken, *, now: dt.datetime | None = None) -> None:
-        """Raise TokenError unless ``tok`` is stored, unexpired and for its role (mke's join API)."""
+    def check(self, tok: JoinToken, *, now: dt.datetime | None = None) -> dict[str, Any]:
+        """Raise TokenError unless ``tok`` is stored, unexpired and for its role (mke's join API);
+        returns its secret."""
         s = self.client.get("v1", "Secret", f"bootstrap-token-{tok.token_id}", NAMESPACE)
         if s is None or s.get("type") != SECRET_TYPE:
             raise TokenError(f"token {tok.token_id} is unknown or was invalidated")
@@ -243,6 +265,27 @@ class TokenStore:
         exp = data.get("expiration")
         if exp and _parse_time(exp) <= (now or dt.datetime.now(dt.UTC)):
             raise TokenError(f"token {tok.token_id} expired at {exp}")
+        return s
+
+    def use(self, tok: JoinToken, *, now: dt.datetime | None = None) -> dict[str, Any] | None:
+        """``check``, then spend a single-use token (delete its secret, atomically: of two callers
+        only one succeeds; the other gets TokenError). Returns the secret it deleted (for
+        ``give_back`` when what the token was for failed), None for a reusable token."""
+        s = self.check(tok, now=now)
+        if ((s.get("metadata") or {}).get("labels") or {}).get(SINGLE_USE_LABEL) != "true":
+            return None
+        uid = (s.get("metadata") or {}).get("uid")
+        if not self.client.delete("v1", "Secret", f"bootstrap-token-{tok.token_id}", NAMESPACE, uid=uid or None):
+            raise TokenError(f"token {tok.token_id} was used already (controller tokens are single use: "
+                             "make another with mke token create --role=controller)")
+        return s
+
+    def give_back(self, spent: dict[str, Any]) -> None:
+        """Store a spent single-use token again (the join it was spent on failed)."""
+        meta = {k: v for k, v in (spent.get("metadata") or {}).items()
+                if k in ("name", "namespace", "labels", "annotations")}
+        self.client.create({"apiVersion": "v1", "kind": "Secret", "metadata": meta, "type": spent.get("type"),
+                            "data": spent.get("data") or {}})
 
 
 def token_argument(token: str | None, token_file: Any, env: str | None = None) -> str | None:

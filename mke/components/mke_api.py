@@ -497,11 +497,12 @@ class MkeAPI(Component):
         name, peer = str(body.get("name", "")), str(body.get("peer_address", ""))
         if not name or not peer:
             raise TokenError("the join request needs name and peer_address")
+        # check() and use() want a JoinToken; only id, secret and role matter for them
+        tok = JoinToken(role="controller", api_url="https://x", ca_pem="", ca_hash="", token_id=tok_id,
+                        token_secret=secret)
         client = KubeClient.from_kubeconfig(self.ctx.pki.kubeconfig("admin"))
         try:
-            # check() wants a JoinToken; only id, secret and role matter for it
-            TokenStore(client).check(JoinToken(role="controller", api_url="https://x", ca_pem="", ca_hash="",
-                                               token_id=tok_id, token_secret=secret))
+            TokenStore(client).check(tok)  # before anything else: a wrong token learns nothing more
         finally:
             client.close()
         files = {}
@@ -514,9 +515,21 @@ class MkeAPI(Component):
         config = {k: v for k, v in config_to_dict(self.ctx.config).items() if k != "registries"}
         answer: dict[str, Any] = {"files": files, "config": config}
         with self._admit_lock:  # one membership change at a time
-            answer.update(storage.get(self.ctx.config.storage.type).admit_controller(self.ctx, name, peer))
+            client = KubeClient.from_kubeconfig(self.ctx.pki.kubeconfig("admin"))
+            try:
+                store = TokenStore(client)
+                spent = store.use(tok)  # a single-use token: spent now, given back if the admission fails
+                try:
+                    answer.update(storage.get(self.ctx.config.storage.type).admit_controller(self.ctx, name, peer))
+                except BaseException:
+                    if spent is not None:
+                        store.give_back(spent)
+                    raise
+            finally:
+                client.close()
             self.joined.append(name)
-        self.ctx.sink.line(self.name, f"controller {name} ({peer}) joined with token {tok_id}")
+        self.ctx.sink.line(self.name, f"controller {name} ({peer}) joined with token {tok_id}"
+                           + (" (single use: spent)" if spent is not None else ""))
         return answer
 
     # -- lifecycle

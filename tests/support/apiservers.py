@@ -222,6 +222,7 @@ class KubeAPIStandIn(_StandIn):
         with self.lock:
             self._rv += 1
             meta["resourceVersion"] = str(self._rv)
+            meta.setdefault("uid", f"uid-{self._rv}")
             self.objects[self.object_path(gv, plural, meta.get("namespace") if namespaced else None,
                                           meta["name"])] = obj
         return obj
@@ -267,7 +268,12 @@ class KubeAPIStandIn(_StandIn):
                 return h.send_json(404, status(404, "NotFound", f'{plural} "{name}" not found'))
             return h.send_json(200, current)
         if seen.method == "DELETE":
+            want_uid = ((json.loads(seen.body) if seen.body else {}).get("preconditions") or {}).get("uid")
             with self.lock:
+                here = self.objects.get(path)
+                if here is not None and want_uid and here["metadata"].get("uid") != want_uid:
+                    return h.send_json(409, status(409, "Conflict", "Precondition failed: UID in precondition: "
+                                                   f"{want_uid}, UID in object meta: {here['metadata'].get('uid')}"))
                 gone = self.objects.pop(path, None)
             if gone is None:
                 return h.send_json(404, status(404, "NotFound", f'{plural} "{name}" not found'))

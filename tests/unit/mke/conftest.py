@@ -81,11 +81,13 @@ class FirstController:
     def url(self) -> str:
         return f"https://127.0.0.1:{self.api.address[1]}"
 
-    def join_token(self, role: str = "controller", ttl: dt.timedelta | None = dt.timedelta(hours=1)) -> JoinToken:
-        """A token made as `mke token create` makes it: a bootstrap-token secret in the (stand-in) API."""
+    def join_token(self, role: str = "controller", ttl: dt.timedelta | None = dt.timedelta(hours=1),
+                   single_use: bool | None = None) -> JoinToken:
+        """A token made as `mke token create` makes it: a bootstrap-token secret in the (stand-in) API
+        (``single_use=False``: as ``--reusable``, for tests that join more than once)."""
         client = KubeClient.from_kubeconfig(self.pki.kubeconfig("admin"))
         return TokenStore(client).create(role=role, api_url=self.kube.url, ca_pem=self.pki.crt("ca").read_text(),
-                                         ttl=ttl, mke_api_url=self.url)
+                                         ttl=ttl, mke_api_url=self.url, single_use=single_use)
 
     def log_lines(self) -> list[str]:
         return self.log.getvalue().splitlines()

@@ -224,3 +224,15 @@ def test_a_token_is_hidden_from_ps_and_not_passed_on(source: str, tmp_path) -> N
     finally:
         _, err = proc.communicate("", timeout=30)
     assert err == ""  # hidden: nothing to warn about
+
+
+def test_controller_tokens_must_expire_and_are_single_use_by_default(ca_pem: str):
+    from mke.errors import UsageError
+    from mke.tokens import SINGLE_USE_LABEL, check_lifetime
+
+    with pytest.raises(UsageError, match="controller tokens must expire"):
+        check_lifetime("controller", None)
+    check_lifetime("worker", None)  # a worker token may live forever
+    ctl = make(ca_pem, role="controller")
+    assert ctl.secret_manifest(single_use=True)["metadata"]["labels"][SINGLE_USE_LABEL] == "true"
+    assert SINGLE_USE_LABEL not in ctl.secret_manifest()["metadata"]["labels"]

@@ -13,6 +13,7 @@ tests/integration/test_server*.py. Clients come from several loopback addresses
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import socket
 import ssl
@@ -129,10 +130,15 @@ def test_a_controller_token_gets_the_shared_files_the_config_and_an_etcd_learner
     check = next(s for s in fc.kube.seen if s.path == f"/api/v1/namespaces/kube-system/secrets/bootstrap-token-{tok.token_id}")
     assert check.client_cn == "mke-admin"
     assert fc.api.joined == ["ctl-2"] and fc.api.state()["joined"] == ["ctl-2"]
-    assert f"[mke-api] controller ctl-2 (192.0.2.11) joined with token {tok.token_id}" in fc.log_lines()
+    assert f"[mke-api] controller ctl-2 (192.0.2.11) joined with token {tok.token_id} (single use: spent)" \
+        in fc.log_lines()
 
-    # asking again (a join that failed later) reuses the member instead of adding another
-    again = request(fc, body=join_body(), token=tok.bootstrap_token)
+    # the token was single use: it is gone, and a second join with it is refused
+    assert f"/api/v1/namespaces/kube-system/secrets/bootstrap-token-{tok.token_id}" not in fc.kube.objects
+    spent = request(fc, body=join_body(), token=tok.bootstrap_token)
+    assert spent is not None and spent.status == 403 and "unknown or was invalidated" in spent.error
+    # asking again with a new token (a join that failed later) reuses the member instead of adding another
+    again = request(fc, body=join_body(), token=fc.join_token().bootstrap_token)
     assert again is not None and again.status == 200
     assert again.doc["etcd_initial_cluster"] == doc["etcd_initial_cluster"]
     assert [s.path for s in fc.etcd.seen].count("/v3/cluster/member/add") == 1
@@ -141,14 +147,47 @@ def test_a_controller_token_gets_the_shared_files_the_config_and_an_etcd_learner
 
 def test_kine_on_sqlite_refuses_a_second_controller_and_a_shared_database_admits_it(first_controller):
     fc = first_controller({"storage": {"type": "kine"}})
-    a = request(fc, body=join_body(), token=fc.join_token().bootstrap_token)
+    tok = fc.join_token()
+    a = request(fc, body=join_body(), token=tok.bootstrap_token)
     assert a is not None and a.status == 409
     assert "SQLite on one host" in a.error and "cannot join" in a.error
+    # the admission failed: the single-use token was given back, not spent
+    assert f"/api/v1/namespaces/kube-system/secrets/bootstrap-token-{tok.token_id}" in fc.kube.objects
 
     fc = first_controller({"storage": {"type": "kine", "kine": {"dataSource": "postgres://k:secret@db:5432/k"}}})
     a = request(fc, body=join_body(), token=fc.join_token().bootstrap_token)
     assert a is not None and a.status == 200 and set(a.doc) == {"files", "config"}
     assert fc.etcd.seen == []
+
+
+def test_a_single_use_token_admits_one_of_two_racing_joins_and_a_reusable_one_both(first_controller):
+    import threading
+
+    from mke.kubeapi import KubeClient
+    from mke.tokens import TokenStore
+
+    fc = first_controller({"storage": {"type": "kine", "kine": {"dataSource": "postgres://k:secret@db:5432/k"}}})
+    tok = fc.join_token()
+    answers: list = []
+    racers = [threading.Thread(target=lambda n=n: answers.append(
+        request(fc, body=join_body(name=f"ctl-{n}", peer=f"192.0.2.{n}"), token=tok.bootstrap_token)))
+        for n in (2, 3)]
+    for t in racers:
+        t.start()
+    for t in racers:
+        t.join(timeout=30)
+    assert sorted(a.status for a in answers) == [200, 403], [(a.status, a.body) for a in answers]
+    assert len(fc.api.joined) == 1
+    client = KubeClient.from_kubeconfig(fc.pki.kubeconfig("admin"))
+    try:
+        reusable = TokenStore(client).create(role="controller", api_url=fc.kube.url, ca_pem=fc.pki.crt("ca").read_text(),
+                                             ttl=dt.timedelta(hours=1), mke_api_url=fc.url, single_use=False)
+    finally:
+        client.close()
+    for n in (4, 5):
+        a = request(fc, body=join_body(name=f"ctl-{n}", peer=f"192.0.2.{n}"), token=reusable.bootstrap_token)
+        assert a is not None and a.status == 200, a and a.body
+    assert len(fc.api.joined) == 3
 
 
 def _expire(fc, token_id: str) -> None:
@@ -332,7 +371,7 @@ def test_oversized_headers_are_431(first_controller):
 
 def test_connections_over_the_limits_are_closed_and_other_sources_are_served(first_controller):
     fc = first_controller(limits=Limits(max_connections=4, max_per_source=2, handshake_timeout=60))
-    tok = fc.join_token()
+    tok = fc.join_token(single_use=False)
     held = [connect(fc, tls=False, source="127.0.0.2") for _ in range(2)]
     try:
         wait_for(lambda: fc.api.connections == 2, what="2 open connections")  # accepted before the third comes
@@ -361,7 +400,7 @@ def test_connections_over_the_limits_are_closed_and_other_sources_are_served(fir
 
 def test_failed_tokens_from_one_source_are_429_before_the_api_is_asked(first_controller):
     fc = first_controller(limits=Limits(failed_tokens=3, failed_window=1.5))
-    tok = fc.join_token()
+    tok = fc.join_token(single_use=False)
     statuses = [request(fc, body=join_body(), token=t, source="127.0.0.5").status
                 for t in ("zzzzzz.0123456789abcdef", "bad", "yyyyyy.0123456789abcdef")]
     assert statuses == [403, 401, 403]
@@ -462,7 +501,7 @@ def test_slowloris_and_1000_junk_requests_while_a_controller_joins(first_control
     JOIN_BOUND; the junk all gets its answer; the log has no traceback. Prints the figures."""
     fc = first_controller()
     limits = fc.api.limits
-    tok = fc.join_token()
+    tok = fc.join_token(single_use=False)
     local = parse_config({"api": {"mkeAPIPort": fc.api.address[1]}})
 
     def timed_join(source: str) -> float:
