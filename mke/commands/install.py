@@ -145,10 +145,9 @@ def run(args: argparse.Namespace) -> int:
     spec = ServiceSpec(role=role, command=(*mke_executable(), command, *service_flags(args.service_actions, args)),
                        data_dir=data_dir, token_file=args.token_file if writes_token else None)
     check_words(spec.command, spec.data_dir, spec.token_file)
-    # 2. the service manager: there, with its tools, and no mke service installed (or --force)
+    # 2. the service manager: there, no mke service installed (or --force), and its tools
     init = detect()
     init.check(spec)
-    init.require_tools()
     for other in init.installed_roles():
         if args.force:
             continue
@@ -158,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{service_name(other)} is already installed ({init.service_file(other)}); a controller "
                          f"runs a worker too with --enable-worker: `mke uninstall {other}` first, or pass --force "
                          f"to install {service_name(role)} next to it")
+    init.require_tools()
     # 3. write: the token file, the service file; enable it
     if writes_token:
         assert spec.token_file is not None and token is not None
