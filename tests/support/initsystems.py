@@ -56,7 +56,8 @@ class Host:
         return self.log.read_text().splitlines() if self.log.exists() else []
 
     def env(self) -> dict[str, str]:
-        return {"MKE_INIT_ROOT": str(self.root), "PATH": f"{self.bin}:/usr/bin:/bin"}
+        """``PATH`` holds only the fakes: the host's own systemctl must never run in a test."""
+        return {"MKE_INIT_ROOT": str(self.root), "PATH": str(self.bin)}
 
 
 _C_ESCAPES = {"\\": "\\", '"': '"', "'": "'", "n": "\n", "t": "\t", "r": "\r", "s": " ", "a": "\a", "b": "\b",
@@ -120,5 +121,5 @@ def openrc_argv(script: Path) -> list[str]:
     """The argv supervise-daemon gets for the script: ``eval ... $command -- $command_args`` run by
     sh, from ``/`` (openrc-run's working directory)."""
     code = 'show() { for a; do printf "%s\\0" "$a"; done; }; . "$1"; eval show $command -- $command_args'
-    out = subprocess.run(["sh", "-c", code, "sh", str(script)], cwd="/", capture_output=True, check=True).stdout
+    out = subprocess.run(["/bin/sh", "-c", code, "sh", str(script)], cwd="/", capture_output=True, check=True).stdout
     return out.decode().split("\0")[:-1]
