@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     import datetime as dt
 
     from mke.node.files import private_dir, write_file_atomic
-    from mke.service import ROLES, ServiceSpec, detect, service_name
+    from mke.service import ROLES, ServiceSpec, detect, read_record, service_name
     from mke.tokens import decode_token
 
     role, command = args.role, ROLES[args.role]
@@ -165,7 +165,10 @@ def run(args: argparse.Namespace) -> int:
         write_file_atomic(spec.token_file, token.encode() + b"\n", 0o600)
     path = init.service_file(role)
     replaced = path.exists()
+    before = read_record(path, role) if replaced else None
     write_file_atomic(path, init.render(spec).encode(), init.file_mode)
+    if before is not None and before.token_file not in (None, args.token_file) and before.token_file.is_file():
+        before.token_file.unlink()  # the token file the replaced service had from mke install: no one reads it now
     init.enable(role)
     print(f"installed {spec.name} ({init.name}): {path}, enabled at boot; start it with `mke start {role}`"
           + ("; it replaced the one installed before: restart a running one (mke stop, mke start) to use it"

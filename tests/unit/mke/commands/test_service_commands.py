@@ -175,6 +175,17 @@ def test_install_refuses_a_second_service_unless_forced(tmp_path, run, toks):
     assert run(host, "install", "controller", "--force")[0] == 0 and unit_of(host, "controller").exists()
 
 
+def test_a_forced_install_removes_the_token_file_the_replaced_service_had(tmp_path, run, toks):
+    host = Host.make(tmp_path, "systemd")
+    assert run(host, "install", "worker", toks["worker"], "--data-dir", str(tmp_path / "old"))[0] == 0
+    assert run(host, "install", "worker", toks["worker"], "--data-dir", str(tmp_path / "new"), "--force")[0] == 0
+    assert not (tmp_path / "old/worker-token").exists() and (tmp_path / "new/worker-token").exists()
+    # the same token file named as your own: kept (the new service reads it)
+    assert run(host, "install", "worker", "--token-file", str(tmp_path / "new/worker-token"), "--data-dir",
+               str(tmp_path / "new"), "--force")[0] == 0
+    assert (tmp_path / "new/worker-token").exists()
+
+
 def test_install_checks_its_input_before_it_writes(tmp_path, run, toks):
     host = Host.make(tmp_path, "systemd")
     for argv, fragment in [(["worker"], "needs a join token"), (["worker", toks["controller"]], "controller token"),
