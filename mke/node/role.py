@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mke import __version__
-from mke.errors import MkeError
 from mke.node.datadir import DataDirLock, StatusFile
 from mke.node.files import private_dir
 from mke.node.sdnotify import Notifier
@@ -157,7 +156,7 @@ class NodeRole:
                     self.tell("WATCHDOG=1")
                 self.write_status()
                 self.tick()
-        except MkeError as e:
+        except Exception as e:  # an MkeError, or an OSError main() reports as HostError: said, then raised
             failed = f"failed: {e}"
             raise
         finally:
