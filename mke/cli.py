@@ -30,7 +30,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "kubeconfig": ("kubeconfig", "print a kubeconfig (admin)"),
     "kubectl": ("kubectl", "run the embedded kubectl against this cluster"),
     "reset": ("reset", "remove everything mke created on this host (mke must be stopped)"),
-    "install": ("install", "write a systemd unit for mke (controller or worker)"),
+    "install": ("install", "install mke server|worker, with its flags, as a systemd or OpenRC service"),
+    "start": ("start", "start the mke service installed here (waits until it is ready under systemd)"),
+    "stop": ("stop", "stop the mke service installed here"),
+    "uninstall": ("uninstall", "remove the mke service installed here (not the data dir: mke reset)"),
     "etcd": ("etcd", "etcd membership: member-list, leave"),
     "fips": ("fips", "check that every embedded binary and the runtime's crypto are FIPS (fips check)"),
     "worker": ("worker", "join this host to a cluster as a worker node (token from `mke token create`)"),
@@ -42,7 +45,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 # Commands that change the host (namespaces, mounts, cgroups, /etc, services): refused up front
 # for other users, with the sudo hint, instead of failing halfway on the first PermissionError.
-NEEDS_ROOT = ("server", "worker", "reset", "install", "certificate")
+NEEDS_ROOT = ("server", "worker", "reset", "install", "start", "stop", "uninstall", "certificate")
+SERVICE_COMMANDS = ("install", "start", "stop", "uninstall")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -85,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         run: Callable[[argparse.Namespace], int] = args._run
         if args.command in NEEDS_ROOT and os.geteuid() != 0 and not getattr(args, "check", False):
-            raise HostError(f"mke {args.command} needs root (it sets up the host's network, mounts and cgroups): "
+            what = "services" if args.command in SERVICE_COMMANDS else "network, mounts and cgroups"
+            raise HostError(f"mke {args.command} needs root (it sets up the host's {what}): "
                             f"run it as root (sudo mke {args.command} ...)")
         return run(args)
     except (MkeError, OSError) as e:

@@ -116,6 +116,10 @@ class Controller(NodeRole):
             "pki": self.pki_state,
         }
 
+    def ready_status(self) -> str:
+        text = f"control plane ready; API https://{self.ctx.api_address}:{self.config.api.port}"
+        return text + (f"; node {self.ctx.node_name} Ready" if self.worker is not None else "")
+
     # -- run
 
     def prepare(self) -> None:
@@ -239,7 +243,9 @@ class Controller(NodeRole):
         return self.data_dir / "node"
 
     def start_worker(self) -> None:
-        """Run mke's worker role next to the control plane, joined with a token made here."""
+        """Run mke's worker role next to the control plane, joined with a token made here. It is
+        Ready when this returns: the service manager hears READY=1 only then (mke.node.role)."""
+        self.tell_status(f"control plane ready; starting the worker of node {self.ctx.node_name}")
         from mke.worker.context import WorkerOptions, WorkerPaths
         from mke.worker.node import Worker
 

@@ -21,6 +21,7 @@ stderr, the class's exit code, no traceback (``--debug`` shows it).
       14  KernelModuleError   a kernel module mke needs is missing or cannot be loaded
       15  ImageError          a container image could not be built, or an archive is not one mke wrote
       16  PreflightError      the host fails a check a component needs (mke sysinfo)
+      17  ServiceError        no service manager (systemd, OpenRC) here, or it refused (mke install/start/stop)
 """
 
 from __future__ import annotations
@@ -139,3 +140,10 @@ class PreflightError(MkeError):
     """The host fails a check a component needs (``mke sysinfo`` lists them; the message names the first)."""
 
     exit_code = 16
+
+
+class ServiceError(MkeError):
+    """The host's service manager cannot run mke as a service: neither systemd nor OpenRC runs here,
+    its tool (systemctl, rc-service, rc-update) is missing or failed, or no mke service is installed."""
+
+    exit_code = 17

@@ -6,7 +6,8 @@ and ``LD_AUDIT`` aside as ``MKE_ENTRY_SAVED_<NAME>``; mke/start.py undoes that a
 The runtime's loader and library path are command-line arguments of its dynamic loader,
 never ``LD_LIBRARY_PATH``, so nothing of them reaches a child. ``clean_env`` still drops
 any entry variable from the environment it is given (a caller may pass its own), and
-socket-activation variables addressed to mke itself; in a FIPS mke it also gives back the
+socket-activation and notify variables addressed to mke itself (``LISTEN_*``,
+``NOTIFY_SOCKET``, ``WATCHDOG_*``: mke/node/sdnotify.py); in a FIPS mke it also gives back the
 caller's OpenSSL settings and turns Go's FIPS mode on (mke.fips.child_env).
 """
 
@@ -15,8 +16,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-# Socket activation of mke itself (systemd): addressed to mke's pid, not to its children.
-_SOCKET_ACTIVATION = frozenset({"LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"})
+from mke.node.sdnotify import ENV_NAMES as SDNOTIFY_ENV
+
+# Socket activation and the notify socket of mke itself (systemd): addressed to mke's pid, not to
+# its children (containerd would tell systemd READY=1 before the node is).
+_FOR_MKE_ONLY = frozenset({"LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", *SDNOTIFY_ENV})
 
 
 def clean_env(base: Mapping[str, str] | None = None, *, extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -25,7 +29,7 @@ def clean_env(base: Mapping[str, str] | None = None, *, extra: Mapping[str, str]
 
     env = dict(os.environ if base is None else base)
     for name in list(env):
-        if name in _SOCKET_ACTIVATION or name in (EXE_ENV, EXE_FD_ENV):
+        if name in _FOR_MKE_ONLY or name in (EXE_ENV, EXE_FD_ENV):
             del env[name]
         elif name.startswith(SAVED_PREFIX):
             env[name[len(SAVED_PREFIX):]] = env.pop(name)

@@ -23,3 +23,9 @@ def stop_on_signals(stopping: threading.Event) -> None:
 def add_data_dir(p: argparse.ArgumentParser) -> None:
     """The ``--data-dir`` option every command that works on a node's state takes."""
     p.add_argument("--data-dir", type=Path, default=None, help="state directory (default /var/lib/mke)")
+
+
+def add_service_role(p: argparse.ArgumentParser) -> None:
+    """The optional role of ``mke start``, ``stop`` and ``uninstall``."""
+    p.add_argument("role", nargs="?", choices=["controller", "worker"],
+                   help="which mke service (default: the one installed here)")

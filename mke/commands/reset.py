@@ -4,8 +4,8 @@ Controller: stops component processes left by an mke that was killed (pid files 
 ``run/``, only when they still run the same binary), unmounts anything under the data
 dir, removes the data dir (pki, etcd, kine, bin, run, manifests state). Worker parts
 (kubelet, containerd, pods' mounts, CNI and iptables state) are undone by
-``mke.worker.cleanup.reset_worker`` when this host ran a worker. A systemd unit written
-by ``mke install`` is left alone (``systemctl disable --now mke-controller`` first).
+``mke.worker.cleanup.reset_worker`` when this host ran a worker. A service ``mke install``
+wrote is left alone (``mke uninstall`` removes it).
 
 ``mke reset --check`` changes nothing: it lists what mke left on this host for that data
 dir (mounts, processes, pod cgroups, links and routes of the network providers, iptables
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     pid = holder_pid(data_dir)
     if pid is not None:
         raise BusyError(f"mke (pid {pid}) is running with data dir {data_dir}; stop it first "
-                        "(systemctl stop mke-controller, or SIGTERM)")
+                        "(mke stop, or SIGTERM)")
     if not data_dir.exists():
         _say(f"{data_dir} does not exist; nothing to do")
         return 0

@@ -6,9 +6,13 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mke.commands import add_data_dir, stop_on_signals
 from mke.errors import NotImplementedYet
+
+if TYPE_CHECKING:
+    from mke.config import ClusterConfig
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -26,9 +30,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-manifests", action="store_true", help=argparse.SUPPRESS)
 
 
-def run(args: argparse.Namespace) -> int:
+def check_args(args: argparse.Namespace) -> tuple[ClusterConfig, str | None, Path]:
+    """Everything the command line says, checked before anything is written (``mke install
+    controller`` checks the same): the config with the flags' overrides, the token (not yet
+    its cluster) and the data dir."""
     from mke.config import load_config, with_overrides
-    from mke.controller import Controller
     from mke.node.datadir import data_dir_from
 
     cfg = load_config(args.config)
@@ -42,7 +48,6 @@ def run(args: argparse.Namespace) -> int:
         except ImportError as e:
             raise NotImplementedYet("--enable-worker needs the worker runtime (mke worker), which this build "
                                     "lacks") from e
-    join = None
     from mke.tokens import token_argument
 
     token = token_argument(args.token, args.token_file)  # before anything is written
@@ -50,7 +55,14 @@ def run(args: argparse.Namespace) -> int:
         from mke.node.hostinfo import check_node_name
 
         args.name = check_node_name(args.name.lower())  # as mke worker's: refused now, not by kubelet or etcd
-    data_dir = data_dir_from(args.data_dir)
+    return cfg, token, data_dir_from(args.data_dir)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mke.controller import Controller
+
+    cfg, token, data_dir = check_args(args)
+    join = None
     from mke.commands.sysinfo import preflight
     from mke.network import get as network_get
 

@@ -6,8 +6,12 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mke.commands import add_data_dir, stop_on_signals
+
+if TYPE_CHECKING:
+    from mke.worker.context import WorkerOptions
 
 TOKEN_ENV = "MKE_TOKEN"
 
@@ -25,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--taint", action="append", default=[], metavar="KEY[=VALUE]:EFFECT",
                    help="register the node with this taint (repeatable)")
     p.add_argument("--cgroup-root", default="", help="parent cgroup for pods (default: the root cgroup)")
-    p.add_argument("--pod-logs-dir", default="/var/log/pods", help="where kubelet keeps container logs")
+    p.add_argument("--pod-logs-dir", type=Path, default=Path("/var/log/pods"), help="where kubelet keeps container logs")
     p.add_argument("--registries", type=Path, metavar="FILE",
                    help="registry mirrors and TLS for containerd: a YAML file with mirrors: and configs: "
                         "(the registries section of mke.yaml; docs/airgap.md)")
@@ -53,12 +57,13 @@ def parse_extra(values: list[str], what: str) -> dict[str, str]:
     return out
 
 
-def run(args: argparse.Namespace) -> int:
+def check_args(args: argparse.Namespace) -> tuple[WorkerOptions, str | None, Path]:
+    """Everything the command line says, checked before anything starts (``mke install worker``
+    checks the same): the node's options, the token (not yet its cluster) and the data dir."""
     from mke.node.datadir import data_dir_from, refuse_system_dir
     from mke.node.hostinfo import check_node_name, host_addresses, node_name
     from mke.worker.context import WorkerOptions
     from mke.worker.kubelet import check_label, check_node_ip, parse_taint
-    from mke.worker.node import Worker
 
     token = read_token(args)
     # every flag is checked before anything starts (kubelet would refuse these only after containerd ran)
@@ -82,10 +87,15 @@ def run(args: argparse.Namespace) -> int:
         extra_args={"kubelet": parse_extra(args.kubelet_arg, "--kubelet-arg")},
         **registries,
     )
+    return options, token, data_dir_from(args.data_dir)
+
+
+def run(args: argparse.Namespace) -> int:
     from mke.commands.sysinfo import preflight
     from mke.config import default_config
+    from mke.worker.node import Worker
 
-    data_dir = data_dir_from(args.data_dir)
+    options, token, data_dir = check_args(args)
     # the network provider's modules are known only after joining: the worker checks them then
     notes = preflight(default_config(), ("worker",), data_dir, ignore=args.ignore_sysinfo)
     worker = Worker(data_dir=data_dir, bin_dir=args.bin_dir, options=options, token=token)

@@ -6,6 +6,15 @@ seconds ``tick()`` and a fresh ``run/status.json``, until ``stopping`` is set (S
 then ``stop()`` undoes everything in reverse order, also after a failed start. The
 status document has the same core fields for both roles (``status()``), plus what each
 role adds (``status_extra()``).
+
+The role whose ``run()`` is the process's main loop tells the service manager how it is
+doing (mke/node/sdnotify.py; a no-op without ``$NOTIFY_SOCKET``): ``STATUS=`` lines while
+it starts, ``READY=1`` once ``bring_up()`` returned (a controller: the control plane is
+ready, and with ``--enable-worker`` this host's node is Ready too, since the controller
+brings its worker up before returning; a worker: its node is Ready), ``WATCHDOG=1`` on
+every tick when the unit asks for a watchdog, ``STOPPING=1`` when it stops, and a
+``STATUS=failed: ...`` line when the start fails. A role brought up inside another (the
+controller's embedded worker) says nothing: only the process's own role does.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from mke import __version__
 from mke.node.datadir import DataDirLock, StatusFile
 from mke.node.files import private_dir
+from mke.node.sdnotify import Notifier
 
 if TYPE_CHECKING:
     from mke.components.manager import ComponentManager
@@ -40,6 +50,8 @@ class NodeRole:
         self.started_at = time.time()
         self.locked = False
         self.notes: list[str] = []  # said once this role owns the data dir (sysinfo's warnings)
+        self.notifier = Notifier()  # the service manager: run() takes it from the environment
+        self._told = ""  # the last STATUS sent
 
     # -- what each role provides
 
@@ -57,6 +69,10 @@ class NodeRole:
 
     def status_extra(self) -> dict[str, Any]:
         return {}
+
+    def ready_status(self) -> str:
+        """The one line the service manager shows once this role is ready."""
+        return f"{self.role} ready"
 
     # -- shared
 
@@ -83,6 +99,29 @@ class NodeRole:
 
     def write_status(self) -> None:
         self.status_file.write(self.status())
+        if self.phase == "starting" and self.manager is not None:
+            self.tell_status(self.progress())
+
+    def progress(self) -> str:
+        """``starting: 3 of 7 components ready; waiting for kube-apiserver``."""
+        assert self.manager is not None
+        names = [c.name for c in self.manager.components]
+        ready = [n for n in names if n in self.manager.ready_at]
+        waiting = [c.name for c in self.manager.started if c.name not in self.manager.ready_at]
+        return (f"starting: {len(ready)} of {len(names)} components ready"
+                + (f"; waiting for {', '.join(waiting)}" if waiting else ""))
+
+    def tell_status(self, text: str) -> None:
+        """One ``STATUS=`` line for the service manager, when it changed."""
+        if self.notifier.enabled and text != self._told:
+            self._told = text
+            self.tell(f"STATUS={text}")
+
+    def tell(self, *fields: str) -> None:
+        if self.notifier.enabled and not self.notifier.send(*fields) and self.notifier.error:
+            print(f"mke: warning: cannot notify the service manager: {self.notifier.error}", file=sys.stderr,
+                  flush=True)
+            self.notifier = Notifier()  # said once; mke runs on without it
 
     def stop(self) -> None:
         self.phase = "stopping"
@@ -103,12 +142,23 @@ class NodeRole:
         self.write_status()
 
     def run(self, on_ready: Callable[[Any], None] | None = None) -> None:
+        self.notifier = Notifier.from_environ()  # and out of the environment: no child inherits it
+        self.tell_status(f"starting the {self.role}")
+        failed = None
         try:
             self.bring_up()
             if on_ready:
                 on_ready(self)
-            while not self.stopping.wait(self.tick_every):
+            self.tell("READY=1", f"STATUS={self.ready_status()}")
+            self._told = self.ready_status()
+            while not self.stopping.wait(self.notifier.watchdog_interval(self.tick_every)):
+                if self.notifier.watchdog_usec is not None:
+                    self.tell("WATCHDOG=1")
                 self.write_status()
                 self.tick()
+        except Exception as e:  # an MkeError, or an OSError main() reports as HostError: said, then raised
+            failed = f"failed: {e}"
+            raise
         finally:
+            self.tell("STOPPING=1", f"STATUS={failed or 'stopping'}")
             self.stop()

@@ -195,6 +195,9 @@ class Worker(NodeRole):
 
     # -- status
 
+    def ready_status(self) -> str:
+        return f"node {self.options.node_name} Ready"
+
     def status_extra(self) -> dict[str, Any]:
         import urllib.parse
 

@@ -34,6 +34,7 @@ from mke.errors import (
     MkeError,
     PayloadError,
     PKIError,
+    ServiceError,
     StagingError,
     TokenError,
     UsageError,
@@ -104,6 +105,19 @@ def config_cases(prefix: str, argv: str, names: list[str]) -> list[Case]:
               CONFIGS[n][1], files=cfg(n)) for n in names]
 
 
+def Svc(id: str, argv: str | list[Arg], error: type[MkeError], fragment: str, **kw) -> Case:
+    """A case of mke install, start, stop or uninstall: on a stand-in for / (``$MKE_INIT_ROOT``, made
+    only when the case's files make it) with no tool on PATH, so that no case ever reaches the
+    host's own service manager."""
+    return C(id, argv, error, fragment, **{**kw, "env": {**SERVICE_ENV, **kw.get("env", {})}})
+
+
+SERVICE_ENV = {"MKE_INIT_ROOT": "{tmp}/root", "PATH": "{tmp}/no-tools"}
+SYSTEMD = {"root/run/systemd/system": None}
+OPENRC = {"root/run/openrc": None}
+UNITS = "root/etc/systemd/system"
+CONTROLLER_UNIT = {f"{UNITS}/mke-controller.service": "# Written by mke install controller; x\n[Service]\n"}
+MKE_WORKER_UNIT = "# Written by mke install worker; x\n[Service]\n"
 ADMIN = {"data/pki/admin.conf": "junk: [", "data/pki/admin.crt": "not a certificate\n"}
 KINE = {"kine.yaml": "storage:\n  type: kine\n"}
 EMPTY, BLANK, BINARY = "", "  \n\t\n", b"\xff\xfe\x00\x01"
@@ -207,36 +221,78 @@ CASES: list[Case] = [
     C("reset-data-dir-file", "reset --data-dir {tmp}/file", HostError, "{tmp}/file: Not a directory",
       files={"file": "x\n"}),
     C("reset-bad-flag", f"reset {D} --force", UsageError, "--force"),
-    # -- install
-    C("install-no-role", "install --unit-dir {tmp}/units", UsageError, "role"),
-    C("install-bad-role", "install master --unit-dir {tmp}/units", UsageError, "invalid choice: 'master'"),
-    C("install-worker-no-token", "install worker --unit-dir {tmp}/units", UsageError, "join token"),
-    C("install-token-twice", ["install", "worker", Tok("worker"), "--token-file", "{tmp}/t", "--unit-dir",
-                              "{tmp}/units", *D.split()], UsageError, "--token-file", files={"t": Tok("worker")}),
-    C("install-controller-registries", "install controller --registries {tmp}/r.yaml --unit-dir {tmp}/units",
-      UsageError, "--registries", files={"r.yaml": "mirrors: {}\n"}),
-    C("install-worker-bad-registries", ["install", "worker", Tok("worker"), "--registries", "{tmp}/r.yaml",
-                                        "--unit-dir", "{tmp}/units", *D.split()],
+    # -- install: every case on a stand-in for / ($MKE_INIT_ROOT) with no tool on PATH, never the host's
+    Svc("install-no-role", "install", UsageError, "role"),
+    Svc("install-bad-role", "install master", UsageError, "invalid choice: 'master'"),
+    Svc("install-unknown-flag", "install worker --bogus", UsageError, "--bogus"),
+    Svc("install-force-value", "install worker --force=yes", UsageError, "--force"),
+    Svc("install-worker-no-token", f"install worker {D}", UsageError, "join token"),
+    Svc("install-token-twice", ["install", "worker", Tok("worker"), "--token-file", "{tmp}/t", *D.split()], UsageError,
+      "--token-file", files={"t": Tok("worker")}),
+    Svc("install-controller-registries", "install controller --registries {tmp}/r.yaml", UsageError, "--registries",
+      files={"r.yaml": "mirrors: {}\n"}),
+    Svc("install-worker-bad-registries", ["install", "worker", Tok("worker"), "--registries", "{tmp}/r.yaml", *D.split()],
       ConfigError, "{tmp}/r.yaml", files={"r.yaml": BAD_YAML}),
-    C("install-worker-token-file-missing", "install worker --token-file {tmp}/nope --unit-dir {tmp}/units",
-      UsageError, "--token-file {tmp}/nope"),
-    C("install-worker-token-file-empty", "install worker --token-file {tmp}/t --unit-dir {tmp}/units",
-      UsageError, "--token-file {tmp}/t", files={"t": EMPTY}),
-    C("install-worker-junk-token", f"install worker junk --unit-dir {{tmp}}/units {D}", TokenError, "join token"),
-    C("install-worker-controller-token", ["install", "worker", Tok("controller"), "--unit-dir", "{tmp}/units",
-                                          *D.split()], TokenError, "controller token"),
-    C("install-controller-worker-token", "install controller --token-file {tmp}/t --unit-dir {tmp}/units",
-      TokenError, "worker token", files={"t": Tok("worker")}),
-    C("install-unit-dir-file", "install worker --token-file {tmp}/t --unit-dir /etc/passwd", HostError,
-      "/etc/passwd", files={"t": Tok("worker")}),
-    C("install-unit-exists", "install worker --token-file {tmp}/t --unit-dir {tmp}/units", UsageError, "--force",
-      files={"t": Tok("worker"), "units/mke-worker.service": "[Unit]\n"}),
-    C("install-system-data-dir", ["install", "worker", Tok("worker"), "--data-dir", "/", "--unit-dir", "{tmp}/units"],
-      UsageError, "--data-dir /"),
-    *config_cases("install-controller", "install controller -c {cfg} --unit-dir {tmp}/units",
-                  ["bad-yaml.yaml", "cidr.yaml", "kubeconfig.yaml"]),
-    C("install-controller-missing-config", "install controller -c {tmp}/nope.yaml --unit-dir {tmp}/units",
-      ConfigError, "{tmp}/nope.yaml"),
+    Svc("install-worker-token-file-missing", "install worker --token-file {tmp}/nope", UsageError,
+      "--token-file {tmp}/nope"),
+    Svc("install-worker-token-file-empty", "install worker --token-file {tmp}/t", UsageError, "--token-file {tmp}/t",
+      files={"t": EMPTY}),
+    Svc("install-worker-junk-token", f"install worker junk {D}", TokenError, "join token"),
+    Svc("install-worker-token-env-junk", f"install worker {D}", TokenError, "join token", env={"MKE_TOKEN": "junk"}),
+    Svc("install-worker-controller-token", ["install", "worker", Tok("controller"), *D.split()], TokenError,
+      "controller token"),
+    Svc("install-controller-worker-token", "install controller --token-file {tmp}/t", TokenError, "worker token",
+      files={"t": Tok("worker")}),
+    Svc("install-worker-bad-taint", "install worker --token-file {tmp}/t --taint nope", UsageError, "--taint 'nope'",
+      files={"t": Tok("worker")}),
+    Svc("install-worker-bad-label", "install worker --token-file {tmp}/t --label nolabel", UsageError,
+      "--label 'nolabel'", files={"t": Tok("worker")}),
+    Svc("install-worker-bad-node-ip", "install worker --token-file {tmp}/t --node-ip 999.1.1.1", UsageError,
+      "--node-ip '999.1.1.1'", files={"t": Tok("worker")}),
+    Svc("install-worker-bad-kubelet-arg", "install worker --token-file {tmp}/t --kubelet-arg =2", UsageError,
+      "--kubelet-arg '=2'", files={"t": Tok("worker")}),
+    Svc("install-worker-pod-logs-system-dir", "install worker --token-file {tmp}/t --pod-logs-dir /var/log", UsageError,
+      "--pod-logs-dir /var/log", files={"t": Tok("worker")}),
+    Svc("install-controller-bad-name", "install controller --name Bad_Name!", UsageError, "--name"),
+    Svc("install-system-data-dir", ["install", "worker", Tok("worker"), "--data-dir", "/"], UsageError, "--data-dir /"),
+    *[Svc(c.id, c.argv, c.error, c.fragment, files=c.files) for c in config_cases(
+        "install-controller", "install controller -c {cfg}", ["bad-yaml.yaml", "cidr.yaml", "kubeconfig.yaml"])],
+    Svc("install-controller-missing-config", "install controller -c {tmp}/nope.yaml", ConfigError, "{tmp}/nope.yaml"),
+    Svc("install-no-init-system", "install controller", ServiceError, "neither systemd", files={"root": None}),
+    Svc("install-init-root-relative", "install controller", UsageError, "$MKE_INIT_ROOT=relative/root",
+      env={"MKE_INIT_ROOT": "relative/root"}),
+    Svc("install-init-root-file", "install controller", UsageError, "$MKE_INIT_ROOT={tmp}/root",
+      files={"root": "not a directory\n"}),
+    Svc("install-no-systemctl", "install worker --token-file {tmp}/t", ServiceError, "systemctl is not on PATH",
+      files={"t": Tok("worker"), **SYSTEMD}),
+    Svc("install-no-rc-service", "install controller", ServiceError, "rc-service is not on PATH", files=OPENRC),
+    Svc("install-unit-exists", "install worker --token-file {tmp}/t", UsageError, "--force",
+      files={"t": Tok("worker"), **SYSTEMD, f"{UNITS}/mke-worker.service": "[Unit]\n"}),
+    Svc("install-other-role-installed", "install worker --token-file {tmp}/t", UsageError,
+      "mke-controller is already installed", files={"t": Tok("worker"), **SYSTEMD, **CONTROLLER_UNIT}),
+    Svc("install-script-exists", "install controller", UsageError, "--force",
+      files={**OPENRC, "root/etc/init.d/mke-controller": "#!/sbin/openrc-run\n"}),
+    Svc("install-openrc-two-spaces", ["install", "worker", "--token-file", "{tmp}/t", "--cgroup-root", "a  b"],
+      UsageError, "two spaces in a row", files={"t": Tok("worker"), **OPENRC}),
+    # -- start, stop, uninstall (the same stand-in for /)
+    *[case for verb in ("start", "stop", "uninstall") for case in (
+        Svc(f"{verb}-bad-role", f"{verb} master", UsageError, "invalid choice: 'master'"),
+        Svc(f"{verb}-extra-arg", f"{verb} worker now", UsageError, "unrecognized arguments: now"),
+        Svc(f"{verb}-bad-flag", f"{verb} --all", UsageError, "--all"),
+        Svc(f"{verb}-no-init-system", verb, ServiceError, "neither systemd", files={"root": None}),
+        Svc(f"{verb}-init-root-relative", verb, UsageError, "$MKE_INIT_ROOT=relative/root",
+          env={"MKE_INIT_ROOT": "relative/root"}),
+        Svc(f"{verb}-nothing-installed", verb, ServiceError, "no mke service is installed", files=SYSTEMD),
+        Svc(f"{verb}-role-not-installed", f"{verb} worker", ServiceError, "mke-worker is not installed",
+          files={**SYSTEMD, **CONTROLLER_UNIT}),
+        Svc(f"{verb}-both-installed", verb, UsageError, "name one",
+          files={**SYSTEMD, **CONTROLLER_UNIT, f"{UNITS}/mke-worker.service": MKE_WORKER_UNIT}),
+        Svc(f"{verb}-no-systemctl", verb, ServiceError, "systemctl is not on PATH", files={**SYSTEMD, **CONTROLLER_UNIT}),
+        Svc(f"{verb}-openrc-no-rc-service", verb, ServiceError, "rc-service is not on PATH",
+          files={**OPENRC, "root/etc/init.d/mke-worker": "#!/sbin/openrc-run\n# Written by mke install worker; x\n"}),
+    )],
+    Svc("uninstall-not-mke-unit", "uninstall", ServiceError, "was not written by mke install",
+      files={**SYSTEMD, f"{UNITS}/mke-controller.service": "[Service]\nExecStart=/usr/local/bin/mke server\n"}),
     # -- etcd
     C("etcd-no-action", "etcd", UsageError, "ACTION"),
     C("etcd-bad-action", "etcd members", UsageError, "invalid choice: 'members'"),
@@ -442,7 +498,7 @@ def test_bad_input_as_another_user(case: Case, tmp_path: Path, toks: dict[str, s
     assert snapshot(tmp_path) == before
 
 
-HELP = [[name] for name in cli.COMMANDS] + [
+HELP = [[name] for name in cli.COMMANDS] + [["install", "controller"], ["install", "worker"],
     ["config", "validate"], ["config", "create"], ["token", "create"], ["token", "list"], ["token", "invalidate"],
     ["etcd", "member-list"], ["etcd", "leave"], ["fips", "check"], ["airgap", "list-images"],
 ]

@@ -9,14 +9,15 @@ import sys
 from pathlib import Path
 
 from mke.node.datadir import DataDirLock, holder_pid
+from tests.support.initsystems import Host
 from tests.support.jointokens import tokens
 
 REPO = Path(__file__).resolve().parents[4]
 
 
-def mke(*args: str) -> subprocess.CompletedProcess[str]:
+def mke(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "mke", *args], capture_output=True, text=True, cwd=REPO,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+                          env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
 
 
 def test_lock_and_holder(tmp_path: Path) -> None:
@@ -58,23 +59,25 @@ def test_reset_stops_leftovers_and_removes_the_data_dir(tmp_path: Path) -> None:
 
 
 def test_install_writes_a_unit_and_keeps_the_token_off_the_command_line(tmp_path: Path) -> None:
-    units = tmp_path / "units"
-    units.mkdir()
+    """The real command line (the token as an argument), on a stand-in for / with a fake systemctl
+    (tests/support/initsystems.py: no systemd runs here)."""
+    host = Host.make(tmp_path, "systemd")
+    env = host.env()
+    units = host.root / "etc/systemd/system"
     config = tmp_path / "mke.yaml"
     config.write_text("api:\n  port: 6443\n")
-    res = mke("install", "controller", "--unit-dir", str(units), "--data-dir", str(tmp_path / "d"),
-              "--config", str(config))
+    res = mke("install", "controller", "--data-dir", str(tmp_path / "d"), "--config", str(config), env=env)
     assert res.returncode == 0, res.stderr
     text = (units / "mke-controller.service").read_text()
-    assert f"server --config {config} --data-dir" in text
-    assert "KillMode=process" in text and "Restart=always" in text
+    assert f"server --config={config} --data-dir=" in text
+    assert "KillMode=process" in text and "Restart=always" in text and "Type=notify" in text
     assert ((units / "mke-controller.service").stat().st_mode & 0o777) == 0o600  # CIS 4.1.1
-    assert mke("install", "controller", "--unit-dir", str(units)).returncode == 2  # exists
+    assert mke("install", "controller", env=env).returncode == 2  # exists
     token = tokens()["worker"]
-    res = mke("install", "worker", token, "--unit-dir", str(units), "--data-dir", str(tmp_path / "d"))
+    res = mke("install", "worker", token, "--data-dir", str(tmp_path / "d"), "--force", env=env)
     assert res.returncode == 0, res.stderr
     unit = (units / "mke-worker.service").read_text()
     assert token not in unit and "--token-file" in unit
     tf = tmp_path / "d" / "worker-token"
     assert tf.read_text().strip() == token and (tf.stat().st_mode & 0o777) == 0o600
-    assert mke("install", "worker", "--unit-dir", str(tmp_path)).returncode == 2  # no token
+    assert mke("install", "worker", "--force", env=env).returncode == 2  # no token

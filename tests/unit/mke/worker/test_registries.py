@@ -14,11 +14,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mke import cli
 from mke.commands import install
 from mke.config import load_registries, parse_config, parse_registries
 from mke.errors import ConfigError, UsageError
 from mke.worker.containerd import Containerd, containerd_config
 from mke.worker.registries import HostsDir, hosts_files
+from tests.support.initsystems import Host
 from tests.support.jointokens import tokens
 from tests.unit.mke.worker.test_config import make_ctx
 
@@ -246,19 +248,24 @@ def test_no_registries_leave_no_trace(tmp_path):
 # --------------------------------------------------------------------------- install
 
 
-def test_install_worker_passes_the_registries_file_and_checks_it(tmp_path):
+def test_install_worker_passes_the_registries_file_and_checks_it(tmp_path, monkeypatch):
+    """On a stand-in for / with a fake systemctl (tests/support/initsystems.py: no systemd here)."""
+    host = Host.make(tmp_path, "systemd")
+    for k, v in host.env().items():
+        monkeypatch.setenv(k, v)
     f = tmp_path / "registries.yaml"
     f.write_text(yaml.safe_dump({"mirrors": {"registry.k8s.io": {"endpoints": ["http://10.0.0.1:5000"]}}}))
     token = tmp_path / "token"
     token.write_text(tokens()["worker"])
-    args = install.argparse.Namespace(role="worker", token=None, token_file=token, config=None, data_dir=None,
-                                      enable_worker=False, unit_dir=tmp_path, force=False, registries=f)
-    assert install.run(args) == 0
-    assert f"--registries {f}" in (tmp_path / "mke-worker.service").read_text()
+
+    def install_run(*argv: str) -> int:
+        args = cli.make_parser("install").parse_args(["install", *argv])
+        return install.run(args)
+
+    assert install_run("worker", "--token-file", str(token), "--registries", str(f)) == 0
+    assert f"--registries={f}" in (host.root / "etc/systemd/system/mke-worker.service").read_text()
     f.write_text("mirrors: {r.io: {}}\n")
-    args.force = True
     with pytest.raises(ConfigError, match=r"mirrors\[r.io\]: needs endpoints"):
-        install.run(args)
-    args.role = "controller"
-    with pytest.raises(UsageError, match="registries section of its mke.yaml"):
-        install.run(args)
+        install_run("worker", "--token-file", str(token), "--registries", str(f), "--force")
+    with pytest.raises(UsageError, match="--registries"):  # a controller has them in mke.yaml: no such flag
+        install_run("controller", "--registries", str(f))

@@ -1,0 +1,24 @@
+"""``mke stop [controller|worker]``: stop the mke service ``mke install`` put here
+(``systemctl stop`` or ``rc-service ... stop``). mke stops its components in order; pods'
+containers keep running until the node starts again. Without a role: the one installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from mke.commands import add_service_role
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_service_role(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mke.service import detect, installed_role, service_name
+
+    init = detect()
+    role = installed_role(init, args.role)
+    init.stop(role)
+    print(f"stopped {service_name(role)}")
+    return 0
