@@ -29,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("status", "show the role, components and versions of the mke running here"),
     "kubeconfig": ("kubeconfig", "print a kubeconfig (admin)"),
     "kubectl": ("kubectl", "run the embedded kubectl against this cluster"),
+    "ctr": ("ctr", "run the embedded ctr against this worker's containerd (namespace k8s.io)"),
+    "crictl": ("crictl", "run the embedded crictl against this worker's containerd"),
     "reset": ("reset", "remove everything mke created on this host (mke must be stopped)"),
     "install": ("install", "write a systemd unit for mke (controller or worker)"),
     "etcd": ("etcd", "etcd membership: member-list, leave"),
@@ -36,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("worker", "join this host to a cluster as a worker node (token from `mke token create`)"),
     "airgap": ("airgap", "air-gap helpers: list-images"),
     "sysinfo": ("sysinfo", "check what this host offers a controller and a worker (PASS/WARN/FAIL)"),
+    "completion": ("completion", "print a shell completion script (bash, zsh or fish)"),
 }
 
 

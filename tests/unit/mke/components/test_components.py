@@ -20,10 +20,10 @@ from mke.components.controller_manager import KubeControllerManager
 from mke.components.manager import ComponentManager
 from mke.config import parse_config
 from mke.errors import ComponentError, StagingError
+from mke.logsink import LogSink
 from mke.node.binaries import BinaryResolver
 from mke.storage.etcd import Etcd
 from mke.storage.kine import Kine
-from mke.supervisor import LogSink
 
 
 def fake_binary(bin_dir: Path, name: str, body: str) -> Path:
@@ -130,7 +130,7 @@ from mke.components.context import ControllerContext
 from mke.components.manager import ComponentManager
 from mke.config import parse_config
 from mke.node.binaries import BinaryResolver
-from mke.supervisor import LogSink
+from mke.logsink import LogSink
 from tests.unit.mke.components.test_components import FileReadyComponent
 d = Path(sys.argv[1])
 ctx = ControllerContext(config=parse_config({}), data_dir=d, node_name="ctl-1", api_address="192.0.2.10",
