@@ -131,7 +131,8 @@ class Controller(NodeRole):
         self.ctx.binaries.prefetch(self.binary_names())
 
     def start(self) -> None:
-        self.manager = ComponentManager(self.stages(), on_change=self.write_status, stopping=self.stopping)
+        self.manager = ComponentManager(self.stages(), on_change=self.write_status, stopping=self.stopping,
+                                        sink=self.sink)
         self.manager.init()
         self.manager.stop_stale()
         self.manager.start(init=False)

@@ -128,7 +128,8 @@ class RotatingLogFile:
         for n in range(keep - 1, 0, -1):
             if self.rotated(n).exists():
                 os.replace(self.rotated(n), self.rotated(n + 1))
-        os.replace(self.path, self.rotated(1))
+        if self.path.exists():  # not when someone removed it: then the new file just starts
+            os.replace(self.path, self.rotated(1))
         self._open()
 
     def write(self, lines: Iterable[bytes]) -> None:

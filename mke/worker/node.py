@@ -218,5 +218,5 @@ class Worker(NodeRole):
         if swap:
             self.say("swap is on; kubelet runs with failSwapOn=false and NoSwap for pods", level="warn")
         stages = worker_stages(self.ctx, swap=swap, resolv_conf=host.host_resolv_conf())
-        self.manager = ComponentManager(stages, on_change=self.write_status, stopping=self.stopping)
+        self.manager = ComponentManager(stages, on_change=self.write_status, stopping=self.stopping, sink=self.sink)
         self.manager.start()
