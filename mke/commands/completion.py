@@ -409,7 +409,7 @@ FISH_BODY = r"""function __mke_state --description 'the mke command on the comma
     set -l i 2
     while test $i -le (count $words)
         set -l w $words[$i]
-        if test "$w" = --
+        if test "x$w" = x--  # (the x: test never takes "--" as an operand)
             echo "$node"; echo rest; return
         else if string match -q -- '-*' $w
             if not string match -q -- '*=*' $w; and __mke_takes_value "$node" $w
