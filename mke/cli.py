@@ -29,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("status", "show the role, components and versions of the mke running here"),
     "kubeconfig": ("kubeconfig", "print a kubeconfig (admin)"),
     "kubectl": ("kubectl", "run the embedded kubectl against this cluster"),
+    "ctr": ("ctr", "run the embedded ctr against this worker's containerd (namespace k8s.io)"),
+    "crictl": ("crictl", "run the embedded crictl against this worker's containerd"),
     "reset": ("reset", "remove everything mke created on this host (mke must be stopped)"),
     "install": ("install", "install mke server|worker, with its flags, as a systemd or OpenRC service"),
     "start": ("start", "start the mke service installed here (waits until it is ready under systemd)"),
@@ -40,6 +42,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "airgap": ("airgap", "air-gap helpers: list-images"),
     "sysinfo": ("sysinfo", "check what this host offers a controller and a worker (PASS/WARN/FAIL)"),
     "certificate": ("certificate", "certificate status, and rotate the control plane's without restarts"),
+    "completion": ("completion", "print a shell completion script (bash, zsh or fish)"),
 }
 
 

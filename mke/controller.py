@@ -26,12 +26,12 @@ from mke.components.manager import ComponentManager
 from mke.components.scheduler import KubeScheduler
 from mke.config import ClusterConfig, running_config_path, write_running_config
 from mke.errors import MkeError
+from mke.logsink import LogSink
 from mke.node.binaries import BinaryResolver
-from mke.node.datadir import DEFAULT_DATA_DIR
+from mke.node.datadir import DEFAULT_DATA_DIR, EMBEDDED_WORKER_DIR
 from mke.node.hostinfo import advertised_address, api_url, host_addresses, node_name
 from mke.node.role import NodeRole
 from mke.pki import PKIRequest
-from mke.supervisor import LogSink
 
 # ---------------------------------------------------------------- the controller
 
@@ -42,7 +42,7 @@ class Controller(NodeRole):
     def __init__(self, config: ClusterConfig, *, data_dir: Path = DEFAULT_DATA_DIR, bin_dir: Path | None = None,
                  sink: LogSink | None = None, name: str | None = None, backoff_initial: float = 0.5,
                  join: Mapping[str, Any] | None = None, manifests: bool = True) -> None:
-        super().__init__(data_dir)
+        super().__init__(data_dir, sink)
         self.config = config
         addrs = host_addresses()
         user_bin_dir = bin_dir is not None
@@ -52,8 +52,9 @@ class Controller(NodeRole):
             node_name=name or node_name(),
             api_address=advertised_address(config, addrs),
             host_addresses=addrs,
-            binaries=BinaryResolver(Path(bin_dir) if bin_dir else self.data_dir / "bin", user_bin_dir=user_bin_dir),
-            sink=sink or LogSink(),
+            binaries=BinaryResolver(Path(bin_dir) if bin_dir else self.data_dir / "bin", user_bin_dir=user_bin_dir,
+                                    say=self.say),
+            sink=self.sink,
             backoff_initial=backoff_initial,
             join=join,
         )
@@ -131,13 +132,14 @@ class Controller(NodeRole):
             self.ctx.sink.line("pki", "this data dir had one CA for everything: it stays the server CA (tokens, "
                                "kubeconfigs and workers keep working); new client and kubelet-serving CAs were made")
         if rep.legacy:
-            self.ctx.sink.line("pki", f"warning: {self.ctx.pki.legacy_ca} (the CA from before CA separation) is still "
+            self.ctx.sink.line("pki", f"{self.ctx.pki.legacy_ca} (the CA from before CA separation) is still "
                                "trusted for client and kubelet serving certificates; remove it on every controller "
-                               "once every node renewed them (docs/security.md, Certificate authorities)")
+                               "once every node renewed them (docs/security.md, Certificate authorities)", level="warn")
         self.ctx.binaries.prefetch(self.binary_names())
 
     def start(self) -> None:
-        self.manager = ComponentManager(self.stages(), on_change=self.write_status, stopping=self.stopping)
+        self.manager = ComponentManager(self.stages(), on_change=self.write_status, stopping=self.stopping,
+                                        sink=self.sink)
         self.manager.init()
         self.manager.stop_stale()
         self.manager.start(init=False)
@@ -161,7 +163,7 @@ class Controller(NodeRole):
         try:
             rep = self.ctx.pki.ensure(self.pki_request())
         except MkeError as e:
-            self.ctx.sink.line("pki", f"renewal check failed: {e}")
+            self.ctx.sink.line("pki", f"renewal check failed: {e}", level="error")
             return []
         changed = rep.renewed + rep.created
         if changed:
@@ -185,7 +187,7 @@ class Controller(NodeRole):
                     return []
                 stale = {c.name: c.needs_restart() for c in self.manager.started if isinstance(c, SupervisedComponent)}
         except (MkeError, OSError) as e:
-            self.ctx.sink.line("pki", f"cannot check the certificates: {e}")
+            self.ctx.sink.line("pki", f"cannot check the certificates: {e}", level="warn")
             return []
         stale = {name: files for name, files in stale.items() if files}
         restarted: list[str] = []
@@ -195,7 +197,7 @@ class Controller(NodeRole):
             try:
                 restarted = self.manager.restart(set(stale))
             except MkeError as e:
-                self.ctx.sink.line("pki", f"restart after a certificate change failed: {e}")
+                self.ctx.sink.line("pki", f"restart after a certificate change failed: {e}", level="error")
                 return []  # not recorded: tried again on the next tick
         else:
             self.ctx.sink.line("pki", "certificates changed; every running component reloads them itself")
@@ -240,7 +242,7 @@ class Controller(NodeRole):
 
     @property
     def worker_data_dir(self) -> Path:
-        return self.data_dir / "node"
+        return self.data_dir / EMBEDDED_WORKER_DIR
 
     def start_worker(self) -> None:
         """Run mke's worker role next to the control plane, joined with a token made here. It is

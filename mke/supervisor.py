@@ -1,8 +1,9 @@
 """Run one binary as a supervised child process.
 
 Each child runs in its own session (so its own process group), with a clean
-environment (``mke.procenv.clean_env``), stdout+stderr read line by line and written
-with a ``[component]`` tag, and a pid file ``<run_dir>/<name>.pid``. When it exits
+environment (``mke.procenv.clean_env``), stdout+stderr read line by line and handed to
+the shared ``LogSink`` (mke/logsink.py: time, level, ``[component]`` tag; stderr and
+``<data-dir>/logs/<component>.log``), and a pid file ``<run_dir>/<name>.pid``. When it exits
 without being asked to, it is started again after a backoff that doubles from
 ``backoff_initial`` up to ``backoff_max`` and resets once a run lasted ``stable_after``
 seconds. ``stop()`` sends SIGTERM to the process group, waits ``stop_timeout``, then
@@ -19,15 +20,14 @@ from __future__ import annotations
 import collections
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
 
 from mke.errors import ComponentError
+from mke.logsink import LogSink
 from mke.node import process
 
 
@@ -41,31 +41,6 @@ class ProcessSpec:
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
     stable_after: float = 30.0
-
-
-class LogSink:
-    """Where tagged lines go: one stream shared by all children (line-atomic)."""
-
-    def __init__(self, stream: TextIO | None = None) -> None:
-        self._stream = stream
-        self._lock = threading.Lock()
-
-    def line(self, tag: str, text: str) -> None:
-        self.lines(tag, [text])
-
-    def lines(self, tag: str, texts: list[str]) -> None:
-        """Write several lines of one component at once (one write, one flush)."""
-        if not texts:
-            return
-        stream = self._stream or sys.stderr
-        prefix = f"[{tag}] "
-        block = "".join(f"{prefix}{t}\n" for t in texts)
-        with self._lock:
-            try:
-                stream.write(block)
-                stream.flush()
-            except (OSError, ValueError):
-                pass
 
 
 class Supervisor:
@@ -146,7 +121,7 @@ class Supervisor:
             self.pid_file.unlink(missing_ok=True)
             return None
         if process.runs_binary(pid, self.spec.args[0]):
-            self.sink.line(self.spec.name, f"stopping pid {pid} left by an earlier run")
+            self.sink.line(self.spec.name, f"stopping pid {pid} left by an earlier run", level="warn")
             process.kill_process_group(pid, self.spec.stop_timeout)
         self.pid_file.unlink(missing_ok=True)
         return pid
@@ -199,11 +174,11 @@ class Supervisor:
                 partial = b""
             texts = [c.decode(errors="replace") for c in complete]
             self.tail.extend(texts)
-            self.sink.lines(self.spec.name, texts)
+            self.sink.output(self.spec.name, texts)
         if partial:
             text = partial.decode(errors="replace")
             self.tail.append(text)
-            self.sink.line(self.spec.name, text)
+            self.sink.output(self.spec.name, [text])
         proc.stdout.close()
 
     def _watch(self) -> None:
@@ -219,7 +194,7 @@ class Supervisor:
             if ran >= self.spec.stable_after:
                 delay = self.spec.backoff_initial
             how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
-            self.sink.line(self.spec.name, f"{how} after {ran:.1f}s; restarting in {delay:.2f}s")
+            self.sink.line(self.spec.name, f"{how} after {ran:.1f}s; restarting in {delay:.2f}s", level="warn")
             if self._stopping.wait(delay):
                 return
             with self._lock:
@@ -228,7 +203,7 @@ class Supervisor:
                 try:
                     self._spawn(restart=True)
                 except ComponentError as e:
-                    self.sink.line(self.spec.name, str(e))
+                    self.sink.line(self.spec.name, str(e), level="error")
                     self._proc = _ExitedProcess(127)  # type: ignore[assignment]
             delay = min(delay * 2, self.spec.backoff_max)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from mke.commands import add_data_dir
@@ -16,15 +15,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mke.commands import exec_tool, passthrough_args
     from mke.errors import UsageError
-    from mke.node.binaries import BinaryResolver
     from mke.node.datadir import data_dir_from
     from mke.procenv import clean_env
 
     data_dir = data_dir_from(args.data_dir)
-    rest = list(args.kubectl_args)
-    if rest[:1] == ["--"]:
-        rest = rest[1:]
+    rest = passthrough_args(args.kubectl_args)
     env = clean_env()
     admin = data_dir / "pki" / "admin.conf"
     given = "KUBECONFIG" in env or any(a == "--kubeconfig" or a.startswith("--kubeconfig=") for a in rest)
@@ -34,7 +31,4 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"no admin kubeconfig at {admin}: run this on a controller (as root, with its "
                              f"--data-dir), or give kubectl --kubeconfig FILE or $KUBECONFIG")
         env["KUBECONFIG"] = str(admin)
-    resolver = BinaryResolver(args.bin_dir or data_dir / "bin", user_bin_dir=args.bin_dir is not None)
-    kubectl = resolver.path("kubectl")
-    os.execve(str(kubectl), [str(kubectl), *rest], env)
-    return 0  # not reached
+    return exec_tool("kubectl", rest, env, args.bin_dir or data_dir / "bin", user_bin_dir=args.bin_dir is not None)

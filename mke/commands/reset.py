@@ -35,12 +35,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def check(data_dir: Path, *, cgroup_root: str | None, pod_logs: str | None) -> int:
     from mke.errors import MkeError
+    from mke.node.datadir import worker_data_dirs
     from mke.worker.cleanup import embedded_tools, kubelet_settings, leftovers
     from mke.worker.context import WorkerPaths
 
     # The data dir's runtime/ is mke's own program (the entry stages it to run even this command).
     found = [f"dir {data_dir}"] if data_dir.exists() and any(p.name != "runtime" for p in data_dir.iterdir()) else []
-    for d in (data_dir, data_dir / "node"):  # mke worker | mke server --enable-worker
+    for d in worker_data_dirs(data_dir):  # mke worker | mke server --enable-worker
         cg, logs = kubelet_settings(d)
         with embedded_tools(WorkerPaths(d)):  # reset removed the staged iptables and ipset: use mke's own
             found += leftovers(d, cgroup_root=cgroup_root or cg, pod_logs=pod_logs or logs or "/var/log/pods")
@@ -84,7 +85,7 @@ def stop_leftover_components(run_dir: Path) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from mke.errors import BusyError, MkeError, UsageError
-    from mke.node.datadir import MARKERS, data_dir_from, holder_pid, is_mke_data_dir
+    from mke.node.datadir import MARKERS, data_dir_from, holder_pid, is_mke_data_dir, worker_data_dirs
 
     data_dir = data_dir_from(args.data_dir)
     if args.check:
@@ -110,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         from mke.worker.cleanup import WORKER_DIRS, reset_worker
     except ImportError:
         WORKER_DIRS, reset_worker = (), None  # type: ignore[assignment]
-    for d in (data_dir, data_dir / "node"):  # mke worker | mke server --enable-worker
+    for d in worker_data_dirs(data_dir):  # mke worker | mke server --enable-worker
         if reset_worker is not None and any((d / w).exists() for w in WORKER_DIRS):
             problems += reset_worker(d, _say)
     try:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mke.commands import add_data_dir, stop_on_signals
+from mke.commands import add_data_dir, add_log_arguments, log_sink_from, stop_on_signals
 from mke.errors import NotImplementedYet
 
 if TYPE_CHECKING:
@@ -27,6 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="node name (default: the host name)")
     p.add_argument("--ignore-sysinfo", action="store_true",
                    help="start even when a host check fails (mke sysinfo lists them)")
+    add_log_arguments(p)
     p.add_argument("--no-manifests", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -74,16 +74,15 @@ def run(args: argparse.Namespace) -> int:
 
         cfg, join = join_control_plane(token, cfg, data_dir=data_dir, name=args.name)
     ctl = Controller(cfg, data_dir=data_dir, bin_dir=args.bin_dir, name=args.name, join=join,
-                     manifests=not args.no_manifests)
+                     manifests=not args.no_manifests, sink=log_sink_from(args))
     ctl.notes += notes
     t0 = time.monotonic()
 
-    stop_on_signals(ctl.stopping)
+    stop_on_signals(ctl.stopping, ctl.signals)
 
     def ready(c: Controller) -> None:
-        print(f"mke: control plane ready in {time.monotonic() - t0:.1f}s; "
-              f"API https://{c.ctx.api_address}:{cfg.api.port}, kubeconfig {c.ctx.pki.kubeconfig('admin')}",
-              file=sys.stderr, flush=True)
+        c.say(f"control plane ready in {time.monotonic() - t0:.1f}s; "
+              f"API https://{c.ctx.api_address}:{cfg.api.port}, kubeconfig {c.ctx.pki.kubeconfig('admin')}")
 
     ctl.run(on_ready=ready)
     return 0

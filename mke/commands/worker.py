@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mke.commands import add_data_dir, stop_on_signals
+from mke.commands import add_data_dir, add_log_arguments, log_sink_from, stop_on_signals
 
 if TYPE_CHECKING:
     from mke.worker.context import WorkerOptions
@@ -37,6 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="extra kubelet flag (repeatable), e.g. --kubelet-arg=v=2")
     p.add_argument("--ignore-sysinfo", action="store_true",
                    help="start even when a host check fails (mke sysinfo --role worker lists them)")
+    add_log_arguments(p)
 
 
 def read_token(args: argparse.Namespace) -> str | None:
@@ -98,14 +98,14 @@ def run(args: argparse.Namespace) -> int:
     options, token, data_dir = check_args(args)
     # the network provider's modules are known only after joining: the worker checks them then
     notes = preflight(default_config(), ("worker",), data_dir, ignore=args.ignore_sysinfo)
-    worker = Worker(data_dir=data_dir, bin_dir=args.bin_dir, options=options, token=token)
+    worker = Worker(data_dir=data_dir, bin_dir=args.bin_dir, options=options, token=token, sink=log_sink_from(args))
     worker.notes += notes
     t0 = time.monotonic()
 
-    stop_on_signals(worker.stopping)
+    stop_on_signals(worker.stopping, worker.signals)
 
     def ready(w: Worker) -> None:
-        print(f"mke: node {options.node_name} Ready {time.monotonic() - t0:.1f}s after start", file=sys.stderr, flush=True)
+        w.say(f"node {options.node_name} Ready {time.monotonic() - t0:.1f}s after start")
 
     worker.run(on_ready=ready)
     return 0

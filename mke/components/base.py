@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Protocol
 
 from mke.errors import ComponentError
+from mke.logsink import LogSink
 from mke.node.binaries import BinaryResolver
-from mke.supervisor import LogSink, ProcessSpec, Supervisor
+from mke.supervisor import ProcessSpec, Supervisor
 
 
 class ComponentContext(Protocol):
@@ -252,7 +253,7 @@ class LoopComponent(Component):
             self.problems.pop(what, None)
             return
         if self.problems.get(what) != problem:
-            self.ctx.sink.line(self.name, f"{what}: {problem}")
+            self.ctx.sink.line(self.name, f"{what}: {problem}", level="warn")
         self.problems[what] = problem
 
     def _loop(self) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mke.config import ClusterConfig
+from mke.logsink import LogSink
 from mke.node.binaries import BinaryResolver
-from mke.supervisor import LogSink
 
 if TYPE_CHECKING:
     from mke.pki import ClusterPKI

@@ -180,7 +180,7 @@ class KubeletServingCSRApprover(LoopComponent):
             why = check_serving_csr(csr, node, control_plane)
             if why:
                 if name not in self._reported:
-                    self.ctx.sink.line(self.name, f"leaving {name} pending: {why}")
+                    self.ctx.sink.line(self.name, f"leaving {name} pending: {why}", level="warn")
                     self._reported.add(name)
                 continue
             csr.setdefault("status", {}).setdefault("conditions", []).append({

@@ -16,18 +16,20 @@ from collections.abc import Callable, Sequence
 
 from mke.components.base import Component, SupervisedComponent
 from mke.errors import ComponentError, MkeError
+from mke.logsink import LogSink
 
 
 class ComponentManager:
     def __init__(self, stages: Sequence[Sequence[Component]], *, poll_interval: float = 0.05,
                  on_change: Callable[[], None] | None = None,
-                 stopping: threading.Event | None = None) -> None:
+                 stopping: threading.Event | None = None, sink: LogSink | None = None) -> None:
         self.stages = [list(s) for s in stages]
         self.poll_interval = poll_interval
         self.started: list[Component] = []
         self.ready_at: dict[str, float] = {}
         self.on_change = on_change or (lambda: None)
         self.stopping = stopping or threading.Event()
+        self.sink = sink or LogSink()  # the node's: a stop that fails is said there
         self._lock = threading.Lock()
 
     @property
@@ -116,7 +118,7 @@ class ComponentManager:
             try:
                 c.stop()
             except Exception as e:  # noqa: BLE001 - stop must go on with the others
-                print(f"mke: stopping {c.name}: {e}")
+                self.sink.line(c.name, f"stop failed: {type(e).__name__}: {e}", level="error")
         self.on_change()
 
     def states(self) -> list[dict[str, object]]:

@@ -363,7 +363,8 @@ class _Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
         self.api, self.tls, self.limits = api, tls, limits
         self.slots = ConnectionSlots(limits.max_connections, limits.max_per_source)
         self.failed_tokens = FailedTokens(limits.failed_tokens, limits.failed_window)
-        self.log_budget = LogBudget(lambda text: api.ctx.sink.line(api.name, text), limits.log_burst,
+        # what it logs is a client refused or a request that failed
+        self.log_budget = LogBudget(lambda text: api.ctx.sink.line(api.name, text, level="warn"), limits.log_burst,
                                     limits.log_window)
         self._active: set[socket.socket] = set()
         self._active_lock = threading.Lock()

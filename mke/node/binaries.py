@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from mke.errors import StagingError
@@ -19,9 +19,10 @@ class BinaryResolver:
     role's binaries in one go (the payload decodes them in parallel).
     """
 
-    def __init__(self, bin_dir: Path, *, user_bin_dir: bool = False) -> None:
+    def __init__(self, bin_dir: Path, *, user_bin_dir: bool = False, say: Callable[[str], None] | None = None) -> None:
         self.bin_dir = Path(bin_dir).absolute()  # components run with the data dir as cwd
         self.user_bin_dir = user_bin_dir
+        self.say = say  # staging's messages (default: mke.staging's, on stderr); a node's go to its log
         self._paths: dict[str, Path] = {}
 
     def _in_user_dir(self, name: str) -> Path | None:
@@ -45,7 +46,8 @@ class BinaryResolver:
 
             payload = running_payload()
             if payload is not None and any(b.embedded for b in payload.manifest.binaries):
-                for s in staging.stage(payload, todo, self.bin_dir):
+                kw = {"say": self.say} if self.say is not None else {}
+                for s in staging.stage(payload, todo, self.bin_dir, **kw):
                     self._paths[s.name] = Path(s.path).absolute()
                 return
         except ImportError:  # a runtime without the staging module: PATH only

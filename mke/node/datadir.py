@@ -23,6 +23,8 @@ DEFAULT_DATA_DIR = Path("/var/lib/mke")
 RUN_DIR = "run"
 LOCK_NAME = "mke.lock"
 STATUS_NAME = "status.json"
+LOGS_DIR = "logs"  # <component>.log of everything that runs on this data dir (mke.logsink)
+EMBEDDED_WORKER_DIR = "node"  # where `mke server --enable-worker` keeps its worker's state
 
 
 # Directories of the host itself: never a data dir (mke reset would remove it) nor a pod logs dir.
@@ -32,7 +34,7 @@ SYSTEM_DIRS = frozenset({
     "/usr/share", "/var", "/var/cache", "/var/lib", "/var/log", "/var/run", "/var/tmp", "/var/spool",
 })
 # What an mke data dir holds (any one of them): only such a directory is mke reset's to remove.
-MARKERS = (f"{RUN_DIR}/{LOCK_NAME}", "runtime", "bin/.store", "pki", "worker", "node")
+MARKERS = (f"{RUN_DIR}/{LOCK_NAME}", "runtime", "bin/.store", "pki", "worker", EMBEDDED_WORKER_DIR)
 
 
 def refuse_system_dir(path: Path, flag: str) -> Path:
@@ -44,6 +46,11 @@ def refuse_system_dir(path: Path, flag: str) -> Path:
         raise UsageError(f"{flag} {path}: a directory of the host itself; mke needs one of its own "
                          f"(default {DEFAULT_DATA_DIR if flag == '--data-dir' else '/var/log/pods'})")
     return path
+
+
+def worker_data_dirs(data_dir: Path) -> tuple[Path, Path]:
+    """Where a worker keeps its state for ``--data-dir``: ``mke worker``'s, then ``mke server --enable-worker``'s."""
+    return Path(data_dir), Path(data_dir) / EMBEDDED_WORKER_DIR
 
 
 def is_mke_data_dir(path: Path) -> bool:

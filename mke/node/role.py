@@ -15,12 +15,15 @@ brings its worker up before returning; a worker: its node is Ready), ``WATCHDOG=
 every tick when the unit asks for a watchdog, ``STOPPING=1`` when it stops, and a
 ``STATUS=failed: ...`` line when the start fails. A role brought up inside another (the
 controller's embedded worker) says nothing: only the process's own role does.
+
+Everything a role says goes to its ``sink`` (mke/logsink.py); the role that locks the data
+dir first has it also write ``<data-dir>/logs/`` (``mke server --enable-worker``'s worker
+shares the server's sink, and so its files).
 """
 
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -28,7 +31,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mke import __version__
-from mke.node.datadir import DataDirLock, StatusFile
+from mke.logsink import LogSink
+from mke.node.datadir import LOGS_DIR, DataDirLock, StatusFile
 from mke.node.files import private_dir
 from mke.node.sdnotify import Notifier
 
@@ -40,8 +44,11 @@ class NodeRole:
     role = "node"
     tick_every = 5.0
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, sink: LogSink | None = None) -> None:
         self.data_dir = Path(data_dir).absolute()
+        self.sink = sink or LogSink()
+        self.opened_logs = False  # this role made the sink write <data-dir>/logs (and closes them)
+        self.signals: list[str] = []  # the signals that stopped it (mke.commands.stop_on_signals)
         self.lock = DataDirLock(self.data_dir)
         self.status_file = StatusFile(self.data_dir)
         self.stopping = threading.Event()
@@ -82,8 +89,13 @@ class NodeRole:
         self.lock.acquire()
         self.locked = True
         self.status_file.remove()  # left by an mke that was killed
+        self.opened_logs = self.sink.open_files(self.data_dir / LOGS_DIR)
         for note in self.notes:  # not before: a start refused for bad input says one line, nothing else
-            print(f"mke: {note}", file=sys.stderr, flush=True)
+            self.say(note, level="warn")
+
+    def say(self, text: str, *, level: str = "info") -> None:
+        """One line of mke's own about this node (tag ``mke``)."""
+        self.sink.line("mke", text, level=level)
 
     def status(self) -> dict[str, Any]:
         return {
@@ -119,11 +131,12 @@ class NodeRole:
 
     def tell(self, *fields: str) -> None:
         if self.notifier.enabled and not self.notifier.send(*fields) and self.notifier.error:
-            print(f"mke: warning: cannot notify the service manager: {self.notifier.error}", file=sys.stderr,
-                  flush=True)
+            self.sink.line("mke", f"cannot notify the service manager: {self.notifier.error}", level="warn")
             self.notifier = Notifier()  # said once; mke runs on without it
 
     def stop(self) -> None:
+        if self.signals and self.phase != "stopping":
+            self.say(f"{self.signals[0]}: stopping")
         self.phase = "stopping"
         self.stopping.set()
         self.stop_extra()
@@ -133,6 +146,9 @@ class NodeRole:
             self.status_file.remove()
             self.lock.release()
             self.locked = False
+        if self.opened_logs:
+            self.sink.close_files()
+            self.opened_logs = False
 
     def bring_up(self) -> None:
         """prepare() and start(); the role is running when this returns."""

@@ -167,7 +167,7 @@ class EtcdBackend(StorageBackend):
                 continue
             etcd.remove(m.id)
             ctx.sink.line("etcd", f"removed learner {m.peer_urls[0] if m.peer_urls else m.id}: added "
-                                  f"{ages[m.id]:.0f}s ago or more by a join that never started its etcd")
+                                  f"{ages[m.id]:.0f}s ago or more by a join that never started its etcd", level="warn")
         if waiting:
             left = max(1.0, self.stale_learner_after - min(ages[m.id] for m in waiting))
             raise BusyError(f"etcd has a learner ({waiting[0].peer_urls[0] if waiting[0].peer_urls else '?'}) "
@@ -186,11 +186,12 @@ class EtcdBackend(StorageBackend):
             m = next((m for m in etcd.members() if m.id == member_id), None)
             if m is not None and m.learner and not m.name:
                 etcd.remove(member_id)
-                ctx.sink.line("etcd", f"removed learner {name}: it never started within {self.promote_timeout:.0f}s")
+                ctx.sink.line("etcd", f"removed learner {name}: it never started within {self.promote_timeout:.0f}s",
+                              level="warn")
                 return
         except MkeError:
             pass
-        ctx.sink.line("etcd", f"learner {name} did not catch up within {self.promote_timeout:.0f}s")
+        ctx.sink.line("etcd", f"learner {name} did not catch up within {self.promote_timeout:.0f}s", level="warn")
 
 
 BACKEND = EtcdBackend()

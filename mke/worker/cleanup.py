@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from mke.node import process
+from mke.node.datadir import EMBEDDED_WORKER_DIR
 from mke.worker.context import WorkerPaths
 from mke.worker.host import CGROUP_ROOT, remove_system_files
 
@@ -103,7 +104,7 @@ def bin_dirs(paths: WorkerPaths) -> list[Path]:
     """Where this node's staged binaries live: its own bin dir, and for ``mke server
     --enable-worker`` (whose worker data dir is ``<data-dir>/node``) the server's."""
     dirs = [paths.data_dir / "bin"]
-    if paths.data_dir.name == "node":
+    if paths.data_dir.name == EMBEDDED_WORKER_DIR:
         dirs.append(paths.data_dir.parent / "bin")
     return dirs
 

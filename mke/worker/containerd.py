@@ -238,7 +238,7 @@ class ImageImport(Component):
         archives = self.archives()
         if system is None and not archives:
             self.ctx.sink.line(self.name, f"no system images in this mke and no image bundles in "
-                                          f"{self.ctx.paths.images_dir}; pods pull from registries")
+                                          f"{self.ctx.paths.images_dir}; pods pull from registries", level="warn")
             return
         images = ctr.images()
         if system is not None:

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mke.config import RegistriesConfig
+from mke.logsink import LogSink
 from mke.node.binaries import BinaryResolver
-from mke.supervisor import LogSink
 from mke.worker.host import CgroupInfo
 from mke.worker.join import WorkerSettings
+from mke.worker.paths import WorkerPaths  # re-exported: where it always was for the worker's modules
 
 if TYPE_CHECKING:
     from mke.network.base import NetworkProvider
@@ -22,97 +23,9 @@ if TYPE_CHECKING:
 WORKER_BINARIES = ("containerd", "containerd-shim-runc-v2", "ctr", "runc", "kubelet", "kube-proxy")
 # The host tools they execute (docs/host-userland.md), staged when the payload embeds them.
 HOST_TOOLS = ("xtables-nft-multi", "xtables-legacy-multi", "ipset", "mount", "umount")
-
-
-@dataclass(frozen=True)
-class WorkerPaths:
-    """Everything a worker writes lives under the data dir (except pod logs, see ``pod_logs``)."""
-
-    data_dir: Path
-
-    @property
-    def worker_dir(self) -> Path:  # configs, credentials, settings (0700)
-        return self.data_dir / "worker"
-
-    @property
-    def run_dir(self) -> Path:
-        return self.data_dir / "run"
-
-    @property
-    def ca(self) -> Path:
-        return self.worker_dir / "ca.crt"
-
-    @property
-    def settings(self) -> Path:
-        return self.worker_dir / "settings.json"
-
-    @property
-    def bootstrap_kubeconfig(self) -> Path:
-        return self.worker_dir / "bootstrap-kubelet.conf"
-
-    @property
-    def kubelet_kubeconfig(self) -> Path:
-        return self.worker_dir / "kubelet.conf"
-
-    @property
-    def kubelet_config(self) -> Path:
-        return self.worker_dir / "kubelet-config.yaml"
-
-    @property
-    def kubelet_cert_dir(self) -> Path:
-        return self.worker_dir / "pki"
-
-    @property
-    def kubelet_root(self) -> Path:
-        return self.data_dir / "kubelet"
-
-    @property
-    def containerd_config(self) -> Path:
-        return self.worker_dir / "containerd.toml"
-
-    @property
-    def containerd_root(self) -> Path:
-        return self.data_dir / "containerd"
-
-    @property
-    def registry_hosts_dir(self) -> Path:  # containerd's hosts.toml per registry (mke/worker/registries.py)
-        return self.containerd_root / "certs.d"
-
-    @property
-    def registry_hosts_record(self) -> Path:  # the entries of registry_hosts_dir mke wrote
-        return self.worker_dir / "registry-hosts.json"
-
-    @property
-    def containerd_state(self) -> Path:
-        return self.run_dir / "containerd"
-
-    @property
-    def containerd_socket(self) -> Path:
-        return self.containerd_state / "containerd.sock"
-
-    @property
-    def cni_conf_dir(self) -> Path:
-        return self.data_dir / "cni" / "net.d"
-
-    @property
-    def cni_ipam_dir(self) -> Path:
-        return self.data_dir / "cni" / "networks"
-
-    @property
-    def images_dir(self) -> Path:
-        return self.data_dir / "images"
-
-    @property
-    def imported_state(self) -> Path:
-        return self.worker_dir / "images-imported.json"
-
-    @property
-    def host_files_record(self) -> Path:  # files mke created on a host that lacked them (reset removes them)
-        return self.worker_dir / "host-files.json"
-
-    @property
-    def status(self) -> Path:
-        return self.run_dir / "worker-status.json"
+# What an operator runs against this worker (`mke crictl`; `mke ctr` runs the ctr above): staged with
+# the worker's binaries when the payload embeds them, so that the first use starts at once; never required.
+OPERATOR_TOOLS = ("crictl",)
 
 
 @dataclass(frozen=True, kw_only=True)

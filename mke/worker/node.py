@@ -17,7 +17,6 @@ in containerd's process group), as with k3s and k0s.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,20 +25,16 @@ from typing import Any
 from mke.components.base import Component
 from mke.components.manager import ComponentManager
 from mke.errors import TokenError
+from mke.logsink import LogSink
 from mke.network import get as network_provider
 from mke.node.binaries import BinaryResolver
 from mke.node.datadir import DEFAULT_DATA_DIR
 from mke.node.files import write_file_atomic
 from mke.node.hostinfo import node_address
 from mke.node.role import NodeRole
-from mke.supervisor import LogSink
 from mke.worker import host, hosttools
-from mke.worker.context import HOST_TOOLS, WORKER_BINARIES, WorkerContext, WorkerOptions, WorkerPaths
+from mke.worker.context import HOST_TOOLS, OPERATOR_TOOLS, WORKER_BINARIES, WorkerContext, WorkerOptions, WorkerPaths
 from mke.worker.join import WorkerSettings, bootstrap_kubeconfig, check_token, fetch_settings, kubeconfig_server
-
-
-def _say(msg: str) -> None:
-    print(f"mke: {msg}", file=sys.stderr, flush=True)
 
 
 def worker_stages(ctx: WorkerContext, *, swap: bool, resolv_conf: str) -> list[list[Component]]:
@@ -76,19 +71,24 @@ class Worker(NodeRole):
 
     def __init__(self, *, data_dir: Path = DEFAULT_DATA_DIR, bin_dir: Path | None = None,
                  options: WorkerOptions, token: str | None = None, sink: LogSink | None = None,
-                 backoff_initial: float = 0.5, say: Callable[[str], None] = _say) -> None:
-        super().__init__(data_dir)
+                 backoff_initial: float = 0.5, say: Callable[[str], None] | None = None) -> None:
+        super().__init__(data_dir, sink)
         self.paths = WorkerPaths(self.data_dir)
         self.bin_dir = bin_dir
         self.options = options
         self.token = token
-        self.sink = sink or LogSink()
         self.backoff_initial = backoff_initial
-        self.say = say
+        self.listener = say  # instead of the sink, for mke's own lines (a test's)
         self.ctx: WorkerContext | None = None
         self.t0 = time.monotonic()
         self.checks: list[host.Check] = []
         self.prepare_seconds: float | None = None  # token check, prerequisites, staging
+
+    def say(self, text: str, *, level: str = "info") -> None:
+        if self.listener is not None:
+            self.listener(text)
+        else:
+            super().say(text, level=level)
 
     # -- joining (no side effects until the token is known good)
 
@@ -112,7 +112,7 @@ class Worker(NodeRole):
                                  "(mke token create --role=worker)")
             raise TokenError("no join token: pass one as an argument, with --token-file, or in MKE_TOKEN "
                              "(create it on a controller with `mke token create --role=worker`)")
-        tok, settings = check_token(self.token, say=self.say)
+        tok, settings = check_token(self.token, say=lambda m: self.say(m, level="warn"))  # it says only fallbacks
         return tok.api_url, settings, tok
 
     def _compare_token_ca(self) -> None:
@@ -153,14 +153,15 @@ class Worker(NodeRole):
         network = network_provider(settings.network_provider)
         created = host.ensure_system_files(p.host_files_record, extra=network.host_files)
         if created:
-            self.say(f"this host had no {' and no '.join(created)}: created minimal ones (mke reset removes them)")
+            self.say(f"this host had no {' and no '.join(created)}: created minimal ones (mke reset removes them)",
+                     level="warn")
         cgroups = host.detect_cgroups()
         if cgroups.warning:
-            self.say(f"warning: {cgroups.warning}")
+            self.say(cgroups.warning, level="warn")
         self.checks = host.Prerequisites(modules=(*host.MODULES, *network.kernel_modules)).ensure()
         for c in self.checks:
             if c.status != "ok":
-                self.say(("warning: " if c.status == "missing" else "") + c.line())
+                self.say(c.line(), level="warn" if c.status == "missing" else "info")
         made = ensure_cgroup_root(cgroups, self.options.cgroup_root)
         if made:
             self.say(f"created cgroup root {self.options.cgroup_root} ({len(made)} hierarchies)")
@@ -174,16 +175,17 @@ class Worker(NodeRole):
 
                 options = dataclasses.replace(options, node_ip=ip)
         user_bin_dir = self.bin_dir is not None
-        binaries = BinaryResolver(Path(self.bin_dir) if self.bin_dir else p.data_dir / "bin", user_bin_dir=user_bin_dir)
+        binaries = BinaryResolver(Path(self.bin_dir) if self.bin_dir else p.data_dir / "bin", user_bin_dir=user_bin_dir,
+                                  say=self.say)
         can_lower_oom = host.has_capability(host.CAP_SYS_RESOURCE)
         if not can_lower_oom:
-            self.say("warning: no CAP_SYS_RESOURCE (a container or sandbox?): containerd restricts pods' OOM scores "
-                     "to its own (restrict_oom_score_adj)")
+            self.say("no CAP_SYS_RESOURCE (a container or sandbox?): containerd restricts pods' OOM scores "
+                     "to its own (restrict_oom_score_adj)", level="warn")
         self.ctx = WorkerContext(paths=p, options=options, settings=settings, cgroups=cgroups, binaries=binaries,
                                  api_url=api_url, can_lower_oom_score=can_lower_oom, sink=self.sink,
                                  backoff_initial=self.backoff_initial)
         binaries.prefetch([*WORKER_BINARIES, *self.ctx.network.cni_plugins, *self.ctx.network.worker_binaries(),
-                           *binaries.embedded(HOST_TOOLS)])
+                           *binaries.embedded((*HOST_TOOLS, *OPERATOR_TOOLS))])
         # The generic iptables names go into mke's own bin dir only, never into a user's --bin-dir.
         flavour = None if binaries.user_bin_dir else hosttools.prepare_iptables(binaries.bin_dir)
         if flavour:
@@ -217,7 +219,7 @@ class Worker(NodeRole):
         assert self.ctx is not None
         swap = host.swap_enabled()
         if swap:
-            self.say("warning: swap is on; kubelet runs with failSwapOn=false and NoSwap for pods")
+            self.say("swap is on; kubelet runs with failSwapOn=false and NoSwap for pods", level="warn")
         stages = worker_stages(self.ctx, swap=swap, resolv_conf=host.host_resolv_conf())
-        self.manager = ComponentManager(stages, on_change=self.write_status, stopping=self.stopping)
+        self.manager = ComponentManager(stages, on_change=self.write_status, stopping=self.stopping, sink=self.sink)
         self.manager.start()

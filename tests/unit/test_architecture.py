@@ -168,6 +168,9 @@ LIGHT_COMMANDS = {
     "status": ["status", "--data-dir", "{tmp}"],
     "reset": ["reset", "--data-dir", "{tmp}/nothing-here"],
     "kubectl": ["kubectl", "--data-dir", "{tmp}", "--bin-dir", "{tmp}/bin", "get", "nodes"],
+    "ctr": ["ctr", "--data-dir", "{tmp}", "--bin-dir", "{tmp}/bin", "images", "ls"],
+    "crictl": ["crictl", "--data-dir", "{tmp}", "--bin-dir", "{tmp}/bin", "ps"],
+    "completion": ["completion", "bash"],
 }
 
 PROBE = """

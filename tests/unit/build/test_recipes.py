@@ -23,6 +23,8 @@ def test_real_recipes_cover_every_embedded_binary():
         "runc", "bridge", "host-local", "loopback", "portmap", "pause",
         # issue 12: the default network provider and the host userland it and kubelet execute
         "kube-router", "xtables-nft-multi", "xtables-legacy-multi", "ipset", "mount", "umount",
+        # issue 19: what an operator runs against a worker (mke crictl)
+        "crictl",
     } <= binaries
     links = {n for r in recipes.values() for b in r.binaries for n in b.links}
     assert {f"{t}-{f}{s}" for t in ("iptables", "ip6tables") for f in ("nft", "legacy") for s in ("", "-save", "-restore")} == links

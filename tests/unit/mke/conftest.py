@@ -16,10 +16,11 @@ from mke.components.context import ControllerContext
 from mke.components.mke_api import Limits, MkeAPI
 from mke.config import parse_config
 from mke.kubeapi import KubeClient
+from mke.logsink import LogSink
 from mke.node.binaries import BinaryResolver
 from mke.pki import KUBECONFIGS, ClusterPKI, PKIRequest
-from mke.supervisor import LogSink
 from mke.tokens import JoinToken, TokenStore
+from tests.support import logs
 from tests.support.apiservers import EtcdGatewayStandIn, KubeAPIStandIn
 
 
@@ -90,7 +91,8 @@ class FirstController:
                                          ttl=ttl, mke_api_url=self.url, single_use=single_use)
 
     def log_lines(self) -> list[str]:
-        return self.log.getvalue().splitlines()
+        """``[tag] text`` of every line logged (each must carry its time and level)."""
+        return logs.tagged(self.log.getvalue())
 
 
 @pytest.fixture

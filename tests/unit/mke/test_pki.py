@@ -264,9 +264,9 @@ def test_a_kubelet_serving_certificate_is_not_accepted_for_the_apiserver_by_a_to
     from mke.components.context import ControllerContext
     from mke.components.controller_manager import KubeControllerManager
     from mke.config import parse_config
+    from mke.logsink import LogSink
     from mke.node.binaries import BinaryResolver
     from mke.pki import CertSpec, cert_pem, key_pem, make_leaf_cert, new_key
-    from mke.supervisor import LogSink
 
     pki = ClusterPKI(tmp_path / "pki")
     pki.ensure(REQ)

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from mke.supervisor import LogSink, ProcessSpec, Supervisor
+from mke.logsink import LogSink
+from mke.supervisor import ProcessSpec, Supervisor
+from tests.support import logs
 
 SLEEP = shutil.which("sleep") or "/bin/sleep"
 PY = sys.executable
@@ -66,13 +68,17 @@ def test_start_pidfile_own_group_and_stop(tmp_path: Path, sink) -> None:
 
 def test_output_is_tagged_per_line(tmp_path: Path, sink) -> None:
     # hello is flushed before oops is written: stdout to a pipe is block-buffered unless PYTHONUNBUFFERED
-    code = "import sys; print('hello', flush=True); print('oops', file=sys.stderr); import time; time.sleep(30)"
+    code = ("import sys; print('hello', flush=True); print('E1128 04:30:00.000001 1 x.go:1] oops', file=sys.stderr, "
+            "flush=True); print('debug here', flush=True); import time; time.sleep(30)")
     s = make(tmp_path, sink[0], "talker", PY, "-c", code)
     s.start()
     try:
-        wait_for(lambda: "[talker] oops" in sink[1].getvalue())
-        assert "[talker] hello\n" in sink[1].getvalue()
-        assert list(s.tail)[:2] == ["hello", "oops"]
+        wait_for(lambda: "debug here" in sink[1].getvalue())
+        got = logs.parse(sink[1].getvalue())
+        assert [(g.level, g.tagged) for g in got] == [
+            ("info", "[talker] hello"), ("error", "[talker] E1128 04:30:00.000001 1 x.go:1] oops"),
+            ("info", "[talker] debug here")]  # each line's level from its format (klog's E: error)
+        assert list(s.tail)[:2] == ["hello", "E1128 04:30:00.000001 1 x.go:1] oops"]
     finally:
         s.stop()
 
@@ -84,7 +90,8 @@ def test_restart_with_exponential_backoff(tmp_path: Path, sink) -> None:
         wait_for(lambda: s.restarts >= 5, timeout=20)
     finally:
         s.stop()
-    delays = [float(x) for x in re.findall(r"exited with code 3 after [\d.]+s; restarting in ([\d.]+)s", sink[1].getvalue())]
+    said = [line.text for line in logs.parse(sink[1].getvalue()) if line.level == "warn" and line.tag == "crasher"]
+    delays = [float(x) for x in re.findall(r"exited with code 3 after [\d.]+s; restarting in ([\d.]+)s", "\n".join(said))]
     assert delays[:5] == [0.05, 0.1, 0.2, 0.4, 0.4], delays
     assert s.last_exit == 3
 
@@ -99,7 +106,8 @@ def test_kill_9_of_child_restarts_it(tmp_path: Path, sink) -> None:
         second = wait_for(lambda: s.pid if s.pid not in (None, first) else None)
         assert alive(second) and s.restarts == 1
         assert s.pid_file.read_text().split()[0] == str(second)
-        assert "killed by signal 9" in sink[1].getvalue()
+        assert any(line.level == "warn" and line.text.startswith("killed by signal 9 after ")
+                   for line in logs.parse(sink[1].getvalue()))
     finally:
         s.stop()
 

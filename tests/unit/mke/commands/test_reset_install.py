@@ -42,6 +42,9 @@ def test_reset_stops_leftovers_and_removes_the_data_dir(tmp_path: Path) -> None:
     (data / "run").mkdir(parents=True)
     (data / "pki").mkdir()
     (data / "pki" / "ca.key").write_text("x")
+    (data / "logs").mkdir(mode=0o700)  # mke.logsink's per-component files, rotated ones too
+    for name in ("etcd.log", "etcd.log.1", "kubelet.log"):
+        (data / "logs" / name).write_text("2026-11-28T04:30:00.123Z info [etcd] x\n")
     # a component left running by an mke that was kill -9'd: a copy of `sleep` named etcd
     etcd = tmp_path / "bin" / "etcd"
     etcd.parent.mkdir()

@@ -20,10 +20,10 @@ from mke.components.controller_manager import KubeControllerManager
 from mke.components.manager import ComponentManager
 from mke.config import parse_config
 from mke.errors import ComponentError, StagingError
+from mke.logsink import LogSink
 from mke.node.binaries import BinaryResolver
 from mke.storage.etcd import Etcd
 from mke.storage.kine import Kine
-from mke.supervisor import LogSink
 
 
 def fake_binary(bin_dir: Path, name: str, body: str) -> Path:
@@ -91,6 +91,33 @@ def test_starts_in_order_and_stops_in_reverse(ctx: ControllerContext) -> None:
     mgr.stop()  # again: harmless
 
 
+def test_a_stop_that_fails_is_logged_and_the_others_still_stop() -> None:
+    from mke.components.base import Component
+    from tests.support import logs
+
+    class Broken(Component):
+        name = "broken"
+
+        def stop(self) -> None:
+            raise OSError("device busy")
+
+    class Fine(Component):
+        name = "fine"
+        stopped = False
+
+        def stop(self) -> None:
+            self.stopped = True
+
+    buf = io.StringIO()
+    fine = Fine()
+    mgr = ComponentManager([[fine], [Broken()]], sink=LogSink(buf))
+    mgr.start()
+    mgr.stop()
+    assert fine.stopped
+    assert [(x.level, x.tagged) for x in logs.parse(buf.getvalue())] == [
+        ("error", "[broken] stop failed: OSError: device busy")]
+
+
 def test_component_never_ready_undoes_partial_start(ctx: ControllerContext) -> None:
     fake_binary(ctx.data_dir / "bin", "store", READY_WHEN_STARTED)
     fake_binary(ctx.data_dir / "bin", "api", "import time\nprint('waiting for nothing', flush=True)\ntime.sleep(60)")
@@ -130,7 +157,7 @@ from mke.components.context import ControllerContext
 from mke.components.manager import ComponentManager
 from mke.config import parse_config
 from mke.node.binaries import BinaryResolver
-from mke.supervisor import LogSink
+from mke.logsink import LogSink
 from tests.unit.mke.components.test_components import FileReadyComponent
 d = Path(sys.argv[1])
 ctx = ControllerContext(config=parse_config({}), data_dir=d, node_name="ctl-1", api_address="192.0.2.10",

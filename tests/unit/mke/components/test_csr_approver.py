@@ -61,8 +61,8 @@ def controller_ctx(worker: bool = False):
 
     from mke.components.context import ControllerContext
     from mke.config import parse_config
+    from mke.logsink import LogSink
     from mke.node.binaries import BinaryResolver
-    from mke.supervisor import LogSink
 
     cfg = parse_config({"api": {"address": CONTROLLER_IP, "externalAddress": "lb.example.com",
                                 "sans": ["api.example.com"]}, "controlPlane": {"worker": worker}})

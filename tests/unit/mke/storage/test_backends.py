@@ -12,10 +12,10 @@ from mke import storage
 from mke.components.context import ControllerContext
 from mke.config import parse_config
 from mke.errors import ConfigError, UsageError
+from mke.logsink import LogSink
 from mke.node.binaries import BinaryResolver
 from mke.storage.etcd import Etcd
 from mke.storage.kine import Kine
-from mke.supervisor import LogSink
 
 
 def make_ctx(tmp_path: Path, cfg: dict | None = None, join: dict | None = None) -> ControllerContext:
