@@ -47,7 +47,9 @@ def test_the_model_has_every_command_sub_command_and_flag():
     create = {n: o for o in root.commands["token"].commands["create"].options for n in o.names}
     assert sorted(create["--role"].value.split()) == ["choice", "controller", "worker"]
     assert root.commands["kubectl"].args == ["rest"] and root.commands["ctr"].args == ["rest"]
-    assert root.commands["install"].args == ["choice controller worker", "any"]
+    install = root.commands["install"]  # a role, then the flags of that role's command
+    assert set(install.commands) == {"controller", "worker"}
+    assert {n for o in install.commands["worker"].options for n in o.names} >= {"--token-file", "--log-level", "--name"}
     assert root.commands["config"].commands["validate"].args == ["file"]
 
 
@@ -69,10 +71,10 @@ def complete(script_path: Path, words: list[str], cwd: Path) -> list[str]:
 
 CASES = [
     (["mke", "tok"], ["token"]),
-    (["mke", "c"], ["config", "ctr", "crictl", "completion"]),
-    (["mke", "--debug", "st"], ["status"]),
+    (["mke", "c"], ["config", "ctr", "crictl", "completion", "certificate"]),
+    (["mke", "--debug", "st"], ["start", "status", "stop"]),
     (["mke", "token", ""], ["create", "list", "invalidate"]),
-    (["mke", "token", "create", "--r"], ["--role"]),
+    (["mke", "token", "create", "--r"], ["--reusable", "--role"]),
     (["mke", "token", "create", "--role", ""], ["controller", "worker"]),
     (["mke", "token", "create", "--role", "=", "w"], ["worker"]),  # --role=w (bash splits at =)
     (["mke", "token", "create", "--expiry", "1h", "--d"], ["--description", "--data-dir"]),
@@ -82,6 +84,8 @@ CASES = [
     (["mke", "worker", "--log-"], ["--log-level", "--log-max-size", "--log-max-files"]),
     (["mke", "install", ""], ["controller", "worker"]),
     (["mke", "install", "controller", ""], []),  # then a token: nothing to offer
+    (["mke", "install", "worker", "--log-"], ["--log-level", "--log-max-size", "--log-max-files"]),
+    (["mke", "certificate", "rotate", "--service", "kube-s"], ["kube-scheduler"]),
     (["mke", "kubeconfig", ""], ["admin"]),
     (["mke", "completion", ""], ["bash", "zsh", "fish"]),
     (["mke", "server", "--name", ""], []),  # a value of its own

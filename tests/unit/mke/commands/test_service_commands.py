@@ -130,6 +130,12 @@ def given_value(a, tmp: Path) -> str:
         return str(tmp / f"a dir 100% $X {a.dest}")
     if a.type in (None, str):
         return f"v {a.dest} 100% $X"
+    from mke.commands import log_files, log_size
+
+    if a.type is log_size:
+        return str(20 << 20)  # in bytes, as install writes a parsed size; not the default (only what differs is passed)
+    if a.type is log_files:
+        return "3"
     pytest.fail(f"{a.option_strings}: teach this test a value of {a.type}")
 
 
