@@ -36,7 +36,9 @@ if ! docker info >/dev/null 2>&1; then
     exit 1
   fi
   echo "bootstrap: starting dockerd (log: /var/log/mke-dockerd.log)" >&2
-  nohup dockerd >/var/log/mke-dockerd.log 2>&1 &
+  # in a session of its own: a daemon must not share the caller's process group (a CI job
+  # runner or a supervisor that stops the group when the script's caller ends would stop it)
+  setsid nohup dockerd >/var/log/mke-dockerd.log 2>&1 < /dev/null &
   for _ in $(seq 1 60); do
     docker info >/dev/null 2>&1 && break
     sleep 1
