@@ -102,7 +102,7 @@ class SupervisedComponent(Component):
         self.supervisor: Supervisor | None = None
         self.binary_path: Path | None = None
         self.version: str | None = None  # set once known (payload manifest or --version)
-        self.started_files: str | None = None  # start_only_digest() when it last started
+        self.started_files: dict[str, str] | None = None  # files_state() when it last started
 
     def init(self) -> None:
         self.binary_path = self.ctx.binaries.path(self.binary)
@@ -165,33 +165,39 @@ class SupervisedComponent(Component):
     def start_only_files(self) -> list[Path]:
         return sorted(p for p, reloaded in self.files_read().items() if not reloaded)
 
-    def start_only_digest(self) -> str:
-        """One digest of which files it reads (and how), and of the contents of those it reads
-        only at start (a missing file counts as empty). A flag that names another file than
-        before (a CA bundle came or went) changes it as a changed file does."""
+    def files_state(self) -> dict[str, str]:
+        """What a restart would have to re-read: each file it reads (by path) -> "reloaded", or
+        the sha256 of the contents of a file it reads only at start ("" when it is missing)."""
         import hashlib
 
-        h = hashlib.sha256()
+        out = {}
         for path, reloaded in sorted(self.files_read().items()):
-            h.update(str(path).encode() + (b"\0r" if reloaded else b"\0s"))
-            if not reloaded:
-                try:
-                    data = path.read_bytes()
-                except OSError:
-                    data = b""
-                h.update(hashlib.sha256(data).digest())
-        return h.hexdigest()
+            if reloaded:
+                out[str(path)] = "reloaded"
+                continue
+            try:
+                out[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+            except OSError:
+                out[str(path)] = ""
+        return out
 
     def needs_restart(self) -> list[str]:
-        """The files (relative to the pki dir) it reads only at start when one of them changed,
-        or "its files" when it would now read other files; empty when nothing needs doing."""
-        if self.started_files is None or self.start_only_digest() == self.started_files:
+        """Why it must restart to see the pki dir as it is now: the files (relative to the pki dir)
+        it reads only at start that changed, or "the files its flags name" when it would now read
+        other files (a CA bundle came or went); empty when nothing needs doing."""
+        if self.started_files is None:
             return []
-        return [str(p.relative_to(self.watched_dir)) for p in self.start_only_files()] or ["its files"]
+        now = self.files_state()
+        if now == self.started_files:
+            return []
+        if set(now) != set(self.started_files) or any((now[p] == "reloaded") != (self.started_files[p] == "reloaded")
+                                                      for p in now):
+            return ["the files its flags name"]
+        return [str(Path(p).relative_to(self.watched_dir)) for p in now if now[p] != self.started_files[p]]
 
     def start(self) -> None:
         spec = self.process_spec()
-        self.started_files = self.start_only_digest()
+        self.started_files = self.files_state()
         self.supervisor = Supervisor(spec, run_dir=self.ctx.run_dir, sink=self.ctx.sink)
         self.supervisor.start()
 

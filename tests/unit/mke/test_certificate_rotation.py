@@ -103,7 +103,7 @@ def components(ctx: ControllerContext) -> dict[str, object]:
     cs = [KubeAPIServer(ctx, etcd_servers="https://127.0.0.1:2379"), Etcd(ctx), KubeControllerManager(ctx),
           KubeScheduler(ctx), KonnectivityServer(ctx)]
     for c in cs:
-        c.started_files = c.start_only_digest()  # as start() records it
+        c.started_files = c.files_state()  # as start() records it
     return {c.name: c for c in cs}
 
 
@@ -112,7 +112,7 @@ def test_only_konnectivity_restarts_when_every_leaf_is_rotated(pki: ClusterPKI, 
     pki.rotate(pki.leaves())
     need = {name: c.needs_restart() for name, c in cs.items()}
     assert need["konnectivity-server"], "konnectivity-server reads its agent-facing pair only at start"
-    assert {"konnectivity.crt", "konnectivity.key"} <= set(need["konnectivity-server"])
+    assert sorted(need["konnectivity-server"]) == ["konnectivity.crt", "konnectivity.key"]  # only what changed
     assert {n: v for n, v in need.items() if n != "konnectivity-server"} == {
         "kube-apiserver": [], "etcd": [], "kube-controller-manager": [], "kube-scheduler": []}
 
@@ -129,7 +129,7 @@ def test_what_a_component_reads_only_at_start_restarts_it(pki: ClusterPKI, ctx: 
     # a CA etcd and the apiserver read at start changes: both restart, nothing else
     write_file_atomic(pki.crt("etcd/ca"), pki.crt("etcd/ca").read_bytes() + b"\n", 0o644)
     restart = {n: c.needs_restart() for n, c in cs.items() if c.needs_restart()}
-    assert sorted(restart) == ["etcd", "kube-apiserver"] and "etcd/ca.crt" in restart["etcd"]
+    assert restart == {"etcd": ["etcd/ca.crt"], "kube-apiserver": ["etcd/ca.crt"]}
 
 
 def test_a_flag_naming_another_file_restarts_a_component(pki: ClusterPKI, ctx: ControllerContext):
@@ -138,7 +138,7 @@ def test_a_flag_naming_another_file_restarts_a_component(pki: ClusterPKI, ctx: C
     # file it reloads) now names the bundle, which the running process does not watch
     write_file_atomic(pki.legacy_ca, pki.crt("ca").read_bytes(), 0o644)
     write_file_atomic(pki.crt("client-ca-bundle"), pki.crt("client-ca").read_bytes(), 0o644)
-    assert cs["kube-apiserver"].needs_restart()
+    assert cs["kube-apiserver"].needs_restart() == ["the files its flags name"]
     assert cs["kube-scheduler"].needs_restart() == [] and cs["etcd"].needs_restart() == []
 
 
