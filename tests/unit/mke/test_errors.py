@@ -27,3 +27,17 @@ def test_host_error_names_the_path():
     assert str(HostError.from_os_error(FileExistsError(errno.EEXIST, "File exists", "/etc/passwd"))) == \
         "/etc/passwd: exists and is not a directory"
     assert str(HostError.from_os_error(PermissionError(errno.EACCES, "Permission denied"))) == "Permission denied"
+
+
+def test_the_troubleshooting_docs_list_every_exit_code_as_the_runtime_has_it():
+    import re
+    from pathlib import Path
+
+    from mke import errors
+
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "troubleshooting.md").read_text()
+    table = doc.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    listed = {name: int(code) for code, name in re.findall(r"^\| (\d+) \| (\w+) \|", table, re.MULTILINE)}
+    have = {c.__name__: c.exit_code for c in vars(errors).values()
+            if isinstance(c, type) and issubclass(c, errors.MkeError)}
+    assert listed == have
