@@ -6,11 +6,13 @@ import argparse
 import os
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from mke.logsink import LogSink
+    from mke.service.base import InitSystem
     from mke.worker.paths import WorkerPaths
 
 
@@ -36,6 +38,15 @@ def add_service_role(p: argparse.ArgumentParser) -> None:
     """The optional role of ``mke start``, ``stop`` and ``uninstall``."""
     p.add_argument("role", nargs="?", choices=["controller", "worker"],
                    help="which mke service (default: the one installed here)")
+
+
+def installed_service(args: argparse.Namespace) -> tuple[InitSystem, str, str]:
+    """``mke start|stop|uninstall``: (the service manager, the role installed or given, its service name)."""
+    from mke.service import detect, installed_role, service_name
+
+    init = detect()
+    role = installed_role(init, args.role)
+    return init, role, service_name(role)
 
 
 # -- the log of a long-running node (mke/logsink.py): server and worker
@@ -135,6 +146,27 @@ def running_worker_or_fail(data_dir: Path, hint: str) -> WorkerPaths:
         raise UsageError(f"no containerd socket at {sock} (nor {embedded}): run this on a worker (as root, with its "
                          f"--data-dir), or {hint}")
     return found
+
+
+def run_worker_tool(name: str, args: argparse.Namespace, rest: list[str], hint: str,
+                    build_argv: Callable[[list[str], dict[str, str], Callable[[], Path]], list[str]]) -> int:
+    """``mke ctr`` / ``mke crictl``: exec the embedded ``name`` with ``build_argv(rest, env, socket)``,
+    where ``socket()`` (asked only when the user did not choose one) is the running worker's
+    containerd socket, and the tool is staged into that worker's bin dir (or ``--bin-dir``)."""
+    from mke.node.datadir import data_dir_from
+    from mke.procenv import clean_env
+
+    data_dir = data_dir_from(args.data_dir)
+    env = clean_env()
+    worker: list[WorkerPaths] = []
+
+    def socket() -> Path:
+        worker.append(running_worker_or_fail(data_dir, hint))
+        return worker[0].containerd_socket
+
+    argv = build_argv(passthrough_args(rest), env, socket)
+    bin_dir = args.bin_dir or (worker[0].data_dir if worker else data_dir) / "bin"
+    return exec_tool(name, argv, env, bin_dir, user_bin_dir=args.bin_dir is not None)
 
 
 def exec_tool(name: str, argv: list[str], env: dict[str, str], bin_dir: Path, *, user_bin_dir: bool) -> int:

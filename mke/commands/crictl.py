@@ -44,18 +44,6 @@ def crictl_argv(rest: list[str], env: dict[str, str], socket: Callable[[], Path]
 
 
 def run(args: argparse.Namespace) -> int:
-    from mke.commands import exec_tool, passthrough_args, running_worker_or_fail
-    from mke.node.datadir import data_dir_from
-    from mke.procenv import clean_env
+    from mke.commands import run_worker_tool
 
-    data_dir = data_dir_from(args.data_dir)
-    env = clean_env()
-    worker = []
-
-    def socket() -> Path:
-        worker.append(running_worker_or_fail(data_dir, HINT))
-        return worker[0].containerd_socket
-
-    argv = crictl_argv(passthrough_args(args.crictl_args), env, socket)
-    bin_dir = args.bin_dir or (worker[0].data_dir if worker else data_dir) / "bin"
-    return exec_tool("crictl", argv, env, bin_dir, user_bin_dir=args.bin_dir is not None)
+    return run_worker_tool("crictl", args, args.crictl_args, HINT, crictl_argv)

@@ -18,11 +18,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mke.service import detect, installed_role, service_name
+    from mke.commands import installed_service
 
-    init = detect()
-    role = installed_role(init, args.role)
-    name = service_name(role)
+    init, role, name = installed_service(args)
     if init.waits_for_ready():
         print(f"starting {name}; waiting until it is ready (journalctl -u {name} -f shows its log)", flush=True)
     init.start(role)

@@ -15,10 +15,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mke.service import detect, installed_role, service_name
+    from mke.commands import installed_service
 
-    init = detect()
-    role = installed_role(init, args.role)
+    init, role, name = installed_service(args)
     init.stop(role)
-    print(f"stopped {service_name(role)}")
+    print(f"stopped {name}")
     return 0

@@ -19,12 +19,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mke.commands import installed_service
     from mke.errors import ServiceError
     from mke.node.datadir import DEFAULT_DATA_DIR
-    from mke.service import detect, installed_role, read_record, service_name
+    from mke.service import read_record
 
-    init = detect()
-    role = installed_role(init, args.role)
+    init, role, name = installed_service(args)
     path = init.service_file(role)
     record = read_record(path, role)
     if record is None:
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     if record.token_file is not None and record.token_file.is_file():
         record.token_file.unlink()
         removed.append(str(record.token_file))
-    print(f"stopped and disabled {service_name(role)}; removed {' and '.join(removed)}")
+    print(f"stopped and disabled {name}; removed {' and '.join(removed)}")
     data_dir = record.data_dir or DEFAULT_DATA_DIR
     flag = "" if data_dir == DEFAULT_DATA_DIR else f" --data-dir {data_dir}"
     print(f"the data dir {data_dir} stays (this node's state): `mke reset{flag}` removes it")
