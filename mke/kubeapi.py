@@ -437,6 +437,22 @@ class KubeClient:
         return self.call("PATCH", f"{res.path(ns, meta['name'])}?{q}", raw_body=json.dumps(obj).encode(),
                          content_type="application/apply-patch+yaml")
 
+    def apply_unless_changed(self, obj: dict[str, Any]) -> bool:
+        """Server-side apply with ``metadata.resourceVersion`` as its precondition: False when the
+        object changed since that version (HTTP 409), so that a read-check-write is atomic."""
+        res = self.resource(obj["apiVersion"], obj["kind"])
+        meta = obj.get("metadata", {})
+        ns = (meta.get("namespace") or "default") if res.namespaced else None
+        q = urllib.parse.urlencode({"fieldManager": FIELD_MANAGER, "force": "true"})
+        path = f"{res.path(ns, meta['name'])}?{q}"
+        status, data = self._request("PATCH", path, json.dumps(obj).encode(),
+                                     {"Content-Type": "application/apply-patch+yaml"})
+        if status == 409:
+            return False
+        if status not in (200, 201):
+            raise KubeAPIError(f"PATCH {self.server}{path}: HTTP {status}: {_status_message(data)}")
+        return True
+
     def wait_ready(self, timeout: float, *, path: str = "/readyz", interval: float = 0.1) -> None:
         deadline = time.monotonic() + timeout
         last = ""

@@ -39,6 +39,8 @@ NAMESPACE = "kube-system"
 ROLE_LABEL = "mke.io/token-role"
 # a token the first successful join deletes (controller tokens unless made --reusable)
 SINGLE_USE_LABEL = "mke.io/single-use"
+# the node a worker token was first used for (mke.components.csr_approver): it mints for no other
+NODE_ANNOTATION = "mke.io/node"
 GROUP_PREFIX = "system:bootstrappers:mke:"
 _ALPHABET = string.ascii_lowercase + string.digits
 _ID_RE = re.compile(r"^[a-z0-9]{6}$")
@@ -202,6 +204,7 @@ class TokenInfo:
     expires: dt.datetime | None
     description: str
     single_use: bool = False
+    node: str = ""  # a worker token's node, once it was used
 
 
 class TokenStore:
@@ -239,10 +242,11 @@ class TokenStore:
             groups = data.get("auth-extra-groups", "")
             role = next((r for r in ROLES if f"{GROUP_PREFIX}{r}" in groups.split(",")), "other")
             exp = data.get("expiration")
-            labels = (s.get("metadata") or {}).get("labels") or {}
+            meta = s.get("metadata") or {}
             out.append(TokenInfo(token_id=data.get("token-id", "?"), role=role,
                                  expires=_parse_time(exp) if exp else None, description=data.get("description", ""),
-                                 single_use=labels.get(SINGLE_USE_LABEL) == "true"))
+                                 single_use=(meta.get("labels") or {}).get(SINGLE_USE_LABEL) == "true",
+                                 node=(meta.get("annotations") or {}).get(NODE_ANNOTATION, "")))
         return sorted(out, key=lambda t: (t.role, t.token_id))
 
     def invalidate(self, id_or_token: str) -> str:
@@ -279,6 +283,33 @@ class TokenStore:
             raise TokenError(f"token {tok.token_id} was used already (controller tokens are single use: "
                              "make another with mke token create --role=controller)")
         return s
+
+    def bound(self, token_id: str) -> str:
+        """The node a worker token is bound to ("" before its first use)."""
+        s = self.client.get("v1", "Secret", f"bootstrap-token-{token_id}", NAMESPACE)
+        if s is None or s.get("type") != SECRET_TYPE:
+            raise TokenError(f"token {token_id} is unknown or was invalidated")
+        return str(((s.get("metadata") or {}).get("annotations") or {}).get(NODE_ANNOTATION, ""))
+
+    def bind(self, token_id: str, node: str) -> str:
+        """Bind a worker token to ``node`` on its first use; returns the node it is bound to (``node``,
+        or another one it was bound to before). The write carries the version read, so of two
+        first uses racing only one binds. TokenError when the token is gone."""
+        for _ in range(5):
+            s = self.client.get("v1", "Secret", f"bootstrap-token-{token_id}", NAMESPACE)
+            if s is None or s.get("type") != SECRET_TYPE:
+                raise TokenError(f"token {token_id} is unknown or was invalidated")
+            meta = s.get("metadata") or {}
+            bound = (meta.get("annotations") or {}).get(NODE_ANNOTATION)
+            if bound:
+                return str(bound)
+            if self.client.apply_unless_changed({
+                    "apiVersion": "v1", "kind": "Secret",
+                    "metadata": {"name": meta.get("name"), "namespace": NAMESPACE,
+                                 "resourceVersion": meta.get("resourceVersion"),
+                                 "annotations": {NODE_ANNOTATION: node}}}):
+                return node
+        raise TokenError(f"token {token_id}: its secret kept changing; could not bind it to node {node}")
 
     def give_back(self, spent: dict[str, Any]) -> None:
         """Store a spent single-use token again (the join it was spent on failed)."""

@@ -65,12 +65,14 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.action == "list":
         now = dt.datetime.now(dt.UTC)
-        print(f"{'ID':<8} {'ROLE':<11} {'USES':<8} {'EXPIRES':<32} DESCRIPTION")
+        print(f"{'ID':<8} {'ROLE':<11} {'USES':<8} {'NODE':<16} {'EXPIRES':<32} DESCRIPTION")
         for t in store.list():
             exp = t.expires.strftime("%Y-%m-%dT%H:%M:%SZ") if t.expires else "never"
             if t.expires and t.expires <= now:
                 exp += " (expired)"
-            print(f"{t.token_id:<8} {t.role:<11} {'once' if t.single_use else 'many':<8} {exp:<32} {t.description}")
+            uses = "once" if t.single_use or t.role == "worker" else "many"
+            node = t.node or ("-" if t.role == "worker" else "")
+            print(f"{t.token_id:<8} {t.role:<11} {uses:<8} {node:<16} {exp:<32} {t.description}")
         return 0
     for tok in ids:
         print(f"invalidated {store.invalidate(tok)}")

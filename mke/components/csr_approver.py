@@ -1,7 +1,18 @@
-"""Approve kubelet serving-certificate CSRs that match their node.
+"""Approve kubelet CSRs: the first client certificate of a node that joins with a worker
+token, and serving certificates that match their node.
 
-kube-controller-manager approves kubelet *client* CSRs (through the RBAC mke applies),
-but never ``kubernetes.io/kubelet-serving`` ones. This component does, with the checks
+**Client CSRs of joining nodes** (``kubernetes.io/kube-apiserver-client-kubelet`` requested
+by ``system:bootstrap:<token id>`` in mke's worker group): a worker token is bound to the
+node name of its first use (``TokenStore.bind``), so it gets a certificate for that node
+only, and never for a node that is registered already (the controller's own kubelet with
+``--enable-worker``, another worker): such a CSR is denied with the reason, which the
+joining kubelet sees. The subject must be ``system:node:<name>`` in ``system:nodes`` with
+client usages. kube-controller-manager still approves the renewals a node asks for with
+its own certificate (``selfnodeclient``); mke no longer grants bootstrap tokens the
+``nodeclient`` auto-approval (the binding of older mke is deleted).
+
+**Serving CSRs.** kube-controller-manager never approves ``kubernetes.io/kubelet-serving``
+ones. This component does, with the checks
 kubeadm documents as the operator's duty: the requester is ``system:node:<name>`` in
 ``system:nodes``; the CSR's subject is the same; usages are server auth only; every SAN
 is one of the Node's own addresses or names. Anything else stays pending.
@@ -35,6 +46,11 @@ from mke.errors import MkeError
 
 SIGNER = "kubernetes.io/kubelet-serving"
 ALLOWED_USAGES = {"digital signature", "key encipherment", "server auth"}
+CLIENT_SIGNER = "kubernetes.io/kube-apiserver-client-kubelet"
+CLIENT_USAGES = {"digital signature", "key encipherment", "client auth"}
+BOOTSTRAP_USER = "system:bootstrap:"
+# the auto-approval older mke gave worker tokens (mke.manifests.bootstrap_rbac): deleted, this approves now
+OLD_AUTOAPPROVE_BINDING = "mke:node-autoapprove-bootstrap"
 
 
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -144,17 +160,44 @@ def check_serving_csr(csr: dict[str, Any], node: dict[str, Any] | None,
     return None
 
 
+def bootstrap_client_csr(csr: dict[str, Any]) -> tuple[str, str, str | None] | None:
+    """(token id, node name, why it may not be approved or None) of a kubelet client CSR made with
+    an mke worker token; None for any other CSR (not this approver's)."""
+    from mke.manifests.bootstrap_rbac import WORKER_GROUP
+
+    spec = csr.get("spec", {})
+    user = spec.get("username", "")
+    if spec.get("signerName") != CLIENT_SIGNER or not user.startswith(BOOTSTRAP_USER) \
+            or WORKER_GROUP not in (spec.get("groups") or []):
+        return None
+    token_id = user.removeprefix(BOOTSTRAP_USER)
+    try:
+        req = x509.load_pem_x509_csr(base64.b64decode(spec["request"]))
+    except (KeyError, ValueError) as e:
+        return token_id, "", f"unparsable request ({e})"
+    cn = [str(a.value) for a in req.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    orgs = [str(a.value) for a in req.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
+    if len(cn) != 1 or not cn[0].startswith("system:node:") or orgs != ["system:nodes"]:
+        return token_id, "", f"subject {req.subject.rfc4514_string()} is not system:node:<name> in system:nodes"
+    node_name = cn[0].removeprefix("system:node:")
+    usages = set(spec.get("usages") or [])
+    if not usages <= CLIENT_USAGES or "client auth" not in usages:
+        return token_id, node_name, f"usages {sorted(usages)} are not client auth"
+    return token_id, node_name, None
+
+
 class KubeletServingCSRApprover(LoopComponent):
     name = "csr-approver"
-    interval = 5.0
+    interval = 2.0  # a joining node waits for its client certificate
     retry_interval = 5.0
-    first_delay = 5.0
+    first_delay = 2.0
 
     def __init__(self, ctx: ControllerContext) -> None:
         super().__init__(ctx)
         self.ctx: ControllerContext = ctx
         self._client: Any = None
         self._reported: set[str] = set()
+        self._old_binding_gone = False
         self.approved = 0
 
     def control_plane(self, client: Any) -> ControlPlaneNames:
@@ -165,13 +208,45 @@ class KubeletServingCSRApprover(LoopComponent):
             ips += [a for a in ep.get("addresses") or [] if isinstance(a, str)]
         return control_plane_names(self.ctx, ips)
 
+    def decide(self, client: Any, csr: dict[str, Any], approve: bool, reason: str, message: str) -> None:
+        name = csr["metadata"]["name"]
+        csr.setdefault("status", {}).setdefault("conditions", []).append({
+            "type": "Approved" if approve else "Denied", "status": "True", "reason": reason, "message": message})
+        client.call("PUT", f"/apis/certificates.k8s.io/v1/certificatesigningrequests/{name}/approval", csr)
+
+    def client_csr(self, client: Any, csr: dict[str, Any], token_id: str, node_name: str, why: str | None) -> bool:
+        """Approve or deny a joining node's client CSR; True when approved."""
+        from mke.tokens import TokenStore
+
+        name = csr["metadata"]["name"]
+        if why is None:
+            bound = TokenStore(client).bind(token_id, node_name) if client.get("v1", "Node", node_name) is None \
+                else TokenStore(client).bound(token_id)
+            if bound != node_name:
+                why = (f"worker token {token_id} was used for node {bound}: one worker token per node "
+                       "(mke token create --role=worker)" if bound else
+                       f"node {node_name} is registered already: a worker token cannot take over a node (delete "
+                       "the Node first, or start the node from its own data dir)")
+        if why is not None:
+            self.decide(client, csr, False, "MkeWorkerTokenRefused", why)
+            self.ctx.sink.line(self.name, f"denied {name} (token {token_id}, node {node_name or '?'}): {why}",
+                               level="warn")
+            return False
+        self.decide(client, csr, True, "MkeWorkerTokenApprove", f"worker token {token_id} is bound to node {node_name}")
+        self.ctx.sink.line(self.name, f"approved {name}: node {node_name}'s client certificate (token {token_id})")
+        return True
+
     def approve_pending(self, client: Any) -> int:
         n = 0
         control_plane: ControlPlaneNames | None = None
         for csr in client.list("certificates.k8s.io/v1", "CertificateSigningRequest"):
-            if csr.get("spec", {}).get("signerName") != SIGNER:
-                continue
             if any(c.get("type") in ("Approved", "Denied") for c in csr.get("status", {}).get("conditions", []) or []):
+                continue
+            joining = bootstrap_client_csr(csr)
+            if joining is not None:
+                n += self.client_csr(client, csr, *joining)
+                continue
+            if csr.get("spec", {}).get("signerName") != SIGNER:
                 continue
             name = csr["metadata"]["name"]
             node_name = csr["spec"].get("username", "").removeprefix("system:node:")
@@ -183,10 +258,7 @@ class KubeletServingCSRApprover(LoopComponent):
                     self.ctx.sink.line(self.name, f"leaving {name} pending: {why}", level="warn")
                     self._reported.add(name)
                 continue
-            csr.setdefault("status", {}).setdefault("conditions", []).append({
-                "type": "Approved", "status": "True", "reason": "MkeKubeletServingApprove",
-                "message": "approved by mke: SANs match the node's addresses"})
-            client.call("PUT", f"/apis/certificates.k8s.io/v1/certificatesigningrequests/{name}/approval", csr)
+            self.decide(client, csr, True, "MkeKubeletServingApprove", "approved by mke: SANs match the node's addresses")
             self.ctx.sink.line(self.name, f"approved {name} for node {node_name}")
             n += 1
         self.approved += n
@@ -197,6 +269,10 @@ class KubeletServingCSRApprover(LoopComponent):
 
         try:
             self._client = self._client or KubeClient.from_kubeconfig(self.ctx.pki.kubeconfig("admin"))
+            if not self._old_binding_gone:
+                # older mke let kube-controller-manager approve every worker token's client CSR
+                self._client.delete("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", OLD_AUTOAPPROVE_BINDING)
+                self._old_binding_gone = True
             self.approve_pending(self._client)
         except MkeError:
             self._client = None  # a new connection next time

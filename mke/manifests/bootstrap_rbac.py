@@ -1,5 +1,6 @@
-"""RBAC the cluster needs from mke: worker bootstrap tokens may create CSRs and have their
-client CSRs auto-approved; nodes may renew their client certs; the apiserver's kubelet
+"""RBAC the cluster needs from mke: worker bootstrap tokens may create CSRs (mke's
+csr-approver approves a joining node's client CSR, binding the token to that node: no
+auto-approval for tokens); nodes may renew their client certs; the apiserver's kubelet
 client may use the kubelet API; konnectivity-server may review agent tokens."""
 
 from __future__ import annotations
@@ -16,9 +17,6 @@ WORKER_GROUP = f"{GROUP_PREFIX}worker"
 def objects(ctx: ControllerContext) -> list[dict[str, Any]]:
     return [
         cluster_role_binding("mke:kubelet-bootstrap", "system:node-bootstrapper",
-                             [subject("Group", WORKER_GROUP)]),
-        cluster_role_binding("mke:node-autoapprove-bootstrap",
-                             "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
                              [subject("Group", WORKER_GROUP)]),
         cluster_role_binding("mke:node-autoapprove-certificate-rotation",
                              "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",

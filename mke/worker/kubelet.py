@@ -164,11 +164,25 @@ def client_cert_status(kubeconfig: Path, *, now: dt.datetime | None = None) -> t
     return True, f"client certificate valid until {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
 
 
+# kubelet's words when the cluster denied its bootstrap CSR (k8s.io/client-go util/certificate/csr)
+CSR_DENIED = re.compile(r'certificate signing request is denied, reason: [^,]*, message: (.*?)(?:\\?"|$)')
+
+
 class Kubelet(SupervisedComponent):
     name = "kubelet"
     binary = "kubelet"
     ready_timeout = 120.0
     stop_timeout = 20.0
+
+    def failure(self) -> str | None:
+        """A denied client certificate (a worker token used for another node, a node registered
+        already: mke's csr-approver) ends the wait at once, with the cluster's reason."""
+        sup = self.supervisor
+        for line in reversed(list(sup.tail) if sup is not None else []):
+            m = CSR_DENIED.search(line)
+            if m:
+                return f"the cluster denied this node's client certificate: {m.group(1)}"
+        return super().failure()
 
     def __init__(self, ctx: WorkerContext, *, swap: bool = False, resolv_conf: str = "/etc/resolv.conf") -> None:
         super().__init__(ctx)  # type: ignore[arg-type]

@@ -184,10 +184,9 @@ class Run:
         c.start_controller(storage)
         c.wait_controller()
         log(f"controller ready after {time.monotonic() - self.t0:.0f}s")
-        token = c.token()
         images = sorted(self.files["images"].glob("*.tar"))
-        for name in ("w1", "w2"):
-            c.start_worker(name, token, images, *self.worker_registry_args(name))
+        for name in ("w1", "w2"):  # a token per worker: a worker token binds to the first node it joins
+            c.start_worker(name, c.token(), images, *self.worker_registry_args(name))
         for name in ("w1", "w2"):
             c.ready_seconds[name] = c.wait_worker_ready(name, timeout=900)
         log(f"workers Ready {c.ready_seconds}; cluster up after {time.monotonic() - self.t0:.0f}s")

@@ -59,13 +59,13 @@ def cluster():
         c.start_controller()
         c.wait_controller()
         print(f"[e2e] controller ready after {time.monotonic() - t0:.1f}s", file=sys.stderr)
-        token = c.token()
+        tokens = {name: c.token() for name in ("w1", "w2")}  # one per node: a worker token binds to its first
         for name in ("w1", "w2"):
-            c.start_worker(name, token, [testapp])
+            c.start_worker(name, tokens[name], [testapp])
         for name in ("w1", "w2"):
             c.ready_seconds[name] = c.wait_worker_ready(name)
         c.images = [testapp]  # type: ignore[attr-defined]
-        c.token_text = token  # type: ignore[attr-defined]
+        c.token_text = tokens["w1"]  # type: ignore[attr-defined]
         print(f"[e2e] workers Ready: {dump(c.ready_seconds)} (cluster up in {time.monotonic() - t0:.1f}s)",
               file=sys.stderr)
         with InNetns("mke-e2e-client"):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.cluster import BASE, DATA, TESTAPP_IMAGE, dump
+from tests.e2e.cluster import BASE, DATA, POD_LOGS, TESTAPP_IMAGE, dump
 from tests.e2e.netns import InNetns
 from tests.support.wait import wait_until
 
@@ -604,6 +604,25 @@ def test_bad_tokens_fail_in_one_line_and_leave_nothing(cluster, case, tmp_path):
     # no node state: the data dir holds at most runtime/, mke's own program staged to run at all
     assert not data.exists() or [p.name for p in data.iterdir()] == ["runtime"]
     report(f"bad token ({case})", f"{lines[0]} [{time.monotonic() - t0:.1f}s]")
+
+
+def test_a_worker_token_joins_one_node_only(cluster, core):
+    """w1's token on another host: the controller denies the new node's client CSR (the token is
+    bound to w1), the worker stops with that reason in one line, and ``mke reset`` cleans the host."""
+    t0 = time.monotonic()
+    proc = cluster.run("bad", *cluster.worker_args("bad")[1:], cluster.token_text, timeout=300, check=False)
+    try:
+        lines = proc.stderr.strip().splitlines()
+        errors = [x for x in lines if x.startswith("mke: error: ")]
+        assert proc.returncode == 7, proc.stderr[-3000:]
+        assert len(errors) == 1 and "one worker token per node" in errors[0], proc.stderr[-3000:]
+        assert not any(n.metadata.name == "bad" for n in core.list_node().items)
+        report("a used worker token on another node", f"{errors[0][:200]} [{time.monotonic() - t0:.1f}s]")
+    finally:
+        reset = cluster.run("bad", "reset", "--data-dir", str(DATA), "--cgroup-root", cluster.cgroup_root("bad"),
+                            "--pod-logs-dir", str(POD_LOGS), timeout=300, check=False)
+        assert reset.returncode == 0, reset.stderr
+    assert cluster.leftovers("bad") == []
 
 
 def _invalidated(cluster) -> str:

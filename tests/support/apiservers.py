@@ -285,6 +285,11 @@ class KubeAPIStandIn(_StandIn):
                 return h.send_json(422, status(422, "Invalid", "PatchOptions.meta.k8s.io \"\" is invalid: "
                                                 "fieldManager: Required value: is required for apply patch"))
             obj = json.loads(seen.body)
+            want_rv = (obj.get("metadata") or {}).get("resourceVersion")
+            if current is not None and want_rv and current["metadata"].get("resourceVersion") != want_rv:
+                return h.send_json(409, status(409, "Conflict", f'Operation cannot be fulfilled on {plural} "{name}": '
+                                                "the object has been modified; please apply your changes to the "
+                                                "latest version and try again"))
             if current is not None:
                 merged = current | {k: v for k, v in obj.items() if k != "metadata"}
                 merged["metadata"] = current["metadata"] | obj.get("metadata", {})

@@ -37,7 +37,8 @@ def test_default_set_is_complete_and_valid() -> None:
         assert o["apiVersion"] and o["kind"] and o["metadata"]["name"]
         assert o["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "mke"
         yaml.safe_dump(o)  # serialisable
-    for want in ("ClusterRoleBinding/mke:kubelet-bootstrap", "ClusterRoleBinding/mke:node-autoapprove-bootstrap",
+    assert "ClusterRoleBinding/mke:node-autoapprove-bootstrap" not in n  # mke approves (csr_approver)
+    for want in ("ClusterRoleBinding/mke:kubelet-bootstrap",
                  "ClusterRoleBinding/mke:node-autoapprove-certificate-rotation",
                  "Deployment/kube-system/coredns", "Service/kube-system/kube-dns",
                  "Deployment/kube-system/metrics-server", "APIService/v1beta1.metrics.k8s.io",
