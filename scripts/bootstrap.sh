@@ -18,6 +18,9 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 # FIPS runtime (nox -s tests-fips): build the OpenSSL FIPS provider and cryptography against libcrypto.
 [ -f /usr/include/openssl/ssl.h ] || need_apt+=(libssl-dev)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+# mke completion's zsh and fish scripts are checked by the shells themselves.
+command -v zsh >/dev/null 2>&1 || need_apt+=(zsh)
+command -v fish >/dev/null 2>&1 || need_apt+=(fish)
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" != 0 ]; then
     echo "bootstrap: need root to install ${need_apt[*]} (run with sudo)" >&2

@@ -141,3 +141,24 @@ def test_the_scripts_are_made_once_and_describe_this_mke():
         text = script(shell)
         assert f"mke {__version__}" in text.splitlines()[0] + text.splitlines()[1]
         assert "python" not in text.lower()  # completing never runs mke
+
+
+FISH_CASES = [
+    ("mke tok", ["token"]),
+    ("mke token create --r", ["--reusable", "--role"]),
+    ("mke token create --role ", ["controller", "worker"]),
+    ("mke certificate rotate --service kube-s", ["kube-scheduler"]),
+    ("mke install worker --log-", ["--log-level", "--log-max-size", "--log-max-files"]),
+    ("mke completion ", ["bash", "fish", "zsh"]),
+]
+
+
+@pytest.mark.parametrize("line,expected", FISH_CASES, ids=[c[0] for c in FISH_CASES])
+def test_fish_completes(scripts, line, expected):
+    """fish's own ``complete -C`` asks the script what it offers for a command line."""
+    exe = shutil.which("fish")
+    if exe is None:
+        pytest.skip("no fish here (scripts/bootstrap.sh installs it)")
+    r = subprocess.run([exe, "-c", f"source {scripts['fish']}; complete -C '{line}'"], capture_output=True,
+                       text=True, timeout=30, check=True)
+    assert sorted(x.split("\t")[0] for x in r.stdout.splitlines()) == sorted(expected)
