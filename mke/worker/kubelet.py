@@ -61,6 +61,11 @@ def kubelet_configuration(ctx: WorkerContext, *, swap: bool = False, resolv_conf
         "protectKernelDefaults": False,
         "failSwapOn": not swap,
         "evictionHard": dict(EVICTION_HARD),
+        # Pulls in parallel (kubelet's default is one at a time): on an air-gapped node a pull of an
+        # image from an unreachable registry hangs until DNS or connect time out (about 50 s each,
+        # again and again with back-off), and one at a time every other pod's pull waits behind it.
+        "serializeImagePulls": False,
+        "maxParallelImagePulls": MAX_PARALLEL_IMAGE_PULLS,
     }
     if swap:
         cfg["memorySwap"] = {"swapBehavior": "NoSwap"}
@@ -163,6 +168,8 @@ def client_cert_status(kubeconfig: Path, *, now: dt.datetime | None = None) -> t
         return False, f"its client certificate expired at {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
     return True, f"client certificate valid until {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
 
+
+MAX_PARALLEL_IMAGE_PULLS = 5
 
 # kubelet's words when the cluster denied its bootstrap CSR (k8s.io/client-go util/certificate/csr)
 CSR_DENIED = re.compile(r'certificate signing request is denied, reason: [^,]*, message: (.*?)(?:\\?"|$)')

@@ -116,6 +116,8 @@ def test_kubelet_configuration_on_cgroup_v1(tmp_path):
     assert cfg["registerWithTaints"] == [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]
     assert cfg["failSwapOn"] is True and "memorySwap" not in cfg
     assert cfg["evictionHard"]["nodefs.available"] == "5%"
+    # a pull that hangs on an unreachable registry does not hold every other pull (air-gapped nodes)
+    assert cfg["serializeImagePulls"] is False and cfg["maxParallelImagePulls"] == 5
 
 
 def test_kubelet_configuration_on_cgroup_v2_with_swap(tmp_path):
