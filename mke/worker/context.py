@@ -89,13 +89,21 @@ class WorkerContext:
         return all(Path(p).is_file() for p in paths)
 
     def wait_for_node_credentials(self, who: str) -> None:
-        """Wait until kubelet's TLS bootstrap wrote the node's kubeconfig (kube-proxy, kube-router use it)."""
+        """Wait until kubelet's TLS bootstrap wrote the node's kubeconfig (kube-proxy, kube-router use it);
+        a client certificate the cluster denied ends the wait at once with the cluster's reason."""
         import time
 
-        from mke.errors import ComponentError
+        from mke.errors import ComponentError, TokenError
+        from mke.worker.join import denied_client_csr
 
         deadline = time.monotonic() + self.node_credentials_timeout
+        next_ask = time.monotonic() + 2.0
         while not self.node_credentials_present():
+            if time.monotonic() >= next_ask and self.paths.bootstrap_kubeconfig.exists():
+                next_ask = time.monotonic() + 3.0
+                why = denied_client_csr(self.paths.bootstrap_kubeconfig, self.options.node_name)
+                if why:
+                    raise TokenError(f"the cluster denied this node's client certificate: {why}")
             if time.monotonic() > deadline:
                 raise ComponentError(f"{who}: {self.paths.kubelet_kubeconfig} did not appear within "
                                      f"{self.node_credentials_timeout:.0f}s (kubelet's TLS bootstrap)")

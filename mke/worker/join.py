@@ -228,3 +228,46 @@ def kubeconfig_server(path: Path) -> str | None:
     except (OSError, KeyError, StopIteration, TypeError, yaml.YAMLError):
         return None
 
+
+def denied_client_csr(bootstrap_kubeconfig: Path, node_name: str, *, timeout: float = 5.0) -> str | None:
+    """Why the cluster denied this node's client certificate, when it did (mke's csr-approver:
+    a worker token used for another node, a node registered already), else None.
+
+    Asked with the bootstrap token itself (``system:node-bootstrapper`` may list CSRs): the
+    Denied CSRs that token made for ``node_name``. None as well when the question cannot be asked.
+    """
+    import base64
+
+    import yaml
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    try:
+        doc = yaml.safe_load(bootstrap_kubeconfig.read_text())
+        cluster = doc["clusters"][0]["cluster"]
+        token_text = doc["users"][0]["user"]["token"]
+        ca_pem = (base64.b64decode(cluster["certificate-authority-data"]).decode() if "certificate-authority-data" in cluster
+                  else (bootstrap_kubeconfig.parent / cluster["certificate-authority"]).read_text())
+        tok = JoinToken(role="worker", api_url=cluster["server"], ca_pem=ca_pem, ca_hash="",
+                        token_id=token_text.partition(".")[0], token_secret=token_text.partition(".")[2])
+        status, body = _TokenClient(tok, timeout).request("GET", "/apis/certificates.k8s.io/v1/certificatesigningrequests")
+    except (OSError, ValueError, KeyError, IndexError, TypeError, yaml.YAMLError, http.client.HTTPException):
+        return None
+    if status != 200 or not isinstance(body, dict):
+        return None
+    for csr in body.get("items") or []:
+        spec = csr.get("spec") or {}
+        if spec.get("username") != f"system:bootstrap:{tok.token_id}":
+            continue
+        denied = [c for c in (csr.get("status") or {}).get("conditions") or [] if c.get("type") == "Denied"]
+        if not denied:
+            continue
+        try:
+            req = x509.load_pem_x509_csr(base64.b64decode(spec["request"]))
+            cn = [str(a.value) for a in req.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+        except (KeyError, ValueError):
+            continue
+        if cn == [f"system:node:{node_name}"]:
+            return str(denied[-1].get("message") or denied[-1].get("reason") or "denied")
+    return None
+

@@ -183,3 +183,33 @@ def test_the_worker_stops_with_the_clusters_reason_when_its_certificate_is_denie
                            "w1: one worker token per node (mke token create --role=worker)")
     Sup.tail = collections.deque(["I1128 all is well"])
     assert k.failure() is None
+
+
+def test_a_joining_worker_learns_its_certificate_was_denied(cluster, tmp_path):
+    """mke/worker/join.py ``denied_client_csr``, asked with the bootstrap token as mke worker asks
+    it while it waits for kubelet's TLS bootstrap: the Denied CSR this token made for this node."""
+    import yaml
+
+    from mke.worker.join import denied_client_csr
+
+    fc, kube = cluster
+    tok = worker_token(fc)
+    secret = kube.get("v1", "Secret", f"bootstrap-token-{tok}", "kube-system")
+    bearer = f"{tok}.{base64.b64decode(secret['data']['token-secret']).decode()}"
+    fc.kube.tokens.add(bearer)
+    fc.kube.resources["certificates.k8s.io/v1"] = [("CertificateSigningRequest", "certificatesigningrequests", False)]
+    mine = client_csr("mine", tok, "bad")
+    mine["status"] = {"conditions": [{"type": "Denied", "reason": "MkeWorkerTokenRefused",
+                                      "message": "worker token was used for node w1: one worker token per node"}]}
+    other_node = client_csr("other", tok, "w9")
+    other_node["status"] = {"conditions": [{"type": "Denied", "message": "not this node's"}]}
+    for csr in (other_node, mine):
+        fc.kube.put({"apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest", **csr})
+    kc = tmp_path / "bootstrap-kubelet.conf"
+    kc.write_text(yaml.safe_dump({
+        "clusters": [{"name": "mke", "cluster": {"server": fc.kube.url, "certificate-authority": str(fc.pki.crt("ca"))}}],
+        "users": [{"name": "kubelet-bootstrap", "user": {"token": bearer}}]}))
+    assert denied_client_csr(kc, "bad") == "worker token was used for node w1: one worker token per node"
+    assert denied_client_csr(kc, "w2") is None  # nothing denied for this node
+    kc.write_text("not: [a kubeconfig")
+    assert denied_client_csr(kc, "bad") is None
