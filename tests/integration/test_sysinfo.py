@@ -61,8 +61,9 @@ def test_this_machine_can_run_a_controller_and_a_worker(exe, tmp_path):
     assert doc["verdict"] in ("PASS", "WARN") and doc["roles"] == ["controller", "worker"]
     fails = [c for c in got.values() if c["verdict"] == "FAIL"]
     assert not fails, fails
-    for name in ("kernel", "cgroups", "module overlay", "module br_netfilter", "cgroup controller memory"):
+    for name in ("kernel", "module overlay", "module br_netfilter", "cgroup controller memory"):
         assert got[name]["verdict"] == "PASS", got[name]
+    assert got["cgroups"]["verdict"] in ("PASS", "WARN"), got["cgroups"]  # v1 (this VM) is a WARN
     assert got["module overlay"]["detail"] in ("loaded", "built in")
     assert not data.exists(), "sysinfo wrote the data dir"
 
@@ -132,15 +133,19 @@ def test_a_host_without_the_modules_and_with_the_api_port_taken(exe, tmp_path):
         assert "neither loaded, built in, nor in" in got["module overlay"]["detail"]
         port = next(c for n, c in got.items() if n.startswith("port 6443"))
         assert port["verdict"] == "FAIL" and f"pid {listener.pid}" in port["detail"], port
-        assert got["kernel"]["verdict"] == "PASS" and got["cgroups"]["verdict"] == "PASS"
+        assert got["kernel"]["verdict"] == "PASS" and got["cgroups"]["verdict"] != "FAIL"
 
-        # mke server stops on the same FAILs, one line each, before it writes anything
+        # mke server (a controller: the kernel options and its ports; modules are a worker's) stops on
+        # its FAILs, one line each, the last one the error, before it writes anything
         r = mke("server", "--data-dir", "/var/lib/mke")
         assert r.returncode == PREFLIGHT_EXIT, r.stderr
-        assert "Traceback" not in r.stderr
-        for needle in ("module overlay", "module br_netfilter", "port 6443"):
-            assert needle in r.stderr, r.stderr
-        assert list(data.iterdir()) == [], "mke server wrote into the data dir"
+        lines = r.stderr.strip().splitlines()
+        assert "Traceback" not in r.stderr and lines[-1].startswith("mke: error: sysinfo: "), r.stderr
+        for needle in ("CONFIG_OVERLAY_FS: FAIL", "CONFIG_BRIDGE_NETFILTER: FAIL", f"port 6443: FAIL (in use by pid "
+                                                                                    f"{listener.pid}"):
+            assert sum(needle in line for line in lines) == 1, r.stderr
+        # nothing of a node: at most runtime/, mke's own program staged to run at all (as sysinfo staged it)
+        assert [p.name for p in data.iterdir()] in ([], ["runtime"]), "mke server wrote into the data dir"
         os.close(netns)
     finally:
         listener.kill()
