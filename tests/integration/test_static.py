@@ -246,14 +246,17 @@ def test_other_versions_are_removed_when_unused(dist, tmp_path):
 
 
 def test_install_writes_the_mke_file_not_the_runtime(dist, tmp_path):
-    r = subprocess.run([str(dist / "mke"), "install", "controller", "--unit-dir", str(tmp_path)], capture_output=True,
-                       text=True, env={**ENV, "MKE_RUNTIME_DIR": str(tmp_path / "rt")}, check=False)
+    """The unit names the mke file itself, not the staged runtime (a stand-in root with systemd's
+    mark and a fake systemctl: tests/support/initsystems.py; no service manager runs here)."""
+    from tests.support.initsystems import Host, exec_start_argv
+
+    host = Host.make(tmp_path, "systemd")
+    r = subprocess.run([str(dist / "mke"), "install", "controller", "--data-dir", str(tmp_path / "data")],
+                       capture_output=True, text=True,
+                       env={**ENV, **host.env(), "MKE_RUNTIME_DIR": str(tmp_path / "rt")}, check=False)
     assert r.returncode == 0, r.stderr
-    unit = (tmp_path / "mke-controller.service").read_text()
-    assert f"ExecStart={os.path.realpath(dist / 'mke')} server" in unit
-
-
-# --------------------------------------------------------------------------- mke server
+    unit = (host.root / "etc/systemd/system/mke-controller.service").read_text()
+    assert exec_start_argv(unit)[:2] == [os.path.realpath(dist / "mke"), "server"]
 
 
 def _free_ports(n: int) -> list[int]:
