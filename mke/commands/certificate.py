@@ -30,8 +30,14 @@ import socket
 import ssl
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mke.commands import add_data_dir
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+    from mke.pki import ClusterPKI
 
 # service -> its leaf certificates (pki stems)
 SERVICES: dict[str, tuple[str, ...]] = {
@@ -125,7 +131,7 @@ def status(data_dir: Path, *, as_json: bool) -> int:
 def rotate(data_dir: Path, *, services: list[str], wait: bool, as_json: bool) -> int:
     from mke.errors import ComponentError, UsageError
     from mke.node.datadir import read_status
-    from mke.pki import KUBECONFIGS, ClusterPKI, cert_pem
+    from mke.pki import KUBECONFIGS, ClusterPKI
 
     pki = ClusterPKI(data_dir / "pki")
     if not pki.key("ca").exists():
@@ -169,7 +175,7 @@ def rotate(data_dir: Path, *, services: list[str], wait: bool, as_json: bool) ->
         if name not in new:
             continue
         want = new[name]
-        got = _wait_serving(name, host, port, pki, cert_pem(want), deadline)
+        got = _wait_serving(name, host, port, pki, want, deadline)
         serving[name] = {"endpoint": f"{host}:{port}", "new": got}
         say(f"{name} on {host}:{port}: " + ("serves the new certificate" if got else "still serves the old one"))
     report["serving"] = serving
@@ -180,10 +186,7 @@ def rotate(data_dir: Path, *, services: list[str], wait: bool, as_json: bool) ->
     return 0
 
 
-def _cert_row(cert: object) -> dict[str, str]:
-    from cryptography import x509
-
-    assert isinstance(cert, x509.Certificate)
+def _cert_row(cert: x509.Certificate) -> dict[str, str]:
     return {"serial": f"{cert.serial_number:x}", "not_after": cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")}
 
 
@@ -192,17 +195,14 @@ def _emit(report: dict[str, object], as_json: bool) -> None:
         print(json.dumps(report, indent=1))
 
 
-def _local_server(pki: object) -> str | None:
+def _local_server(pki: ClusterPKI) -> str | None:
     """The server admin.conf names (rewritten with the new admin certificate), or None."""
-    import yaml
+    from mke.errors import MkeError
+    from mke.kubeapi import endpoint_from_kubeconfig
 
-    from mke.pki import ClusterPKI
-
-    assert isinstance(pki, ClusterPKI)
     try:
-        doc = yaml.safe_load(pki.kubeconfig("admin").read_text())
-        return str(doc["clusters"][0]["cluster"]["server"])
-    except (OSError, yaml.YAMLError, KeyError, IndexError, TypeError):
+        return endpoint_from_kubeconfig(pki.kubeconfig("admin")).server
+    except (MkeError, OSError):
         return None
 
 
@@ -221,12 +221,11 @@ def _wait_applied(data_dir: Path, after: str, before: str, since: float) -> dict
     return None
 
 
-def _serving_endpoints(pki: object, data_dir: Path, running: dict[str, object]) -> dict[str, tuple[str, int]]:
+def _serving_endpoints(pki: ClusterPKI, data_dir: Path, running: dict[str, object]) -> dict[str, tuple[str, int]]:
     """Serving certificate -> where this controller serves it."""
     from mke.config import load_config, node_config
-    from mke.pki import ClusterPKI, cert_sans, load_cert
+    from mke.pki import cert_sans, load_cert
 
-    assert isinstance(pki, ClusterPKI)
     try:
         cfg = node_config(data_dir, None)
     except Exception:  # noqa: BLE001 - a config that no longer loads: the defaults' ports
@@ -259,14 +258,10 @@ def served_certificate(host: str, port: int, *, client: tuple[Path, Path] | None
         return None
 
 
-def _wait_serving(name: str, host: str, port: int, pki: object, want_pem: bytes, deadline: float) -> bool:
-    from cryptography import x509
+def _wait_serving(name: str, host: str, port: int, pki: ClusterPKI, cert: x509.Certificate, deadline: float) -> bool:
     from cryptography.hazmat.primitives import serialization
 
-    from mke.pki import ClusterPKI
-
-    assert isinstance(pki, ClusterPKI)
-    want = x509.load_pem_x509_certificate(want_pem).public_bytes(serialization.Encoding.DER)
+    want = cert.public_bytes(serialization.Encoding.DER)
     # etcd asks every client for a certificate
     client = (pki.crt("etcd/client"), pki.key("etcd/client")) if name.startswith("etcd/") else None
     while True:

@@ -9,7 +9,7 @@ Two kinds of component share that lifecycle:
 - ``SupervisedComponent``: one binary run by a ``Supervisor``. This class *is* the
   declared ability the manager and the controller look for (``isinstance``): it can
   stop a copy left by a killed mke, it reports its binary and version, and it says
-  which certificate files it reads only at start (``start_only_files``): the controller
+  which certificate files it reads only at start (``files_read``): the controller
   restarts it when one of those changes, and only then (a renewed or rotated certificate
   that the binary reloads by itself restarts nothing).
 - ``LoopComponent``: a loop in mke's own process (apply manifests, approve CSRs, keep
@@ -161,9 +161,6 @@ class SupervisedComponent(Component):
                     for named in kubeconfig_client_files(path):
                         out[named] = out.get(named, True)
         return out
-
-    def start_only_files(self) -> list[Path]:
-        return sorted(p for p, reloaded in self.files_read().items() if not reloaded)
 
     def files_state(self) -> dict[str, str]:
         """What a restart would have to re-read: each file it reads (by path) -> "reloaded", or
