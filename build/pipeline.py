@@ -22,7 +22,7 @@ from build.fsutil import write_atomic
 from build.modes.base import BuildContext, Mode
 from build.platform import Platform
 from build.progress import log
-from build.recipes import DebianSource, Recipe
+from build.recipes import DebianSource, Recipe, SourceSpec, patch_note
 
 MANIFEST_SCHEMA = 1
 
@@ -141,6 +141,8 @@ def manifest_entries(mode: str, results: list[ComponentResult], fips: bool) -> l
             })
             if b.links:  # a multi-call binary's other names; the runtime stages them as symlinks to it
                 entries[-1]["links"] = list(b.links)
+            if mode == "docker" and isinstance(r.source, SourceSpec) and r.source.patches:
+                entries[-1]["patches"] = [patch_note(p) for p in r.source.patches]
     return sorted(entries, key=lambda e: e["name"])
 
 

@@ -8,6 +8,7 @@ The format is documented in docs/recipes.md.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,19 @@ class SourceSpec:
     local_replace_version: str = ""
     replace: tuple[tuple[str, str], ...] = ()  # extra wrapper-module replaces: module -> version
     buildmode: str = ""  # go build -buildmode (e.g. "pie" for runc's static-pie); "" = Go's default
+    # [[source.patch]]: changes mke makes to the upstream module, applied in order to a copy
+    # of the verified module before the build (build/gomod.py apply_patches).
+    patches: tuple[Patch, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Patch:
+    """One ``[[source.patch]]``: a unified diff (``git apply`` format, paths relative to the
+    module root) in ``file`` (relative to the recipe's directory), pinned by ``sha256``."""
+
+    file: str
+    sha256: str
+    reason: str
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -399,7 +413,7 @@ def _parse_source(ctx: TomlChecker, t: Any, binaries: tuple[str, ...]) -> Source
     ctx.keys(
         where, t,
         {"kind", "module", "version", "packages", "tests", "cgo", "static", "tags", "ldflags", "env",
-         "staging_version", "cflags", "commit", "local_replace_version", "replace", "buildmode"},
+         "staging_version", "cflags", "commit", "local_replace_version", "replace", "buildmode", "patch"},
         {"kind", "module", "version"},
     )
     kind = ctx.choice(join(where, "kind"), ctx.get(where, t, "kind", str), SOURCE_KINDS)
@@ -449,6 +463,7 @@ def _parse_source(ctx: TomlChecker, t: Any, binaries: tuple[str, ...]) -> Source
         ctx.choice(join(where, "buildmode"), buildmode, BUILDMODES)
         if kind == "c":
             raise ctx.fail(join(where, "buildmode"), "not allowed for kind = \"c\"")
+    patches = _parse_patches(ctx, where, t, kind)
     return SourceSpec(
         kind=kind,
         module=ctx.get(where, t, "module", str),
@@ -466,7 +481,57 @@ def _parse_source(ctx: TomlChecker, t: Any, binaries: tuple[str, ...]) -> Source
         local_replace_version=local_replace,
         replace=replace,
         buildmode=buildmode,
+        patches=patches,
     )
+
+
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _parse_patches(ctx: TomlChecker, where: str, t: dict, kind: str) -> tuple[Patch, ...]:
+    raw = ctx.get(where, t, "patch", list, [])
+    if raw and kind == "c":
+        raise ctx.fail(join(where, "patch"), "only allowed for Go sources (kind = \"go\" or \"kubernetes\")")
+    patches = []
+    for i, p in enumerate(raw):
+        at = f"{where}.patch[{i}]"
+        if not isinstance(p, dict):
+            raise ctx.fail(at, "expected a table ([[source.patch]] with file, sha256, reason)")
+        ctx.keys(at, p, {"file", "sha256", "reason"}, {"file", "sha256", "reason"})
+        file = _rel_path(ctx, join(at, "file"), ctx.get(at, p, "file", str))
+        sha = ctx.get(at, p, "sha256", str)
+        if not _SHA256_RE.match(sha):
+            raise ctx.fail(join(at, "sha256"), f"expected 64 lowercase hex digits, got {sha!r}")
+        reason = ctx.get(at, p, "reason", str).strip()  # why mke changes upstream: shown in the SBOM and `mke version`
+        patch = Patch(file=file, sha256=sha, reason=reason)
+        read_patch(ctx.path, patch, where=at, error=ctx.fail)
+        patches.append(patch)
+    files = [p.file for p in patches]
+    dupes = sorted({f for f in files if files.count(f) > 1})
+    if dupes:
+        raise ctx.fail(join(where, "patch"), f"{dupes[0]} is listed twice")
+    return tuple(patches)
+
+
+def patch_note(patch: Patch) -> str:
+    """How the manifest, the SBOM and ``mke version`` name a patch."""
+    return f"{patch.file} (sha256 {patch.sha256}): {patch.reason}"
+
+
+def read_patch(recipe_path: Path, patch: Patch, *, where: str = "source.patch", error: Any = None) -> bytes:
+    """The bytes of ``patch``, checked against the digest the recipe pins (at load and again
+    at build time, so what is applied is exactly what was reviewed)."""
+    path = recipe_path.parent / patch.file
+    fail = error or (lambda w, msg: RecipeError(f"{recipe_path}: {w}: {msg}"))
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise fail(join(where, "file"), f"cannot read {path}: {e.strerror or e}") from None
+    got = hashlib.sha256(data).hexdigest()
+    if got != patch.sha256:
+        raise fail(join(where, "sha256"), f"{patch.file} has sha256 {got}, the recipe pins {patch.sha256}; "
+                   "review the patch, then pin its new digest")
+    return data
 
 
 # --------------------------------------------------------------------------- loading

@@ -97,6 +97,9 @@ class Binary(NamedTuple):
     # Other names the same file answers to (a multi-call binary dispatching on argv[0]):
     # staged as symlinks next to it.
     links: tuple[str, ...] = ()
+    # Changes mke made to the upstream source (docker mode's [[source.patch]]): one line each,
+    # "file (sha256 ...): reason". Empty for an unmodified upstream build.
+    patches: tuple[str, ...] = ()
 
     @property
     def embedded(self) -> bool:
@@ -159,6 +162,13 @@ class Library(NamedTuple):
         return True
 
 
+def _binary_document(b: Binary) -> dict[str, Any]:
+    doc = b._asdict() | {"roles": list(b.roles), "links": list(b.links), "patches": list(b.patches)}
+    if not b.patches:  # an unpatched binary's entry reads as before the field existed
+        del doc["patches"]
+    return doc
+
+
 class Manifest(NamedTuple):
     mke_version: str
     platform: str  # "linux/amd64"
@@ -192,11 +202,14 @@ class Manifest(NamedTuple):
         return tuple(b for b in self.binaries if wanted.intersection(b.roles))
 
     def components(self) -> list[dict[str, Any]]:
-        """One entry per component (name, version, binaries), sorted by name."""
+        """One entry per component (name, version, binaries; patches when mke changed its
+        upstream source), sorted by name."""
         out: dict[str, dict[str, Any]] = {}
         for b in self.binaries:
             c = out.setdefault(b.component, {"component": b.component, "version": b.version, "binaries": []})
             c["binaries"].append({"name": b.name, "sha256": b.sha256, "size": b.size})
+            if b.patches:
+                c["patches"] = list(b.patches)
         return [out[k] for k in sorted(out)]
 
     # ------------------------------------------------------------- (de)serialization
@@ -209,7 +222,7 @@ class Manifest(NamedTuple):
             "fips": self.fips,
             "codec": self.codec,
             "frames": [f._asdict() | {"members": list(f.members)} for f in self.frames],
-            "binaries": [b._asdict() | {"roles": list(b.roles), "links": list(b.links)} for b in self.binaries],
+            "binaries": [_binary_document(b) for b in self.binaries],
             "libraries": [x._asdict() | {"packages": list(x.packages)} for x in self.libraries],
             "images": [i.to_document() for i in self.images],
         }
@@ -264,6 +277,7 @@ class Manifest(NamedTuple):
                 frame=frame,
                 offset=v.field(b, at, "offset", (int, type(None))),
                 links=tuple(v.strings(b, at, "links")) if "links" in b else (),
+                patches=tuple(v.strings(b, at, "patches")) if "patches" in b else (),
             ))
         libraries = []
         for i, x in enumerate(doc.get("libraries", [])):

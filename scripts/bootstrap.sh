@@ -10,6 +10,8 @@ command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
 command -v objcopy >/dev/null 2>&1 || need_apt+=(binutils)
 command -v zstd >/dev/null 2>&1 || need_apt+=(zstd)
 command -v file >/dev/null 2>&1 || need_apt+=(file)
+# docker mode applies recipes' [[source.patch]] files with git apply (docs/recipes.md).
+command -v git >/dev/null 2>&1 || need_apt+=(git)
 # mke server tests: real MariaDB and PostgreSQL servers for kine, curl and openssl for checks.
 [ -x /usr/sbin/mariadbd ] || need_apt+=(mariadb-server)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)

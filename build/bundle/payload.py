@@ -112,7 +112,7 @@ def make_payload_manifest(dm: DistManifest, frames: list[tuple[list[str], Output
             homepage=b.get("homepage", ""), roles=tuple(b.get("roles", ())), source=b.get("source"),
             mode=b.get("mode", dm.mode), fips=bool(b.get("fips", dm.fips)),
             sha256=b.get("sha256"), size=b.get("size"), frame=frame, offset=inner,
-            links=tuple(b.get("links", ())),
+            links=tuple(b.get("links", ())), patches=tuple(b.get("patches", ())),
         ))
     libraries = []
     for r in runtime:

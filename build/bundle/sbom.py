@@ -62,6 +62,8 @@ def sbom(manifest: pf.Manifest, *, artifact: str, digest: str, source_date_epoch
             pkg["externalRefs"] = [{"referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl",
                                     "referenceLocator": f"pkg:golang/{module}@{version}"}]
             pkg["sourceInfo"] = f"built from source: Go module {source}"
+            if first.patches:  # mke's [[source.patch]] changes: not the upstream release as published
+                pkg["sourceInfo"] += "; patched by mke: " + "; ".join(first.patches)
         elif urls and urls[0].endswith(".dsc"):  # kind = "debian" recipes (build/debsrc.py)
             pkg["sourceInfo"] = "built from Debian source packages: " + " ".join(urls)
         elif urls:

@@ -84,12 +84,14 @@ def build_date(epoch: int | None, module_time: str | None) -> str:
 def source_key(src: Any) -> dict[str, Any]:
     """A Go recipe's whole ``[source]`` for its action key.
 
-    ``tests`` (``[source.tests]``) enters only when set, so the keys of recipes without
-    test binaries stayed what they were before the field existed (no needless rebuild).
+    ``tests`` (``[source.tests]``) and ``patches`` (``[[source.patch]]``, by file, digest
+    and reason) enter only when set, so the keys of recipes without them stayed what they
+    were before the fields existed (no needless rebuild).
     """
     d = dataclasses.asdict(src)
-    if not d.get("tests"):
-        d.pop("tests", None)
+    for optional in ("tests", "patches"):
+        if not d.get(optional):
+            d.pop(optional, None)
     return d
 
 
@@ -476,4 +478,5 @@ class DockerMode:
             "source_seconds": round(t_sources, 3),
             "build_seconds": round(time.monotonic() - t0 - t_sources, 3),
             "packages_compiled": sink.packages,
+            **({"patches": [f"{p.file} sha256:{p.sha256}" for p in src.patches]} if src.patches else {}),
         }

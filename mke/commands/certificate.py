@@ -10,9 +10,9 @@ one has expired, like ``mke status``.
 SANs and usages (``ClusterPKI.rotate``), under the pki dir's writers' lock, and rewrites
 ``admin.conf``. CAs are not rotated (docs/security.md, "Rotating a CA"). The running server
 notices within a tick (mke.controller ``apply_certificate_changes``) and restarts only what
-reads a changed file only at start: konnectivity-server, whose agent-facing pair
-apiserver-network-proxy loads once. kube-apiserver, etcd, the controller-manager, the
-scheduler and mke's own API reload theirs, without a restart. The command then waits until
+reads a changed file only at start: no component for a leaf rotation (kube-apiserver, etcd,
+the controller-manager, the scheduler, konnectivity-server with mke's patch and mke's own
+API reload theirs). The command then waits until
 the server reports that it acted on the new files and checks over TLS that every serving
 endpoint presents its new certificate (kube-apiserver watches its files; when a change
 event is missed it looks again within a minute), and prints what happened to each.

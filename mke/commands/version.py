@@ -72,4 +72,7 @@ def run(args: argparse.Namespace) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for r in rows:
         print("  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3])
+    for c in doc["components"]:
+        for note in c.get("patches", ()):
+            print(f"{c['component']} is patched by mke: {note}")
     return 0

@@ -6,15 +6,25 @@ from __future__ import annotations
 from mke.components.base import SupervisedComponent, https_ok
 from mke.node.tls import K8S_MIN_VERSION, go_cipher_suites
 
+# recipes/konnectivity.toml's [[source.patch]], as the payload manifest names it
+RELOAD_PATCH = "patches/konnectivity/0001-reload-serving-key-pair.patch"
+
 
 class KonnectivityServer(SupervisedComponent):
     name = "konnectivity-server"
     binary = "konnectivity-server"
     ready_timeout = 60.0
-    # Nothing: apiserver-network-proxy v0.36.0 loads its agent-facing pair once
-    # (cmd/server/app/server.go getTLSConfig: tls.LoadX509KeyPair), so a new konnectivity
-    # certificate restarts it; agents reconnect. Its kubeconfig names its client pair as
-    # files, which client-go reloads (SupervisedComponent.kubeconfig_flags).
+    @property
+    def reloads(self) -> frozenset[str]:  # type: ignore[override]
+        """The agent-facing pair is read again when its files change with mke's patch to
+        apiserver-network-proxy v0.36.0 (RELOAD_PATCH; upstream reads it once, in
+        cmd/server/app/server.go getTLSConfig), which the payload manifest records for the
+        embedded binary. A konnectivity-server from --bin-dir or PATH is taken as upstream's:
+        a new certificate restarts it (agents reconnect). Its kubeconfig names its client
+        pair as files, which client-go reloads (SupervisedComponent.kubeconfig_flags)."""
+        if any(p.startswith(RELOAD_PATCH) for p in self.ctx.binaries.patches(self.binary)):
+            return frozenset({"cluster-cert", "cluster-key"})
+        return frozenset()
 
     @property
     def socket_path(self):

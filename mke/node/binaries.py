@@ -78,6 +78,21 @@ class BinaryResolver:
         have = {b.name for b in payload.manifest.binaries if b.embedded} if payload is not None else set()
         return [n for n in wanted if n in have]
 
+    def patches(self, name: str) -> tuple[str, ...]:
+        """mke's changes to ``name``'s upstream source, as the payload manifest records them
+        (``[[source.patch]]``); () for a binary from --bin-dir or PATH, whose source is unknown."""
+        if self._in_user_dir(name) is not None:
+            return ()
+        try:
+            from mke.payload_format import running_payload
+
+            payload = running_payload()
+        except ImportError:
+            return ()
+        if payload is None:
+            return ()
+        return next((b.patches for b in payload.manifest.binaries if b.name == name and b.embedded), ())
+
     def path(self, name: str) -> Path:
         if name not in self._paths:
             self.prefetch([name])

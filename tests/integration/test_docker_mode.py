@@ -114,5 +114,54 @@ def test_failed_build_shows_log_tail_and_path(env: dict[str, Path], monkeypatch:
     assert not any("no-such-linker-flag" in p.read_text() for p in (env["cache"] / "ac").glob("*.json"))
 
 
+def test_patched_build_runs_the_patched_source(env: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """[[source.patch]]: the verified module is copied, patched with git apply and built from the
+    copy (the pins stay upstream's); the binary says so in its build info, the manifest names
+    the patch, and the action key differs from the unpatched build's."""
+    import difflib
+    import hashlib
+
+    original = (REPO / "tests" / "support" / "gohello" / "main.go").read_text()
+    changed = original.replace("hello from mke's docker mode", "hello from a patched module")
+    patch = "gohello: say it is patched\n\n" + "".join(difflib.unified_diff(
+        original.splitlines(keepends=True), changed.splitlines(keepends=True), "a/main.go", "b/main.go"))
+    recipes = tmp_path / "recipes"
+    (recipes / "patches").mkdir(parents=True)
+    (recipes / "patches" / "0001-say.patch").write_text(patch)
+    (recipes / "gohello.toml").write_text((RECIPES / "gohello.toml").read_text() + f"""
+[[source.patch]]
+file = "patches/0001-say.patch"
+sha256 = "{hashlib.sha256(patch.encode()).hexdigest()}"
+reason = "the test's change"
+""")
+    monkeypatch.setenv("GOPROXY", f"file://{env['proxy']}")
+    dist = tmp_path / "dist"
+    assert _build({**env, "dist": dist}, recipes=recipes) == 0
+    assert "built=1 cached=0" in capsys.readouterr().err  # not the unpatched build's cache entry
+    binary = dist / "linux-amd64" / "bin" / "gohello"
+    assert subprocess.run([str(binary)], capture_output=True, text=True, check=True).stdout.strip() == \
+        "hello from a patched module"
+    go = next((env["cache"] / "toolchains").glob("go*/bin/go"))
+    meta = subprocess.run([str(go), "version", "-m", str(binary)], capture_output=True, text=True, check=True).stdout
+    assert f"{MODULE}\tv1.2.3" in meta and "=>\t./patched\t(devel)" in meta  # the build info shows the replacement
+    manifest = json.loads((dist / "linux-amd64" / "manifest.json").read_text())
+    entry = {e["name"]: e for e in manifest["binaries"]}["gohello"]
+    assert entry["source"] == f"{MODULE}@v1.2.3"
+    assert entry["patches"] == [f"patches/0001-say.patch (sha256 {hashlib.sha256(patch.encode()).hexdigest()}): "
+                                "the test's change"]
+    # a patch that no longer applies: one line naming the field, nothing cached or written
+    (recipes / "patches" / "0001-say.patch").write_text(patch.replace("hello from mke", "bonjour de mke"))
+    text = (recipes / "gohello.toml").read_text()
+    digest = hashlib.sha256((recipes / "patches" / "0001-say.patch").read_bytes()).hexdigest()
+    (recipes / "gohello.toml").write_text(text[:text.index('sha256 = "')] + f'sha256 = "{digest}"\n'
+                                          + 'reason = "the test\'s change"\n')
+    dist2 = tmp_path / "dist2"
+    assert _build({**env, "dist": dist2}, recipes=recipes) == 10
+    err = capsys.readouterr().err
+    assert "gohello.toml: source.patch[0]: patches/0001-say.patch does not apply to example.com/mke-gohello@v1.2.3" in err
+    assert not (dist2 / "linux-amd64" / "bin" / "gohello").exists()
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-v"]))

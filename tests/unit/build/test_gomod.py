@@ -191,3 +191,124 @@ def test_wrapper_lists_test_packages_as_tools_so_their_module_stays_required() -
     text = wrapper_gomod(recipe, {"Go": "1.22", "Require": [], "Replace": None})
     assert "tool (\n\texample.com/a/cmd/a\n\texample.com/a/e2e\n)" in text
     assert list_groups(recipe.source) == [(False, ["example.com/a/cmd/a"]), (True, ["example.com/a/e2e"])]
+
+
+# ----------------------------------------------------------------------- [[source.patch]]
+
+MODULE_FILE = "package a\n\nconst Greeting = \"hello\"\n"
+PATCH = """mke: greet differently (a header before the diff, as the real patches carry)
+
+diff --git a/greeting.go b/greeting.go
+--- a/greeting.go
++++ b/greeting.go
+@@ -1,3 +1,3 @@
+ package a
+ 
+-const Greeting = "hello"
++const Greeting = "patched"
+"""
+
+
+def _patched_recipe(tmp_path: Path, patch_text: str = PATCH, **override: object) -> object:
+    import hashlib
+
+    (tmp_path / "patches").mkdir(exist_ok=True)
+    (tmp_path / "patches" / "0001.patch").write_text(patch_text)
+    entry = {"file": "patches/0001.patch", "sha256": hashlib.sha256(patch_text.encode()).hexdigest(),
+             "reason": "test", **override}
+    data = {
+        "schema": 1, "name": "comp", "version": "1.0.0", "license": "Apache-2.0", "homepage": "https://example.com",
+        "binary": [{"name": "a", "roles": ["worker"]}], "fetch": {"available": False, "reason": "test"},
+        "source": {"kind": "go", "module": "example.com/a", "version": "v1.0.0", "packages": {"a": "example.com/a"},
+                   "patch": [entry]},
+    }
+    return parse_recipe(tmp_path / "comp.toml", data)
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"file": "../outside.patch"}, r"comp.toml: source.patch\[0\].file: '../outside.patch' must be a relative path"),
+    ({"file": "patches/missing.patch"}, r"comp.toml: source.patch\[0\].file: cannot read .*missing.patch"),
+    ({"sha256": "0" * 64}, r"comp.toml: source.patch\[0\].sha256: patches/0001.patch has sha256 [0-9a-f]{64}, "
+                           r"the recipe pins 0{64}; review the patch, then pin its new digest"),
+    ({"sha256": "ABC"}, r"source.patch\[0\].sha256: expected 64 lowercase hex digits"),
+    ({"reason": "  "}, r"source.patch\[0\].reason: must not be empty"),
+    ({"extra": 1}, r"source.patch\[0\].extra: unknown key \(allowed: file, reason, sha256\)"),
+])
+def test_a_bad_patch_entry_is_one_line_naming_its_field(tmp_path: Path, override: dict, message: str) -> None:
+    with pytest.raises(RecipeError, match=message) as e:
+        _patched_recipe(tmp_path, **override)
+    assert "\n" not in str(e.value)
+
+
+def test_patches_only_for_go_sources(tmp_path: Path) -> None:
+    data = {
+        "schema": 1, "name": "comp", "version": "1.0.0", "license": "Apache-2.0", "homepage": "https://example.com",
+        "binary": [{"name": "a", "roles": ["worker"]}], "fetch": {"available": False, "reason": "test"},
+        "source": {"kind": "c", "module": "example.com/a", "version": "v1.0.0", "packages": {"a": "a.c"},
+                   "patch": [{"file": "p", "sha256": "0" * 64, "reason": "r"}]},
+    }
+    with pytest.raises(RecipeError, match=r"source.patch: only allowed for Go sources"):
+        parse_recipe(tmp_path / "comp.toml", data)
+
+
+def test_wrapper_replaces_a_patched_module_with_its_copy(tmp_path: Path) -> None:
+    recipe = _patched_recipe(tmp_path)
+    text = wrapper_gomod(recipe, {"Go": "1.22", "Require": [], "Replace": None}, "patched")
+    assert "replace (\n\texample.com/a v1.0.0 => ./patched\n)" in text
+    assert "require example.com/a v1.0.0" in text
+
+
+def _module(tmp_path: Path) -> Path:
+    mod = tmp_path / "modcache" / "example.com" / "a@v1.0.0"
+    mod.mkdir(parents=True)
+    (mod / "greeting.go").write_text(MODULE_FILE)
+    (mod / "greeting.go").chmod(0o444)  # as Go leaves its module cache
+    mod.chmod(0o555)
+    return mod
+
+
+def test_apply_patches_changes_a_copy_and_never_the_module_cache(tmp_path: Path) -> None:
+    import subprocess
+
+    from build.gomod import apply_patches
+
+    recipe = _patched_recipe(tmp_path)
+    mod = _module(tmp_path)
+    # the copy sits inside a git work tree (a cache under the repository): git must not apply
+    # the patch relative to that repository's root
+    work = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", str(work)], check=True)
+    dest = work / "cache" / "src" / "patched"
+    apply_patches(recipe, mod, dest)
+    assert (dest / "greeting.go").read_text() == MODULE_FILE.replace('"hello"', '"patched"')
+    assert (mod / "greeting.go").read_text() == MODULE_FILE
+    assert not (work / "greeting.go").exists()
+    apply_patches(recipe, mod, dest)  # again (a retried build): from a fresh copy, not patched twice
+    assert (dest / "greeting.go").read_text() == MODULE_FILE.replace('"hello"', '"patched"')
+    mod.chmod(0o755)
+
+
+def test_a_patch_that_does_not_apply_names_the_recipe_field_and_the_version(tmp_path: Path) -> None:
+    from build.errors import ComponentBuildError
+    from build.gomod import apply_patches
+
+    recipe = _patched_recipe(tmp_path, PATCH.replace('-const Greeting = "hello"', '-const Greeting = "bonjour"'))
+    mod = _module(tmp_path)
+    with pytest.raises(ComponentBuildError, match=r"comp.toml: source.patch\[0\]: patches/0001.patch does not apply to "
+                                                  r"example.com/a@v1.0.0: .*; update the patch for this version") as e:
+        apply_patches(recipe, mod, tmp_path / "src" / "patched")
+    assert "\n" not in str(e.value)
+    mod.chmod(0o755)
+
+
+def test_a_patch_changed_after_loading_is_refused_before_it_is_applied(tmp_path: Path) -> None:
+    from build.gomod import apply_patches
+
+    recipe = _patched_recipe(tmp_path)
+    (tmp_path / "patches" / "0001.patch").write_text(PATCH.replace("patched", "evil"))
+    mod = _module(tmp_path)
+    with pytest.raises(RecipeError, match=r"source.patch\[0\].sha256: patches/0001.patch has sha256"):
+        apply_patches(recipe, mod, tmp_path / "src" / "patched")
+    assert not (tmp_path / "src" / "patched" / "greeting.go").exists() or \
+        (tmp_path / "src" / "patched" / "greeting.go").read_text() == MODULE_FILE
+    mod.chmod(0o755)

@@ -8,6 +8,7 @@ certificates seen over TLS) is tests/integration/test_certificate_rotation.py.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import socket
@@ -27,7 +28,7 @@ from mke.commands.certificate import SERVICES, served_certificate
 from mke.components.apiserver import KubeAPIServer
 from mke.components.context import ControllerContext
 from mke.components.controller_manager import KubeControllerManager
-from mke.components.konnectivity import KonnectivityServer
+from mke.components.konnectivity import RELOAD_PATCH, KonnectivityServer
 from mke.components.scheduler import KubeScheduler
 from mke.config import parse_config
 from mke.errors import PKIError
@@ -107,7 +108,8 @@ def components(ctx: ControllerContext) -> dict[str, object]:
     return {c.name: c for c in cs}
 
 
-def test_only_konnectivity_restarts_when_every_leaf_is_rotated(pki: ClusterPKI, ctx: ControllerContext):
+def test_an_upstream_konnectivity_alone_restarts_when_every_leaf_is_rotated(pki: ClusterPKI, ctx: ControllerContext):
+    """konnectivity-server from --bin-dir (as upstream builds it) reads its agent-facing pair only at start."""
     cs = components(ctx)
     pki.rotate(pki.leaves())
     need = {name: c.needs_restart() for name, c in cs.items()}
@@ -115,6 +117,31 @@ def test_only_konnectivity_restarts_when_every_leaf_is_rotated(pki: ClusterPKI, 
     assert sorted(need["konnectivity-server"]) == ["konnectivity.crt", "konnectivity.key"]  # only what changed
     assert {n: v for n, v in need.items() if n != "konnectivity-server"} == {
         "kube-apiserver": [], "etcd": [], "kube-controller-manager": [], "kube-scheduler": []}
+
+
+class PatchedPayload(BinaryResolver):
+    """What ``BinaryResolver.patches`` reads from a docker-mode payload's manifest: the embedded
+    konnectivity-server carries recipes/konnectivity.toml's patch (the e2e rotation test runs
+    the real dist/mke)."""
+
+    def patches(self, name: str) -> tuple[str, ...]:
+        return (f"{RELOAD_PATCH} (sha256 {'0' * 64}): reload",) if name == "konnectivity-server" else ()
+
+
+def test_nothing_restarts_when_the_embedded_konnectivity_carries_the_reload_patch(pki: ClusterPKI, ctx: ControllerContext):
+    patched = dataclasses.replace(ctx, binaries=PatchedPayload(ctx.data_dir / "bin"))
+    cs = components(patched)
+    assert cs["konnectivity-server"].reloads == {"cluster-cert", "cluster-key"}
+    pki.rotate(pki.leaves())
+    assert {name: c.needs_restart() for name, c in cs.items()} == {
+        "kube-apiserver": [], "etcd": [], "kube-controller-manager": [], "kube-scheduler": [], "konnectivity-server": []}
+
+
+def test_the_reload_patch_is_the_one_the_recipe_applies():
+    from build.recipes import load_recipe
+
+    recipe = load_recipe(REPO / "recipes" / "konnectivity.toml")
+    assert [p.file for p in recipe.source.patches] == [RELOAD_PATCH]
 
 
 def test_what_a_component_reads_only_at_start_restarts_it(pki: ClusterPKI, ctx: ControllerContext):

@@ -59,3 +59,36 @@ def test_fips_sbom_carries_the_provider_statement(dist, provenance):
     assert "libcrypto.so.3" in pkgs["cryptography"]["sourceInfo"] and "checksums" not in pkgs["cryptography"]
     plain = sbom(m, artifact="mke-0.1.0-linux-amd64", digest="ab" * 32, source_date_epoch=1, runtime=RUNTIME)
     assert "comment" not in plain
+
+
+def test_a_patched_component_is_named_in_the_sbom_the_payload_manifest_and_mke_version(dist, capsys, monkeypatch):
+    """[[source.patch]] (docs/recipes.md): the manifest's patch notes reach the SBOM's sourceInfo,
+    survive the payload manifest's round trip, and `mke version` prints them; an unpatched
+    binary's manifest entry has no "patches" key (its bytes read as before the field)."""
+    import argparse
+
+    from mke import payload_format as pf
+    from mke.commands import version
+
+    cache, dm, parts, tmp = dist
+    m = write_payload_file(cache, dm, tmp / "payload", runtime=parts, jobs=1)
+    note = f"patches/alpha/0001.patch (sha256 {'ef' * 32}): alpha reloads its key pair"
+    m = m._replace(binaries=tuple(b._replace(source="example.com/alpha@v1.0.0", patches=(note,)) if b.name == "alpha"
+                                  else b for b in m.binaries))
+    doc = sbom(m, artifact="mke-0.1.0-linux-amd64", digest="ab" * 32, source_date_epoch=1, runtime=RUNTIME)
+    pkgs = {p["name"]: p for p in doc["packages"]}
+    assert pkgs["alpha"]["sourceInfo"] == f"built from source: Go module example.com/alpha@v1.0.0; patched by mke: {note}"
+    assert "patched" not in pkgs["beta"].get("sourceInfo", "")
+    back = pf.Manifest.from_json(m.to_json())
+    assert {b.name: b.patches for b in back.binaries}["alpha"] == (note,)
+    entries = {b["name"]: b for b in m.to_document()["binaries"]}
+    assert entries["alpha"]["patches"] == [note] and "patches" not in entries["beta"]
+    assert {c["component"]: c.get("patches") for c in back.components()}["alpha"] == [note]
+
+    class Running:
+        manifest = back
+
+    monkeypatch.setattr(version, "running_payload", lambda: Running)  # as the running executable's payload
+    assert version.run(argparse.Namespace(json=False)) == 0
+    out = capsys.readouterr().out
+    assert f"alpha is patched by mke: {note}" in out.splitlines()
