@@ -21,10 +21,43 @@ class ClusterManifests(LoopComponent):
         self.last_applied: float | None = None
         self.standby = False
 
-    def documents(self) -> list[dict]:
+    def documents(self, controllers: list[str] | None = None) -> list[dict]:
         from mke.manifests import render_all
 
-        return render_all(self.ctx)
+        return render_all(self.ctx, controllers=controllers)
+
+    def controllers(self, client: object) -> list[str] | None:
+        """The addresses of the running kube-apiservers (the ``default/kubernetes`` EndpointSlice,
+        which each keeps current): one konnectivity-agent DaemonSet per controller. None when
+        it cannot be read: then this controller's own address, and nothing is pruned."""
+        from mke.errors import KubeAPIError
+
+        try:
+            eps = client.get("discovery.k8s.io/v1", "EndpointSlice", "kubernetes", "default")  # type: ignore[attr-defined]
+        except KubeAPIError:
+            return None
+        addresses = sorted({a for e in (eps or {}).get("endpoints") or []
+                            if (e.get("conditions") or {}).get("ready", True) for a in e.get("addresses") or []})
+        if not addresses:
+            return None
+        if self.ctx.api_address not in addresses:  # this controller serves: it is one, whatever the slice says
+            addresses.append(self.ctx.api_address)
+        return addresses
+
+    def prune(self, client: object, docs: list[dict]) -> list[str]:
+        """Delete mke's konnectivity-agent DaemonSets that were not rendered (their controller
+        left, or the single DaemonSet of mke before issue 14.5). Returns their names."""
+        from mke.manifests import LABELS
+        from mke.manifests.konnectivity_agent import LABELS as AGENT
+
+        keep = {d["metadata"]["name"] for d in docs if d.get("kind") == "DaemonSet"}
+        selector = ",".join(f"{k}={v}" for k, v in {**AGENT, **LABELS}.items())
+        gone = []
+        for ds in client.list("apps/v1", "DaemonSet", "kube-system", label_selector=selector):  # type: ignore[attr-defined]
+            name = ds["metadata"]["name"]
+            if name not in keep and client.delete("apps/v1", "DaemonSet", name, "kube-system"):  # type: ignore[attr-defined]
+                gone.append(name)
+        return gone
 
     lease_name = "mke-manifests"
     lease_seconds = 90
@@ -70,12 +103,16 @@ class ClusterManifests(LoopComponent):
             return self.applied_count
         self.standby = False
         n = 0
-        docs = self.documents()
+        controllers = self.controllers(client) if self.ctx.config.konnectivity.enabled else None
+        docs = self.documents(controllers)
         # CRDs first, then namespaces, then the rest (each in file order).
         order = {"CustomResourceDefinition": 0, "Namespace": 1}
         for doc in sorted(docs, key=lambda d: order.get(d.get("kind", ""), 2)):
             client.apply(doc)
             n += 1
+        if controllers is not None:  # the controllers are known: the DaemonSets of the others go
+            for name in self.prune(client, docs):
+                self.ctx.sink.line(self.name, f"deleted DaemonSet kube-system/{name}: its controller is gone")
         return n
 
     def sync(self) -> None:

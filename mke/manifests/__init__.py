@@ -15,7 +15,9 @@ from mke.components.context import ControllerContext
 LABELS = {"app.kubernetes.io/managed-by": "mke"}
 
 
-def render_all(ctx: ControllerContext) -> list[dict[str, Any]]:
+def render_all(ctx: ControllerContext, controllers: list[str] | None = None) -> list[dict[str, Any]]:
+    """``controllers``: the running controllers' addresses (one konnectivity-agent DaemonSet
+    each); default this controller's own."""
     from mke import network
     from mke.manifests import bootstrap_rbac, coredns, konnectivity_agent, kube_proxy, metrics_server
 
@@ -24,7 +26,7 @@ def render_all(ctx: ControllerContext) -> list[dict[str, Any]]:
     objs += coredns.objects(ctx)
     objs += metrics_server.objects(ctx)
     if ctx.config.konnectivity.enabled:
-        objs += konnectivity_agent.objects(ctx)
+        objs += konnectivity_agent.objects(ctx, controllers)
     objs += kube_proxy.objects(ctx)
     from mke.worker import manifests as worker_manifests  # workers' settings ConfigMap + RBAC (issue 4)
 

@@ -1,4 +1,18 @@
-"""konnectivity-agent on every node, dialing konnectivity-server on the controller(s)."""
+"""konnectivity-agent on every node, one per controller: each node's agents reach every
+konnectivity-server (issue 14.5).
+
+Each kube-apiserver reaches the nodes only through its own controller's konnectivity-server
+(a unix socket), so that server needs an agent connection from every node. Upstream's way
+is a load balancer in front of the servers, ``--server-count`` and agents that reconnect
+until they have reached that many distinct servers (k0s#600 and #5503 are what happens when
+the count or the balancing is wrong). mke needs no load balancer: one DaemonSet per
+controller, named after the controller's address, whose agents dial that controller
+directly. The controllers are the addresses of the ``default/kubernetes`` EndpointSlice,
+which every kube-apiserver keeps current (a stopped one leaves it within its 15 s lease);
+``mke.components.addons`` reads it before each apply and deletes the DaemonSets of
+controllers that are gone. Each server then sees exactly one agent per node:
+``--server-count=1`` is right for every server.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +22,32 @@ from mke.components.context import ControllerContext
 from mke.manifests.k8s import ALL_TOLERATIONS, NS, meta, service_account
 
 LABELS = {"k8s-app": "konnectivity-agent"}
+SERVER_LABEL = "mke.io/konnectivity-server"  # which controller a DaemonSet's agents dial
 
 
-def objects(ctx: ControllerContext) -> list[dict[str, Any]]:
+def daemonset_name(server: str) -> str:
+    """``konnectivity-agent-10-0-0-1`` for the controller at 10.0.0.1 (``fd00--1`` for fd00::1)."""
+    return "konnectivity-agent-" + server.lower().replace(".", "-").replace(":", "-")
+
+
+def objects(ctx: ControllerContext, servers: list[str] | None = None) -> list[dict[str, Any]]:
+    """The agents' ServiceAccount and one DaemonSet per controller address in ``servers``
+    (default: this controller's own address)."""
+    return [service_account("konnectivity-agent"),
+            *(daemonset(ctx, s) for s in sorted(set(servers or [ctx.api_address])))]
+
+
+def daemonset(ctx: ControllerContext, server: str) -> dict[str, Any]:
     cfg = ctx.config
-    server = cfg.api.external_address or ctx.api_address
-    daemonset = {
+    labels = {**LABELS, SERVER_LABEL: daemonset_name(server).removeprefix("konnectivity-agent-")}
+    return {
         "apiVersion": "apps/v1",
         "kind": "DaemonSet",
-        "metadata": meta("konnectivity-agent", NS, **LABELS),
+        "metadata": meta(daemonset_name(server), NS, **labels),
         "spec": {
-            "selector": {"matchLabels": LABELS},
+            "selector": {"matchLabels": labels},
             "template": {
-                "metadata": {"labels": LABELS},
+                "metadata": {"labels": labels},
                 "spec": {
                     "priorityClassName": "system-cluster-critical",
                     "serviceAccountName": "konnectivity-agent",
@@ -54,4 +81,3 @@ def objects(ctx: ControllerContext) -> list[dict[str, Any]]:
             },
         },
     }
-    return [service_account("konnectivity-agent"), daemonset]

@@ -152,6 +152,7 @@ class E2ECluster:
     roots: dict[str, BareRoot] = field(default_factory=dict)
     controller: Proc | None = None
     workers: dict[str, Proc] = field(default_factory=dict)
+    joined: dict[str, Proc] = field(default_factory=dict)  # controllers that joined ctl (mke server --token-file)
     ready_seconds: dict[str, float] = field(default_factory=dict)
 
     # -- hosts
@@ -163,6 +164,14 @@ class E2ECluster:
             root = BareRoot(name=name, base=self.base / "roots", netns=self.network.hosts[name].netns, mke=mke_file())
             self.roots[name] = root.create()
             self.network.hosts[name].bare = root
+
+    def add_host(self, name: str, index: int) -> Host:
+        """One more kernel-only host, at 10.200.0.<index>, on the running cluster's network."""
+        h = self.network.add(name, index)
+        root = BareRoot(name=name, base=self.base / "roots", netns=h.netns, mke=mke_file())
+        self.roots[name] = root.create()
+        h.bare = root
+        return h
 
     def destroy(self) -> None:
         for root in self.roots.values():
@@ -229,6 +238,19 @@ class E2ECluster:
         self.kubeconfig.write_text(text)
         os.chmod(self.kubeconfig, 0o600)
 
+    def join_controller(self, name: str, token: str) -> Proc:
+        """``mke server`` on host ``name`` joining ctl's cluster; the token in a 0600 file, never in argv."""
+        h = self.host(name)
+        self.outside(name, CONFIG).write_text(f"api:\n  address: {h.address}\n")
+        token_file = self.outside(name, "/var/mke-token")
+        token_file.write_text(token + "\n")
+        os.chmod(token_file, 0o600)
+        argv = ["/mke", "server", "--config", str(CONFIG), "--data-dir", str(DATA), "--name", name,
+                "--token-file", "/var/mke-token"]
+        p = Proc(f"controller {name}", h, argv, self.base / "logs" / f"{name}.log", env=HOST_ENV).start()
+        self.joined[name] = p
+        return p
+
     def token(self, role: str = "worker", expiry: str = "1h") -> str:
         return self.run("ctl", "token", "create", f"--role={role}", f"--expiry={expiry}",
                         "--data-dir", str(DATA), "--config", str(CONFIG)).stdout.strip()
@@ -294,6 +316,8 @@ class E2ECluster:
 
     def stop_all(self) -> None:
         for p in list(self.workers.values()):
+            p.stop()
+        for p in list(self.joined.values()):
             p.stop()
         if self.controller is not None:
             self.controller.stop()

@@ -624,6 +624,80 @@ def test_a_worker_token_joins_one_node_only(cluster, core):
     assert cluster.leftovers("bad") == []
 
 
+# --------------------------------------------------------------------------- konnectivity in HA (issue 14.5)
+
+JOINED = {"ctl2": 6, "ctl3": 7}  # host -> last octet of its address
+
+
+def _agent_daemonsets(kube) -> dict[str, object]:
+    from kubernetes import client
+
+    return {d.metadata.name: d for d in client.AppsV1Api(kube).list_namespaced_daemon_set(
+        "kube-system", label_selector="k8s-app=konnectivity-agent").items}
+
+
+def _through(address: str):
+    """A kubernetes ApiClient that talks to the kube-apiserver at ``address`` only."""
+    from kubernetes import config
+
+    api = config.new_client_from_config(config_file=str(BASE / "admin.conf"))
+    api.configuration.host = f"https://{address}:6443"
+    return api
+
+
+def test_logs_and_exec_through_each_of_three_controllers(cluster, kube, core):
+    """Two more controllers join (one at a time, tokens from files); mke then runs one
+    konnectivity-agent DaemonSet per controller, so each kube-apiserver's own
+    konnectivity-server has an agent on every node: logs and exec work through each of the
+    three. A stopped controller's DaemonSet is deleted and the other two keep working."""
+    t0 = time.monotonic()
+    for name, index in JOINED.items():
+        cluster.add_host(name, index)
+    for name in JOINED:  # one at a time: etcd promotes one learner at a time
+        token = cluster.token(role="controller", expiry="10m")
+        cluster.join_controller(name, token).wait_for(r"control plane ready", 420)
+    report("two controllers joined (seconds)", round(time.monotonic() - t0, 1))
+    addresses = {"ctl": "10.200.0.1", **{n: f"10.200.0.{i}" for n, i in JOINED.items()}}
+    want = {f"konnectivity-agent-{a.replace('.', '-')}" for a in addresses.values()}
+
+    def every_agent_ready():
+        ds = _agent_daemonsets(kube)
+        return set(ds) == want and all(d.status.number_ready == 2 for d in ds.values())
+
+    wait_until("one ready konnectivity-agent DaemonSet per controller (2 nodes each)", every_agent_ready,
+               timeout=300, interval=3)
+    pods = app_pods(core)
+    assert {p.spec.node_name for p in pods} == {"w1", "w2"}
+
+    def check_through(names: list[str]) -> None:
+        from kubernetes import client
+
+        for name in names:
+            api = _through(addresses[name])
+            try:
+                for p in pods:
+                    node = p.spec.node_name
+                    said = f"{name} {node}"
+                    wait_until(f"exec in {p.metadata.name} on {node} through {name}",
+                               lambda pod=p.metadata.name, said=said, api=api:
+                               exec_in(api, pod, "/testapp", "echo", *said.split()).strip() == said,
+                               timeout=90, interval=2)
+                    log = client.CoreV1Api(api).read_namespaced_pod_log(p.metadata.name, NS)
+                    assert "testapp serving on :8080" in log, (name, node)
+            finally:
+                api.close()
+
+    check_through(list(addresses))
+    report("logs/exec through each of 3 controllers (seconds since the joins began)", round(time.monotonic() - t0, 1))
+    # ctl3 stops: it leaves the kubernetes EndpointSlice, mke deletes its DaemonSet, and the
+    # two others (etcd keeps quorum with 2 of 3) still reach every node
+    assert cluster.joined["ctl3"].stop() == 0
+    gone = "konnectivity-agent-10-200-0-7"
+    wait_until(f"{gone} deleted after ctl3 stopped", lambda: gone not in _agent_daemonsets(kube), timeout=240, interval=3)
+    assert set(_agent_daemonsets(kube)) == want - {gone}
+    check_through(["ctl", "ctl2"])
+
+
 def _invalidated(cluster) -> str:
     tok = cluster.token()
     cluster.run("ctl", "token", "invalidate", tok, "--data-dir", str(DATA))

@@ -266,6 +266,41 @@ def mariadb() -> Iterator[str]:
 # ---------------------------------------------------------------- the checks
 
 
+def check_konnectivity_agents_follow_the_controllers(server: MkeServer) -> None:
+    """Issue 14.5: one konnectivity-agent DaemonSet per address in the kubernetes EndpointSlice
+    (here: this controller, behind a load balancer address that the agents do not use);
+    mke's DaemonSets of controllers that are gone (and the single one of older mke versions)
+    are deleted on the next apply; a DaemonSet mke did not make is left alone."""
+    from kubernetes import client
+
+    api = kube_client(server)
+    apps = client.AppsV1Api(api)
+    advertised = client.DiscoveryV1Api(api).read_namespaced_endpoint_slice("kubernetes", "default").endpoints[0].addresses[0]
+    address = advertised.replace(".", "-").replace(":", "-")
+
+    def agent_sets() -> dict[str, Any]:
+        return {d.metadata.name: d for d in apps.list_namespaced_daemon_set("kube-system").items
+                if d.metadata.name.startswith("konnectivity-agent")}
+
+    ds = wait_for(lambda: agent_sets().get(f"konnectivity-agent-{address}"), 90, "this controller's agent DaemonSet")
+    args = ds.spec.template.spec.containers[0].args
+    assert f"--proxy-server-host={advertised}" in args  # the controller itself, not api.externalAddress
+
+    def stale(name: str, labels: dict[str, str]) -> client.V1DaemonSet:
+        return client.V1DaemonSet(metadata=client.V1ObjectMeta(name=name, labels=labels), spec=client.V1DaemonSetSpec(
+            selector=client.V1LabelSelector(match_labels={"stale": name}),
+            template=client.V1PodTemplateSpec(metadata=client.V1ObjectMeta(labels={"stale": name}),
+                                              spec=client.V1PodSpec(containers=[client.V1Container(name="c", image="x")]))))
+
+    mkes = {"k8s-app": "konnectivity-agent", "app.kubernetes.io/managed-by": "mke"}
+    for name, labels in (("konnectivity-agent", mkes), ("konnectivity-agent-192-0-2-99", mkes),
+                         ("konnectivity-agent-someone-elses", {"k8s-app": "konnectivity-agent"})):
+        apps.create_namespaced_daemon_set("kube-system", stale(name, labels))
+    wait_for(lambda: set(agent_sets()) == {f"konnectivity-agent-{address}", "konnectivity-agent-someone-elses"}, 90,
+             "mke's DaemonSets of gone controllers deleted, the other one kept")
+    apps.delete_namespaced_daemon_set("konnectivity-agent-someone-elses", "kube-system")
+
+
 def check_cluster(server: MkeServer) -> None:
     from kubernetes import client
     from kubernetes.client.rest import ApiException
@@ -365,6 +400,8 @@ def test_server_with_etcd_survives_kills(tmp_path: Path, bin_dir: Path | None) -
         from kubernetes import client
 
         core = client.CoreV1Api(kube_client(server))
+        if not base_config(bin_dir=bins).get("konnectivity"):  # konnectivity enabled: the agents' DaemonSets
+            check_konnectivity_agents_follow_the_controllers(server)
         # kill -9 of kube-apiserver, then of etcd: restarted, objects still there.
         for component in ("kube-apiserver", "etcd"):
             old = server.component_pid(component)

@@ -42,7 +42,7 @@ def test_default_set_is_complete_and_valid() -> None:
                  "ClusterRoleBinding/mke:node-autoapprove-certificate-rotation",
                  "Deployment/kube-system/coredns", "Service/kube-system/kube-dns",
                  "Deployment/kube-system/metrics-server", "APIService/v1beta1.metrics.k8s.io",
-                 "DaemonSet/kube-system/konnectivity-agent", "ClusterRoleBinding/mke:node-proxier",
+                 "DaemonSet/kube-system/konnectivity-agent-192-0-2-10", "ClusterRoleBinding/mke:node-proxier",
                  "ClusterRole/mke:kube-router", "ClusterRoleBinding/mke:kube-router"):
         assert want in n, want
     calico = names(render({"network": {"provider": "calico"}, "images": {"registry": "registry.local:5000"}}))
@@ -75,4 +75,30 @@ def test_dns_and_cidrs_follow_the_config() -> None:
 
 
 def test_konnectivity_agent_only_when_enabled() -> None:
-    assert "DaemonSet/kube-system/konnectivity-agent" not in names(render({"konnectivity": {"enabled": False}}))
+    assert not any(n.startswith("DaemonSet/kube-system/konnectivity-agent")
+                   for n in names(render({"konnectivity": {"enabled": False}})))
+
+
+def _agents(objs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {o["metadata"]["name"]: o for o in objs if o["kind"] == "DaemonSet" and "konnectivity" in o["metadata"]["name"]}
+
+
+def test_one_konnectivity_agent_daemonset_per_controller_each_dialing_its_own() -> None:
+    """Issue 14.5: every konnectivity-server needs an agent on every node, without a load
+    balancer: one DaemonSet per controller address, each agent dialing that controller."""
+    ctx = ControllerContext(config=parse_config({"api": {"externalAddress": "lb.example.com"}}),
+                            data_dir=Path("/nonexistent"), node_name="n", api_address="192.0.2.10",
+                            binaries=BinaryResolver(Path("/nonexistent")))
+    agents = _agents(render_all(ctx, controllers=["192.0.2.12", "192.0.2.10", "2001:db8::1", "192.0.2.10"]))
+    assert sorted(agents) == ["konnectivity-agent-192-0-2-10", "konnectivity-agent-192-0-2-12",
+                              "konnectivity-agent-2001-db8--1"]
+    for name, ds in agents.items():
+        pod = ds["spec"]["template"]
+        labels = ds["spec"]["selector"]["matchLabels"]
+        assert pod["metadata"]["labels"] == labels and labels.items() <= ds["metadata"]["labels"].items()
+        assert labels["mke.io/konnectivity-server"] == name.removeprefix("konnectivity-agent-")
+        args = pod["spec"]["containers"][0]["args"]
+        host = next(a.split("=", 1)[1] for a in args if a.startswith("--proxy-server-host="))
+        assert host.replace(".", "-").replace(":", "-") == name.removeprefix("konnectivity-agent-")  # not the LB
+    # without the list (the API could not say): this controller's own address
+    assert list(_agents(render_all(ctx))) == ["konnectivity-agent-192-0-2-10"]
