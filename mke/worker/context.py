@@ -60,6 +60,10 @@ class WorkerContext:
     # False where mke runs without CAP_SYS_RESOURCE (a sandbox or container): containers then
     # cannot get an OOM score below containerd's own, so containerd is told to restrict them.
     can_lower_oom_score: bool = True
+    # The kernel has every value kubelet wants (mke.worker.host.KUBELET_SYSCTLS, set by mke at
+    # start): kubelet runs with protectKernelDefaults: true. False where mke could not set them
+    # (a read-only /proc/sys): kubelet then would not start with it.
+    protect_kernel_defaults: bool = True
     sink: LogSink = field(default_factory=LogSink)
     backoff_initial: float = 0.5
 

@@ -104,6 +104,27 @@ SYSCTLS = {
     "net.ipv6.conf.all.forwarding": ("1", None, False),
 }
 
+# What kubelet wants of the kernel (k8s.io/kubernetes pkg/kubelet/cm/container_manager_linux.go
+# setupKernelTunables; values from k8s.io/component-helpers/node/util/sysctl). Without
+# protectKernelDefaults kubelet changes them itself; mke sets them first, as kubelet would,
+# says so, and runs kubelet with protectKernelDefaults: true (CIS 4.2.6), so that kubelet
+# only checks them (and refuses to start should something change them back).
+KUBELET_SYSCTLS = {
+    "vm.overcommit_memory": "1",
+    "vm.panic_on_oom": "0",
+    "kernel.panic": "10",
+    "kernel.panic_on_oops": "1",
+    "kernel.keys.root_maxkeys": "1000000",
+    "kernel.keys.root_maxbytes": "25000000",
+}
+
+
+def kernel_defaults_match(checks: list[Check]) -> bool:
+    """Every sysctl kubelet checks has its value (read or set by ``Prerequisites.ensure``):
+    kubelet can run with protectKernelDefaults: true."""
+    done = {c.name for c in checks if c.status in ("ok", "set")}
+    return all(f"sysctl {key}" in done for key in KUBELET_SYSCTLS)
+
 
 class Prerequisites:
     """Check and set what the kernel must provide; ``proc``/``sys`` are overridable for tests."""
@@ -132,12 +153,13 @@ class Prerequisites:
                 continue
             checks.append(Check(name=f"module {m}", status="ok" if how in ("loaded", "builtin") else "set",
                                 detail="" if how in ("loaded", "builtin") else "loaded by mke"))
-        for key, (want, module, required) in SYSCTLS.items():
+        wanted = {**SYSCTLS, **{k: (v, None, False) for k, v in KUBELET_SYSCTLS.items()}}
+        for key, (want, module, required) in wanted.items():
             path = self.sysctl_path(key)
             try:
                 have = path.read_text().strip()
             except FileNotFoundError:
-                if required:
+                if required or key in KUBELET_SYSCTLS:
                     why = f"needs the {module} module" if module else "not available in this kernel"
                     checks.append(Check(name=f"sysctl {key}", status="missing", detail=why))
                 continue

@@ -58,7 +58,7 @@ def kubelet_configuration(ctx: WorkerContext, *, swap: bool = False, resolv_conf
         "podLogsDir": o.pod_logs_dir,
         "volumePluginDir": str(p.kubelet_root / "volume-plugins"),
         "staticPodPath": "",
-        "protectKernelDefaults": False,
+        "protectKernelDefaults": ctx.protect_kernel_defaults,  # CIS 4.2.6: mke set the values first
         "failSwapOn": not swap,
         "evictionHard": dict(EVICTION_HARD),
         # Pulls in parallel (kubelet's default is one at a time): on an air-gapped node a pull of an

@@ -181,9 +181,13 @@ class Worker(NodeRole):
         if not can_lower_oom:
             self.say("no CAP_SYS_RESOURCE (a container or sandbox?): containerd restricts pods' OOM scores "
                      "to its own (restrict_oom_score_adj)", level="warn")
+        protect = host.kernel_defaults_match(self.checks)
+        if not protect:
+            self.say("kubelet runs without protectKernelDefaults: the kernel settings above that kubelet wants "
+                     "could not be set (CIS 4.2.6; docs/security.md)", level="warn")
         self.ctx = WorkerContext(paths=p, options=options, settings=settings, cgroups=cgroups, binaries=binaries,
                                  api_url=api_url, can_lower_oom_score=can_lower_oom, sink=self.sink,
-                                 backoff_initial=self.backoff_initial)
+                                 backoff_initial=self.backoff_initial, protect_kernel_defaults=protect)
         binaries.prefetch([*WORKER_BINARIES, *self.ctx.network.cni_plugins, *self.ctx.network.worker_binaries(),
                            *binaries.embedded((*HOST_TOOLS, *OPERATOR_TOOLS))])
         # The generic iptables names go into mke's own bin dir only, never into a user's --bin-dir.

@@ -127,6 +127,24 @@ def test_tls_bootstrap_and_serving_certificates(cluster, kube):
         assert str(inner) in (cluster.data_dir(name) / "worker" / "kubelet.conf").read_text()
 
 
+def test_each_kubelet_runs_with_the_cis_settings(cluster, core):
+    """CIS 4.2.x as the running kubelets report them (/configz through the API and konnectivity),
+    and the kernel settings kubelet protects (4.2.6) as the hosts have them."""
+    for name in ("w1", "w2"):
+        raw = core.connect_get_node_proxy_with_path(name, "configz", _preload_content=False).data
+        cfg = json.loads(raw)["kubeletconfig"]
+        assert cfg["protectKernelDefaults"] is True, name  # 4.2.6: mke set the values first
+        assert cfg["authentication"]["anonymous"]["enabled"] is False  # 4.2.1
+        assert cfg["authorization"]["mode"] == "Webhook"  # 4.2.2
+        assert cfg.get("readOnlyPort", 0) == 0  # 4.2.4
+        assert cfg["rotateCertificates"] is True and cfg["serverTLSBootstrap"] is True  # 4.2.10-12
+        assert cfg["tlsCipherSuites"] and cfg["tlsMinVersion"] == "VersionTLS12"  # 4.2.13
+    from mke.worker.host import KUBELET_SYSCTLS
+
+    for key, want in KUBELET_SYSCTLS.items():  # global kernel settings: the same seen from any host
+        assert Path("/proc/sys", key.replace(".", "/")).read_text().strip() == want, key
+
+
 def test_deployment_of_a_local_image_runs_on_both_nodes(cluster, kube, core):
     from kubernetes import client
 

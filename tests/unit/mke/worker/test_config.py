@@ -4,6 +4,7 @@ cluster objects for workers (manifests.py), list-images."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tarfile
 import tomllib
@@ -170,10 +171,15 @@ def test_detect_cgroups(tmp_path):
     assert "failCgroupV1=false" in (v1.warning or "")
 
 
-def _fake_kernel(tmp_path: Path, *, bridge: bool, forward: str = "0") -> tuple[Path, Path]:
+def _fake_kernel(tmp_path: Path, *, bridge: bool, forward: str = "0", tunables: dict[str, str] | None = None
+                 ) -> tuple[Path, Path]:
     proc, sys = tmp_path / "proc", tmp_path / "sys"
     (proc / "sys" / "net" / "ipv4").mkdir(parents=True)
     (proc / "sys" / "net" / "ipv4" / "ip_forward").write_text(forward + "\n")
+    for key, value in (host.KUBELET_SYSCTLS if tunables is None else tunables).items():
+        f = proc / "sys" / key.replace(".", "/")
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(value + "\n")
     (proc / "filesystems").write_text("nodev\tsysfs\nnodev\toverlay\n")
     (sys / "module").mkdir(parents=True)
     if bridge:
@@ -200,6 +206,33 @@ def test_prerequisites_set_what_they_can_and_report_the_rest(tmp_path):
     assert checks["sysctl net.bridge.bridge-nf-call-iptables"].status == "missing"
     assert "br_netfilter" in checks["sysctl net.bridge.bridge-nf-call-iptables"].line()
     assert "sysctl net.ipv6.conf.all.forwarding" not in checks  # optional and absent: not reported
+
+
+def test_kubelet_kernel_settings_are_set_so_kubelet_can_protect_them(tmp_path):
+    """CIS 4.2.6: mke sets what kubelet would (the stock kernel has overcommit 0, panic 0,
+    panic_on_oops 0, small key quotas), then kubelet runs with protectKernelDefaults: true."""
+    stock = {**host.KUBELET_SYSCTLS, "vm.overcommit_memory": "0", "kernel.panic": "0", "kernel.panic_on_oops": "0",
+             "kernel.keys.root_maxkeys": "200", "kernel.keys.root_maxbytes": "20000"}
+    proc, sys = _fake_kernel(tmp_path, bridge=True, forward="1", tunables=stock)
+    checks = host.Prerequisites(proc=proc, sys=sys, load_module=lambda m: "loaded").ensure()
+    by_name = {c.name: c for c in checks}
+    assert by_name["sysctl kernel.panic"].status == "set" and by_name["sysctl kernel.panic"].detail == "was 0"
+    assert by_name["sysctl vm.panic_on_oom"].status == "ok"
+    for key, want in host.KUBELET_SYSCTLS.items():
+        assert (proc / "sys" / key.replace(".", "/")).read_text().strip() == want
+    assert host.kernel_defaults_match(checks) and not host.missing(checks)
+
+
+def test_without_a_kubelet_kernel_setting_kubelet_does_not_protect_them(tmp_path):
+    tunables = {k: v for k, v in host.KUBELET_SYSCTLS.items() if k != "kernel.keys.root_maxbytes"}
+    proc, sys = _fake_kernel(tmp_path, bridge=True, forward="1", tunables=tunables)
+    checks = host.Prerequisites(proc=proc, sys=sys, load_module=lambda m: "loaded").ensure()
+    assert [c.line() for c in host.missing(checks)] == [
+        "sysctl kernel.keys.root_maxbytes: missing (not available in this kernel)"]
+    assert not host.kernel_defaults_match(checks)
+    assert kubelet_configuration(make_ctx(tmp_path))["protectKernelDefaults"] is True
+    assert kubelet_configuration(dataclasses.replace(make_ctx(tmp_path), protect_kernel_defaults=False)
+                                 )["protectKernelDefaults"] is False
 
 
 def test_prerequisites_all_ok(tmp_path):
