@@ -65,6 +65,7 @@ class Controller(NodeRole):
         self.next_pki_check = time.monotonic() + self.pki_check_every
         # what this server acted on: the pki dir's fingerprint, when, and what it restarted
         self.pki_state: dict[str, Any] = {}
+        self.kubelet_client_digest: str | None = None  # apiserver-kubelet-client.crt as kube-apiserver started with it
 
     # -- build
 
@@ -144,6 +145,7 @@ class Controller(NodeRole):
         self.manager.stop_stale()
         self.manager.start(init=False)
         self.pki_state = {"fingerprint": self.ctx.pki.fingerprint(), "applied_at": time.time(), "restarted": []}
+        self.renew_kubelet_connections()  # records the kubelet client certificate kube-apiserver started with
         if self.config.control_plane.worker:
             self.start_worker()
         threading.Thread(target=self.detect_versions, name="versions", daemon=True).start()
@@ -201,9 +203,59 @@ class Controller(NodeRole):
                 return []  # not recorded: tried again on the next tick
         else:
             self.ctx.sink.line("pki", "certificates changed; every running component reloads them itself")
+        self.renew_kubelet_connections()
         self.pki_state = {"fingerprint": fingerprint, "applied_at": time.time(), "restarted": restarted}
         self.write_status()
         return restarted
+
+    def renew_kubelet_connections(self, timeout: float = 20.0) -> None:
+        """After kube-apiserver's kubelet client certificate changed: make its first new kubelet
+        connection ourselves, so that no user's exec/logs/port-forward is that connection.
+
+        kube-apiserver reads the pair again at its next TLS handshake with a kubelet, and
+        client-go then closes every connection that transport made, the one being handshaken
+        too (k8s.io/client-go transport/cert_rotation.go, ``loadClientCert``: ``CloseAll``):
+        that request fails with "error dialing backend: EOF". An upgrade request through the
+        node proxy always dials (``KubeClient.upgrade_probe``); it is repeated until a dial
+        succeeds. Nothing to do without a Ready node; failures are logged, never raised."""
+        import hashlib
+        import urllib.parse
+
+        from mke.kubeapi import KubeClient
+
+        try:
+            digest = hashlib.sha256(self.ctx.pki.crt("apiserver-kubelet-client").read_bytes()).hexdigest()
+        except OSError:
+            return
+        previous, self.kubelet_client_digest = self.kubelet_client_digest, digest
+        if previous in (None, digest) or self.manager is None:
+            return
+        client = KubeClient.from_kubeconfig(self.ctx.pki.kubeconfig("admin"), timeout=10.0)
+        tries, deadline = 0, time.monotonic() + timeout
+        try:
+            nodes = [n["metadata"]["name"] for n in client.list("v1", "Node")
+                     if any(c.get("type") == "Ready" and c.get("status") == "True"
+                            for c in (n.get("status") or {}).get("conditions") or [])]
+            if not nodes:
+                return
+            path = f"/api/v1/nodes/{urllib.parse.quote(nodes[0])}/proxy/healthz"
+            while True:
+                tries += 1
+                status, body = client.upgrade_probe(path)
+                if not (status >= 500 and b"error dialing backend" in body):
+                    self.ctx.sink.line("pki", f"kube-apiserver reconnected to the kubelets with its new client "
+                                              f"certificate ({tries} {'try' if tries == 1 else 'tries'} through node "
+                                              f"{nodes[0]})")
+                    return
+                if time.monotonic() > deadline:
+                    self.ctx.sink.line("pki", f"kube-apiserver still cannot reach node {nodes[0]}'s kubelet after "
+                                              f"{tries} tries: {body[:200].decode(errors='replace')}", level="warn")
+                    return
+                time.sleep(0.2)
+        except MkeError as e:
+            self.ctx.sink.line("pki", f"cannot renew kube-apiserver's kubelet connections: {e}", level="warn")
+        finally:
+            client.close()
 
     # -- versions for `mke status` (the payload's manifest, or asked from each binary)
 

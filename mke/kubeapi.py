@@ -351,6 +351,15 @@ class KubeClient:
         """(status, body) without raising on HTTP errors; for health checks."""
         return self._request(method, path)
 
+    def upgrade_probe(self, path: str) -> tuple[int, bytes]:
+        """(status, body) of a GET that asks for a protocol upgrade: kube-apiserver's proxies
+        (node proxy, exec, port-forward) dial a new backend connection for it, never a pooled
+        one. The backend answers without upgrading; the connection is closed afterwards."""
+        try:
+            return self._request("GET", path, None, {"Connection": "Upgrade", "Upgrade": "websocket"})
+        finally:
+            self.close()
+
     # -- discovery and typed helpers
 
     def resource(self, api_version: str, kind: str) -> Resource:

@@ -292,3 +292,43 @@ def test_rotate_on_a_worker_says_kubelet_rotates_its_own(tmp_path: Path):
     (tmp_path / "worker").mkdir()
     r = mke("certificate", "rotate", "--data-dir", str(tmp_path))
     assert r.returncode != 0 and "kubelet rotates its own" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_controller_makes_kube_apiservers_first_kubelet_connection_after_its_client_certificate_changed(
+        tmp_path: Path, make_pki):
+    """client-go closes every connection of a transport whose client certificate changed, the
+    one being handshaken too: the first exec/logs after a rotation would fail with "error
+    dialing backend: EOF". The controller spends that failure itself: upgrade requests through
+    the node proxy (which always dial) until one gets through. The stand-in API answers two
+    dial failures, then the kubelet's answer; the real path is tests/e2e (exec right after
+    ``mke certificate rotate``)."""
+    from mke.config import default_config
+    from mke.controller import Controller
+    from tests.support.apiservers import KubeAPIStandIn, status
+
+    kube = KubeAPIStandIn()
+    pki = make_pki(tmp_path / "data" / "pki", kube.port)
+    kube.serve(cert=pki.crt("apiserver"), key=pki.key("apiserver"), client_ca=pki.client_ca_file,
+               require_client_cert=False)
+    try:
+        kube.put({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "w1"},
+                  "status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+        probe = lambda s: s.path == "/api/v1/nodes/w1/proxy/healthz"  # noqa: E731
+        kube.fail(500, status(500, "InternalError", "error dialing backend: EOF"), when=probe, times=2)
+        kube.fail(200, b"ok", when=probe)
+        ctl = Controller(default_config(), data_dir=tmp_path / "data", name="ctl-1")
+        out = io.StringIO()
+        ctl.ctx.sink = LogSink(out)
+        ctl.manager = object()  # as if started
+        ctl.renew_kubelet_connections()  # the first call records what kube-apiserver started with
+        assert not [s for s in kube.seen if probe(s)]
+        pki.rotate(["apiserver-kubelet-client"])
+        ctl.renew_kubelet_connections()
+        probes = [s for s in kube.seen if probe(s)]
+        assert len(probes) == 3 and all(s.headers.get("Upgrade") == "websocket" and
+                                        s.headers.get("Connection") == "Upgrade" for s in probes)
+        assert "reconnected to the kubelets with its new client certificate (3 tries through node w1)" in out.getvalue()
+        ctl.renew_kubelet_connections()  # nothing changed since: nothing sent
+        assert len([s for s in kube.seen if probe(s)]) == 3
+    finally:
+        kube.stop()
