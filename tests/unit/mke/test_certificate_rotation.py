@@ -3,7 +3,9 @@ must restart for which changed file (``SupervisedComponent.needs_restart``, from
 component's real flags), the mke API serving a rotated certificate on the next connection
 (a real TLS server), and ``mke certificate status|rotate`` on a data dir no server runs on.
 The whole path on a running cluster (zero failed API requests, unchanged pids, the new
-certificates seen over TLS) is tests/integration/test_certificate_rotation.py.
+certificates seen over TLS, exec right after) is tests/e2e/test_cluster.py
+(``test_certificate_rotation_without_restarts_and_without_a_failed_request``), on the real
+dist/mke, whose embedded konnectivity-server carries the reload patch.
 """
 
 from __future__ import annotations
