@@ -158,7 +158,9 @@ class KubeAPIServer(SupervisedComponent):
             "--anonymous-auth=false",
             "--authorization-mode=Node,RBAC",
             "--enable-bootstrap-token-auth=true",
-            "--enable-admission-plugins=NodeRestriction",
+            # DenyServiceExternalIPs: Service.spec.externalIPs lets any user with Service access
+            # capture traffic to an address (CVE-2020-8554); CIS 1.2.3
+            "--enable-admission-plugins=NodeRestriction,DenyServiceExternalIPs",
             "--allow-privileged=true",
             "--profiling=false",
             f"--tls-min-version={K8S_MIN_VERSION}",

@@ -228,6 +228,27 @@ def test_pod_security_enforces_baseline_warns_restricted_and_exempts_kube_system
     assert code == 201, body
 
 
+def test_services_with_external_ips_are_refused(server: MkeServer) -> None:
+    """CIS 1.2.3 (CVE-2020-8554): DenyServiceExternalIPs admission; a Service without them is fine."""
+    ns = f"eip-{uuid.uuid4().hex[:8]}"
+    namespace(server, ns)
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+           "spec": {"ports": [{"port": 80}], "selector": {"app": "web"}}}
+    code, _, body = curl(server, "POST", f"/api/v1/namespaces/{ns}/services?dryRun=All",
+                         {**svc, "spec": {**svc["spec"], "externalIPs": ["203.0.113.10"]}})
+    assert code == 403, body
+    assert isinstance(body, dict) and "Use of external IPs is denied by admission control" in body["message"], body
+    code, _, body = curl(server, "POST", f"/api/v1/namespaces/{ns}/services?dryRun=All", svc)
+    assert code == 201, body
+
+
+def test_the_controller_manager_collects_finished_pods_beyond_1000(server: MkeServer) -> None:
+    """CIS 1.3.1, read from the running process's command line."""
+    pid = server.component_pid("kube-controller-manager")
+    args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    assert b"--terminated-pod-gc-threshold=1000" in args
+
+
 # ---------------------------------------------------------------- 5. TLS on every server port
 
 
