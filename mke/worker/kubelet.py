@@ -30,6 +30,9 @@ EVICTION_HARD = {"memory.available": "100Mi", "nodefs.available": "5%", "nodefs.
                  "imagefs.available": "5%"}
 
 
+POD_PIDS_LIMIT = 4096
+
+
 def kubelet_configuration(ctx: WorkerContext, *, swap: bool = False, resolv_conf: str = "/etc/resolv.conf") -> dict[str, Any]:
     p, s, o = ctx.paths, ctx.settings, ctx.options
     cfg: dict[str, Any] = {
@@ -59,6 +62,12 @@ def kubelet_configuration(ctx: WorkerContext, *, swap: bool = False, resolv_conf
         "volumePluginDir": str(p.kubelet_root / "volume-plugins"),
         "staticPodPath": "",
         "protectKernelDefaults": ctx.protect_kernel_defaults,  # CIS 4.2.6: mke set the values first
+        # CIS 4.2.15: a container without a seccomp profile gets the runtime's default one
+        # (containerd's; privileged containers stay unconfined), not none
+        "seccompDefault": True,
+        # CIS 4.2.14: one pod cannot exhaust the node's pids (fork bombs); a pod's own
+        # securityContext cannot raise it. Override: --kubelet-arg=pod-max-pids=N
+        "podPidsLimit": POD_PIDS_LIMIT,
         "failSwapOn": not swap,
         "evictionHard": dict(EVICTION_HARD),
         # Pulls in parallel (kubelet's default is one at a time): on an air-gapped node a pull of an

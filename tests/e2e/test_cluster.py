@@ -139,6 +139,8 @@ def test_each_kubelet_runs_with_the_cis_settings(cluster, core):
         assert cfg.get("readOnlyPort", 0) == 0  # 4.2.4
         assert cfg["rotateCertificates"] is True and cfg["serverTLSBootstrap"] is True  # 4.2.10-12
         assert cfg["tlsCipherSuites"] and cfg["tlsMinVersion"] == "VersionTLS12"  # 4.2.13
+        assert cfg["podPidsLimit"] == 4096  # 4.2.14
+        assert cfg["seccompDefault"] is True  # 4.2.15
     from mke.worker.host import KUBELET_SYSCTLS
 
     for key, want in KUBELET_SYSCTLS.items():  # global kernel settings: the same seen from any host

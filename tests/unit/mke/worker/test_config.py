@@ -235,6 +235,12 @@ def test_without_a_kubelet_kernel_setting_kubelet_does_not_protect_them(tmp_path
                                  )["protectKernelDefaults"] is False
 
 
+def test_kubelet_defaults_to_the_runtime_seccomp_profile_and_a_pid_limit(tmp_path):
+    """CIS 4.2.14 and 4.2.15; --kubelet-arg flags still override the file (kubelet's own rule)."""
+    cfg = kubelet_configuration(make_ctx(tmp_path))
+    assert cfg["seccompDefault"] is True and cfg["podPidsLimit"] == 4096
+
+
 def test_prerequisites_all_ok(tmp_path):
     proc, sys = _fake_kernel(tmp_path, bridge=True, forward="1")
     checks = host.Prerequisites(proc=proc, sys=sys, load_module=lambda m: "loaded").ensure()
