@@ -182,6 +182,9 @@ class KubeAPIServer(SupervisedComponent):
             f"--service-account-issuer=https://kubernetes.default.svc.{cfg.network.cluster_domain}",
             f"--service-account-key-file={pki.sa_pub}",
             f"--service-account-signing-key-file={pki.sa_key}",
+            # projected tokens live as long as asked (kubelet asks 1 h and refreshes them), not
+            # a year for clients that never re-read them; CIS 1.2.30
+            "--service-account-extend-token-expiration=false",
             f"--api-audiences=https://kubernetes.default.svc.{cfg.network.cluster_domain},system:konnectivity-server",
             f"--requestheader-client-ca-file={pki.crt('front-proxy-ca')}",
             "--requestheader-allowed-names=front-proxy-client",

@@ -33,6 +33,15 @@ EVICTION_HARD = {"memory.available": "100Mi", "nodefs.available": "5%", "nodefs.
 POD_PIDS_LIMIT = 4096
 
 
+def kubelet_default_name() -> str:
+    """The node name kubelet takes without --hostname-override: the host name, trimmed and
+    lowercased (k8s.io/component-helpers node/util GetHostname). mke's default (--name) is
+    its first label, so a host named with dots still needs the flag."""
+    import socket
+
+    return socket.gethostname().strip().lower()
+
+
 def kubelet_configuration(ctx: WorkerContext, *, swap: bool = False, resolv_conf: str = "/etc/resolv.conf") -> dict[str, Any]:
     p, s, o = ctx.paths, ctx.settings, ctx.options
     cfg: dict[str, Any] = {
@@ -226,8 +235,9 @@ class Kubelet(SupervisedComponent):
             f"--kubeconfig={p.kubelet_kubeconfig}",
             f"--cert-dir={p.kubelet_cert_dir}",
             f"--root-dir={p.kubelet_root}",
-            f"--hostname-override={o.node_name}",
         ]
+        if o.node_name != kubelet_default_name():  # CIS 4.2.8: only when the name is not kubelet's own
+            a.append(f"--hostname-override={o.node_name}")
         if p.bootstrap_kubeconfig.exists():
             a.append(f"--bootstrap-kubeconfig={p.bootstrap_kubeconfig}")
         if o.node_ip:

@@ -136,7 +136,7 @@ def test_kubelet_args_and_bootstrap(tmp_path):
     args = k.process_spec().args
     assert args[0] == str(tmp_path / "bin" / "kubelet")
     assert "--node-ip=10.0.0.2" in args and "--node-labels=a=b" in args and "--v=2" in args
-    assert "--hostname-override=w1" in args
+    assert "--hostname-override=w1" in args  # this machine is not called w1
     assert not any(a.startswith("--bootstrap-kubeconfig") for a in args)  # no bootstrap file: joined already
     ctx.paths.bootstrap_kubeconfig.write_text("x")
     assert f"--bootstrap-kubeconfig={ctx.paths.bootstrap_kubeconfig}" in k.process_spec().args
@@ -233,6 +233,23 @@ def test_without_a_kubelet_kernel_setting_kubelet_does_not_protect_them(tmp_path
     assert kubelet_configuration(make_ctx(tmp_path))["protectKernelDefaults"] is True
     assert kubelet_configuration(dataclasses.replace(make_ctx(tmp_path), protect_kernel_defaults=False)
                                  )["protectKernelDefaults"] is False
+
+
+def test_kubelet_gets_hostname_override_only_when_the_node_name_is_not_its_own(tmp_path, monkeypatch):
+    """CIS 4.2.8: kubelet's own name is the host name, trimmed and lowercased."""
+    import socket
+
+    from mke.worker.kubelet import Kubelet
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "Node-7\n")
+    ctx = make_ctx(tmp_path)
+    for name, flag in (("node-7", False), ("w1", True)):
+        named = dataclasses.replace(ctx, options=dataclasses.replace(ctx.options, node_name=name))
+        args = Kubelet(named).args()
+        assert (f"--hostname-override={name}" in args) is flag, args
+    monkeypatch.setattr(socket, "gethostname", lambda: "node-7.example.com")  # mke's default name: node-7
+    named = dataclasses.replace(ctx, options=dataclasses.replace(ctx.options, node_name="node-7"))
+    assert "--hostname-override=node-7" in Kubelet(named).args()
 
 
 def test_kubelet_defaults_to_the_runtime_seccomp_profile_and_a_pid_limit(tmp_path):
