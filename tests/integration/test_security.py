@@ -242,11 +242,14 @@ def test_services_with_external_ips_are_refused(server: MkeServer) -> None:
     assert code == 201, body
 
 
-def test_the_controller_manager_collects_finished_pods_beyond_1000(server: MkeServer) -> None:
-    """CIS 1.3.1, read from the running process's command line."""
-    pid = server.component_pid("kube-controller-manager")
-    args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    assert b"--terminated-pod-gc-threshold=1000" in args
+def test_cis_flags_on_the_running_processes(server: MkeServer) -> None:
+    """CIS 1.3.1 and 1.2.30, read from the running processes' command lines."""
+    def args(component: str) -> list[bytes]:
+        return Path(f"/proc/{server.component_pid(component)}/cmdline").read_bytes().split(b"\0")
+
+    assert b"--terminated-pod-gc-threshold=1000" in args("kube-controller-manager")
+    assert b"--service-account-extend-token-expiration=false" in args("kube-apiserver")
+    assert b"--enable-admission-plugins=NodeRestriction,DenyServiceExternalIPs" in args("kube-apiserver")
 
 
 # ---------------------------------------------------------------- 5. TLS on every server port
