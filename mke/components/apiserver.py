@@ -65,8 +65,21 @@ def admission_configuration(cfg: ClusterConfig) -> dict[str, Any]:
                              "warn": psa.warn, "warn-version": "latest"},
                 "exemptions": {"usernames": [], "runtimeClasses": [], "namespaces": list(psa.exempt_namespaces)},
             },
+        }, {
+            # CIS 1.2.9: a flood of Events (a crash-looping controller, a hostile client) cannot
+            # take the API server down; the limits are the ones RKE2's CIS guide uses, far above
+            # what a healthy cluster sends
+            "name": "EventRateLimit",
+            "configuration": {
+                "apiVersion": "eventratelimit.admission.k8s.io/v1alpha1",
+                "kind": "Configuration",
+                "limits": [{"type": "Server", "qps": EVENT_QPS, "burst": EVENT_BURST}],
+            },
         }],
     }
+
+
+EVENT_QPS, EVENT_BURST = 5000, 20000
 
 
 class KubeAPIServer(SupervisedComponent):
@@ -160,7 +173,7 @@ class KubeAPIServer(SupervisedComponent):
             "--enable-bootstrap-token-auth=true",
             # DenyServiceExternalIPs: Service.spec.externalIPs lets any user with Service access
             # capture traffic to an address (CVE-2020-8554); CIS 1.2.3
-            "--enable-admission-plugins=NodeRestriction,DenyServiceExternalIPs",
+            "--enable-admission-plugins=NodeRestriction,DenyServiceExternalIPs,EventRateLimit",
             "--allow-privileged=true",
             "--profiling=false",
             f"--tls-min-version={K8S_MIN_VERSION}",

@@ -249,7 +249,12 @@ def test_cis_flags_on_the_running_processes(server: MkeServer) -> None:
 
     assert b"--terminated-pod-gc-threshold=1000" in args("kube-controller-manager")
     assert b"--service-account-extend-token-expiration=false" in args("kube-apiserver")
-    assert b"--enable-admission-plugins=NodeRestriction,DenyServiceExternalIPs" in args("kube-apiserver")
+    assert b"--enable-admission-plugins=NodeRestriction,DenyServiceExternalIPs,EventRateLimit" in args("kube-apiserver")
+    # EventRateLimit is configured (admission.yaml) and lets a normal Event through
+    event = {"apiVersion": "v1", "kind": "Event", "metadata": {"name": "cis-check"},
+             "involvedObject": {"kind": "Namespace", "name": "default"}, "reason": "Check", "message": "CIS 1.2.9"}
+    code, _, body = curl(server, "POST", "/api/v1/namespaces/default/events?dryRun=All", event)
+    assert code == 201, body
 
 
 # ---------------------------------------------------------------- 5. TLS on every server port

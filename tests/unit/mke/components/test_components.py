@@ -220,7 +220,7 @@ def test_apiserver_secure_defaults(ctx: ControllerContext) -> None:
     assert f["--service-cluster-ip-range"] == "10.96.0.0/12"
     assert f["--advertise-address"] == "192.0.2.10"
     assert f["--tls-min-version"] == "VersionTLS12"
-    assert f["--enable-admission-plugins"] == "NodeRestriction,DenyServiceExternalIPs"  # CIS 1.2.3, 1.2.14
+    assert f["--enable-admission-plugins"] == "NodeRestriction,DenyServiceExternalIPs,EventRateLimit"  # CIS 1.2.3, 1.2.9, 1.2.14
     assert f["--service-account-extend-token-expiration"] == "false"  # CIS 1.2.30
     assert "--egress-selector-config-file" in f
     assert not any(k.startswith("--insecure") for k in f)
