@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from mke.components.base import SupervisedComponent, https_ok
 from mke.node.tls import K8S_MIN_VERSION, go_cipher_suites
 
@@ -14,14 +16,15 @@ class KonnectivityServer(SupervisedComponent):
     name = "konnectivity-server"
     binary = "konnectivity-server"
     ready_timeout = 60.0
-    @property
+    @functools.cached_property
     def reloads(self) -> frozenset[str]:  # type: ignore[override]
         """The agent-facing pair is read again when its files change with mke's patch to
         apiserver-network-proxy v0.36.0 (RELOAD_PATCH; upstream reads it once, in
         cmd/server/app/server.go getTLSConfig), which the payload manifest records for the
         embedded binary. A konnectivity-server from --bin-dir or PATH is taken as upstream's:
         a new certificate restarts it (agents reconnect). Its kubeconfig names its client
-        pair as files, which client-go reloads (SupervisedComponent.kubeconfig_flags)."""
+        pair as files, which client-go reloads (SupervisedComponent.kubeconfig_flags). Asked
+        once per process: the payload does not change under a running mke."""
         if any(p.startswith(RELOAD_PATCH) for p in self.ctx.binaries.patches(self.binary)):
             return frozenset({"cluster-cert", "cluster-key"})
         return frozenset()
