@@ -430,11 +430,17 @@ def _policy_state(cluster, node: str) -> str:
 
     bins = dist() / f"linux-{arch()}" / "bin"
     netns = f"--net=/run/netns/{cluster.host(node).netns}"
-    rules = subprocess.run(["nsenter", netns, "--", str(bins / "xtables-nft-multi"), "iptables-save", "-t", "filter"],
-                           capture_output=True, text=True, timeout=60, check=False).stdout
+    def save(table: str) -> list[str]:
+        return subprocess.run(["nsenter", netns, "--", str(bins / "xtables-nft-multi"), "iptables-save", "-t", table],
+                              capture_output=True, text=True, timeout=60, check=False).stdout.splitlines()
+
     sets = subprocess.run(["nsenter", netns, "--", str(bins / "ipset"), "list"], capture_output=True, text=True,
                           timeout=60, check=False).stdout
-    return "\n".join([f"{node} policy rules:", *[x for x in rules.splitlines() if "NWPLCY" in x], f"{node} ipsets:", sets])
+    # the whole path a packet takes through kube-router's chains (FORWARD, the pod firewalls and
+    # the policy chains with their counters), and what NAT may do to the pod's source address
+    filtered = [x for x in save("filter") if "KUBE-ROUTER" in x or "POD-FW" in x or "NWPLCY" in x or "FORWARD" in x]
+    nat = [x for x in save("nat") if "POSTROUTING" in x or "MASQ" in x]
+    return "\n".join([f"{node} policy rules:", *filtered, f"{node} nat:", *nat, f"{node} ipsets:", sets])
 
 
 def _reaches(kube, src: str, dst: str, ip: dict[str, str]) -> bool:
@@ -482,7 +488,7 @@ def test_network_policy_default_deny_then_exactly_the_allowed_path(cluster, kube
     try:
         wait_until("allowed -> server restored", lambda: _reaches(kube, "allowed", "server", ip), timeout=120, interval=1)
     except AssertionError as e:
-        raise AssertionError(f"{e}\n{_policy_state(cluster, 'w1')}") from None
+        raise AssertionError(f"{e}\n{_policy_state(cluster, 'w1')}\n{_policy_state(cluster, 'w2')}") from None
     report("seconds until an allow rule is enforced", round(time.monotonic() - t0, 1))
     assert not _reaches(kube, "other", "server", ip)  # exactly the allowed path
     assert not _reaches(kube, "server", "allowed", ip)
