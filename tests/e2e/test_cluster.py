@@ -431,7 +431,7 @@ def _policy_state(cluster, node: str) -> str:
     bins = dist() / f"linux-{arch()}" / "bin"
     netns = f"--net=/run/netns/{cluster.host(node).netns}"
     def save(table: str) -> list[str]:
-        return subprocess.run(["nsenter", netns, "--", str(bins / "xtables-nft-multi"), "iptables-save", "-t", table],
+        return subprocess.run(["nsenter", netns, "--", str(bins / "xtables-nft-multi"), "iptables-save", "-c", "-t", table],
                               capture_output=True, text=True, timeout=60, check=False).stdout.splitlines()
 
     sets = subprocess.run(["nsenter", netns, "--", str(bins / "ipset"), "list"], capture_output=True, text=True,
