@@ -284,6 +284,18 @@ def apply_patches(recipe: Recipe, module_dir: Path, dest: Path) -> None:
                                       f"{src.module}@{src.version}: {why}; update the patch for this version")
 
 
+def patched_copy(recipe: Recipe, module_dir: Path, wrapper_dir: Path) -> str:
+    """With ``[[source.patch]]``: the patched copy of the module in ``wrapper_dir``/PATCHED_DIR,
+    returned as the wrapper-relative directory ``wrapper_gomod`` replaces the module with;
+    "" without patches (nothing copied)."""
+    src = recipe.source
+    assert src is not None
+    if not src.patches:
+        return ""
+    apply_patches(recipe, module_dir, wrapper_dir / PATCHED_DIR)
+    return PATCHED_DIR
+
+
 def write_wrapper(recipe: Recipe, host: HostGo, pins: tuple[str, ...], dest: Path) -> PreparedSource:
     """Download the upstream module (checked against its pins) and write the wrapper go.mod + go.sum.
 
@@ -293,10 +305,7 @@ def write_wrapper(recipe: Recipe, host: HostGo, pins: tuple[str, ...], dest: Pat
     src = recipe.source
     assert src is not None
     info = download_module(host, src.module, src.version, pins, component=recipe.name)
-    patched = ""
-    if src.patches:
-        apply_patches(recipe, info.dir, dest / PATCHED_DIR)
-        patched = PATCHED_DIR
+    patched = patched_copy(recipe, info.dir, dest)
     gomod = wrapper_gomod(recipe, parse_gomod(host, info.gomod_file, component=recipe.name), patched)
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "go.mod").write_text(gomod)
@@ -379,10 +388,7 @@ def resolve_wrapper_sum(recipe: Recipe, host: HostGo, workdir: Path) -> tuple[st
     top = (f"{src.module} {src.version} {info['Sum']}", f"{src.module} {src.version}/go.mod {info['GoModSum']}")
     if src.kind == "c":
         return top
-    patched = ""
-    if src.patches:  # a patch may import packages the upstream module does not
-        apply_patches(recipe, Path(info["Dir"]), workdir / PATCHED_DIR)
-        patched = PATCHED_DIR
+    patched = patched_copy(recipe, Path(info["Dir"]), workdir)  # a patch may import what upstream does not
     gomod = wrapper_gomod(recipe, parse_gomod(host, Path(info["GoMod"]), component=recipe.name), patched)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "go.mod").write_text(gomod)

@@ -145,7 +145,7 @@ class Controller(NodeRole):
         self.manager.stop_stale()
         self.manager.start(init=False)
         self.pki_state = {"fingerprint": self.ctx.pki.fingerprint(), "applied_at": time.time(), "restarted": []}
-        self.renew_kubelet_connections()  # records the kubelet client certificate kube-apiserver started with
+        self.kubelet_client_digest = self.kubelet_client_fingerprint()  # what kube-apiserver started with
         if self.config.control_plane.worker:
             self.start_worker()
         threading.Thread(target=self.detect_versions, name="versions", daemon=True).start()
@@ -208,6 +208,15 @@ class Controller(NodeRole):
         self.write_status()
         return restarted
 
+    def kubelet_client_fingerprint(self) -> str | None:
+        """sha256 of kube-apiserver's kubelet client certificate file, None when it cannot be read."""
+        import hashlib
+
+        try:
+            return hashlib.sha256(self.ctx.pki.crt("apiserver-kubelet-client").read_bytes()).hexdigest()
+        except OSError:
+            return None
+
     def renew_kubelet_connections(self, timeout: float = 20.0) -> None:
         """After kube-apiserver's kubelet client certificate changed: make its first new kubelet
         connection ourselves, so that no user's exec/logs/port-forward is that connection.
@@ -218,14 +227,12 @@ class Controller(NodeRole):
         that request fails with "error dialing backend: EOF". An upgrade request through the
         node proxy always dials (``KubeClient.upgrade_probe``); it is repeated until a dial
         succeeds. Nothing to do without a Ready node; failures are logged, never raised."""
-        import hashlib
         import urllib.parse
 
         from mke.kubeapi import KubeClient
 
-        try:
-            digest = hashlib.sha256(self.ctx.pki.crt("apiserver-kubelet-client").read_bytes()).hexdigest()
-        except OSError:
+        digest = self.kubelet_client_fingerprint()
+        if digest is None:
             return
         previous, self.kubelet_client_digest = self.kubelet_client_digest, digest
         if previous in (None, digest) or self.manager is None:

@@ -48,7 +48,7 @@ from build.gomod import (
 from build.modes.base import BuildContext
 from build.platform import Platform
 from build.progress import log
-from build.recipes import DebianSource, Recipe, render
+from build.recipes import DebianSource, Recipe, patch_note, render
 
 # Bump when the container command or environment below changes shape (enters action keys).
 DOCKER_MODE_SCHEMA = 1
@@ -478,5 +478,5 @@ class DockerMode:
             "source_seconds": round(t_sources, 3),
             "build_seconds": round(time.monotonic() - t0 - t_sources, 3),
             "packages_compiled": sink.packages,
-            **({"patches": [f"{p.file} sha256:{p.sha256}" for p in src.patches]} if src.patches else {}),
+            **({"patches": [patch_note(p) for p in src.patches]} if src.patches else {}),
         }

@@ -25,9 +25,14 @@ LABELS = {"k8s-app": "konnectivity-agent"}
 SERVER_LABEL = "mke.io/konnectivity-server"  # which controller a DaemonSet's agents dial
 
 
+def server_slug(server: str) -> str:
+    """``10-0-0-1`` for the controller at 10.0.0.1 (``fd00--1`` for fd00::1): its DaemonSet's
+    name suffix and SERVER_LABEL value."""
+    return server.lower().replace(".", "-").replace(":", "-")
+
+
 def daemonset_name(server: str) -> str:
-    """``konnectivity-agent-10-0-0-1`` for the controller at 10.0.0.1 (``fd00--1`` for fd00::1)."""
-    return "konnectivity-agent-" + server.lower().replace(".", "-").replace(":", "-")
+    return f"konnectivity-agent-{server_slug(server)}"
 
 
 def objects(ctx: ControllerContext, servers: list[str] | None = None) -> list[dict[str, Any]]:
@@ -39,7 +44,7 @@ def objects(ctx: ControllerContext, servers: list[str] | None = None) -> list[di
 
 def daemonset(ctx: ControllerContext, server: str) -> dict[str, Any]:
     cfg = ctx.config
-    labels = {**LABELS, SERVER_LABEL: daemonset_name(server).removeprefix("konnectivity-agent-")}
+    labels = {**LABELS, SERVER_LABEL: server_slug(server)}
     return {
         "apiVersion": "apps/v1",
         "kind": "DaemonSet",

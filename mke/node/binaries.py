@@ -6,6 +6,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from mke.errors import StagingError
 
@@ -69,29 +70,28 @@ class BinaryResolver:
         wanted = list(dict.fromkeys(names))
         if self.user_bin_dir:
             return [n for n in wanted if self._in_user_dir(n) is not None]
-        try:
-            from mke.payload_format import running_payload
-
-            payload = running_payload()
-        except ImportError:
-            return []
+        payload = self._payload()
         have = {b.name for b in payload.manifest.binaries if b.embedded} if payload is not None else set()
         return [n for n in wanted if n in have]
 
     def patches(self, name: str) -> tuple[str, ...]:
         """mke's changes to ``name``'s upstream source, as the payload manifest records them
         (``[[source.patch]]``); () for a binary from --bin-dir or PATH, whose source is unknown."""
-        if self._in_user_dir(name) is not None:
-            return ()
-        try:
-            from mke.payload_format import running_payload
-
-            payload = running_payload()
-        except ImportError:
-            return ()
+        payload = self._payload() if self._in_user_dir(name) is None else None
         if payload is None:
             return ()
         return next((b.patches for b in payload.manifest.binaries if b.name == name and b.embedded), ())
+
+    @staticmethod
+    def _payload() -> Any:
+        """The running mke's payload (``mke.payload_format.running_payload``), or None: run from
+        source, or a runtime without the payload module."""
+        try:
+            from mke.payload_format import running_payload
+
+            return running_payload()
+        except ImportError:
+            return None
 
     def path(self, name: str) -> Path:
         if name not in self._paths:

@@ -238,26 +238,28 @@ def denied_client_csr(bootstrap_kubeconfig: Path, node_name: str, *, timeout: fl
     """
     import base64
 
-    import yaml
     from cryptography import x509
     from cryptography.x509.oid import NameOID
 
+    from mke.errors import MkeError
+    from mke.kubeapi import KubeClient
+
     try:
-        doc = yaml.safe_load(bootstrap_kubeconfig.read_text())
-        cluster = doc["clusters"][0]["cluster"]
-        token_text = doc["users"][0]["user"]["token"]
-        ca_pem = (base64.b64decode(cluster["certificate-authority-data"]).decode() if "certificate-authority-data" in cluster
-                  else (bootstrap_kubeconfig.parent / cluster["certificate-authority"]).read_text())
-        tok = JoinToken(role="worker", api_url=cluster["server"], ca_pem=ca_pem, ca_hash="",
-                        token_id=token_text.partition(".")[0], token_secret=token_text.partition(".")[2])
-        status, body = _TokenClient(tok, timeout).request("GET", "/apis/certificates.k8s.io/v1/certificatesigningrequests")
-    except (OSError, ValueError, KeyError, IndexError, TypeError, yaml.YAMLError, http.client.HTTPException):
+        client = KubeClient.from_kubeconfig(bootstrap_kubeconfig, timeout=timeout)
+    except MkeError:
         return None
-    if status != 200 or not isinstance(body, dict):
+    token_id = (client.http.endpoint.bearer_token or "").partition(".")[0]
+    try:
+        body = client.call("GET", "/apis/certificates.k8s.io/v1/certificatesigningrequests")
+    except MkeError:
+        return None
+    finally:
+        client.close()
+    if not token_id or not isinstance(body, dict):
         return None
     for csr in body.get("items") or []:
         spec = csr.get("spec") or {}
-        if spec.get("username") != f"system:bootstrap:{tok.token_id}":
+        if spec.get("username") != f"system:bootstrap:{token_id}":
             continue
         denied = [c for c in (csr.get("status") or {}).get("conditions") or [] if c.get("type") == "Denied"]
         if not denied:
@@ -270,4 +272,3 @@ def denied_client_csr(bootstrap_kubeconfig: Path, node_name: str, *, timeout: fl
         if cn == [f"system:node:{node_name}"]:
             return str(denied[-1].get("message") or denied[-1].get("reason") or "denied")
     return None
-

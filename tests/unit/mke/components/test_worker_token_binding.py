@@ -208,7 +208,9 @@ def test_a_joining_worker_learns_its_certificate_was_denied(cluster, tmp_path):
     kc = tmp_path / "bootstrap-kubelet.conf"
     kc.write_text(yaml.safe_dump({
         "clusters": [{"name": "mke", "cluster": {"server": fc.kube.url, "certificate-authority": str(fc.pki.crt("ca"))}}],
-        "users": [{"name": "kubelet-bootstrap", "user": {"token": bearer}}]}))
+        "users": [{"name": "kubelet-bootstrap", "user": {"token": bearer}}],
+        "contexts": [{"name": "mke", "context": {"cluster": "mke", "user": "kubelet-bootstrap"}}],
+        "current-context": "mke"}))  # as mke/worker/join.py bootstrap_kubeconfig writes it
     assert denied_client_csr(kc, "bad") == "worker token was used for node w1: one worker token per node"
     assert denied_client_csr(kc, "w2") is None  # nothing denied for this node
     kc.write_text("not: [a kubeconfig")
