@@ -25,7 +25,7 @@ from mke.components.konnectivity import KonnectivityServer
 from mke.components.manager import ComponentManager
 from mke.components.scheduler import KubeScheduler
 from mke.config import ClusterConfig, running_config_path, write_running_config
-from mke.errors import MkeError
+from mke.errors import KubeAPIError, MkeError
 from mke.logsink import LogSink
 from mke.node.binaries import BinaryResolver
 from mke.node.datadir import DEFAULT_DATA_DIR, EMBEDDED_WORKER_DIR
@@ -146,6 +146,7 @@ class Controller(NodeRole):
         self.manager.start(init=False)
         self.pki_state = {"fingerprint": self.ctx.pki.fingerprint(), "applied_at": time.time(), "restarted": []}
         self.kubelet_client_digest = self.kubelet_client_fingerprint()  # what kube-apiserver started with
+        self.ensure_admin_binding()
         if self.config.control_plane.worker:
             self.start_worker()
         threading.Thread(target=self.detect_versions, name="versions", daemon=True).start()
@@ -159,6 +160,7 @@ class Controller(NodeRole):
             self.next_pki_check = time.monotonic() + self.pki_check_every
             self.renew_certificates()
         self.apply_certificate_changes()
+        self.ensure_admin_binding()
 
     def renew_certificates(self) -> list[str]:
         """Renew what expires within 30 days; ``apply_certificate_changes`` does the rest."""
@@ -208,6 +210,39 @@ class Controller(NodeRole):
         self.write_status()
         return restarted
 
+    def ensure_admin_binding(self) -> bool:
+        """Create the ClusterRoleBinding that makes admin.conf cluster-admin, once: when this
+        controller created the cluster or re-issued an admin certificate that was in
+        system:masters (``pki.admin_binding_pending``). An existing binding is left as it is, and
+        a deleted one is not made again: deleting it revokes every admin.conf (docs/security.md).
+        False while it is still to be done (tried again on the next tick)."""
+        from mke.kubeapi import KubeClient
+        from mke.manifests.k8s import cluster_role_binding, subject
+        from mke.pki import ADMIN_GROUP
+
+        pending = self.ctx.pki.admin_binding_pending
+        if not pending.exists():
+            return True
+        binding = cluster_role_binding(ADMIN_GROUP, "cluster-admin", [subject("Group", ADMIN_GROUP)])
+        binding["metadata"]["labels"] = {"app.kubernetes.io/managed-by": "mke"}
+        client = KubeClient.from_kubeconfig(self.ctx.pki.internal_kubeconfig, timeout=10.0)
+        try:
+            if client.get("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", ADMIN_GROUP) is None:
+                try:
+                    client.create(binding)
+                except KubeAPIError:
+                    if client.get("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", ADMIN_GROUP) is None:
+                        raise
+                self.ctx.sink.line("pki", f"admin.conf is cluster-admin through ClusterRoleBinding {ADMIN_GROUP} "
+                                          f"(group {ADMIN_GROUP}; not system:masters)")
+        except MkeError as e:
+            self.ctx.sink.line("pki", f"cannot create ClusterRoleBinding {ADMIN_GROUP} yet: {e}", level="warn")
+            return False
+        finally:
+            client.close()
+        pending.unlink(missing_ok=True)
+        return True
+
     def kubelet_client_fingerprint(self) -> str | None:
         """sha256 of kube-apiserver's kubelet client certificate file, None when it cannot be read."""
         import hashlib
@@ -237,7 +272,7 @@ class Controller(NodeRole):
         previous, self.kubelet_client_digest = self.kubelet_client_digest, digest
         if previous in (None, digest) or self.manager is None:
             return
-        client = KubeClient.from_kubeconfig(self.ctx.pki.kubeconfig("admin"), timeout=10.0)
+        client = KubeClient.from_kubeconfig(self.ctx.pki.internal_kubeconfig, timeout=10.0)
         tries, deadline = 0, time.monotonic() + timeout
         try:
             nodes = [n["metadata"]["name"] for n in client.list("v1", "Node")
@@ -317,7 +352,7 @@ class Controller(NodeRole):
             from mke.kubeapi import KubeClient
             from mke.tokens import TokenStore
 
-            client = KubeClient.from_kubeconfig(self.ctx.pki.kubeconfig("admin"))
+            client = KubeClient.from_kubeconfig(self.ctx.pki.internal_kubeconfig)
             token = TokenStore(client).create(
                 role="worker", api_url=api_url(self.config, self.status()),
                 ca_pem=self.ctx.pki.crt("ca").read_text(), ttl=dt.timedelta(hours=1),

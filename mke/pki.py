@@ -319,6 +319,18 @@ LEGACY_CA = "legacy-ca"
 CLIENT_CA_BUNDLE, KUBELET_SERVING_CA_BUNDLE = "client-ca-bundle", "kubelet-serving-ca-bundle"
 
 
+# The group of admin.conf's certificate, bound to cluster-admin by the ClusterRoleBinding of the
+# same name (kubeadm's kubeadm:cluster-admins). mke creates that binding once, when it creates
+# the cluster or re-issues an admin certificate that was in system:masters (ADMIN_BINDING_PENDING),
+# never again: deleting it revokes every admin.conf.
+ADMIN_GROUP = "mke:cluster-admins"
+# mke's own API client on a controller (system:masters: it must work before any RBAC exists and
+# whatever an operator does to RBAC): pki/super-admin.conf, 0600, never handed out.
+SUPER_ADMIN = "super-admin"
+# In the pki dir while the admin binding is still to be created (by Controller.ensure_admin_binding).
+ADMIN_BINDING_PENDING = "admin-binding.pending"
+
+
 def leaf_specs(req: PKIRequest) -> list[CertSpec]:
     api_dns, api_ips = req.api_sans()
     peer = req.etcd_peer_address or req.api_address
@@ -329,7 +341,10 @@ def leaf_specs(req: PKIRequest) -> list[CertSpec]:
         # apiserver's certificate, no node's, authenticates to a kubelet by certificate
         CertSpec(name="apiserver-kubelet-client", ca=SERVER_CA, cn="mke:apiserver-kubelet-client", client=True),
         CertSpec(name="front-proxy-client", ca="front-proxy-ca", cn="front-proxy-client", client=True),
-        CertSpec(name="admin", ca=CLIENT_CA, cn="mke-admin", orgs=("system:masters",), client=True),
+        # people's admin.conf: cluster-admin through RBAC (ADMIN_GROUP's binding), so it can be
+        # revoked; mke's own clients use SUPER_ADMIN, the only system:masters credential (CIS 5.1.7)
+        CertSpec(name="admin", ca=CLIENT_CA, cn="mke-admin", orgs=(ADMIN_GROUP,), client=True),
+        CertSpec(name=SUPER_ADMIN, ca=CLIENT_CA, cn="mke-super-admin", orgs=("system:masters",), client=True),
         CertSpec(name="controller-manager", ca=CLIENT_CA, cn="system:kube-controller-manager", client=True),
         CertSpec(name="scheduler", ca=CLIENT_CA, cn="system:kube-scheduler", client=True),
         CertSpec(name="konnectivity-client", ca=CLIENT_CA, cn="system:konnectivity-server", client=True),
@@ -389,6 +404,7 @@ def check_encryption_config(path: Path) -> None:
 # kubeconfig name -> client cert stem
 KUBECONFIGS = {
     "admin": "admin",
+    SUPER_ADMIN: SUPER_ADMIN,
     "controller-manager": "controller-manager",
     "scheduler": "scheduler",
     "konnectivity": "konnectivity-client",
@@ -408,6 +424,7 @@ class EnsureReport:
     kept: list[str] = field(default_factory=list)
     migrated: bool = False  # this start split a single-CA data dir (LEGACY_CA written)
     legacy: bool = False  # LEGACY_CA is trusted (a data dir made before CA separation)
+    resubjected: list[str] = field(default_factory=list)  # re-issued because the subject changed
 
 
 class ClusterPKI:
@@ -424,6 +441,15 @@ class ClusterPKI:
 
     def kubeconfig(self, name: str) -> Path:
         return self.dir / f"{name}.conf"
+
+    @property
+    def internal_kubeconfig(self) -> Path:
+        """mke's own client on this controller (system:masters; see SUPER_ADMIN)."""
+        return self.kubeconfig(SUPER_ADMIN)
+
+    @property
+    def admin_binding_pending(self) -> Path:
+        return self.dir / ADMIN_BINDING_PENDING
 
     @property
     def sa_key(self) -> Path:
@@ -547,6 +573,10 @@ class ClusterPKI:
             for spec in leaf_specs(req):
                 ca_cert, ca_key = cas[spec.ca]
                 self._ensure_leaf(spec, ca_cert, ca_key, now, rep)
+            if (req.create_shared and "admin" in rep.created) or "admin" in rep.resubjected:
+                # a new cluster, or an admin.conf that was system:masters: its RBAC binding is made
+                # once the apiserver answers (Controller.ensure_admin_binding)
+                write_file_atomic(self.dir / ADMIN_BINDING_PENDING, b"", 0o600)
             # Local clients (and admin.conf on this host) use loopback; `mke kubeconfig admin`
             # prints a copy for the advertised or external address.
             local = f"https://127.0.0.1:{req.api_port}"
@@ -661,6 +691,8 @@ class ClusterPKI:
             rep.kept.append(spec.name)
             return
         existed = cert is not None
+        if existed and not _subject_matches(cert, spec):
+            rep.resubjected.append(spec.name)
         cert = make_leaf_cert(spec, key, ca_cert, ca_key, not_before=now)
         write_file_atomic(crt_path, cert_pem(cert), 0o644)
         (rep.renewed if existed else rep.created).append(spec.name)

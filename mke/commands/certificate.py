@@ -47,7 +47,7 @@ SERVICES: dict[str, tuple[str, ...]] = {
     "kube-scheduler": ("scheduler",),
     "konnectivity-server": ("konnectivity", "konnectivity-client"),
     "mke-api": ("mke-api",),
-    "admin": ("admin", "etcd/client"),  # admin.conf, and mke's own etcd client
+    "admin": ("admin", "super-admin", "etcd/client"),  # admin.conf, and mke's own API and etcd clients
 }
 APPLY_TIMEOUT = 60.0  # the server acts within a tick (5 s) plus restarts
 SERVE_TIMEOUT = 90.0  # kube-apiserver re-reads its files at least once a minute

@@ -35,7 +35,11 @@ def _client_and_urls(args: argparse.Namespace):
     from mke.node.hostinfo import api_url, mke_api_url
 
     data_dir = data_dir_from(args.data_dir)
-    kubeconfig = data_dir / "pki" / "admin.conf"
+    # mke's own credential on a controller (root reads it; it works whatever RBAC says), else
+    # admin.conf (a data dir from before super-admin.conf)
+    kubeconfig = data_dir / "pki" / "super-admin.conf"
+    if not kubeconfig.exists():
+        kubeconfig = data_dir / "pki" / "admin.conf"
     if not kubeconfig.exists():
         raise PKIError(f"{kubeconfig}: missing; run `mke token` on a controller where `mke server` ran")
     cfg = node_config(data_dir, args.config, warn=warn)

@@ -97,7 +97,7 @@ class ClusterManifests(LoopComponent):
     def apply_once(self) -> int:
         from mke.kubeapi import KubeClient
 
-        client = KubeClient.from_kubeconfig(self.ctx.pki.kubeconfig("admin"))
+        client = KubeClient.from_kubeconfig(self.ctx.pki.internal_kubeconfig)
         if not self.holds_lease(client):
             self.standby = True
             return self.applied_count

@@ -268,7 +268,7 @@ class KubeletServingCSRApprover(LoopComponent):
         from mke.kubeapi import KubeClient
 
         try:
-            self._client = self._client or KubeClient.from_kubeconfig(self.ctx.pki.kubeconfig("admin"))
+            self._client = self._client or KubeClient.from_kubeconfig(self.ctx.pki.internal_kubeconfig)
             if not self._old_binding_gone:
                 # older mke let kube-controller-manager approve every worker token's client CSR
                 self._client.delete("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", OLD_AUTOAPPROVE_BINDING)

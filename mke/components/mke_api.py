@@ -501,7 +501,7 @@ class MkeAPI(Component):
         # check() and use() want a JoinToken; only id, secret and role matter for them
         tok = JoinToken(role="controller", api_url="https://x", ca_pem="", ca_hash="", token_id=tok_id,
                         token_secret=secret)
-        client = KubeClient.from_kubeconfig(self.ctx.pki.kubeconfig("admin"))
+        client = KubeClient.from_kubeconfig(self.ctx.pki.internal_kubeconfig)
         try:
             TokenStore(client).check(tok)  # before anything else: a wrong token learns nothing more
         finally:
@@ -516,7 +516,7 @@ class MkeAPI(Component):
         config = {k: v for k, v in config_to_dict(self.ctx.config).items() if k != "registries"}
         answer: dict[str, Any] = {"files": files, "config": config}
         with self._admit_lock:  # one membership change at a time
-            client = KubeClient.from_kubeconfig(self.ctx.pki.kubeconfig("admin"))
+            client = KubeClient.from_kubeconfig(self.ctx.pki.internal_kubeconfig)
             try:
                 store = TokenStore(client)
                 spent = store.use(tok)  # a single-use token: spent now, given back if the admission fails

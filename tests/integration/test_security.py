@@ -62,15 +62,16 @@ def flags_of(pid: int) -> dict[str, str]:
     return {a.split("=", 1)[0]: a.split("=", 1)[1] for a in cmdline(pid) if a.startswith("--") and "=" in a}
 
 
-def curl(server: MkeServer, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, str], Any]:
-    """(status, headers, JSON body) of one request as the cluster admin."""
+def curl(server: MkeServer, method: str, path: str, body: dict[str, Any] | None = None, *,
+         user: str = "admin") -> tuple[int, dict[str, str], Any]:
+    """(status, headers, JSON body) of one request as the cluster admin (``user``: the pki stem)."""
     import tempfile
 
     pki = server.data_dir / "pki"
     with tempfile.TemporaryDirectory() as tmp:
         head_file, body_file = Path(tmp) / "head", Path(tmp) / "body"
-        argv = ["curl", "-s", "--max-time", "20", "--cacert", str(pki / "ca.crt"), "--cert", str(pki / "admin.crt"),
-                "--key", str(pki / "admin.key"), "-X", method, "-D", str(head_file), "-o", str(body_file),
+        argv = ["curl", "-s", "--max-time", "20", "--cacert", str(pki / "ca.crt"), "--cert", str(pki / f"{user}.crt"),
+                "--key", str(pki / f"{user}.key"), "-X", method, "-D", str(head_file), "-o", str(body_file),
                 "-w", "%{http_code}", f"https://127.0.0.1:{server.port}{path}"]
         if body is not None:
             argv += ["-H", "Content-Type: application/json", "-d", json.dumps(body)]
@@ -330,6 +331,56 @@ def test_every_file_in_the_data_dir_has_its_mode(server: MkeServer) -> None:
                 bad.append(f"{path.relative_to(root)}: owned by uid {st.st_uid}, not root")
     assert seen > 40
     assert not bad, "\n".join(bad)
+
+
+# ---------------------------------------------------------------- CIS 5.1.7: admin.conf is not system:masters
+
+
+def test_admin_conf_is_cluster_admin_through_a_binding_that_revokes_it(server: MkeServer) -> None:
+    """admin.conf's certificate is in mke:cluster-admins, bound to cluster-admin by a
+    ClusterRoleBinding that mke makes once; the only system:masters certificate is mke's own
+    super-admin (0600, never printed by `mke kubeconfig`). Deleting the binding revokes
+    admin.conf, and mke does not make it again (mke's own client and `mke token` keep working)."""
+    from cryptography import x509
+
+    review = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+    code, _, body = curl(server, "POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews", review)
+    assert code == 201, body
+    groups = body["status"]["userInfo"]["groups"]
+    assert body["status"]["userInfo"]["username"] == "mke-admin"
+    assert "mke:cluster-admins" in groups and "system:masters" not in groups
+    binding_path = "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/mke:cluster-admins"
+    code, _, binding = curl(server, "GET", binding_path)
+    assert code == 200 and binding["roleRef"]["name"] == "cluster-admin"
+    assert binding["subjects"] == [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io",
+                                    "name": "mke:cluster-admins"}]
+    pki = server.data_dir / "pki"
+    masters = sorted(str(p.relative_to(pki)) for p in pki.rglob("*.crt")
+                     if "system:masters" in x509.load_pem_x509_certificate(p.read_bytes()).subject.rfc4514_string())
+    assert masters == ["super-admin.crt"]
+    assert stat.S_IMODE((pki / "super-admin.conf").stat().st_mode) == 0o600
+    assert not (pki / "admin-binding.pending").exists()
+    printed = server.mke("kubeconfig", "admin").stdout
+    assert base64.b64encode((pki / "admin.crt").read_bytes()).decode() in printed
+    assert base64.b64encode((pki / "super-admin.crt").read_bytes()).decode() not in printed
+    try:
+        code, _, _ = curl(server, "DELETE", binding_path, user="super-admin")
+        assert code == 200
+        assert curl(server, "GET", "/api/v1/namespaces")[0] == 403  # admin.conf is revoked
+        # not made again: two of the controller's ticks later (5 s each) it is still gone
+        import time
+
+        time.sleep(12)
+        assert curl(server, "GET", binding_path, user="super-admin")[0] == 404
+        assert curl(server, "GET", "/api/v1/namespaces")[0] == 403
+        # mke's own client does not depend on it: tokens are still made
+        out = server.mke("token", "create", "--role=worker", "--expiry", "10m").stdout
+        assert out.strip()
+    finally:
+        binding = {k: binding[k] for k in ("apiVersion", "kind", "roleRef", "subjects")} | {
+            "metadata": {"name": "mke:cluster-admins"}}
+        curl(server, "POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", binding, user="super-admin")
+    wait_for(lambda: curl(server, "GET", "/api/v1/namespaces")[0] == 200, 30, "admin.conf to work again")
 
 
 # ---------------------------------------------------------------- 1b. key rotation (docs/security.md)

@@ -68,7 +68,7 @@ def test_admin_kubeconfig_authenticates_with_its_embedded_client_certificate(api
     assert client.get("v1", "Secret", "nothing", "kube-system") is None
     seen = kube.seen[-1]
     assert (seen.method, seen.path) == ("GET", "/api/v1/namespaces/kube-system/secrets/nothing")
-    assert seen.client_cn == "mke-admin" and seen.client_orgs == ("system:masters",)
+    assert seen.client_cn == "mke-admin" and seen.client_orgs == ("mke:cluster-admins",)
     assert "Authorization" not in seen.headers
     assert seen.headers["User-Agent"] == "mke"
 

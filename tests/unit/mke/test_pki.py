@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import shutil
 import stat
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from mke.errors import PKIError
@@ -83,7 +85,11 @@ def test_client_certs_subjects(pki: ClusterPKI) -> None:
     admin = load_cert(pki.crt("admin"))
     assert admin is not None
     orgs = [a.value for a in admin.subject.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)]
-    assert orgs == ["system:masters"]
+    assert orgs == ["mke:cluster-admins"]  # cluster-admin through RBAC, not system:masters (CIS 5.1.7)
+    sup = load_cert(pki.crt("super-admin"))
+    assert sup is not None and sup.subject.rfc4514_string() == "CN=mke-super-admin,O=system:masters"
+    assert pki.internal_kubeconfig == pki.dir / "super-admin.conf"
+    assert pki.internal_kubeconfig.stat().st_mode & 0o777 == 0o600
     kcm = load_cert(pki.crt("controller-manager"))
     assert kcm is not None and kcm.subject.rfc4514_string() == "CN=system:kube-controller-manager"
 
@@ -220,7 +226,7 @@ def test_each_purpose_has_its_own_ca_and_the_server_ca_signs_only_the_control_pl
         by_ca.setdefault(spec.ca, set()).add(spec.name)
     # the server CA: what nodes and clients verify the control plane with, and nothing a node can get
     assert by_ca["ca"] == SERVER_LEAVES | {"apiserver-kubelet-client"}
-    assert by_ca["client-ca"] == {"admin", "controller-manager", "scheduler", "konnectivity-client"}
+    assert by_ca["client-ca"] == {"admin", "super-admin", "controller-manager", "scheduler", "konnectivity-client"}
     assert "kubelet-serving-ca" not in by_ca  # only the controller-manager signs with it, for kubelets
     assert pki.client_ca_file == pki.crt("client-ca") and pki.kubelet_ca_file == pki.crt("kubelet-serving-ca")
     assert not pki.legacy_ca.exists()
@@ -374,3 +380,40 @@ def test_a_joined_controller_never_makes_a_ca(pki: ClusterPKI) -> None:
     with pytest.raises(PKIError, match=r"client-ca\.crt: missing on a controller that joined another .*legacy-ca\.crt"):
         pki.ensure(joined)
     assert not pki.legacy_ca.exists() and not pki.crt("client-ca").exists()
+
+
+def test_the_admin_binding_is_pending_on_a_new_cluster_and_on_an_admin_cert_from_system_masters(tmp_path) -> None:
+    """The ClusterRoleBinding that makes admin.conf cluster-admin is created once (by the
+    controller, when the marker is there): at cluster creation, and when an admin certificate
+    in system:masters (mke before the split) is re-issued; not on a joining controller, not
+    on a restart."""
+    from mke.pki import CertSpec, make_leaf_cert
+
+    first = ClusterPKI(tmp_path / "first")
+    first.ensure(REQ)
+    assert first.admin_binding_pending.exists()
+    first.admin_binding_pending.unlink()  # what Controller.ensure_admin_binding does once it is made
+    first.ensure(REQ)
+    assert not first.admin_binding_pending.exists()  # a restart: never again
+    # an admin certificate from before the split, in system:masters, with the same key
+    old = CertSpec(name="admin", ca="client-ca", cn="mke-admin", orgs=("system:masters",), client=True)
+    cert = make_leaf_cert(old, load_key(first.key("admin")), load_cert(first.crt("client-ca")),
+                          load_key(first.key("client-ca")))
+    first.crt("admin").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    rep = first.ensure(REQ)
+    assert rep.resubjected == ["admin"] and "admin" in rep.renewed
+    assert first.admin_binding_pending.exists()
+    orgs = [a.value for a in load_cert(first.crt("admin")).subject.get_attributes_for_oid(
+        x509.NameOID.ORGANIZATION_NAME)]
+    assert orgs == ["mke:cluster-admins"]
+    # a controller joining the cluster makes no binding (the cluster has it, or its operator deleted it)
+    joiner = ClusterPKI(tmp_path / "joiner")
+    for stem in ("ca", "client-ca", "kubelet-serving-ca", "front-proxy-ca", "etcd/ca"):
+        (joiner.dir / stem).parent.mkdir(parents=True, exist_ok=True)
+        for path in (first.crt(stem), first.key(stem)):
+            target = joiner.dir / path.relative_to(first.dir)
+            target.write_bytes(path.read_bytes())
+    for name in ("sa.key", "sa.pub", "secrets-encryption.key"):
+        (joiner.dir / name).write_bytes((first.dir / name).read_bytes())
+    joiner.ensure(dataclasses.replace(REQ, create_shared=False))
+    assert joiner.crt("admin").exists() and not joiner.admin_binding_pending.exists()

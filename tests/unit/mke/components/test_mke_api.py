@@ -126,9 +126,9 @@ def test_a_controller_token_gets_the_shared_files_the_config_and_an_etcd_learner
     assert json.loads(add.body) == {"peerURLs": ["https://192.0.2.11:2380"], "isLearner": True}
     wait_for(lambda: not fc.etcd.members[-1].learner, what="the learner's promotion")
     wait_for(lambda: "[etcd] member ctl-2 promoted to voting member" in fc.log_lines())
-    # the token was checked as the admin, against its secret
+    # the token was checked with mke's own credential (super-admin.conf), against its secret
     check = next(s for s in fc.kube.seen if s.path == f"/api/v1/namespaces/kube-system/secrets/bootstrap-token-{tok.token_id}")
-    assert check.client_cn == "mke-admin"
+    assert check.client_cn == "mke-super-admin"
     assert fc.api.joined == ["ctl-2"] and fc.api.state()["joined"] == ["ctl-2"]
     assert f"[mke-api] controller ctl-2 (192.0.2.11) joined with token {tok.token_id} (single use: spent)" \
         in fc.log_lines()
