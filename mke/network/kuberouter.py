@@ -205,19 +205,31 @@ class KubeRouterProvider(NetworkProvider):
             problems.append(f"kube-router's routes and rules: {e.strerror}")
         return problems
 
+    # nf_tables drops a removed rule's reference to an ipset after the transaction, in a kernel
+    # work queue (nf_tables_trans_destroy_work): right after the chains went, a set can still be
+    # "in use by a kernel component" for a moment, longer on a loaded host
+    IPSET_RELEASE_WAIT = 15.0
+
     def cleanup_after_iptables(self, paths: WorkerPaths, say: Callable[[str], None]) -> list[str]:
         """The ipsets kube-router's own cleanup could not destroy because a rule still used them
         (it destroys them right after removing only its own rules; reset has now removed every
-        KUBE-* chain)."""
+        KUBE-* chain). A set still in use is tried again until IPSET_RELEASE_WAIT has passed."""
+        import time
+
         problems = []
         ipset = shutil.which("ipset", path=self._tools(paths)) or "ipset"
+        deadline = time.monotonic() + self.IPSET_RELEASE_WAIT
         for name in self._ipsets(paths):
-            proc = subprocess.run([ipset, "destroy", name], capture_output=True, text=True, timeout=30,
-                                  check=False)
-            if proc.returncode != 0:
-                problems.append(f"ipset destroy {name}: {proc.stderr.strip()}")
-            else:
-                say(f"removed ipset {name} (kube-router's)")
+            while True:
+                proc = subprocess.run([ipset, "destroy", name], capture_output=True, text=True, timeout=30,
+                                      check=False)
+                if proc.returncode == 0:
+                    say(f"removed ipset {name} (kube-router's)")
+                    break
+                if "in use" not in proc.stderr or time.monotonic() > deadline:
+                    problems.append(f"ipset destroy {name}: {proc.stderr.strip()}")
+                    break
+                time.sleep(0.2)
         return problems
 
     @staticmethod

@@ -157,3 +157,56 @@ echo "exit=$?"
     assert proc.returncode == 0, proc.stderr
     assert " ro," in proc.stdout or " ro " in proc.stdout
     assert "umount: /tmp/vol: not mounted." in proc.stdout and "exit=32" in proc.stdout
+
+
+RELEASE_CHECK = """
+import subprocess, sys, threading, time
+from pathlib import Path
+from mke.network.kuberouter import PROVIDER
+from mke.worker.context import WorkerPaths
+
+paths = WorkerPaths(Path(sys.argv[1]))
+rule = ["-m", "set", "--match-set", "kube-router-test", "src", "-j", "ACCEPT"]
+# the premise: a set a rule still refers to cannot be destroyed
+first = subprocess.run(["ipset", "destroy", "kube-router-test"], capture_output=True, text=True)
+print(first.returncode, "in use" in first.stderr)
+# the rule goes a moment later (as nf_tables releases its reference after the transaction)
+threading.Timer(1.0, lambda: subprocess.run(["iptables-nft", "-D", "INPUT", *rule], check=True)).start()
+said = []
+print(PROVIDER.cleanup_after_iptables(paths, said.append), said)
+# a set that stays in use is reported, naming it, once the wait is over
+subprocess.run(["ipset", "create", "kube-router-held", "hash:ip"], check=True)
+subprocess.run(["iptables-nft", "-A", "INPUT", "-m", "set", "--match-set", "kube-router-held", "dst", "-j", "DROP"],
+               check=True)
+PROVIDER.IPSET_RELEASE_WAIT = 1.0
+t0 = time.monotonic()
+problems = PROVIDER.cleanup_after_iptables(paths, said.append)
+print(len(problems), problems[0].startswith("ipset destroy kube-router-held: ") and "in use" in problems[0],
+      round(time.monotonic() - t0) >= 1)
+"""
+
+
+def test_reset_destroys_an_ipset_that_nf_tables_releases_a_moment_later(userland: dict, tmp_path: Path) -> None:
+    """`mke reset` removes every KUBE-* chain, then destroys kube-router's ipsets; nf_tables
+    drops a deleted rule's reference to a set asynchronously, so a set can be "in use by a
+    kernel component" for a moment (seen in e2e on a loaded host): reset tries again for a
+    while instead of failing. Real kernel, real ipset and iptables-nft, in a fresh netns."""
+    import sys
+
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    for name, e in userland["entries"].items():
+        os.symlink(userland["bin"] / name, tools / name)
+        for link in e.get("links", []):
+            os.symlink(userland["bin"] / name, tools / link)
+    script = ("ipset create kube-router-test hash:net\n"
+              "iptables-nft -A INPUT -m set --match-set kube-router-test src -j ACCEPT\n"
+              f'exec {sys.executable} -c "$1" {tmp_path / "data"}\n')
+    proc = subprocess.run(["unshare", "--net", "sh", "-ec", script, "sh", RELEASE_CHECK], capture_output=True,
+                          text=True, timeout=120, check=False,
+                          env={**os.environ, "PATH": f"{tools}:/usr/bin:/bin", "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr
+    premise, first, held = proc.stdout.splitlines()
+    assert premise == "1 True"
+    assert first == """[] ["removed ipset kube-router-test (kube-router's)"]"""
+    assert held == "1 True True"
