@@ -112,7 +112,8 @@ def cache(session: nox.Session) -> None:
 
 @nox.session
 def lock(session: nox.Session) -> None:
-    """Fill recipes/recipes.lock from upstream checksum files and the Go checksum database."""
+    """Fill recipes/recipes.lock from upstream checksum files and the Go checksum database;
+    `-- --update` moves each Go-source recipe to its newest patch release first (docs/recipes.md)."""
     _install(session, BUILD_REQS)
     _toolchain(session, "lock", *session.posargs)
 

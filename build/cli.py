@@ -201,6 +201,8 @@ def cmd_lock(args: argparse.Namespace) -> int:
     platforms = [Platform.parse(a) for a in (args.arch or list(supported_arches()))]
     lock_path = args.lock or args.recipes_dir / "recipes.lock"
     mirror = args.mirror or os.environ.get("MKE_MIRROR") or None
+    if args.update:
+        return cmd_update(args, recipes, platforms, lock_path, mirror)
     if not args.image or args.component:
         update_lock(lock_path, recipes, platforms, mirror=mirror, fetch=not args.source_only, source=not args.fetch_only)
     images_dir = args.recipes_dir / "images"
@@ -208,6 +210,34 @@ def cmd_lock(args: argparse.Namespace) -> int:
         from build.pins import update_image_pins
 
         update_image_pins(lock_path, images_dir, [p.arch for p in platforms], names=args.image or [])
+    return 0
+
+
+def cmd_update(args: argparse.Namespace, recipes: list, platforms: list, lock_path: Path, mirror: str | None) -> int:
+    """``lock --update``: newer patch releases of every Go-source recipe (build/updates.py)."""
+    from build import updates
+    from build.pins import update_lock
+    from build.progress import log
+
+    proxy = updates.Proxy(updates.goproxy_url(args.goproxy))
+    log("update", f"probing {proxy.base} for newer releases of {len(recipes)} recipes' modules")
+    plan = updates.plan(recipes, proxy, allow_minor=args.allow_minor)
+    print(updates.table(plan))
+    changed = [u for u in plan if u.changed]
+    if not changed:
+        print(f"update: every module is at its newest {'release' if args.allow_minor else 'patch release'} "
+              f"({proxy.requests} proxy requests); nothing to change")
+        return 0
+    if args.dry_run:
+        print(f"update: {len(changed)} to update; --dry-run: nothing written")
+        return 0
+    updates.apply(plan, lock_path, pin=lambda rs: update_lock(lock_path, rs, platforms, mirror=mirror,
+                                                             fetch=not args.source_only, source=True))
+    for u in changed:
+        print(f"update: {u.path}: {u.old} -> {u.new}")
+    if args.source_only:
+        print("update: fetch-mode pins were not refreshed (--source-only): run `nox -s lock -- --fetch-only` "
+              "where the upstream release pages are reachable")
     return 0
 
 
@@ -275,6 +305,13 @@ def make_parser() -> argparse.ArgumentParser:
     lk.add_argument("--image", action="append",
                     help="pin the [debian] packages of this image spec (RECIPES_DIR/images; repeatable); "
                          "without --component or --image every spec with [debian] is pinned")
+    lk.add_argument("--update", action="store_true",
+                    help="move each Go-source recipe to the newest patch release the Go module proxy serves, "
+                         "rewrite the recipes and re-pin them; prints old -> new")
+    lk.add_argument("--allow-minor", action="store_true", help="--update: also cross to a newer minor release")
+    lk.add_argument("--dry-run", action="store_true", help="--update: print the table, write nothing")
+    lk.add_argument("--goproxy", default=None,
+                    help="--update: the Go module proxy to ask (default: $GOPROXY, else https://proxy.golang.org)")
     lk.set_defaults(func=cmd_lock)
     return p
 

@@ -165,3 +165,39 @@ reason = "the test's change"
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-v"]))
+
+
+def test_lock_update_takes_the_newest_patch_pins_it_and_the_build_uses_it(
+        env: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        tmp_path: Path) -> None:
+    """`lock --update` against a proxy whose list is incomplete: v1.2.5 is served, not listed;
+    the recipes move to it (chello too: the same module), recipes.lock gets its go.sum lines
+    from the builder's Go, and the next build makes v1.2.5 binaries."""
+    proxy = tmp_path / "proxy"
+    shutil.copytree(env["proxy"], proxy)
+    publish(proxy, REPO / "tests" / "support" / "gohello", MODULE, "v1.2.5")
+    (proxy / MODULE / "@v" / "list").write_text("v1.2.3\n")
+    recipes = tmp_path / "recipes"
+    shutil.copytree(RECIPES, recipes)
+    lock = tmp_path / "recipes.lock"
+    shutil.copy2(env["lock"], lock)
+    monkeypatch.setenv("GOPROXY", f"file://{proxy}")
+    monkeypatch.setenv("GONOSUMDB", MODULE)  # a test module: no checksum database knows it
+    monkeypatch.setenv("MKE_CACHE_DIR", str(env["cache"]))
+    assert main(["lock", "--update", "--source-only", "--recipes-dir", str(recipes), "--lock", str(lock)]) == 0
+    out = capsys.readouterr().out
+    assert "gohello    example.com/mke-gohello  v1.2.3  v1.2.5  patch" in out
+    assert "chello     example.com/mke-gohello  v1.2.3  v1.2.5  patch" in out
+    pins = json.loads(lock.read_text())["source"]
+    assert any(line.startswith(f"{MODULE} v1.2.5 h1:") for line in pins["gohello"]), pins["gohello"]
+    assert 'version = "v1.2.5"' in (recipes / "gohello.toml").read_text()
+    dist = tmp_path / "dist"
+    assert main(["build", "--mode=docker", "--recipes-dir", str(recipes), "--lock", str(lock),
+                 "--cache-dir", str(env["cache"]), "--dist", str(dist), "--jobs", "2",
+                 "--go-cache-volume", "mke-test-go-build-cache"]) == 0
+    out = subprocess.run([str(dist / "linux-amd64" / "bin" / "gohello"), "--version"], capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == "gohello version v1.2.5 linux/amd64"
+    # and again: nothing newer
+    assert main(["lock", "--update", "--source-only", "--recipes-dir", str(recipes), "--lock", str(lock)]) == 0
+    assert "nothing to change" in capsys.readouterr().out
