@@ -85,18 +85,20 @@ class Remote:
         import asyncssh
 
         known = _known(host)
-        if not known and not accept_new:
-            raise ClusterError(host.label, "ssh host key",
-                               f"{host.address} port {host.ssh.port} is not in {host.ssh.known_hosts}: add its key "
-                               "(check its fingerprint), or pass --accept-new-host-keys to add it on first contact")
-        options: dict[str, Any] = {"port": host.ssh.port, "username": host.ssh.user,
-                                   "known_hosts": str(host.ssh.known_hosts) if known else None,
+        # an unknown host is still connected to (so that an unreachable one says so), trusting no key
+        trusted: Any = str(host.ssh.known_hosts) if known else (None if accept_new else ([], [], []))
+        options: dict[str, Any] = {"port": host.ssh.port, "username": host.ssh.user, "known_hosts": trusted,
                                    "connect_timeout": CONNECT_TIMEOUT, "keepalive_interval": 30}
         if host.ssh.key_path is not None:
             options["client_keys"] = [str(host.ssh.key_path)]
         try:
             conn = await asyncssh.connect(host.address, **options)
         except asyncssh.HostKeyNotVerifiable as e:
+            if not known:
+                raise ClusterError(host.label, "ssh host key",
+                                   f"{host.address} port {host.ssh.port} is not in {host.ssh.known_hosts}: add its key "
+                                   "(check its fingerprint), or pass --accept-new-host-keys to add it on first "
+                                   "contact") from e
             raise ClusterError(host.label, "ssh host key",
                                f"the host's key does not match the one in {host.ssh.known_hosts} ({e.reason}): "
                                "someone may be in between; if the host was reinstalled, remove its old line") from e
