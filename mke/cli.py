@@ -43,6 +43,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sysinfo": ("sysinfo", "check what this host offers a controller and a worker (PASS/WARN/FAIL)"),
     "certificate": ("certificate", "certificate status, and rotate the control plane's without restarts"),
     "completion": ("completion", "print a shell completion script (bash, zsh or fish)"),
+    "cluster": ("cluster", "a whole cluster over SSH from a cluster file: apply, status, kubeconfig, reset"),
 }
 
 

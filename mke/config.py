@@ -645,6 +645,11 @@ def load_config(path: Path | None) -> ClusterConfig:
     return parse_config(_read_yaml(Path(path), "the config"), str(path))
 
 
+def read_yaml(path: Path, what: str) -> Any:
+    """``path`` as YAML (duplicate keys refused); every problem a ConfigError naming the file."""
+    return _read_yaml(path, what)
+
+
 def _read_yaml(path: Path, what: str) -> Any:
     import yaml
 
