@@ -127,6 +127,9 @@ class Controller(NodeRole):
     def prepare(self) -> None:
         """Lock the data dir, ensure the PKI and find the binaries."""
         self.lock_data_dir()
+        from mke.backup import finish_interrupted_restore
+
+        finish_interrupted_restore(self.data_dir, self.say)  # a restore killed while it committed
         write_running_config(self.data_dir, self.config)  # what `mke token`/`kubeconfig` act on
         rep = self.ctx.pki.ensure(self.pki_request())
         if rep.migrated:
@@ -148,6 +151,10 @@ class Controller(NodeRole):
         self.kubelet_client_digest = self.kubelet_client_fingerprint()  # what kube-apiserver started with
         if self.config.control_plane.worker:
             self.start_worker()
+        from mke.backup import ScheduledBackups
+
+        ScheduledBackups(data_dir=self.data_dir, config=self.config, node_name=self.ctx.node_name, sink=self.sink,
+                         stopping=self.stopping).start()  # backup.interval in mke.yaml
         threading.Thread(target=self.detect_versions, name="versions", daemon=True).start()
 
     # -- certificates of a long-running controller

@@ -22,6 +22,7 @@ stderr, the class's exit code, no traceback (``--debug`` shows it).
       15  ImageError          a container image could not be built, or an archive is not one mke wrote
       16  PreflightError      the host fails a check a component needs (mke sysinfo)
       17  ServiceError        no service manager (systemd, OpenRC) here, or it refused (mke install/start/stop)
+      18  BackupError         a backup archive is truncated, damaged, altered or of another cluster
 """
 
 from __future__ import annotations
@@ -147,3 +148,10 @@ class ServiceError(MkeError):
     its tool (systemctl, rc-service, rc-update) is missing or failed, or no mke service is installed."""
 
     exit_code = 17
+
+
+class BackupError(MkeError):
+    """A backup could not be taken, or an archive is truncated, damaged, altered or belongs to
+    another cluster than the data dir it is restored into (the message names the file and member)."""
+
+    exit_code = 18
