@@ -150,7 +150,9 @@ def _sha256_file(path: Path) -> tuple[str, int]:
 
 def etcd_snapshot(client_url: str, pki_dir: Path, dest: Path, *, timeout: float = 60.0) -> int:
     """Stream etcd's snapshot (``POST /v3/maintenance/snapshot`` on its JSON gateway) into
-    ``dest``; check the sha256 etcd appends to it. Returns the revision it was taken at."""
+    ``dest``: newline-separated ``{"result":{"blob":<base64>,...}}`` messages until the stream
+    ends, the last one being the sha256 of all before it, which is checked here. Returns the
+    store's revision when the snapshot began (``/v3/maintenance/status``)."""
     import base64
     import urllib.parse
 
@@ -161,16 +163,24 @@ def etcd_snapshot(client_url: str, pki_dir: Path, dest: Path, *, timeout: float 
     u = urllib.parse.urlsplit(client_url)
     conn = http.client.HTTPSConnection(u.hostname or "127.0.0.1", u.port or 2379, context=ep.ssl_context(),
                                        timeout=timeout)
-    revision = 0
-    done = False
-    h = hashlib.sha256()
-    tail = b""  # the last 32 bytes seen: etcd's sha256 of what came before
-    try:
-        conn.request("POST", "/v3/maintenance/snapshot", body=b"{}", headers={"Content-Type": "application/json"})
+
+    def post(path: str) -> http.client.HTTPResponse:
+        conn.request("POST", path, body=b"{}", headers={"Content-Type": "application/json"})
         resp = conn.getresponse()
         if resp.status != 200:
-            raise KubeAPIError(f"etcd {client_url}: snapshot: HTTP {resp.status}: "
+            raise KubeAPIError(f"etcd {client_url}{path}: HTTP {resp.status}: "
                                f"{' '.join(resp.read(300).decode(errors='replace').split())}")
+        return resp
+
+    h = hashlib.sha256()
+    tail = b""  # the last 32 bytes seen: etcd's sha256 of what came before, once the stream ends
+    try:
+        try:
+            status = json.loads(post("/v3/maintenance/status").read())
+            revision = int((status.get("header") or {}).get("revision") or 0)
+        except ValueError:
+            raise KubeAPIError(f"etcd {client_url}: /v3/maintenance/status: the answer is not JSON") from None
+        resp = post("/v3/maintenance/snapshot")
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "wb") as out:
             for line in resp:
@@ -180,20 +190,14 @@ def etcd_snapshot(client_url: str, pki_dir: Path, dest: Path, *, timeout: float 
                     msg = json.loads(line)
                 except ValueError:
                     raise KubeAPIError(f"etcd {client_url}: snapshot: a message that is not JSON") from None
-                if "error" in msg:
-                    err = msg["error"] or {}
-                    raise KubeAPIError(f"etcd {client_url}: snapshot: {err.get('message') or err}")
-                result = msg.get("result") or {}
-                if not revision:
-                    revision = int((result.get("header") or {}).get("revision") or 0)
-                blob = base64.b64decode(result.get("blob") or "")
+                if msg.get("error"):
+                    err = msg["error"]
+                    raise KubeAPIError(f"etcd {client_url}: snapshot: {err.get('message') if isinstance(err, dict) else err}")
+                blob = base64.b64decode((msg.get("result") or {}).get("blob") or "")
                 out.write(blob)
                 data = tail + blob
                 h.update(data[:-ETCD_SHA_LEN] if len(data) > ETCD_SHA_LEN else b"")
                 tail = data[-ETCD_SHA_LEN:]
-                if int(result.get("remaining_bytes") or 0) == 0:
-                    done = True
-                    break
             out.flush()
             os.fsync(out.fileno())
     except (OSError, http.client.HTTPException) as e:
@@ -204,7 +208,7 @@ def etcd_snapshot(client_url: str, pki_dir: Path, dest: Path, *, timeout: float 
         raise
     finally:
         conn.close()
-    if not done or len(tail) != ETCD_SHA_LEN or h.digest() != tail:
+    if len(tail) != ETCD_SHA_LEN or h.digest() != tail:
         dest.unlink(missing_ok=True)
         raise KubeAPIError(f"etcd {client_url}: the snapshot stream ended early or its sha256 does not match; "
                            "nothing was written; try again")
@@ -581,7 +585,8 @@ def restore(archive: Path, data_dir: Path, *, force: bool, node_name: str, bin_d
     pid = holder_pid(data_dir)
     if pid is not None:
         raise BusyError(f"mke (pid {pid}) is running with data dir {data_dir}; stop it first (mke stop, or SIGTERM)")
-    # 1. everything checked, nothing written
+    # 1. everything checked, nothing written: the data dir against the manifest, then the whole archive
+    _refuse_data_dir(archive, data_dir, read_manifest(archive).cluster, force)
     manifest = verify(archive)
     say(f"{archive.name}: verified {len(manifest.files)} files, cluster {manifest.cluster[:19]}…, "
         f"{manifest.database} revision {manifest.revision}, taken {_when(manifest.created)} on {manifest.node_name}")
@@ -590,14 +595,7 @@ def restore(archive: Path, data_dir: Path, *, force: bool, node_name: str, bin_d
     lock.acquire()
     try:
         finish_interrupted_restore(data_dir, say)
-        have = current_cluster(data_dir)
-        if have is not None:
-            if have and have != manifest.cluster:
-                raise BackupError(f"{archive}: is a backup of cluster {manifest.cluster}, but {data_dir} holds cluster "
-                                  f"{have}; refusing to mix them: run `mke reset` here first (or restore elsewhere)")
-            if not force:
-                raise BusyError(f"{data_dir} holds a cluster already ({have or 'a datastore'}); pass --force to replace "
-                                "its PKI and datastore with the backup's (what it holds now is lost), or `mke reset` first")
+        _refuse_data_dir(archive, data_dir, manifest.cluster, force)  # again, under the lock
         staging = data_dir / STAGING
         private_dir(staging)
         try:
@@ -645,6 +643,18 @@ def restore(archive: Path, data_dir: Path, *, force: bool, node_name: str, bin_d
     finally:
         lock.release()
     return Restored(manifest=manifest, config_path=data_dir / "mke.yaml", seconds=time.monotonic() - t0)
+
+
+def _refuse_data_dir(archive: Path, data_dir: Path, cluster: str, force: bool) -> None:
+    have = current_cluster(data_dir)
+    if have is None:
+        return
+    if have and have != cluster:
+        raise BackupError(f"{archive}: is a backup of cluster {cluster}, but {data_dir} holds cluster "
+                          f"{have}; refusing to mix them: run `mke reset` here first (or restore elsewhere)")
+    if not force:
+        raise BusyError(f"{data_dir} holds a cluster already ({have or 'a datastore'}); pass --force to replace "
+                        "its PKI and datastore with the backup's (what it holds now is lost), or `mke reset` first")
 
 
 def _sync_tree(root: Path) -> None:
