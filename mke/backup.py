@@ -311,8 +311,8 @@ def create_backup(data_dir: Path, cfg: ClusterConfig, out: Path, *, node_name: s
             files.append((ETCD_SNAPSHOT, snap, None, 0o600))
             datastore = ETCD_SNAPSHOT
         else:
-            database, local = DIALECTS.get(scheme(cfg.storage.kine.data_source), ("?", True))
-            if not local:
+            database, shared = DIALECTS.get(scheme(cfg.storage.kine.data_source), ("?", True))
+            if not shared:  # SQLite: on this host
                 db = data_dir / "kine" / "state.db"
                 if cfg.storage.kine.data_source:  # sqlite:///elsewhere
                     db = Path(cfg.storage.kine.data_source.split("://", 1)[1].split("?", 1)[0])
