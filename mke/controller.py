@@ -128,6 +128,9 @@ class Controller(NodeRole):
     def prepare(self) -> None:
         """Lock the data dir, ensure the PKI and find the binaries."""
         self.lock_data_dir()
+        from mke.backup import finish_interrupted_restore
+
+        finish_interrupted_restore(self.data_dir, self.say)  # a restore killed while it committed
         from mke import skew
 
         # refused before anything starts: a minor version skipped or gone back (docs/upgrade.md)
@@ -158,6 +161,10 @@ class Controller(NodeRole):
             skew.record(self.data_dir, self.kubernetes_version)  # ready: what the next start compares with
         if self.config.control_plane.worker:
             self.start_worker()
+        from mke.backup import ScheduledBackups
+
+        ScheduledBackups(data_dir=self.data_dir, config=self.config, node_name=self.ctx.node_name, sink=self.sink,
+                         stopping=self.stopping).start()  # backup.interval in mke.yaml
         threading.Thread(target=self.detect_versions, name="versions", daemon=True).start()
 
     # -- certificates of a long-running controller

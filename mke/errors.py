@@ -23,6 +23,7 @@ stderr, the class's exit code, no traceback (``--debug`` shows it).
       16  PreflightError      the host fails a check a component needs (mke sysinfo)
       17  ServiceError        no service manager (systemd, OpenRC) here, or it refused (mke install/start/stop)
       18  VersionSkewError    this mke's Kubernetes would break the version-skew rules (mke.skew)
+      19  BackupError         a backup archive is truncated, damaged, altered or of another cluster
       20  ClusterError        mke cluster: a host unreachable over SSH, its key unknown or wrong, login refused
       21  ClusterPreflightError  mke cluster: a host fails mke sysinfo, or its facts do not fit the cluster file
       22  ClusterInstallError  mke cluster: uploading mke, its config or a token, or mke install, failed on a host
@@ -161,6 +162,8 @@ class VersionSkewError(MkeError):
     cluster's kube-apiserver, a controller skipping a minor version (mke.skew; docs/upgrade.md)."""
 
     exit_code = 18
+
+
 class ClusterError(MkeError):
     """``mke cluster``: a step failed on a host. The message is three lines (the host, the step, the
     remote error). This class is the connect phase (SSH: unreachable, host key unknown or wrong, login
@@ -207,3 +210,10 @@ class ClusterResetError(ClusterError):
 
     exit_code = 25
     phase = "reset"
+
+
+class BackupError(MkeError):
+    """A backup could not be taken, or an archive is truncated, damaged, altered or belongs to
+    another cluster than the data dir it is restored into (the message names the file and member)."""
+
+    exit_code = 19

@@ -27,6 +27,7 @@ import pytest
 
 from mke import cli, errors
 from mke.errors import (
+    BackupError,
     BusyError,
     ConfigError,
     HostError,
@@ -452,6 +453,24 @@ CASES: list[Case] = [
     C("cluster-upgrade-not-yet", "cluster upgrade -c {tmp}/c.yaml", NotImplementedYet, "upgrade"),
     C("cluster-reset-unconfirmed", "cluster reset -c {tmp}/c.yaml", UsageError, "--force",
       files={"c.yaml": "hosts:\n  - {address: 10.0.0.1, role: controller}\n"}),
+    # -- backup, restore (archives that are real but damaged: tests/unit/mke/test_backup.py)
+    C("backup-no-ca", f"backup {D}", BackupError, "{tmp}/data/pki/ca.crt"),
+    C("backup-bad-action", f"backup save {D}", UsageError, "invalid choice: 'save'"),
+    C("backup-json-create", f"backup --json {D}", UsageError, "--json"),
+    C("backup-bad-interval", f"backup list {D} -c {{tmp}}/b.yaml", ConfigError, "backup.interval",
+      files={"b.yaml": "backup:\n  interval: 6 hours\n"}),
+    C("backup-bad-retention", f"backup list {D} -c {{tmp}}/b.yaml", ConfigError, "backup.retention",
+      files={"b.yaml": "backup:\n  retention: 0\n"}),
+    C("backup-relative-dir", f"backup list {D} -c {{tmp}}/b.yaml", ConfigError, "backup.directory",
+      files={"b.yaml": "backup:\n  directory: backups\n"}),
+    C("restore-no-file", f"restore {{tmp}}/nope.tar.zst {D}", UsageError, "{tmp}/nope.tar.zst: no such file"),
+    C("restore-not-zstd", f"restore {{tmp}}/b.tar.zst {D}", BackupError, "{tmp}/b.tar.zst: not an mke backup",
+      files={"b.tar.zst": "api:\n  port: 6443\n"}),
+    C("restore-check-junk", "restore --check {tmp}/b.tar.zst", BackupError, "{tmp}/b.tar.zst: truncated or damaged",
+      files={"b.tar.zst": bytes.fromhex("28b52ffd2005290000") + b"hello"}),
+    C("restore-bad-name", f"restore {{tmp}}/b.tar.zst {D} --name Bad_Name!", UsageError, "--name",
+      files={"b.tar.zst": b"x"}),
+    C("restore-no-args", "restore", UsageError, "file"),
 ]
 
 
