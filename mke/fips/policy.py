@@ -23,6 +23,13 @@ GO_MODULES: dict[str, str] = {
     "v1.26.0": "not validated: on the CMVP Modules In Process list (Go 1.26+)",
 }
 DEFAULT_GO_MODULE = "v1.0.0"
+#: OpenSSL FIPS provider versions that hold a CMVP certificate. Keep in sync with fips/toolchain.toml
+#: [openssl] validated (tests/unit/fips/test_settings.py checks it). Any other version is NOT validated.
+OPENSSL_FIPS_PROVIDERS: dict[str, str] = {
+    "3.0.8": "FIPS 140-2 certificate #4282 (historical since September 2026)",
+    "3.0.9": "FIPS 140-2 certificate #4282 (historical since September 2026)",
+    "3.1.2": "FIPS 140-3 certificate #4985",
+}
 GO_MODES = ("native", "boring")
 #: Non-Go binaries that do no crypto (keep in sync with [exempt] in fips/toolchain.toml).
 EXEMPT: dict[str, str] = {
