@@ -142,6 +142,17 @@ def _print_runtime(state: dict[str, Any]) -> None:
         print(f"  cryptography           {c.get('openssl')}, FIPS {'enabled' if c.get('fips_enabled') else 'NOT enabled'}")
         print(f"    MD5                  {c.get('md5', '').splitlines()[0] if c.get('md5') else ''}")
         print(f"    RSA-1024 sign        {c.get('rsa1024_sign')}")
+    inv = state.get("crypto_inventory")
+    if inv:
+        print()
+        print(f"CRYPTOGRAPHY IN THE RUNTIME ({inv['root']}: {inv['elf_files']} ELF files read)")
+        for f in inv["crypto_files"]:
+            links = f"links {', '.join(f['crypto_needed'])}; " if f["crypto_needed"] else ""
+            marks = f"carries {', '.join(f['marks'].values())}; " if f["marks"] else ""
+            print(f"  {f['path']}")
+            print(f"      {links}{marks}{f['role']}")
+        if not inv["problems"]:
+            print("  no other file links or embeds a crypto library")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -67,6 +67,12 @@ def runtime_state() -> dict[str, Any]:
     loaded = (state["hashlib_openssl"].get("fips_provider") or {}).get("version")
     state["provider_certificate"] = provider_validation(loaded)
     state["provider_files"] = provider_files(os.environ.get(RUNTIME_ENV))
+    if os.environ.get(RUNTIME_ENV):  # the staged runtime: <root>/fips holds the provider
+        from pathlib import Path
+
+        from mke.fips.inventory import crypto_inventory
+
+        state["crypto_inventory"] = crypto_inventory(Path(os.environ[RUNTIME_ENV]).parent)
     import hashlib
 
     state["builtin_hash_modules"] = sorted(m for m in BUILTIN_HASH_MODULES if importlib.util.find_spec(m) is not None)
@@ -117,6 +123,7 @@ def runtime_problems(state: Mapping[str, Any]) -> list[str]:
         if o.get("default"):
             problems.append("hashlib's OpenSSL has the non-FIPS default provider loaded")
         problems += provider_problems(state)
+    problems += [f"crypto inventory: {p}" for p in state.get("crypto_inventory", {}).get("problems", [])]
     if state.get("builtin_hash_modules"):
         problems.append(f"CPython's built-in hash modules are present ({', '.join(state['builtin_hash_modules'])}): "
                         "hashlib falls back to them when OpenSSL refuses")
