@@ -47,7 +47,7 @@ from typing import Any
 
 from build.action import Action
 from build.cache import Cache, OutputFile, default_cache_dir
-from build.errors import BuildError, ComponentBuildError, VerificationError, report
+from build.errors import BuildError, ComponentBuildError, DigestMismatchError, VerificationError, report
 from build.fsutil import extract_all, sha256_file
 from build.progress import log
 from fips.settings import FipsToolchain, load
@@ -269,8 +269,13 @@ def build_provider(tc: FipsToolchain, cache: Cache, *, mirror: str | None = None
 
     def compile_run(key: str) -> tuple[dict[str, Path], dict[str, Any]]:
         work = Path(stack.enter_context(cache.tempdir("openssl-fips-")))
-        source = Downloader(cache.root / "downloads", mirror=mirror).download(
-            tc.openssl.download_url(), sha256=tc.openssl.sha256, component=COMPONENT)
+        try:
+            source = Downloader(cache.root / "downloads", mirror=mirror).download(
+                tc.openssl.download_url(), sha256=tc.openssl.sha256, component=COMPONENT)
+        except DigestMismatchError as e:  # the pin lives in fips/toolchain.toml, not recipes.lock
+            raise DigestMismatchError(f"{tc.path}: openssl.sha256: {str(e).split('; the file was deleted')[0]}; the "
+                                      "file was deleted and nothing was built. openssl.sha256_from says where the pin "
+                                      "came from: check the source there before changing it") from e
         return _compile(tc, source, work, jobs=jobs, log_dir=cache.root / "logs", key=key)
 
     with cache.shared(), contextlib.ExitStack() as stack:
@@ -527,14 +532,18 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--cache-dir", type=Path, default=None)
     b.add_argument("--mirror", default=os.environ.get("MKE_MIRROR"))
     b.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
+    b.add_argument("--toolchain", type=Path, default=None, help="the FIPS toolchain file (default fips/toolchain.toml)")
     args = p.parse_args(argv)
     try:
-        files = build_provider(load(), Cache(args.cache_dir or default_cache_dir()), mirror=args.mirror, jobs=args.jobs)
+        tc = load(args.toolchain) if args.toolchain else load()
+        files = build_provider(tc, Cache(args.cache_dir or default_cache_dir()), mirror=args.mirror, jobs=args.jobs)
         if args.out:
             args.out.mkdir(parents=True, exist_ok=True)
-            for name, path in files.items():
-                shutil.copyfile(path, args.out / name)
-                os.chmod(args.out / name, 0o755 if name == "fips.so" else 0o644)
+            for name, path in files.items():  # atomically: a reader never sees half a fips.so
+                tmp = args.out / f".{name}.tmp"
+                shutil.copyfile(path, tmp)
+                os.chmod(tmp, 0o755 if name == "fips.so" else 0o644)
+                os.replace(tmp, args.out / name)
         prov = json.loads(files["provenance.json"].read_text())
         print(prov["statement"])
         for name, path in files.items():
