@@ -148,7 +148,9 @@ def _print_runtime(state: dict[str, Any]) -> None:
         print(f"CRYPTOGRAPHY IN THE RUNTIME ({inv['root']}: {inv['elf_files']} ELF files read)")
         for f in inv["crypto_files"]:
             links = f"links {', '.join(f['crypto_needed'])}; " if f["crypto_needed"] else ""
-            marks = f"carries {', '.join(f['marks'].values())}; " if f["marks"] else ""
+            marks = f"carries the code of {', '.join(f['marks'])}; " if f["marks"] else ""
+            if f.get("openssl_version_text") and "openssl" in f["marks"]:
+                marks = marks[:-2] + f" ({f['openssl_version_text']}); "
             print(f"  {f['path']}")
             print(f"      {links}{marks}{f['role']}")
         if not inv["problems"]:

@@ -6,10 +6,13 @@ and looks for cryptography two ways, without running anything:
 
 - **linked**: a DT_NEEDED on a crypto library (OpenSSL's libcrypto/libssl, GnuTLS, Nettle,
   libgcrypt, libsodium, mbed TLS, wolfSSL, NSS, Kerberos' k5crypto, libxcrypt, ...);
-- **embedded**: the marks a statically linked library leaves in the file: OpenSSL's version
-  text (``OpenSSL 3.0.22 25 Aug 2026``: PyPI's cryptography wheel carries one), the name of
-  an OpenSSL provider, BoringSSL, LibreSSL, and exported entry points of the others;
-  CPython's built-in hash modules (``PyInit__md5`` ...).
+- **embedded**: the marks a statically linked library's code leaves in the file: OpenSSL 3's
+  fetch code names itself in its errors (``inner_evp_generic_fetch``: libcrypto, fips.so and
+  the OpenSSL inside PyPI's cryptography wheel carry it), the names of OpenSSL's providers,
+  BoringSSL's ``BORINGSSL_`` entry points, LibreSSL's version, the exported entry points of
+  the others; CPython's built-in hash modules (``PyInit__md5`` ...). OpenSSL's version text
+  alone is no mark: a Rust extension built against a shared libcrypto records the version
+  it was built with (``OpenSSL 3.0.19 27 Jan 2026``), and mentions BoringSSL in its messages.
 
 Each file is then held to its role (``ROLES``): fips/fips.so is the FIPS provider and links
 no crypto library; lib/libcrypto.so.3 is the one OpenSSL; libssl, _hashlib, _ssl and
@@ -40,11 +43,12 @@ CRYPTO_SONAMES = ("libcrypto.so*", "libssl.so*", "libgnutls*.so*", "libnettle.so
 
 #: What a statically linked crypto library leaves in a file.
 MARKS: dict[str, re.Pattern[bytes]] = {
-    "openssl": re.compile(rb"OpenSSL \d+\.\d+\.\d+[a-z]?(?:-[\w.]+)? +\d{1,2} [A-Z][a-z]{2} \d{4}"),
+    "openssl": re.compile(rb"inner_evp_generic_fetch"),
+    "openssl-default-provider": re.compile(rb"OpenSSL Default Provider"),
     "openssl-fips-provider": re.compile(rb"OpenSSL FIPS Provider"),
     "openssl-legacy-provider": re.compile(rb"OpenSSL Legacy Provider"),
-    "boringssl": re.compile(rb"BoringSSL"),
-    "libressl": re.compile(rb"LibreSSL \d"),
+    "boringssl": re.compile(rb"BORINGSSL_[a-z]"),
+    "libressl": re.compile(rb"LibreSSL \d+\.\d+\.\d+"),
     "gnutls": re.compile(rb"gnutls_global_init"),
     "nettle": re.compile(rb"nettle_sha256_init"),
     "libgcrypt": re.compile(rb"gcry_check_version"),
@@ -55,6 +59,8 @@ MARKS: dict[str, re.Pattern[bytes]] = {
     "ring": re.compile(rb"ring_core_\d+_\d+_\d+_"),
     "cpython-hash-modules": re.compile(rb"PyInit__(?:md5|sha1|sha256|sha512|sha2|sha3|blake2)\x00"),
 }
+#: OpenSSL's version text (reported with the facts; not a mark by itself, see above).
+OPENSSL_VERSION_TEXT = re.compile(rb"OpenSSL \d+\.\d+\.\d+[a-z]?(?:-[\w.]+)? +\d{1,2} [A-Z][a-z]{2} \d{4}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,10 +78,10 @@ LIBCRYPTO = "libcrypto.so.3"
 _USES = frozenset({LIBCRYPTO, "libssl.so.3"})
 ROLES: tuple[Role, ...] = (
     Role("fips/fips.so", "the OpenSSL FIPS provider: the validated module (its digest is checked against "
-         "provenance.json)", marks=frozenset({"openssl-fips-provider"})),
+         "provenance.json)", marks=frozenset({"openssl", "openssl-fips-provider"})),
     Role("lib/libcrypto.so.3", "the runtime's OpenSSL libcrypto (Debian bookworm libssl3): fetches every "
-         "algorithm from a provider (fips, and base for encoders), outside the module boundary",
-         marks=frozenset({"openssl"})),
+         "algorithm from a provider (fips, and base for encoders; its built-in default provider is not "
+         "loaded), outside the module boundary", marks=frozenset({"openssl", "openssl-default-provider"})),
     Role("lib/libssl.so.3", "OpenSSL's TLS (Python's ssl module), all its crypto through libcrypto",
          needs=frozenset({LIBCRYPTO})),
     Role("lib/python3.11/lib-dynload/_hashlib.*.so", "hashlib/hmac, through libcrypto", needs=frozenset({LIBCRYPTO}),
@@ -129,7 +135,9 @@ def inspect_file(path: Path, rel: str) -> dict[str, Any] | None:
         m = pattern.search(data)
         if m:
             marks[name] = m.group(0).rstrip(b"\0").decode(errors="replace")
-    return {"path": rel, "crypto_needed": crypto_needed, "marks": marks}
+    version = OPENSSL_VERSION_TEXT.search(data)
+    return {"path": rel, "crypto_needed": crypto_needed, "marks": marks,
+            "openssl_version_text": version.group(0).decode() if version else None}
 
 
 def crypto_inventory(root: Path) -> dict[str, Any]:

@@ -94,8 +94,8 @@ def test_runtime_crypto_is_fips(fips_bundle, runtime_dir):
     assert inv["problems"] == [] and inv["elf_files"] > 20
     assert {f["path"] for f in inv["crypto_files"]} >= {
         "fips/fips.so", "lib/libcrypto.so.3", "lib/libssl.so.3", "bin/python3.11"}
-    assert any(f["path"].startswith("lib/python3.11/site-packages/cryptography/") and f["crypto_needed"] ==
-               ["libcrypto.so.3"] and not f["marks"] for f in inv["crypto_files"])
+    assert any(f["path"].startswith("lib/python3.11/site-packages/cryptography/") and "libcrypto.so.3" in
+               f["crypto_needed"] and not f["marks"] for f in inv["crypto_files"])
 
 
 def test_fips_check_text_says_validated(fips_bundle, runtime_dir):

@@ -34,13 +34,14 @@ def _hashlib_ext() -> Path:
 
 
 def _provider_like(path: Path) -> Path:
-    """A real shared object that names itself as OpenSSL's FIPS provider does (fipsprov.c)."""
+    """A real shared object with the marks of OpenSSL's FIPS provider (fipsprov.c's name, the fetch code)."""
     cc = shutil.which("gcc") or shutil.which("cc")
     if cc is None:
         pytest.skip("needs a C compiler")
     path.parent.mkdir(parents=True, exist_ok=True)
     src = path.parent.parent / "provider.c"  # outside the tree: only ELF files count, but keep it clean
-    src.write_text('const char *provider_name = "OpenSSL FIPS Provider";\n')
+    src.write_text('const char *provider_name = "OpenSSL FIPS Provider";\n'
+                   'const char *fetch = "inner_evp_generic_fetch";  /* OpenSSL 3 names its fetch code in errors */\n')
     subprocess.run([cc, "-shared", "-fPIC", "-o", str(path), str(src)], check=True)
     src.unlink()
     return path
@@ -64,7 +65,8 @@ def test_dt_needed_reads_the_dynamic_section():
     elf = ElfFile.parse(_hashlib_ext().read_bytes())
     assert "libcrypto.so.3" in dt_needed(elf)
     facts = inspect_file(_host("libcrypto.so.3"), "lib/libcrypto.so.3")
-    assert facts["marks"]["openssl"] == ssl.OPENSSL_VERSION  # "OpenSSL 3.0.19 27 Jan 2026": its version text
+    assert facts["openssl_version_text"] == ssl.OPENSSL_VERSION  # "OpenSSL 3.0.19 27 Jan 2026"
+    assert set(facts["marks"]) == {"openssl", "openssl-default-provider"}
 
 
 def test_accounted_runtime_passes(runtime):
@@ -79,7 +81,8 @@ def test_a_second_openssl_is_found(runtime):
     """A statically linked OpenSSL anywhere (as PyPI's cryptography wheel carries) is named."""
     shutil.copyfile(runtime / "lib" / "libcrypto.so.3", runtime / "lib" / "python3.11" / "_native.so")
     [problem] = crypto_inventory(runtime)["problems"]
-    assert problem.startswith("lib/python3.11/_native.so: embeds openssl ('OpenSSL 3.")
+    assert problem.startswith("lib/python3.11/_native.so: embeds openssl ('inner_evp_generic_fetch'); "
+                              "embeds openssl-default-provider ('OpenSSL Default Provider')")
     assert problem.endswith("cryptography that is not the runtime's OpenSSL and its FIPS provider")
 
 
@@ -102,7 +105,7 @@ def test_cryptography_with_its_own_openssl_is_refused(runtime):
     problems = crypto_inventory(runtime)["problems"]
     assert any(p.endswith("does not link libcrypto.so.3 (cryptography, built from its sdist against libcrypto.so.3 "
                           "(carries no OpenSSL of its own))") for p in problems)
-    assert any("embeds openssl ('OpenSSL " in p for p in problems)
+    assert any("embeds openssl ('inner_evp_generic_fetch')" in p for p in problems)
 
 
 def test_missing_or_impostor_provider(runtime):
@@ -110,7 +113,7 @@ def test_missing_or_impostor_provider(runtime):
     assert crypto_inventory(runtime)["problems"] == [f"fips/fips.so: missing from the runtime at {runtime}"]
     shutil.copyfile(runtime / "lib" / "libssl.so.3", runtime / "fips" / "fips.so")
     problems = crypto_inventory(runtime)["problems"]
-    assert any(p.startswith("fips/fips.so: lacks the mark of openssl-fips-provider") for p in problems)
+    assert any(p.startswith("fips/fips.so: lacks the mark of openssl, openssl-fips-provider") for p in problems)
     assert any(p.startswith("fips/fips.so: links libcrypto.so.3, which its role does not allow") for p in problems)
 
 
