@@ -94,8 +94,17 @@ def _module_matches(gofips: str, wanted: str) -> bool:
     return gofips == wanted or gofips.startswith(wanted + "-")
 
 
+def _foreign_crypto(f: BinaryFacts, allowed: frozenset[str] = frozenset()) -> list[str]:
+    """A C crypto library linked in (through cgo, or into a C program): its code is outside the module."""
+    marks = [(name, text) for name, text in f.crypto_marks if name not in allowed]
+    if not marks:
+        return []
+    return [f"embeds the code of {', '.join(f'{n} ({t!r})' for n, t in marks)}: a crypto library outside "
+            "the FIPS module"]
+
+
 def _native_problems(f: BinaryFacts, info: GoBuildInfo, fn: CryptoFunctions, policy: Policy) -> list[str]:
-    problems = []
+    problems = _foreign_crypto(f)
     gofips = info.setting("GOFIPS140") or ""
     if not gofips or gofips == "off":
         problems.append("built without the Go Cryptographic Module (no GOFIPS140 in its build info); "
@@ -125,7 +134,7 @@ def _native_problems(f: BinaryFacts, info: GoBuildInfo, fn: CryptoFunctions, pol
 
 
 def _boring_problems(f: BinaryFacts, info: GoBuildInfo, fn: CryptoFunctions, policy: Policy) -> list[str]:
-    problems = []
+    problems = _foreign_crypto(f, frozenset({"boringssl"}))
     if "boringcrypto" not in info.experiments:
         problems.append("built without GOEXPERIMENT=boringcrypto")
     if info.setting("CGO_ENABLED") != "1":
@@ -151,6 +160,7 @@ def evaluate(f: BinaryFacts, policy: Policy) -> BinaryReport:
         problems.append("dynamically linked (has PT_INTERP)")
     module, n = "-", 0
     if info is None or fn is None:
+        problems += _foreign_crypto(f)
         if exempt is None and f.elf:
             problems.append("not a Go binary (no Go build info), so its crypto cannot be verified; "
                             "build it with the FIPS Go toolchain or list it under [exempt] in fips/toolchain.toml "
