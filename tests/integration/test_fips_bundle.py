@@ -109,14 +109,30 @@ def test_fips_check_text_says_validated(fips_bundle, runtime_dir):
     assert out.rstrip().endswith("FIPS: every check passed")
 
 
-def test_fips_module_is_carried_byte_for_byte(fips_bundle, runtime_dir):
-    """fips.so's integrity MAC (in openssl.cnf) is over its exact bytes: the runtime carries them unchanged."""
-    _run(fips_bundle, runtime_dir, "version", "--json")  # staged
-    p = pf.Payload.open(fips_bundle.exe)
+def _staged(b: bundle.Bundle, runtime_dir: Path) -> Path:
+    _run(b, runtime_dir, "version", "--json")  # staged
+    p = pf.Payload.open(b.exe)
     h = hashlib.sha256(b"mke-runtime 1\n")
     for lib in p.manifest.libraries:
         h.update(f"{lib.name} {lib.sha256} {lib.size}\n".encode())
-    fips_dir = runtime_dir / h.hexdigest() / "fips"
+    return runtime_dir / h.hexdigest()
+
+
+def test_self_tests_run_at_load_in_the_staged_runtime(fips_bundle, runtime_dir):
+    """Issue 17: the 3.1.2 provider loads into the staged runtime's own libcrypto (3.0.x) and runs its
+    integrity check and known-answer tests there (seen through OSSL_SELF_TEST_set_callback)."""
+    from build.bundle.runtime import FIPS_LOAD_CHECK, runtime_command
+
+    argv, env = runtime_command(_staged(fips_bundle, runtime_dir), "-c", FIPS_LOAD_CHECK)
+    r = json.loads(subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=True).stdout)
+    assert r["fips_loaded"] and r["failed"] == 0 and r["passed"] >= 20
+    assert {"Module_Integrity", "KAT_Digest", "KAT_Cipher", "KAT_Signature", "DRBG"} <= set(r["types"])
+    assert r["provider"]["version"].startswith("OpenSSL 3.0.") and r["provider"]["fips_provider"]["version"] == "3.1.2"
+
+
+def test_fips_module_is_carried_byte_for_byte(fips_bundle, runtime_dir):
+    """fips.so's integrity MAC (in openssl.cnf) is over its exact bytes: the runtime carries them unchanged."""
+    fips_dir = _staged(fips_bundle, runtime_dir) / "fips"
     prov = json.loads((fips_dir / "provenance.json").read_text())
     assert hashlib.sha256((fips_dir / "fips.so").read_bytes()).hexdigest() == prov["fips_so_sha256"]
     assert "${ENV::MKE_FIPS_RUNTIME}/fips.so" in (fips_dir / "openssl.cnf").read_text()
