@@ -34,6 +34,11 @@ GO_MODES = ("native", "boring")
 #: Non-Go binaries that do no crypto (keep in sync with [exempt] in fips/toolchain.toml).
 EXEMPT: dict[str, str] = {
     "pause": "C program (Kubernetes build/pause/linux/pause.c) that does no cryptography",
+    "ipset": "C program (ipset 7.17, static, libmnl): sends IP set commands to the kernel over netlink; links no crypto library",
+    "mount": "C program (util-linux 2.38.1 mount, static, libmount+libblkid, --without-cryptsetup): no dm-verity or crypto library; blkid only recognises LUKS superblocks by name",
+    "umount": "C program (util-linux 2.38.1 umount, static, libmount+libblkid, --without-cryptsetup): links no crypto library",
+    "xtables-legacy-multi": "C program (iptables 1.8.9 legacy, static): writes netfilter rules to the kernel; HMARK/random are kernel-side; links no crypto library",
+    "xtables-nft-multi": "C program (iptables 1.8.9 nf_tables, static, libnftnl+libmnl): writes netfilter rules to the kernel; links no crypto library",
 }
 
 
