@@ -143,7 +143,10 @@ def _print_runtime(state: dict[str, Any]) -> None:
         print(f"    MD5                  {c.get('md5', '').splitlines()[0] if c.get('md5') else ''}")
         print(f"    RSA-1024 sign        {c.get('rsa1024_sign')}")
     inv = state.get("crypto_inventory")
-    if inv:
+    if inv and inv.get("skipped"):
+        print()
+        print(f"CRYPTOGRAPHY IN THE RUNTIME: not read, {inv['skipped']}")
+    elif inv:
         print()
         print(f"CRYPTOGRAPHY IN THE RUNTIME ({inv['root']}: {inv['elf_files']} ELF files read)")
         for f in inv["crypto_files"]:

@@ -51,6 +51,23 @@ def provider_files(fips_dir: str | None) -> dict[str, Any]:
     return out
 
 
+def runtime_inventory(fips_dir: str | None) -> dict[str, Any]:
+    """The crypto inventory of the running bundled runtime (mke.fips.inventory), read from its staged files.
+
+    Only a bundled runtime is inventoried: mke/start.py points MKE_FIPS_RUNTIME at ``<sys.prefix>/fips``;
+    a Python run from source with a provider elsewhere (the build's tests) has no runtime tree to read.
+    """
+    import sys
+    from pathlib import Path
+
+    if not fips_dir or Path(fips_dir).resolve() != (Path(sys.prefix) / "fips").resolve():
+        return {"skipped": f"not a bundled runtime ({RUNTIME_ENV}={fips_dir}, sys.prefix={sys.prefix})",
+                "problems": []}
+    from mke.fips.inventory import crypto_inventory
+
+    return crypto_inventory(Path(sys.prefix))
+
+
 def provider_validation(version: str | None) -> str | None:
     """The certificate of the OpenSSL FIPS provider ``version``, or None: not a validated version."""
     return OPENSSL_FIPS_PROVIDERS.get(version or "")
@@ -67,12 +84,7 @@ def runtime_state() -> dict[str, Any]:
     loaded = (state["hashlib_openssl"].get("fips_provider") or {}).get("version")
     state["provider_certificate"] = provider_validation(loaded)
     state["provider_files"] = provider_files(os.environ.get(RUNTIME_ENV))
-    if os.environ.get(RUNTIME_ENV):  # the staged runtime: <root>/fips holds the provider
-        from pathlib import Path
-
-        from mke.fips.inventory import crypto_inventory
-
-        state["crypto_inventory"] = crypto_inventory(Path(os.environ[RUNTIME_ENV]).parent)
+    state["crypto_inventory"] = runtime_inventory(os.environ.get(RUNTIME_ENV))
     import hashlib
 
     state["builtin_hash_modules"] = sorted(m for m in BUILTIN_HASH_MODULES if importlib.util.find_spec(m) is not None)

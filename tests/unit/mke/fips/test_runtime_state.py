@@ -55,3 +55,18 @@ def test_missing_provider_files(tmp_path):
 def test_no_provider_loaded_is_reported_elsewhere():
     """runtime_problems names a missing provider; this check has nothing to add then."""
     assert provider_problems({"hashlib_openssl": {"fips": False}}) == []
+
+
+def test_only_a_bundled_runtime_is_inventoried(tmp_path, monkeypatch):
+    """The inventory reads <sys.prefix>, and only when the provider dir is <sys.prefix>/fips (mke/start.py)."""
+    import sys
+
+    from mke.fips.runtime_state import runtime_inventory
+
+    elsewhere = runtime_inventory(str(tmp_path / "fips"))
+    assert elsewhere["problems"] == [] and elsewhere["skipped"].startswith("not a bundled runtime")
+    assert runtime_inventory(None)["skipped"]
+    (tmp_path / "fips").mkdir()
+    monkeypatch.setattr(sys, "prefix", str(tmp_path))
+    inv = runtime_inventory(str(tmp_path / "fips"))  # an empty runtime tree: read, and found wanting
+    assert inv["root"] == str(tmp_path) and f"fips/fips.so: missing from the runtime at {tmp_path}" in inv["problems"]
