@@ -170,12 +170,15 @@ def _mem_kib(pid: int) -> tuple[int, int]:
     return rss, hwm
 
 
-def _du(path: Path) -> int:
+def _store_bytes(data: Path) -> int:
+    """The size of the datastore's files: etcd's bbolt file (not its preallocated WAL), or
+    kine's SQLite database with its WAL."""
+    files = [data / "etcd" / "member" / "snap" / "db"] if (data / "etcd").is_dir() else [
+        p for p in (data / "kine").rglob("*") if p.is_file() and ".db" in p.name]
     total = 0
-    for root, _dirs, files in os.walk(path):
-        for f in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(root, f)).st_blocks * 512
+    for f in files:
+        with contextlib.suppress(OSError):
+            total += f.stat().st_size
     return total
 
 
@@ -419,10 +422,18 @@ class ByHand(ControlPlane):
     def start(self) -> None:
         if self.store != "etcd" and _busy_ports((8080,)):  # kine's default metrics port
             raise RuntimeError("port 8080 (kine's default metrics address) is in use")
-        for name, argv, env, cwd in self.argvs():
+        argvs = self.argvs()
+        # the datastore and kube-apiserver first; the controllers once it answers (they exit
+        # when RBAC is not bootstrapped yet: by hand, that is what a restarting unit covers)
+        for name, argv, env, cwd in argvs[:-2]:
             self.procs[name] = _popen(argv, self.root / f"{name}.log", cwd=cwd, env=env)
         api = Api(self.pki)
         _wait(api.ready, 180, "the by-hand control plane's /readyz", interval=0.2, alive=self.dead)
+        for name, argv, env, cwd in argvs[-2:]:
+            self.procs[name] = _popen(argv, self.root / f"{name}.log", cwd=cwd, env=env)
+        time.sleep(2)
+        if dead := self.dead():
+            raise RuntimeError(dead)
 
     def pids(self) -> dict[str, int]:
         return {n: p.pid for n, p in self.procs.items()}
@@ -437,7 +448,7 @@ class ByHand(ControlPlane):
             _stop_group(p)
 
     def store_size(self) -> int:
-        return _du(self.data / ("etcd" if self.store == "etcd" else "kine"))
+        return _store_bytes(self.data)
 
 
 class Mke(ControlPlane):
@@ -488,7 +499,7 @@ class Mke(ControlPlane):
                 os.kill(pid, signal.SIGKILL)
 
     def store_size(self) -> int:
-        return _du(self.data / ("etcd" if self.store == "etcd" else "kine"))
+        return _store_bytes(self.data)
 
 
 # ---------------------------------------------------------------- the load
