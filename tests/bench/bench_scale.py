@@ -896,23 +896,24 @@ def run(report: Any) -> None:
             print(f"steps {','.join(map(str, s.nodes))} nodes x {s.pods_per_node} pods; stores {','.join(s.stores)}; "
                   f"writes {s.write_qps:g}/s; steady {s.steady:g} s; mke: {' '.join(_mke_command())}; "
                   f"binaries {bins}", flush=True)
-            for nodes in s.nodes:
-                for store in s.stores:
-                    for kind in (ByHand, Mke):
-                        t0 = time.monotonic()
-                        try:
-                            r = run_one(kind, store, nodes, s, bins, kwok, stages, tmp)
-                        except RuntimeError as e:
-                            r = {"error": str(e)}
-                        results[(store, nodes, kind.label)] = r
-                        print(f"  {nodes} nodes, {store}, {kind.label}: "
-                              f"{'FAILED: ' + r['error'] if 'error' in r else 'done'} "
-                              f"({time.monotonic() - t0:.0f} s)", flush=True)
-                    print_step(store, nodes, nodes * s.pods_per_node, results[(store, nodes, "mke")],
-                               results[(store, nodes, "by hand")])
+            try:
+                for nodes in s.nodes:
+                    for store in s.stores:
+                        for kind in (ByHand, Mke):
+                            t0 = time.monotonic()
+                            try:
+                                r = run_one(kind, store, nodes, s, bins, kwok, stages, tmp)
+                            except RuntimeError as e:
+                                r = {"error": str(e)}
+                            results[(store, nodes, kind.label)] = r
+                            print(f"  {nodes} nodes, {store}, {kind.label}: "
+                                  f"{'FAILED: ' + r['error'] if 'error' in r else 'done'} "
+                                  f"({time.monotonic() - t0:.0f} s)", flush=True)
+                        print_step(store, nodes, nodes * s.pods_per_node, results[(store, nodes, "mke")],
+                                   results[(store, nodes, "by hand")])
+            except Skip as e:
+                print(f"stopped: {e}", flush=True)
             print_goals(results, s)
-    except Skip as e:
-        print(f"stopped: {e}", flush=True)
     except KeyboardInterrupt:
         print("interrupted: every control plane, database and kwok started here was stopped", flush=True)
         raise SystemExit(130) from None
