@@ -535,6 +535,7 @@ class Load:
         """ConfigMaps and Secrets, 50 of each: created, updated three times, deleted, again."""
         state: dict[str, int] = {}
         i = 0
+        t0 = time.monotonic()
         payload = "x" * 1024
         while not self.stop.is_set():
             kind = ("configmaps", "secrets")[i % 2]
@@ -553,7 +554,7 @@ class Load:
                 self._timed("mutating", "DELETE", f"{base}/{name}")
             state[key] = (n + 1) % 5
             i += 1
-            self.stop.wait(1 / self.write_qps)
+            self.stop.wait(max(0.0, t0 + i / self.write_qps - time.monotonic()))  # paced, not slowed by latency
 
     def _reader(self) -> None:
         """5 gets a second; a namespace list every 5 s; cluster lists (pods, nodes) every 10 s."""
@@ -687,7 +688,7 @@ def run_one(kind: type[ControlPlane], store: str, nodes: int, s: Settings, bins:
     busy = _busy_ports()
     if busy:
         raise Skip(f"ports {', '.join(map(str, busy))} are in use (another control plane?): stop it and run again")
-    with contextlib.ExitStack() as stack, _database(store) as (dsn, db_size):
+    with _database(store) as (dsn, db_size), contextlib.ExitStack() as stack:  # the database stops last
         cp = kind(root, store, dsn, bins)
         stack.callback(cp.stop)
         cp.start()
