@@ -63,6 +63,7 @@ NS = "bench-scale"
 STORES = ("etcd", "sqlite", "postgres", "mariadb")
 CONTROL_PLANE = ("etcd", "kine", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 FAKE = "kwok.x-k8s.io/node"
+PORT_WAIT = 180.0  # another test may hold the controller's ports for a moment
 
 
 def _env_list(name: str, default: str) -> list[str]:
@@ -685,7 +686,12 @@ def run_one(kind: type[ControlPlane], store: str, nodes: int, s: Settings, bins:
     """One control plane, one step: the figures (or {"error": ...})."""
     root = Path(tempfile.mkdtemp(prefix=f"{kind.label.replace(' ', '')}-{store}-{nodes}-", dir=tmp))
     result: dict[str, Any] = {}
-    busy = _busy_ports()
+    busy, deadline = _busy_ports(), time.monotonic() + PORT_WAIT
+    if busy:
+        print(f"  (ports {', '.join(map(str, busy))} are in use: waiting up to {PORT_WAIT:.0f} s)", flush=True)
+    while busy and time.monotonic() < deadline:
+        time.sleep(2)
+        busy = _busy_ports()
     if busy:
         raise Skip(f"ports {', '.join(map(str, busy))} are in use (another control plane?): stop it and run again")
     with _database(store) as (dsn, db_size), contextlib.ExitStack() as stack:  # the database stops last
