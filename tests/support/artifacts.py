@@ -54,11 +54,6 @@ def local_path(root: Path, url: str) -> Path:
     return root / parts.netloc / parts.path.lstrip("/")
 
 
-def publish(recipe: Recipe, root: Path, *, os_name: str = "linux", arch: str = "amd64", cache: Path) -> dict[str, str]:
-    """Write the recipe's artifacts + checksum files under root; return {url: sha256}."""
-    return publish_all([recipe], root, os_name=os_name, arch=arch, cache=cache)[recipe.name]
-
-
 def publish_all(recipes: list[Recipe], root: Path, *, os_name: str = "linux", arch: str = "amd64",
                 cache: Path) -> dict[str, dict[str, str]]:
     """Every recipe's artifacts + checksum files under root; {recipe: {url: sha256}}.
