@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -183,7 +184,11 @@ class KubeRouterProvider(NetworkProvider):
             proc = subprocess.run([exe, "--cleanup-config"], capture_output=True, text=True, timeout=120,
                                   env=env, check=False)
             if proc.returncode != 0:
-                problems.append(f"kube-router --cleanup-config: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+                # not a problem by itself: it gives up on the first ipset still in use or chain it cannot
+                # flush, and what it left is removed below (clean_iptables, cleanup_after_iptables),
+                # each of which reports what it could not remove
+                say(f"kube-router --cleanup-config exited {proc.returncode} ({klog_error(proc.stderr)}): "
+                    "mke removes what it left")
             else:
                 say("kube-router: removed its iptables, ipset and IPVS state")
         for name in self._links():
@@ -271,6 +276,14 @@ class KubeRouterProvider(NetworkProvider):
     @staticmethod
     def _links() -> list[str]:
         return [n for n in netlink.link_names() if n in LINKS or n.startswith(TUNNEL_PREFIX)]
+
+
+def klog_error(stderr: str) -> str:
+    """The last error line of a klog-formatted stderr ("E1128 14:02:03.123 ... msg"), else its last
+    line: kube-router logs at info level after the error that made it fail."""
+    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+    errors = [line for line in lines if re.match(r"[EF]\d{4} ", line)]
+    return (errors or lines or ["no output"])[-1]
 
 
 PROVIDER = KubeRouterProvider()
