@@ -450,7 +450,10 @@ CASES: list[Case] = [
     C("cluster-missing-key", "cluster apply -c {tmp}/c.yaml", ConfigError, "hosts[0].ssh.keyPath",
       files={"c.yaml": "hosts:\n  - {address: 10.0.0.1, role: controller, ssh: {keyPath: nokey}}\n"}),
     C("cluster-bad-verb", "cluster deploy", UsageError, "deploy"),
-    C("cluster-upgrade-not-yet", "cluster upgrade -c {tmp}/c.yaml", NotImplementedYet, "upgrade"),
+    C("cluster-restore-not-yet", "cluster restore -c {tmp}/c.yaml", NotImplementedYet, "restore"),
+    C("cluster-upgrade-no-file", "cluster upgrade -c {tmp}/c.yaml --mke {tmp}/nope", UsageError, "--mke: {tmp}/nope",
+      files={"c.yaml": "hosts:\n  - {address: 10.0.0.1, role: controller}\n"}),
+    C("cluster-upgrade-bad-batch", "cluster upgrade -c {tmp}/c.yaml --batch 0", UsageError, "--batch"),
     C("cluster-reset-unconfirmed", "cluster reset -c {tmp}/c.yaml", UsageError, "--force",
       files={"c.yaml": "hosts:\n  - {address: 10.0.0.1, role: controller}\n"}),
     # -- backup, restore (archives that are real but damaged: tests/unit/mke/test_backup.py)
