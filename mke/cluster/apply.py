@@ -213,6 +213,8 @@ class Cluster:
 
 
 class Apply(Cluster):
+    restarts = False  # whether this command restarts a running node after uploading its new file (upgrade)
+
     def __init__(self, spec: ClusterSpec, *, accept_new: bool, progress: Progress | None = None) -> None:
         super().__init__(spec, accept_new=accept_new, progress=progress)
         self.changes: list[str] = []
@@ -302,7 +304,7 @@ class Apply(Cluster):
         await st.remote.rename(tmp, self.spec.mke_path, step="upload", error=ClusterInstallError)
         self.changed(h, f"uploaded mke to {self.spec.mke_path} in {time.monotonic() - t:.1f}s"
                         + (" (the running node keeps its old file until `mke cluster upgrade`)"
-                           if st.facts.get("running") else ""))
+                           if st.facts.get("running") and not self.restarts else ""))
 
     # -- 4: preflight
 

@@ -132,8 +132,11 @@ class NodeDrainer:
 
     def pods(self) -> list[dict[str, Any]]:
         """The pods on this node that drain evicts."""
-        pods = self.client.list("v1", "Pod", field_selector=f"spec.nodeName={self.node}")
-        return [p for p in pods if skip_reason(p) is None]
+        path = "/api/v1/pods?" + urllib.parse.urlencode({"fieldSelector": f"spec.nodeName={self.node}"})
+        doc = self.client.call("GET", path)  # every namespace (KubeClient.list asks one)
+        if not isinstance(doc, dict):
+            raise KubeAPIError(f"GET {self.client.server}{path}: the answer is not a list object")
+        return [p for p in doc.get("items") or [] if skip_reason(p) is None]
 
     def evict(self, pod: dict[str, Any]) -> Blocked | None:
         """Ask for ``pod``'s eviction; a Blocked when the API refused it (for now)."""

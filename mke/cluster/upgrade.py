@@ -153,6 +153,8 @@ def with_v(version: str | None) -> str | None:
 class Upgrade(Apply):
     """The rolling upgrade; it shares apply's connect, probe, upload and start (mke.cluster.apply)."""
 
+    restarts = True
+
     def __init__(self, spec: ClusterSpec, *, accept_new: bool, mke_file: Path | None = None, batch: int | None = None,
                  drain_timeout: float = DRAIN_SECONDS, progress: Progress | None = None) -> None:
         super().__init__(spec, accept_new=accept_new, progress=progress)
