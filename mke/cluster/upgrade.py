@@ -325,7 +325,7 @@ class Upgrade(Apply):
             return f"{self.spec.mke_path} does not answer `mke cluster probe`"
         if not facts.get("running"):
             return "mke is not running"
-        if facts.get("running_sha256") != self.digest:
+        if "running_sha256" in facts and facts["running_sha256"] != self.digest:  # an older target cannot tell
             return f"the running mke started from sha256 {str(facts.get('running_sha256'))[:12]}, not the target"
         if h.controller:
             if not await self.api_ready(st):
