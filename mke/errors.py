@@ -32,6 +32,7 @@ stderr, the class's exit code, no traceback (``--debug`` shows it).
       25  ClusterResetError   mke cluster reset: uninstalling or resetting a host failed
       26  ClusterDrainError   mke cluster upgrade: cordoning, draining (evictions) or uncordoning a node failed
       27  ClusterBackupError  mke cluster backup: taking, fetching or checking a backup archive failed
+      28  ClusterRestoreError  mke cluster restore: the hosts hold a cluster, or uploading or restoring the archive failed
 """
 
 from __future__ import annotations
@@ -227,6 +228,13 @@ class ClusterBackupError(ClusterError):
 
     exit_code = 27
     phase = "backup"
+
+
+class ClusterRestoreError(ClusterError):
+    """``mke cluster restore``: a host holds a cluster already, or uploading the archive or ``mke restore`` failed."""
+
+    exit_code = 28
+    phase = "restore"
 
 
 class BackupError(MkeError):

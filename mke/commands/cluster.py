@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mke.errors import NotImplementedYet, UsageError
+from mke.errors import UsageError
 
 VERBS = {
     "apply": "install, start and join every host of the cluster file (nothing changes when it is done already)",
@@ -15,7 +15,7 @@ VERBS = {
     "reset": "uninstall mke from every host and remove its data (asks first unless --force)",
     "upgrade": "rolling upgrade to an mke file: controllers one at a time, then workers in batches, each drained",
     "backup": "run mke backup on a controller and fetch the archive here (checked, 0600)",
-    "restore": "restore a backup (not done yet: mke restore on each controller by hand, docs/backup.md)",
+    "restore": "build the cluster of a backup archive again on the hosts (reset or new): mke restore, then apply",
 }
 
 
@@ -39,6 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                            help="workers upgraded at once (default: 10%% of the workers, at least 1)")
             v.add_argument("--drain-timeout", type=_positive_int, default=300, metavar="SECONDS",
                            help="how long a node's pods may take to be evicted (PodDisruptionBudgets; default 300)")
+        if verb == "restore":
+            v.add_argument("file", type=Path, metavar="FILE", help="an archive of mke cluster backup (or mke backup)")
         if verb == "backup":
             v.add_argument("--out", "-o", type=Path, metavar="FILE",
                            help="where the archive goes here (default: ./mke-backup-<node>-<time>.tar.zst)")
@@ -65,9 +67,8 @@ def run(args: argparse.Namespace) -> int:
         from mke.cluster.probe import run as probe
 
         return probe(args.data_dir, args.file)
-    if args.verb == "restore":
-        raise NotImplementedYet("mke cluster restore is not done yet: run `mke restore FILE` on a controller by hand "
-                                "(docs/backup.md), then `mke cluster apply`")
+    if args.verb == "restore" and not args.file.is_file():
+        raise UsageError(f"{args.file}: {'not a file' if args.file.exists() else 'no such file'} (the archive to restore)")
     from mke.cluster.spec import load_cluster
 
     spec = load_cluster(args.config)
@@ -87,6 +88,10 @@ def run(args: argparse.Namespace) -> int:
         from mke.cluster.backup import Backup
 
         return asyncio.run(Backup(spec, accept_new=accept).run(args.out))
+    if args.verb == "restore":
+        from mke.cluster.restore import Restore
+
+        return asyncio.run(Restore(spec, accept_new=accept).run_restore(args.file))
     if args.verb == "status":
         from mke.cluster.ops import Status
 

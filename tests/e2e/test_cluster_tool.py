@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mke.errors import ClusterDrainError, ClusterError, ClusterPreflightError
+from mke.errors import ClusterDrainError, ClusterError, ClusterPreflightError, ClusterRestoreError
 from tests.e2e.apisampler import Sampler
 from tests.e2e.cluster import mke_file
 from tests.e2e.netns import InNetns, Network
@@ -409,6 +409,13 @@ def test_cold_start_every_controller_stopped_then_apply(hosts):
 def test_backup_is_fetched_and_checked(hosts):
     path = BASE / "cluster-new.yaml" if (BASE / "cluster-new.yaml").exists() else BASE / "cluster.yaml"
     out = BASE / "backups" / "cluster.tar.zst"
+    with InNetns("mkc-client"):
+        from kubernetes import client, config
+
+        api = config.new_client_from_config(config_file=str(BASE / "admin.conf"))
+        client.CoreV1Api(api).create_namespaced_config_map("default", client.V1ConfigMap(
+            metadata=client.V1ObjectMeta(name="in-backup"), data={"made": "before the backup"}))
+        api.close()
     p = hosts.tool("backup", "-c", str(path), "--out", str(out))
     assert p.returncode == 0, p.stderr
     hosts.timings["backup"] = round(p.took, 1)
@@ -438,3 +445,29 @@ def test_reset_leaves_every_host_clean(hosts):
                                        "--cgroup-root", f"/mkc-{name}"]), capture_output=True, text=True,
                                timeout=120, env={"PATH": "/usr/bin:/bin", "MKE_RUNTIME_DIR": str(BASE / "runtime")})
         assert check.returncode == 0, (name, check.stdout, check.stderr)
+
+
+def test_restore_builds_the_cluster_again_from_the_backup(hosts):
+    """After the reset: the cluster of the backup on the same hosts, with the same CA (the admin
+    kubeconfig from before works) and its objects."""
+    path = BASE / "cluster-new.yaml" if (BASE / "cluster-new.yaml").exists() else BASE / "cluster.yaml"
+    archive = BASE / "backups" / "cluster.tar.zst"
+    if not archive.exists():
+        pytest.fail("no backup archive: test_backup_is_fetched_and_checked did not run or failed")
+    p = hosts.tool("restore", "-c", str(path), str(archive))
+    assert p.returncode == 0, p.stderr
+    hosts.timings["restore (then apply), 6 hosts"] = round(p.took, 1)
+    assert "restored cluster" in p.stderr and "archive uploaded to" in p.stderr
+    assert ready_nodes() == dict.fromkeys(["w1", "w2", ADDED], True)  # the kubeconfig from before the backup
+    with InNetns("mkc-client"):
+        from kubernetes import client, config
+
+        api = config.new_client_from_config(config_file=str(BASE / "admin.conf"))
+        cm = client.CoreV1Api(api).read_namespaced_config_map("in-backup", "default")
+        api.close()
+    assert cm.data == {"made": "before the backup"}
+    again = hosts.tool("restore", "-c", str(path), str(archive), timeout=120)  # now they hold a cluster
+    assert again.returncode == ClusterRestoreError.exit_code, again.stderr
+    assert "it holds a cluster already (running)" in again.stderr
+    p = hosts.tool("reset", "-c", str(path), "--force")
+    assert p.returncode == 0, p.stderr
