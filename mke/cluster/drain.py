@@ -15,6 +15,7 @@ the caller runs them in a thread. A timeout says which pod is left and which bud
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 import urllib.parse
@@ -149,8 +150,8 @@ class NodeDrainer:
         try:
             status, data = self.client.http.request("POST", path, json.dumps(body).encode(),
                                                     {"Content-Type": "application/json"})
-        except OSError as e:
-            raise KubeAPIError(f"POST {self.client.server}{path}: {' '.join(str(e).split())}") from e
+        except (OSError, http.client.HTTPException) as e:
+            raise KubeAPIError(f"POST {self.client.server}{path}: {' '.join((str(e) or type(e).__name__).split())}") from e
         if status in (200, 201, 404, 409):  # evicted; gone already; another pod by that name now
             return None
         try:
