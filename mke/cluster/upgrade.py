@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from mke.cluster.api import ApiTunnel
-from mke.cluster.apply import NODE_READY_SECONDS, Apply, HostState, Progress, bounded
+from mke.cluster.apply import NODE_READY_SECONDS, Apply, HostState, Progress, bounded, file_digest
 from mke.cluster.drain import NodeDrainer
 from mke.cluster.spec import ClusterSpec, HostSpec
 from mke.errors import (
@@ -172,7 +172,7 @@ class Upgrade(Apply):
         t0 = time.monotonic()
         cfg = parse_config(self.spec.config, "config")
         self.storage_etcd = cfg.storage.type == "etcd"
-        self.digest = await asyncio.to_thread(self._file_digest)
+        self.digest = await asyncio.to_thread(file_digest, self.local)
         self.versions = await asyncio.to_thread(target_versions, self.local)
         kube = with_v(self.versions.get("kube-apiserver"))
         self.say(None, f"target {self.local} (sha256 {self.digest[:12]}, Kubernetes {kube or 'unknown'})")
@@ -205,11 +205,6 @@ class Upgrade(Apply):
             raise e
         self.say(None, f"upgraded {len(out.done)} hosts in {took:.1f}s ({len(plan.skipped)} skipped)")
         return 0
-
-    def _file_digest(self) -> str:
-        from mke.cluster.apply import file_digest
-
-        return file_digest(self.local)
 
     def check_hosts(self) -> None:
         """Every host runs mke (an upgrade starts from a working cluster)."""
