@@ -112,16 +112,17 @@ class NodeDrainer:
     def get_node(self) -> dict[str, Any] | None:
         return self.client.get("v1", "Node", self.node)
 
-    def cordon(self) -> bool:
-        """Mark the node unschedulable (and ours); False when someone else had cordoned it (left as it is)."""
+    def cordon(self) -> str:
+        """Mark the node unschedulable (and ours): "cordoned", "ours already" (a run that stopped), or
+        "not ours" (someone else had cordoned it: left as it is, and not uncordoned after)."""
         node = self.get_node()
         if node is None:
             raise KubeAPIError(f"node {self.node} is not registered")
         annotations = node.get("metadata", {}).get("annotations") or {}
-        if node.get("spec", {}).get("unschedulable") and CORDONED_BY not in annotations:
-            return False
+        if node.get("spec", {}).get("unschedulable"):
+            return "ours already" if CORDONED_BY in annotations else "not ours"
         self._patch_node({"metadata": {"annotations": {CORDONED_BY: "true"}}, "spec": {"unschedulable": True}})
-        return True
+        return "cordoned"
 
     def uncordon_if_ours(self) -> bool:
         """Schedulable again when the cordon was ours; True when it was."""

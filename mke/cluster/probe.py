@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,7 @@ def probe(data_dir: Path, files: list[Path]) -> dict[str, Any]:
     digests = {str(f): file_sha256(f) for f in files}
     return {
         "version": __version__,
+        "time": time.time(),  # this host's clock (mke cluster restore compares node heartbeats with it)
         "node_name": node_name(),
         "files": digests,
         "services": services,

@@ -16,13 +16,17 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from mke.cluster.apply import Apply, bounded, file_digest
 from mke.errors import BackupError, ClusterRestoreError
 
 
 class Restore(Apply):
+    since = ""  # RFC 3339: when the restore ended (a node's heartbeat must be newer)
+
     async def run_restore(self, archive: Path) -> int:
         from mke.backup import verify
 
@@ -41,7 +45,7 @@ class Restore(Apply):
             for h in self.spec.hosts:
                 st = self.states[h.index]
                 if st.running or any((st.facts.get("joined") or {}).values()):
-                    raise ClusterRestoreError(h.label, "restore", f"it holds a cluster already ({'running' if st.running else 'joined before'}): "
+                    raise ClusterRestoreError(h.label, "hosts without a cluster", f"it holds a cluster already ({'running' if st.running else 'joined before'}): "
                                                                   "`mke cluster reset` first (restore builds the cluster "
                                                                   "again from the archive)")
             st = self.states[first.index]
@@ -54,6 +58,9 @@ class Restore(Apply):
                                        step="mke restore", error=ClusterRestoreError, timeout=1800)
             finally:
                 await st.remote.remove(remote, step="remove the uploaded archive", error=ClusterRestoreError)
+            facts = await self.probe(st) or {}
+            self.since = datetime.fromtimestamp(float(facts.get("time") or time.time()) - 1, UTC).strftime(
+                "%Y-%m-%dT%H:%M:%SZ")  # the controller's clock: the nodes' heartbeats come from the same cluster
             said = [x for x in r.stderr.splitlines() if "restored cluster" in x]
             self.changed(first, said[-1].removeprefix("mke restore: ") if said else "restored")
         finally:
@@ -61,6 +68,13 @@ class Restore(Apply):
         self.states.clear()
         self.say(None, f"restored on {first.label} in {time.monotonic() - t0:.1f}s; now apply")
         return await self.run()
+
+    def node_ready(self, node: dict[str, Any] | None) -> bool:
+        """Ready, with a heartbeat after the restore: the datastore holds the nodes' Ready conditions as
+        they were at the backup, which say nothing of the kubelets that join now."""
+        from mke.cluster.upgrade import newer
+
+        return bool(node and node["ready"] and newer(node["heartbeat"], self.since))
 
     async def upload_archive(self, st, archive: Path, remote: str) -> None:
         h = st.host

@@ -271,13 +271,14 @@ class Upgrade(Apply):
         drainer = NodeDrainer(api, node, say=lambda text: self.say(h, text))
         t = time.monotonic()
         try:
-            ours = await asyncio.to_thread(drainer.cordon)
-            self.say(h, f"node {node} cordoned" if ours else f"node {node} was cordoned already (not by mke cluster: "
-                                                              "it stays cordoned)")
+            state = await asyncio.to_thread(drainer.cordon)
+            self.say(h, {"cordoned": f"node {node} cordoned",
+                         "ours already": f"node {node} cordoned already (by the run that stopped here)"}.get(
+                state, f"node {node} was cordoned already, not by mke cluster: it stays cordoned"))
             n = await asyncio.to_thread(drainer.drain, self.drain_timeout)
         except KubeAPIError as e:
             raise ClusterDrainError(h.label, f"drain node {node}", str(e)) from e
-        self.say(h, f"node {node} drained: {n} pods evicted ({time.monotonic() - t:.1f}s)")
+        self.say(h, f"node {node} drained: {n} pod{'' if n == 1 else 's'} evicted ({time.monotonic() - t:.1f}s)")
 
     async def uncordon(self, st: HostState) -> None:
         h, node = st.host, st.node_name
