@@ -16,11 +16,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mke.cluster.apply import Apply, bounded, file_digest
+from mke.cluster.upgrade import newer, rfc3339
 from mke.errors import BackupError, ClusterRestoreError
 
 
@@ -59,8 +59,8 @@ class Restore(Apply):
             finally:
                 await st.remote.remove(remote, step="remove the uploaded archive", error=ClusterRestoreError)
             facts = await self.probe(st) or {}
-            self.since = datetime.fromtimestamp(float(facts.get("time") or time.time()) - 1, UTC).strftime(
-                "%Y-%m-%dT%H:%M:%SZ")  # the controller's clock: the nodes' heartbeats come from the same cluster
+            # the controller's clock: the nodes' heartbeats come from the same cluster
+            self.since = rfc3339(float(facts.get("time") or time.time()) - 1)
             said = [x for x in r.stderr.splitlines() if "restored cluster" in x]
             self.changed(first, said[-1].removeprefix("mke restore: ") if said else "restored")
         finally:
@@ -72,8 +72,6 @@ class Restore(Apply):
     def node_ready(self, node: dict[str, Any] | None) -> bool:
         """Ready, with a heartbeat after the restore: the datastore holds the nodes' Ready conditions as
         they were at the backup, which say nothing of the kubelets that join now."""
-        from mke.cluster.upgrade import newer
-
         return bool(node and node["ready"] and newer(node["heartbeat"], self.since))
 
     async def upload_archive(self, st, archive: Path, remote: str) -> None:

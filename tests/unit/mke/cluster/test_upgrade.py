@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mke.cluster.spec import ClusterSpec, parse_cluster
-from mke.cluster.upgrade import default_batch, heartbeat, newer, plan_upgrade, run_plan, with_v
+from mke.cluster.upgrade import default_batch, heartbeat, newer, plan_upgrade, rfc3339, run_plan, with_v
 from mke.errors import ClusterDrainError, ClusterReadyError
 
 OLD, NEW = "a" * 64, "b" * 64
@@ -103,4 +103,5 @@ def test_node_heartbeat_and_versions():
     assert not newer("2026-11-28T13:00:04Z", "2026-11-28T13:00:04Z")
     assert newer("2026-11-28T13:00:04Z", "")  # no heartbeat before: any is newer
     assert not newer("", "2026-11-28T13:00:04Z")
+    assert rfc3339(1795875005.7) == "2026-11-28T14:10:05Z"
     assert with_v("1.36.5") == "v1.36.5" and with_v("v1.37.0") == "v1.37.0" and with_v(None) is None
