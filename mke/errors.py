@@ -30,6 +30,9 @@ stderr, the class's exit code, no traceback (``--debug`` shows it).
       23  ClusterJoinError    mke cluster: starting a node, making its token or joining it failed
       24  ClusterReadyError   mke cluster: a node did not become ready (Ready) in time
       25  ClusterResetError   mke cluster reset: uninstalling or resetting a host failed
+      26  ClusterDrainError   mke cluster upgrade: cordoning, draining (evictions) or uncordoning a node failed
+      27  ClusterBackupError  mke cluster backup: taking, fetching or checking a backup archive failed
+      28  ClusterRestoreError  mke cluster restore: the hosts hold a cluster, or uploading or restoring the archive failed
 """
 
 from __future__ import annotations
@@ -210,6 +213,28 @@ class ClusterResetError(ClusterError):
 
     exit_code = 25
     phase = "reset"
+
+
+class ClusterDrainError(ClusterError):
+    """``mke cluster upgrade``: cordoning a node, evicting its pods (a PodDisruptionBudget that does
+    not allow it in time, a pod that does not go) or uncordoning it failed."""
+
+    exit_code = 26
+    phase = "drain"
+
+
+class ClusterBackupError(ClusterError):
+    """``mke cluster backup``: ``mke backup`` on the controller, fetching the archive or checking it failed."""
+
+    exit_code = 27
+    phase = "backup"
+
+
+class ClusterRestoreError(ClusterError):
+    """``mke cluster restore``: a host holds a cluster already, or uploading the archive or ``mke restore`` failed."""
+
+    exit_code = 28
+    phase = "restore"
 
 
 class BackupError(MkeError):

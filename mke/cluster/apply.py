@@ -194,13 +194,15 @@ class Cluster:
             return False
 
     async def nodes(self, leader: HostState) -> dict[str, dict[str, Any]]:
-        """node name -> {ready, version} from the leader's kubectl."""
+        """node name -> {ready, heartbeat (of its Ready condition), version} from the leader's kubectl."""
         r = await self.mke_run(leader, "kubectl", "--data-dir", leader.host.data_dir, "--", "get", "nodes",
                                "-o", "json", step="get nodes", error=ClusterReadyError, timeout=60)
         out = {}
         for item in json.loads(r.stdout).get("items", []):
-            conds = {c["type"]: c["status"] for c in item.get("status", {}).get("conditions", [])}
-            out[item["metadata"]["name"]] = {"ready": conds.get("Ready") == "True",
+            conds = {c["type"]: c for c in item.get("status", {}).get("conditions", [])}
+            ready = conds.get("Ready", {})
+            out[item["metadata"]["name"]] = {"ready": ready.get("status") == "True",
+                                             "heartbeat": str(ready.get("lastHeartbeatTime") or ""),
                                              "version": item.get("status", {}).get("nodeInfo", {}).get("kubeletVersion")}
         return out
 
@@ -213,6 +215,8 @@ class Cluster:
 
 
 class Apply(Cluster):
+    restarts = False  # whether this command restarts a running node after uploading its new file (upgrade)
+
     def __init__(self, spec: ClusterSpec, *, accept_new: bool, progress: Progress | None = None) -> None:
         super().__init__(spec, accept_new=accept_new, progress=progress)
         self.changes: list[str] = []
@@ -302,7 +306,7 @@ class Apply(Cluster):
         await st.remote.rename(tmp, self.spec.mke_path, step="upload", error=ClusterInstallError)
         self.changed(h, f"uploaded mke to {self.spec.mke_path} in {time.monotonic() - t:.1f}s"
                         + (" (the running node keeps its old file until `mke cluster upgrade`)"
-                           if st.facts.get("running") else ""))
+                           if st.facts.get("running") and not self.restarts else ""))
 
     # -- 4: preflight
 
@@ -387,7 +391,8 @@ class Apply(Cluster):
         if leader is None:
             joined = [s for s in states if s.joined]
             if joined:  # a cold start: etcd needs its quorum, so every controller starts at once
-                self.say(None, f"no controller runs; {len(joined)} have joined before: starting them together")
+                self.say(None, f"no controller runs; {len(joined)} "
+                               f"{'has' if len(joined) == 1 else 'have'} joined before: starting them together")
                 await bounded(len(joined), [s for s in joined if not s.running], self.start_or_install)
                 await bounded(len(joined), joined, self.wait_controller)
             else:
@@ -429,6 +434,10 @@ class Apply(Cluster):
 
     # -- 7: ready
 
+    def node_ready(self, node: dict[str, Any] | None) -> bool:
+        """Whether a node (as ``nodes`` reports it) counts as Ready."""
+        return bool(node and node["ready"])
+
     async def wait_nodes(self, leader: HostState) -> None:
         want = {self.states[h.index].node_name: self.states[h.index] for h in self.spec.hosts if h.worker}
         t = time.monotonic()
@@ -436,11 +445,11 @@ class Apply(Cluster):
         while True:
             nodes = await self.nodes(leader)
             for name, st in want.items():
-                if nodes.get(name, {}).get("ready") and name not in said:
+                if self.node_ready(nodes.get(name)) and name not in said:
                     said.add(name)
                     if self.changes:
                         self.say(st.host, f"node {name} Ready ({nodes[name]['version']})")
-            missing = [n for n in want if not nodes.get(n, {}).get("ready")]
+            missing = [n for n in want if not self.node_ready(nodes.get(n))]
             if not missing:
                 return
             if time.monotonic() - t > NODE_READY_SECONDS:

@@ -2,17 +2,28 @@
 the real dist/mke as the tool and as the file it ships, the Python kubernetes client as judge.
 
 3 controllers + 2 workers from one cluster file; a second apply changes nothing; an added worker
-joins alone; reset leaves every host clean. Faults first (they change nothing that the apply
-after them does not redo): an unreachable host, a wrong host key, a host failing sysinfo, each
-stopping with the host and the step named, and the phase's exit code.
+joins alone; a rolling upgrade to dist/mke host by host, with the API sampled every 200 ms
+(a PodDisruptionBudget first stops it at the first worker, naming both; the re-run goes on
+where it stopped); a second upgrade changes nothing; a cold start (every controller stopped,
+apply again); a backup fetched and checked; reset leaves every host clean. Faults first
+(they change nothing that the apply after them does not redo): an unreachable host, a wrong
+host key, a host failing sysinfo, each stopping with the host and the step named, and the
+phase's exit code.
+
+The cluster is built from ``MKE_E2E_PREVIOUS`` (the previous release's mke file, as
+tests/e2e/test_upgrade.py) when it is set, so that the upgrade has a second build to go to;
+without it the cluster is built from dist/mke and the upgrade test is skipped, saying so. The
+tool itself is always dist/mke.
 
 Run alone: ``flock /var/tmp/mke-e2e.lock env MKE_E2E_SKIP_BUILD=1 MKE_E2E_NO_CONFORMANCE=1
-nox -s e2e -- -k cluster_tool``. Everything lives under /var/tmp/mke-cluster-test, in netns
+MKE_E2E_PREVIOUS=/var/tmp/mke-previous/mke-v1.36.5 nox -s e2e -- -k cluster_tool``. Everything lives under /var/tmp/mke-cluster-test, in netns
 ``mkc-*``; the teardown stops every process it or mke started and removes every mount.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -23,7 +34,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mke.errors import ClusterError, ClusterPreflightError
+from mke.errors import ClusterDrainError, ClusterError, ClusterPreflightError, ClusterRestoreError
+from tests.e2e.apisampler import Sampler
 from tests.e2e.cluster import mke_file
 from tests.e2e.netns import InNetns, Network
 from tests.e2e.sshhost import SSH_PORT, SSHHost, keygen, release_nsdir
@@ -33,6 +45,24 @@ CONTROLLERS = ["c1", "c2", "c3"]
 WORKERS = ["w1", "w2"]
 ADDED = "w3"
 EVICTION = "memory.available<50Mi,nodefs.available<1%,nodefs.inodesFree<1%,imagefs.available<1%"
+
+
+def start_file() -> Path:
+    """The mke file the cluster is built from: the previous release when given, else dist/mke."""
+    p = os.environ.get("MKE_E2E_PREVIOUS")
+    if not p:
+        return mke_file()
+    if not Path(p).is_file():
+        pytest.fail(f"MKE_E2E_PREVIOUS={p}: no such file")
+    return Path(p)
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 class Hosts:
@@ -62,7 +92,7 @@ class Hosts:
         return path
 
     def cluster_file(self, names: list[str], path: Path | None = None, *, known_hosts: Path | None = None,
-                     extra: list[dict] | None = None) -> Path:
+                     extra: list[dict] | None = None, mke: Path | None = None) -> Path:
         hosts = []
         for n in names:
             s = self.hosts[n]
@@ -73,7 +103,7 @@ class Hosts:
             hosts.append(entry)
         doc = {"ssh": {"user": "root", "port": SSH_PORT, "keyPath": str(self.client / "id_ed25519"),
                        "knownHosts": str(known_hosts or self.client / "known_hosts")},
-               "mke": {"file": str(mke_file())},
+               "mke": {"file": str(mke or start_file())},
                "hosts": hosts + (extra or [])}
         path = path or BASE / "cluster.yaml"
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -252,6 +282,153 @@ def test_an_added_worker_joins_alone(hosts):
     assert ready_nodes() == {"w1": True, "w2": True, ADDED: True}
 
 
+SECURE = {"allowPrivilegeEscalation": False, "runAsNonRoot": True, "runAsUser": 65535,
+          "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def deployment(name: str, replicas: int, node: str | None = None) -> dict:
+    spec = {"containers": [{"name": "pause", "image": "registry.k8s.io/pause:3.10.2", "imagePullPolicy": "Never",
+                            "securityContext": SECURE}], "terminationGracePeriodSeconds": 1}
+    if node:
+        spec["nodeSelector"] = {"kubernetes.io/hostname": node}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": "default"},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}}, "spec": spec}}}
+
+
+def budget(name: str, **spec: object) -> dict:
+    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": name},
+            "spec": {"selector": {"matchLabels": {"app": name}}, **spec}}
+
+
+def running_digests(hosts: Hosts) -> dict[str, str | None]:
+    """host -> sha256 of the mke file its running mke started from (asked by mke cluster probe there)."""
+    out = {}
+    for name, s in hosts.hosts.items():
+        p = s.mke("cluster", "probe", "--data-dir", "/var/lib/mke", "--file", "/usr/local/bin/mke")
+        out[name] = json.loads(p.stdout).get("running_sha256") if p.returncode == 0 else None
+    return out
+
+
+def test_rolling_upgrade_host_by_host_with_the_api_answering(hosts):
+    if start_file() == mke_file():
+        pytest.skip("MKE_E2E_PREVIOUS is not set: the cluster runs dist/mke already, there is no second build to "
+                    "upgrade to (give the previous release's mke file)")
+    from kubernetes import client, config
+    from kubernetes.utils import create_from_dict
+
+    old, new = sha256(start_file()), sha256(mke_file())
+    assert old != new
+    path = hosts.cluster_file([*CONTROLLERS, *WORKERS, ADDED], BASE / "cluster-new.yaml", mke=mke_file())
+    with InNetns("mkc-client"):
+        api = config.new_client_from_config(config_file=str(BASE / "admin.conf"))
+        core = client.CoreV1Api(api)
+        core.create_namespaced_config_map("default", client.V1ConfigMap(
+            metadata=client.V1ObjectMeta(name="sampled"), data={"made": "before the upgrade"}))
+        # web: 3 pods that move one at a time (maxUnavailable 1); pinned: one pod on w1 that its
+        # budget (minAvailable 1) does not let go: the first upgrade run stops at w1, naming both
+        for obj in (deployment("web", 3), budget("web", maxUnavailable=1), deployment("pinned", 1, node="w1"),
+                    budget("pinned", minAvailable=1)):
+            create_from_dict(api, obj, namespace="default")
+        apps = client.AppsV1Api(api)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            ds = {d: apps.read_namespaced_deployment(d, "default").status.available_replicas or 0
+                  for d in ("web", "pinned")}
+            if ds == {"web": 3, "pinned": 1}:
+                break
+            time.sleep(2)
+        assert ds == {"web": 3, "pinned": 1}, ds
+    addresses = {c: hosts.hosts[c].host.address for c in CONTROLLERS}
+    sampler = Sampler("mkc-client", BASE / "admin.conf", addresses, "sampled")
+    sampler.start()
+    first = second = None
+    try:
+        first = hosts.tool("upgrade", "-c", str(path), "--drain-timeout", "30")
+        assert first.returncode == ClusterDrainError.exit_code, first.stderr
+        lines = error_lines(first)
+        assert lines[0] == f"mke: error: host: w1 ({hosts.hosts['w1'].host.address})", lines
+        assert lines[1] == "mke: error: step: drain: drain node w1", lines
+        assert "not drained after 30s: pod default/pinned-" in lines[2], lines
+        assert "PodDisruptionBudget default/pinned does not allow its eviction" in lines[2], lines
+        digests = running_digests(hosts)  # w2, w3 run the old file, whose probe cannot tell (None)
+        assert {n: digests[n] for n in [*CONTROLLERS, "w1"]} == {**dict.fromkeys(CONTROLLERS, new), "w1": old}, digests
+        for w in ("w2", ADDED):  # untouched: not even uploaded to
+            assert sha256(hosts.hosts[w].dir / "bin" / "mke") == old, w
+        with InNetns("mkc-client"):
+            client.PolicyV1Api(api).delete_namespaced_pod_disruption_budget("pinned", "default")
+        second = hosts.tool("upgrade", "-c", str(path), "--drain-timeout", "120")
+        assert second.returncode == 0, second.stderr
+    finally:
+        figures = sampler.finish()
+        hosts.timings["upgrade sampler (both runs)"] = figures
+        for key, p in (("upgrade: controllers, stopped at w1 by its budget (30 s drain timeout)", first),
+                       ("upgrade: the re-run (controllers skipped, 3 workers)", second)):
+            if p is not None:
+                hosts.timings[key] = round(p.took, 1)
+    for c in CONTROLLERS:
+        assert f"[{c} ({hosts.hosts[c].host.address})] skipped: runs the target file already" in second.stderr
+    for w in ("w1", "w2", ADDED):
+        assert f"[{w} ({hosts.hosts[w].host.address})] upgraded in" in second.stderr, w
+    assert running_digests(hosts) == dict.fromkeys(hosts.hosts, new)
+    assert figures["samples_unanswered"] == 0, figures
+    with InNetns("mkc-client"):
+        nodes = core.list_node().items
+        assert {n.metadata.name: bool(n.spec.unschedulable) for n in nodes} == dict.fromkeys(["w1", "w2", ADDED], False)
+        assert core.read_namespaced_config_map("sampled", "default").data == {"made": "before the upgrade"}
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:  # the last worker's pods start again elsewhere
+            ds = {d: apps.read_namespaced_deployment(d, "default").status.available_replicas or 0
+                  for d in ("web", "pinned")}
+            if ds == {"web": 3, "pinned": 1}:
+                break
+            time.sleep(2)
+        api.close()
+    assert ds == {"web": 3, "pinned": 1}, ds
+    again = hosts.tool("upgrade", "-c", str(path))
+    assert again.returncode == 0 and "no change: every host runs this mke file" in again.stderr, again.stderr
+    hosts.timings["upgrade: third run, no change"] = round(again.took, 1)
+
+
+def test_cold_start_every_controller_stopped_then_apply(hosts):
+    path = BASE / "cluster-new.yaml" if (BASE / "cluster-new.yaml").exists() else BASE / "cluster.yaml"
+    for c in CONTROLLERS:
+        p = hosts.hosts[c].mke("stop", "controller", timeout=300)
+        assert p.returncode == 0, (c, p.stdout, p.stderr)
+    st = hosts.tool("status", "-c", str(path))
+    assert "no controller's API is ready" in st.stdout, st.stdout
+    p = hosts.tool("apply", "-c", str(path))
+    assert p.returncode == 0, p.stderr
+    hosts.timings["cold start: apply with 3 controllers down"] = round(p.took, 1)
+    assert "no controller runs; 3 have joined before: starting them together" in p.stderr
+    assert ready_nodes() == dict.fromkeys(["w1", "w2", ADDED], True)
+    st = hosts.tool("status", "-c", str(path))
+    assert st.returncode == 0 and "health: ok" in st.stdout, st.stdout
+
+
+def test_backup_is_fetched_and_checked(hosts):
+    path = BASE / "cluster-new.yaml" if (BASE / "cluster-new.yaml").exists() else BASE / "cluster.yaml"
+    out = BASE / "backups" / "cluster.tar.zst"
+    with InNetns("mkc-client"):
+        from kubernetes import client, config
+
+        api = config.new_client_from_config(config_file=str(BASE / "admin.conf"))
+        client.CoreV1Api(api).create_namespaced_config_map("default", client.V1ConfigMap(
+            metadata=client.V1ObjectMeta(name="in-backup"), data={"made": "before the backup"}))
+        api.close()
+    p = hosts.tool("backup", "-c", str(path), "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    hosts.timings["backup"] = round(p.took, 1)
+    assert out.stat().st_mode & 0o777 == 0o600
+    assert "matches the controller's" in p.stderr and "files match the manifest" in p.stderr
+    check = subprocess.run([str(mke_file()), "restore", "--check", str(out)], capture_output=True, text=True,
+                           timeout=300, env={"PATH": "/usr/bin:/bin", "MKE_RUNTIME_DIR": str(BASE / "runtime")})
+    assert check.returncode == 0 and ": OK:" in check.stdout, check.stdout + check.stderr
+    left = [x.name for x in (hosts.hosts["c1"].dir / "var-lib" / "mke" / "cluster").iterdir()]
+    assert not [x for x in left if "backup" in x], left  # the controller's copy is gone
+    assert not [x for x in out.parent.iterdir() if x.name.startswith(".")]  # no temp file left here
+
+
 def test_reset_leaves_every_host_clean(hosts):
     path = BASE / "cluster.yaml"
     p = hosts.tool("reset", "-c", str(path))  # no terminal, no --force: refused, nothing done
@@ -268,3 +445,29 @@ def test_reset_leaves_every_host_clean(hosts):
                                        "--cgroup-root", f"/mkc-{name}"]), capture_output=True, text=True,
                                timeout=120, env={"PATH": "/usr/bin:/bin", "MKE_RUNTIME_DIR": str(BASE / "runtime")})
         assert check.returncode == 0, (name, check.stdout, check.stderr)
+
+
+def test_restore_builds_the_cluster_again_from_the_backup(hosts):
+    """After the reset: the cluster of the backup on the same hosts, with the same CA (the admin
+    kubeconfig from before works) and its objects."""
+    path = BASE / "cluster-new.yaml" if (BASE / "cluster-new.yaml").exists() else BASE / "cluster.yaml"
+    archive = BASE / "backups" / "cluster.tar.zst"
+    if not archive.exists():
+        pytest.fail("no backup archive: test_backup_is_fetched_and_checked did not run or failed")
+    p = hosts.tool("restore", "-c", str(path), str(archive))
+    assert p.returncode == 0, p.stderr
+    hosts.timings["restore (then apply), 6 hosts"] = round(p.took, 1)
+    assert "restored cluster" in p.stderr and "archive uploaded to" in p.stderr
+    assert ready_nodes() == dict.fromkeys(["w1", "w2", ADDED], True)  # the kubeconfig from before the backup
+    with InNetns("mkc-client"):
+        from kubernetes import client, config
+
+        api = config.new_client_from_config(config_file=str(BASE / "admin.conf"))
+        cm = client.CoreV1Api(api).read_namespaced_config_map("in-backup", "default")
+        api.close()
+    assert cm.data == {"made": "before the backup"}
+    again = hosts.tool("restore", "-c", str(path), str(archive), timeout=120)  # now they hold a cluster
+    assert again.returncode == ClusterRestoreError.exit_code, again.stderr
+    assert "it holds a cluster already (running)" in again.stderr
+    p = hosts.tool("reset", "-c", str(path), "--force")
+    assert p.returncode == 0, p.stderr

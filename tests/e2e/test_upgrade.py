@@ -24,12 +24,12 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.apisampler import Sampler
 from tests.e2e.cluster import E2ECluster, dump, mke_file
 from tests.e2e.netns import InNetns, Network
 from tests.support.wait import wait_until
@@ -66,53 +66,6 @@ def _upgrade(proc) -> int:
     proc.argv = ["/mke-next", *proc.argv[1:]]
     proc.start()
     return since
-
-
-class Sampler(threading.Thread):
-    """GET a ConfigMap every 200 ms from each controller; gaps per controller and for any."""
-
-    def __init__(self, kubeconfig: Path) -> None:
-        super().__init__(daemon=True)
-        from kubernetes import client, config
-
-        self.apis = {}
-        for name, addr in CONTROLLERS.items():
-            api = config.new_client_from_config(config_file=str(kubeconfig))
-            api.configuration.host = f"https://{addr}:6443"
-            self.apis[name] = client.CoreV1Api(api)
-        self.stop = threading.Event()
-        self.samples = 0
-        self.failed = 0
-        self.gap = dict.fromkeys([*CONTROLLERS, "any"], 0.0)
-
-    def run(self) -> None:
-        with InNetns(f"{PREFIX}client"):
-            last_ok = {name: time.monotonic() for name in self.gap}
-            while not self.stop.is_set():
-                t = time.monotonic()
-                answered = False
-                for name, core in self.apis.items():
-                    try:
-                        core.read_namespaced_config_map("before-upgrade", "default", _request_timeout=1.0)
-                        ok = True
-                    except Exception:  # noqa: BLE001 - any failure is a missed sample
-                        ok = False
-                    now = time.monotonic()
-                    if ok:
-                        self.gap[name] = max(self.gap[name], now - last_ok[name])
-                        last_ok[name] = now
-                        answered = True
-                self.samples += 1
-                now = time.monotonic()
-                if answered:
-                    self.gap["any"] = max(self.gap["any"], now - last_ok["any"])
-                    last_ok["any"] = now
-                else:
-                    self.failed += 1
-                self.stop.wait(max(0.0, 0.2 - (time.monotonic() - t)))
-            now = time.monotonic()
-            for name in self.gap:
-                self.gap[name] = max(self.gap[name], now - last_ok[name])
 
 
 def test_upgrade_node_by_node_keeps_the_api_objects_and_pods(tmp_path: Path) -> None:
@@ -156,7 +109,7 @@ def test_upgrade_node_by_node_keeps_the_api_objects_and_pods(tmp_path: Path) -> 
                 return st is not None and st.state.running is not None and st.container_id
 
             container_id = wait_until("the pod made before the upgrade running", running, timeout=180, interval=2)
-            sampler = Sampler(c.kubeconfig)
+            sampler = Sampler(f"{PREFIX}client", c.kubeconfig, CONTROLLERS, "before-upgrade")
             sampler.start()
             t0 = time.monotonic()
             took = {}
