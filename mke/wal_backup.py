@@ -321,6 +321,7 @@ class WalShipper:
                  checkpoint_frames: int = CHECKPOINT_FRAMES) -> None:
         self.db = Path(db)
         self.wal = self.db.with_name(self.db.name + "-wal")
+        self.shm = self.db.with_name(self.db.name + "-shm")
         self.directory = Path(directory)
         self.make_base = make_base  # (out: Path, hold: context manager factory) -> revision
         self.node_name = node_name
@@ -402,7 +403,7 @@ class WalShipper:
         @contextlib.contextmanager
         def hold() -> Iterator[None]:
             with self._write_lock():
-                at["scan"] = sqlite_wal.scan(self.wal)  # every committed frame: nothing is being written
+                at["end"] = self._log_end()  # nothing is being written: the copy ends exactly there
                 yield  # the copy
                 self._hold_read()  # the frames after the base are protected before writers go on
 
@@ -410,10 +411,10 @@ class WalShipper:
             revision = self.make_base(tmp / BASE, hold)
             from mke.backup import _sha256_file
 
-            sc = at["scan"]
+            header, position, seed = at["end"]
             gen = Generation(dir=self.directory / gid, id=gid, created=now, node_name=self.node_name,
-                             base_sha256=_sha256_file(tmp / BASE)[0], wal_header=sc.header if sc else None,
-                             position=sc.end if sc else 0, seed=sc.end_checksum if sc else (0, 0), revision=revision)
+                             base_sha256=_sha256_file(tmp / BASE)[0], wal_header=header, position=position,
+                             seed=seed, revision=revision)
             (tmp / SEGMENTS).mkdir(mode=0o700)
             _write_atomic(tmp / GENERATION_JSON, gen.to_json())
             os.rename(tmp, gen.dir)
@@ -436,37 +437,62 @@ class WalShipper:
             shipped += self.checkpoint()
         return shipped
 
-    def _ship(self) -> int:
-        assert self.gen is not None
+    def _file_header(self) -> sqlite_wal.WalHeader | None:
         try:
             with open(self.wal, "rb") as f:
                 raw = f.read(sqlite_wal.WAL_HEADER)
         except FileNotFoundError:
-            return 0
+            return None
         if len(raw) < sqlite_wal.WAL_HEADER:
-            return 0  # no log yet (or truncated by a checkpoint): nothing to ship
+            return None  # no log yet (or truncated by a checkpoint)
+        return sqlite_wal.parse_header(raw)
+
+    def _log_end(self) -> tuple[sqlite_wal.WalHeader | None, int, tuple[int, int]]:
+        """Under the write lock: the log, its last committed frame and the checksum there (None, 0
+        when the log holds no frame: whatever log comes next starts at its frame 1)."""
+        index = sqlite_wal.read_wal_index(self.shm)
+        hdr = self._file_header()
+        if index is None or hdr is None or index.mx_frame == 0:
+            return None, 0, (0, 0)
+        if index.salts != hdr.salts:
+            raise sqlite_wal.WalFormatError(f"{self.shm}: names another log than {self.wal} under the write lock")
+        return hdr, index.mx_frame, index.frame_checksum
+
+    def _ship(self) -> int:
+        assert self.gen is not None
+        index = sqlite_wal.read_wal_index(self.shm)
+        if index is None or index.mx_frame == 0:
+            return 0  # no committed frame (or a writer changing the wal-index right now: next round)
         try:
-            hdr = sqlite_wal.parse_header(raw)
+            hdr = self._file_header()
         except sqlite_wal.WalFormatError as e:
             raise ChainBroken(f"{self.wal}: {e}") from None
+        if hdr is None or hdr.salts != index.salts:
+            return 0  # a restart under way: the file's header comes with its first frame
         if self.header is None or hdr.raw != self.header.raw:
             if self.header is not None and not hdr.follows(self.header):
                 raise ChainBroken(f"{self.wal}: a new log (salt-1 {hdr.salt1:#x}, checkpoint {hdr.checkpoint_seq}) "
                                   f"that does not follow the shipped one (salt-1 {self.header.salt1:#x}, checkpoint "
                                   f"{self.header.checkpoint_seq})")
             self.header, self.pos, self.seed = hdr, 0, hdr.checksum
+        frames = sqlite_wal.read_committed(self.wal, self.header, self.pos, index)
         total = 0
-        while True:
-            sc = sqlite_wal.scan(self.wal, start=self.pos, seed=self.seed, header=self.header,
-                                 max_frames=MAX_SEGMENT_FRAMES)
-            if sc is None or not sc.frames:
-                return total
+        while frames:
+            # a segment: whole transactions, MAX_SEGMENT_FRAMES or more only for one huge transaction
+            cut = 0
+            for i, fr in enumerate(frames):
+                if fr.commit_size:
+                    cut = i + 1
+                    if cut >= MAX_SEGMENT_FRAMES:
+                        break
+            part, frames = frames[:cut], frames[cut:]
             self.seq += 1
             seg = sqlite_wal.Segment(generation=self.gen.id, seq=self.seq, shipped=time.time(), header=self.header,
-                                     first=self.pos + 1, seed=self.seed, frames=sc.frames)
+                                     first=self.pos + 1, seed=self.seed, frames=part)
             _write_atomic(self.gen.dir / SEGMENTS / segment_name(self.seq), sqlite_wal.encode_segment(seg))
-            self.pos, self.seed = sc.end, sc.end_checksum
-            total += len(sc.frames)
+            self.pos, self.seed = part[-1].index, part[-1].checksum
+            total += len(part)
+        return total
 
     def checkpoint(self) -> int:
         """Ship the rest under the write lock, then let SQLite copy the log into the database
@@ -556,7 +582,7 @@ class ContinuousBackup:
                 except ChainBroken as e:
                     self.say(f"{e}; frames may be missing: starting a new generation", "warn")
                     need_base = True
-                except (sqlite3.Error, OSError, BackupError, UsageError) as e:
+                except (sqlite3.Error, OSError, BackupError, UsageError, sqlite_wal.WalFormatError) as e:
                     failures += 1
                     self.say(f"shipping the WAL failed: {' '.join(str(e).split())}", "error")
                     if failures >= 3:

@@ -138,8 +138,14 @@ def kill_9(server: MkeServer) -> float:
     server.proc.wait(timeout=30)
     server.proc = None
 
+    def alive(pid: int) -> bool:  # a zombie waiting for init to reap it is dead
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (OSError, IndexError):
+            return False
+
     def gone() -> bool:
-        return not children_of(server.data_dir) and not any(Path(f"/proc/{p}").exists() for p in components)
+        return not any(alive(p) for p in [*components, *children_of(server.data_dir)])
 
     wait_for(gone, 30, "the killed components to be gone")
     return t

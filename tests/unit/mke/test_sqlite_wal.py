@@ -184,3 +184,41 @@ def test_checksum_agrees_with_big_endian_headers():
     assert hdr.big_endian and hdr.salts == (7, 9)
     with pytest.raises(WalFormatError, match="checksum"):
         sqlite_wal.parse_header(raw + struct.pack(">2I", *sqlite_wal.checksum(raw, (0, 0), False)))
+
+
+def test_wal_index_names_the_last_commit_and_its_checksum(wal_db):
+    db, con = wal_db
+    write(con, 4)
+    index = sqlite_wal.read_wal_index(db.with_name("db-shm"))
+    sc = scan(db.with_name("db-wal"))
+    assert index is not None and index.page_size == 4096
+    assert (index.mx_frame, index.frame_checksum, index.salts) == (sc.end, sc.end_checksum, sc.header.salts)
+    frames = sqlite_wal.read_committed(db.with_name("db-wal"), sc.header, 3, index)
+    assert [f.raw for f in frames] == [f.raw for f in sc.frames[3:]]
+
+
+def test_read_committed_refuses_a_file_that_disagrees(wal_db, tmp_path: Path):
+    db, con = wal_db
+    index = sqlite_wal.read_wal_index(db.with_name("db-shm"))
+    sc = scan(db.with_name("db-wal"))
+    fs = sc.header.frame_size
+    cut = copy_wal(db, tmp_path / "cut-wal", lambda d: d.__delitem__(slice(len(d) - fs, None)))
+    with pytest.raises(WalFormatError, match="ends before frame"):
+        sqlite_wal.read_committed(cut, sc.header, 0, index)
+    other = copy_wal(db, tmp_path / "salt-wal",
+                     lambda d: d.__setitem__(slice(WAL_HEADER + fs + 8, WAL_HEADER + fs + 12), b"\0\0\0\1"))
+    with pytest.raises(WalFormatError, match="frame 2: salts of another log"):
+        sqlite_wal.read_committed(other, sc.header, 0, index)
+    assert con.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0] == 0
+    write(con, 1)
+    with pytest.raises(WalFormatError, match="different logs"):
+        sqlite_wal.read_committed(db.with_name("db-wal"), sc.header, 0, sqlite_wal.read_wal_index(db.with_name("db-shm")))
+
+
+def test_no_wal_index_when_the_copies_differ(wal_db, tmp_path: Path):
+    db, _ = wal_db
+    data = bytearray(db.with_name("db-shm").read_bytes())
+    data[16] ^= 1  # mxFrame of the first copy: a writer in the middle of an update
+    (tmp_path / "x-shm").write_bytes(bytes(data))
+    assert sqlite_wal.read_wal_index(tmp_path / "x-shm") is None
+    assert sqlite_wal.read_wal_index(tmp_path / "missing-shm") is None
