@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -84,9 +85,10 @@ class WalHeader:
         return FRAME_HEADER + self.page_size
 
     def follows(self, prev: WalHeader) -> bool:
-        """True when this log is the one SQLite starts right after ``prev`` (one restart, nothing between)."""
-        return (self.salt1 == (prev.salt1 + 1) & MASK and self.checkpoint_seq == (prev.checkpoint_seq + 1) & MASK
-                and self.page_size == prev.page_size)
+        """True when this log is the one SQLite starts right after ``prev`` (one restart, nothing between):
+        salt-1 plus one, which SQLite keeps in the shared wal-index. (The checkpoint sequence is not
+        compared: each connection counts its own, and kine writes through several.)"""
+        return self.salt1 == (prev.salt1 + 1) & MASK and self.page_size == prev.page_size
 
 
 def parse_header(raw: bytes) -> WalHeader:
@@ -206,15 +208,22 @@ class WalIndex:
     page_size: int
 
 
-def read_wal_index(path: Path) -> WalIndex | None:
-    """The wal-index header of ``path`` (the database's ``-shm``), read as SQLite's readers do: both
-    copies equal, initialised and matching their checksum (native byte order); None when there is
-    none or a writer is changing it right now (the caller tries again later)."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(2 * WAL_INDEX_HEADER)
-    except FileNotFoundError:
-        return None
+def read_wal_index(source: Path | int) -> WalIndex | None:
+    """The wal-index header of ``source`` (the database's ``-shm``: a path, or a descriptor open on it),
+    read as SQLite's readers do: both copies equal, initialised and matching their checksum (native
+    byte order); None when there is none or a writer is changing it right now (try again later).
+
+    A process that holds SQLite locks on the -shm (a read transaction) must pass a descriptor it
+    keeps open: closing any descriptor of a file drops every POSIX lock the process holds on it,
+    SQLite's read marks included (fcntl(2)); opening and closing the path each round did exactly that."""
+    if isinstance(source, int):
+        raw = os.pread(source, 2 * WAL_INDEX_HEADER, 0)
+    else:
+        try:
+            with open(source, "rb") as f:
+                raw = f.read(2 * WAL_INDEX_HEADER)
+        except FileNotFoundError:
+            return None
     if len(raw) < 2 * WAL_INDEX_HEADER or raw[:WAL_INDEX_HEADER] != raw[WAL_INDEX_HEADER:]:
         return None
     version, _u, _change, is_init, _big, size, mx, _npage, fc0, fc1 = struct.unpack("=3IBBH4I", raw[:32])

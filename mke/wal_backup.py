@@ -33,7 +33,7 @@ and checks for the first:
   ships the rest, drops its read mark, runs ``PRAGMA wal_checkpoint(PASSIVE)``, begins its read
   transaction again and releases the write lock. The next writer starts the log again.
 - Every round compares the log's header with the one it shipped last: a new log must be the one
-  SQLite starts after one restart (salt-1 plus one, checkpoint sequence plus one, same page size).
+  SQLite starts after one restart (salt-1 plus one, same page size).
   Anything else (mke was not running, the WAL was deleted when the last connection closed, someone
   ran a checkpoint in TRUNCATE mode twice) means frames may be missing, and the shipper starts a new
   generation with a new base snapshot. The same happens at every start of ``mke server``.
@@ -322,6 +322,7 @@ class WalShipper:
         self.db = Path(db)
         self.wal = self.db.with_name(self.db.name + "-wal")
         self.shm = self.db.with_name(self.db.name + "-shm")
+        self.shm_fd: int | None = None
         self.directory = Path(directory)
         self.make_base = make_base  # (out: Path, hold: context manager factory) -> revision
         self.node_name = node_name
@@ -352,6 +353,10 @@ class WalShipper:
             self.readers = [self._connect(True), self._connect(True)]
             self.writer = self._connect(False)
             self.checkpointer = self._connect(False)
+            self.readers[0].execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # the -shm exists now
+            # kept open until close(): closing a descriptor of the -shm would drop this process's
+            # POSIX locks on it, the read marks that keep SQLite from restarting the log (fcntl(2))
+            self.shm_fd = os.open(self.shm, os.O_RDONLY | os.O_CLOEXEC)
 
     def close(self) -> None:
         for c in [*self.readers, self.writer, self.checkpointer]:
@@ -359,6 +364,13 @@ class WalShipper:
                 with contextlib.suppress(Exception):
                     c.close()
         self.readers, self.writer, self.checkpointer, self.held = [], None, None, -1
+        if self.shm_fd is not None:
+            os.close(self.shm_fd)
+            self.shm_fd = None
+
+    def _shm(self) -> int:
+        assert self.shm_fd is not None, "open() first"
+        return self.shm_fd
 
     def _hold_read(self) -> None:
         """Begin a read transaction on the other reader, then end the one held (never none held)."""
@@ -450,7 +462,7 @@ class WalShipper:
     def _log_end(self) -> tuple[sqlite_wal.WalHeader | None, int, tuple[int, int]]:
         """Under the write lock: the log, its last committed frame and the checksum there (None, 0
         when the log holds no frame: whatever log comes next starts at its frame 1)."""
-        index = sqlite_wal.read_wal_index(self.shm)
+        index = sqlite_wal.read_wal_index(self._shm())
         hdr = self._file_header()
         if index is None or hdr is None or index.mx_frame == 0:
             return None, 0, (0, 0)
@@ -460,7 +472,7 @@ class WalShipper:
 
     def _ship(self) -> int:
         assert self.gen is not None
-        index = sqlite_wal.read_wal_index(self.shm)
+        index = sqlite_wal.read_wal_index(self._shm())
         if index is None or index.mx_frame == 0:
             return 0  # no committed frame (or a writer changing the wal-index right now: next round)
         try:
@@ -471,9 +483,8 @@ class WalShipper:
             return 0  # a restart under way: the file's header comes with its first frame
         if self.header is None or hdr.raw != self.header.raw:
             if self.header is not None and not hdr.follows(self.header):
-                raise ChainBroken(f"{self.wal}: a new log (salt-1 {hdr.salt1:#x}, checkpoint {hdr.checkpoint_seq}) "
-                                  f"that does not follow the shipped one (salt-1 {self.header.salt1:#x}, checkpoint "
-                                  f"{self.header.checkpoint_seq})")
+                raise ChainBroken(f"{self.wal}: a new log (salt-1 {hdr.salt1:#x}) that does not follow the "
+                                  f"shipped one (salt-1 {self.header.salt1:#x})")
             self.header, self.pos, self.seed = hdr, 0, hdr.checksum
         frames = sqlite_wal.read_committed(self.wal, self.header, self.pos, index)
         total = 0
