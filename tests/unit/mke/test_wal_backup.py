@@ -25,9 +25,6 @@ from mke.errors import BackupError, ConfigError
 from mke.wal_backup import ChainBroken, WalShipper, check_generation, generations, pick_generation, prune, replay
 from tests.unit.mke.test_backup import KINE, kine_db, kine_names
 
-KINE_CONT = with_overrides(KINE, **{"backup.continuous": parse_config(
-    {"storage": {"type": "kine"}, "backup": {"continuous": {"interval": "1s"}}}, "t").backup.continuous})
-
 
 def insert(con: sqlite3.Connection, name: str) -> None:
     con.execute("INSERT INTO kine (name, created, deleted, create_revision, prev_revision, lease, value) "
@@ -263,3 +260,41 @@ def test_config_accepts_kine_sqlite():
     assert cfg.backup.continuous.interval == "2s" and cfg.backup.continuous.retention == 3
     assert default_config().backup.continuous.interval == ""
     assert wal_backup.default_directory(Path("/d"), cfg) == Path("/d/backups/wal")
+
+
+def test_the_controller_thread_ships_and_ships_once_more_at_a_clean_stop(controller: Path, writer, tmp_path: Path):
+    from mke.logsink import LogSink
+
+    lines: list[tuple[str, str]] = []
+
+    class Sink(LogSink):
+        def line(self, tag: str, text: str, *, level: str = "info") -> None:
+            lines.append((level, text))
+
+    cfg = parse_config({"storage": {"type": "kine"}, "backup": {"continuous": {
+        "interval": "1s", "directory": str(tmp_path / "wal")}}}, "mke.yaml")
+    stopping = threading.Event()
+    cb = wal_backup.ContinuousBackup(data_dir=controller, config=cfg, node_name="ctl-1", sink=Sink(), stopping=stopping)
+    t = cb.start()
+    assert t is not None
+    try:
+        wait = time.monotonic() + 30
+        while not generations(tmp_path / "wal") and time.monotonic() < wait:
+            time.sleep(0.05)
+        insert(writer, "/registry/shipped-by-a-round")
+        time.sleep(1.5)
+        insert(writer, "/registry/shipped-at-stop")
+    finally:
+        stopping.set()
+        t.join(timeout=30)
+    assert not t.is_alive()
+    assert not [x for x in lines if x[0] != "info"], lines
+    assert any("base snapshot" in text for _, text in lines)
+    gen = pick_generation(tmp_path / "wal", None)
+    assert restored_names(gen, tmp_path)[-2:] == ["/registry/shipped-by-a-round", "/registry/shipped-at-stop"]
+
+
+def test_no_thread_without_an_interval(controller: Path, tmp_path: Path):
+    cb = wal_backup.ContinuousBackup(data_dir=controller, config=KINE, node_name="ctl-1", sink=None,  # type: ignore[arg-type]
+                                     stopping=threading.Event())
+    assert cb.start() is None
