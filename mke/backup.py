@@ -138,7 +138,7 @@ def _safe_member(name: str) -> bool:
 # ---------------------------------------------------------------- taking a backup
 
 
-def _sha256_file(path: Path) -> tuple[str, int]:
+def sha256_file(path: Path) -> tuple[str, int]:
     h = hashlib.sha256()
     size = 0
     with open(path, "rb") as f:
@@ -346,7 +346,7 @@ def create_backup(data_dir: Path, cfg: ClusterConfig, out: Path, *, node_name: s
                 digest, size = hashlib.sha256(data).hexdigest(), len(data)
             else:
                 assert path is not None
-                digest, size = _sha256_file(path)
+                digest, size = sha256_file(path)
             entries.append(Entry(path=name, size=size, sha256=digest, mode=mode))
         created = time.time()
         manifest = Manifest(created=created, mke_version=__version__, node_name=node_name, cluster=cluster,

@@ -32,6 +32,8 @@ import struct
 from collections.abc import Iterator
 from pathlib import Path
 
+from mke.errors import BackupError  # here without the file's name: callers prefix it
+
 WAL_MAGIC_LE = 0x377F0682  # checksums over little-endian words
 WAL_MAGIC_BE = 0x377F0683  # checksums over big-endian words
 WAL_VERSION = 3007000
@@ -43,16 +45,12 @@ SEGMENT_FORMAT = "mke-wal-segment/1"
 MAX_SEGMENT_HEADER = 1 << 16
 
 
-class WalFormatError(ValueError):
-    """Bytes that are not (or no longer) what the format says; the message is one line, without the file."""
-
-
 def checksum(data: bytes, seed: tuple[int, int], big_endian: bool) -> tuple[int, int]:
     """SQLite's WAL checksum of ``data`` (a multiple of 8 bytes), continuing from ``seed``. In Python
     this costs ~0.4 ms per 4 KiB page (2 cores of this machine class): fine for checking a restore,
     too slow to keep up with a busy kine, so the shipper does not call it per frame (``read_committed``)."""
     if len(data) % 8:
-        raise WalFormatError(f"checksummed data must be a multiple of 8 bytes, got {len(data)}")
+        raise BackupError(f"checksummed data must be a multiple of 8 bytes, got {len(data)}")
     return checksum_loop(data, seed, big_endian)
 
 
@@ -93,18 +91,18 @@ class WalHeader:
 
 def parse_header(raw: bytes) -> WalHeader:
     if len(raw) < WAL_HEADER:
-        raise WalFormatError(f"WAL header: {len(raw)} bytes, expected {WAL_HEADER}")
+        raise BackupError(f"WAL header: {len(raw)} bytes, expected {WAL_HEADER}")
     raw = bytes(raw[:WAL_HEADER])
     magic, version, page_size, seq, salt1, salt2, c0, c1 = struct.unpack(">8I", raw)
     if magic not in (WAL_MAGIC_LE, WAL_MAGIC_BE):
-        raise WalFormatError(f"WAL header: magic {magic:#010x} is not SQLite's")
+        raise BackupError(f"WAL header: magic {magic:#010x} is not SQLite's")
     if version != WAL_VERSION:
-        raise WalFormatError(f"WAL header: format version {version}, expected {WAL_VERSION}")
+        raise BackupError(f"WAL header: format version {version}, expected {WAL_VERSION}")
     if page_size < 512 or page_size > 65536 or page_size & (page_size - 1):
-        raise WalFormatError(f"WAL header: page size {page_size} is not a power of two 512-65536")
+        raise BackupError(f"WAL header: page size {page_size} is not a power of two 512-65536")
     big = magic == WAL_MAGIC_BE
     if checksum(raw[:24], (0, 0), big) != (c0, c1):
-        raise WalFormatError("WAL header: its checksum does not match")
+        raise BackupError("WAL header: its checksum does not match")
     return WalHeader(raw=raw, big_endian=big, page_size=page_size, checkpoint_seq=seq, salt1=salt1, salt2=salt2,
                      checksum=(c0, c1))
 
@@ -123,18 +121,18 @@ class Frame:
 
 
 def check_frame(hdr: WalHeader, raw: bytes, index: int, seed: tuple[int, int]) -> Frame:
-    """The frame ``raw`` at ``index`` if it is valid after ``seed``; WalFormatError saying why not."""
+    """The frame ``raw`` at ``index`` if it is valid after ``seed``; BackupError saying why not."""
     if len(raw) != hdr.frame_size:
-        raise WalFormatError(f"frame {index}: truncated ({len(raw)} of {hdr.frame_size} bytes)")
+        raise BackupError(f"frame {index}: truncated ({len(raw)} of {hdr.frame_size} bytes)")
     page, commit, s1, s2, c0, c1 = struct.unpack(">6I", raw[:FRAME_HEADER])
     if (s1, s2) != hdr.salts:
-        raise WalFormatError(f"frame {index}: salts {s1:#x}/{s2:#x} are not its WAL header's "
+        raise BackupError(f"frame {index}: salts {s1:#x}/{s2:#x} are not its WAL header's "
                              f"({hdr.salt1:#x}/{hdr.salt2:#x}): a frame of another log")
     if page == 0:
-        raise WalFormatError(f"frame {index}: page number 0")
+        raise BackupError(f"frame {index}: page number 0")
     got = checksum(raw[FRAME_HEADER:], checksum(raw[:8], seed, hdr.big_endian), hdr.big_endian)
     if got != (c0, c1):
-        raise WalFormatError(f"frame {index}: checksum mismatch (the frame is damaged, or not the one that follows)")
+        raise BackupError(f"frame {index}: checksum mismatch (the frame is damaged, or not the one that follows)")
     return Frame(index=index, page=page, commit_size=commit, checksum=got, raw=bytes(raw))
 
 
@@ -178,7 +176,7 @@ def scan(path: Path, *, start: int = 0, seed: tuple[int, int] | None = None, hea
             index += 1
             try:
                 fr = check_frame(header, raw, index, running)
-            except WalFormatError as e:
+            except BackupError as e:
                 why = str(e)
                 break
             running = fr.checksum
@@ -246,9 +244,9 @@ def read_committed(path: Path, hdr: WalHeader, start: int, index: WalIndex) -> t
     says so), read without recomputing each checksum: each frame's salts must be its log's and the
     last must be a commit frame whose checksum is the one the wal-index holds, which SQLite computed
     over every frame before it. Restores check every frame's checksum (``decode_segment``).
-    WalFormatError when the file does not agree (the log was started again meanwhile)."""
+    BackupError when the file does not agree (the log was started again meanwhile)."""
     if index.salts != hdr.salts:
-        raise WalFormatError("the wal-index and the WAL file's header name different logs (a restart under way)")
+        raise BackupError("the wal-index and the WAL file's header name different logs (a restart under way)")
     n = index.mx_frame - start
     if n <= 0:
         return ()
@@ -257,16 +255,16 @@ def read_committed(path: Path, hdr: WalHeader, start: int, index: WalIndex) -> t
         f.seek(WAL_HEADER + start * fs)
         data = f.read(n * fs)
     if len(data) != n * fs:
-        raise WalFormatError(f"the WAL file ends before frame {index.mx_frame}, the last committed one")
+        raise BackupError(f"the WAL file ends before frame {index.mx_frame}, the last committed one")
     frames = []
     for i in range(n):
         raw = data[i * fs:(i + 1) * fs]
         page, commit, s1, s2, c0, c1 = struct.unpack(">6I", raw[:FRAME_HEADER])
         if (s1, s2) != hdr.salts:
-            raise WalFormatError(f"frame {start + i + 1}: salts of another log (the log was started again)")
+            raise BackupError(f"frame {start + i + 1}: salts of another log (the log was started again)")
         frames.append(Frame(index=start + i + 1, page=page, commit_size=commit, checksum=(c0, c1), raw=raw))
     if not frames[-1].commit_size or frames[-1].checksum != index.frame_checksum:
-        raise WalFormatError(f"frame {index.mx_frame}: not the commit frame the wal-index names")
+        raise BackupError(f"frame {index.mx_frame}: not the commit frame the wal-index names")
     return tuple(frames)
 
 
@@ -302,30 +300,30 @@ def encode_segment(seg: Segment) -> bytes:
 
 def decode_segment(data: bytes) -> Segment:
     """A segment's frames, every one checked (the file's sha256, the header, each frame's salts and
-    checksum in sequence, the last frame a commit); WalFormatError (one line) otherwise."""
+    checksum in sequence, the last frame a commit); BackupError (one line) otherwise."""
     if len(data) < len(SEGMENT_MAGIC) + 4 + 32 or not data.startswith(SEGMENT_MAGIC):
-        raise WalFormatError("not a WAL segment mke wrote (no MKEWAL01 magic), or truncated to nothing")
+        raise BackupError("not a WAL segment mke wrote (no MKEWAL01 magic), or truncated to nothing")
     body, digest = data[:-32], data[-32:]
     if hashlib.sha256(body).digest() != digest:
-        raise WalFormatError("its sha256 does not match: truncated or altered")
+        raise BackupError("its sha256 does not match: truncated or altered")
     (n,) = struct.unpack(">I", body[8:12])
     if n > MAX_SEGMENT_HEADER or 12 + n > len(body):
-        raise WalFormatError("its header length is out of range")
+        raise BackupError("its header length is out of range")
     try:
         meta = json.loads(body[12:12 + n])
         if meta.get("format") != SEGMENT_FORMAT:
-            raise WalFormatError(f"format {meta.get('format')!r}, expected {SEGMENT_FORMAT!r}")
+            raise BackupError(f"format {meta.get('format')!r}, expected {SEGMENT_FORMAT!r}")
         hdr = parse_header(bytes.fromhex(meta["wal_header"]))
         first, count, seq = int(meta["first"]), int(meta["frames"]), int(meta["seq"])
         seed = (int(meta["seed"][0]) & MASK, int(meta["seed"][1]) & MASK)
         generation, shipped = str(meta["generation"]), float(meta["shipped"])
     except (ValueError, KeyError, TypeError, IndexError) as e:
-        if isinstance(e, WalFormatError):
+        if isinstance(e, BackupError):
             raise
-        raise WalFormatError(f"its header is malformed ({type(e).__name__}: {e})") from None
+        raise BackupError(f"its header is malformed ({type(e).__name__}: {e})") from None
     frames_raw = body[12 + n:]
     if first < 1 or count < 1 or len(frames_raw) != count * hdr.frame_size:
-        raise WalFormatError(f"{len(frames_raw)} bytes of frames, expected {count} frames of {hdr.frame_size} "
+        raise BackupError(f"{len(frames_raw)} bytes of frames, expected {count} frames of {hdr.frame_size} "
                              f"from frame {first}")
     frames = []
     running = seed
@@ -334,7 +332,7 @@ def decode_segment(data: bytes) -> Segment:
         running = fr.checksum
         frames.append(fr)
     if not frames[-1].commit_size:
-        raise WalFormatError(f"its last frame ({frames[-1].index}) is not a commit frame: an incomplete transaction")
+        raise BackupError(f"its last frame ({frames[-1].index}) is not a commit frame: an incomplete transaction")
     return Segment(generation=generation, seq=seq, shipped=shipped, header=hdr, first=first, seed=seed,
                    frames=tuple(frames))
 

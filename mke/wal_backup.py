@@ -85,10 +85,6 @@ WRITE_LOCK_TIMEOUT = 5.0  # seconds the shipper waits for SQLite's write lock be
 GEN_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
 
 
-class ChainBroken(Exception):
-    """The WAL is not the continuation of what was shipped: a new generation is needed."""
-
-
 def default_directory(data_dir: Path, cfg: ClusterConfig) -> Path:
     d = cfg.backup.continuous.directory
     return Path(d) if d else Path(data_dir) / "backups" / "wal"
@@ -216,7 +212,7 @@ def _walk(gen: Generation) -> Iterator[tuple[Path, sqlite_wal.Segment]]:
     for n, path in enumerate(gen.segments(), start=1):
         try:
             seg = sqlite_wal.decode_segment(path.read_bytes())
-        except sqlite_wal.WalFormatError as e:
+        except BackupError as e:
             raise BackupError(f"{path}: {e}; move it and the segments after it out of {path.parent} to restore up "
                               "to the one before (what they hold is lost)") from None
         if seg.generation != gen.id or seg.seq != n or path.name != segment_name(n):
@@ -235,9 +231,9 @@ def _walk(gen: Generation) -> Iterator[tuple[Path, sqlite_wal.Segment]]:
 
 def check_generation(gen: Generation) -> Checked:
     """Check the base archive's file digest and every segment, writing nothing."""
-    from mke.backup import SQLITE_DB, _sha256_file, read_manifest
+    from mke.backup import SQLITE_DB, read_manifest, sha256_file
 
-    digest, _size = _sha256_file(gen.base) if gen.base.is_file() else ("", 0)
+    digest, _size = sha256_file(gen.base) if gen.base.is_file() else ("", 0)
     if digest != gen.base_sha256:
         raise BackupError(f"{gen.base}: missing, or not the base snapshot {GENERATION_JSON} names (sha256 differs); "
                           "the generation is damaged: restore an older one with --generation")
@@ -337,6 +333,7 @@ class WalShipper:
         self.seed: tuple[int, int] = (0, 0)
         self.seq = 0
         self.checkpoints = 0
+        self.broken = ""  # why the WAL no longer continues what was shipped ("" while it does)
         self.lock_seconds = 0.0  # total time the write lock was held (base snapshots, checkpoints)
 
     # -- connections
@@ -421,11 +418,11 @@ class WalShipper:
 
         try:
             revision = self.make_base(tmp / BASE, hold)
-            from mke.backup import _sha256_file
+            from mke.backup import sha256_file
 
             header, position, seed = at["end"]
             gen = Generation(dir=self.directory / gid, id=gid, created=now, node_name=self.node_name,
-                             base_sha256=_sha256_file(tmp / BASE)[0], wal_header=header, position=position,
+                             base_sha256=sha256_file(tmp / BASE)[0], wal_header=header, position=position,
                              seed=seed, revision=revision)
             (tmp / SEGMENTS).mkdir(mode=0o700)
             _write_atomic(tmp / GENERATION_JSON, gen.to_json())
@@ -435,15 +432,21 @@ class WalShipper:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         self.gen, self.header, self.pos, self.seed, self.seq = gen, gen.wal_header, gen.position, gen.seed, 0
+        self.broken = ""
         return gen
 
     # -- one round
 
     def sync(self) -> int:
-        """Ship the transactions committed since the last round; returns the frames shipped.
-        Raises ChainBroken when the WAL no longer continues what was shipped."""
+        """Ship the transactions committed since the last round; returns the frames shipped. When the
+        WAL no longer continues what was shipped, ``broken`` says why and nothing more is shipped
+        until ``new_generation``."""
         assert self.gen is not None
+        if self.broken:
+            return 0
         shipped = self._ship()
+        if self.broken:
+            return shipped
         self._hold_read()
         if self.pos >= self.checkpoint_frames:
             shipped += self.checkpoint()
@@ -467,7 +470,7 @@ class WalShipper:
         if index is None or hdr is None or index.mx_frame == 0:
             return None, 0, (0, 0)
         if index.salts != hdr.salts:
-            raise sqlite_wal.WalFormatError(f"{self.shm}: names another log than {self.wal} under the write lock")
+            raise BackupError(f"{self.shm}: names another log than {self.wal} under the write lock")
         return hdr, index.mx_frame, index.frame_checksum
 
     def _ship(self) -> int:
@@ -477,14 +480,16 @@ class WalShipper:
             return 0  # no committed frame (or a writer changing the wal-index right now: next round)
         try:
             hdr = self._file_header()
-        except sqlite_wal.WalFormatError as e:
-            raise ChainBroken(f"{self.wal}: {e}") from None
+        except BackupError as e:
+            self.broken = f"{self.wal}: {e}"
+            return 0
         if hdr is None or hdr.salts != index.salts:
             return 0  # a restart under way: the file's header comes with its first frame
         if self.header is None or hdr.raw != self.header.raw:
             if self.header is not None and not hdr.follows(self.header):
-                raise ChainBroken(f"{self.wal}: a new log (salt-1 {hdr.salt1:#x}) that does not follow the "
-                                  f"shipped one (salt-1 {self.header.salt1:#x})")
+                self.broken = (f"{self.wal}: a new log (salt-1 {hdr.salt1:#x}) that does not follow the shipped one "
+                               f"(salt-1 {self.header.salt1:#x})")
+                return 0
             self.header, self.pos, self.seed = hdr, 0, hdr.checksum
         frames = sqlite_wal.read_committed(self.wal, self.header, self.pos, index)
         total = 0
@@ -590,10 +595,10 @@ class ContinuousBackup:
                         break
                     shipper.sync()
                     failures = 0
-                except ChainBroken as e:
-                    self.say(f"{e}; frames may be missing: starting a new generation", "warn")
-                    need_base = True
-                except (sqlite3.Error, OSError, BackupError, UsageError, sqlite_wal.WalFormatError) as e:
+                    if shipper.broken:
+                        self.say(f"{shipper.broken}; frames may be missing: starting a new generation", "warn")
+                        need_base = True
+                except (sqlite3.Error, OSError, BackupError, UsageError) as e:
                     failures += 1
                     self.say(f"shipping the WAL failed: {' '.join(str(e).split())}", "error")
                     if failures >= 3:

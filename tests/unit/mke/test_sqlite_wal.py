@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from mke import sqlite_wal
-from mke.sqlite_wal import FRAME_HEADER, WAL_HEADER, Segment, WalFormatError, decode_segment, encode_segment, scan
+from mke.errors import BackupError
+from mke.sqlite_wal import FRAME_HEADER, WAL_HEADER, Segment, decode_segment, encode_segment, scan
 
 
 def open_wal_db(path: Path) -> sqlite3.Connection:
@@ -110,10 +111,10 @@ def test_frame_with_other_salts_ends_the_scan(wal_db, tmp_path: Path):
 def test_damaged_header_is_refused(wal_db, tmp_path: Path):
     db, con = wal_db
     bad = copy_wal(db, tmp_path / "hdr-wal", lambda d: d.__setitem__(17, d[17] ^ 1))  # a salt byte
-    with pytest.raises(WalFormatError, match="checksum does not match"):
+    with pytest.raises(BackupError, match="checksum does not match"):
         scan(bad)
     bad = copy_wal(db, tmp_path / "magic-wal", lambda d: d.__setitem__(0, 0))
-    with pytest.raises(WalFormatError, match="magic"):
+    with pytest.raises(BackupError, match="magic"):
         scan(bad)
 
 
@@ -148,17 +149,17 @@ def test_segment_round_trip(wal_db):
 def test_truncated_segment_is_refused(wal_db):
     data = encode_segment(segment_of(wal_db[0]))
     for cut in (len(data) - 1, len(data) // 2, 20, 0):
-        with pytest.raises(WalFormatError, match="sha256 does not match|truncated"):
+        with pytest.raises(BackupError, match="sha256 does not match|truncated"):
             decode_segment(data[:cut])
 
 
 def test_tampered_segment_is_refused_even_with_its_digest_recomputed(wal_db):
     data = bytearray(encode_segment(segment_of(wal_db[0])))
     data[-32 - 50] ^= 0x01  # a byte of the last frame's page
-    with pytest.raises(WalFormatError, match="sha256"):
+    with pytest.raises(BackupError, match="sha256"):
         decode_segment(bytes(data))
     body = bytes(data[:-32])
-    with pytest.raises(WalFormatError, match="checksum mismatch"):
+    with pytest.raises(BackupError, match="checksum mismatch"):
         decode_segment(body + hashlib.sha256(body).digest())
 
 
@@ -173,7 +174,7 @@ def test_segment_ending_inside_a_transaction_is_refused(wal_db):
     assert len(tail) > 2
     seg = Segment(generation="g", seq=1, shipped=1.0, header=full.header, first=sc.end + 1, seed=sc.end_checksum,
                   frames=tuple(tail[:-1]))
-    with pytest.raises(WalFormatError, match="not a commit frame"):
+    with pytest.raises(BackupError, match="not a commit frame"):
         decode_segment(encode_segment(seg))
 
 
@@ -182,7 +183,7 @@ def test_checksum_agrees_with_big_endian_headers():
     c = sqlite_wal.checksum(raw, (0, 0), True)
     hdr = sqlite_wal.parse_header(raw + struct.pack(">2I", *c))
     assert hdr.big_endian and hdr.salts == (7, 9)
-    with pytest.raises(WalFormatError, match="checksum"):
+    with pytest.raises(BackupError, match="checksum"):
         sqlite_wal.parse_header(raw + struct.pack(">2I", *sqlite_wal.checksum(raw, (0, 0), False)))
 
 
@@ -203,15 +204,15 @@ def test_read_committed_refuses_a_file_that_disagrees(wal_db, tmp_path: Path):
     sc = scan(db.with_name("db-wal"))
     fs = sc.header.frame_size
     cut = copy_wal(db, tmp_path / "cut-wal", lambda d: d.__delitem__(slice(len(d) - fs, None)))
-    with pytest.raises(WalFormatError, match="ends before frame"):
+    with pytest.raises(BackupError, match="ends before frame"):
         sqlite_wal.read_committed(cut, sc.header, 0, index)
     other = copy_wal(db, tmp_path / "salt-wal",
                      lambda d: d.__setitem__(slice(WAL_HEADER + fs + 8, WAL_HEADER + fs + 12), b"\0\0\0\1"))
-    with pytest.raises(WalFormatError, match="frame 2: salts of another log"):
+    with pytest.raises(BackupError, match="frame 2: salts of another log"):
         sqlite_wal.read_committed(other, sc.header, 0, index)
     assert con.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0] == 0
     write(con, 1)
-    with pytest.raises(WalFormatError, match="different logs"):
+    with pytest.raises(BackupError, match="different logs"):
         sqlite_wal.read_committed(db.with_name("db-wal"), sc.header, 0, sqlite_wal.read_wal_index(db.with_name("db-shm")))
 
 
