@@ -9,6 +9,7 @@ The real kine binary, kube-apiserver and kill -9 are in tests/integration/test_b
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -298,3 +299,36 @@ def test_no_thread_without_an_interval(controller: Path, tmp_path: Path):
     cb = wal_backup.ContinuousBackup(data_dir=controller, config=KINE, node_name="ctl-1", sink=None,  # type: ignore[arg-type]
                                      stopping=threading.Event())
     assert cb.start() is None
+
+
+def run_mke(*args: str) -> subprocess.CompletedProcess[str]:
+    repo = Path(__file__).resolve().parents[3]
+    return subprocess.run([sys.executable, "-m", "mke", *args], capture_output=True, text=True, cwd=repo,
+                          env={**os.environ, "PYTHONPATH": str(repo)}, timeout=120)
+
+
+def test_cli_restore_of_a_directory(shipped, tmp_path: Path):
+    """The real command line: `mke restore --check DIR`, `mke restore DIR` into another data dir, and a
+    damaged segment refused in one line (exit 19) with nothing written."""
+    wal = shipped.dir.parent
+    r = run_mke("restore", "--check", str(wal))
+    assert r.returncode == 0 and f"{wal}: OK: generation {shipped.id}: base revision" in r.stdout, r.stderr
+    assert "+ 4 segments (4 transactions" in r.stdout
+    dest = tmp_path / "other-host"
+    r = run_mke("restore", str(wal), "--data-dir", str(dest), "--name", "ctl-2")
+    assert r.returncode == 0, r.stderr
+    assert f"start it with: mke server --config {dest / 'mke.yaml'}" in r.stdout
+    assert "kine revision 5" in r.stderr
+    assert kine_names(dest / "kine" / "state.db")[-4:] == [f"/registry/s{i}" for i in range(4)]
+    assert sorted(p.name for p in (dest / "kine").iterdir()) == ["state.db"]
+
+    seg = shipped.segments()[3]
+    seg.write_bytes(seg.read_bytes()[:-1])
+    dest2 = tmp_path / "third-host"
+    r = run_mke("restore", str(wal), "--data-dir", str(dest2))
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == BackupError.exit_code and len(lines) == 1, r.stderr
+    assert lines[0].startswith(f"mke: error: {seg}: its sha256 does not match") and "Traceback" not in r.stderr
+    assert not dest2.exists()
+    r = run_mke("restore", str(wal), "--generation", "20990101T000000Z-00000000", "--check")
+    assert r.returncode != 0 and "not a complete generation" in r.stderr and len(r.stderr.strip().splitlines()) == 1
