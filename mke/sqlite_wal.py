@@ -147,7 +147,11 @@ class Scan:
 
 def scan(path: Path, *, start: int = 0, seed: tuple[int, int] | None = None, header: WalHeader | None = None,
          max_frames: int | None = None) -> Scan | None:
-    """The committed frames of the WAL file ``path`` after frame ``start`` (whose running checksum is
+    """SQLite's recovery rule as a reader (what a WAL file holds, checking every checksum); the shipper
+    reads the live log through the wal-index instead (``read_committed``: cheaper), and the unit tests
+    use this to check that, and the segment checks, against logs SQLite wrote.
+
+    The committed frames of the WAL file ``path`` after frame ``start`` (whose running checksum is
     ``seed``; from the top of the log when ``start`` is 0). None when there is no WAL (no file, or
     shorter than a header). With ``header``, frames are read against that header (the caller's
     checked copy of the file's first 32 bytes); otherwise the file's header is read and checked."""
