@@ -218,11 +218,13 @@ def test_kill_9_during_writes_then_restore_elsewhere(tmp_path: Path) -> None:
     newest_present = max((i for i, n in enumerate(acked_names) if n in present), default=-1)
     gaps = [n for n in acked_names[:newest_present + 1] if n not in present]
     oldest_lost_age = max((killed_at - t for _n, t in lost), default=0.0)
-    segs = len(list(next(p for p in wal_dir.iterdir() if not p.name.startswith(".")).glob("wal/*.seg")))
+    gens = sorted(p for p in wal_dir.iterdir() if not p.name.startswith("."))
+    segs = len(list(gens[-1].glob("wal/*.seg")))
     print(f"\n[wal-backup] killed after {run_for:.1f}s of writes; acknowledged {len(acked)}, restored "
           f"{len(present)} (written after the kill's last ack: {len(present) - (len(acked) - len(lost))}), "
           f"lost {len(lost)}, the oldest lost acknowledged {oldest_lost_age:.2f}s before the kill "
-          f"(interval {INTERVAL:.0f}s); {segs} segments; restore {restore_s:.1f}s", flush=True)
+          f"(interval {INTERVAL:.0f}s); {len(gens)} generation(s), {segs} segments in the newest; restore "
+          f"{restore_s:.1f}s", flush=True)
     assert not gaps, f"writes lost in between: {gaps[:5]}"
     assert oldest_lost_age <= INTERVAL + 0.5, f"a write acknowledged {oldest_lost_age:.2f}s before the kill was lost"
 
