@@ -138,7 +138,7 @@ def _safe_member(name: str) -> bool:
 # ---------------------------------------------------------------- taking a backup
 
 
-def _sha256_file(path: Path) -> tuple[str, int]:
+def sha256_file(path: Path) -> tuple[str, int]:
     h = hashlib.sha256()
     size = 0
     with open(path, "rb") as f:
@@ -215,9 +215,12 @@ def etcd_snapshot(client_url: str, pki_dir: Path, dest: Path, *, timeout: float 
     return revision
 
 
-def sqlite_backup(db: Path, dest: Path) -> int:
+def sqlite_backup(db: Path, dest: Path, *,
+                  hold: Callable[[], contextlib.AbstractContextManager[object]] | None = None) -> int:
     """Copy the live SQLite database ``db`` to ``dest`` with SQLite's online backup API (a
-    consistent copy while kine writes); check it. Returns kine's revision in the copy."""
+    consistent copy while kine writes); check it. Returns kine's revision in the copy. ``hold``
+    is entered around the copy alone (continuous backup holds SQLite's write lock there, so that
+    it knows which WAL frame the copy ends at; mke/wal_backup.py)."""
     import sqlite3
 
     if not db.is_file():
@@ -230,7 +233,8 @@ def sqlite_backup(db: Path, dest: Path) -> int:
             os.close(fd)
             dst = sqlite3.connect(dest)
             try:
-                src.backup(dst)
+                with hold() if hold is not None else contextlib.nullcontext():
+                    src.backup(dst)
                 dst.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
                 check = dst.execute("PRAGMA integrity_check").fetchone()[0]
                 revision = int(dst.execute("SELECT COALESCE(MAX(id), 0) FROM kine").fetchone()[0])
@@ -279,9 +283,18 @@ class Written:
     seconds: float
 
 
+def sqlite_path(data_dir: Path, cfg: ClusterConfig) -> Path:
+    """kine's SQLite database: ``<data-dir>/kine/state.db``, or the file a ``sqlite://`` dataSource names."""
+    if cfg.storage.kine.data_source:  # sqlite:///elsewhere
+        return Path(cfg.storage.kine.data_source.split("://", 1)[1].split("?", 1)[0])
+    return Path(data_dir) / "kine" / "state.db"
+
+
 def create_backup(data_dir: Path, cfg: ClusterConfig, out: Path, *, node_name: str, scheduled: bool = False,
-                  warn: Callable[[str], None] | None = None) -> Written:
-    """Write the archive ``out`` (0600, temp file + rename) for the controller on ``data_dir``."""
+                  warn: Callable[[str], None] | None = None,
+                  sqlite_hold: Callable[[], contextlib.AbstractContextManager[object]] | None = None) -> Written:
+    """Write the archive ``out`` (0600, temp file + rename) for the controller on ``data_dir``.
+    ``sqlite_hold``: see ``sqlite_backup`` (continuous backup's base snapshot)."""
     from mke import __version__
     from mke.config import config_to_dict
     from mke.pki import ClusterPKI, ca_hash
@@ -313,11 +326,9 @@ def create_backup(data_dir: Path, cfg: ClusterConfig, out: Path, *, node_name: s
         else:
             database, shared = DIALECTS.get(scheme(cfg.storage.kine.data_source), ("?", True))
             if not shared:  # SQLite: on this host
-                db = data_dir / "kine" / "state.db"
-                if cfg.storage.kine.data_source:  # sqlite:///elsewhere
-                    db = Path(cfg.storage.kine.data_source.split("://", 1)[1].split("?", 1)[0])
+                db = sqlite_path(data_dir, cfg)
                 copy = work / "state.db"
-                revision = sqlite_backup(db, copy)
+                revision = sqlite_backup(db, copy, hold=sqlite_hold)
                 files.append((SQLITE_DB, copy, None, 0o600))
                 datastore = SQLITE_DB
             elif warn is not None:
@@ -335,7 +346,7 @@ def create_backup(data_dir: Path, cfg: ClusterConfig, out: Path, *, node_name: s
                 digest, size = hashlib.sha256(data).hexdigest(), len(data)
             else:
                 assert path is not None
-                digest, size = _sha256_file(path)
+                digest, size = sha256_file(path)
             entries.append(Entry(path=name, size=size, sha256=digest, mode=mode))
         created = time.time()
         manifest = Manifest(created=created, mke_version=__version__, node_name=node_name, cluster=cluster,
@@ -570,9 +581,11 @@ class Restored:
 
 
 def restore(archive: Path, data_dir: Path, *, force: bool, node_name: str, bin_dir: Path | None,
-            say: Callable[[str], None]) -> Restored:
+            say: Callable[[str], None], replay: Callable[[Path], None] | None = None) -> Restored:
     """Verify ``archive``, then give ``data_dir`` its cluster: the PKI, the datastore (etcd: a
-    fresh single-member cluster made by ``etcdutl snapshot restore``) and ``mke.yaml``."""
+    fresh single-member cluster made by ``etcdutl snapshot restore``) and ``mke.yaml``.
+    ``replay(db)`` brings the archive's SQLite copy forward in the staging dir before it is
+    committed (continuous backup's WAL segments, checked by the caller before this is called)."""
     from mke.config import dump_config, parse_config
     from mke.node.binaries import BinaryResolver
     from mke.node.datadir import DataDirLock, holder_pid
@@ -624,6 +637,8 @@ def restore(archive: Path, data_dir: Path, *, force: bool, node_name: str, bin_d
                     raise BackupError(f"etcdutl snapshot restore failed (exit {res.returncode}): {last[:300]}")
                 os.chmod(staging / "etcd", 0o700)
             elif manifest.datastore == SQLITE_DB:
+                if replay is not None:
+                    replay(tree / SQLITE_DB)
                 private_dir(staging / "kine")
                 os.replace(tree / SQLITE_DB, staging / "kine" / "state.db")
             shutil.rmtree(tree)

@@ -503,6 +503,47 @@ class RegistriesConfig:
         default_factory=dict)
 
 
+def _ship_interval_or_empty(v: Any, where: str) -> str:
+    s = _str(v, where)
+    if s:
+        try:
+            seconds = parse_duration(s)
+        except ValueError:
+            raise _fail(where, f"{s!r} is not a duration: a number with s, m, h or d (1s, 5s, 1m)") from None
+        if not 1 <= seconds <= 3600:
+            raise _fail(where, f"{s!r} is out of range: 1s to 1h (it is how many seconds of writes a restore may lose)")
+    return s
+
+
+def _snapshot_interval(v: Any, where: str) -> str:
+    s = _str(v, where)
+    try:
+        seconds = parse_duration(s)
+    except ValueError:
+        raise _fail(where, f"{s!r} is not a duration: a number with s, m, h or d (30m, 6h, 1d)") from None
+    if seconds < 60:
+        raise _fail(where, f"{s!r} is shorter than 1m")
+    return s
+
+
+def _generations(v: Any, where: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 1000:
+        raise _fail(where, f"expected a number of generations to keep, 1-1000, got {v!r}")
+    return v
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContinuousBackupConfig:
+    """Continuous backup of kine's SQLite database (docs/backup.md, Continuous backup): a base snapshot, then the
+    WAL's new transactions shipped every `interval` into `directory`; `mke restore DIRECTORY` restores the newest
+    state shipped. Only with storage.type kine on SQLite."""
+
+    interval: str = _key("interval", _ship_interval_or_empty, doc="how often the WAL is shipped (1s-1h), the most a restore loses; empty: off", default="")
+    snapshot_interval: str = _key("snapshotInterval", _snapshot_interval, doc="how often a new generation (base snapshot) starts, bounding replay time", default="6h")
+    retention: int = _key("retention", _generations, doc="how many generations to keep (the newest; older ones are deleted)", default=2)
+    directory: str = _key("directory", _abs_dir_or_empty, doc="an absolute directory for the generations; empty: <data-dir>/backups/wal", default="")
+
+
 @dataclass(frozen=True, kw_only=True)
 class BackupConfig:
     """Scheduled backups on each controller (docs/backup.md): every `interval`, one archive as `mke backup`
@@ -512,6 +553,7 @@ class BackupConfig:
     interval: str = _key("interval", _duration_or_empty, doc="how often, e.g. 30m, 6h, 1d (10s at least); empty: no scheduled backups", default="")
     retention: int = _key("retention", _retention, doc="how many scheduled archives to keep; older ones are deleted (mke backup's own never)", default=5)
     directory: str = _key("directory", _abs_dir_or_empty, doc="an absolute directory for the archives; empty: <data-dir>/backups", default="")
+    continuous: ContinuousBackupConfig = _key("continuous", default_factory=ContinuousBackupConfig)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -574,7 +616,7 @@ def _parse_section(cls: type, data: Any, where: str, errors: list[str] | None = 
 _SECTIONS: dict[str, type] = {
     c.__name__: c
     for c in (APIConfig, NetworkConfig, EtcdConfig, KineConfig, StorageConfig, KonnectivityConfig,
-              ControlPlaneConfig, PodSecurityConfig, ImagesConfig, RegistriesConfig, BackupConfig, ClusterConfig)
+              ControlPlaneConfig, PodSecurityConfig, ImagesConfig, RegistriesConfig, ContinuousBackupConfig, BackupConfig, ClusterConfig)
 }
 
 
@@ -610,6 +652,15 @@ def _cross_check(cfg: ClusterConfig) -> None:
         if comp in others:
             raise _fail(f"extraArgs.{comp}", f"{comp} does not run with storage.type {cfg.storage.type}")
     _check_registries(cfg.registries, "registries.")
+    if cfg.backup.continuous.interval:
+        from mke.storage.kine import DIALECTS, scheme
+
+        database, shared = DIALECTS.get(scheme(cfg.storage.kine.data_source), ("?", True))
+        if cfg.storage.type != "kine" or shared:
+            store = "etcd" if cfg.storage.type != "kine" else database
+            raise _fail("backup.continuous.interval", f"continuous backup ships SQLite's write-ahead log, and this "
+                        f"datastore is {store}: use backup.interval (scheduled snapshots) instead"
+                        + ("" if cfg.storage.type != "kine" else "; back up the database with its own tools"))
 
 
 def _check_registries(r: RegistriesConfig, prefix: str) -> None:

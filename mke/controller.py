@@ -164,6 +164,10 @@ class Controller(NodeRole):
 
         ScheduledBackups(data_dir=self.data_dir, config=self.config, node_name=self.ctx.node_name, sink=self.sink,
                          stopping=self.stopping).start()  # backup.interval in mke.yaml
+        from mke.wal_backup import ContinuousBackup
+
+        ContinuousBackup(data_dir=self.data_dir, config=self.config, node_name=self.ctx.node_name, sink=self.sink,
+                         stopping=self.stopping).start()  # backup.continuous in mke.yaml
         threading.Thread(target=self.detect_versions, name="versions", daemon=True).start()
 
     # -- certificates of a long-running controller
