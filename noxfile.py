@@ -125,6 +125,15 @@ def bench(session: nox.Session) -> None:
     session.run("python", "-m", "tests.bench", *session.posargs, env={"PYTHONPATH": str(REPO)})
 
 
+@nox.session(name="bench-build")
+def bench_build(session: nox.Session) -> None:
+    """The benchmarks' own tools from source (recipes/bench: kwok for the scale benchmark, issue 18),
+    docker mode, into dist/bench/bin; not embedded in dist/mke (~9 min cold on 2 cores, seconds cached)."""
+    _install(session, BUILD_REQS)
+    _toolchain(session, "build", "--recipes-dir", str(REPO / "recipes" / "bench"), "--mode=docker", "--no-bundle",
+               "--dist-layout=flat", "--dist", str(REPO / "dist" / "bench"), *session.posargs)
+
+
 @nox.session
 def e2e(session: nox.Session) -> None:
     """End-to-end cluster tests (root; ~10 min with a warm cache, ~2 h cold): builds or reuses the default

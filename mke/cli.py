@@ -43,12 +43,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sysinfo": ("sysinfo", "check what this host offers a controller and a worker (PASS/WARN/FAIL)"),
     "certificate": ("certificate", "certificate status, and rotate the control plane's without restarts"),
     "completion": ("completion", "print a shell completion script (bash, zsh or fish)"),
+    "cluster": ("cluster", "a whole cluster over SSH from a cluster file: apply, status, kubeconfig, reset"),
+    "backup": ("backup", "write a backup archive of this controller's cluster (or list them: backup list)"),
+    "restore": ("restore", "restore a cluster from an mke backup archive onto this host"),
 }
 
 
 # Commands that change the host (namespaces, mounts, cgroups, /etc, services): refused up front
 # for other users, with the sudo hint, instead of failing halfway on the first PermissionError.
-NEEDS_ROOT = ("server", "worker", "reset", "install", "start", "stop", "uninstall", "certificate")
+NEEDS_ROOT = ("server", "worker", "reset", "install", "start", "stop", "uninstall", "certificate", "restore")
 SERVICE_COMMANDS = ("install", "start", "stop", "uninstall")
 
 

@@ -308,6 +308,40 @@ def _namespaces(v: Any, where: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def parse_duration(text: str) -> float:
+    """``90s``, ``30m``, ``6h``, ``1d``, ``1h30m`` -> seconds; ValueError otherwise."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    parts = re.findall(r"(\d+)([smhd])", text)
+    if not text or "".join(f"{n}{u}" for n, u in parts) != text:
+        raise ValueError(text)
+    return float(sum(int(n) * units[u] for n, u in parts))
+
+
+def _duration_or_empty(v: Any, where: str) -> str:
+    s = _str(v, where)
+    if s:
+        try:
+            seconds = parse_duration(s)
+        except ValueError:
+            raise _fail(where, f"{s!r} is not a duration: a number with s, m, h or d (90s, 30m, 6h, 1d, 1h30m)") from None
+        if seconds < 10:
+            raise _fail(where, f"{s!r} is shorter than 10s")
+    return s
+
+
+def _retention(v: Any, where: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 10000:
+        raise _fail(where, f"expected a number of archives to keep, 1-10000, got {v!r}")
+    return v
+
+
+def _abs_dir_or_empty(v: Any, where: str) -> str:
+    s = _str(v, where)
+    if s and not s.startswith("/"):
+        raise _fail(where, f"{s!r} is not an absolute path")
+    return s
+
+
 def _hint(word: str, choices: Any) -> str:
     by_lower = {c.lower(): c for c in choices}
     close = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
@@ -470,6 +504,17 @@ class RegistriesConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class BackupConfig:
+    """Scheduled backups on each controller (docs/backup.md): every `interval`, one archive as `mke backup`
+    writes it (`mke-snapshot-<node>-<time>.tar.zst`) into `directory`; the newest `retention` scheduled ones are
+    kept. `mke backup list` shows them."""
+
+    interval: str = _key("interval", _duration_or_empty, doc="how often, e.g. 30m, 6h, 1d (10s at least); empty: no scheduled backups", default="")
+    retention: int = _key("retention", _retention, doc="how many scheduled archives to keep; older ones are deleted (mke backup's own never)", default=5)
+    directory: str = _key("directory", _abs_dir_or_empty, doc="an absolute directory for the archives; empty: <data-dir>/backups", default="")
+
+
+@dataclass(frozen=True, kw_only=True)
 class ClusterConfig:
     """mke.yaml."""
 
@@ -482,6 +527,7 @@ class ClusterConfig:
     images: ImagesConfig = _key("images", default_factory=ImagesConfig)
     extra_args: Mapping[str, Mapping[str, str]] = _key("extraArgs", _extra_args, doc="component -> flag -> value, added to (or replacing) mke's flags for that component", default_factory=dict)
     registries: RegistriesConfig = _key("registries", default_factory=RegistriesConfig)
+    backup: BackupConfig = _key("backup", default_factory=BackupConfig)
 
     def args_for(self, component: str) -> dict[str, str]:
         return dict(self.extra_args.get(component, {}))
@@ -528,7 +574,7 @@ def _parse_section(cls: type, data: Any, where: str, errors: list[str] | None = 
 _SECTIONS: dict[str, type] = {
     c.__name__: c
     for c in (APIConfig, NetworkConfig, EtcdConfig, KineConfig, StorageConfig, KonnectivityConfig,
-              ControlPlaneConfig, PodSecurityConfig, ImagesConfig, RegistriesConfig, ClusterConfig)
+              ControlPlaneConfig, PodSecurityConfig, ImagesConfig, RegistriesConfig, BackupConfig, ClusterConfig)
 }
 
 
@@ -643,6 +689,11 @@ def load_config(path: Path | None) -> ClusterConfig:
     if path is None:
         return default_config()
     return parse_config(_read_yaml(Path(path), "the config"), str(path))
+
+
+def read_yaml(path: Path, what: str) -> Any:
+    """``path`` as YAML (duplicate keys refused); every problem a ConfigError naming the file."""
+    return _read_yaml(path, what)
 
 
 def _read_yaml(path: Path, what: str) -> Any:

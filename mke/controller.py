@@ -66,6 +66,7 @@ class Controller(NodeRole):
         # what this server acted on: the pki dir's fingerprint, when, and what it restarted
         self.pki_state: dict[str, Any] = {}
         self.kubelet_client_digest: str | None = None  # apiserver-kubelet-client.crt as kube-apiserver started with it
+        self.kubernetes_version: str | None = None  # this mke's kube-apiserver version (mke.skew)
 
     # -- build
 
@@ -127,6 +128,13 @@ class Controller(NodeRole):
     def prepare(self) -> None:
         """Lock the data dir, ensure the PKI and find the binaries."""
         self.lock_data_dir()
+        from mke.backup import finish_interrupted_restore
+
+        finish_interrupted_restore(self.data_dir, self.say)  # a restore killed while it committed
+        from mke import skew
+
+        # refused before anything starts: a minor version skipped or gone back (docs/upgrade.md)
+        self.kubernetes_version = skew.check_controller(self.data_dir, self.bin_dir)
         write_running_config(self.data_dir, self.config)  # what `mke token`/`kubeconfig` act on
         rep = self.ctx.pki.ensure(self.pki_request())
         if rep.migrated:
@@ -147,8 +155,16 @@ class Controller(NodeRole):
         self.pki_state = {"fingerprint": self.ctx.pki.fingerprint(), "applied_at": time.time(), "restarted": []}
         self.kubelet_client_digest = self.kubelet_client_fingerprint()  # what kube-apiserver started with
         self.ensure_admin_binding()
+        if self.kubernetes_version:
+            from mke import skew
+
+            skew.record(self.data_dir, self.kubernetes_version)  # ready: what the next start compares with
         if self.config.control_plane.worker:
             self.start_worker()
+        from mke.backup import ScheduledBackups
+
+        ScheduledBackups(data_dir=self.data_dir, config=self.config, node_name=self.ctx.node_name, sink=self.sink,
+                         stopping=self.stopping).start()  # backup.interval in mke.yaml
         threading.Thread(target=self.detect_versions, name="versions", daemon=True).start()
 
     # -- certificates of a long-running controller

@@ -22,6 +22,14 @@ stderr, the class's exit code, no traceback (``--debug`` shows it).
       15  ImageError          a container image could not be built, or an archive is not one mke wrote
       16  PreflightError      the host fails a check a component needs (mke sysinfo)
       17  ServiceError        no service manager (systemd, OpenRC) here, or it refused (mke install/start/stop)
+      18  VersionSkewError    this mke's Kubernetes would break the version-skew rules (mke.skew)
+      19  BackupError         a backup archive is truncated, damaged, altered or of another cluster
+      20  ClusterError        mke cluster: a host unreachable over SSH, its key unknown or wrong, login refused
+      21  ClusterPreflightError  mke cluster: a host fails mke sysinfo, or its facts do not fit the cluster file
+      22  ClusterInstallError  mke cluster: uploading mke, its config or a token, or mke install, failed on a host
+      23  ClusterJoinError    mke cluster: starting a node, making its token or joining it failed
+      24  ClusterReadyError   mke cluster: a node did not become ready (Ready) in time
+      25  ClusterResetError   mke cluster reset: uninstalling or resetting a host failed
 """
 
 from __future__ import annotations
@@ -147,3 +155,65 @@ class ServiceError(MkeError):
     its tool (systemctl, rc-service, rc-update) is missing or failed, or no mke service is installed."""
 
     exit_code = 17
+
+
+class VersionSkewError(MkeError):
+    """Starting this mke would break Kubernetes' version-skew rules: a kubelet newer than the
+    cluster's kube-apiserver, a controller skipping a minor version (mke.skew; docs/upgrade.md)."""
+
+    exit_code = 18
+
+
+class ClusterError(MkeError):
+    """``mke cluster``: a step failed on a host. The message is three lines (the host, the step, the
+    remote error). This class is the connect phase (SSH: unreachable, host key unknown or wrong, login
+    refused); each subclass is a later phase, with its own exit code."""
+
+    exit_code = 20
+    phase = "connect"
+
+    def __init__(self, host: str, step: str, error: str) -> None:
+        self.host, self.step, self.error = host, step, " ".join(str(error).split()) or "(no message)"
+        super().__init__(f"host: {host}\nstep: {self.phase}: {step}\nerror: {self.error}")
+
+
+class ClusterPreflightError(ClusterError):
+    """A host fails ``mke sysinfo`` for its role, or what it reports does not fit the cluster file."""
+
+    exit_code = 21
+    phase = "preflight"
+
+
+class ClusterInstallError(ClusterError):
+    """Uploading the mke file, the config or a token, or ``mke install``, failed on a host."""
+
+    exit_code = 22
+    phase = "install"
+
+
+class ClusterJoinError(ClusterError):
+    """Starting a node, creating its join token, or joining it failed."""
+
+    exit_code = 23
+    phase = "join"
+
+
+class ClusterReadyError(ClusterError):
+    """A node did not become ready (its control plane, or its Node Ready) in time."""
+
+    exit_code = 24
+    phase = "ready"
+
+
+class ClusterResetError(ClusterError):
+    """``mke cluster reset``: uninstalling the service or ``mke reset`` failed on a host."""
+
+    exit_code = 25
+    phase = "reset"
+
+
+class BackupError(MkeError):
+    """A backup could not be taken, or an archive is truncated, damaged, altered or belongs to
+    another cluster than the data dir it is restored into (the message names the file and member)."""
+
+    exit_code = 19

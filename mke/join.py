@@ -174,7 +174,8 @@ def _same_cluster(tok: JoinToken, ca_file: Path) -> None:
 
 
 def join_control_plane(token: str, local: ClusterConfig, *, data_dir: Path, name: str | None = None,
-                       peer_address: str | None = None) -> tuple[ClusterConfig, dict[str, Any]]:
+                       peer_address: str | None = None, bin_dir: Path | None = None,
+                       say: Any = None) -> tuple[ClusterConfig, dict[str, Any]]:
     from mke.node.hostinfo import advertised_address, node_name
 
     data_dir = Path(data_dir).absolute()
@@ -198,6 +199,10 @@ def join_control_plane(token: str, local: ClusterConfig, *, data_dir: Path, name
             raise MkeError(f"{state}: unreadable ({_one_line(str(e), 120)}); it records this controller's join: "
                            "restore it, or run `mke reset` and join again with a new token") from e
     else:
+        from mke import skew
+
+        # before the token is spent and an etcd learner added: this mke's Kubernetes must fit the cluster's
+        skew.check_controller(data_dir, bin_dir, api_url=tok.api_url, ca_pem=tok.ca_pem, say=say)
         addr = peer_address or local.storage.etcd.peer_address or advertised_address(local)
         doc = _request(tok.mke_api_url, tok.ca_pem, tok.bootstrap_token,
                        {"name": name or node_name(), "peer_address": addr})

@@ -20,6 +20,8 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 # FIPS runtime (nox -s tests-fips): build the OpenSSL FIPS provider and cryptography against libcrypto.
 [ -f /usr/include/openssl/ssl.h ] || need_apt+=(libssl-dev)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+# mke cluster's e2e test runs a real OpenSSH server in each test host (started by the test, on its own port).
+[ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 # mke completion's zsh and fish scripts are checked by the shells themselves.
 command -v zsh >/dev/null 2>&1 || need_apt+=(zsh)
 command -v fish >/dev/null 2>&1 || need_apt+=(fish)

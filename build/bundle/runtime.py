@@ -73,7 +73,7 @@ LOADER_NAMES = {"amd64": "ld-linux-x86-64.so.2", "arm64": "ld-linux-aarch64.so.1
 EXCLUDED = frozenset({
     "tkinter", "_tkinter", "turtle", "turtledemo", "idlelib", "pydoc", "pydoc_data", "doctest", "unittest",
     "lib2to3", "distutils", "ensurepip", "venv", "test", "xmlrpc", "multiprocessing", "_multiprocessing",
-    "_posixshmem", "sqlite3", "_sqlite3", "curses", "_curses", "_curses_panel", "readline", "dbm", "_dbm", "_gdbm",
+    "_posixshmem", "curses", "_curses", "_curses_panel", "readline", "dbm", "_dbm", "_gdbm",
     "tracemalloc", "pdb", "bdb", "profile", "cProfile", "pstats", "_lsprof", "timeit", "trace", "mailbox", "imaplib",
     "poplib", "smtplib", "smtpd", "nntplib", "ftplib", "telnetlib", "cgi", "cgitb", "wsgiref", "decimal", "_decimal",
     "_pydecimal", "bz2", "_bz2", "audioop", "ossaudiodev", "nis", "_crypt", "crypt", "_uuid",

@@ -62,6 +62,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         rp.recording = False
         rp.add_argument("--force", action="store_true",
                         help="install even when an mke service is installed here (replacing mke-" + role + ")")
+        rp.add_argument("--detached", action="store_true",
+                        help="no service manager: `mke start` runs mke in the background, nothing restarts it "
+                             "(hosts without systemd or OpenRC; docs/create-cluster.md)")
         rp.set_defaults(service_actions=tuple(rp.service_actions))
 
 
@@ -126,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     import datetime as dt
 
     from mke.node.files import private_dir, write_file_atomic
-    from mke.service import ROLES, ServiceSpec, detect, read_record, service_name
+    from mke.service import ROLES, ServiceSpec, detached, detect, read_record, service_name
     from mke.tokens import decode_token
 
     role, command = args.role, ROLES[args.role]
@@ -146,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
                        data_dir=data_dir, token_file=args.token_file if writes_token else None)
     check_words(spec.command, spec.data_dir, spec.token_file)
     # 2. the service manager: there, no mke service installed (or --force), and its tools
-    init = detect()
+    init = detached() if args.detached else detect()
     init.check(spec)
     for other in init.installed_roles():
         if args.force:

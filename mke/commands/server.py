@@ -70,9 +70,10 @@ def run(args: argparse.Namespace) -> int:
     notes = preflight(cfg, roles, data_dir, ignore=args.ignore_sysinfo,
                       modules=network_get(cfg.network.provider).kernel_modules if cfg.control_plane.worker else ())
     if token:
+        from mke.cli import warn
         from mke.join import join_control_plane
 
-        cfg, join = join_control_plane(token, cfg, data_dir=data_dir, name=args.name)
+        cfg, join = join_control_plane(token, cfg, data_dir=data_dir, name=args.name, bin_dir=args.bin_dir, say=warn)
     ctl = Controller(cfg, data_dir=data_dir, bin_dir=args.bin_dir, name=args.name, join=join,
                      manifests=not args.no_manifests, sink=log_sink_from(args))
     ctl.notes += notes

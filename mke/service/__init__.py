@@ -3,7 +3,9 @@
 
 ``mke install``, ``start``, ``stop`` and ``uninstall`` (mke/commands/) use ``detect()``: the
 first whose ``runs_here`` is true, or a ServiceError saying what to do where neither runs.
-Adding one (runit, s6) is one module and one line here.
+Adding one (runit, s6) is one module and one line here. ``detached`` (no service manager: mke
+in the background) is asked first but runs only where ``mke install --detached`` put a service;
+``detached()`` is how install chooses it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from mke.registry import Registry
 from mke.service.base import ROLES, ROOT_ENV, InitSystem, Record, ServiceSpec, host_root, read_record, service_name
 
 REGISTRY: Registry[type[InitSystem]] = Registry({
+    "detached": "mke.service.detached",  # first, but only where mke install --detached put a service
     "systemd": "mke.service.systemd",
     "openrc": "mke.service.openrc",
 }, attr="INIT_SYSTEM", default="systemd")
@@ -29,6 +32,11 @@ def detect() -> InitSystem:
         if kind.runs_here(root):
             return kind(root)
     raise ServiceError(NEITHER)
+
+
+def detached() -> InitSystem:
+    """No service manager: ``mke install --detached`` (mke/service/detached.py)."""
+    return REGISTRY.get("detached")(host_root())
 
 
 def installed_role(init: InitSystem, role: str | None) -> str:
@@ -48,5 +56,5 @@ def installed_role(init: InitSystem, role: str | None) -> str:
     return installed[0]
 
 
-__all__ = ["NEITHER", "REGISTRY", "ROLES", "ROOT_ENV", "InitSystem", "Record", "ServiceSpec", "detect", "host_root",
+__all__ = ["NEITHER", "REGISTRY", "ROLES", "ROOT_ENV", "InitSystem", "Record", "ServiceSpec", "detached", "detect", "host_root",
            "installed_role", "read_record", "service_name"]

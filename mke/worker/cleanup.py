@@ -31,6 +31,10 @@ from mke.worker.context import WorkerPaths
 from mke.worker.host import CGROUP_ROOT, remove_system_files
 
 CHAIN_RE = re.compile(r"\b(KUBE-[A-Z0-9-]+|CNI-[A-Za-z0-9-]+|MKE-[A-Z0-9-]+)\b")
+# A rule in a built-in chain that matches kube-router's ipsets (its pod-egress MASQUERADE in nat
+# POSTROUTING names no chain of ours): left behind when kube-router's own cleanup misses it, it
+# keeps the sets "in use by a kernel component" so they cannot be destroyed.
+SET_RE = re.compile(r"--match-set (?:inet6:)?(?:kube-router-|KUBE-)")
 WORKER_DIRS = ("worker", "kubelet", "containerd", "cni", "run/containerd", "tmp")
 NFT_TABLES = (("ip", "kube-proxy"), ("ip6", "kube-proxy"))
 
@@ -248,7 +252,7 @@ def iptables_filtered(save_text: str) -> tuple[str, int]:
     """iptables-save text without mke/kube/CNI chains and rules; (text, lines removed)."""
     out, removed = [], 0
     for line in save_text.splitlines():
-        if line.startswith((":", "-A ")) and CHAIN_RE.search(line):
+        if line.startswith((":", "-A ")) and (CHAIN_RE.search(line) or (line.startswith("-A ") and SET_RE.search(line))):
             removed += 1
             continue
         out.append(line)

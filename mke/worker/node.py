@@ -136,6 +136,11 @@ class Worker(NodeRole):
         t0 = time.monotonic()
         api_url, settings, tok = self.authenticate()
         p = self.paths
+        from mke import skew
+
+        # a kubelet newer than the cluster's kube-apiserver (or > 3 minors older) is refused before any write
+        skew.check_kubelet(api_url, tok.ca_pem if tok is not None else (p.ca.read_text() if p.ca.exists() else ""),
+                           Path(self.bin_dir) if self.bin_dir else None, lambda m: self.say(m, level="warn"))
         self.lock_data_dir()
         p.worker_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if tok is not None:

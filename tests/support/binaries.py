@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-COMPONENTS = ("kubernetes", "etcd", "kine", "konnectivity", "containerd", "runc", "cni-plugins")
+COMPONENTS = ("kubernetes", "etcd", "etcdutl", "kine", "konnectivity", "containerd", "runc", "cni-plugins")
 OUT = REPO / ".test-bins"
 
 

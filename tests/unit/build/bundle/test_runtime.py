@@ -38,7 +38,7 @@ def test_render_pins_round_trips(tmp_path):
     (('python = "3.11"', 'python = "3.12"'), "python"),
     (('sha256 = "', 'sha256 = "x'), "deb[0].sha256"),
     (("[pypi]", "[pypi]\nextra = 1"), "pypi.extra"),
-    (('"cffi==2.1.1"', '"cffi>=2"'), "pypi.requirements[0]"),
+    (('"cffi==2.1.1"', '"cffi>=2"'), "pypi.requirements[1]"),
     (("http://deb.debian.org/debian bookworm\"", "bookworm\""), "debian.sources[0]"),
 ])
 def test_bad_spec_names_the_field(tmp_path, change, field):
@@ -51,11 +51,12 @@ def test_bad_spec_names_the_field(tmp_path, change, field):
 
 
 def test_excluded_names():
-    for rel in ("tkinter/__init__.py", "unittest/case.py", "lib-dynload/_sqlite3.cpython-311-x86_64-linux-gnu.so",
+    for rel in ("tkinter/__init__.py", "unittest/case.py", "lib-dynload/_curses.cpython-311-x86_64-linux-gnu.so",
                 "xml/dom/minidom.py", "sitecustomize.py", "site-packages/x.py", "bz2.py", "LICENSE.txt"):
         assert runtime._excluded(rel), rel
     for rel in ("os.py", "json/__init__.py", "xml/etree/ElementTree.py", "lib-dynload/_ssl.cpython-311-x86_64-linux-gnu.so",
-                "encodings/utf_8.py", "email/message.py", "lzma.py", "lib-dynload/_lzma.cpython-311-x86_64-linux-gnu.so"):
+                "encodings/utf_8.py", "email/message.py", "lzma.py", "lib-dynload/_lzma.cpython-311-x86_64-linux-gnu.so",
+                "sqlite3/__init__.py", "lib-dynload/_sqlite3.cpython-311-x86_64-linux-gnu.so"):  # mke backup (kine)
         assert not runtime._excluded(rel), rel
 
 

@@ -71,7 +71,7 @@ def complete(script_path: Path, words: list[str], cwd: Path) -> list[str]:
 
 CASES = [
     (["mke", "tok"], ["token"]),
-    (["mke", "c"], ["config", "ctr", "crictl", "completion", "certificate"]),
+    (["mke", "c"], ["config", "ctr", "crictl", "completion", "certificate", "cluster"]),
     (["mke", "--debug", "st"], ["start", "status", "stop"]),
     (["mke", "token", ""], ["create", "list", "invalidate"]),
     (["mke", "token", "create", "--r"], ["--reusable", "--role"]),
