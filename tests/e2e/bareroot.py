@@ -29,7 +29,7 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 # Run once inside the new mount namespace: make ROOT its root and let go of the machine's.
@@ -74,6 +74,8 @@ class BareRoot:
     base: Path  # <BASE>/roots
     netns: str
     mke: Path  # dist/mke on the machine
+    # more read-only files at the root's top, e.g. {"mke-next": <another build>} for an upgrade test
+    extra: dict[str, Path] = field(default_factory=dict)
 
     @property
     def root(self) -> Path:
@@ -99,6 +101,8 @@ class BareRoot:
         for d in ("proc", "sys", "dev", "run", "tmp", "var"):
             (self.root / d).mkdir(parents=True, exist_ok=True)
         (self.root / "mke").touch()
+        for name in self.extra:
+            (self.root / name).touch()
         self.nsdir.mkdir(parents=True, exist_ok=True)
         if not _is_mountpoint(self.nsdir):  # ns files must sit on a private mount
             run(["mount", "--bind", str(self.nsdir), str(self.nsdir)])
@@ -109,6 +113,9 @@ class BareRoot:
         self._in_ns("mount", "--bind", r, r)  # the root is a mount point, as on any host (kubelet looks for it)
         self._in_ns("mount", "--bind", "-o", "ro", str(self.mke), f"{r}/mke")
         self._in_ns("mount", "-o", "remount,bind,ro", f"{r}/mke")
+        for name, path in self.extra.items():
+            self._in_ns("mount", "--bind", "-o", "ro", str(path), f"{r}/{name}")
+            self._in_ns("mount", "-o", "remount,bind,ro", f"{r}/{name}")
         self._in_ns("mount", "-t", "proc", "proc", f"{r}/proc")
         self._in_ns("mount", "-t", "sysfs", "sysfs", f"{r}/sys")
         self._in_ns("mount", "--rbind", "/sys/fs/cgroup", f"{r}/sys/fs/cgroup")  # the machine's hierarchies, v1 or v2

@@ -157,11 +157,14 @@ class E2ECluster:
 
     # -- hosts
 
-    def create(self, bare: list[str], plain: list[str]) -> None:
-        """Network namespaces for every host; a bare root for each of ``bare``."""
+    def create(self, bare: list[str], plain: list[str], *, mke: Path | None = None,
+               extra: dict[str, Path] | None = None) -> None:
+        """Network namespaces for every host; a bare root for each of ``bare`` (its /mke: ``mke``,
+        default dist/mke; ``extra``: more files at the root's top, see BareRoot)."""
         self.network.create([*bare, *plain])
         for name in bare:
-            root = BareRoot(name=name, base=self.base / "roots", netns=self.network.hosts[name].netns, mke=mke_file())
+            root = BareRoot(name=name, base=self.base / "roots", netns=self.network.hosts[name].netns,
+                            mke=mke or mke_file(), extra=dict(extra or {}))
             self.roots[name] = root.create()
             self.network.hosts[name].bare = root
 

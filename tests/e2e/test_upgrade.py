@@ -1,6 +1,6 @@
 """In-place upgrade (docs/upgrade.md): a 3-controller + 1-worker cluster started from the
 previous release's mke file is upgraded node by node to ``dist/mke`` (controllers one at a
-time, then the worker): stop mke, replace the file, start it again.
+time, then the worker): stop mke, start the new file instead (/mke-next in each host's root).
 
 Checked from the outside (the Python ``kubernetes`` client, in a client namespace):
 - the API answers throughout: a read of a ConfigMap every 200 ms against each controller;
@@ -58,12 +58,14 @@ def _version(mke: Path) -> str:
     return fields[1] if fields[1].startswith("v") else "v" + fields[1]
 
 
-def _swap(cluster: E2ECluster, name: str, new: Path) -> None:
-    """Replace /mke in a stopped host's root (a read-only bind mount of the file, as tests/e2e/bareroot.py makes it)."""
-    root = cluster.roots[name]
-    r = str(root.root)
-    root._in_ns("umount", f"{r}/mke")
-    root._in_ns("mount", "--bind", "-o", "ro", str(new), f"{r}/mke")
+def _upgrade(proc) -> int:
+    """Stop ``proc``'s mke and start it again from /mke-next (the new build, bound read-only into
+    every root next to /mke, the previous one); returns where the new run's log begins."""
+    assert proc.stop() == 0, f"{proc.name} did not stop cleanly"
+    since = len(proc.text())
+    proc.argv = ["/mke-next", *proc.argv[1:]]
+    proc.start()
+    return since
 
 
 class Sampler(threading.Thread):
@@ -125,9 +127,7 @@ def test_upgrade_node_by_node_keeps_the_api_objects_and_pods(tmp_path: Path) -> 
     c = E2ECluster(base=BASE, network=Network(prefix=PREFIX))
     figures: dict[str, object] = {"from": old_v, "to": new_v}
     try:
-        c.create([*CONTROLLERS, "w1"], ["client"])
-        for name in [*CONTROLLERS, "w1"]:
-            _swap(c, name, previous)
+        c.create([*CONTROLLERS, "w1"], ["client"], mke=previous, extra={"mke-next": new})
         c.start_controller()
         c.wait_controller()
         for name in ("ctl2", "ctl3"):  # one at a time: etcd promotes one learner at a time
@@ -163,18 +163,11 @@ def test_upgrade_node_by_node_keeps_the_api_objects_and_pods(tmp_path: Path) -> 
             for name in CONTROLLERS:
                 t = time.monotonic()
                 proc = c.controller if name == "ctl" else c.joined[name]
-                assert proc.stop() == 0, name
-                _swap(c, name, new)
-                since = len(proc.text())
-                proc.start()
+                since = _upgrade(proc)
                 proc.wait_for(r"control plane ready", 420, since=since)
                 took[name] = round(time.monotonic() - t, 1)
             t = time.monotonic()
-            w = c.workers["w1"]
-            assert w.stop() == 0
-            _swap(c, "w1", new)
-            since = len(w.text())
-            w.start()
+            since = _upgrade(c.workers["w1"])
             c.wait_worker_ready("w1", since=since)
             wait_until("node w1 reporting the new kubelet version",
                        lambda: core.read_node("w1").status.node_info.kubelet_version == new_v, timeout=180,
