@@ -17,6 +17,7 @@ import hashlib
 import os
 import time
 import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 
 import requests
@@ -79,6 +80,14 @@ class Downloader:
 
     def download(self, url: str, *, sha256: str, component: str) -> Path:
         """Download ``url`` (via the mirror) and return a local path whose bytes hash to ``sha256``."""
+        with self.downloaded(url, sha256=sha256, component=component) as path:
+            return path
+
+    @contextlib.contextmanager
+    def downloaded(self, url: str, *, sha256: str, component: str, remove: bool = False) -> Iterator[Path]:
+        """``download``, holding the URL's lock until the block ends: two recipes that share an
+        artifact (etcd and etcdutl: one release tarball) never see it removed under them.
+        ``remove``: delete the file at the end of the block (its contents went elsewhere)."""
         real = mirror_url(url, self.mirror)
         name = hashlib.sha256(url.encode()).hexdigest()[:32]
         part = self.dir / f"{name}.part"
@@ -87,7 +96,10 @@ class Downloader:
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX)  # another build may be downloading the same URL
             if done.is_file() and _sha256(done) == sha256:
-                return done
+                yield done
+                if remove:
+                    done.unlink(missing_ok=True)
+                return
             for attempt in self._attempts(component, real):
                 try:
                     self._get_into(real, part, component)
@@ -103,7 +115,9 @@ class Downloader:
                     "the file was deleted. If upstream re-published it, update recipes.lock with `nox -s lock`"
                 )
             os.replace(part, done)
-            return done
+            yield done
+            if remove:
+                done.unlink(missing_ok=True)
         finally:
             os.close(lock_fd)
 

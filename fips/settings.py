@@ -9,6 +9,9 @@ what to demand of every binary (build/fips_check.py); the OpenSSL provider build
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,19 +38,46 @@ class GoFipsMode:
     tags: tuple[str, ...] = ()
 
 
+CRATES_BASE_ENV = "MKE_CRATES_BASE"  # a mirror of static.crates.io's layout ({base}/{crate}/{crate}-{version}.crate)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OpenSSLCrate:
+    """The OpenSSL tree as a crates.io crate (``openssl-src`` carries it in ``openssl/``)."""
+
+    name: str
+    version: str
+    base: str  # static.crates.io's layout: {base}/{name}/{name}-{version}.crate
+    subdir: str  # the OpenSSL tree inside the crate's top directory
+    upstream_commit: str  # the OpenSSL git commit the crate's submodule pointer names
+
+    def url(self, base: str | None = None) -> str:
+        return f"{(base or self.base).rstrip('/')}/{self.name}/{self.name}-{self.version}.crate"
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class OpenSSLProvider:
     version: str
     source: str
-    url: str
+    url: str  # the canonical download URL (a crate's: on its pinned base); what provenance records
     sha256: str
+    sha256_from: str  # where the pinned digest came from
     configure: tuple[str, ...]
     validated: tuple[tuple[str, str], ...]
+    crate: OpenSSLCrate | None = None
 
     @property
     def certificate(self) -> str | None:
         """The validation of this version, or None: it is built and used, but is not a validated module."""
         return dict(self.validated).get(self.version)
+
+    def download_url(self, environ: Mapping[str, str] | None = None) -> str:
+        """Where to fetch the source now: a crate's base can be moved with MKE_CRATES_BASE (a mirror
+        with static.crates.io's layout); ``--mirror``/MKE_MIRROR then rewrites it like any download."""
+        env = os.environ if environ is None else environ
+        if self.crate is not None and env.get(CRATES_BASE_ENV):
+            return self.crate.url(env[CRATES_BASE_ENV])
+        return self.url
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -100,15 +130,36 @@ def load(path: Path = TOOLCHAIN_FILE) -> FipsToolchain:
         ))
     default = check.choice("go.default", check.get("go", go, "default", str), GO_MODES)
     o = check.get("", doc, "openssl", dict)
-    check.keys("openssl", o, {"version", "source", "url", "sha256", "configure", "validated"},
-               {"version", "source", "url", "sha256"})
+    check.keys("openssl", o, {"version", "source", "url", "crate", "sha256", "sha256_from", "configure", "validated"},
+               {"version", "source", "sha256", "sha256_from"})
+    if ("url" in o) == ("crate" in o):
+        raise check.fail("openssl", "give exactly one of url (a release tarball) and crate (a crates.io crate)")
+    crate = None
+    if "crate" in o:
+        c = check.get("openssl", o, "crate", dict)
+        check.keys("openssl.crate", c, {"name", "version", "base", "subdir", "upstream_commit"},
+                   {"name", "version", "base", "subdir", "upstream_commit"})
+        crate = OpenSSLCrate(name=check.get("openssl.crate", c, "name", str),
+                             version=check.get("openssl.crate", c, "version", str),
+                             base=check.get("openssl.crate", c, "base", str),
+                             subdir=check.get("openssl.crate", c, "subdir", str),
+                             upstream_commit=check.get("openssl.crate", c, "upstream_commit", str))
+        if not crate.base.startswith(("https://", "http://")):
+            raise check.fail("openssl.crate.base", f"{crate.base!r} is not an http(s) URL")
+        if not crate.subdir or crate.subdir.startswith("/") or ".." in crate.subdir.split("/"):
+            raise check.fail("openssl.crate.subdir", f"{crate.subdir!r} must be a relative path inside the crate")
+    sha256 = check.get("openssl", o, "sha256", str)
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        raise check.fail("openssl.sha256", f"{sha256!r} is not 64 lowercase hex digits; pin the source's sha256")
     openssl = OpenSSLProvider(
         version=check.get("openssl", o, "version", str),
         source=check.get("openssl", o, "source", str),
-        url=check.get("openssl", o, "url", str),
-        sha256=check.get("openssl", o, "sha256", str),
+        url=crate.url() if crate is not None else check.get("openssl", o, "url", str),
+        sha256=sha256,
+        sha256_from=check.get("openssl", o, "sha256_from", str),
         configure=check.str_list("openssl", o, "configure", ()),
         validated=check.str_table("openssl", o, "validated", ()),
+        crate=crate,
     )
     if "enable-fips" not in openssl.configure:
         raise check.fail("openssl.configure", "must contain enable-fips")

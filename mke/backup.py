@@ -398,12 +398,17 @@ def _open_tar(path: Path) -> Iterator[tarfile.TarFile]:
 def read_manifest(path: Path) -> Manifest:
     """The archive's manifest only (``mke backup list``): its first member, nothing verified."""
     with _open_tar(path) as tar:
-        info = tar.next()
-        if info is None or info.name != MANIFEST or not info.isfile() or info.size > MAX_MANIFEST:
-            raise BackupError(f"{path}: its first member is not {MANIFEST}; not an archive mke backup wrote")
-        f = tar.extractfile(info)
-        assert f is not None
-        return Manifest.parse(f.read(), str(path))
+        return _first_manifest(tar, path)
+
+
+def _first_manifest(tar: tarfile.TarFile, path: Path) -> Manifest:
+    """The archive's first member, which must be its manifest (parsed, not yet checked against the rest)."""
+    info = tar.next()
+    if info is None or info.name != MANIFEST or not info.isfile() or info.size > MAX_MANIFEST:
+        raise BackupError(f"{path}: its first member is not {MANIFEST}; not an archive mke backup wrote")
+    f = tar.extractfile(info)
+    assert f is not None
+    return Manifest.parse(f.read(), str(path))
 
 
 def read_archive(path: Path, dest: Path | None = None) -> Manifest:
@@ -412,12 +417,7 @@ def read_archive(path: Path, dest: Path | None = None) -> Manifest:
     0600 or as recorded, directories 0700). Raises BackupError naming the file and the member."""
     path = Path(path)
     with _open_tar(path) as tar:
-        info = tar.next()
-        if info is None or info.name != MANIFEST or not info.isfile() or info.size > MAX_MANIFEST:
-            raise BackupError(f"{path}: its first member is not {MANIFEST}; not an archive mke backup wrote")
-        f = tar.extractfile(info)
-        assert f is not None
-        manifest = Manifest.parse(f.read(), str(path))
+        manifest = _first_manifest(tar, path)
         expected = {e.path: e for e in manifest.files}
         seen: set[str] = set()
         while (info := tar.next()) is not None:  # (iterating the TarFile would start again at the manifest)

@@ -9,7 +9,6 @@ and stop everything in reverse order when asked.
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 from collections.abc import Mapping
@@ -318,30 +317,14 @@ class Controller(NodeRole):
     # -- versions for `mke status` (the payload's manifest, or asked from each binary)
 
     def detect_versions(self) -> None:
-        import re
+        from mke import skew
 
-        found: dict[str, str] = {}
-        try:
-            from mke.payload_format import running_payload
-
-            payload = running_payload()
-            if payload is not None:
-                found = {b.name: b.version for b in payload.manifest.binaries if b.version}
-        except Exception:  # noqa: BLE001 - versions are informational
-            found = {}
-        from mke.procenv import clean_env
-
+        found = skew.payload_versions()
         for name, path in self.ctx.binaries.known().items():
-            if name in found:
-                continue
-            try:
-                out = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=5,
-                                     env=clean_env()).stdout
-            except (OSError, subprocess.SubprocessError):
-                continue
-            m = re.search(r"v?(\d+\.\d+\.\d+)", out)
-            if m:
-                found[name] = m.group(1)
+            if name not in found:
+                version = skew.binary_version(path, timeout=5)
+                if version:
+                    found[name] = version.lstrip("v")
         self.versions = found
         for c in self.manager.components if self.manager else []:
             if isinstance(c, SupervisedComponent) and c.binary in found:

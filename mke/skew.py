@@ -97,31 +97,50 @@ def record(data_dir: Path, version: str) -> None:
         write_file_atomic(data_dir / RECORD, f"{version}\n".encode(), 0o600)
 
 
-def embedded_version(binary: str, bin_dir: Path | None = None) -> str | None:
-    """The version of ``binary`` this mke carries (payload manifest), else ``bin_dir/binary --version``."""
+def payload_versions() -> dict[str, str]:
+    """{binary: version} as the running payload's manifest records them; {} without a payload
+    (run from the repository) or when it cannot be read."""
     try:
         from mke.payload_format import running_payload
 
         payload = running_payload()
-    except Exception:  # noqa: BLE001 - no payload (run from the repository): ask the binary
-        payload = None
-    if payload is not None:
-        for b in payload.manifest.binaries:
-            if b.name == binary and b.version:
-                return b.version
-    if bin_dir is not None:
-        import subprocess
+    except Exception:  # noqa: BLE001 - versions are informational; the binaries can be asked
+        return {}
+    return {b.name: b.version for b in payload.manifest.binaries if b.version} if payload is not None else {}
 
-        from mke.procenv import clean_env
 
-        try:
-            out = subprocess.run([str(bin_dir / binary), "--version"], capture_output=True, text=True, timeout=10,
-                                 env=clean_env()).stdout
-        except (OSError, subprocess.SubprocessError):
-            return None
-        m = VERSION_RE.search(out)
-        return m.group(0) if m else None
-    return None
+def binary_version(path: Path, *, timeout: float) -> str | None:
+    """The first ``[v]X.Y.Z`` that ``path --version`` prints, None when it cannot tell."""
+    import subprocess
+
+    from mke.procenv import clean_env
+
+    try:
+        out = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=timeout,
+                             env=clean_env()).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = VERSION_RE.search(out)
+    return m.group(0) if m else None
+
+
+def embedded_version(binary: str, bin_dir: Path | None = None) -> str | None:
+    """The version of ``binary`` this mke carries (payload manifest), else ``bin_dir/binary --version``."""
+    version = payload_versions().get(binary)
+    if version is None and bin_dir is not None:
+        version = binary_version(bin_dir / binary, timeout=10)
+    return version
+
+
+def _cluster_version(api_url: str, ca_pem: str, say) -> str | None:
+    """The cluster's kube-apiserver version; None (said, when ``say``) when it cannot be asked."""
+    try:
+        return apiserver_version(api_url, ca_pem)
+    except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+        if say:
+            say(f"cannot read the cluster's Kubernetes version ({' '.join(str(e).split())[:160]}); "
+                f"version skew not checked")
+        return None
 
 
 def check_kubelet(api_url: str, ca_pem: str, bin_dir: Path | None, say) -> None:
@@ -132,11 +151,8 @@ def check_kubelet(api_url: str, ca_pem: str, bin_dir: Path | None, say) -> None:
     kubelet = embedded_version("kubelet", bin_dir)
     if kubelet is None or not ca_pem:
         return
-    try:
-        cluster = apiserver_version(api_url, ca_pem)
-    except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
-        say(f"cannot read the cluster's Kubernetes version ({' '.join(str(e).split())[:160]}); "
-            f"version skew not checked")
+    cluster = _cluster_version(api_url, ca_pem, say)
+    if cluster is None:
         return
     problem = kubelet_problem(kubelet, cluster)
     if problem:
@@ -157,14 +173,8 @@ def check_controller(data_dir: Path, bin_dir: Path | None, *, api_url: str = "",
         problem = controller_problem(new, previous, what=f"this data dir's control plane ({data_dir / RECORD})")
         if problem:
             raise VersionSkewError(problem)
-    if api_url:
-        try:
-            cluster = apiserver_version(api_url, ca_pem)
-        except (OSError, ValueError) as e:
-            if say:
-                say(f"cannot read the cluster's Kubernetes version ({' '.join(str(e).split())[:160]}); "
-                    f"version skew not checked")
-            return new
+    cluster = _cluster_version(api_url, ca_pem, say) if api_url else None
+    if cluster is not None:
         problem = controller_problem(new, cluster, what=f"the cluster's kube-apiserver at {api_url}")
         if problem:
             raise VersionSkewError(problem)

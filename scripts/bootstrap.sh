@@ -22,6 +22,8 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 # mke cluster's e2e test runs a real OpenSSH server in each test host (started by the test, on its own port).
 [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+# The provider build checks the FIPS module's sources against providers/fips.checksum (make diff-fips-checksums).
+command -v unifdef >/dev/null 2>&1 || need_apt+=(unifdef)
 # mke completion's zsh and fish scripts are checked by the shells themselves.
 command -v zsh >/dev/null 2>&1 || need_apt+=(zsh)
 command -v fish >/dev/null 2>&1 || need_apt+=(fish)

@@ -45,7 +45,7 @@ from typing import Any
 
 from build.action import Action
 from build.cache import Cache, OutputFile
-from build.errors import BundleError
+from build.errors import BuildError, BundleError
 from build.fsutil import sha256_file
 from build.progress import human_bytes, log
 from build.tomlcheck import TomlChecker, join, read_toml
@@ -459,6 +459,7 @@ def assemble(cache: Cache, spec: RuntimeSpec, platform: str, work: Path, *, fips
     report = json.loads(_run(tree, "-c", CHECK, what="import every mke module").strip().splitlines()[-1])
     if report["outside"]:
         raise BundleError(f"the Python runtime loads files from outside itself: {', '.join(report['outside'])}")
+    fips_check = check_fips_tree(tree, fips) if fips is not None else None
     files = [p for p in tree.rglob("*") if p.is_file()]
     python_deb = next(d.version for d in debs if d.package == "python3.11-minimal")
     meta = {
@@ -469,7 +470,47 @@ def assemble(cache: Cache, spec: RuntimeSpec, platform: str, work: Path, *, fips
                    for w in wheels],
         "fips": bool(fips),
     }
+    if fips_check is not None:
+        meta["fips_check"] = fips_check
     return tree, meta
+
+
+FIPS_LOAD_CHECK = r"""
+import json, os, sys
+from mke import start
+start._fips_runtime(os.path.join(sys.prefix, "fips"))  # as a FIPS runtime starts
+from mke.fips.libcrypto import load_config_with_self_test_log, provider_state
+r = load_config_with_self_test_log()
+r["provider"] = provider_state()
+print(json.dumps(r))
+"""
+
+
+def check_fips_tree(tree: Path, fips: FipsAdditions) -> dict[str, Any]:
+    """The FIPS runtime as it will be staged: its own libcrypto loads the provider, whose self tests run
+    and pass; every file that links or embeds cryptography is accounted for (mke.fips.inventory)."""
+    from fips.openssl import check_self_tests
+    from mke.fips.inventory import crypto_inventory
+
+    version = fips.provenance.get("openssl_version")
+    report = json.loads(_run(tree, "-c", FIPS_LOAD_CHECK, what="load its FIPS provider").strip().splitlines()[-1])
+    libcrypto = report.get("provider", {}).get("version")
+    try:
+        check_self_tests(report, str(version), f"in the runtime (its own libcrypto, {libcrypto})")
+    except BuildError as e:
+        raise BundleError(str(e)) from e
+    inventory = crypto_inventory(tree)
+    if inventory["problems"]:
+        raise BundleError(f"the FIPS runtime carries cryptography that is not accounted for: {inventory['problems'][0]}"
+                          + (f" (and {len(inventory['problems']) - 1} more)" if len(inventory["problems"]) > 1 else ""))
+    log("runtime", f"FIPS: {libcrypto} loads OpenSSL FIPS provider {version} "
+                   f"({report['passed']} self tests passed at load); {len(inventory['crypto_files'])} of "
+                   f"{inventory['elf_files']} ELF files hold or use cryptography, each accounted for")
+    return {"libcrypto": libcrypto, "provider": report["provider"].get("fips_provider"),
+            "self_tests_passed": report["passed"], "self_test_types": report["types"],
+            "crypto_files": [{"path": f["path"], "role": f["role"], "links": f["crypto_needed"],
+                              "marks": f["marks"]} for f in inventory["crypto_files"]],
+            "elf_files": inventory["elf_files"]}
 
 
 def _has_extension(path: Path) -> bool:

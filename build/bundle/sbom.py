@@ -129,8 +129,11 @@ def sbom(manifest: pf.Manifest, *, artifact: str, digest: str, source_date_epoch
                "downloadLocation": prov.get("url") or "NOASSERTION", "filesAnalyzed": False,
                "licenseConcluded": "Apache-2.0", "licenseDeclared": "Apache-2.0", "copyrightText": "NOASSERTION",
                "homepage": "https://www.openssl.org", "primaryPackagePurpose": "LIBRARY",
-               "sourceInfo": f"{prov.get('source', 'NOASSERTION')}; Configure {' '.join(prov.get('configure', []))}",
-               "comment": f"{prov.get('statement', '')}; validated: {str(bool(prov.get('validated'))).lower()}"}
+               "sourceInfo": f"{prov.get('source', 'NOASSERTION')}"
+                             + (f" (sha256 {prov['source_sha256']})" if prov.get("source_sha256") else "")
+                             + f"; Configure {' '.join(prov.get('configure', []))}",
+               "comment": f"{prov.get('statement', '')}; validated: {str(bool(prov.get('validated'))).lower()}"
+                          + "".join(f"; not claimed: {c}" for c in prov.get("not_claimed") or [])}
         if prov.get("fips_so_sha256"):
             pkg["checksums"] = [{"algorithm": "SHA256", "checksumValue": prov["fips_so_sha256"]}]
         packages.append(pkg)

@@ -171,10 +171,10 @@ class FetchMode:
 
         def one(item: dict) -> dict[str, Path]:
             art = concrete[item["url"]]
-            path = downloader.download(art.url, sha256=item["sha256"], component=recipe.name)
-            files = unpack(path, art, workdir / "out", recipe.name)
-            path.unlink(missing_ok=True)  # verified and unpacked; the outputs go to the CAS
-            return files
+            # verified, unpacked, then removed (the outputs go to the CAS), all under the URL's
+            # lock: another recipe of the same artifact downloads it again rather than lose it
+            with downloader.downloaded(art.url, sha256=item["sha256"], component=recipe.name, remove=True) as path:
+                return unpack(path, art, workdir / "out", recipe.name)
 
         files: dict[str, Path] = {}
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, ctx.jobs)) as pool:

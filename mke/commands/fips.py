@@ -118,8 +118,19 @@ def _print_runtime(state: dict[str, Any]) -> None:
     print(f"  hashlib OpenSSL        {o.get('version', o.get('error'))}")
     print(f"  FIPS provider          {'active' if o.get('fips') else 'NOT loaded'}"
           + (f" ({prov.get('name')} {prov.get('version')})" if prov else ""))
+    if prov:
+        cert = state.get("provider_certificate")
+        print(f"  provider version       {prov.get('version')}: "
+              + (f"validated ({cert})" if cert else "NOT a validated version"))
+    files = state.get("provider_files", {})
+    if files.get("fips_so_sha256"):
+        same = files["fips_so_sha256"] == (files.get("provenance") or {}).get("fips_so_sha256")
+        print(f"  provider file          fips.so sha256 {files['fips_so_sha256'][:16]}..., "
+              + ("as built (provenance.json)" if same else "NOT the file provenance.json records"))
     if summary.get("statement"):
         print(f"  provider build         {summary['statement']}")
+    for caveat in summary.get("not_claimed") or []:
+        print(f"    not claimed:         {caveat}")
     print(f"  default fips=yes       {'yes' if o.get('default_properties_fips') else 'no'};"
           f" default provider loaded: {'yes' if o.get('default') else 'no'}")
     print(f"  built-in hash modules  {', '.join(state.get('builtin_hash_modules') or []) or 'none (excluded)'}")
@@ -131,6 +142,22 @@ def _print_runtime(state: dict[str, Any]) -> None:
         print(f"  cryptography           {c.get('openssl')}, FIPS {'enabled' if c.get('fips_enabled') else 'NOT enabled'}")
         print(f"    MD5                  {c.get('md5', '').splitlines()[0] if c.get('md5') else ''}")
         print(f"    RSA-1024 sign        {c.get('rsa1024_sign')}")
+    inv = state.get("crypto_inventory")
+    if inv and inv.get("skipped"):
+        print()
+        print(f"CRYPTOGRAPHY IN THE RUNTIME: not read, {inv['skipped']}")
+    elif inv:
+        print()
+        print(f"CRYPTOGRAPHY IN THE RUNTIME ({inv['root']}: {inv['elf_files']} ELF files read)")
+        for f in inv["crypto_files"]:
+            links = f"links {', '.join(f['crypto_needed'])}; " if f["crypto_needed"] else ""
+            marks = f"carries the code of {', '.join(f['marks'])}; " if f["marks"] else ""
+            if f.get("openssl_version_text") and "openssl" in f["marks"]:
+                marks = marks[:-2] + f" ({f['openssl_version_text']}); "
+            print(f"  {f['path']}")
+            print(f"      {links}{marks}{f['role']}")
+        if not inv["problems"]:
+            print("  no other file links or embeds a crypto library")
 
 
 def run(args: argparse.Namespace) -> int:

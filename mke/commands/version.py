@@ -57,7 +57,10 @@ def run(args: argparse.Namespace) -> int:
     rt = doc["runtime"]
     if rt["fips"]:
         print(f"runtime crypto: OpenSSL FIPS provider {rt.get('openssl_fips_provider') or '?'} "
-              f"({'validated' if rt.get('validated') else 'not a validated version'})")
+              + (f"(validated version: {rt.get('certificate')})" if rt.get("validated") else
+                 "(not a validated version)"))
+        if rt.get("statement"):
+            print(f"  {rt['statement']}")
     elif doc["fips"]:
         print("runtime crypto: NOT through a FIPS provider (this runtime carries none)")
     if not doc["components"]:

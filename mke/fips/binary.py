@@ -11,6 +11,7 @@ from typing import Any
 
 from mke.elf import ElfFile
 from mke.fips.goinfo import GoBuildInfo, read_go_buildinfo
+from mke.fips.inventory import find_marks
 from mke.fips.pclntab import CryptoFunctions, scan_functions
 
 
@@ -25,6 +26,8 @@ class BinaryFacts:
     machine: int | None
     buildinfo: GoBuildInfo | None
     functions: CryptoFunctions | None
+    #: C crypto libraries whose code is in the file (mke.fips.inventory marks): name -> text found
+    crypto_marks: tuple[tuple[str, str], ...] = ()
 
     @property
     def is_go(self) -> bool:
@@ -59,4 +62,4 @@ def inspect_buffer(buf: Any, *, name: str, path: str = "") -> BinaryFacts:
         info = None
     functions = scan_functions(elf) if info is not None else None
     return BinaryFacts(name=name, path=path, elf=True, static=elf.static, machine=elf.machine, buildinfo=info,
-                       functions=functions)
+                       functions=functions, crypto_marks=tuple(sorted(find_marks(buf).items())))

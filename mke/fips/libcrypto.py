@@ -66,6 +66,66 @@ def provider_state() -> dict[str, Any]:
     return out
 
 
+#: OSSL_PARAM_UTF8_STRING (include/openssl/core.h); the self-test callback's values are of this type.
+_OSSL_PARAM_UTF8_STRING = 4
+_OPENSSL_INIT_LOAD_CONFIG = 0x40
+
+
+def load_config_with_self_test_log() -> dict[str, Any]:
+    """Load OpenSSL's configuration (OPENSSL_CONF) into this process with a self-test callback
+    installed, and return every self test the FIPS provider reported while it loaded.
+
+    The provider runs its self tests (the module's HMAC integrity check, then the known-answer
+    tests) when it is loaded, once per process; so this must run before anything loads the
+    configuration (importing hashlib or cryptography does). Returns ``{"fips_loaded": bool,
+    "events": [[phase, type, desc], ...], "passed": n, "failed": n, "types": [...]}``; phase is
+    Start, Corrupt (the moment a test could be corrupted on purpose), Pass or Fail; type e.g.
+    Module_Integrity or KAT_Digest.
+    """
+    import ctypes
+    import sys
+
+    loaded = [m for m in ("_hashlib", "_ssl", "cryptography.hazmat.bindings._rust") if m in sys.modules]
+    if loaded:
+        raise FipsError(f"OpenSSL's configuration is already loaded in this process ({', '.join(loaded)} imported); "
+                        "the self tests ran before they could be observed: run this in a fresh process")
+    try:
+        lib = ctypes.CDLL("libcrypto.so.3")
+    except OSError as e:
+        raise FipsError(f"libcrypto.so.3 cannot be loaded: {e}") from e
+
+    class _Param(ctypes.Structure):
+        _fields_ = [("key", ctypes.c_char_p), ("data_type", ctypes.c_uint), ("data", ctypes.c_void_p),
+                    ("data_size", ctypes.c_size_t), ("return_size", ctypes.c_size_t)]
+
+    callback_type = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(_Param), ctypes.c_void_p)
+    events: list[list[str | None]] = []
+
+    def record(params: Any, _arg: Any) -> int:
+        vals: dict[str, str] = {}
+        i = 0
+        while params[i].key:
+            if params[i].data_type == _OSSL_PARAM_UTF8_STRING and params[i].data:
+                vals[params[i].key.decode()] = (ctypes.cast(params[i].data, ctypes.c_char_p).value or b"").decode()
+            i += 1
+        events.append([vals.get("st-phase"), vals.get("st-type"), vals.get("st-desc")])
+        return 1  # 0 would make the provider fail the test (it is how Corrupt tests are injected)
+
+    callback = callback_type(record)
+    lib.OSSL_SELF_TEST_set_callback.argtypes = [ctypes.c_void_p, callback_type, ctypes.c_void_p]
+    lib.OPENSSL_init_crypto.argtypes = [ctypes.c_uint64, ctypes.c_void_p]
+    lib.OSSL_PROVIDER_available.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    lib.OSSL_SELF_TEST_set_callback(None, callback, None)
+    try:
+        lib.OPENSSL_init_crypto(_OPENSSL_INIT_LOAD_CONFIG, None)
+        fips_loaded = bool(lib.OSSL_PROVIDER_available(None, b"fips"))
+    finally:
+        lib.OSSL_SELF_TEST_set_callback(None, ctypes.cast(None, callback_type), None)
+    return {"fips_loaded": fips_loaded, "events": events,
+            "passed": sum(1 for e in events if e[0] == "Pass"), "failed": sum(1 for e in events if e[0] == "Fail"),
+            "types": sorted({str(e[1]) for e in events if e[0] == "Pass"})}
+
+
 class _LibCrypto:
     """The process's libcrypto (the one ``_hashlib`` and a system-linked ``cryptography`` use)."""
 

@@ -23,10 +23,22 @@ GO_MODULES: dict[str, str] = {
     "v1.26.0": "not validated: on the CMVP Modules In Process list (Go 1.26+)",
 }
 DEFAULT_GO_MODULE = "v1.0.0"
+#: OpenSSL FIPS provider versions that hold a CMVP certificate. Keep in sync with fips/toolchain.toml
+#: [openssl] validated (tests/unit/fips/test_settings.py checks it). Any other version is NOT validated.
+OPENSSL_FIPS_PROVIDERS: dict[str, str] = {
+    "3.0.8": "FIPS 140-2 certificate #4282 (historical since September 2026)",
+    "3.0.9": "FIPS 140-2 certificate #4282 (historical since September 2026)",
+    "3.1.2": "FIPS 140-3 certificate #4985",
+}
 GO_MODES = ("native", "boring")
 #: Non-Go binaries that do no crypto (keep in sync with [exempt] in fips/toolchain.toml).
 EXEMPT: dict[str, str] = {
     "pause": "C program (Kubernetes build/pause/linux/pause.c) that does no cryptography",
+    "ipset": "C program (ipset 7.17, static, libmnl): sends IP set commands to the kernel over netlink; links no crypto library",
+    "mount": "C program (util-linux 2.38.1 mount, static, libmount+libblkid, --without-cryptsetup): no dm-verity or crypto library; blkid only recognises LUKS superblocks by name",
+    "umount": "C program (util-linux 2.38.1 umount, static, libmount+libblkid, --without-cryptsetup): links no crypto library",
+    "xtables-legacy-multi": "C program (iptables 1.8.9 legacy, static): writes netfilter rules to the kernel; HMARK/random are kernel-side; links no crypto library",
+    "xtables-nft-multi": "C program (iptables 1.8.9 nf_tables, static, libnftnl+libmnl): writes netfilter rules to the kernel; links no crypto library",
 }
 
 
@@ -87,8 +99,17 @@ def _module_matches(gofips: str, wanted: str) -> bool:
     return gofips == wanted or gofips.startswith(wanted + "-")
 
 
+def _foreign_crypto(f: BinaryFacts, allowed: frozenset[str] = frozenset()) -> list[str]:
+    """A C crypto library linked in (through cgo, or into a C program): its code is outside the module."""
+    marks = [(name, text) for name, text in f.crypto_marks if name not in allowed]
+    if not marks:
+        return []
+    return [f"embeds the code of {', '.join(f'{n} ({t!r})' for n, t in marks)}: a crypto library outside "
+            "the FIPS module"]
+
+
 def _native_problems(f: BinaryFacts, info: GoBuildInfo, fn: CryptoFunctions, policy: Policy) -> list[str]:
-    problems = []
+    problems = _foreign_crypto(f)
     gofips = info.setting("GOFIPS140") or ""
     if not gofips or gofips == "off":
         problems.append("built without the Go Cryptographic Module (no GOFIPS140 in its build info); "
@@ -118,7 +139,7 @@ def _native_problems(f: BinaryFacts, info: GoBuildInfo, fn: CryptoFunctions, pol
 
 
 def _boring_problems(f: BinaryFacts, info: GoBuildInfo, fn: CryptoFunctions, policy: Policy) -> list[str]:
-    problems = []
+    problems = _foreign_crypto(f, frozenset({"boringssl"}))
     if "boringcrypto" not in info.experiments:
         problems.append("built without GOEXPERIMENT=boringcrypto")
     if info.setting("CGO_ENABLED") != "1":
@@ -144,6 +165,7 @@ def evaluate(f: BinaryFacts, policy: Policy) -> BinaryReport:
         problems.append("dynamically linked (has PT_INTERP)")
     module, n = "-", 0
     if info is None or fn is None:
+        problems += _foreign_crypto(f)
         if exempt is None and f.elf:
             problems.append("not a Go binary (no Go build info), so its crypto cannot be verified; "
                             "build it with the FIPS Go toolchain or list it under [exempt] in fips/toolchain.toml "

@@ -34,7 +34,8 @@ def runtime_summary() -> dict[str, Any]:
     except (OSError, ValueError):
         prov = {}
     return {"fips": True, "openssl_fips_provider": prov.get("openssl_version"), "validated": prov.get("validated"),
-            "certificate": prov.get("certificate"), "statement": prov.get("statement")}
+            "certificate": prov.get("certificate"), "statement": prov.get("statement"),
+            "not_claimed": prov.get("not_claimed")}
 
 
 def child_env(env: Mapping[str, str], *, fips_payload: bool) -> dict[str, str]:

@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from mke.fips.libcrypto import generate_private_key_pem, provider_state
-from mke.fips.runtime_env import OPENSSL_ENV
+from mke.fips.policy import OPENSSL_FIPS_PROVIDERS
+from mke.fips.runtime_env import OPENSSL_ENV, RUNTIME_ENV
 
 #: CPython's own hash implementations, which hashlib falls back to when OpenSSL refuses
 #: an algorithm. They are built into the runtime's python3.11; a FIPS runtime blocks them at
@@ -30,6 +31,48 @@ def _refuses(fn: Any) -> tuple[bool, str]:
     return False, "accepted"
 
 
+def provider_files(fips_dir: str | None) -> dict[str, Any]:
+    """The staged provider's files: fips.so's digest and what the build recorded for it (provenance.json)."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    if not fips_dir:
+        return {"error": f"{RUNTIME_ENV} is not set: this runtime carries no FIPS provider"}
+    out: dict[str, Any] = {"dir": fips_dir}
+    try:
+        out["fips_so_sha256"] = hashlib.sha256(Path(fips_dir, "fips.so").read_bytes()).hexdigest()
+        prov = json.loads(Path(fips_dir, "provenance.json").read_text())
+    except (OSError, ValueError) as e:
+        out["error"] = f"cannot read the provider's files in {fips_dir}: {e}"
+        return out
+    out["provenance"] = {k: prov.get(k) for k in ("openssl_version", "fips_so_sha256", "validated", "certificate",
+                                                   "source", "url", "source_sha256")}
+    return out
+
+
+def runtime_inventory(fips_dir: str | None) -> dict[str, Any]:
+    """The crypto inventory of the running bundled runtime (mke.fips.inventory), read from its staged files.
+
+    Only a bundled runtime is inventoried: mke/start.py points MKE_FIPS_RUNTIME at ``<sys.prefix>/fips``;
+    a Python run from source with a provider elsewhere (the build's tests) has no runtime tree to read.
+    """
+    import sys
+    from pathlib import Path
+
+    if not fips_dir or Path(fips_dir).resolve() != (Path(sys.prefix) / "fips").resolve():
+        return {"skipped": f"not a bundled runtime ({RUNTIME_ENV}={fips_dir}, sys.prefix={sys.prefix})",
+                "problems": []}
+    from mke.fips.inventory import crypto_inventory
+
+    return crypto_inventory(Path(sys.prefix))
+
+
+def provider_validation(version: str | None) -> str | None:
+    """The certificate of the OpenSSL FIPS provider ``version``, or None: not a validated version."""
+    return OPENSSL_FIPS_PROVIDERS.get(version or "")
+
+
 def runtime_state() -> dict[str, Any]:
     """The crypto state of this process: OpenSSL providers, hashlib and cryptography behaviour."""
     import importlib.util
@@ -38,6 +81,10 @@ def runtime_state() -> dict[str, Any]:
     state: dict[str, Any] = {"frozen": bool(getattr(sys, "frozen", False)),
                              "env": {k: os.environ.get(k) for k in OPENSSL_ENV}}
     state["hashlib_openssl"] = provider_state()
+    loaded = (state["hashlib_openssl"].get("fips_provider") or {}).get("version")
+    state["provider_certificate"] = provider_validation(loaded)
+    state["provider_files"] = provider_files(os.environ.get(RUNTIME_ENV))
+    state["crypto_inventory"] = runtime_inventory(os.environ.get(RUNTIME_ENV))
     import hashlib
 
     state["builtin_hash_modules"] = sorted(m for m in BUILTIN_HASH_MODULES if importlib.util.find_spec(m) is not None)
@@ -87,6 +134,8 @@ def runtime_problems(state: Mapping[str, Any]) -> list[str]:
             problems.append("hashlib's OpenSSL does not default to fips=yes")
         if o.get("default"):
             problems.append("hashlib's OpenSSL has the non-FIPS default provider loaded")
+        problems += provider_problems(state)
+    problems += [f"crypto inventory: {p}" for p in state.get("crypto_inventory", {}).get("problems", [])]
     if state.get("builtin_hash_modules"):
         problems.append(f"CPython's built-in hash modules are present ({', '.join(state['builtin_hash_modules'])}): "
                         "hashlib falls back to them when OpenSSL refuses")
@@ -110,4 +159,27 @@ def runtime_problems(state: Mapping[str, Any]) -> list[str]:
         problems.append("OpenSSL's EVP key generation creates RSA-1024 keys")
     if not state.get("evp_p256_works"):
         problems.append("OpenSSL's EVP key generation cannot create P-256 keys")
+    return problems
+
+
+def provider_problems(state: Mapping[str, Any]) -> list[str]:
+    """The loaded FIPS provider is a validated version, and is the file the build made (provenance.json)."""
+    o = state.get("hashlib_openssl", {})
+    if not o.get("fips"):
+        return []
+    loaded = (o.get("fips_provider") or {}).get("version")
+    problems = []
+    if provider_validation(loaded) is None:
+        problems.append(f"the FIPS provider is OpenSSL {loaded}, NOT a validated version "
+                        f"(validated: {', '.join(f'{v} ({c})' for v, c in OPENSSL_FIPS_PROVIDERS.items())})")
+    files = state.get("provider_files", {})
+    if files.get("error"):
+        problems.append(files["error"])
+        return problems
+    prov = files.get("provenance", {})
+    if prov.get("openssl_version") != loaded:
+        problems.append(f"the loaded FIPS provider is {loaded} but provenance.json describes {prov.get('openssl_version')}")
+    if prov.get("fips_so_sha256") != files.get("fips_so_sha256"):
+        problems.append(f"{files.get('dir')}/fips.so (sha256 {files.get('fips_so_sha256')}) is not the file the build "
+                        f"recorded in provenance.json ({prov.get('fips_so_sha256')})")
     return problems

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from build.lockfile import Lockfile
 from build.recipes import load_recipes
-from tests.support.artifacts import publish
+from tests.support.artifacts import publish_all
 from tests.support.mirror import MirrorServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,9 +26,9 @@ def run(report) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         lock = Lockfile.empty(tmp / "recipes.lock")
-        for r in recipes:
-            for url, digest in publish(r, tmp / "upstream", cache=tmp / "cbins").items():
-                lock = lock.with_artifact(r.name, "linux/amd64", url, digest)
+        for name, urls in publish_all(recipes, tmp / "upstream", cache=tmp / "cbins").items():
+            for url, digest in urls.items():
+                lock = lock.with_artifact(name, "linux/amd64", url, digest)
         lock.save()
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         with MirrorServer(tmp / "upstream") as mirror:

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.e2e.bareroot import _is_mountpoint
+from tests.e2e.bareroot import _is_mountpoint, release_nsdir  # noqa: F401 - release_nsdir: for the tests
 from tests.e2e.netns import Host
 
 SSH_PORT = 2222
@@ -165,11 +165,3 @@ class SSHHost:
         if self.nsfile.exists():
             subprocess.run(["umount", "-l", str(self.nsfile)], capture_output=True, timeout=60, check=False)
             self.nsfile.unlink(missing_ok=True)
-
-
-def release_nsdir(base: Path) -> None:
-    nsdir = base / ".mntns"
-    if _is_mountpoint(nsdir):
-        subprocess.run(["umount", "-l", str(nsdir)], capture_output=True, timeout=60, check=False)
-    if nsdir.exists() and not any(nsdir.iterdir()):
-        os.rmdir(nsdir)

@@ -24,30 +24,17 @@ import yaml
 
 from mke.errors import BackupError
 from tests.integration.test_server import MkeServer, require, wait_for
+from tests.support.ports import free_ports
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 
-def _free_port() -> int:
-    """A free port below the ephemeral range (konnectivity-server refuses an ephemeral agent port)."""
-    import random
-    import socket
-
-    while True:
-        port = random.randint(20000, 32000)
-        with socket.socket() as s:
-            try:
-                s.bind(("0.0.0.0", port))
-            except OSError:
-                continue
-        return port
-
-
 def config(storage: str) -> dict[str, Any]:
+    api, mke_api, client, peer, agent, admin, health = free_ports(7)
     return {
-        "api": {"port": _free_port(), "mkeAPIPort": _free_port()},
-        "storage": {"type": storage, "etcd": {"clientPort": _free_port(), "peerPort": _free_port()}},
-        "konnectivity": {"agentPort": _free_port(), "adminPort": _free_port(), "healthPort": _free_port()},
+        "api": {"port": api, "mkeAPIPort": mke_api},
+        "storage": {"type": storage, "etcd": {"clientPort": client, "peerPort": peer}},
+        "konnectivity": {"agentPort": agent, "adminPort": admin, "healthPort": health},
         "backup": {"interval": "10s", "retention": 2},
     }
 

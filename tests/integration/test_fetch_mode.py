@@ -19,7 +19,7 @@ import pytest
 
 from build.lockfile import Lockfile
 from build.recipes import load_recipes
-from tests.support.artifacts import publish
+from tests.support.artifacts import publish_all
 from tests.support.mirror import MirrorServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,10 +40,8 @@ def upstream(tmp_path_factory):
     """An upstream-shaped tree for every fetchable recipe, plus the pins for it."""
     root = tmp_path_factory.mktemp("upstream")
     bins = tmp_path_factory.mktemp("cbins")
-    pins: dict[str, dict[str, str]] = {}
-    for r in FETCHABLE:
-        pins[r.name] = publish(r, root, cache=bins)
-    return root, pins
+    # one file per URL: etcd and etcdutl share the etcd release tarball, as upstream
+    return root, publish_all(list(FETCHABLE), root, cache=bins)
 
 
 @pytest.fixture

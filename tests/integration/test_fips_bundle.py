@@ -66,6 +66,14 @@ def test_version_reports_the_fips_runtime(fips_bundle, runtime_dir):
     rt = doc["runtime"]
     assert doc["fips"] is True and rt["fips"] is True and rt["openssl_fips_provider"]
     assert rt["validated"] is (rt["certificate"] is not None) and rt["statement"]
+    # issue 17: the provider is 3.1.2, validated under FIPS 140-3, and the caveats travel with it
+    assert rt["openssl_fips_provider"] == "3.1.2" and rt["certificate"] == "FIPS 140-3 certificate #4985"
+    assert rt["not_claimed"][0].startswith("the source is not the release tarball openssl-3.1.2.tar.gz")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENSSL", "MKE_FIPS"))}
+    env["MKE_RUNTIME_DIR"] = str(runtime_dir)
+    text = subprocess.run([str(fips_bundle.exe), "version"], capture_output=True, text=True, env=env, timeout=120,
+                          check=True).stdout
+    assert "runtime crypto: OpenSSL FIPS provider 3.1.2 (validated version: FIPS 140-3 certificate #4985)" in text
 
 
 def test_runtime_crypto_is_fips(fips_bundle, runtime_dir):
@@ -78,16 +86,53 @@ def test_runtime_crypto_is_fips(fips_bundle, runtime_dir):
     assert c["fips_enabled"] and c["md5_refused"] and c["rsa1024_sign_refused"] and c["p256_works"]
     o = s["hashlib_openssl"]
     assert o["fips"] and not o["default"] and o["default_properties_fips"]
+    # issue 17: the 3.1.2 provider under the runtime's own (3.0) libcrypto, reported as the validated version
+    assert o["version"].startswith("OpenSSL 3.0.") and o["fips_provider"]["version"] == "3.1.2"
+    assert s["provider_certificate"] == "FIPS 140-3 certificate #4985"
+    # every file of the staged runtime that links or embeds crypto, and nothing else
+    inv = s["crypto_inventory"]
+    assert inv["problems"] == [] and inv["elf_files"] > 20
+    assert {f["path"] for f in inv["crypto_files"]} >= {
+        "fips/fips.so", "lib/libcrypto.so.3", "lib/libssl.so.3", "bin/python3.11"}
+    assert any(f["path"].startswith("lib/python3.11/site-packages/cryptography/") and "libcrypto.so.3" in
+               f["crypto_needed"] and not f["marks"] for f in inv["crypto_files"])
+
+
+def test_fips_check_text_says_validated(fips_bundle, runtime_dir):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENSSL", "MKE_FIPS"))}
+    env["MKE_RUNTIME_DIR"] = str(runtime_dir)
+    out = subprocess.run([str(fips_bundle.exe), "fips", "check", "--runtime-only"], capture_output=True, text=True,
+                         env=env, timeout=300, check=True).stdout
+    assert "provider version       3.1.2: validated (FIPS 140-3 certificate #4985)" in out
+    assert "as built (provenance.json)" in out
+    assert "no other file links or embeds a crypto library" in out
+    assert out.rstrip().endswith("FIPS: every check passed")
+
+
+def _staged(b: bundle.Bundle, runtime_dir: Path) -> Path:
+    _run(b, runtime_dir, "version", "--json")  # staged
+    p = pf.Payload.open(b.exe)
+    h = hashlib.sha256(b"mke-runtime 1\n")
+    for lib in p.manifest.libraries:
+        h.update(f"{lib.name} {lib.sha256} {lib.size}\n".encode())
+    return runtime_dir / h.hexdigest()
+
+
+def test_self_tests_run_at_load_in_the_staged_runtime(fips_bundle, runtime_dir):
+    """Issue 17: the 3.1.2 provider loads into the staged runtime's own libcrypto (3.0.x) and runs its
+    integrity check and known-answer tests there (seen through OSSL_SELF_TEST_set_callback)."""
+    from build.bundle.runtime import FIPS_LOAD_CHECK, runtime_command
+
+    argv, env = runtime_command(_staged(fips_bundle, runtime_dir), "-c", FIPS_LOAD_CHECK)
+    r = json.loads(subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=True).stdout)
+    assert r["fips_loaded"] and r["failed"] == 0 and r["passed"] >= 20
+    assert {"Module_Integrity", "KAT_Digest", "KAT_Cipher", "KAT_Signature", "DRBG"} <= set(r["types"])
+    assert r["provider"]["version"].startswith("OpenSSL 3.0.") and r["provider"]["fips_provider"]["version"] == "3.1.2"
 
 
 def test_fips_module_is_carried_byte_for_byte(fips_bundle, runtime_dir):
     """fips.so's integrity MAC (in openssl.cnf) is over its exact bytes: the runtime carries them unchanged."""
-    _run(fips_bundle, runtime_dir, "version", "--json")  # staged
-    p = pf.Payload.open(fips_bundle.exe)
-    h = hashlib.sha256(b"mke-runtime 1\n")
-    for lib in p.manifest.libraries:
-        h.update(f"{lib.name} {lib.sha256} {lib.size}\n".encode())
-    fips_dir = runtime_dir / h.hexdigest() / "fips"
+    fips_dir = _staged(fips_bundle, runtime_dir) / "fips"
     prov = json.loads((fips_dir / "provenance.json").read_text())
     assert hashlib.sha256((fips_dir / "fips.so").read_bytes()).hexdigest() == prov["fips_so_sha256"]
     assert "${ENV::MKE_FIPS_RUNTIME}/fips.so" in (fips_dir / "openssl.cnf").read_text()

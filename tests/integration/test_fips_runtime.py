@@ -10,8 +10,10 @@ carries its own OpenSSL and cannot share the provider (docs/fips.md).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -73,6 +75,53 @@ def test_provenance_states_version_and_validation(provider):
     cnf = provider["openssl.cnf"].read_text()
     assert "module-mac" in cnf and "install-mac" not in cnf and "default_properties = fips=yes" in cnf
     assert "${ENV::MKE_FIPS_RUNTIME}/fips.so" in cnf
+
+
+def test_provider_is_312_from_the_crate_built_per_the_policy(provider):
+    """Issue 17: the validated version, how it was built, and what is and is not claimed."""
+    prov = json.loads(provider["provenance.json"].read_text())
+    assert prov["openssl_version"] == "3.1.2" and prov["certificate"] == "FIPS 140-3 certificate #4985"
+    assert prov["crate"]["name"] == "openssl-src" and prov["crate"]["version"] == "300.1.4+3.1.2"
+    assert prov["crate"]["openssl_commit"] == "17a2c5111864d8e016c5f2d29c40a3746b559e9d"
+    assert prov["crate"]["vcs_commit"] == "6ebeda9e7ec3fa3d4bf3aecebf9798f686ba11d3"  # from the crate itself
+    assert prov["configure"] == ["./Configure", "enable-fips"] and prov["target"] == "linux-x86_64"
+    assert prov["fipsmodule_cnf_from"] == "make install_fips"
+    assert prov["fips_module_sources_checksum"] == "89f749c416427df81cbc7fed9e9bfebb65bb201ae4a383b647cc5d774ced0129"
+    assert "all among the 614 files of providers/fips.module.sources" in prov["module_sources_check"]
+    assert prov["fips_so_sha256"] == hashlib.sha256(provider["fips.so"].read_bytes()).hexdigest()
+    assert prov["not_claimed"][0].startswith("the source is not the release tarball openssl-3.1.2.tar.gz")
+    # the module-mac the provider checks at load is the HMAC of these exact bytes
+    assert prov["module_mac"].upper() in provider["openssl.cnf"].read_text().replace(":", "")
+
+
+def test_self_tests_run_when_the_provider_loads(provider):
+    """Loaded into this Python's libcrypto (the host's OpenSSL 3.0.x): integrity check and KATs, all passed."""
+    r = _self_tests(provider["fips.so"].parent)
+    assert r["fips_loaded"] and r["failed"] == 0 and r["passed"] >= 20
+    assert r["provider"]["version"].startswith("OpenSSL 3.0.")  # a 3.1 provider under a 3.0 libcrypto
+    assert r["provider"]["fips_provider"]["version"] == "3.1.2"
+    assert {"Module_Integrity", "KAT_Digest", "KAT_Cipher", "KAT_Signature", "KAT_KDF", "DRBG"} <= set(r["types"])
+
+
+def test_a_changed_module_does_not_load(provider, tmp_path):
+    """The integrity self test at load: one byte changed in fips.so (outside its code) and it refuses."""
+    data = bytearray(provider["fips.so"].read_bytes())
+    from mke.elf import ElfFile
+
+    comment = ElfFile.parse(bytes(data)).section(".comment")
+    data[comment.offset + 1] ^= 0x20
+    (tmp_path / "fips.so").write_bytes(bytes(data))
+    shutil.copyfile(provider["openssl.cnf"], tmp_path / "openssl.cnf")
+    r = _self_tests(tmp_path)
+    assert not r["fips_loaded"] and ["Fail", "Module_Integrity", "HMAC"] in r["events"]
+
+
+def _self_tests(fips_dir: Path) -> dict:
+    from fips.openssl import self_test_probe
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENSSL")}
+    env.update(OPENSSL_CONF=str(fips_dir / "openssl.cnf"), MKE_FIPS_RUNTIME=str(fips_dir), PYTHONPATH=str(REPO))
+    return self_test_probe([sys.executable], env)
 
 
 def test_hashlib_and_evp_run_in_the_provider(provider):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import pytest
 import yaml
 
 from tests.support.binaries import real_bin_dir
+from tests.support.databases import DatabaseUnavailable, mariadb_server, postgres_server
 
 REPO = Path(__file__).resolve().parents[2]
 CORE = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
@@ -186,81 +186,22 @@ def bin_dir() -> Path | None:
 # ---------------------------------------------------------------- databases
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _db_dir(kind: str) -> Path:
-    """A directory the database's own user can enter (pytest's tmp dirs are 0700 root)."""
-    import tempfile
-
-    d = Path(tempfile.mkdtemp(prefix=f"mke-test-{kind}-"))
-    os.chmod(d, 0o755)
-    return d
-
-
 @pytest.fixture()
 def postgres() -> Iterator[str]:
-    bindir = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None)
-    if bindir is None or shutil.which("runuser") is None:
-        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
-    d = _db_dir("pg")
-    data = d / "data"
-    data.mkdir()
-    shutil.chown(data, "postgres", "postgres")
-    port = _free_port()
-    run_as = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
-                   check=True, capture_output=True)
-    proc = subprocess.Popen([*run_as, str(bindir / "postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(port),
-                             "-k", str(data)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: subprocess.run([str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
-                                        capture_output=True).returncode == 0, 30, "postgres")
-        subprocess.run([str(bindir / "psql"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
-                        "-c", "CREATE USER kine PASSWORD 'kinepw'", "-c", "CREATE DATABASE kine OWNER kine"],
-                       check=True, capture_output=True)
-        yield f"postgres://kine:kinepw@127.0.0.1:{port}/kine?sslmode=disable"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        shutil.rmtree(d, ignore_errors=True)
+        with postgres_server() as db:
+            yield db.dsn
+    except DatabaseUnavailable as e:
+        pytest.skip(str(e))
 
 
 @pytest.fixture()
 def mariadb() -> Iterator[str]:
-    mariadbd = shutil.which("mariadbd") or shutil.which("mysqld") or (
-        "/usr/sbin/mariadbd" if os.path.exists("/usr/sbin/mariadbd") else None)
-    install = shutil.which("mariadb-install-db") or shutil.which("mysql_install_db")
-    if not mariadbd or not install:
-        pytest.skip("MariaDB is not installed (apt-get install mariadb-server)")
-    d = _db_dir("mariadb")
-    data = d / "data"
-    data.mkdir()
-    shutil.chown(data, "mysql", "mysql")
-    sock = data / "mysqld.sock"  # written by the mysql user
-    port = _free_port()
-    subprocess.run([install, "--no-defaults", f"--datadir={data}", "--user=mysql", "--auth-root-authentication-method=normal",
-                    "--skip-test-db"], check=True, capture_output=True)
-    proc = subprocess.Popen([mariadbd, "--no-defaults", f"--datadir={data}", "--user=mysql", f"--port={port}",
-                             "--bind-address=127.0.0.1", f"--socket={sock}", f"--pid-file={data / 'mariadbd.pid'}",
-                             "--skip-name-resolve"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = shutil.which("mariadb") or shutil.which("mysql") or "mysql"
     try:
-        wait_for(lambda: subprocess.run([client, f"--socket={sock}", "-uroot", "-e", "select 1"],
-                                        capture_output=True).returncode == 0, 60, "mariadb")
-        subprocess.run([client, f"--socket={sock}", "-uroot", "-e",
-                        "CREATE DATABASE kine; CREATE USER 'kine'@'127.0.0.1' IDENTIFIED BY 'kinepw'; "
-                        "GRANT ALL ON kine.* TO 'kine'@'127.0.0.1';"], check=True, capture_output=True)
-        yield f"mysql://kine:kinepw@tcp(127.0.0.1:{port})/kine"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-        shutil.rmtree(d, ignore_errors=True)
+        with mariadb_server() as db:
+            yield db.dsn
+    except DatabaseUnavailable as e:
+        pytest.skip(str(e))
 
 
 # ---------------------------------------------------------------- the checks

@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -38,6 +37,7 @@ from mke import payload_format as pf
 from tests.support import rootfs
 from tests.support.binaries import real_bin_dir
 from tests.support.bundles import fetch_bundle, fips_bundle
+from tests.support.ports import free_ports
 
 pytestmark = [pytest.mark.root, pytest.mark.docker, pytest.mark.slow]
 
@@ -259,24 +259,6 @@ def test_install_writes_the_mke_file_not_the_runtime(dist, tmp_path):
     assert exec_start_argv(unit)[:2] == [os.path.realpath(dist / "mke"), "server"]
 
 
-def _free_ports(n: int) -> list[int]:
-    """``n`` free ports below the ephemeral range (konnectivity-server refuses ephemeral ones)."""
-    import random
-
-    out: list[int] = []
-    rng = random.Random()
-    while len(out) < n:
-        port = rng.randrange(20000, 32000)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        if port not in out:
-            out.append(port)
-    return out
-
-
 def _readyz(pki: Path, port: int) -> bool:
     return subprocess.run(["curl", "-sf", "--max-time", "2", "--cacert", str(pki / "ca.crt"), "--cert",
                            str(pki / "admin.crt"), "--key", str(pki / "admin.key"), f"https://127.0.0.1:{port}/readyz"],
@@ -306,7 +288,7 @@ def test_server_is_ready(kind, dist, tmp_path, debian11):
         pytest.fail(f"no docker-mode binaries: {why}")
     spec, data = make_root(kind, tmp_path, dist / "mke", debian11 if kind == "debian11" else None,
                            extra=(rootfs.bind(bins, "/opt/mke-bin", readonly=True),))
-    api, mke_api, client, peer, agent, admin, health = _free_ports(7)
+    api, mke_api, client, peer, agent, admin, health = free_ports(7, host="127.0.0.1")
     config = {"api": {"port": api, "mkeAPIPort": mke_api},
               "storage": {"etcd": {"clientPort": client, "peerPort": peer}},
               "konnectivity": {"agentPort": agent, "adminPort": admin, "healthPort": health}

@@ -54,37 +54,51 @@ def local_path(root: Path, url: str) -> Path:
     return root / parts.netloc / parts.path.lstrip("/")
 
 
-def publish(recipe: Recipe, root: Path, *, os_name: str = "linux", arch: str = "amd64", cache: Path) -> dict[str, str]:
-    """Write the recipe's artifacts + checksum files under root; return {url: sha256}."""
-    digests: dict[str, str] = {}
-    checksum_lines: dict[str, list[str]] = {}
-    for art in expand_artifacts(recipe, os_name, arch):
-        dest = local_path(root, art.url)
+def publish_all(recipes: list[Recipe], root: Path, *, os_name: str = "linux", arch: str = "amd64",
+                cache: Path) -> dict[str, dict[str, str]]:
+    """Every recipe's artifacts + checksum files under root; {recipe: {url: sha256}}.
+
+    Recipes may share an upstream artifact (etcd and etcdutl both come from the etcd release
+    tarball): one file is made per URL, holding every recipe's members, as upstream's does."""
+    by_url: dict[str, list[tuple[Recipe, object]]] = {}
+    for recipe in recipes:
+        for art in expand_artifacts(recipe, os_name, arch):
+            by_url.setdefault(art.url, []).append((recipe, art))
+    out: dict[str, dict[str, str]] = {r.name: {} for r in recipes}
+    checksum_lines: dict[str, dict[str, str]] = {}
+    work = cache / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    for url, users in by_url.items():
+        art = users[0][1]
+        members: dict[str, tuple[Recipe, str]] = {}  # member path -> (recipe, binary)
+        for recipe, a in users:
+            for binary, member in a.members:
+                members.setdefault(member, (recipe, binary))
+        dest = local_path(root, url)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        work = cache / "work"
-        work.mkdir(parents=True, exist_ok=True)
         if art.archive == "raw":
-            (binary, _), = art.members
+            (member, (recipe, binary)), = members.items()
             static_binary(dest, version_text(recipe, binary), cache=cache)
         elif art.archive == "tar.gz":
             with tarfile.open(dest, "w:gz") as tar:
-                for binary, member in art.members:
+                for member, (recipe, binary) in members.items():
                     exe = static_binary(work / binary, version_text(recipe, binary), cache=cache)
                     tar.add(exe, arcname=member)
                 tar.addfile(tarfile.TarInfo("README.md"), io.BytesIO(b""))
         elif art.archive == "zip":
             with zipfile.ZipFile(dest, "w") as z:
-                for binary, member in art.members:
+                for member, (recipe, binary) in members.items():
                     z.write(static_binary(work / binary, version_text(recipe, binary), cache=cache), member)
         digest = hashlib.sha256(dest.read_bytes()).hexdigest()
-        digests[art.url] = digest
-        filename = art.url.rsplit("/", 1)[-1]
+        for recipe, _ in users:
+            out[recipe.name][url] = digest
+        filename = url.rsplit("/", 1)[-1]
         if art.checksum_format == "bare":
             local_path(root, art.checksum_url).write_text(digest + "\n")
         else:
-            checksum_lines.setdefault(art.checksum_url, []).append(f"{digest}  {filename}")
+            checksum_lines.setdefault(art.checksum_url, {})[filename] = f"{digest}  {filename}"
     for url, lines in checksum_lines.items():
         p = local_path(root, url)
         p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text("\n".join(sorted(lines)) + "\n")
-    return digests
+        p.write_text("\n".join(sorted(lines.values())) + "\n")
+    return out

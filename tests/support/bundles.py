@@ -21,7 +21,7 @@ from pathlib import Path
 
 from build.lockfile import Lockfile
 from build.recipes import load_recipes
-from tests.support.artifacts import publish
+from tests.support.artifacts import publish_all
 from tests.support.mirror import MirrorServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,9 +38,10 @@ def build_cli(*args: str, timeout: float = 3600) -> subprocess.CompletedProcess[
 def fetch_bundle(root: Path, *, cache_dir: Path | None = None) -> Path:
     """dist/ of a fetch-mode bundle of tests/recipes/bundle; returns the dist dir."""
     lock = Lockfile.empty(root / "recipes.lock")
-    for r in load_recipes(RECIPES_DIR).values():
-        for url, digest in publish(r, root / "upstream", cache=root / "cbins").items():
-            lock = lock.with_artifact(r.name, "linux/amd64", url, digest)
+    recipes = list(load_recipes(RECIPES_DIR).values())
+    for name, urls in publish_all(recipes, root / "upstream", cache=root / "cbins").items():
+        for url, digest in urls.items():
+            lock = lock.with_artifact(name, "linux/amd64", url, digest)
     lock.save()
     extra = [f"--cache-dir={cache_dir}"] if cache_dir else []
     with MirrorServer(root / "upstream") as mirror:

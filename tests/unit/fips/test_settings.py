@@ -33,12 +33,48 @@ def test_runtime_constants_match_toolchain():
     assert dict(tc.exempt) == mfips.EXEMPT
 
 
-def test_openssl_version_is_reported_not_validated():
-    """3.0.20 is what Debian bookworm ships; it is not one of the validated provider versions."""
+def test_openssl_provider_is_the_validated_version_from_the_crate():
+    """3.1.2 (FIPS 140-3 #4985) from the openssl-src crate, its digest pinned with where it came from."""
     tc = load()
-    assert tc.openssl.version == "3.0.20"
-    assert tc.openssl.certificate is None
-    assert {"3.0.8", "3.0.9", "3.1.2"} <= set(dict(tc.openssl.validated))
+    o = tc.openssl
+    assert o.version == "3.1.2" and o.certificate == "FIPS 140-3 certificate #4985"
+    assert o.crate is not None and (o.crate.name, o.crate.version, o.crate.subdir) == ("openssl-src", "300.1.4+3.1.2",
+                                                                                      "openssl")
+    assert o.url == "https://static.crates.io/crates/openssl-src/openssl-src-300.1.4+3.1.2.crate"
+    assert o.sha256 == "80b6658b21fe1eba923af26cfe9c57a1a075a8190df2cd869a9bcd730093ffa2"
+    assert "index.crates.io" in o.sha256_from
+    assert o.configure == ("enable-fips",)  # the security policy's Configure line, nothing added
+    assert {"3.0.8", "3.0.9", "3.1.2"} <= set(dict(o.validated))
+
+
+def test_validated_providers_match_the_runtime():
+    """mke fips check (shipped) and the build (fips/toolchain.toml) agree on which providers are validated."""
+    assert dict(load().openssl.validated) == mfips.OPENSSL_FIPS_PROVIDERS
+
+
+def test_crate_base_can_be_moved(monkeypatch):
+    o = load().openssl
+    assert o.download_url({}) == o.url
+    assert o.download_url({settings.CRATES_BASE_ENV: "http://mirror.example/crates/"}) == \
+        "http://mirror.example/crates/openssl-src/openssl-src-300.1.4+3.1.2.crate"
+    assert o.url.startswith("https://static.crates.io/")  # provenance and the cache key keep the canonical URL
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    ('sha256 = "80b6658b21fe1eba923af26cfe9c57a1a075a8190df2cd869a9bcd730093ffa2"', 'sha256 = "80b6658b"',
+     r"openssl\.sha256: '80b6658b' is not 64 lowercase hex digits"),
+    ('crate = { name', 'url = "https://example.invalid/openssl-3.1.2.tar.gz"\ncrate = { name',
+     "openssl: give exactly one of url"),
+    ('subdir = "openssl"', 'subdir = "../etc"', r"openssl\.crate\.subdir: '\.\./etc' must be a relative path"),
+    ('base = "https://static.crates.io/crates"', 'base = "static.crates.io"', r"openssl\.crate\.base: 'static"),
+    ('sha256_from = ', 'sha256_fro = ', r"openssl\.sha256_fro: unknown key \(did you mean 'sha256_from'\?\)"),
+])
+def test_bad_openssl_source_is_one_line(tmp_path, old, new, message):
+    text = TOOLCHAIN.read_text()
+    assert old in text
+    with pytest.raises(FipsSettingsError, match=message) as e:
+        load(_write(tmp_path, text.replace(old, new, 1)))
+    assert "\n" not in str(e.value) and "toolchain.toml" in str(e.value)
 
 
 def test_policy():
@@ -67,7 +103,7 @@ def test_unknown_key_has_hint(tmp_path):
 
 
 def test_enable_fips_required(tmp_path):
-    bad = TOOLCHAIN.read_text().replace('configure = ["enable-fips", "no-tests"]', 'configure = ["no-tests"]')
+    bad = TOOLCHAIN.read_text().replace('configure = ["enable-fips"]', 'configure = ["no-tests"]')
     with pytest.raises(FipsSettingsError, match="openssl.configure: must contain enable-fips"):
         load(_write(tmp_path, bad))
 

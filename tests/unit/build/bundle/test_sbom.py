@@ -61,6 +61,25 @@ def test_fips_sbom_carries_the_provider_statement(dist, provenance):
     assert "comment" not in plain
 
 
+def test_fips_sbom_says_what_is_not_claimed(dist):
+    """Issue 17: the 3.1.2 provider from the crate is a validated version, with its caveats, in the SBOM."""
+    cache, dm, parts, tmp = dist
+    m = write_payload_file(cache, dm, tmp / "payload", runtime=parts, jobs=1)
+    prov = {"openssl_version": "3.1.2", "validated": True, "certificate": "FIPS 140-3 certificate #4985",
+            "url": "https://static.crates.io/crates/openssl-src/openssl-src-300.1.4+3.1.2.crate",
+            "source": "crates.io crate openssl-src 300.1.4+3.1.2", "source_sha256": "80" * 32,
+            "configure": ["./Configure", "enable-fips"], "statement": "OpenSSL FIPS provider 3.1.2, a validated version",
+            "not_claimed": ["the source is not the release tarball", "the libcrypto is outside the boundary"]}
+    doc = sbom(m, artifact="mke-fips-0.1.0-linux-amd64", digest="ab" * 32, source_date_epoch=1, runtime=RUNTIME,
+               fips_provenance=prov)
+    ossl = {p["name"]: p for p in doc["packages"]}["openssl-fips-provider"]
+    assert ossl["versionInfo"] == "3.1.2" and ossl["downloadLocation"] == prov["url"]
+    assert ossl["sourceInfo"] == (f"crates.io crate openssl-src 300.1.4+3.1.2 (sha256 {'80' * 32}); "
+                                  "Configure ./Configure enable-fips")
+    assert ossl["comment"] == ("OpenSSL FIPS provider 3.1.2, a validated version; validated: true; not claimed: the "
+                               "source is not the release tarball; not claimed: the libcrypto is outside the boundary")
+
+
 def test_a_patched_component_is_named_in_the_sbom_the_payload_manifest_and_mke_version(dist, capsys, monkeypatch):
     """[[source.patch]] (docs/recipes.md): the manifest's patch notes reach the SBOM's sourceInfo,
     survive the payload manifest's round trip, and `mke version` prints them; an unpatched

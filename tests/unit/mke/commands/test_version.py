@@ -46,3 +46,21 @@ def test_fips_payload_without_the_runtime_hook_says_so(monkeypatch, capsys):
     monkeypatch.setattr(version, "running_payload", lambda: type("P", (), {"manifest": _manifest(True)})())
     version.run(type("A", (), {"json": False})())
     assert "NOT through a FIPS provider" in capsys.readouterr().out
+
+
+def test_text_says_validated_with_the_certificate_and_the_statement(tmp_path, monkeypatch, capsys):
+    """Issue 17: `mke version` names the certificate of a validated provider and prints what the build claims."""
+    statement = ("OpenSSL FIPS provider 3.1.2, a validated version (FIPS 140-3 certificate #4985), built ... from the "
+                 "crates.io crate openssl-src 300.1.4+3.1.2 (...; not the release tarball the security policy names)")
+    (tmp_path / "provenance.json").write_text(json.dumps({
+        "openssl_version": "3.1.2", "validated": True, "certificate": "FIPS 140-3 certificate #4985",
+        "statement": statement, "not_claimed": ["the source is not the release tarball"]}))
+    monkeypatch.setenv("MKE_FIPS_RUNTIME", str(tmp_path))
+    monkeypatch.setattr(version, "running_payload", lambda: type("P", (), {"manifest": _manifest(True)})())
+    version.run(type("A", (), {"json": False})())
+    out = capsys.readouterr().out.splitlines()
+    i = out.index("runtime crypto: OpenSSL FIPS provider 3.1.2 (validated version: FIPS 140-3 certificate #4985)")
+    assert out[i + 1] == f"  {statement}"
+    (tmp_path / "provenance.json").write_text(json.dumps({"openssl_version": "3.0.20", "validated": False}))
+    version.run(type("A", (), {"json": False})())
+    assert "runtime crypto: OpenSSL FIPS provider 3.0.20 (not a validated version)" in capsys.readouterr().out

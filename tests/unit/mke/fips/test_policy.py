@@ -91,3 +91,22 @@ def test_runtime_policy_accepts_either_mode(gobins):
     """`mke fips check` does not know which --fips-go built the payload: either passes, neither plain."""
     assert report(gobins["fips"], runtime_policy()).ok
     assert not report(gobins["plain"], runtime_policy()).ok
+
+
+def test_c_crypto_library_inside_a_binary_fails(gobins, tmp_path):
+    """Issue 17, item 2: a Go binary or an exempt C program that carries a C crypto library's code fails.
+
+    The Go case: a real FIPS Go binary with a static OpenSSL's marks in its file (as cgo linking
+    libcrypto.a would leave them); the C case: the exempt `pause` compiled with them."""
+    marked = tmp_path / "kubelet"
+    marked.write_bytes(gobins["fips"].read_bytes() + b"\0inner_evp_generic_fetch\0OpenSSL Default Provider\0")
+    r = report(marked)
+    assert not r.ok
+    assert r.problems == ("embeds the code of openssl ('inner_evp_generic_fetch'), openssl-default-provider "
+                          "('OpenSSL Default Provider'): a crypto library outside the FIPS module",)
+    assert report(gobins["fips"]).ok  # the same binary without them passes
+    if shutil.which("gcc"):
+        (tmp_path / "p.c").write_text('const char *v = "gnutls_global_init";\nint main(void){return v[0] == 0;}\n')
+        subprocess.run(["gcc", "-static", "-o", tmp_path / "pause", tmp_path / "p.c"], check=True)
+        pause = report(tmp_path / "pause")
+        assert not pause.ok and pause.problems[0].startswith("embeds the code of gnutls ('gnutls_global_init')")

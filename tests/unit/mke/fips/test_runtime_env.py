@@ -32,4 +32,4 @@ def test_runtime_summary(tmp_path, monkeypatch):
     assert is_fips_runtime() and runtime_summary()["openssl_fips_provider"] is None  # no provenance.json: unknown
     (tmp_path / "provenance.json").write_text(json.dumps({"openssl_version": "3.0.20", "validated": False}))
     assert runtime_summary() == {"fips": True, "openssl_fips_provider": "3.0.20", "validated": False,
-                                 "certificate": None, "statement": None}
+                                 "certificate": None, "statement": None, "not_claimed": None}

@@ -1,0 +1,33 @@
+"""tests/bench/bench_scale.py's pure parts: the settings from the environment and the SLO verdict."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.bench import bench_scale as bs
+
+
+def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MKE_BENCH_SCALE_NODES", "10, 100")
+    monkeypatch.setenv("MKE_BENCH_SCALE_STORES", "etcd,sqlite")
+    s = bs.Settings.from_env()
+    assert (s.nodes, s.stores, s.pods_per_node) == ((10, 100), ("etcd", "sqlite"), 30)
+
+
+@pytest.mark.parametrize("var,value", [("MKE_BENCH_SCALE_NODES", "ten"), ("MKE_BENCH_SCALE_NODES", "0"),
+                                       ("MKE_BENCH_SCALE_STORES", "etcd,redis"), ("MKE_BENCH_SCALE_STEADY", "x")])
+def test_bad_settings_are_one_line(monkeypatch: pytest.MonkeyPatch, var: str, value: str) -> None:
+    monkeypatch.setenv(var, value)
+    with pytest.raises(bs.Skip) as e:
+        bs.Settings.from_env()
+    assert "\n" not in str(e.value) and "MKE_BENCH_SCALE" in str(e.value)
+
+
+def test_slo_verdict() -> None:
+    ok = {"server": {0.99: {"mutating": (0.2, 100), "list-cluster": (2.0, 10)}}, "worst_mutating": ("PUT pods", 0.9)}
+    assert bs.slo(ok) == (True, "held (mut 0.900 s, list 2.000 s)")
+    slow = {**ok, "worst_mutating": ("POST pods", 1.5)}
+    assert bs.slo(slow)[0] is False and bs.slo(slow)[1].startswith("BROKEN")
+    lists = {"server": {0.99: {"list-cluster": (31.0, 3)}}, "worst_mutating": None}
+    assert bs.slo(lists)[0] is False
+    assert bs.slo({"error": "kwok exited"}) == (None, "failed")
