@@ -177,5 +177,25 @@ def test_the_quick_tests_are_conformance_tests_of_the_embedded_version():
         path = conformance_yaml(kubernetes_version())
     except UsageError:
         pytest.skip("k8s.io/kubernetes is not in the build cache (nox -s conformance-build downloads it)")
-    listed = {e.codename for e in report.load_expected(path)}
-    assert [q for q in QUICK if q not in listed] == []
+    listed = [e.codename for e in report.load_expected(path)]
+    assert [q for q in QUICK if q not in listed] == []  # spelled as the embedded version spells them
+
+
+def test_a_quick_name_resolves_whatever_the_order_of_its_labels():
+    """1.37 moved [Conformance] before [NodeConformance]: the quick list works with either."""
+    import re
+
+    from tests.conformance.quick import QUICK, NotListed, focus, resolve
+
+    def reordered(name: str) -> str:  # the same labels, in reverse order
+        labels = re.findall(r"\[[^\]]*\]", name)
+        text = " ".join(re.sub(r"\[[^\]]*\]", " ", name).split())
+        return " ".join([labels[0], text, *reversed(labels[1:])])
+
+    older = [reordered(q) for q in QUICK] + ["[sig-apps] Deployment should run [Conformance]"]
+    assert resolve(older) == [reordered(q) for q in QUICK]
+    rx = re.compile(focus(older))
+    assert all(rx.search(reordered(q)) for q in QUICK)
+    assert not rx.search("[sig-apps] Deployment should run [Conformance]")
+    with pytest.raises(NotListed, match=r"tests/conformance/quick.py: .* is not in the embedded version's conformance list"):
+        resolve(older[1:])
