@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from mke.errors import BackupError, BusyError, KubeAPIError, UsageError
+from mke.node.files import fsync_dir
 
 if TYPE_CHECKING:
     from mke.config import ClusterConfig
@@ -365,19 +366,11 @@ def create_backup(data_dir: Path, cfg: ClusterConfig, out: Path, *, node_name: s
             os.fsync(raw.fileno())
         os.chmod(tmp_out, 0o600)
         os.replace(tmp_out, out)
-        _fsync_dir(out.parent)
+        fsync_dir(out.parent)
     finally:
         tmp_out.unlink(missing_ok=True)
         shutil.rmtree(work, ignore_errors=True)
     return Written(path=out, manifest=manifest, size=out.stat().st_size, seconds=time.monotonic() - t0)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------- reading (and verifying) an archive
@@ -556,7 +549,7 @@ def finish_interrupted_restore(data_dir: Path, say: Callable[[str], None] | None
                 os.replace(cur, old / name) if not (old / name).exists() else _remove(cur)
             if new.exists():
                 os.replace(new, cur)
-        _fsync_dir(data_dir)
+        fsync_dir(data_dir)
         committed = True
         if say is not None:
             say(f"restore committed in {data_dir} (pki, datastore, mke.yaml from the backup)")
@@ -648,7 +641,7 @@ def restore(archive: Path, data_dir: Path, *, force: bool, node_name: str, bin_d
             from mke.node.files import write_file_atomic
 
             write_file_atomic(staging / COMPLETE, json.dumps({"replace": replace}).encode(), 0o600)
-            _fsync_dir(staging)
+            fsync_dir(staging)
         except BaseException:
             if not (staging / COMPLETE).exists():
                 shutil.rmtree(staging, ignore_errors=True)
@@ -680,7 +673,7 @@ def _sync_tree(root: Path) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        _fsync_dir(Path(dirpath))
+        fsync_dir(Path(dirpath))
 
 
 def _when(ts: float) -> str:

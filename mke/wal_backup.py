@@ -67,6 +67,7 @@ from typing import TYPE_CHECKING, Any
 
 from mke import sqlite_wal
 from mke.errors import BackupError, UsageError
+from mke.node.files import fsync_dir, write_file_atomic
 
 if TYPE_CHECKING:
     import sqlite3
@@ -88,30 +89,6 @@ GEN_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
 def default_directory(data_dir: Path, cfg: ClusterConfig) -> Path:
     d = cfg.backup.continuous.directory
     return Path(d) if d else Path(data_dir) / "backups" / "wal"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """temp file, fsync, rename, fsync of the directory: the file is whole or absent, 0600."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 # ---------------------------------------------------------------- generations on disk
@@ -425,9 +402,9 @@ class WalShipper:
                              base_sha256=sha256_file(tmp / BASE)[0], wal_header=header, position=position,
                              seed=seed, revision=revision)
             (tmp / SEGMENTS).mkdir(mode=0o700)
-            _write_atomic(tmp / GENERATION_JSON, gen.to_json())
+            write_file_atomic(tmp / GENERATION_JSON, gen.to_json(), 0o600, durable=True)
             os.rename(tmp, gen.dir)
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -505,7 +482,8 @@ class WalShipper:
             self.seq += 1
             seg = sqlite_wal.Segment(generation=self.gen.id, seq=self.seq, shipped=time.time(), header=self.header,
                                      first=self.pos + 1, seed=self.seed, frames=part)
-            _write_atomic(self.gen.dir / SEGMENTS / segment_name(self.seq), sqlite_wal.encode_segment(seg))
+            write_file_atomic(self.gen.dir / SEGMENTS / segment_name(self.seq), sqlite_wal.encode_segment(seg), 0o600,
+                              durable=True)
             self.pos, self.seed = part[-1].index, part[-1].checksum
             total += len(part)
         return total

@@ -6,11 +6,12 @@ import os
 from pathlib import Path
 
 
-def write_file_atomic(path: Path, data: bytes, mode: int) -> None:
+def write_file_atomic(path: Path, data: bytes, mode: int, durable: bool = False) -> None:
     """Write ``data`` to ``path`` via a temp file in the same directory, fsync, then rename.
 
     A reader sees the old content or the new, never a part; an interrupted write
-    leaves no temp file behind.
+    leaves no temp file behind. ``durable``: the directory is fsynced too, so that the rename
+    itself survives a crash (backups: a file that was reported written must be there).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -26,6 +27,17 @@ def write_file_atomic(path: Path, data: bytes, mode: int) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    if durable:
+        fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory: the entries created, renamed or removed in it are on disk."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def private_dir(path: Path) -> Path:
