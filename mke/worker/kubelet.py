@@ -201,12 +201,16 @@ class Kubelet(SupervisedComponent):
 
     def failure(self) -> str | None:
         """A denied client certificate (a worker token used for another node, a node registered
-        already: mke's csr-approver) ends the wait at once, with the cluster's reason."""
+        already: mke's csr-approver) ends the wait at once, with the cluster's reason, as a
+        TokenError (exit 6), the same error ``wait_for_node_credentials`` raises when it asks the
+        API first: which of the two sees the denial first is a race (kubelet 1.37 exits at once)."""
+        from mke.errors import TokenError
+
         sup = self.supervisor
         for line in reversed(list(sup.tail) if sup is not None else []):
             m = CSR_DENIED.search(line)
             if m:
-                return f"the cluster denied this node's client certificate: {m.group(1)}"
+                raise TokenError(f"the cluster denied this node's client certificate: {m.group(1)}")
         return super().failure()
 
     def __init__(self, ctx: WorkerContext, *, swap: bool = False, resolv_conf: str = "/etc/resolv.conf") -> None:

@@ -163,9 +163,11 @@ def test_the_old_auto_approval_for_worker_tokens_is_deleted(cluster):
 
 def test_the_worker_stops_with_the_clusters_reason_when_its_certificate_is_denied():
     """The kubelet component's failure(): the denial kubelet logs (client-go's words) ends the
-    wait at once with the reason, instead of a kubelet that keeps restarting."""
+    wait at once with the reason, instead of a kubelet that keeps restarting, as a TokenError
+    (exit 6) like the API-side check (the e2e saw exit 7 when kubelet's log won the race)."""
     import collections
 
+    from mke.errors import TokenError
     from mke.worker.kubelet import Kubelet
 
     class Sup:
@@ -179,8 +181,11 @@ def test_the_worker_stops_with_the_clusters_reason_when_its_certificate_is_denie
 
     k = Kubelet.__new__(Kubelet)
     k.supervisor = Sup()  # type: ignore[assignment]
-    assert k.failure() == ("the cluster denied this node's client certificate: worker token abcdef was used for node "
-                           "w1: one worker token per node (mke token create --role=worker)")
+    with pytest.raises(TokenError) as e:
+        k.failure()
+    assert str(e.value) == ("the cluster denied this node's client certificate: worker token abcdef was used for "
+                            "node w1: one worker token per node (mke token create --role=worker)")
+    assert e.value.exit_code == 6
     Sup.tail = collections.deque(["I1128 all is well"])
     assert k.failure() is None
 
