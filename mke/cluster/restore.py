@@ -19,7 +19,7 @@ import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from mke.cluster.apply import Apply, bounded, file_digest
+from mke.cluster.apply import Apply, HostState, bounded, file_digest
 from mke.cluster.upgrade import newer, rfc3339
 from mke.errors import BackupError, ClusterRestoreError
 
@@ -68,6 +68,18 @@ class Restore(Apply):
         self.states.clear()
         self.say(None, f"restored on {first.label} in {time.monotonic() - t0:.1f}s; now apply")
         return await self.run()
+
+    async def worker(self, leader: HostState, st: HostState) -> None:
+        """A worker host that joins anew (``cluster reset`` left it clean) would be refused: the
+        restored datastore holds its Node as it was at the backup, and mke's CSR approver does not
+        let a new worker token take over a registered node. Its Node goes first (its pods there are
+        gone with the reset host; their controllers make them again)."""
+        if not st.running and not (st.joined and st.installed):
+            await self.mke_run(leader, "kubectl", "--data-dir", leader.host.data_dir, "--", "delete", "node",
+                               st.node_name, "--ignore-not-found", step="remove the restored Node",
+                               error=ClusterRestoreError, timeout=120)
+            self.say(st.host, f"removed the restored Node {st.node_name}: the host joins anew")
+        await super().worker(leader, st)
 
     def node_ready(self, node: dict[str, Any] | None) -> bool:
         """Ready, with a heartbeat after the restore: the datastore holds the nodes' Ready conditions as
