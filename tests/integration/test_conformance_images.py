@@ -60,7 +60,7 @@ def built(tmp_path_factory):
 
 def test_two_builds_give_the_same_digests(built):
     _, first, second = built
-    assert set(first) == {f"{E2E}/nginx:1.15-4"}
+    assert set(first) == {f"{E2E}/nginx:1.27.0-2"}
     assert {r: (i["digest"], i["sha256"]) for r, i in first.items()} == {
         r: (i["digest"], i["sha256"]) for r, i in second.items()}
 
@@ -76,7 +76,7 @@ def test_the_images_run(built):
     for info in images.values():
         _docker("load", "-i", str(dist / info["file"]))
     name = f"mke-test-nginx-{int(time.time())}"
-    _docker("run", "-d", "--name", name, f"{E2E}/nginx:1.15-4")
+    _docker("run", "-d", "--name", name, f"{E2E}/nginx:1.27.0-2")
     try:
         for _ in range(50):
             page = _docker("exec", name, "wget", "-qO-", "http://127.0.0.1/", check=False).stdout

@@ -28,7 +28,7 @@ def test_usage_errors(args, code, text, capsys, tmp_path):
 def test_recipes_table(capsys):
     assert main(["recipes"]) == 0
     rows = [line.split()[:3] for line in capsys.readouterr().out.splitlines()]  # column widths vary
-    assert ["kubernetes", "1.36.5", "fetch,docker,none"] in rows
+    assert ["kubernetes", "1.37.2", "fetch,docker,none"] in rows
     assert ["konnectivity", "0.36.0", "docker,none"] in rows
 
 

@@ -1,5 +1,5 @@
 """recipes/conformance/: the conformance suite's recipes, image specs and lock agree with each other
-and with the images upstream's e2e manifest (test/utils/image/manifest.go, v1.36.5) names."""
+and with the images upstream's e2e manifest (test/utils/image/manifest.go, v1.37.2) names."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from build.recipes import DebianSource, load_recipes
 REPO = Path(__file__).resolve().parents[3]
 CONFORMANCE = REPO / "recipes" / "conformance"
 E2E = "registry.k8s.io/e2e-test-images"
-# What the [Conformance] tests of k8s.io/kubernetes v1.36.5 pull (manifest.go), exactly as named there.
+# What the [Conformance] tests of k8s.io/kubernetes v1.37.2 pull (manifest.go), exactly as named there.
 EXPECTED_REFS = {
-    f"{E2E}/agnhost:2.66.1", f"{E2E}/agnhost:2.55", f"{E2E}/busybox:1.37.0-1", f"{E2E}/nginx:1.15-4",
-    f"{E2E}/kitten:1.8", f"{E2E}/nautilus:1.8", f"{E2E}/glibc-dns-testing:2.0.0", f"{E2E}/nonroot:1.5",
-    f"{E2E}/nonewprivs:1.4", f"{E2E}/sample-apiserver:1.29.2", "registry.k8s.io/etcd:3.6.8-0",
+    f"{E2E}/agnhost:2.66.1", f"{E2E}/agnhost:2.55", f"{E2E}/busybox:1.37.0-2", f"{E2E}/nginx:1.27.0-2",
+    f"{E2E}/kitten:1.8", f"{E2E}/nautilus:1.8", f"{E2E}/glibc-dns-testing:2.1.1", f"{E2E}/nonroot:1.5",
+    f"{E2E}/nonewprivs:1.4", f"{E2E}/sample-apiserver:1.29.2", "registry.k8s.io/etcd:3.7.0-0",
     "registry.k8s.io/pause:3.10.2",
 }
 RECIPES = load_recipes(CONFORMANCE)
@@ -37,12 +37,14 @@ def test_specs_name_exactly_the_manifest_images():
 def test_suite_and_tools_are_built():
     binaries = {b.name: r for r in RECIPES.values() for b in r.binaries}
     assert {"e2e.test", "ginkgo", "registry"} <= set(binaries)
-    assert RECIPES["kubernetes-e2e"].source.version == "v1.36.5"
-    assert RECIPES["kubernetes-e2e"].source.staging_version == "v0.36.5"
-    assert RECIPES["registry"].source.module == "github.com/distribution/distribution/v3"
-    assert RECIPES["sample-apiserver"].source.version == "v0.36.5"
-    assert RECIPES["etcd"].version == "3.6.8"
     main = load_recipes(REPO / "recipes")
+    embedded = main["kubernetes"].version  # the suite is the embedded Kubernetes' own
+    staging = "v0." + embedded.split(".", 1)[1]
+    assert RECIPES["kubernetes-e2e"].source.version == f"v{embedded}"
+    assert RECIPES["kubernetes-e2e"].source.staging_version == staging
+    assert RECIPES["registry"].source.module == "github.com/distribution/distribution/v3"
+    assert RECIPES["sample-apiserver"].source.version == staging
+    assert RECIPES["etcd"].version == "3.7.0"  # registry.k8s.io/etcd:3.7.0-0 in 1.37.2's manifest
     assert RECIPES["kubernetes-e2e"].version == main["kubernetes"].version
 
 

@@ -28,7 +28,7 @@ def test_real_recipes_cover_every_embedded_binary():
     } <= binaries
     links = {n for r in recipes.values() for b in r.binaries for n in b.links}
     assert {f"{t}-{f}{s}" for t in ("iptables", "ip6tables") for f in ("nft", "legacy") for s in ("", "-save", "-restore")} == links
-    assert recipes["kubernetes"].version.startswith("1.36.")
+    assert recipes["kubernetes"].version.startswith("1.37.")
     assert recipes["etcd"].version.startswith("3.6.")
     assert recipes["kine"].version.startswith("0.16.")
     assert recipes["konnectivity"].version.startswith("0.36.")
