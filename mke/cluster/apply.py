@@ -185,6 +185,16 @@ class Cluster:
                       timeout: float = 600.0, check: bool = True) -> Any:
         return await st.remote.run(self.mke(*args), step=step, error=error, timeout=timeout, check=check)
 
+    async def remote_sha256(self, st: HostState, path: str, *, step: str, error: type[ClusterError]) -> str | None:
+        """The sha256 of a file on the host, as the host's mke reads it (``cluster probe --file``);
+        None when it cannot be read there."""
+        r = await self.mke_run(st, "cluster", "probe", "--data-dir", st.host.data_dir, "--file", path, step=step,
+                               error=error, timeout=300)
+        try:
+            return json.loads(r.stdout)["files"][path] or None
+        except (ValueError, KeyError, TypeError):
+            return None
+
     async def api_ready(self, st: HostState) -> bool:
         r = await self.mke_run(st, "status", "--json", "--data-dir", st.host.data_dir, step="status",
                                error=ClusterReadyError, check=False, timeout=60)

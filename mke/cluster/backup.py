@@ -58,14 +58,7 @@ class Backup(Cluster):
                                    error=ClusterBackupError, timeout=1800)
             said = [x for x in r.stdout.splitlines() if x.startswith("wrote ")]
             self.say(h, said[-1] if said else f"mke backup wrote {remote}")
-            facts = await self.mke_run(st, "cluster", "probe", "--data-dir", h.data_dir, "--file", remote,
-                                       step="sha256 of the archive", error=ClusterBackupError, timeout=300)
-            import json
-
-            try:
-                want = json.loads(facts.stdout)["files"][remote]
-            except (ValueError, KeyError, TypeError):
-                want = None
+            want = await self.remote_sha256(st, remote, step="sha256 of the archive", error=ClusterBackupError)
             if not want:
                 raise ClusterBackupError(h.label, "sha256 of the archive", f"{remote}: not readable there")
             t = time.monotonic()

@@ -14,7 +14,6 @@ cluster file (docs/cluster.md).
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -95,12 +94,7 @@ class Restore(Apply):
         await st.remote.put(archive, tmp, step="upload the archive", error=ClusterRestoreError)
         sftp = await st.remote.sftp()
         await sftp.chmod(tmp, 0o600)
-        r = await self.mke_run(st, "cluster", "probe", "--data-dir", h.data_dir, "--file", tmp,
-                               step="sha256 of the archive", error=ClusterRestoreError, timeout=300)
-        try:
-            got = json.loads(r.stdout)["files"][tmp]
-        except (ValueError, KeyError, TypeError):
-            got = None
+        got = await self.remote_sha256(st, tmp, step="sha256 of the archive", error=ClusterRestoreError)
         if got != want:
             await st.remote.remove(tmp, step="upload the archive", error=ClusterRestoreError)
             raise ClusterRestoreError(h.label, "upload the archive", f"{tmp}: sha256 {got} there, {want} here")
