@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -281,8 +280,10 @@ class KubeRouterProvider(NetworkProvider):
 def klog_error(stderr: str) -> str:
     """The last error line of a klog-formatted stderr ("E1128 14:02:03.123 ... msg"), else its last
     line: kube-router logs at info level after the error that made it fail."""
+    from mke.logsink import detect_level
+
     lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
-    errors = [line for line in lines if re.match(r"[EF]\d{4} ", line)]
+    errors = [line for line in lines if detect_level(line) == "error"]
     return (errors or lines or ["no output"])[-1]
 
 
