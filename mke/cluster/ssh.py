@@ -21,6 +21,12 @@ from mke.cluster.spec import HostSpec
 from mke.errors import ClusterError
 
 CONNECT_TIMEOUT = 15.0
+# A host that dies (power, network) answers nothing, not even a reset: the connection is dropped
+# after KEEPALIVE_COUNT keepalive requests KEEPALIVE_INTERVAL seconds apart go unanswered (as
+# OpenSSH's ServerAliveInterval/ServerAliveCountMax), so a step waiting on it fails in about a
+# minute naming the host, instead of hanging until its own timeout (600 s).
+KEEPALIVE_INTERVAL = 15.0
+KEEPALIVE_COUNT = 4
 
 
 @dataclass
@@ -88,7 +94,8 @@ class Remote:
         # an unknown host is still connected to (so that an unreachable one says so), trusting no key
         trusted: Any = str(host.ssh.known_hosts) if known else (None if accept_new else ([], [], []))
         options: dict[str, Any] = {"port": host.ssh.port, "username": host.ssh.user, "known_hosts": trusted,
-                                   "connect_timeout": CONNECT_TIMEOUT, "keepalive_interval": 30}
+                                   "connect_timeout": CONNECT_TIMEOUT, "keepalive_interval": KEEPALIVE_INTERVAL,
+                                   "keepalive_count_max": KEEPALIVE_COUNT}
         if host.ssh.key_path is not None:
             options["client_keys"] = [str(host.ssh.key_path)]
         try:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.e2e.bareroot import _is_mountpoint, release_nsdir  # noqa: F401 - release_nsdir: for the tests
-from tests.e2e.netns import Host
+from tests.e2e.netns import GATEWAY, Host, ip
 
 SSH_PORT = 2222
 OVERLAYS = {"/var/lib": "var-lib", "/var/log": "var-log", "/usr/local/bin": "bin"}
@@ -134,6 +134,28 @@ class SSHHost:
             os.killpg(p.pid, signal.SIGKILL)
             p.wait(10)
         self.listeners.clear()
+
+    def power_cut(self) -> None:
+        """The host dies as a power cut would: its link goes down first (nothing more leaves it, no FIN,
+        no RST), then every process in its network namespace is killed (sshd, the sessions, whatever
+        they ran). The mount namespace and its files stay, as a disk does."""
+        ip("link", "set", "eth0", "down", ns=self.host.netns)
+        pids = ip("netns", "pids", self.host.netns, check=False).stdout.split()
+        for pid in pids:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+        if self.sshd is not None:
+            self.sshd.wait(30)
+            self.sshd = None
+
+    def power_on(self) -> None:
+        """Back after ``power_cut``: the link up, its default route again (the kernel dropped it with
+        the link), sshd started."""
+        ip("link", "set", "eth0", "up", ns=self.host.netns)
+        ip("route", "replace", "default", "via", GATEWAY, ns=self.host.netns)
+        self.start_sshd()
 
     def mke(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         """The mke that mke cluster put on this host, run inside it."""

@@ -8,7 +8,8 @@ where it stopped); a second upgrade changes nothing; a cold start (every control
 apply again); a backup fetched and checked; reset leaves every host clean. Faults first
 (they change nothing that the apply after them does not redo): an unreachable host, a wrong
 host key, a host failing sysinfo, each stopping with the host and the step named, and the
-phase's exit code.
+phase's exit code; and a host that dies (power cut) during the apply that adds it, after which the
+re-run joins it.
 
 The cluster is built from ``MKE_E2E_PREVIOUS`` (the previous release's mke file, as
 tests/e2e/test_upgrade.py) when it is set, so that the upgrade has a second build to go to;
@@ -28,7 +29,9 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -109,12 +112,17 @@ class Hosts:
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
         return path
 
-    def tool(self, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
-        """dist/mke cluster ... from the client namespace (its own runtime dir: the machine's stays untouched)."""
+    def tool(self, *args: str, timeout: float = 1800,
+             watch: Callable[[str], None] | None = None) -> subprocess.CompletedProcess[str]:
+        """dist/mke cluster ... from the client namespace (its own runtime dir: the machine's stays untouched);
+        ``watch`` sees each line of its progress (stderr) as it comes."""
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(self.client), "MKE_RUNTIME_DIR": str(BASE / "runtime")}
+        argv = ["nsenter", "--net=/run/netns/mkc-client", "--", str(mke_file()), "cluster", *args]
         t = time.monotonic()
-        p = subprocess.run(["nsenter", "--net=/run/netns/mkc-client", "--", str(mke_file()), "cluster", *args],
-                           capture_output=True, text=True, timeout=timeout, env=env, check=False)
+        if watch is None:
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+        else:
+            p = watched(argv, env, timeout, watch)
         took = time.monotonic() - t
         print(f"\n[cluster-tool] mke cluster {' '.join(args)}: exit {p.returncode} in {took:.1f}s\n{p.stderr[-6000:]}",
               file=sys.stderr)
@@ -131,6 +139,30 @@ class Hosts:
             s.destroy()
         release_nsdir(BASE / "hosts")
         self.network.destroy()
+
+
+def watched(argv: list[str], env: dict[str, str], timeout: float,
+            watch: Callable[[str], None]) -> subprocess.CompletedProcess[str]:
+    """``argv`` run with its stderr read line by line (``watch`` on each) and its stdout kept."""
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as proc:
+        out: list[str] = []
+        reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)  # type: ignore[union-attr]
+        reader.start()
+        err: list[str] = []
+        timer = threading.Timer(timeout, proc.kill)
+        timer.start()
+        try:
+            for line in proc.stderr:  # type: ignore[union-attr]
+                err.append(line)
+                watch(line)
+            proc.wait()
+        finally:
+            timer.cancel()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        reader.join(30)
+    return subprocess.CompletedProcess(argv, proc.returncode, "".join(out), "".join(err))
 
 
 def clean_slate() -> None:
@@ -269,9 +301,38 @@ def test_second_apply_changes_nothing(hosts):
     assert "health: ok" in st.stdout
 
 
-def test_an_added_worker_joins_alone(hosts):
-    hosts.add(ADDED, 7)  # 1-5: c1-c3, w1, w2; 6: the client
+def test_a_host_dying_during_apply_stops_naming_it(hosts):
+    """The added worker's host dies (its link goes down, then every process in it is killed: no
+    FIN, no RST, as a power cut) as soon as the tool has connected to it, while it is probed
+    (then uploaded to); the tool notices by its SSH keepalives and stops naming the host and the
+    step. The host comes back (link up, sshd again) for the next test's re-run."""
+    w3 = hosts.add(ADDED, 7)  # 1-5: c1-c3, w1, w2; 6: the client
     hosts.known_hosts(hosts.client / "known_hosts")
+    path = hosts.cluster_file([*CONTROLLERS, *WORKERS, ADDED])
+    killed: list[float] = []
+
+    def power_cut(line: str) -> None:
+        if not killed and line.strip().split(" ", 1)[-1].startswith(f"[{ADDED} (") and " connected as " in line:
+            w3.power_cut()
+            killed.append(time.monotonic())
+
+    p = hosts.tool("apply", "-c", str(path), watch=power_cut, timeout=600)
+    assert killed, p.stderr
+    assert p.returncode != 0, p.stderr
+    lines = error_lines(p)
+    assert lines[0] == f"mke: error: host: {ADDED} ({w3.host.address})", lines
+    assert lines[1].startswith("mke: error: step: "), lines
+    assert any(w in lines[2] for w in ("keepalive", "SSH connection", "onnection lost", "no end after")), lines
+    hosts.timings["apply: a host cut off after connect, seconds to stop"] = round(time.monotonic() - killed[0], 1)
+    assert ready_nodes() == {"w1": True, "w2": True}  # the rest of the cluster untouched
+    w3.power_on()
+
+
+def test_an_added_worker_joins_alone(hosts):
+    """After the fault (the host back), the same apply again: just that host joins."""
+    if ADDED not in hosts.hosts:
+        hosts.add(ADDED, 7)
+        hosts.known_hosts(hosts.client / "known_hosts")
     path = hosts.cluster_file([*CONTROLLERS, *WORKERS, ADDED])
     p = hosts.tool("apply", "-c", str(path))
     assert p.returncode == 0, p.stderr
