@@ -7,10 +7,11 @@ roots are under ``$MKE_E2E_DIR`` (default /var/tmp/mke-e2e); ``MKE_E2E_KEEP=1`` 
 cluster running after the tests for a look around.
 
 ``MKE_E2E_FIPS=1`` (or ``nox -s e2e-fips``) runs the same tests on the FIPS build,
-``dist/mke-fips`` (``nox -s build-fips``; docs/fips.md): every host's /mke is that file. A test
-whose check cannot hold for the FIPS build says so when it runs (``skip_on_fips``), with the
-reason; none is skipped without one. Without the file the run stops in one line naming the
-session that makes it.
+``dist/mke-fips`` (``nox -s build-fips``; docs/fips.md): every host's /mke is that file. Every
+test applies to both builds (test_tls_probe.py asserts more on the FIPS one); a test that could
+not would call ``pytest.skip("not on the FIPS build (MKE_E2E_FIPS=1): <why>")`` when
+``fips_build()``, never skip without saying why. Without the file the run stops in one line
+naming the session that makes it.
 """
 
 from __future__ import annotations
@@ -29,10 +30,18 @@ BARE = ["ctl", "w1", "w2", "bad"]
 
 
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if "tests/e2e/" in str(item.fspath):
-            item.add_marker(pytest.mark.e2e)
-            item.add_marker(pytest.mark.root)
+    e2e = [item for item in items if "tests/e2e/" in str(item.fspath)]
+    for item in e2e:
+        item.add_marker(pytest.mark.e2e)
+        item.add_marker(pytest.mark.root)
+    if e2e and fips_build() and not mke_file().exists():  # one line for the run, not one error per test
+        raise pytest.UsageError(missing_build())
+
+
+def missing_build() -> str:
+    session = "e2e-fips" if fips_build() else "e2e"
+    return (f"{mke_file()} is missing{' (MKE_E2E_FIPS=1: the FIPS build)' if fips_build() else ''}: run "
+            f"`{build_hint()}` (nox -s {session} does it unless MKE_E2E_SKIP_BUILD=1)")
 
 
 def require() -> None:
@@ -42,22 +51,12 @@ def require() -> None:
         pytest.fail(f"{tool} is not installed; the e2e tests need it on the test machine")
     exe = mke_file()
     if not exe.exists():
-        session = "e2e-fips" if fips_build() else "e2e"
-        pytest.fail(f"{exe} is missing{' (MKE_E2E_FIPS=1: the FIPS build)' if fips_build() else ''}: run "
-                    f"`{build_hint()}` (nox -s {session} does it unless MKE_E2E_SKIP_BUILD=1)", pytrace=False)
+        pytest.fail(missing_build(), pytrace=False)
     from mke.elf import ElfFile
 
     elf = ElfFile.open(exe)
     if elf is None or not elf.static:  # the kernel-only hosts need the static one
         pytest.fail(f"{exe} is not a static executable; build it again with `{build_hint()}`", pytrace=False)
-
-
-def skip_on_fips(why: str) -> None:
-    """Skip the calling test on the FIPS build (MKE_E2E_FIPS=1), saying ``why`` it cannot apply there;
-    the reason is printed at once and shows in pytest's summary (-rs)."""
-    if fips_build():
-        print(f"\n[e2e] not on the FIPS build: {why}", file=sys.stderr)
-        pytest.skip(f"not on the FIPS build (dist/mke-fips): {why}")
 
 
 @pytest.fixture(scope="module")
