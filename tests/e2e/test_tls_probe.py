@@ -45,7 +45,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.cluster import BASE, DATA, fips_build, mke_file
+from tests.e2e.cluster import BASE, fips_build, mke_file
 from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.root]
@@ -287,11 +287,11 @@ LISTENERS: dict[tuple[str, int | None], Known] = {
     ("containerd", None): Known("CRI streaming server (loopback, plain HTTP)", tls=False),
     # system pods (their own network namespaces)
     ("metrics-server", 10250): Known("metrics-server (pod)", tls=True),
-    ("coredns", 53): Known("DNS (pod)", tls=False),
+    ("coredns", 53): Known("DNS over TCP (pod)", tls=False),
     ("coredns", 8080): Known("CoreDNS health (pod, plain HTTP)", tls=False),
     ("coredns", 8181): Known("CoreDNS ready (pod, plain HTTP)", tls=False),
     ("coredns", 9153): Known("CoreDNS metrics (pod, plain HTTP)", tls=False),
-    ("konnectivity-agent", 8133): Known("konnectivity-agent admin (pod, plain HTTP)", tls=False),
+    ("konnectivity-agent", 8133): Known("konnectivity-agent admin (pod loopback, plain HTTP)", tls=False),
     ("konnectivity-agent", 8134): Known("konnectivity-agent health (pod, plain HTTP)", tls=False),
 }
 # A process's executable name -> the name above (images may name the binary otherwise).
@@ -327,43 +327,25 @@ def argv0(pid: int) -> str:
         return ""
 
 
-def descendants(pid: int) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        for task in Path(f"/proc/{p}/task").glob("*"):
-            try:
-                kids = [int(x) for x in (task / "children").read_text().split()]
-            except OSError:
-                continue
-            out += kids
-            todo += kids
-    return out
-
-
 def pod_namespaces(cluster, host: str) -> dict[str, int]:
-    """The network namespaces of ``host``'s pods: their /proc/<pid>/ns/net path -> inode, one pid each,
-    found under the host's containerd shims (as cluster.worker_rss finds them)."""
-    sock = str(DATA / "run" / "containerd" / "containerd.sock").encode()
+    """The network namespaces of ``host``'s pods: a /proc/<pid>/ns/net path -> its inode, one pid each.
+
+    A pod's processes are those in the cgroups under the worker's ``--cgroup-root`` (kubelet puts
+    every pod there; cgroup v1 or v2); their shims do not say which containerd started them, and
+    their root reads as "/" from outside."""
+    prefix = cluster.cgroup_root(host) + "/"
     own = os.stat(f"/run/netns/{cluster.host(host).netns}").st_ino
     found: dict[int, str] = {}
     for e in Path("/proc").iterdir():
         if not e.name.isdigit():
             continue
         try:
-            args = (e / "cmdline").read_bytes().split(b"\0")
-            if not (args and args[0].endswith(b"containerd-shim-runc-v2") and sock in args
-                    and Path(f"/proc/{e.name}/root").resolve() == cluster.roots[host].root):
-                continue
-        except OSError:
+            groups = [line.split(":", 2)[2] for line in (e / "cgroup").read_text().splitlines()]
+            ino = os.stat(e / "ns" / "net").st_ino
+        except (OSError, IndexError):
             continue
-        for kid in descendants(int(e.name)):
-            try:
-                ino = os.stat(f"/proc/{kid}/ns/net").st_ino
-            except OSError:
-                continue
-            if ino != own:
-                found.setdefault(ino, f"/proc/{kid}/ns/net")
+        if ino != own and any(g.startswith(prefix) for g in groups):
+            found.setdefault(ino, f"/proc/{e.name}/ns/net")
     return {path: ino for ino, path in found.items()}
 
 
