@@ -309,6 +309,7 @@ class Listener:
     process: str  # the component, by its executable (or "mke")
     known: Known | None = None
     results: dict[str, Outcome] = field(default_factory=dict)
+    detected: Outcome | None = None  # the answer to the first (approved TLS 1.2) probe
 
     @property
     def connect(self) -> str:
@@ -391,18 +392,31 @@ def every_listener(cluster) -> list[Listener]:
 # --------------------------------------------------------------------------- the table
 
 
+def plain_answer(o: Outcome | None) -> str:
+    if o is None:
+        return "-"
+    if o.verdict == "not TLS":
+        return "a non-TLS answer"
+    if o.verdict == "refused" and o.detail == "closed":
+        return "closed without a word"
+    return o.cell()
+
+
 def table(rows: list[Listener]) -> str:
+    """Two Markdown tables: the TLS listeners with every probe's outcome, then the plain ones with the
+    answer they gave to a TLS ClientHello."""
     head = ["host", "component", "listens on", "what", *(p.title for p in PROBES)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    plain = ["| host | component | listens on | what | answer to a ClientHello |", "|---|---|---|---|---|"]
     for ls in rows:
         where = f"{ls.address}:{ls.port}" + (" (pod)" if ls.place == "pod" else "")
         what = ls.known.what if ls.known else "**not identified**"
         if ls.known and not ls.known.tls:
-            cells = ["no TLS (plain)"] + ["-"] * (len(PROBES) - 1)
-        else:
-            cells = [ls.results[p.title].cell() if p.title in ls.results else "-" for p in PROBES]
+            plain.append(f"| {ls.host} | {ls.process} | {where} | {what} | {plain_answer(ls.detected)} |")
+            continue
+        cells = [ls.results[p.title].cell() if p.title in ls.results else "-" for p in PROBES]
         lines.append("| " + " | ".join([ls.host, ls.process, where, what, *cells]) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\nListeners without TLS:\n\n" + "\n".join(plain) + "\n"
 
 
 def build_name() -> str:
@@ -435,7 +449,7 @@ def test_tls_probe_every_listening_port(cluster, core):
     for ls in rows:
         if ls.known is None:
             continue
-        first = probe(ls.netns, ls.connect, ls.port, DETECT, timeout=5.0)
+        first = ls.detected = probe(ls.netns, ls.connect, ls.port, DETECT, timeout=5.0)
         speaks_tls = first.speaks_tls
         if ls.known.tls != speaks_tls:
             problems.append(f"{ls.host} {ls.process} {ls.address}:{ls.port}: LISTENERS says TLS={ls.known.tls}, "
@@ -461,7 +475,8 @@ def test_tls_probe_every_listening_port(cluster, core):
 
     text = table(rows)
     out = BASE / f"tls-probe-{build_name()}.md"
-    out.write_text(f"TLS probe of {mke_file()} ({build_name()} build)\n\n{text}")
+    client = subprocess.run(["openssl", "version"], capture_output=True, text=True, check=False).stdout.strip()
+    out.write_text(f"TLS probe of {mke_file()} ({build_name()} build; client: {client})\n\n{text}")
     print(f"\n[e2e] TLS probe, {build_name()} build ({out}):\n{text}", file=sys.stderr)
     found = {(ls.process, ls.port) for ls in rows if ls.known and ls.known.tls}
     for must in [("kube-apiserver", 6443), ("etcd", 2379), ("etcd", 2380), ("konnectivity-server", 8132),
