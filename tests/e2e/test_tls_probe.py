@@ -302,7 +302,7 @@ PROCESS_NAMES = {"proxy-server": "konnectivity-server", "proxy-agent": "konnecti
 class Listener:
     host: str  # ctl, w1, w2
     netns: str  # for nsenter --net=
-    place: str  # "host" or "pod"
+    place: str  # "host" or "pod <name>"
     address: str  # as ss shows it
     port: int
     pids: list[int]
@@ -328,15 +328,18 @@ def argv0(pid: int) -> str:
         return ""
 
 
-def pod_namespaces(cluster, host: str) -> dict[str, int]:
-    """The network namespaces of ``host``'s pods: a /proc/<pid>/ns/net path -> its inode, one pid each.
+POD_UID = re.compile(r"[/-]pod([0-9a-f]{8}(?:[-_][0-9a-f]{4}){3}[-_][0-9a-f]{12})")
+
+
+def pod_namespaces(cluster, host: str) -> dict[str, str]:
+    """The network namespaces of ``host``'s pods: a /proc/<pid>/ns/net path (one pid each) -> the pod's UID.
 
     A pod's processes are those in the cgroups under the worker's ``--cgroup-root`` (kubelet puts
     every pod there; cgroup v1 or v2); their shims do not say which containerd started them, and
     their root reads as "/" from outside."""
     prefix = cluster.cgroup_root(host) + "/"
     own = os.stat(f"/run/netns/{cluster.host(host).netns}").st_ino
-    found: dict[int, str] = {}
+    found: dict[int, tuple[str, str]] = {}
     for e in Path("/proc").iterdir():
         if not e.name.isdigit():
             continue
@@ -345,9 +348,11 @@ def pod_namespaces(cluster, host: str) -> dict[str, int]:
             ino = os.stat(e / "ns" / "net").st_ino
         except (OSError, IndexError):
             continue
-        if ino != own and any(g.startswith(prefix) for g in groups):
-            found.setdefault(ino, f"/proc/{e.name}/ns/net")
-    return {path: ino for ino, path in found.items()}
+        mine = [g for g in groups if g.startswith(prefix)]
+        if ino != own and mine:
+            m = POD_UID.search(mine[0])
+            found.setdefault(ino, (f"/proc/{e.name}/ns/net", m.group(1).replace("_", "-") if m else "?"))
+    return dict(found.values())
 
 
 SS_USER = re.compile(r'\("([^"]*)",pid=(\d+),fd=\d+\)')
@@ -379,13 +384,14 @@ def identify(ls: Listener) -> Known | None:
     return k
 
 
-def every_listener(cluster) -> list[Listener]:
+def every_listener(cluster, core) -> list[Listener]:
     mke_pids = {p.pid for p in [cluster.controller, *cluster.workers.values()] if p is not None}
+    pods = {p.metadata.uid: p.metadata.name for p in core.list_pod_for_all_namespaces().items}
     found = []
     for host in ("ctl", *sorted(cluster.workers)):
         found += listeners_in(host, f"/run/netns/{cluster.host(host).netns}", "host", mke_pids)
-        for path in pod_namespaces(cluster, host):
-            found += listeners_in(host, path, "pod", mke_pids)
+        for path, uid in pod_namespaces(cluster, host).items():
+            found += listeners_in(host, path, f"pod {pods.get(uid, uid)}", mke_pids)
     return found
 
 
@@ -409,7 +415,7 @@ def table(rows: list[Listener]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     plain = ["| host | component | listens on | what | answer to a ClientHello |", "|---|---|---|---|---|"]
     for ls in rows:
-        where = f"{ls.address}:{ls.port}" + (" (pod)" if ls.place == "pod" else "")
+        where = f"{ls.address}:{ls.port}" + (f" ({ls.place})" if ls.place != "host" else "")
         what = ls.known.what if ls.known else "**not identified**"
         if ls.known and not ls.known.tls:
             plain.append(f"| {ls.host} | {ls.process} | {where} | {what} | {plain_answer(ls.detected)} |")
@@ -439,7 +445,8 @@ def test_tls_probe_every_listening_port(cluster, core):
     on the FIPS build every probe that is not approved refused as well."""
     wait_until("metrics-server, CoreDNS and the konnectivity agents running", lambda: system_pods_running(core),
                timeout=300)
-    rows = sorted(every_listener(cluster), key=lambda ls: (ls.host != "ctl", ls.host, ls.place, ls.port, ls.address))
+    rows = sorted(every_listener(cluster, core),
+                  key=lambda ls: (ls.host != "ctl", ls.host, ls.place != "host", ls.place, ls.port, ls.address))
     for ls in rows:
         ls.known = identify(ls)
     problems = [f"{ls.host} {ls.place} {ls.address}:{ls.port}: held by {ls.process} (pids {ls.pids}), which is not "
