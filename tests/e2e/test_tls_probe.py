@@ -258,10 +258,15 @@ def probe(netns: str, address: str, port: int, p: Probe, timeout: float = 10.0) 
 
 @dataclass(frozen=True)
 class Known:
-    """A listener mke is meant to have: who holds it, what it is, whether it speaks TLS."""
+    """A listener mke is meant to have: who holds it, what it is, whether it speaks TLS, and whether it
+    must listen on loopback only (the "(loopback...)" in ``what``; checked)."""
 
     what: str
     tls: bool
+
+    @property
+    def loopback_only(self) -> bool:
+        return "loopback" in self.what
 
 
 # (process, port) -> what it is; port None: any port on loopback (picked by the process).
@@ -318,7 +323,8 @@ class Listener:
 
     @property
     def loopback(self) -> bool:
-        return self.connect.startswith("127.") or self.connect == "::1"
+        a = self.address.strip("[]").split("%")[0].removeprefix("::ffff:")
+        return a.startswith("127.") or a == "::1"
 
 
 def argv0(pid: int) -> str:
@@ -456,6 +462,9 @@ def test_tls_probe_every_listening_port(cluster, core):
     for ls in rows:
         if ls.known is None:
             continue
+        if ls.known.loopback_only and not ls.loopback:
+            problems.append(f"{ls.host} {ls.process} {ls.address}:{ls.port}: listens beyond loopback, and LISTENERS "
+                            f"says {ls.known.what!r}")
         first = ls.detected = probe(ls.netns, ls.connect, ls.port, DETECT, timeout=5.0)
         speaks_tls = first.speaks_tls
         if ls.known.tls != speaks_tls:
