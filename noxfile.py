@@ -9,6 +9,7 @@
     nox -s lock                       pin artifact digests and Go module sums (connected machine)
     nox -s bench                      benchmarks, printed as ratios against a same-run baseline
     nox -s e2e                        a real cluster (long)
+    nox -s e2e-fips                   the same on dist/mke-fips (MKE_E2E_FIPS=1)
     nox -s conformance-build          e2e.test, ginkgo, registry and the conformance images (long)
     nox -s conformance                the Kubernetes conformance suite on dist/mke (longer)
 """
@@ -140,17 +141,36 @@ def e2e(session: nox.Session) -> None:
     dist/mke, then a controller + 2 workers on kernel-only hosts (network namespaces and bare
     roots holding only dist/mke; tests/e2e); then the quick conformance subset on a cluster of its
     own (tests/conformance/quick.py; builds the suite with conformance-build). MKE_E2E_SKIP_BUILD=1
-    uses dist/ as it is; MKE_E2E_NO_CONFORMANCE=1 leaves the conformance subset out."""
+    uses dist/ as it is; MKE_E2E_NO_CONFORMANCE=1 leaves the conformance subset out. MKE_E2E_FIPS=1
+    does all of it on the FIPS build, dist/mke-fips (as `nox -s e2e-fips`)."""
+    _e2e(session, fips=bool(os.environ.get("MKE_E2E_FIPS", "") not in ("", "0")))
+
+
+@nox.session(name="e2e-fips")
+def e2e_fips(session: nox.Session) -> None:
+    """The e2e session on the FIPS build: `nox -s build-fips` (unless MKE_E2E_SKIP_BUILD=1), then the same
+    tests and quick conformance subset with every host running dist/mke-fips (MKE_E2E_FIPS=1; docs/fips.md)."""
+    _e2e(session, fips=True)
+
+
+def _e2e(session: nox.Session, *, fips: bool) -> None:
     _install(session, TEST_REQS)
     quick = not os.environ.get("MKE_E2E_NO_CONFORMANCE")
+    env = {"PYTHONPATH": str(REPO), **({"MKE_E2E_FIPS": "1"} if fips else {})}
     if not os.environ.get("MKE_E2E_SKIP_BUILD"):
-        _toolchain(session, "build", "--mode=docker", "--bundle")
+        if fips:
+            _toolchain(session, "build", "--bundle", "--mode=docker", "--fips")  # = nox -s build-fips
+        else:
+            _toolchain(session, "build", "--mode=docker", "--bundle")
         if quick:
             _toolchain(session, *CONFORMANCE_BUILD, "--dist", str(REPO / "dist" / "conformance"))
+    elif fips and not (REPO / "dist" / "mke-fips").exists():
+        session.error(f"{REPO / 'dist' / 'mke-fips'} is missing (MKE_E2E_FIPS=1, MKE_E2E_SKIP_BUILD=1): "
+                      "run `nox -s build-fips` first")
     session.run("python", "-m", "pytest", "-m", "e2e", "tests/e2e", "-p", "no:cacheprovider", *session.posargs,
-                env={"PYTHONPATH": str(REPO)})
+                env=env)
     if quick:
-        session.run("python", "-m", "tests.conformance", "--quick", env={"PYTHONPATH": str(REPO)})
+        session.run("python", "-m", "tests.conformance", "--quick", env=env)
 
 
 CONFORMANCE_BUILD = ["build", "--recipes-dir", str(REPO / "recipes" / "conformance"), "--mode=docker", "--no-bundle",

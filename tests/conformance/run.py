@@ -69,7 +69,7 @@ def conformance_yaml(version: str) -> Path:
 
 def preflight(args: argparse.Namespace) -> dict[str, Path]:
     from tests.e2e.bareroot import missing_host_tools
-    from tests.e2e.cluster import arch
+    from tests.e2e.cluster import arch, build_hint, mke_name
 
     if os.geteuid() != 0:
         raise UsageError("the conformance run needs root (network and mount namespaces, cgroups): run it with sudo")
@@ -79,7 +79,7 @@ def preflight(args: argparse.Namespace) -> dict[str, Path]:
     dist = args.dist.resolve()
     suite = args.suite.resolve()
     need = {
-        "mke": dist / "mke",
+        "mke": dist / mke_name(),  # dist/mke-fips with MKE_E2E_FIPS=1 (nox -s e2e-fips)
         "kubectl": dist / f"linux-{arch()}" / "bin" / "kubectl",
         "e2e.test": suite / "bin" / "e2e.test",
         "ginkgo": suite / "bin" / "ginkgo",
@@ -88,7 +88,7 @@ def preflight(args: argparse.Namespace) -> dict[str, Path]:
     }
     for what, path in need.items():
         if not path.exists():
-            hint = "nox -s build" if what in ("mke", "kubectl") else "nox -s conformance-build"
+            hint = build_hint() if what in ("mke", "kubectl") else "nox -s conformance-build"
             raise UsageError(f"{path} is missing ({what}): run `{hint}` first")
     if not list(need["images"].glob("*.tar")):
         raise UsageError(f"{need['images']} holds no image archives: run `nox -s conformance-build` first")
@@ -177,7 +177,7 @@ class Run:
 
     def start_cluster(self) -> None:
         c = self.cluster
-        c.create(BARE, [CLIENT])
+        c.create(BARE, [CLIENT], mke=self.files["mke"])
         (BASE / "logs").mkdir(parents=True, exist_ok=True)
         self.start_registry()
         storage = "" if self.args.storage == "etcd" else "storage:\n  type: kine\n"

@@ -41,8 +41,24 @@ def dist() -> Path:
     return Path(os.environ.get("MKE_E2E_DIST", REPO / "dist"))
 
 
+def fips_build() -> bool:
+    """``MKE_E2E_FIPS=1``: the tests run on the FIPS build, ``dist/mke-fips`` (``nox -s build-fips``)."""
+    return os.environ.get("MKE_E2E_FIPS", "") not in ("", "0")
+
+
+def mke_name() -> str:
+    """The file name of the build under test in dist/: ``mke``, or ``mke-fips`` with MKE_E2E_FIPS=1."""
+    return "mke-fips" if fips_build() else "mke"
+
+
+def build_hint() -> str:
+    """The session that makes the build under test."""
+    return "nox -s build-fips" if fips_build() else "nox -s build"
+
+
 def mke_file() -> Path:
-    return dist() / "mke"
+    """The mke file every e2e host runs: dist/mke, or dist/mke-fips with MKE_E2E_FIPS=1."""
+    return dist() / mke_name()
 
 
 def build_testapp_image(out: Path) -> Path:

@@ -5,6 +5,13 @@ Needs root, the static ``dist/mke`` of the default build (``nox -s e2e`` builds 
 ``MKE_E2E_SKIP_BUILD=1``) and ``go`` on the test machine for the test image. Logs and
 roots are under ``$MKE_E2E_DIR`` (default /var/tmp/mke-e2e); ``MKE_E2E_KEEP=1`` leaves the
 cluster running after the tests for a look around.
+
+``MKE_E2E_FIPS=1`` (or ``nox -s e2e-fips``) runs the same tests on the FIPS build,
+``dist/mke-fips`` (``nox -s build-fips``; docs/fips.md): every host's /mke is that file. Every
+test applies to both builds (test_tls_probe.py asserts more on the FIPS one); a test that could
+not would call ``pytest.skip("not on the FIPS build (MKE_E2E_FIPS=1): <why>")`` when
+``fips_build()``, never skip without saying why. Without the file the run stops in one line
+naming the session that makes it.
 """
 
 from __future__ import annotations
@@ -16,17 +23,25 @@ import time
 import pytest
 
 from tests.e2e.bareroot import missing_host_tools
-from tests.e2e.cluster import BASE, E2ECluster, build_testapp_image, clean_slate, dump, mke_file
+from tests.e2e.cluster import BASE, E2ECluster, build_hint, build_testapp_image, clean_slate, dump, fips_build, mke_file
 from tests.e2e.netns import InNetns, Network
 
 BARE = ["ctl", "w1", "w2", "bad"]
 
 
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if "tests/e2e/" in str(item.fspath):
-            item.add_marker(pytest.mark.e2e)
-            item.add_marker(pytest.mark.root)
+    e2e = [item for item in items if "tests/e2e/" in str(item.fspath)]
+    for item in e2e:
+        item.add_marker(pytest.mark.e2e)
+        item.add_marker(pytest.mark.root)
+    if e2e and fips_build() and not mke_file().exists():  # one line for the run, not one error per test
+        raise pytest.UsageError(missing_build())
+
+
+def missing_build() -> str:
+    session = "e2e-fips" if fips_build() else "e2e"
+    return (f"{mke_file()} is missing{' (MKE_E2E_FIPS=1: the FIPS build)' if fips_build() else ''}: run "
+            f"`{build_hint()}` (nox -s {session} does it unless MKE_E2E_SKIP_BUILD=1)")
 
 
 def require() -> None:
@@ -36,12 +51,12 @@ def require() -> None:
         pytest.fail(f"{tool} is not installed; the e2e tests need it on the test machine")
     exe = mke_file()
     if not exe.exists():
-        pytest.fail(f"{exe} is missing: run `nox -s build` (nox -s e2e does it unless MKE_E2E_SKIP_BUILD=1)")
+        pytest.fail(missing_build(), pytrace=False)
     from mke.elf import ElfFile
 
     elf = ElfFile.open(exe)
     if elf is None or not elf.static:  # the kernel-only hosts need the static one
-        pytest.fail(f"{exe} is not a static executable; build it again with `nox -s build`")
+        pytest.fail(f"{exe} is not a static executable; build it again with `{build_hint()}`", pytrace=False)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +69,8 @@ def cluster():
     c = E2ECluster()
     c.create(BARE, ["client"])
     testapp = build_testapp_image(BASE / "testapp-image.tar")
-    print(f"\n[e2e] kernel-only hosts {', '.join(BARE)}: each root holds only /mke ({mke_file()})", file=sys.stderr)
+    print(f"\n[e2e] kernel-only hosts {', '.join(BARE)}: each root holds only /mke ({mke_file()}"
+          f"{', the FIPS build' if fips_build() else ''})", file=sys.stderr)
     try:
         c.start_controller()
         c.wait_controller()

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.e2e.bareroot import _is_mountpoint, release_nsdir  # noqa: F401 - release_nsdir: for the tests
+from tests.e2e.cluster import fips_build
 from tests.e2e.netns import GATEWAY, Host, ip
 
 SSH_PORT = 2222
@@ -40,10 +41,15 @@ def run(argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str
 
 
 def keygen(path: Path, comment: str) -> str:
-    """An ed25519 key pair at ``path`` (no passphrase); returns the public key line."""
+    """An ed25519 key pair at ``path`` (no passphrase); returns the public key line.
+
+    On the FIPS build (MKE_E2E_FIPS=1) an ECDSA P-256 pair instead (same file names): there `mke
+    cluster` runs asyncssh on the OpenSSL FIPS provider 3.1.2, whose approved signatures are ECDSA
+    and RSA, not Ed25519 (docs/fips.md; not measured yet)."""
     path.unlink(missing_ok=True)
     Path(f"{path}.pub").unlink(missing_ok=True)
-    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)])
+    kind = ["-t", "ecdsa", "-b", "256"] if fips_build() else ["-t", "ed25519"]
+    run(["ssh-keygen", "-q", *kind, "-N", "", "-C", comment, "-f", str(path)])
     return Path(f"{path}.pub").read_text().strip()
 
 
