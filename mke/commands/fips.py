@@ -3,8 +3,9 @@
 For every binary embedded in this executable: its Go build info (GOFIPS140, DefaultGODEBUG
 fips140=on), the Go Cryptographic Module's functions in its pclntab (or BoringCrypto's),
 and static linking (mke/fips/), held to the rules of the Go FIPS mode the payload records
-(``fips_go``: native | boring; a FIPS payload from before the field is native). A binary already staged in the bin dir with the
-manifest's digest is read there; any other is decoded from the payload into a temp dir.
+(``fips_go``: native | boring; a FIPS payload from before the field is native). A binary
+already staged in the bin dir with the manifest's digest is read there; any other is
+decoded from the payload into a temp dir.
 Then the runtime's own crypto: the OpenSSL that hashlib and cryptography use, its FIPS
 provider, and what is refused (MD5, RSA-1024 keys).
 
