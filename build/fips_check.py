@@ -61,13 +61,18 @@ def check_dist(manifest_path: Path, *, policy: Policy) -> list[BinaryReport]:
     return check_files(files, policy)
 
 
-def check_bundle(exe: Path, *, policy: Policy) -> tuple[list[BinaryReport], dict[str, Any]]:
-    """Check the binaries embedded in a bundle's payload (decoded one frame at a time to a temp dir)."""
+def check_bundle(exe: Path, *, policy: Policy | None = None) -> tuple[list[BinaryReport], dict[str, Any]]:
+    """Check the binaries embedded in a bundle's payload (decoded one frame at a time to a temp dir).
+
+    ``policy`` None: the rules of the Go FIPS mode the payload records (``fips_go``; native
+    for a FIPS payload from before the field, and for a non-FIPS one)."""
     from mke.payload_format import Payload
 
     payload = Payload.open(exe)
     if payload is None:
         raise VerificationError(f"{exe}: carries no payload (a none-mode build has no binaries to check)")
+    if policy is None:
+        policy = default_policy(payload.manifest.go_fips)
     reports: list[BinaryReport] = []
     embedded = [b for b in payload.manifest.binaries if b.embedded]
     with tempfile.TemporaryDirectory(prefix="mke-fips-check-") as tmp:
@@ -79,7 +84,7 @@ def check_bundle(exe: Path, *, policy: Policy) -> tuple[list[BinaryReport], dict
                 reports.append(evaluate(inspect_binary(p, name), policy))
                 p.unlink()
     meta = {"bundle": str(exe), "mode": payload.manifest.mode, "fips": payload.manifest.fips,
-            "platform": payload.manifest.platform}
+            "fips_go": payload.manifest.go_fips, "platform": payload.manifest.platform}
     return sorted(reports, key=lambda r: r.name), meta
 
 
@@ -99,7 +104,8 @@ def verify_dist(manifest_path: Path, *, fips: bool, go_mode: str | None = None,
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m build.fips_check", description=__doc__.split("\n\n")[0])
     p.add_argument("paths", nargs="+", type=Path, help="a dist dir or manifest.json, a bundle (dist/mke), or binaries")
-    p.add_argument("--fips-go", choices=["native", "boring"], default=None, help="policy (default: fips/toolchain.toml)")
+    p.add_argument("--fips-go", choices=["native", "boring"], default=None,
+                   help="policy (default: what a bundle's payload records, else fips/toolchain.toml)")
     p.add_argument("--require", action="store_true", help="exit non-zero unless every binary passes")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     args = p.parse_args(argv)
@@ -114,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
                 if not manifest.exists():
                     raise UsageError(f"{path}: no manifest.json (pass dist/<os>-<arch>)")
                 reports += check_dist(manifest, policy=policy)
-            elif _is_bundle(path):
-                r, meta = check_bundle(path, policy=policy)
+            elif _is_bundle(path):  # without --fips-go: the mode its payload records
+                r, meta = check_bundle(path, policy=policy if args.fips_go else None)
                 reports += r
             elif path.is_file():
                 loose[path.name] = path
@@ -123,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise UsageError(f"{path}: no such file or directory")
         reports += check_files(loose, policy)
         if args.json:
-            print(json.dumps(reports_document(reports, go_mode=policy.go_mode, **meta), indent=2, sort_keys=True))
+            go_mode = meta.get("fips_go") if meta.get("fips_go") and not args.fips_go else policy.go_mode
+            print(json.dumps(reports_document(reports, **(meta | {"go_mode": go_mode})), indent=2, sort_keys=True))
         else:
             print(format_table(reports))
         ok = all(r.ok for r in reports)

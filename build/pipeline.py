@@ -189,5 +189,9 @@ def write_dist(ctx: BuildContext, mode: str, results: list[ComponentResult], dis
         "fips": ctx.fips,
         "binaries": entries,
     }
+    if ctx.fips:  # which Go FIPS mode built them (--fips-go): the bundle records it for the runtime
+        from fips.settings import load as load_fips_toolchain
+
+        doc["fips_go"] = load_fips_toolchain().go_mode(ctx.options.get("opt_fips_go")).name
     write_atomic(manifest_path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
     return manifest_path

@@ -63,6 +63,11 @@ MAX_WINDOW_LOG = 31
 READ_CHUNK = 1 << 20
 DECODE_CHUNK = 1 << 19  # sinks get views of one reused buffer: they must copy or write at once
 _HEX = frozenset("0123456789abcdef")
+#: How a FIPS payload's Go binaries were built (``build --fips-go``, fips/toolchain.toml [go]):
+#: Go's own FIPS 140-3 module (GOFIPS140) or BoringCrypto (GOEXPERIMENT=boringcrypto).
+FIPS_GO_MODES = ("native", "boring")
+#: A FIPS payload written before the manifest recorded ``fips_go`` was always built native.
+FIPS_GO_DEFAULT = "native"
 
 
 # --------------------------------------------------------------------------- manifest model
@@ -180,6 +185,16 @@ class Manifest(NamedTuple):
     images: tuple[ImageSpec, ...] = ()
     codec: str = CODEC
     schema: int = MANIFEST_SCHEMA
+    # A FIPS payload: how its Go binaries were built (FIPS_GO_MODES). None in a non-FIPS
+    # payload, and in a FIPS payload written before the field existed (= native: go_fips).
+    fips_go: str | None = None
+
+    @property
+    def go_fips(self) -> str | None:
+        """The Go FIPS mode of this payload's binaries: native | boring, None when not FIPS."""
+        if not self.fips:
+            return None
+        return self.fips_go or FIPS_GO_DEFAULT
 
     def binary(self, name: str) -> Binary:
         for b in self.binaries:
@@ -225,7 +240,7 @@ class Manifest(NamedTuple):
             "binaries": [_binary_document(b) for b in self.binaries],
             "libraries": [x._asdict() | {"packages": list(x.packages)} for x in self.libraries],
             "images": [i.to_document() for i in self.images],
-        }
+        } | ({"fips_go": self.fips_go} if self.fips_go is not None else {})
 
     def to_json(self) -> bytes:
         return json.dumps(self.to_document(), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
@@ -293,7 +308,9 @@ class Manifest(NamedTuple):
                 offset=v.nonneg(x, at, "offset"),
             ))
         images = tuple(_image_from_document(v, x, f"images[{i}]") for i, x in enumerate(doc.get("images", [])))
+        fips_go = v.field(doc, "", "fips_go", str) if "fips_go" in doc else None
         m = cls(
+            fips_go=fips_go,
             schema=schema,
             libraries=tuple(libraries),
             images=images,
@@ -312,6 +329,11 @@ class Manifest(NamedTuple):
         """Cross-field consistency: every embedded binary lies inside its frame, names unique."""
         if self.codec != CODEC:
             raise PayloadError(f"{where}: codec {self.codec!r} is not supported (expected {CODEC!r})")
+        if self.fips_go is not None:
+            if self.fips_go not in FIPS_GO_MODES:
+                raise PayloadError(f"{where}: field fips_go: {self.fips_go!r} is not one of {', '.join(FIPS_GO_MODES)}")
+            if not self.fips:
+                raise PayloadError(f"{where}: field fips_go: {self.fips_go!r} is set but fips is false")
         seen: set[str] = set()
         for b in (*self.binaries, *self.libraries):
             if b.name in seen:

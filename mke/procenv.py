@@ -8,7 +8,8 @@ never ``LD_LIBRARY_PATH``, so nothing of them reaches a child. ``clean_env`` sti
 any entry variable from the environment it is given (a caller may pass its own), and
 socket-activation and notify variables addressed to mke itself (``LISTEN_*``,
 ``NOTIFY_SOCKET``, ``WATCHDOG_*``: mke/node/sdnotify.py); in a FIPS mke it also gives back the
-caller's OpenSSL settings and turns Go's FIPS mode on (mke.fips.child_env).
+caller's OpenSSL settings and sets GODEBUG's fips140 by the payload's Go FIPS mode: forced on
+for Go's own module, removed for BoringCrypto (mke.fips.runtime_env.child_env).
 """
 
 from __future__ import annotations
@@ -33,10 +34,10 @@ def clean_env(base: Mapping[str, str] | None = None, *, extra: Mapping[str, str]
             del env[name]
         elif name.startswith(SAVED_PREFIX):
             env[name[len(SAVED_PREFIX):]] = env.pop(name)
-    if "MKE_FIPS_RUNTIME" in env:  # a FIPS mke (mke/start.py): caller's OPENSSL_*, GODEBUG fips140=on
-        from mke.fips.runtime_env import child_env
+    if "MKE_FIPS_RUNTIME" in env:  # a FIPS mke (mke/start.py): caller's OPENSSL_*, GODEBUG by --fips-go
+        from mke.fips.runtime_env import child_env, payload_go_fips
 
-        env = child_env(env, fips_payload=True)
+        env = child_env(env, go_fips=payload_go_fips())
     if extra:
         env.update(extra)
     return env

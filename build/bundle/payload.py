@@ -32,15 +32,37 @@ class DistManifest:
     mode: str
     fips: bool
     binaries: tuple[dict[str, Any], ...]
+    # --fips-go of a FIPS build (native | boring); None: not recorded (a manifest from before
+    # the field, or not FIPS). write_bundle resolves it (fips_go_mode) before the payload is made.
+    fips_go: str | None = None
 
     @classmethod
     def load(cls, path: Path) -> DistManifest:
         try:
             doc = json.loads(path.read_text())
-            return cls(path=path, platform=doc["platform"], mode=doc["mode"], fips=bool(doc.get("fips")),
-                       binaries=tuple(sorted(doc["binaries"], key=lambda e: e["name"])))
+            dm = cls(path=path, platform=doc["platform"], mode=doc["mode"], fips=bool(doc.get("fips")),
+                     binaries=tuple(sorted(doc["binaries"], key=lambda e: e["name"])), fips_go=doc.get("fips_go"))
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise BundleError(f"{path}: cannot read the build manifest ({e}); run the build again") from e
+        if dm.fips_go is not None and (not dm.fips or dm.fips_go not in pf.FIPS_GO_MODES):
+            raise BundleError(f"{path}: fips_go {dm.fips_go!r} is not one of {', '.join(pf.FIPS_GO_MODES)} "
+                              "of a FIPS build; run the build again")
+        return dm
+
+    def fips_go_mode(self, asked: str | None = None) -> str | None:
+        """The Go FIPS mode of this build's binaries (None when not FIPS): what the manifest
+        records, else ``asked`` (``--fips-go`` of this run), else fips/toolchain.toml's default.
+        A manifest that records another mode than the one asked for is an error."""
+        if not self.fips:
+            return None
+        if self.fips_go is not None:
+            if asked is not None and asked != self.fips_go:
+                raise BundleError(f"{self.path}: its binaries were built with --fips-go={self.fips_go}, "
+                                  f"not --fips-go={asked}; build them again with --fips-go={asked}")
+            return self.fips_go
+        from fips.settings import load
+
+        return load().go_mode(asked).name
 
     @property
     def embedded(self) -> tuple[dict[str, Any], ...]:
@@ -120,7 +142,8 @@ def make_payload_manifest(dm: DistManifest, frames: list[tuple[list[str], Output
         libraries.append(pf.Library(name=r["name"], packages=(), python=RUNTIME_PYTHON, sha256=r["sha256"],
                                     size=r["size"], frame=frame, offset=inner))
     m = pf.Manifest(mke_version=mke_version(), platform=dm.platform, mode=dm.mode, fips=dm.fips,
-                    frames=tuple(pf_frames), binaries=tuple(binaries), libraries=tuple(libraries), images=images)
+                    frames=tuple(pf_frames), binaries=tuple(binaries), libraries=tuple(libraries), images=images,
+                    fips_go=(dm.fips_go or pf.FIPS_GO_DEFAULT) if dm.fips else None)
     m.check("bundle")
     return m
 

@@ -11,6 +11,8 @@
 A FIPS dist manifest (``build --fips``) makes dist/mke-fips: its runtime carries the OpenSSL
 FIPS provider and a cryptography linked to the runtime's libcrypto.so.3 (fips/runtime.py),
 and every embedded binary must pass the FIPS check before the file is published (docs/fips.md).
+Its payload manifest records the Go FIPS mode (``fips_go``: native | boring, from the dist
+manifest or ``--fips-go``): the runtime passes GODEBUG=fips140=on only to native children.
 
 Everything is written to temp names and renamed; a stamp (dist/.bundle.json) records the
 key and the files' size/mtime/inode so that an unchanged bundle is not rewritten.
@@ -110,6 +112,8 @@ def write_bundle(*, cache: Cache, manifest_path: Path, dist: Path, layout: str =
 
     t0 = time.monotonic()
     dm = DistManifest.load(manifest_path)
+    # native | boring for a FIPS build: recorded in the payload (mke's children get GODEBUG by it)
+    dm = dataclasses.replace(dm, fips_go=dm.fips_go_mode(fips_go))
     platform = Platform.parse(dm.platform.split("/", 1)[1])
     version = mke_version()
     base, artifact = bundle_names(version, dm.platform, fips=dm.fips)
@@ -139,7 +143,7 @@ def write_bundle(*, cache: Cache, manifest_path: Path, dist: Path, layout: str =
         "manifest": [{k: v for k, v in b.items() if not k.startswith("_")} for b in dm.binaries],
         "mode": dm.mode, "fips": dm.fips, "platform": dm.platform, "version": version, "sde": sde,
         "images": [i.to_document() for i in images],
-    })).hexdigest()
+    } | ({"fips_go": dm.fips_go} if dm.fips else {}))).hexdigest()
     stamp_path = dist / (f".{base}{STAMP[len('.bundle'):]}" if dm.fips else STAMP)
     raw = sum(int(b["size"]) for b in dm.embedded)
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
@@ -159,7 +163,7 @@ def write_bundle(*, cache: Cache, manifest_path: Path, dist: Path, layout: str =
             join(cache.cas.path(entry.sha256), payload_file, staged)
             smoke_test(staged, work / "runtime", mode=dm.mode)
             if dm.fips:  # the embedded binaries prove FIPS before dist/mke-fips is published
-                verify_fips_bundle(staged, exe, fips_go)
+                verify_fips_bundle(staged, exe, dm.fips_go)
             os.replace(staged, exe)
         finally:
             with contextlib.suppress(FileNotFoundError):

@@ -28,6 +28,8 @@ def sbom(manifest: pf.Manifest, *, artifact: str, digest: str, source_date_epoch
     comment is the provenance statement (which version, validated or not)."""
     doc_id = uuid.uuid5(uuid.NAMESPACE_URL, f"mke:{artifact}:{digest}")
     comment = f"build mode {manifest.mode}, fips {str(manifest.fips).lower()}, platform {manifest.platform}"
+    if manifest.go_fips:
+        comment += f", Go FIPS mode {manifest.go_fips} (--fips-go)"
     if fips_provenance is not None:
         comment += f"; FIPS build: runtime crypto through {fips_provenance.get('statement', '(no statement)')}"
     packages: list[dict[str, Any]] = [{

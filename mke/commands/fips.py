@@ -2,8 +2,10 @@
 
 For every binary embedded in this executable: its Go build info (GOFIPS140, DefaultGODEBUG
 fips140=on), the Go Cryptographic Module's functions in its pclntab (or BoringCrypto's),
-and static linking (mke/fips/). A binary already staged in the bin dir with the
-manifest's digest is read there; any other is decoded from the payload into a temp dir.
+and static linking (mke/fips/), held to the rules of the Go FIPS mode the payload records
+(``fips_go``: native | boring; a FIPS payload from before the field is native). A binary
+already staged in the bin dir with the manifest's digest is read there; any other is
+decoded from the payload into a temp dir.
 Then the runtime's own crypto: the OpenSSL that hashlib and cryptography use, its FIPS
 provider, and what is refused (MD5, RSA-1024 keys).
 
@@ -92,8 +94,10 @@ def build_report(args: argparse.Namespace) -> dict[str, Any]:
                                    "(run `python -m build.fips_check` on them)")
         else:
             bin_dir = args.bin_dir or Path(os.environ.get(BIN_DIR_ENV) or "/var/lib/mke/bin")
-            reports, source = check_payload(payload, bin_dir, runtime_policy())
-            doc["payload"] = {"path": payload.label, "mode": payload.manifest.mode, "fips": payload.manifest.fips}
+            go_fips = payload.manifest.go_fips
+            reports, source = check_payload(payload, bin_dir, runtime_policy(go_fips))
+            doc["payload"] = {"path": payload.label, "mode": payload.manifest.mode, "fips": payload.manifest.fips,
+                              "fips_go": go_fips}
             doc["binaries"] = [{**r.to_document(), "read_from": source.get(r.name)} for r in reports]
             doc["_reports"] = reports
             if not payload.manifest.fips:
@@ -172,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
         if "binaries" in doc:
             where = doc["payload"]["path"] if doc.get("payload") else "(no payload)"
             print(f"EMBEDDED BINARIES of {where}")
+            if doc.get("payload") and doc["payload"]["fips_go"]:
+                print(f"Go FIPS mode: {doc['payload']['fips_go']} (--fips-go; checked by its rules)")
             if reports:
                 print(format_table(reports))
         if "runtime" in doc:

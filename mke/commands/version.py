@@ -1,5 +1,8 @@
 """``mke version [--json]``: mke's version, build mode, fips, and each embedded component.
 
+A FIPS payload also says how its Go binaries were built (``fips_go``: native | boring,
+``Manifest.go_fips``), which decides the GODEBUG the processes mke starts get.
+
 Reads only the payload manifest (a few small reads); never decodes a binary.
 """
 
@@ -29,14 +32,22 @@ def runtime(fips_payload: bool) -> dict[str, Any]:
     return runtime_summary()
 
 
+#: How each Go FIPS mode's binaries are run (mke.fips.runtime_env.child_env; docs/fips.md).
+GO_FIPS_TEXT = {
+    "native": "native (Go Cryptographic Module, GOFIPS140; its programs run with GODEBUG fips140=on)",
+    "boring": "boring (BoringCrypto, GOEXPERIMENT=boringcrypto; its programs run without any GODEBUG fips140)",
+}
+
+
 def describe(manifest: Manifest | None) -> dict[str, Any]:
     if manifest is None:
-        return {"version": __version__, "mode": "none", "fips": False, "platform": None, "embedded": False,
-                "components": [], "runtime": runtime(False)}
+        return {"version": __version__, "mode": "none", "fips": False, "fips_go": None, "platform": None,
+                "embedded": False, "components": [], "runtime": runtime(False)}
     return {
         "version": manifest.mke_version,
         "mode": manifest.mode,
         "fips": manifest.fips,
+        "fips_go": manifest.go_fips,
         "platform": manifest.platform,
         "embedded": any(b.embedded for b in manifest.binaries),
         "components": manifest.components(),
@@ -54,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
     fips = "yes" if doc["fips"] else "no"
     where = doc["platform"] or "source"
     print(f"mke {doc['version']} ({where}, mode {doc['mode']}, fips {fips})")
+    if doc["fips_go"]:
+        print(f"go crypto: {GO_FIPS_TEXT.get(doc['fips_go'], doc['fips_go'])}")
     rt = doc["runtime"]
     if rt["fips"]:
         print(f"runtime crypto: OpenSSL FIPS provider {rt.get('openssl_fips_provider') or '?'} "

@@ -15,6 +15,7 @@ from typing import Any
 from mke.fips.binary import BinaryFacts, inspect_binary
 from mke.fips.goinfo import GoBuildInfo
 from mke.fips.pclntab import CryptoFunctions
+from mke.payload_format import FIPS_GO_DEFAULT, FIPS_GO_MODES
 
 # Go Cryptographic Module versions mke knows. Keep in sync with fips/toolchain.toml
 # (tests/unit/fips/test_settings.py checks it).
@@ -30,7 +31,7 @@ OPENSSL_FIPS_PROVIDERS: dict[str, str] = {
     "3.0.9": "FIPS 140-2 certificate #4282 (historical since September 2026)",
     "3.1.2": "FIPS 140-3 certificate #4985",
 }
-GO_MODES = ("native", "boring")
+GO_MODES = FIPS_GO_MODES  # --fips-go; a FIPS payload records its own (Manifest.go_fips)
 #: Non-Go binaries that do no crypto (keep in sync with [exempt] in fips/toolchain.toml).
 EXEMPT: dict[str, str] = {
     "pause": "C program (Kubernetes build/pause/linux/pause.c) that does no cryptography",
@@ -57,7 +58,6 @@ class Policy:
     go_module: str = DEFAULT_GO_MODULE
     require_static: bool = True
     exempt: tuple[tuple[str, str], ...] = ()
-    accept_modes: tuple[str, ...] = ()  # runtime: accept either mode (the payload does not record which)
 
     def exemption(self, name: str) -> str | None:
         return dict(self.exempt).get(name)
@@ -185,13 +185,8 @@ def evaluate(f: BinaryFacts, policy: Policy) -> BinaryReport:
         if exempt is not None:
             problems.append(f"listed as exempt ({exempt}) but is a Go binary; Go binaries must pass the check")
             exempt = None
-        modes = policy.accept_modes or (policy.go_mode,)
-        results = []
-        for mode in modes:
-            check = _boring_problems if mode == "boring" else _native_problems
-            results.append(check(f, info, fn, policy))
-        if not any(not r for r in results):
-            problems += min(results, key=len)
+        check = _boring_problems if policy.go_mode == "boring" else _native_problems
+        problems += check(f, info, fn, policy)
     return BinaryReport(
         name=f.name,
         go_version=info.go_version if info else None,
@@ -208,10 +203,15 @@ def evaluate(f: BinaryFacts, policy: Policy) -> BinaryReport:
     )
 
 
-def runtime_policy() -> Policy:
-    """What ``mke fips check`` demands: the payload does not record --fips-go, so either mode passes."""
-    return Policy(go_mode="native", go_module=DEFAULT_GO_MODULE, exempt=tuple(sorted(EXEMPT.items())),
-                  accept_modes=GO_MODES)
+def runtime_policy(go_mode: str | None = None) -> Policy:
+    """What ``mke fips check`` demands: the rules of the Go FIPS mode the payload records
+    (``Manifest.go_fips``: native | boring; a FIPS payload from before the field is native),
+    never either one. ``None`` (no FIPS payload): native."""
+    mode = go_mode or FIPS_GO_DEFAULT
+    if mode not in GO_MODES:
+        raise ValueError(f"unknown Go FIPS mode {mode!r} ({' | '.join(GO_MODES)})")
+    return Policy(go_mode=mode, go_module=DEFAULT_GO_MODULE if mode == "native" else "",
+                  exempt=tuple(sorted(EXEMPT.items())))
 
 
 def check_files(files: Mapping[str, Path | str], policy: Policy) -> list[BinaryReport]:

@@ -38,13 +38,21 @@ def runtime_summary() -> dict[str, Any]:
             "not_claimed": prov.get("not_claimed")}
 
 
-def child_env(env: Mapping[str, str], *, fips_payload: bool) -> dict[str, str]:
-    """The environment for a child process of a FIPS mke (procenv.clean_env can call this last).
+def child_env(env: Mapping[str, str], *, go_fips: str | None) -> dict[str, str]:
+    """The environment for a child process of a FIPS mke (procenv.clean_env calls this last).
 
     Gives back the caller's OPENSSL_* values that mke/start.py replaced (children must
-    not load the bundle's temp-dir provider), and for a FIPS payload forces GODEBUG
-    fips140=on so that ``GODEBUG=fips140=off`` in mke's environment cannot turn the Go
-    module's FIPS mode off.
+    not load the bundle's temp-dir provider), and sets GODEBUG's fips140 by the Go FIPS
+    mode of the payload's binaries (``go_fips``, the manifest's ``Manifest.go_fips``):
+
+    - ``native`` (Go's own module): fips140=on is forced, so that ``GODEBUG=fips140=off``
+      in mke's environment cannot turn the module's FIPS mode off (``only`` is kept);
+    - ``boring`` (GOEXPERIMENT=boringcrypto): every fips140 setting is removed, the caller's
+      too. A BoringCrypto binary panics at start with fips140=on or only ("FIPS 140-3 mode is
+      incompatible with GOEXPERIMENT=boringcrypto"), and fips140=off does not turn
+      BoringCrypto off (nothing does), so none can serve; a caller's on/only is named once
+      on stderr;
+    - ``None`` (not a FIPS payload): GODEBUG is left as it is.
     """
     out = dict(env)
     for name in list(out):
@@ -56,20 +64,67 @@ def child_env(env: Mapping[str, str], *, fips_payload: bool) -> dict[str, str]:
             else:
                 out.pop(real, None)
     out.pop(RUNTIME_ENV, None)
-    if fips_payload:
-        out["GODEBUG"] = godebug_for_children(out)
+    if go_fips is not None:
+        godebug = godebug_for_children(out, go_fips)
+        if godebug:
+            out["GODEBUG"] = godebug
+        else:
+            out.pop("GODEBUG", None)
     return out
 
 
-def godebug_for_children(env: Mapping[str, str]) -> str:
-    """The GODEBUG a FIPS mke passes to its Go children: the caller's, with fips140 forced on.
+def _fips140(env: Mapping[str, str]) -> str | None:
+    """The fips140 value of GODEBUG (the last one wins, as in Go), or None."""
+    values = [p.split("=", 1)[1] for p in env.get("GODEBUG", "").split(",") if p.startswith("fips140=")]
+    return values[-1] if values else None
 
-    A FIPS binary's fips140=on is only a *default*: ``GODEBUG=fips140=off`` in the
-    environment would turn the module's FIPS mode off. ``only`` (stricter) is kept.
+
+_warned_boring_godebug = False
+
+
+def godebug_for_children(env: Mapping[str, str], go_fips: str = "native") -> str:
+    """The GODEBUG a FIPS mke passes to its Go children ("" = none), by the payload's Go FIPS mode.
+
+    native: the caller's, with fips140 forced on. A FIPS binary's fips140=on is only a
+    *default*: ``GODEBUG=fips140=off`` in the environment would turn the module's FIPS mode
+    off. ``only`` (stricter) is kept. boring: the caller's without any fips140 setting
+    (see child_env).
     """
+    global _warned_boring_godebug
+    if go_fips not in ("native", "boring"):
+        raise ValueError(f"unknown Go FIPS mode {go_fips!r} (native | boring)")
     parts = [p for p in env.get("GODEBUG", "").split(",") if p and not p.startswith("fips140=")]
-    current = next((p.split("=", 1)[1] for p in env.get("GODEBUG", "").split(",") if p.startswith("fips140=")), "")
+    current = _fips140(env)
+    if go_fips == "boring":
+        if current in ("on", "only") and not _warned_boring_godebug:
+            _warned_boring_godebug = True
+            from mke.cli import warn
+
+            warn(f"GODEBUG fips140={current} is not passed to the programs mke starts: they are built with "
+                 "BoringCrypto (--fips-go=boring), which is always on and panics at start with fips140=on or only "
+                 "(docs/fips.md)")
+        return ",".join(parts)
     return ",".join(parts + ["fips140=" + ("only" if current == "only" else "on")])
+
+
+def payload_go_fips() -> str:
+    """The Go FIPS mode of the running mke's payload: native | boring (mke.payload_format.Manifest.go_fips).
+
+    A FIPS runtime without a payload (run from source) or with a non-FIPS payload gets
+    ``native`` (fips140=on harms no Go binary but a BoringCrypto one, and only a FIPS payload
+    carries those). Read once per process and payload location (a few small reads).
+    """
+    from mke import start
+    from mke.payload_format import FIPS_GO_DEFAULT, PAYLOAD_ENV, running_payload
+
+    key = (os.environ.get(PAYLOAD_ENV), start.payload_path)
+    if key not in _payload_go_fips:
+        payload = running_payload()
+        _payload_go_fips[key] = (payload.manifest.go_fips if payload else None) or FIPS_GO_DEFAULT
+    return _payload_go_fips[key]
+
+
+_payload_go_fips: dict[tuple[str | None, str | None], str] = {}
 
 
 #: TLS 1.2 suites approved in FIPS 140-3 mode (TLS 1.3: only the AES-GCM suites, which Go

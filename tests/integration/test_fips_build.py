@@ -52,7 +52,8 @@ def test_fips_build_verifies_and_keys_apart(env, monkeypatch, capsys):
     assert facts.buildinfo.setting("GOFIPS140").startswith("v1.0.0-")
     assert facts.buildinfo.default_godebug["fips140"] == "on"
     assert "-trimpath" in facts.buildinfo.setting("-trimpath") or facts.buildinfo.setting("-trimpath") == "true"
-    assert json.loads((out / "manifest.json").read_text())["fips"] is True
+    doc = json.loads((out / "manifest.json").read_text())
+    assert doc["fips"] is True and doc["fips_go"] == "native"  # the bundle's payload records it (issue 17 item 3)
     # the non-FIPS output of the same recipe fails the same check
     plain = evaluate(inspect_binary(env["root"] / "dist-plain" / "linux-amd64" / "bin" / "gohello"),
                      runtime_policy())

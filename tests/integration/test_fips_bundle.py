@@ -74,6 +74,8 @@ def test_version_reports_the_fips_runtime(fips_bundle, runtime_dir):
     text = subprocess.run([str(fips_bundle.exe), "version"], capture_output=True, text=True, env=env, timeout=120,
                           check=True).stdout
     assert "runtime crypto: OpenSSL FIPS provider 3.1.2 (validated version: FIPS 140-3 certificate #4985)" in text
+    # issue 17 item 3: the payload records the Go FIPS mode (the toolchain's default here)
+    assert doc["fips_go"] == "native" and "go crypto: native (Go Cryptographic Module" in text
 
 
 def test_runtime_crypto_is_fips(fips_bundle, runtime_dir):
@@ -138,3 +140,51 @@ def test_fips_module_is_carried_byte_for_byte(fips_bundle, runtime_dir):
     assert "${ENV::MKE_FIPS_RUNTIME}/fips.so" in (fips_dir / "openssl.cnf").read_text()
     # CPython's own hash modules are built into Debian's python3.11: the runtime blocks them at start
     # (mke/start.py); `fips check` reports builtin_hash_modules == [] (test_runtime_crypto_is_fips).
+
+
+@pytest.fixture(scope="module")
+def go_programs(tmp_path_factory) -> dict[str, Path]:
+    """The test program of tests/support/gofips.py, native (GOFIPS140=v1.0.0) and BoringCrypto."""
+    from tests.support.gofips import BoringBuildError, build, build_boring, have_go_fips, write_program
+
+    d = tmp_path_factory.mktemp("fips-go")
+    if not have_go_fips():
+        pytest.fail("needs Go 1.24+ on the host to build the FIPS test programs")
+    src = write_program(d / "src")
+    try:
+        boring = build_boring(src, d / "boring" / "kubectl")
+    except BoringBuildError as e:
+        pytest.fail(f"cannot build the BoringCrypto test program: {e}")
+    return {"boring": boring, "native": build(src, d / "native" / "kubectl", env={"GOFIPS140": "v1.0.0"})}
+
+
+def _run_child(b: bundle.Bundle, runtime_dir: Path, program: Path, godebug: str) -> subprocess.CompletedProcess:
+    """`mke-fips kubectl` with ``program`` as kubectl: it runs in the environment the bundle's own
+    clean_env makes (exec_tool), so it prints what Go's FIPS mode is in a child of this mke."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENSSL", "MKE_FIPS", "GODEBUG"))}
+    env |= {"MKE_RUNTIME_DIR": str(runtime_dir), "KUBECONFIG": "/dev/null", "GODEBUG": godebug}
+    return subprocess.run([str(b.exe), "kubectl", "--bin-dir", str(program.parent)], capture_output=True, text=True,
+                          env=env, timeout=120, check=False)
+
+
+def test_native_bundle_children_get_fips140_on(fips_bundle, runtime_dir, go_programs):
+    """The caller's GODEBUG=fips140=off does not reach a native payload's Go programs."""
+    proc = _run_child(fips_bundle, runtime_dir, go_programs["native"], "fips140=off")
+    assert proc.returncode == 0 and proc.stdout.startswith("fips140=true boring=false"), proc.stderr
+
+
+def test_boring_bundle_children_get_no_fips140(tmp_path_factory, runtime_dir, go_programs):
+    """Issue 17 item 3 end to end: a real dist/mke-fips whose payload records fips_go=boring; its child, a real
+    BoringCrypto program, runs although the caller set GODEBUG=fips140=on (which makes it panic: checked)."""
+    root = tmp_path_factory.mktemp("fips-bundle-boring")
+    b = make_fips_bundle(root, fips_go="boring")
+    assert pf.Payload.open(b.exe).manifest.go_fips == "boring"
+    assert _run(b, runtime_dir, "version", "--json")["fips_go"] == "boring"
+    direct = subprocess.run([str(go_programs["boring"])], env={"GODEBUG": "fips140=on"}, capture_output=True,
+                            text=True, check=False)
+    assert direct.returncode == 2 and "FIPS 140-3 mode is incompatible with GOEXPERIMENT=boringcrypto" in direct.stderr
+    proc = _run_child(b, runtime_dir, go_programs["boring"], "fips140=on,x509sha1=1")
+    assert proc.returncode == 0 and proc.stdout.startswith("fips140=false boring=true"), proc.stderr
+    assert "mke: warning: GODEBUG fips140=on is not passed to the programs mke starts" in proc.stderr
+    doc = _run(b, runtime_dir, "fips", "check", "--binaries-only", "--json")
+    assert doc["payload"]["fips_go"] == "boring"

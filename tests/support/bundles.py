@@ -52,8 +52,11 @@ def fetch_bundle(root: Path, *, cache_dir: Path | None = None) -> Path:
     return root / "dist"
 
 
-def fips_bundle(root: Path):
-    """dist/mke-fips whose payload embeds no binary (the runtime's FIPS crypto is what is tested)."""
+def fips_bundle(root: Path, *, fips_go: str | None = None):
+    """dist/mke-fips whose payload embeds no binary (the runtime's FIPS crypto is what is tested).
+
+    ``fips_go``: the Go FIPS mode its dist manifest records (None: none recorded, i.e. the
+    toolchain's default, native)."""
     from build import bundle
     from build.cache import Cache, default_cache_dir
 
@@ -62,7 +65,7 @@ def fips_bundle(root: Path):
     manifest.write_text(json.dumps({"schema": 1, "platform": "linux/amd64", "mode": "none", "fips": True, "binaries": [
         {"name": "kubectl", "component": "kubernetes", "version": "1.36.5", "license": "Apache-2.0", "homepage": "",
          "roles": ["controller", "worker"], "mode": "none", "fips": True, "source": None, "sha256": None,
-         "size": None}]}))
+         "size": None}]} | ({"fips_go": fips_go} if fips_go else {})))
     dist = root / "dist"
     dist.mkdir(exist_ok=True)
     return bundle.write_bundle(cache=Cache(default_cache_dir()), manifest_path=manifest, dist=dist, jobs=2,

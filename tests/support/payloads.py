@@ -21,9 +21,10 @@ from mke import payload_format as pf
 
 def make_payload(path: Path, groups: list[dict[str, bytes]], *, mode: str = "fetch", roles: dict | None = None,
                  version: str = "1.0.0", libraries: dict[str, tuple[bytes, tuple[str, ...]]] | None = None,
-                 links: dict[str, tuple[str, ...]] | None = None, images: tuple[pf.ImageSpec, ...] = ()
-                 ) -> pf.Manifest:
-    """Write a payload file with one frame per group ({name: content}); returns its manifest."""
+                 links: dict[str, tuple[str, ...]] | None = None, images: tuple[pf.ImageSpec, ...] = (),
+                 fips: bool = False, fips_go: str | None = None) -> pf.Manifest:
+    """Write a payload file with one frame per group ({name: content}); returns its manifest
+    (``fips``, ``fips_go``: what a FIPS bundle's manifest says)."""
     roles = roles or {}
     work = path.parent / f".{path.name}.frames"
     work.mkdir(parents=True, exist_ok=True)
@@ -53,12 +54,12 @@ def make_payload(path: Path, groups: list[dict[str, bytes]], *, mode: str = "fet
                 binaries.append(pf.Binary(
                     name=name, component=name.split("-")[0], version=version, license="Apache-2.0",
                     homepage="https://example.invalid", roles=tuple(roles.get(name, ("controller", "worker"))),
-                    source=[f"https://example.invalid/{name}"], mode=mode, fips=False, sha256=digest,
+                    source=[f"https://example.invalid/{name}"], mode=mode, fips=fips, sha256=digest,
                     size=len(content), frame=index, offset=inner, links=(links or {}).get(name, ())))
             inner += len(content)
-    manifest = pf.Manifest(mke_version="0.0.1", platform="linux/amd64", mode=mode, fips=False,
+    manifest = pf.Manifest(mke_version="0.0.1", platform="linux/amd64", mode=mode, fips=fips,
                            frames=tuple(frames), binaries=tuple(sorted(binaries, key=lambda b: b.name)),
-                           libraries=tuple(libs), images=images)
+                           libraries=tuple(libs), images=images, fips_go=fips_go)
     with open(path, "wb") as out:
         pf.write_payload(out, manifest, frame_files)
     shutil.rmtree(work)

@@ -99,3 +99,23 @@ def test_check_dist_missing_binary(tmp_path, gobins):
     (manifest.parent / "bin" / "kubelet").unlink()
     with pytest.raises(VerificationError, match="kubelet listed but not in"):
         check_dist(manifest, policy=NATIVE)
+
+
+def test_a_bundle_is_checked_by_the_mode_its_payload_records(gobins, tmp_path, capsys):
+    """Issue 17 item 3: `python -m build.fips_check dist/mke-fips` of a boring bundle needs no --fips-go."""
+    import shutil
+
+    from tests.support.payloads import embed
+
+    if "boring" not in gobins or not shutil.which("objcopy"):
+        pytest.skip("needs gcc (the BoringCrypto program) and objcopy")
+    payload = tmp_path / "payload"
+    make_payload(payload, [{"runc": gobins["boring"].read_bytes()}], mode="docker", fips=True, fips_go="boring")
+    exe = embed(gobins["nocrypto-fips"], payload, tmp_path / "mke-fips")
+    reports, meta = check_bundle(exe)
+    assert meta["fips_go"] == "boring" and reports[0].ok, reports[0].problems
+    assert main([str(exe), "--require", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["go_mode"] == "boring" and doc["fips_go"] == "boring" and doc["ok"]
+    assert main([str(exe), "--require", "--fips-go", "native"]) == 11  # asked for: native rules
+    assert "runc: " in capsys.readouterr().err

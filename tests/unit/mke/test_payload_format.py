@@ -177,3 +177,30 @@ def test_node_images_round_trip_and_must_name_listed_binaries(tmp_path):
     make_payload(tmp_path / "q", [{"coredns": b"\x7fELF"}], images=(bad,))
     with pytest.raises(PayloadError, match="image 'coredns' needs binary 'missing'"):
         pf.Payload.open(tmp_path / "q")
+
+
+def _doc(**changes) -> dict:
+    m = pf.Manifest(mke_version="0.1.0", platform="linux/amd64", mode="docker", fips=True, binaries=())
+    return json.loads(m.to_json()) | changes
+
+
+def test_fips_go_is_recorded_and_validated():
+    """Issue 17 item 3: a FIPS payload records its Go FIPS mode; an old one (no field) means native."""
+    for mode in pf.FIPS_GO_MODES:
+        m = pf.Manifest.from_document(_doc(fips_go=mode))
+        assert m.fips_go == mode and m.go_fips == mode
+        assert json.loads(m.to_json())["fips_go"] == mode
+    old = pf.Manifest.from_document(_doc())
+    assert old.fips_go is None and old.go_fips == "native"
+    plain = pf.Manifest.from_document(_doc(fips=False))
+    assert plain.go_fips is None and "fips_go" not in json.loads(plain.to_json())  # non-FIPS bytes as before
+    for bad, match in (("both", "field fips_go: 'both' is not one of native, boring"), (1, "field fips_go: wrong type")):
+        with pytest.raises(PayloadError, match=match):
+            pf.Manifest.from_document(_doc(fips_go=bad))
+    with pytest.raises(PayloadError, match="fips_go: 'boring' is set but fips is false"):
+        pf.Manifest.from_document(_doc(fips=False, fips_go="boring"))
+
+
+def test_fips_go_survives_a_payload_file(tmp_path):
+    make_payload(tmp_path / "p", [{"runc": b"x"}], fips=True, fips_go="boring")
+    assert pf.Payload.open(tmp_path / "p").manifest.go_fips == "boring"

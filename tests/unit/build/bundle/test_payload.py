@@ -43,3 +43,34 @@ def test_corrupt_cache_blob_is_reported(dist):
     blob.write_bytes(b"not it")
     with pytest.raises(BundleError, match="corrupt"):
         write_payload_file(cache, dm, tmp / "payload", runtime=parts, jobs=1)
+
+
+def test_fips_go_goes_from_the_dist_manifest_into_the_payload(dist):
+    """Issue 17 item 3: the bundle records which --fips-go built the binaries (the runtime's GODEBUG depends on it)."""
+    import dataclasses
+    import json
+
+    from build.bundle.payload import DistManifest
+
+    cache, dm, parts, tmp = dist
+    path = tmp / "fips-manifest.json"
+    doc = json.loads(dm.path.read_text()) | {"fips": True}
+    for recorded, asked, want in ((None, None, "native"), (None, "boring", "boring"), ("boring", None, "boring"),
+                                  ("boring", "boring", "boring"), ("native", None, "native")):
+        path.write_text(json.dumps(doc | ({"fips_go": recorded} if recorded else {})))
+        fdm = DistManifest.load(path)
+        assert fdm.fips_go == recorded and fdm.fips_go_mode(asked) == want
+        m = write_payload_file(cache, dataclasses.replace(fdm, fips_go=fdm.fips_go_mode(asked)), tmp / "payload",
+                               runtime=parts, jobs=1)
+        assert m.fips_go == want and pf.Payload.open(tmp / "payload").manifest.go_fips == want
+    path.write_text(json.dumps(doc | {"fips_go": "boring"}))
+    with pytest.raises(BundleError, match="built with --fips-go=boring, not --fips-go=native"):
+        DistManifest.load(path).fips_go_mode("native")
+    for bad in ({"fips_go": "both"}, {"fips": False, "fips_go": "native"}):
+        path.write_text(json.dumps(doc | bad))
+        with pytest.raises(BundleError, match="fips_go"):
+            DistManifest.load(path)
+    # a non-FIPS build records nothing and its payload says nothing
+    assert dm.fips_go_mode("boring") is None
+    plain = write_payload_file(cache, dm, tmp / "plain", runtime=parts, jobs=1)
+    assert plain.fips_go is None and "fips_go" not in json.loads(plain.to_json())

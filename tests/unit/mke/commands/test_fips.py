@@ -21,8 +21,8 @@ def gobins(tmp_path_factory) -> dict[str, Path]:
     return build_programs(tmp_path_factory.mktemp("fipsgo"))
 
 
-def fips_payload(path: Path, groups: list[dict[str, bytes]], *, fips: bool = True) -> Path:
-    """A payload file (one zstd frame per group) whose manifest says ``fips``."""
+def fips_payload(path: Path, groups: list[dict[str, bytes]], *, fips: bool = True, fips_go: str | None = None) -> Path:
+    """A payload file (one zstd frame per group) whose manifest says ``fips`` (and ``fips_go``)."""
     frames, blobs, binaries, offset = [], [], [], 0
     for group in groups:
         data = b"".join(group.values())
@@ -41,7 +41,8 @@ def fips_payload(path: Path, groups: list[dict[str, bytes]], *, fips: bool = Tru
             inner += len(content)
         offset += len(blob)
     manifest = pf.Manifest(mke_version="0.0.1", platform="linux/amd64", mode="docker", fips=fips,
-                           frames=tuple(frames), binaries=tuple(sorted(binaries, key=lambda b: b.name)))
+                           frames=tuple(frames), binaries=tuple(sorted(binaries, key=lambda b: b.name)),
+                           fips_go=fips_go)
     with open(path, "wb") as out:
         pf.write_payload(out, manifest, blobs)
     return path
@@ -68,6 +69,43 @@ def test_non_fips_binary_slipped_into_payload_is_named(gobins, tmp_path, monkeyp
     captured = capsys.readouterr()
     assert "mke: error: FIPS check failed: kubelet: built without the Go Cryptographic Module" in captured.err
     assert "  kubelet: DefaultGODEBUG has fips140=(unset)" in captured.out
+
+
+def _boring(gobins) -> Path:
+    if "boring" not in gobins:
+        pytest.skip("needs gcc (GOEXPERIMENT=boringcrypto links through cgo); "
+                    "tests/integration/test_fips_boring.py fails instead")
+    return gobins["boring"]
+
+
+def test_boring_payload_is_held_to_boring_rules(gobins, tmp_path, monkeypatch, capsys):
+    """Issue 17 item 3: the check demands the mode the payload records, never either one."""
+    boring = _boring(gobins).read_bytes()
+    p = fips_payload(tmp_path / "boring", [{"runc": boring}], fips_go="boring")
+    assert run_check(monkeypatch, p, "--binaries-only", "--json", "--bin-dir", str(tmp_path / "bin")) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] and doc["payload"]["fips_go"] == "boring" and doc["binaries"][0]["module"] == "boringcrypto"
+    assert run_check(monkeypatch, p, "--binaries-only", "--bin-dir", str(tmp_path / "bin")) == 0
+    assert "Go FIPS mode: boring" in capsys.readouterr().out
+    # a native binary in a boring payload fails; so does a boring one in a native payload
+    mixed = fips_payload(tmp_path / "mixed", [{"runc": boring, "kubelet": gobins["fips"].read_bytes()}],
+                         fips_go="boring")
+    assert run_check(monkeypatch, mixed, "--binaries-only", "--bin-dir", str(tmp_path / "bin")) == 12
+    assert "kubelet: built without GOEXPERIMENT=boringcrypto" in capsys.readouterr().err
+    native = fips_payload(tmp_path / "native", [{"runc": boring}], fips_go="native")
+    assert run_check(monkeypatch, native, "--binaries-only", "--bin-dir", str(tmp_path / "bin")) == 12
+    captured = capsys.readouterr()
+    assert "runc: embeds the code of boringssl" in captured.err  # BoringSSL is allowed only with boring
+    assert "runc: built without the Go Cryptographic Module" in captured.out
+
+
+def test_old_fips_payload_without_fips_go_is_native(gobins, tmp_path, monkeypatch, capsys):
+    """A FIPS payload from before the manifest recorded fips_go was built native: a boring binary fails."""
+    p = fips_payload(tmp_path / "old", [{"runc": _boring(gobins).read_bytes()}])
+    assert pf.Payload.open(p).manifest.fips_go is None
+    assert run_check(monkeypatch, p, "--binaries-only", "--json", "--bin-dir", str(tmp_path / "bin")) == 12
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["payload"]["fips_go"] == "native" and not doc["ok"]
 
 
 def test_non_fips_manifest_fails(gobins, tmp_path, monkeypatch, capsys):
@@ -101,10 +139,43 @@ def test_runtime_without_provider_fails(monkeypatch, capsys):
     assert "RUNTIME" in out and "FIPS provider          NOT loaded" in out
 
 
-def test_clean_env_of_a_fips_runtime():
+def test_clean_env_of_a_boring_fips_payload(gobins, tmp_path, monkeypatch, capsys):
+    """Issue 17 item 3: a boring payload's children get no fips140 at all (fips140=on makes them panic).
+
+    Before the payload recorded --fips-go, clean_env forced fips140=on for every FIPS mke."""
+    import subprocess
+
+    from mke.procenv import clean_env
+
+    p = fips_payload(tmp_path / "payload", [{"runc": b"a BoringCrypto runc"}], fips_go="boring")
+    monkeypatch.setenv(pf.PAYLOAD_ENV, str(p))
+    base = {"PATH": "/bin", "MKE_FIPS_RUNTIME": "/var/lib/mke/runtime/ab/fips", "GODEBUG": "x509sha1=1"}
+    env = clean_env(base)
+    assert env == {"PATH": "/bin", "GODEBUG": "x509sha1=1"}
+    # the caller's own fips140 does not reach them either (on/only would panic: said once on stderr)
+    from mke.fips import runtime_env
+
+    monkeypatch.setattr(runtime_env, "_warned_boring_godebug", False)
+    capsys.readouterr()
+    assert "GODEBUG" not in clean_env(base | {"GODEBUG": "fips140=on"})
+    assert clean_env(base | {"GODEBUG": "fips140=only"}) == {"PATH": "/bin"}
+    err = capsys.readouterr().err
+    assert err.count("mke: warning: GODEBUG fips140=on is not passed to the programs mke starts") == 1
+    assert clean_env(base | {"GODEBUG": "fips140=off,x509sha1=1"})["GODEBUG"] == "x509sha1=1"
+    if "boring" in gobins:  # the real thing runs in it (and panics in what clean_env used to give)
+        proc = subprocess.run([gobins["boring"]], env=env, capture_output=True, text=True, check=False)
+        assert proc.returncode == 0 and proc.stdout.startswith("fips140=false boring=true"), proc.stderr
+    # a native payload's children still get fips140=on, whatever the caller set
+    native = fips_payload(tmp_path / "native", [{"kubelet": gobins["fips"].read_bytes()}], fips_go="native")
+    monkeypatch.setenv(pf.PAYLOAD_ENV, str(native))
+    assert clean_env(base | {"GODEBUG": "fips140=off"})["GODEBUG"] == "fips140=on"
+
+
+def test_clean_env_of_a_fips_runtime(monkeypatch):
     """mke/procenv.py's clean_env applies child_env in a FIPS runtime (mke/start.py set MKE_FIPS_RUNTIME)."""
     from mke.procenv import clean_env
 
+    monkeypatch.delenv(pf.PAYLOAD_ENV, raising=False)  # no payload (run from source): native
     base = {"PATH": "/bin", "MKE_FIPS_RUNTIME": "/var/lib/mke/runtime/ab/fips",
             "OPENSSL_CONF": "/var/lib/mke/runtime/ab/fips/openssl.cnf", "MKE_FIPS_SAVED_OPENSSL_CONF": "",
             "GODEBUG": "fips140=off"}

@@ -64,3 +64,18 @@ def test_text_says_validated_with_the_certificate_and_the_statement(tmp_path, mo
     (tmp_path / "provenance.json").write_text(json.dumps({"openssl_version": "3.0.20", "validated": False}))
     version.run(type("A", (), {"json": False})())
     assert "runtime crypto: OpenSSL FIPS provider 3.0.20 (not a validated version)" in capsys.readouterr().out
+
+
+def test_go_fips_mode_is_reported(monkeypatch, capsys):
+    """Issue 17 item 3: a FIPS payload says which --fips-go built its binaries (what its children get)."""
+    monkeypatch.delenv("MKE_FIPS_RUNTIME", raising=False)
+    boring = _manifest(True)._replace(fips_go="boring")
+    assert version.describe(boring)["fips_go"] == "boring"
+    assert version.describe(_manifest(True))["fips_go"] == "native"  # a FIPS payload from before the field
+    assert version.describe(_manifest(False))["fips_go"] is None and version.describe(None)["fips_go"] is None
+    monkeypatch.setattr(version, "running_payload", lambda: type("P", (), {"manifest": boring})())
+    version.run(type("A", (), {"json": False})())
+    out = capsys.readouterr().out
+    assert "go crypto: boring (BoringCrypto, GOEXPERIMENT=boringcrypto; its programs run without any GODEBUG fips140)" in out
+    version.run(type("A", (), {"json": True})())
+    assert json.loads(capsys.readouterr().out)["fips_go"] == "boring"

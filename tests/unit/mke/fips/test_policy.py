@@ -87,10 +87,24 @@ def test_dynamic_binary_fails(gobins):
     assert not r.ok and r.problems == ("dynamically linked (has PT_INTERP)",)
 
 
-def test_runtime_policy_accepts_either_mode(gobins):
-    """`mke fips check` does not know which --fips-go built the payload: either passes, neither plain."""
-    assert report(gobins["fips"], runtime_policy()).ok
-    assert not report(gobins["plain"], runtime_policy()).ok
+def test_runtime_policy_demands_the_recorded_mode(gobins):
+    """`mke fips check` holds the binaries to the --fips-go the payload records (issue 17 item 3), never
+    either one: a native binary fails a boring payload's check, a BoringCrypto one a native payload's."""
+    assert runtime_policy() == runtime_policy("native") and runtime_policy("boring").go_mode == "boring"
+    assert report(gobins["fips"], runtime_policy("native")).ok
+    assert not report(gobins["plain"], runtime_policy("native")).ok
+    native_in_boring = report(gobins["fips"], runtime_policy("boring"))
+    assert not native_in_boring.ok and "built without GOEXPERIMENT=boringcrypto" in native_in_boring.problems
+    with pytest.raises(ValueError):
+        runtime_policy("either")
+    if "boring" not in gobins:
+        pytest.skip("needs gcc for the BoringCrypto program")
+    boring = report(gobins["boring"], runtime_policy("boring"))
+    assert boring.ok, boring.problems
+    assert boring.module == "boringcrypto" and boring.cgo and boring.static and boring.fips140_default is None
+    boring_in_native = report(gobins["boring"], runtime_policy("native"))
+    assert not boring_in_native.ok
+    assert "GOEXPERIMENT=boringcrypto is set; it cannot be combined with GOFIPS140" in boring_in_native.problems
 
 
 def test_c_crypto_library_inside_a_binary_fails(gobins, tmp_path):
