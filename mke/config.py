@@ -445,8 +445,8 @@ class ImagesConfig:
 
     registry: str = _key("registry", _registry, doc="a registry host[/path] that replaces every add-on image's registry", default="")
     pause: str = _key("pause", _image, doc="the pod sandbox image (built on each node from the embedded pause)", default="registry.k8s.io/pause:3.10.2")  # = recipes/pause.toml
-    coredns: str = _key("coredns", _image, doc="CoreDNS (built on each node from the embedded binary)", default="registry.k8s.io/coredns/coredns:v1.12.1")
-    metrics_server: str = _key("metricsServer", _image, doc="metrics-server (built on each node)", default="registry.k8s.io/metrics-server/metrics-server:v0.8.0")
+    coredns: str = _key("coredns", _image, doc="CoreDNS (built on each node from the embedded binary)", default="registry.k8s.io/coredns/coredns:v1.15.0")
+    metrics_server: str = _key("metricsServer", _image, doc="metrics-server (built on each node)", default="registry.k8s.io/metrics-server/metrics-server:v0.9.0")
     konnectivity_agent: str = _key(
         "konnectivityAgent", _image, doc="the konnectivity agent (built on each node)", default="registry.k8s.io/kas-network-proxy/proxy-agent:v0.36.0"
     )

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from mke.config import ImagesConfig
 from tests.e2e.cluster import BASE, DATA, POD_LOGS, TESTAPP_IMAGE, dump
 from tests.e2e.netns import InNetns
 from tests.support.wait import wait_until
@@ -202,7 +203,7 @@ def test_system_pods_run_from_the_images_each_node_built(cluster, core):
     built = {n: json.loads((cluster.data_dir(n) / "worker" / "system-images.json").read_text())["images"]
              for n in ("w1", "w2")}
     assert built["w1"] == built["w2"], built  # the same digests on every node
-    assert {"registry.k8s.io/pause:3.10.2", "registry.k8s.io/coredns/coredns:v1.12.1"} <= set(built["w1"])
+    assert {ImagesConfig().pause, ImagesConfig().coredns} <= set(built["w1"])  # the defaults = recipes/images
     report("system images each node built (ref: manifest digest)", built["w1"])
     for n in ("w1", "w2"):
         listing = cluster.ctr(n, "images", "list")

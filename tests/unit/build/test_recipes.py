@@ -29,8 +29,8 @@ def test_real_recipes_cover_every_embedded_binary():
     links = {n for r in recipes.values() for b in r.binaries for n in b.links}
     assert {f"{t}-{f}{s}" for t in ("iptables", "ip6tables") for f in ("nft", "legacy") for s in ("", "-save", "-restore")} == links
     assert recipes["kubernetes"].version.startswith("1.37.")
-    assert recipes["etcd"].version.startswith("3.6.")
-    assert recipes["kine"].version.startswith("0.16.")
+    assert recipes["etcd"].version.startswith("3.7.")
+    assert recipes["kine"].version.startswith("0.17.")
     assert recipes["konnectivity"].version.startswith("0.36.")
     assert recipes["containerd"].version.startswith("2.")
     # konnectivity has no official binaries: source-only, and it says why.

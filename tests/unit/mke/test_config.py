@@ -137,7 +137,7 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_image_registry_override() -> None:
     cfg = parse_config({"images": {"registry": "registry.local:5000/mirror"}})
-    assert cfg.images.ref("coredns") == "registry.local:5000/mirror/coredns/coredns:v1.12.1"
+    assert cfg.images.ref("coredns") == "registry.local:5000/mirror/coredns/coredns:v1.15.0"
     assert cfg.images.ref("calico_node").startswith("registry.local:5000/mirror/calico/node:")
     assert default_config().images.ref("pause") == "registry.k8s.io/pause:3.10.2"
 

@@ -52,7 +52,7 @@ def test_default_set_is_complete_and_valid() -> None:
 
 def test_images_are_pinned_and_overridable() -> None:
     default = images(render({}))
-    assert "registry.k8s.io/coredns/coredns:v1.12.1" in default
+    assert "registry.k8s.io/coredns/coredns:v1.15.0" in default
     assert all(":" in i.rsplit("/", 1)[-1] for i in default)
     mirrored = images(render({"images": {"registry": "registry.local:5000", "coredns": "my.reg/dns/coredns:v9"}}))
     assert all(i.startswith("registry.local:5000/") for i in mirrored), mirrored
