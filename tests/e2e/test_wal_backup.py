@@ -26,9 +26,11 @@ kills or stops every process it or mke started, resets both hosts and removes ev
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -72,11 +74,11 @@ def in_host(root: BareRoot) -> list[int]:
     return out
 
 
-def crash(root: BareRoot, mke: Proc) -> tuple[float, int]:
-    """SIGKILL every process of the host at once, as a crash: (monotonic time of the kill, how many)."""
+def crash(root: BareRoot, mke: Proc) -> tuple[float, float, int]:
+    """SIGKILL every process of the host at once, as a crash: (monotonic and wall time of the kill, how many)."""
     pids = in_host(root)
     assert mke.pid in pids, f"mke (pid {mke.pid}) is not in {root.name}'s mount namespace: {pids}"
-    t = time.monotonic()
+    t, wall = time.monotonic(), time.time()
     for pid in pids:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -95,7 +97,7 @@ def crash(root: BareRoot, mke: Proc) -> tuple[float, int]:
         return not rest
 
     wait_until(f"every process of {root.name} gone", gone, timeout=30, interval=0.2)
-    return t, len(pids)
+    return t, wall, len(pids)
 
 
 def configmaps(kubeconfig: Path, netns: str, prefix: str) -> set[str]:
@@ -149,7 +151,7 @@ def test_kill_9_during_writes_then_restore_on_another_host() -> None:
         loop.start()
         run_for = random.Random().uniform(8.0, 20.0)
         time.sleep(run_for)
-        killed_at, killed = crash(ra, a)
+        killed_at, killed_wall, killed = crash(ra, a)
         loop.join()
         acked = [(n, t) for n, t in loop.acked if t <= killed_at]
         figures.update(writes_s=round(run_for, 1), processes_killed=killed, client_errors=loop.errors)
@@ -165,6 +167,10 @@ def test_kill_9_during_writes_then_restore_on_another_host() -> None:
         r = c.run("b", "restore", str(WAL), "--name", "b", timeout=600)
         figures["restore_s"] = round(time.monotonic() - t1, 1)
         figures["restore_said"] = r.stderr.strip().splitlines()
+        shipped = re.search(r"shipped up to (\S+ \S+)Z", r.stderr)
+        assert shipped, r.stderr
+        when = dt.datetime.strptime(shipped.group(1), "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=dt.UTC)
+        figures["newest_segment_age_at_kill_s"] = round(killed_wall - when.timestamp(), 3)
         print(f"\n[wal-backup] mke restore on b:\n{r.stderr.strip()}\n{r.stdout.strip()}", file=sys.stderr)
         assert f"mke server --config {DATA / 'mke.yaml'} --name b" in r.stdout, r.stdout
         restored_cfg = yaml.safe_load(rb.outside(DATA / "mke.yaml").read_text())
@@ -190,6 +196,7 @@ def test_kill_9_during_writes_then_restore_on_another_host() -> None:
         print(f"[wal-backup] killed {killed} processes of a after {run_for:.1f}s of writes; {rp.line()} "
               f"(interval {INTERVAL:.0f}s; restored but never acknowledged: {figures['unacknowledged_restored']}); "
               f"{figures['generations']} generation(s), {figures['segments_newest']} segments in the newest; "
+              f"the newest segment {figures['newest_segment_age_at_kill_s']}s old at the kill; "
               f"mke restore {figures['restore_s']}s; b ready {figures['b_ready_after_restore_s']}s after it",
               file=sys.stderr)
         assert not rp.gaps, f"writes lost in between: {rp.gaps[:5]}"
