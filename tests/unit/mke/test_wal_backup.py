@@ -5,7 +5,8 @@ replayed) holds exactly the rows that were committed before the last round. Dama
 foreign segments are refused in one line before anything is written; a log that does not follow
 what was shipped starts a new generation; old generations are pruned.
 
-The real kine binary, kube-apiserver and kill -9 are in tests/integration/test_backup_wal.py."""
+The real kine binary, kube-apiserver and kill -9 are in tests/integration/test_backup_wal.py (same
+host) and tests/e2e/test_wal_backup.py (restored on another host)."""
 
 from __future__ import annotations
 
