@@ -538,7 +538,7 @@ class ContinuousBackupConfig:
     WAL's new transactions shipped every `interval` into `directory`; `mke restore DIRECTORY` restores the newest
     state shipped. Only with storage.type kine on SQLite."""
 
-    interval: str = _key("interval", _ship_interval_or_empty, doc="how often the WAL is shipped (1s-1h), the most a restore loses; empty: off", default="")
+    interval: str = _key("interval", _ship_interval_or_empty, doc="how often the WAL is shipped (1s-1h); a restore loses about this much, plus the time shipping takes; empty: off", default="")
     snapshot_interval: str = _key("snapshotInterval", _snapshot_interval, doc="how often a new generation (base snapshot) starts, bounding replay time", default="6h")
     retention: int = _key("retention", _generations, doc="how many generations to keep (the newest; older ones are deleted)", default=2)
     directory: str = _key("directory", _abs_dir_or_empty, doc="an absolute directory for the generations; empty: <data-dir>/backups/wal", default="")

@@ -552,7 +552,7 @@ class ContinuousBackup:
         import sqlite3
 
         shipper = WalShipper(db=self.db, directory=self.directory, make_base=self.make_base, node_name=self.node_name)
-        need_base, failures, next_base = True, 0, 0.0
+        need_base, failures, next_base, next_round = True, 0, 0.0, 0.0
         try:
             while not self.stopping.is_set():
                 try:
@@ -563,14 +563,18 @@ class ContinuousBackup:
                         t0 = time.monotonic()
                         gen = shipper.new_generation()
                         need_base, next_base = False, time.monotonic() + self.snapshot_every
+                        next_round = time.monotonic() + self.interval
                         self.say(f"generation {gen.id}: base snapshot (revision {gen.revision}, WAL frame "
                                  f"{gen.position}) in {time.monotonic() - t0:.1f}s; shipping the WAL every "
                                  f"{self.config.backup.continuous.interval} into {self.directory}")
                         for p in prune(self.directory, self.retention, keep=gen.id):
                             self.say(f"pruned generation {p.name} (backup.continuous.retention {self.retention})")
-                    if self.stopping.wait(self.interval):
+                    if self.stopping.wait(max(0.0, next_round - time.monotonic())):
                         shipper.sync()  # the last round of a clean stop
                         break
+                    # rounds start `interval` apart: the time a round takes is not added to the wait (it
+                    # was: the recovery point was interval plus two rounds, 1.2 s at 1s in the e2e test)
+                    next_round = time.monotonic() + self.interval
                     shipper.sync()
                     failures = 0
                     if shipper.broken:

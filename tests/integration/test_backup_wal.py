@@ -17,16 +17,12 @@ Needs root and the binaries (tests/support/binaries.py). Takes the e2e lock: it 
 from __future__ import annotations
 
 import fcntl
-import http.client
-import json
 import os
 import random
 import shutil
 import signal
 import sqlite3
-import ssl
 import statistics
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +35,7 @@ from mke.errors import BackupError
 from tests.integration.test_backup import kubectl, one_error_line
 from tests.integration.test_server import MkeServer, children_of, find_bin_dir, require, wait_for
 from tests.support.ports import free_ports
+from tests.support.writeloop import WriteLoop, recovery_point
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -63,60 +60,6 @@ def config(wal_dir: Path | None) -> dict[str, Any]:
     if wal_dir is not None:
         cfg["backup"] = {"continuous": {"interval": f"{int(INTERVAL)}s", "directory": str(wal_dir)}}
     return cfg
-
-
-class WriteLoop:
-    """ConfigMaps created one after another over one keep-alive HTTPS connection (admin cert);
-    ``acked`` holds (name, monotonic time of the 201) of every acknowledged one."""
-
-    def __init__(self, server: MkeServer, prefix: str) -> None:
-        pki = server.data_dir / "pki"
-        self.ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
-        self.ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
-        self.port = server.port
-        self.prefix = prefix
-        self.acked: list[tuple[str, float]] = []
-        self.latencies: list[float] = []
-        self.errors = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def run(self) -> None:
-        conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.ctx, timeout=10)
-        i = 0
-        while not self.stop.is_set():
-            name = f"{self.prefix}-{i:06d}"
-            body = json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
-                               "data": {"k": "v" * 200}}).encode()
-            t0 = time.monotonic()
-            try:
-                conn.request("POST", "/api/v1/namespaces/default/configmaps", body=body,
-                             headers={"Content-Type": "application/json"})
-                resp = conn.getresponse()
-                resp.read()
-            except (OSError, http.client.HTTPException):
-                self.errors += 1
-                if self.stop.is_set():
-                    return
-                conn.close()
-                conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.ctx, timeout=10)
-                time.sleep(0.1)
-                continue
-            t1 = time.monotonic()
-            if resp.status == 201:
-                self.acked.append((name, t1))
-                self.latencies.append(t1 - t0)
-                i += 1
-            else:
-                self.errors += 1
-        conn.close()
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def join(self) -> None:
-        self.stop.set()
-        self.thread.join(timeout=30)
 
 
 def kill_9(server: MkeServer) -> float:
@@ -177,7 +120,7 @@ def test_kill_9_during_writes_then_restore_elsewhere(tmp_path: Path) -> None:
     try:
         server.start()
         wait_for_generation(server)
-        loop = WriteLoop(server, "wal")
+        loop = WriteLoop("127.0.0.1", server.port, server.data_dir / "pki", "wal")
         loop.start()
         run_for = rng.uniform(8.0, 20.0)  # the random moment
         time.sleep(run_for)
@@ -213,11 +156,8 @@ def test_kill_9_during_writes_then_restore_elsewhere(tmp_path: Path) -> None:
     restore_s = time.monotonic() - t0
     assert "start it with: mke server" in r.stdout, r.stdout
     present = restored_configmaps(other.data_dir / "kine" / "state.db", "wal")
-    acked_names = [n for n, _ in acked]
-    lost = [(n, t) for n, t in acked if n not in present]
-    newest_present = max((i for i, n in enumerate(acked_names) if n in present), default=-1)
-    gaps = [n for n in acked_names[:newest_present + 1] if n not in present]
-    oldest_lost_age = max((killed_at - t for _n, t in lost), default=0.0)
+    rp = recovery_point(acked, present, killed_at)
+    lost, gaps, oldest_lost_age = rp.lost, rp.gaps, rp.oldest_lost_s
     gens = sorted(p for p in wal_dir.iterdir() if not p.name.startswith("."))
     segs = len(list(gens[-1].glob("wal/*.seg")))
     print(f"\n[wal-backup] killed after {run_for:.1f}s of writes; acknowledged {len(acked)}, restored "
@@ -232,7 +172,8 @@ def test_kill_9_during_writes_then_restore_elsewhere(tmp_path: Path) -> None:
     other.config_path = other.data_dir / "mke.yaml"
     try:
         other.start()
-        newest = acked_names[newest_present]
+        newest = rp.newest_restored
+        assert newest is not None
         assert kubectl(other, "get", "configmap", newest, "-o", "jsonpath={.data.k}").stdout == "v" * 200
         kubectl(other, "create", "configmap", "after-restore")
     finally:
@@ -248,7 +189,7 @@ def measure(tmp_path: Path, bins: Path, wal_dir: Path | None, seconds: float) ->
         if wal_dir is not None:
             wait_for_generation(server)
         time.sleep(3)  # let the start-up writes settle
-        loop = WriteLoop(server, "bench")
+        loop = WriteLoop("127.0.0.1", server.port, server.data_dir / "pki", "bench")
         loop.start()
         time.sleep(seconds)
         loop.join()
