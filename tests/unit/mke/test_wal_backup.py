@@ -88,8 +88,9 @@ def test_ship_then_restore_has_every_committed_row(controller: Path, writer, tmp
 
 
 def test_concurrent_writer_checkpoints_and_restarts(controller: Path, writer, tmp_path: Path):
-    """A writer commits as fast as it can while the shipper ships every 20 ms and checkpoints every
-    50 frames; SQLite's own checkpoints run every 10 frames. Every row committed before the last
+    """A writer thread and a writer process commit as fast as they can while the shipper ships every
+    20 ms and checkpoints every 50 frames, for at least 3 s and until the log has been restarted;
+    SQLite's own checkpoints run every 10 frames. Every row committed before the last
     round is in the restore, none is missing in between."""
     shipper = make_shipper(controller, tmp_path / "wal", checkpoint_frames=50)
     gen = shipper.new_generation()
@@ -111,23 +112,35 @@ def test_concurrent_writer_checkpoints_and_restarts(controller: Path, writer, tm
     t.start()
     # and another process, as kine is one: SQLite's locks between processes are POSIX locks on the
     # -shm, which this process must never drop (closing any descriptor of the file would)
-    script = ("import sqlite3,sys,time\n"
+    script = ("import os,sqlite3,sys,time\n"
               f"con = sqlite3.connect({str(controller / 'kine' / 'state.db')!r}, isolation_level=None, timeout=30)\n"
               "con.execute('PRAGMA wal_autocheckpoint=10')\n"
-              "end = time.monotonic() + 3\ni = 0\n"
-              "while time.monotonic() < end:\n"
+              f"stop = {str(tmp_path / 'stop')!r}\n"
+              "end = time.monotonic() + 60\ni = 0\n"
+              "while time.monotonic() < end and not os.path.exists(stop):\n"
               "    con.execute('INSERT INTO kine (name, created, deleted, create_revision, prev_revision, lease, value) '\n"
               "                'VALUES (?, 1, 0, 0, 0, 0, randomblob(300))', (f'/registry/p{i:06d}',))\n"
               "    print(f'/registry/p{i:06d}', flush=True)\n"
               "    i += 1\n")
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    def logs() -> set[int]:
+        return {wal_backup.sqlite_wal.decode_segment(p.read_bytes()).header.salt1 for p in gen.segments()}
+
     try:
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline:
+        # at least 3 s, and on until SQLite has restarted the log under the shipper at least once (a
+        # loaded machine may need longer for that), 30 s at most
+        start = time.monotonic()
+        checked = start
+        while time.monotonic() - start < 30:
             shipper.sync()
             time.sleep(0.02)
+            if time.monotonic() - start >= 3 and time.monotonic() - checked >= 0.5:
+                checked = time.monotonic()
+                if len(logs()) > 1:
+                    break
     finally:
         stop.set()
+        (tmp_path / "stop").touch()
         t.join()
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0
@@ -135,8 +148,8 @@ def test_concurrent_writer_checkpoints_and_restarts(controller: Path, writer, tm
     shipper.sync()
     shipper.close()
     assert shipper.checkpoints > 0
-    headers = {wal_backup.sqlite_wal.decode_segment(p.read_bytes()).header.salt1 for p in gen.segments()}
-    assert len(headers) > 1, "the log was never restarted: the test did not test restarts"
+    headers = logs()
+    assert len(headers) > 1, "the log was never restarted in 30 s: the test did not test restarts"
     assert len(acked) > 200
     print(f"{len(acked)} rows, {len(gen.segments())} segments, {shipper.checkpoints} checkpoints, "
           f"{len(headers)} logs")
