@@ -39,12 +39,25 @@ def go_cipher_suites() -> str:
     return ",".join(GO_CIPHER_SUITES)
 
 
-def server_context() -> ssl.SSLContext:
-    """A server context with the policy (load the certificate chain into it)."""
+#: The key-exchange group of a FIPS runtime's servers: an approved NIST curve (SP 800-56A), the
+#: one mke's keys use. The OpenSSL FIPS provider also implements X25519 and X448, which FIPS
+#: 140-3 does not approve for key agreement (Go's FIPS mode refuses them too); the e2e TLS probe
+#: found the mke API accepting X25519 on the FIPS build before this.
+FIPS_GROUP = "prime256v1"
+
+
+def server_context(*, fips: bool | None = None) -> ssl.SSLContext:
+    """A server context with the policy (load the certificate chain into it). In a FIPS runtime
+    (``fips`` None: asked of the environment) key exchange is limited to P-256, for TLS 1.2 and
+    1.3 alike (Python's ``set_ecdh_curve`` sets OpenSSL's group list)."""
+    from mke.fips.runtime_env import is_fips_runtime
+
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers(OPENSSL_CIPHERS)
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    if is_fips_runtime() if fips is None else fips:
+        ctx.set_ecdh_curve(FIPS_GROUP)
     return ctx
 
 

@@ -23,9 +23,12 @@ GOOD_TLS12 = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256"  # ECDS
 
 def handshake(host: str, port: int, *, version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
               ciphers: str | None = None, cert: tuple[Path, Path] | None = None,
-              timeout: float = 5.0) -> str | None:
-    """None when the handshake completed; ``cert`` (certificate, key) for servers that require one."""
+              group: str | None = None, timeout: float = 5.0) -> str | None:
+    """None when the handshake completed; ``cert`` (certificate, key) for servers that require one;
+    ``group``: the only key-exchange group offered (OpenSSL's name: ``X25519``, ``prime256v1``)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if group is not None:
+        ctx.set_ecdh_curve(group)
     if cert is not None:
         ctx.load_cert_chain(str(cert[0]), str(cert[1]))
     ctx.check_hostname = False
