@@ -90,9 +90,11 @@ def godebug_for_children(env: Mapping[str, str], go_fips: str = "native") -> str
     off. ``only`` (stricter) is kept. boring: the caller's without any fips140 setting
     (see child_env).
     """
+    from mke.payload_format import FIPS_GO_MODES
+
     global _warned_boring_godebug
-    if go_fips not in ("native", "boring"):
-        raise ValueError(f"unknown Go FIPS mode {go_fips!r} (native | boring)")
+    if go_fips not in FIPS_GO_MODES:
+        raise ValueError(f"unknown Go FIPS mode {go_fips!r} ({' | '.join(FIPS_GO_MODES)})")
     parts = [p for p in env.get("GODEBUG", "").split(",") if p and not p.startswith("fips140=")]
     current = _fips140(env)
     if go_fips == "boring":
