@@ -126,6 +126,16 @@ def _one_of(choices: tuple[str, ...]) -> Callable[[Any, str], str]:
 _DOMAIN_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
 
 
+def _user_name(v: Any, where: str) -> str:
+    from mke.node.sysuser import NAME_RE
+
+    s = _str(v, where)
+    if not NAME_RE.match(s):
+        raise _fail(where, f"{s!r} is not a user name (lower-case letters, digits, _ and -, 32 at most; "
+                           "root runs etcd as root)")
+    return s
+
+
 def _domain(v: Any, where: str) -> str:
     s = _str(v, where)
     if not _DOMAIN_RE.match(s):
@@ -387,6 +397,7 @@ class EtcdConfig:
     peer_address: str = _key("peerAddress", _ip_or_empty, doc="the address other controllers' etcd reaches this one at; empty: api.address", default="")
     client_port: int = _key("clientPort", _port, doc="etcd's client port (loopback and controllers)", default=2379)
     peer_port: int = _key("peerPort", _port, doc="etcd's peer port (between controllers)", default=2380)
+    user: str = _key("user", _user_name, doc="the host user etcd runs as, owner of its data dir (CIS 1.1.12); added as a system user when the host has none of that name; root: run etcd as root", default="etcd")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -37,6 +37,7 @@ class ProcessSpec:
     args: tuple[str, ...]  # args[0] is the binary's path
     env: Mapping[str, str] = field(default_factory=dict)  # added to the clean environment
     cwd: Path | None = None
+    user: tuple[int, int] | None = None  # (uid, gid) it runs as, with no supplementary groups; None: mke's own
     stop_timeout: float = 10.0
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
@@ -146,6 +147,8 @@ class Supervisor:
                 cwd=self.spec.cwd,
                 start_new_session=True,
                 close_fds=True,
+                **({"user": self.spec.user[0], "group": self.spec.user[1], "extra_groups": []}
+                   if self.spec.user is not None else {}),
             )
         except OSError as e:
             raise ComponentError(f"{self.spec.name}: cannot start {self.spec.args[0]}: {e.strerror}") from e

@@ -103,6 +103,7 @@ class SupervisedComponent(Component):
         self.binary_path: Path | None = None
         self.version: str | None = None  # set once known (payload manifest or --version)
         self.started_files: dict[str, str] | None = None  # files_state() when it last started
+        self.run_as: tuple[int, int] | None = None  # (uid, gid) when not root, decided by init()
 
     def init(self) -> None:
         self.binary_path = self.ctx.binaries.path(self.binary)
@@ -113,6 +114,11 @@ class SupervisedComponent(Component):
     def env(self) -> dict[str, str]:
         return {}
 
+    def args_reading_sources(self) -> list[str]:
+        """``args()`` as if it read the files under ``watched_dir`` themselves: a component
+        that is given copies of them (etcd as its own user) names the originals here."""
+        return self.args()
+
     def process_spec(self) -> ProcessSpec:
         assert self.binary_path is not None, f"{self.name}: init() was not called"
         flags = dict(self.flags_from_args(self.args()))
@@ -122,6 +128,7 @@ class SupervisedComponent(Component):
             args=(str(self.binary_path), *(f"--{k}={v}" if v is not None else f"--{k}" for k, v in flags.items())),
             env=self.env(),
             cwd=self.ctx.data_dir,
+            user=self.run_as,
             stop_timeout=self.stop_timeout,
             backoff_initial=self.ctx.backoff_initial,
         )
@@ -146,7 +153,7 @@ class SupervisedComponent(Component):
         the binary reloads it (False when any flag reads it only at start)."""
         root = self.watched_dir
         out: dict[Path, bool] = {}
-        flags = dict(self.flags_from_args(self.args()))
+        flags = dict(self.flags_from_args(self.args_reading_sources()))
         flags.update(self.ctx.extra_args(self.name))
         for flag, value in flags.items():
             if not value:

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mke.components.base import SupervisedComponent, https_ok
-from mke.errors import MkeError
+from mke.errors import ComponentError, HostError, MkeError
+from mke.node import sysuser
+from mke.node.files import chown_tree, grant_traverse, write_file_atomic
 from mke.node.hostinfo import url_host
 from mke.node.tls import ETCD_MIN_VERSION, go_cipher_suites
 from mke.storage.base import StorageBackend
@@ -26,6 +30,12 @@ if TYPE_CHECKING:
     from mke.config import ClusterConfig
 
 JOIN_KEY = "etcd_initial_cluster"  # in the join answer: name=https://ip:2380,...
+# etcd as its own user (storage.etcd.user, CIS 1.1.12) reads copies of its certificates and
+# keys in <data-dir>/etcd-tls (0700, its own): the pki dir and its files stay root's and 0600
+# (CIS 1.1.19-1.1.21). The copies follow the originals whenever the pki changes.
+TLS_DIR = "etcd-tls"
+TLS_FILES = {"ca.crt": ("etcd/ca", "crt"), "server.crt": ("etcd/server", "crt"), "server.key": ("etcd/server", "key"),
+             "peer.crt": ("etcd/peer", "crt"), "peer.key": ("etcd/peer", "key")}
 
 
 class Etcd(SupervisedComponent):
@@ -56,13 +66,134 @@ class Etcd(SupervisedComponent):
             return str(join[JOIN_KEY])
         return None
 
+    @property
+    def tls_dir(self) -> Path:
+        return self.ctx.data_dir / TLS_DIR
+
     def init(self) -> None:
         super().init()
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.data_dir, 0o700)
+        self.run_as = self._account()
+        try:
+            if self.run_as is None:
+                self._give_back_to_root()
+                return
+            uid, gid = self.run_as
+            grant_traverse(self.ctx.data_dir, gid)  # 0710 root:etcd: it passes through, cannot list
+            self.tls_dir.mkdir(mode=0o700, exist_ok=True)
+            os.chmod(self.tls_dir, 0o700)
+            os.chown(self.tls_dir, uid, gid)
+            self.sync_tls()
+            # a restore, an upgrade from a root etcd, or a join wrote them as root
+            changed = chown_tree(self.data_dir, uid, gid)
+        except OSError as e:
+            raise ComponentError(f"etcd: cannot give {e.filename or self.data_dir} to the user "
+                                 f"{self.ctx.config.storage.etcd.user}: {e.strerror}") from e
+        if changed:
+            self.ctx.sink.line("etcd", f"gave {changed} entries of {self.data_dir} to the user "
+                                       f"{self.ctx.config.storage.etcd.user}")
+
+    def _account(self) -> tuple[int, int] | None:
+        """(uid, gid) etcd runs as, or None for root (asked for, or no account files to add the user to)."""
+        name = self.ctx.config.storage.etcd.user
+        if name == "root":
+            return None
+        try:
+            acct = sysuser.lookup(name)
+            if acct is None and not self._account_files_are_mkes():
+                acct = sysuser.ensure_system_user(name)
+        except HostError as e:
+            raise ComponentError(f"etcd: storage.etcd.user {name}: {e}") from e
+        if acct is None:
+            self.ctx.sink.line("etcd", f"runs as root: this host has no /etc/passwd and /etc/group of its own to "
+                                       f"add the system user {name} to (a bare root filesystem), or /etc is "
+                                       f"read-only (CIS 1.1.12 fails); add "
+                                       f"the user, or set storage.etcd.user: root to run it as root on purpose",
+                               level="warn")
+            return None
+        if acct.created:
+            self.ctx.sink.line("etcd", f"added the system user {name} (uid {acct.uid}, gid {acct.gid}) to run etcd as")
+        if acct.uid == 0:
+            return None
+        data = Path(os.path.realpath(self.ctx.data_dir))
+        assert self.binary_path is not None
+        blocked = (sysuser.first_blocking_dir(data / "etcd", acct.uid, acct.gid, granted=data)
+                   or sysuser.first_blocking_dir(self.binary_path, acct.uid, acct.gid, granted=data))
+        if blocked is None and not Path(os.path.realpath(self.binary_path)).is_relative_to(data):
+            if not sysuser.can_search(os.stat(self.binary_path), acct.uid, acct.gid):
+                blocked = Path(self.binary_path)
+        if blocked is not None:
+            self.ctx.sink.line("etcd", f"runs as root: the user {name} cannot reach {blocked} (mode "
+                                       f"{os.stat(blocked).st_mode & 0o7777:04o}) on the way to its data dir or "
+                                       f"binary (CIS 1.1.12 fails); choose a --data-dir every user may pass "
+                                       f"through (e.g. /var/lib/mke), or set storage.etcd.user: root",
+                               level="warn")
+            return None
+        return (acct.uid, acct.gid)
+
+    @staticmethod
+    def _account_files_are_mkes() -> bool:
+        """/etc/passwd is the one a worker wrote on a bare host (mke.worker.host.SYSTEM_FILES):
+        adding to it would keep ``mke reset`` from removing it (it removes only what is unchanged)."""
+        from mke.worker.host import SYSTEM_FILES
+
+        try:
+            return (sysuser.ETC / "passwd").read_text() == SYSTEM_FILES["etc/passwd"]
+        except OSError:
+            return False
+
+    def _give_back_to_root(self) -> None:
+        """etcd runs as root (again): its data dir is root's, its copies of the keys go."""
+        if self.data_dir.stat().st_uid != 0:
+            chown_tree(self.data_dir, 0, 0)
+        shutil.rmtree(self.tls_dir, ignore_errors=True)
+
+    def sync_tls(self) -> list[str]:
+        """Bring etcd's copies of its certificates and keys in line with the pki dir; returns
+        the names it rewrote. Each copy is etcd's before it takes its place."""
+        assert self.run_as is not None
+        pki = self.ctx.pki
+        written = []
+        for name, (stem, kind) in TLS_FILES.items():
+            src = pki.crt(stem) if kind == "crt" else pki.key(stem)
+            data = Path(src).read_bytes()
+            dst = self.tls_dir / name
+            try:
+                st = dst.stat()
+                same = (st.st_uid, st.st_gid) == self.run_as and dst.read_bytes() == data
+            except OSError:
+                same = False
+            if not same:
+                write_file_atomic(dst, data, 0o600 if kind == "key" else 0o644, owner=self.run_as)
+                written.append(name)
+        return written
+
+    def needs_restart(self) -> list[str]:
+        if self.run_as is not None:  # the pki changed: the copies first, so that a reload finds them
+            try:
+                if written := self.sync_tls():
+                    self.ctx.sink.line("etcd", f"copied the renewed {', '.join(written)} to {self.tls_dir}")
+            except OSError as e:
+                self.ctx.sink.line("etcd", f"cannot copy its certificates to {self.tls_dir}: {e}", level="warn")
+        return super().needs_restart()
+
+    def args_reading_sources(self) -> list[str]:
+        return self._args(copies=False)
 
     def args(self) -> list[str]:
+        return self._args(copies=self.run_as is not None)
+
+    def _args(self, *, copies: bool) -> list[str]:
         pki = self.ctx.pki
+        if copies:
+            def crt(stem: str) -> Path:
+                return self.tls_dir / f"{stem.removeprefix('etcd/')}.crt"
+
+            def key(stem: str) -> Path:
+                return self.tls_dir / f"{stem.removeprefix('etcd/')}.key"
+        else:
+            crt, key = pki.crt, pki.key
         join = self.joining
         initial = join or f"{self.ctx.node_name}={self.peer_url}"
         return [
@@ -74,13 +205,13 @@ class Etcd(SupervisedComponent):
             f"--initial-advertise-peer-urls={self.peer_url}",
             f"--initial-cluster={initial}",
             f"--initial-cluster-state={'existing' if join else 'new'}",
-            f"--cert-file={pki.crt('etcd/server')}",
-            f"--key-file={pki.key('etcd/server')}",
-            f"--trusted-ca-file={pki.crt('etcd/ca')}",
+            f"--cert-file={crt('etcd/server')}",
+            f"--key-file={key('etcd/server')}",
+            f"--trusted-ca-file={crt('etcd/ca')}",
             "--client-cert-auth=true",
-            f"--peer-cert-file={pki.crt('etcd/peer')}",
-            f"--peer-key-file={pki.key('etcd/peer')}",
-            f"--peer-trusted-ca-file={pki.crt('etcd/ca')}",
+            f"--peer-cert-file={crt('etcd/peer')}",
+            f"--peer-key-file={key('etcd/peer')}",
+            f"--peer-trusted-ca-file={crt('etcd/ca')}",
             "--peer-client-cert-auth=true",
             f"--tls-min-version={ETCD_MIN_VERSION}",
             f"--cipher-suites={go_cipher_suites()}",

@@ -16,6 +16,7 @@ import os
 import stat
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import yaml
 
 from mke.errors import BackupError
 from tests.integration.test_server import MkeServer, require, wait_for
+from tests.support.binaries import reachable_bin_dir, traversable_tmp
 from tests.support.ports import free_ports
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -59,11 +61,21 @@ def one_error_line(r: subprocess.CompletedProcess[str], code: int, fragment: str
     assert "Traceback" not in r.stderr
 
 
+@pytest.fixture()
+def open_tmp() -> Iterator[Path]:
+    with traversable_tmp("mke-backup-") as d:
+        yield d
+
+
 @pytest.mark.parametrize("storage", ["etcd", "kine"])
-def test_backup_reset_restore(storage: str, tmp_path: Path) -> None:
+def test_backup_reset_restore(storage: str, open_tmp: Path) -> None:
+    """etcd runs as its own user here (a data dir and binaries it may reach): the restored data
+    dir, written by root, is given back to it at the next start."""
     from tests.integration.test_server import find_bin_dir
 
-    bins = require(find_bin_dir(), "etcd", "etcdutl", "kine", "kube-apiserver", "kubectl")
+    tmp_path = open_tmp
+    bins = reachable_bin_dir(require(find_bin_dir(), "etcd", "etcdutl", "kine", "kube-apiserver", "kubectl"),
+                             tmp_path / "bin")
     server = MkeServer(tmp_path, bins, config(storage))
     archive = tmp_path / "b.tar.zst"
     try:
@@ -123,6 +135,9 @@ def test_backup_reset_restore(storage: str, tmp_path: Path) -> None:
         assert base64.b64decode(pw) == b"s3cret"  # decrypted with the restored key
         kubectl(server, "create", "configmap", "after-restore")  # and it takes writes
         if storage == "etcd":
+            etcd_uid = int(Path(f"/proc/{server.component_pid('etcd')}/status").read_text()
+                           .split("\nUid:\t", 1)[1].split()[0])
+            assert etcd_uid != 0 and (server.data_dir / "etcd" / "member").stat().st_uid == etcd_uid
             members = json.loads(server.mke("etcd", "member-list", "--json").stdout)
             assert len(members) == 1 and members[0]["name"]
             rev = json.loads(kubectl(server, "get", "configmap", "after-restore", "-o", "json").stdout)

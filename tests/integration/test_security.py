@@ -13,11 +13,14 @@ names the test behind each CIS item marked PASS.
 from __future__ import annotations
 
 import base64
+import grp
 import json
 import os
+import pwd
 import ssl
 import stat
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,22 +39,24 @@ from tests.integration.test_server import (  # noqa: F401 - postgres is a fixtur
     require,
     wait_for,
 )
+from tests.support.binaries import reachable_bin_dir, traversable_tmp
 from tests.support.tls import GOOD_TLS12, WEAK_TLS12, handshake, refused_by_server
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MkeServer]:
+def server() -> Iterator[MkeServer]:
     bins = require(find_bin_dir(), "etcd", *CORE)
-    srv = MkeServer(tmp_path_factory.mktemp("secure"), bins, base_config(bin_dir=bins))
-    try:
-        took = srv.start()
-        print(f"mke server (etcd) ready in {took:.1f}s")
-        yield srv
-    finally:
-        srv.stop()
-        wait_for(lambda: not children_of(srv.data_dir), 30, "every component to stop")
+    with traversable_tmp("mke-secure-") as root:  # etcd's user must reach its data dir and binary
+        srv = MkeServer(root, reachable_bin_dir(bins, root / "bin"), base_config(bin_dir=root / "bin"))
+        try:
+            took = srv.start()
+            print(f"mke server (etcd) ready in {took:.1f}s")
+            yield srv
+        finally:
+            srv.stop()
+            wait_for(lambda: not children_of(srv.data_dir), 30, "every component to stop")
 
 
 def cmdline(pid: int) -> list[str]:
@@ -65,7 +70,6 @@ def flags_of(pid: int) -> dict[str, str]:
 def curl(server: MkeServer, method: str, path: str, body: dict[str, Any] | None = None, *,
          user: str = "admin") -> tuple[int, dict[str, str], Any]:
     """(status, headers, JSON body) of one request as the cluster admin (``user``: the pki stem)."""
-    import tempfile
 
     pki = server.data_dir / "pki"
     with tempfile.TemporaryDirectory() as tmp:
@@ -302,7 +306,7 @@ FILE_RULES: list[tuple[str, Any, int]] = [
     ("everything else (configs, state, logs, databases, pid files)", lambda p: True, 0o600),
 ]
 DIR_RULES: list[tuple[str, Any, int]] = [
-    ("the data dir", lambda p: str(p) == ".", 0o700),
+    ("the data dir (etcd's group may pass through)", lambda p: str(p) == ".", 0o710),
     ("binaries", lambda p: p.parts[0] == "bin", 0o755),
     ("every other directory", lambda p: True, 0o700),
 ]
@@ -327,10 +331,45 @@ def test_every_file_in_the_data_dir_has_its_mode(server: MkeServer) -> None:
             mode = stat.S_IMODE(st.st_mode)
             if mode & ~allowed:
                 bad.append(f"{path.relative_to(root)}: {mode:04o}, {what} must be {allowed:04o} or stricter")
-            if st.st_uid != 0:
-                bad.append(f"{path.relative_to(root)}: owned by uid {st.st_uid}, not root")
+            rel = path.relative_to(root)
+            owner = "etcd" if rel.parts and rel.parts[0] in ("etcd", "etcd-tls") else "root"
+            if pwd.getpwuid(st.st_uid).pw_name != owner:
+                bad.append(f"{rel}: owned by uid {st.st_uid}, not {owner}")
+            group = "etcd" if owner == "etcd" or str(rel) == "." else "root"
+            if grp.getgrgid(st.st_gid).gr_name != group:
+                bad.append(f"{rel}: group {st.st_gid}, not {group}")
     assert seen > 40
     assert not bad, "\n".join(bad)
+
+
+# ---------------------------------------------------------------- CIS 1.1.11 / 1.1.12: etcd's own user
+
+
+def test_etcd_runs_as_its_own_user_that_owns_its_data_dir(server: MkeServer) -> None:
+    """CIS 1.1.12 as kube-bench checks it (the --data-dir from etcd's command line, `stat -c %U:%G`
+    of it: etcd:etcd), names resolved by the host's own NSS (glibc's pwd/grp, not mke's parser).
+    etcd's process has no other ids and no supplementary groups; it reads its keys from copies
+    it owns, while the pki dir's keys stay root's and 0600 (1.1.19-1.1.21)."""
+    pid = server.component_pid("etcd")
+    status = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                  if ":\t" in line)
+    user = pwd.getpwnam("etcd")
+    assert status["Uid"].split() == [str(user.pw_uid)] * 4 and user.pw_uid != 0
+    assert status["Gid"].split() == [str(user.pw_gid)] * 4
+    assert status["Groups"].strip() == ""
+    flags = flags_of(pid)
+    data = Path(flags["--data-dir"])
+    st = data.stat()
+    assert (pwd.getpwuid(st.st_uid).pw_name, grp.getgrgid(st.st_gid).gr_name) == ("etcd", "etcd")
+    assert stat.S_IMODE(st.st_mode) == 0o700  # 1.1.11
+    for flag in ("--key-file", "--peer-key-file", "--cert-file", "--trusted-ca-file"):
+        f = Path(flags[flag])
+        assert f.parent == server.data_dir / "etcd-tls" and f.stat().st_uid == user.pw_uid, flag
+        original = server.data_dir / "pki" / "etcd" / f.name
+        assert f.read_bytes() == original.read_bytes()
+        assert original.stat().st_uid == 0
+    assert stat.S_IMODE((server.data_dir / "pki" / "etcd" / "server.key").stat().st_mode) == 0o600
+    assert stat.S_IMODE((server.data_dir / "etcd-tls" / "server.key").stat().st_mode) == 0o600
 
 
 # ---------------------------------------------------------------- CIS 5.1.7: admin.conf is not system:masters

@@ -9,11 +9,15 @@ these tests for real, so a missing binary must never turn into a silent skip.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,3 +53,29 @@ def real_bin_dir() -> tuple[Path | None, str]:
         if proc.returncode != 0:
             raise RuntimeError(f"docker-mode build of the test binaries failed (exit {proc.returncode}); see the log above")
     return OUT / "linux-amd64" / "bin", "docker-mode build"
+
+
+@contextlib.contextmanager
+def traversable_tmp(prefix: str) -> Iterator[Path]:
+    """A temporary directory every user may pass through (0755 under /var/tmp), removed after:
+    etcd runs as its own user (CIS 1.1.12), which could not reach a data dir below pytest's
+    tmp dirs (0700 root); mke would run etcd as root there, saying so."""
+    d = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
+    d.chmod(0o755)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def reachable_bin_dir(bins: Path, dest: Path) -> Path:
+    """``bins`` where every user may reach them (a clone below /root would not be): hard links
+    where the file system allows, copies otherwise."""
+    dest.mkdir(mode=0o755)
+    for f in bins.iterdir():
+        if f.is_file():
+            try:
+                os.link(f, dest / f.name)
+            except OSError:
+                shutil.copy2(f, dest / f.name)
+    return dest

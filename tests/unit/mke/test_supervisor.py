@@ -218,3 +218,27 @@ def test_missing_binary_is_a_component_error(tmp_path: Path, sink) -> None:
     s = make(tmp_path, sink[0], "ghost", str(tmp_path / "no-such-binary"))
     with pytest.raises(ComponentError, match="ghost: cannot start"):
         s.start()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing a child's user needs root")
+def test_a_child_runs_as_the_user_it_is_given_with_no_other_groups(tmp_path: Path, sink) -> None:
+    """ProcessSpec.user: the child's real and effective ids are that user's, and it keeps none of
+    mke's supplementary groups (etcd as its own user: CIS 1.1.12)."""
+    import tempfile
+
+    shared = Path(tempfile.mkdtemp(prefix="mke-ids-", dir="/tmp"))  # pytest's tmp dirs are root's 0700
+    shared.chmod(0o777)  # the child writes its ids here as nobody
+    out = shared / "ids"
+    # a host binary: the test's own python may sit below a directory nobody cannot enter
+    s = make(tmp_path, sink[0], "ids", "/bin/sh", "-c",
+             f"grep -E '^(Uid|Gid|Groups):' /proc/self/status > {out}.tmp && mv {out}.tmp {out}; sleep 60",
+             user=(65534, 65533))
+    s.start()
+    try:
+        wait_for(lambda: out.exists())
+    finally:
+        s.stop()
+        text = out.read_text() if out.exists() else ""
+        shutil.rmtree(shared)
+    fields = {line.split(":")[0]: line.split(":")[1].split() for line in text.splitlines()}
+    assert fields == {"Uid": ["65534"] * 4, "Gid": ["65533"] * 4, "Groups": []}
