@@ -372,6 +372,37 @@ def test_etcd_runs_as_its_own_user_that_owns_its_data_dir(server: MkeServer) -> 
     assert stat.S_IMODE((server.data_dir / "etcd-tls" / "server.key").stat().st_mode) == 0o600
 
 
+def test_a_rotated_etcd_pair_reaches_etcd_as_its_own_user_without_a_restart(server: MkeServer) -> None:
+    """`mke certificate rotate --service etcd` rewrites the pki dir's pairs as root; the controller
+    copies them to etcd's own files, and etcd (same process) serves the new certificate on both
+    of its ports; the originals stay root's."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from mke.commands.certificate import served_certificate
+
+    def der(path: Path) -> bytes:
+        return x509.load_pem_x509_certificate(path.read_bytes()).public_bytes(serialization.Encoding.DER)
+
+    pki, tls = server.data_dir / "pki" / "etcd", server.data_dir / "etcd-tls"
+    client = (pki / "client.crt", pki / "client.key")
+    pid = server.component_pid("etcd")
+    old = der(pki / "server.crt")
+    assert served_certificate("127.0.0.1", 2379, client=client) == old
+    r = server.mke("certificate", "rotate", "--service", "etcd", "--json")
+    assert set(json.loads(r.stdout)["rotated"]) == {"etcd/server", "etcd/peer"}
+    new = der(pki / "server.crt")
+    assert new != old and der(tls / "server.crt") == new and der(tls / "peer.crt") == der(pki / "peer.crt")
+    assert (tls / "server.key").read_bytes() == (pki / "server.key").read_bytes()
+    etcd_uid = pwd.getpwnam("etcd").pw_uid
+    assert all((tls / n).stat().st_uid == etcd_uid for n in ("server.crt", "server.key", "peer.crt", "peer.key"))
+    assert (pki / "server.key").stat().st_uid == 0
+    assert served_certificate("127.0.0.1", 2379, client=client) == new
+    peer_host = server.status()["api_address"]
+    assert served_certificate(peer_host, 2380, client=client) == der(pki / "peer.crt")
+    assert server.component_pid("etcd") == pid
+
+
 # ---------------------------------------------------------------- CIS 5.1.7: admin.conf is not system:masters
 
 
