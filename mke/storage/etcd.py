@@ -148,6 +148,9 @@ class Etcd(SupervisedComponent):
         if self.data_dir.stat().st_uid != 0:
             chown_tree(self.data_dir, 0, 0)
         shutil.rmtree(self.tls_dir, ignore_errors=True)
+        if os.stat(self.ctx.data_dir).st_gid != 0:  # no group passes through any more
+            os.chown(self.ctx.data_dir, -1, 0)
+            os.chmod(self.ctx.data_dir, 0o700)
 
     def sync_tls(self) -> list[str]:
         """Bring etcd's copies of its certificates and keys in line with the pki dir; returns

@@ -142,6 +142,8 @@ def test_root_on_purpose_and_on_a_host_without_account_files(tmp_path: Path, etc
     assert e2.run_as is None and e2.process_spec().user is None
     assert all(owner(p) == (0, 0) for p in [e2.data_dir, *e2.data_dir.rglob("*")])
     assert not e2.tls_dir.exists()
+    data = e2.ctx.data_dir
+    assert owner(data) == (0, 0) and stat.S_IMODE(data.stat().st_mode) == 0o700
     assert flags(e2)["key-file"] == str(e2.ctx.data_dir / "pki" / "etcd" / "server.key")
     assert buf.getvalue() == ""
     # a bare root filesystem: root, said once as a warning that names the way out
