@@ -234,9 +234,13 @@ def _serving_endpoints(pki: ClusterPKI, data_dir: Path, running: dict[str, objec
            "konnectivity": ("127.0.0.1", cfg.konnectivity.agent_port)}
     if running.get("storage", cfg.storage.type) == "etcd":
         out["etcd/server"] = ("127.0.0.1", cfg.storage.etcd.client_port)
-        peer = load_cert(pki.crt("etcd/peer"))
-        ips = sorted(s[3:] for s in cert_sans(peer) if s.startswith("IP:")) if peer else []
-        host = next((ip for ip in ips if ip not in ("127.0.0.1", "::1")), None)
+        # where etcd listens for peers: its peer address (the advertised address unless set);
+        # not any address of the certificate, which names every address of the host (docker0 too)
+        host = cfg.storage.etcd.peer_address or str(running.get("api_address") or "")
+        if not host:
+            peer = load_cert(pki.crt("etcd/peer"))
+            ips = sorted(s[3:] for s in cert_sans(peer) if s.startswith("IP:")) if peer else []
+            host = next((ip for ip in ips if ip not in ("127.0.0.1", "::1")), "")
         if host:
             out["etcd/peer"] = (host, cfg.storage.etcd.peer_port)
     return out

@@ -17,6 +17,7 @@ import grp
 import json
 import os
 import pwd
+import shutil
 import ssl
 import stat
 import subprocess
@@ -57,6 +58,8 @@ def server() -> Iterator[MkeServer]:
         finally:
             srv.stop()
             wait_for(lambda: not children_of(srv.data_dir), 30, "every component to stop")
+            if srv.log_path.exists():  # the directory goes: its log is kept for a failure's reader
+                shutil.copy(srv.log_path, Path(tempfile.gettempdir()) / "mke-secure-server.log")
 
 
 def cmdline(pid: int) -> list[str]:

@@ -334,3 +334,21 @@ def test_the_controller_makes_kube_apiservers_first_kubelet_connection_after_its
         assert len([s for s in kube.seen if probe(s)]) == 3
     finally:
         kube.stop()
+
+
+def test_rotate_looks_for_etcds_new_peer_certificate_where_etcd_listens(pki: ClusterPKI, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch):
+    """The peer certificate names every address of the host (docker0's 172.17.0.1 among them);
+    etcd listens for peers on one (its peer address: the advertised one). ``rotate`` waited for
+    the new certificate on the lowest-sorting address of the certificate, where nothing listens,
+    and said "still serving the old certificate" after 90 s on any host with a docker0."""
+    import mke.pki
+    from mke.commands.certificate import _serving_endpoints
+
+    monkeypatch.setattr(mke.pki, "cert_sans", lambda cert: ["DNS:localhost", "IP:127.0.0.1", "IP:172.17.0.1",
+                                                            "IP:192.0.2.2"])
+    running = {"storage": "etcd", "api_address": "192.0.2.2"}
+    assert _serving_endpoints(pki, tmp_path / "no-such-data-dir", running)["etcd/peer"] == ("192.0.2.2", 2380)
+    # no address in the record (an older mke's status file): the certificate's, as before
+    assert _serving_endpoints(pki, tmp_path / "no-such-data-dir", {"storage": "etcd"})["etcd/peer"] == ("172.17.0.1",
+                                                                                                       2380)
