@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -449,6 +450,18 @@ def test_rolling_upgrade_host_by_host_with_the_api_answering(hosts):
     again = hosts.tool("upgrade", "-c", str(path))
     assert again.returncode == 0 and "no change: every host runs this mke file" in again.stderr, again.stderr
     hosts.timings["upgrade: third run, no change"] = round(again.took, 1)
+    # etcd ran as root under the previous file (mke before CIS 1.1.12); the new one runs it as the
+    # system user etcd (these hosts share the machine's /etc) and gave it the data dir the old one
+    # wrote: CIS 1.1.12's own audit (`stat -c %U:%G` of --data-dir) and the process's ids
+    for c in CONTROLLERS:
+        h = hosts.hosts[c]
+        owner = subprocess.run(h.wrap(["stat", "-c", "%U:%G %a", "/var/lib/mke/etcd"]), capture_output=True,
+                               text=True, check=True).stdout.split()
+        assert owner == ["etcd:etcd", "700"], (c, owner)
+        status = json.loads(h.outside("/var/lib/mke/run/status.json").read_text())
+        pid = next(x["pid"] for x in status["components"] if x["name"] == "etcd")
+        uid = Path(f"/proc/{pid}/status").read_text().split("\nUid:\t", 1)[1].split()
+        assert uid == [str(pwd.getpwnam("etcd").pw_uid)] * 4, (c, uid)
 
 
 def test_cold_start_every_controller_stopped_then_apply(hosts):
