@@ -46,6 +46,7 @@ T = TypeVar("T")
 CONTROLLER_TOKEN_EXPIRY = "10m"
 WORKER_TOKEN_EXPIRY = "15m"
 CONTROLLER_READY_SECONDS = 600.0
+LEADER_GRACE_SECONDS = 60.0  # a controller seen ready may flap for a moment (a restore, a cold start)
 NODE_READY_SECONDS = 600.0
 
 
@@ -386,6 +387,22 @@ class Apply(Cluster):
             await asyncio.sleep(2)
         self.say(st.host, f"control plane ready ({time.monotonic() - t:.1f}s)")
 
+    async def leader_after_start(self, states: list[HostState]) -> HostState:
+        """A controller whose API answers, right after ``wait_controller`` saw one ready. A restored
+        or cold-started control plane may still flap (/readyz answers within 2 s, a component that
+        settles): asked again for up to LEADER_GRACE_SECONDS before it is a failure, which then
+        says why (``mke status`` of the first controller)."""
+        deadline = time.monotonic() + LEADER_GRACE_SECONDS
+        while (leader := await self.running_leader()) is None:
+            if time.monotonic() >= deadline:
+                first = states[0]
+                r = await self.mke_run(first, "status", "--data-dir", first.host.data_dir, step="status",
+                                       error=ClusterReadyError, check=False)
+                raise ClusterReadyError(first.host.label, "control plane ready",
+                                        f"no controller's API is ready: {r.error_line()}")
+            await asyncio.sleep(2)
+        return leader
+
     async def token(self, leader: HostState, role: str, expiry: str, for_host: HostSpec) -> str:
         r = await self.mke_run(leader, "token", "create", f"--role={role}", f"--expiry={expiry}", "--data-dir",
                                leader.host.data_dir, step=f"token for {for_host.label}", error=ClusterJoinError,
@@ -410,9 +427,7 @@ class Apply(Cluster):
                 self.say(first.host, "first controller: a new cluster")
                 await self.install_and_start(first, None)
                 await self.wait_controller(first)
-            leader = await self.running_leader()
-            if leader is None:
-                raise ClusterReadyError(states[0].host.label, "control plane ready", "no controller's API is ready")
+            leader = await self.leader_after_start(states)
         self.say(leader.host, "leader: tokens are made here")
         for st in states:
             if st is leader or st.running:

@@ -460,7 +460,7 @@ def test_rolling_upgrade_host_by_host_with_the_api_answering(hosts):
         assert owner == ["etcd:etcd", "700"], (c, owner)
         status = json.loads(h.outside("/var/lib/mke/run/status.json").read_text())
         pid = next(x["pid"] for x in status["components"] if x["name"] == "etcd")
-        uid = Path(f"/proc/{pid}/status").read_text().split("\nUid:\t", 1)[1].split()
+        uid = Path(f"/proc/{pid}/status").read_text().split("\nUid:\t", 1)[1].split("\n", 1)[0].split()
         assert uid == [str(pwd.getpwnam("etcd").pw_uid)] * 4, (c, uid)
 
 
