@@ -66,18 +66,10 @@ def lookup(name: str, etc: Path | None = None) -> Account | None:
     return None
 
 
-def group_name(gid: int, etc: Path | None = None) -> str | None:
-    etc = Path(etc or ETC)
-    for fields in _entries(Path(etc) / "group"):
-        if len(fields) >= 3 and fields[2] == str(gid):
-            return fields[0]
-    return None
-
-
-def user_name(uid: int, etc: Path | None = None) -> str | None:
-    etc = Path(etc or ETC)
-    for fields in _entries(Path(etc) / "passwd"):
-        if len(fields) >= 3 and fields[2] == str(uid):
+def name_of(number: int, file: str = "passwd", etc: Path | None = None) -> str | None:
+    """The name /etc/passwd (or /etc/group, ``file="group"``) gives the id ``number``, or None."""
+    for fields in _entries(Path(etc or ETC) / file):
+        if len(fields) >= 3 and fields[2] == str(number):
             return fields[0]
     return None
 

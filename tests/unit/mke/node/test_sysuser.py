@@ -55,7 +55,7 @@ def test_a_missing_user_is_added_as_a_system_account_with_the_highest_free_id(et
     # and found again, not added twice
     assert sysuser.ensure_system_user("etcd", etc) == sysuser.Account("etcd", 999, 999)
     assert (etc / "passwd").read_text().count("etcd:") == 1
-    assert sysuser.user_name(999, etc) == "etcd" and sysuser.group_name(999, etc) == "etcd"
+    assert sysuser.name_of(999, "passwd", etc) == "etcd" and sysuser.name_of(999, "group", etc) == "etcd"
 
 
 def test_a_group_of_that_name_is_joined(etc: Path) -> None:
