@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mke.errors import HostError
+from mke.node.files import write_file_atomic
 
 ETC = Path("/etc")
 NAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
@@ -56,13 +57,13 @@ def _entries(path: Path) -> list[list[str]]:
 
 def lookup(name: str, etc: Path | None = None) -> Account | None:
     """The account ``name`` as /etc/passwd has it (gid: its primary group), or None."""
-    etc = Path(etc or ETC)
-    for fields in _entries(Path(etc) / "passwd"):
+    passwd = Path(etc or ETC) / "passwd"
+    for fields in _entries(passwd):
         if len(fields) >= 4 and fields[0] == name:
             try:
                 return Account(name, int(fields[2]), int(fields[3]))
             except ValueError:
-                raise HostError(f"{Path(etc) / 'passwd'}: the entry of {name} has a non-numeric id") from None
+                raise HostError(f"{passwd}: the entry of {name} has a non-numeric id") from None
     return None
 
 
@@ -108,20 +109,7 @@ def _append(path: Path, line: str) -> None:
     data = path.read_bytes()
     if data and not data.endswith(b"\n"):
         data += b"\n"
-    data += line.encode() + b"\n"
-    tmp = path.with_name(f".{path.name}.mke.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fchown(f.fileno(), st.st_uid, st.st_gid)
-            os.fchmod(f.fileno(), st.st_mode & 0o7777)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_file_atomic(path, data + line.encode() + b"\n", st.st_mode & 0o7777, owner=(st.st_uid, st.st_gid))
 
 
 def ensure_system_user(name: str, etc: Path | None = None) -> Account | None:

@@ -34,8 +34,8 @@ JOIN_KEY = "etcd_initial_cluster"  # in the join answer: name=https://ip:2380,..
 # keys in <data-dir>/etcd-tls (0700, its own): the pki dir and its files stay root's and 0600
 # (CIS 1.1.19-1.1.21). The copies follow the originals whenever the pki changes.
 TLS_DIR = "etcd-tls"
-TLS_FILES = {"ca.crt": ("etcd/ca", "crt"), "server.crt": ("etcd/server", "crt"), "server.key": ("etcd/server", "key"),
-             "peer.crt": ("etcd/peer", "crt"), "peer.key": ("etcd/peer", "key")}
+TLS_FILES = (("etcd/ca", "crt"), ("etcd/server", "crt"), ("etcd/server", "key"), ("etcd/peer", "crt"),
+             ("etcd/peer", "key"))  # (pki stem, kind): the copy of etcd/server.key is etcd-tls/server.key
 
 
 class Etcd(SupervisedComponent):
@@ -69,6 +69,10 @@ class Etcd(SupervisedComponent):
     @property
     def tls_dir(self) -> Path:
         return self.ctx.data_dir / TLS_DIR
+
+    def tls_copy(self, stem: str, kind: str) -> Path:
+        """etcd's copy of the pki file ``<stem>.<kind>``."""
+        return self.tls_dir / f"{stem.removeprefix('etcd/')}.{kind}"
 
     def init(self) -> None:
         super().init()
@@ -158,10 +162,10 @@ class Etcd(SupervisedComponent):
         assert self.run_as is not None
         pki = self.ctx.pki
         written = []
-        for name, (stem, kind) in TLS_FILES.items():
+        for stem, kind in TLS_FILES:
             src = pki.crt(stem) if kind == "crt" else pki.key(stem)
             data = Path(src).read_bytes()
-            dst = self.tls_dir / name
+            dst = self.tls_copy(stem, kind)
             try:
                 st = dst.stat()
                 same = (st.st_uid, st.st_gid) == self.run_as and dst.read_bytes() == data
@@ -169,7 +173,7 @@ class Etcd(SupervisedComponent):
                 same = False
             if not same:
                 write_file_atomic(dst, data, 0o600 if kind == "key" else 0o644, owner=self.run_as)
-                written.append(name)
+                written.append(dst.name)
         return written
 
     def needs_restart(self) -> list[str]:
@@ -191,10 +195,10 @@ class Etcd(SupervisedComponent):
         pki = self.ctx.pki
         if copies:
             def crt(stem: str) -> Path:
-                return self.tls_dir / f"{stem.removeprefix('etcd/')}.crt"
+                return self.tls_copy(stem, "crt")
 
             def key(stem: str) -> Path:
-                return self.tls_dir / f"{stem.removeprefix('etcd/')}.key"
+                return self.tls_copy(stem, "key")
         else:
             crt, key = pki.crt, pki.key
         join = self.joining

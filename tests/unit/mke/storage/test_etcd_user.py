@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import stat
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from mke.node import sysuser
 from mke.node.binaries import BinaryResolver
 from mke.node.files import private_dir
 from mke.storage.etcd import Etcd
+from tests.support.binaries import traversable_tmp
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
 
@@ -31,10 +30,8 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
 def tmp_path() -> Iterator[Path]:
     """A directory every user may pass through (pytest's own are below a 0700 root directory,
     which etcd's user could not enter: mke would run etcd as root there, as the last test shows)."""
-    d = Path(tempfile.mkdtemp(prefix="mke-etcd-user-", dir="/var/tmp"))
-    d.chmod(0o755)
-    yield d
-    shutil.rmtree(d)
+    with traversable_tmp("mke-etcd-user-") as d:
+        yield d
 
 
 @pytest.fixture()
