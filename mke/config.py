@@ -194,6 +194,36 @@ def _extra_args(v: Any, where: str) -> Mapping[str, Mapping[str, str]]:
     return out
 
 
+_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _extra_env(v: Any, where: str) -> Mapping[str, Mapping[str, str]]:
+    from mke.components import supervised_names
+
+    if not isinstance(v, dict):
+        raise _fail(where, f"expected a mapping of component name to environment variables, got {v!r}")
+    out: dict[str, dict[str, str]] = {}
+    names = supervised_names()
+    for comp, env in v.items():
+        w = f"{where}.{comp}"
+        if comp not in names:
+            raise _fail(w, f"unknown component{_hint(str(comp), names)}; one of {', '.join(names)}")
+        if env is None:
+            env = {}
+        if not isinstance(env, dict):
+            raise _fail(w, f"expected a mapping of variable name to value, got {env!r}")
+        parsed: dict[str, str] = {}
+        for name, val in env.items():
+            vw = f"{w}.{name}"
+            if not isinstance(name, str) or not _ENV_RE.match(name):
+                raise _fail(vw, "not an environment variable name (letters, digits and _, e.g. GOGC: '100')")
+            if isinstance(val, bool) or not isinstance(val, (str, int, float)):
+                raise _fail(vw, f"expected a string or number, got {val!r}")
+            parsed[name] = str(val)
+        out[comp] = parsed
+    return out
+
+
 # ---------------------------------------------------------------- registries (per node)
 # Keys are registry names as image references spell them (host[:port]); "*" (mirrors only)
 # means every registry without its own entry (containerd's _default).
@@ -579,11 +609,15 @@ class ClusterConfig:
     pod_security: PodSecurityConfig = _key("podSecurity", default_factory=PodSecurityConfig)
     images: ImagesConfig = _key("images", default_factory=ImagesConfig)
     extra_args: Mapping[str, Mapping[str, str]] = _key("extraArgs", _extra_args, doc="component -> flag -> value, added to (or replacing) mke's flags for that component", default_factory=dict)
+    extra_env: Mapping[str, Mapping[str, str]] = _key("extraEnv", _extra_env, doc="component -> environment variable -> value, added to (or replacing) mke's for that component, e.g. kube-apiserver: {GOGC: '100'} for Go's default garbage collection (docs/performance.md)", default_factory=dict)
     registries: RegistriesConfig = _key("registries", default_factory=RegistriesConfig)
     backup: BackupConfig = _key("backup", default_factory=BackupConfig)
 
     def args_for(self, component: str) -> dict[str, str]:
         return dict(self.extra_args.get(component, {}))
+
+    def env_for(self, component: str) -> dict[str, str]:
+        return dict(self.extra_env.get(component, {}))
 
 
 # ---------------------------------------------------------------- loading
@@ -659,9 +693,10 @@ def _cross_check(cfg: ClusterConfig) -> None:
         seen[port] = name
     backend.check(cfg)
     others = {n for b in storage.every() if b is not backend for n in b.component_names()}
-    for comp in cfg.extra_args:
-        if comp in others:
-            raise _fail(f"extraArgs.{comp}", f"{comp} does not run with storage.type {cfg.storage.type}")
+    for key, given in (("extraArgs", cfg.extra_args), ("extraEnv", cfg.extra_env)):
+        for comp in given:
+            if comp in others:
+                raise _fail(f"{key}.{comp}", f"{comp} does not run with storage.type {cfg.storage.type}")
     _check_registries(cfg.registries, "registries.")
     if cfg.backup.continuous.interval:
         from mke.storage.kine import DIALECTS, scheme

@@ -98,10 +98,20 @@ class KubeAPIServer(SupervisedComponent):
                          "proxy-client-cert-file", "proxy-client-key-file", "kubelet-client-certificate",
                          "kubelet-client-key", "etcd-certfile", "etcd-keyfile", "encryption-provider-config"})
 
+    # Go's garbage collector target (GOGC, upstream 100): a collection when the heap has grown by
+    # half of what is live instead of by all of it. Measured by tests/bench/bench_scale.py and
+    # bench_server.py (docs/performance.md, "Tuned defaults"): kube-apiserver's heap is most of
+    # the control plane's memory and grows with the cluster; 50 keeps its RSS below the same
+    # binary run with upstream defaults, for a little more CPU. mke.yaml's extraEnv changes it.
+    GOGC = "50"
+
     def __init__(self, ctx, *, etcd_servers: str, etcd_tls: bool = True) -> None:
         super().__init__(ctx)
         self.etcd_servers = etcd_servers
         self.etcd_tls = etcd_tls
+
+    def env(self) -> dict[str, str]:
+        return {"GOGC": self.GOGC}
 
     @property
     def egress_config(self):

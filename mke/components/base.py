@@ -53,6 +53,10 @@ class ComponentContext(Protocol):
         """Flags the operator added for ``component`` (mke.yaml extraArgs, --kubelet-arg)."""
         ...
 
+    def extra_env(self, component: str) -> dict[str, str]:
+        """Environment the operator added for ``component`` (mke.yaml extraEnv)."""
+        ...
+
 
 class Component:
     name: str = "component"
@@ -126,7 +130,7 @@ class SupervisedComponent(Component):
         return ProcessSpec(
             name=self.name,
             args=(str(self.binary_path), *(f"--{k}={v}" if v is not None else f"--{k}" for k, v in flags.items())),
-            env=self.env(),
+            env={**self.env(), **self.ctx.extra_env(self.name)},
             cwd=self.ctx.data_dir,
             user=self.run_as,
             stop_timeout=self.stop_timeout,

@@ -33,6 +33,10 @@ class ControllerContext:
         """Flags mke.yaml's ``extraArgs`` adds to ``component``."""
         return self.config.args_for(component)
 
+    def extra_env(self, component: str) -> dict[str, str]:
+        """Environment mke.yaml's ``extraEnv`` adds to ``component``."""
+        return self.config.env_for(component)
+
     @property
     def pki(self) -> ClusterPKI:
         from mke.pki import ClusterPKI

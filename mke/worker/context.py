@@ -70,6 +70,9 @@ class WorkerContext:
     def extra_args(self, component: str) -> dict[str, str]:
         return self.options.args_for(component)
 
+    def extra_env(self, component: str) -> dict[str, str]:
+        return {}  # mke.yaml's extraEnv is for the control plane's components
+
     node_credentials_timeout = 120.0
 
     def node_credentials_present(self) -> bool:

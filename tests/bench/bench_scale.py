@@ -76,6 +76,30 @@ class Skip(Exception):
     """The benchmark cannot run here; the message says what to do (one line)."""
 
 
+def _mke_config_from_env() -> dict[str, Any]:
+    """``MKE_BENCH_SCALE_MKE_CONFIG``: a YAML file whose mapping is merged into the mke side's
+    mke.yaml (to measure a setting against mke's defaults, e.g. ``extraEnv``)."""
+    name = os.environ.get("MKE_BENCH_SCALE_MKE_CONFIG")
+    if not name:
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(name).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise Skip(f"MKE_BENCH_SCALE_MKE_CONFIG={name}: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise Skip(f"MKE_BENCH_SCALE_MKE_CONFIG={name}: expected a mapping of mke.yaml keys")
+    return data
+
+
+def _merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 @dataclass(frozen=True)
 class Settings:
     nodes: tuple[int, ...]
@@ -83,6 +107,7 @@ class Settings:
     pods_per_node: int = 30
     write_qps: float = 10.0
     steady: float = 60.0
+    mke_config: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -91,7 +116,8 @@ class Settings:
             s = cls(nodes=nodes, stores=tuple(_env_list("MKE_BENCH_SCALE_STORES", ",".join(STORES))),
                     pods_per_node=int(os.environ.get("MKE_BENCH_SCALE_PODS_PER_NODE", "30")),
                     write_qps=float(os.environ.get("MKE_BENCH_SCALE_WRITE_QPS", "10")),
-                    steady=float(os.environ.get("MKE_BENCH_SCALE_STEADY", "60")))
+                    steady=float(os.environ.get("MKE_BENCH_SCALE_STEADY", "60")),
+                    mke_config=_mke_config_from_env())
         except ValueError as e:
             raise Skip(f"MKE_BENCH_SCALE_*: {e} (e.g. MKE_BENCH_SCALE_NODES=10,100)") from e
         bad = [x for x in s.stores if x not in STORES]
@@ -341,8 +367,9 @@ class ControlPlane:
 
     label = ""
 
-    def __init__(self, root: Path, store: str, dsn: str, bins: Path) -> None:
+    def __init__(self, root: Path, store: str, dsn: str, bins: Path, extra: dict[str, Any] | None = None) -> None:
         self.root, self.store, self.dsn, self.bins = root, store, dsn, bins
+        self.extra = extra or {}  # merged into the mke side's mke.yaml (MKE_BENCH_SCALE_MKE_CONFIG)
         self.data = root / "data"
         self.pki = self.data / "pki"
 
@@ -471,7 +498,7 @@ class Mke(ControlPlane):
         import yaml
 
         cfg = self.root / "mke.yaml"
-        cfg.write_text(yaml.safe_dump(self.config()))
+        cfg.write_text(yaml.safe_dump(_merged(self.config(), self.extra)))
         self.proc = _popen([*_mke_command(), "server", "--data-dir", str(self.data), "--bin-dir", str(self.bins),
                             "--config", str(cfg)], self.root / "mke.log", cwd=REPO,
                            env={"PYTHONPATH": str(REPO)} if _mke_command()[0] == sys.executable else None)
@@ -697,7 +724,7 @@ def run_one(kind: type[ControlPlane], store: str, nodes: int, s: Settings, bins:
     if busy:
         raise Skip(f"ports {', '.join(map(str, busy))} are in use (another control plane?): stop it and run again")
     with _database(store) as (dsn, db_size), contextlib.ExitStack() as stack:  # the database stops last
-        cp = kind(root, store, dsn, bins)
+        cp = kind(root, store, dsn, bins, s.mke_config)
         stack.callback(cp.stop)
         cp.start()
         api = Api(cp.pki)
@@ -905,6 +932,8 @@ def run(report: Any) -> None:
             print(f"steps {','.join(map(str, s.nodes))} nodes x {s.pods_per_node} pods; stores {','.join(s.stores)}; "
                   f"writes {s.write_qps:g}/s; steady {s.steady:g} s; mke: {' '.join(_mke_command())}; "
                   f"binaries {bins}", flush=True)
+            if s.mke_config:
+                print(f"mke.yaml for mke's side also has: {json.dumps(s.mke_config)}", flush=True)
             try:
                 for nodes in s.nodes:
                     for store in s.stores:

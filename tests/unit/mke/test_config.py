@@ -62,6 +62,13 @@ def test_partial_config_keeps_other_defaults() -> None:
     assert cfg.args_for("kube-apiserver") == {"v": "2", "audit-log-maxage": "3", "enable-x": "true"}
 
 
+def test_extra_env_is_per_component_and_strings() -> None:
+    cfg = parse_config({"extraEnv": {"kube-apiserver": {"GOGC": 100, "GOMEMLIMIT": "1GiB"}, "etcd": None}})
+    assert cfg.env_for("kube-apiserver") == {"GOGC": "100", "GOMEMLIMIT": "1GiB"}
+    assert cfg.env_for("etcd") == {} and cfg.env_for("kube-scheduler") == {}
+    assert parse_config(yaml.safe_load(dump_config(cfg))) == cfg
+
+
 def test_pod_security_defaults_and_choices() -> None:
     psa = default_config().pod_security
     assert (psa.enforce, psa.audit, psa.warn, psa.exempt_namespaces) == ("baseline", "restricted", "restricted",
@@ -101,6 +108,11 @@ def test_pod_security_defaults_and_choices() -> None:
         ({"extraArgs": {"kube-apiserer": {}}}, "extraArgs.kube-apiserer", "did you mean 'kube-apiserver'"),
         ({"extraArgs": {"kube-apiserver": {"v": [1]}}}, "extraArgs.kube-apiserver.v", "scalar"),
         ({"extraArgs": {"kine": {"v": "1"}}}, "extraArgs.kine", "storage.type"),
+        ({"extraEnv": {"kube-apiserer": {}}}, "extraEnv.kube-apiserer", "did you mean 'kube-apiserver'"),
+        ({"extraEnv": {"kube-apiserver": {"GO GC": "50"}}}, "extraEnv.kube-apiserver.GO GC", "variable name"),
+        ({"extraEnv": {"kube-apiserver": {"GOGC": [50]}}}, "extraEnv.kube-apiserver.GOGC", "string or number"),
+        ({"extraEnv": {"kube-apiserver": "GOGC=50"}}, "extraEnv.kube-apiserver", "mapping"),
+        ({"extraEnv": {"kine": {"GOGC": "50"}}}, "extraEnv.kine", "storage.type"),
         ({"controlPlane": []}, "controlPlane", "mapping"),
         ({"podSecurity": {"enforce": "baseine"}}, "podSecurity.enforce", "did you mean 'baseline'"),
         ({"podSecurity": {"warn": "strict"}}, "podSecurity.warn", "privileged, baseline, restricted"),

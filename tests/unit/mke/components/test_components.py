@@ -289,6 +289,20 @@ def test_extra_args_override_and_extend(tmp_path: Path) -> None:
     assert "--egress-selector-config-file" not in f
 
 
+def test_apiserver_collects_garbage_at_half_and_extra_env_changes_it(tmp_path: Path) -> None:
+    def env(cfg: dict) -> dict[str, str]:
+        c = ControllerContext(config=parse_config(cfg), data_dir=tmp_path, node_name="n", api_address="192.0.2.1",
+                              binaries=BinaryResolver(tmp_path))
+        api = KubeAPIServer(c, etcd_servers="https://127.0.0.1:2379")
+        api.binary_path = tmp_path / "kube-apiserver"
+        return dict(api.process_spec().env)
+
+    assert env({})["GOGC"] == "50"
+    assert env({"extraEnv": {"kube-apiserver": {"GOGC": 100, "GOMEMLIMIT": "2GiB"}}}) == {
+        "GOGC": "100", "GOMEMLIMIT": "2GiB"}
+    assert env({"extraEnv": {"kube-scheduler": {"GOGC": 80}}})["GOGC"] == "50"
+
+
 def test_etcd_mutual_tls(ctx: ControllerContext) -> None:
     f = _flags(Etcd(ctx))
     assert f["--client-cert-auth"] == "true" and f["--peer-client-cert-auth"] == "true"
