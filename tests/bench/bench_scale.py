@@ -93,6 +93,15 @@ def _mke_config_from_env() -> dict[str, Any]:
     return data
 
 
+def _sides_from_env() -> tuple[str, ...]:
+    """``MKE_BENCH_SCALE_SIDES``: both (default), or only ``mke`` (where a store breaks the SLO,
+    without the baseline's time) or only ``by-hand``."""
+    given = _env_list("MKE_BENCH_SCALE_SIDES", "by-hand,mke")
+    if not given or any(x not in ("by-hand", "mke") for x in given):
+        raise Skip(f"MKE_BENCH_SCALE_SIDES takes by-hand, mke or both (got {','.join(given)})")
+    return tuple(x.replace("-", " ") for x in ("by-hand", "mke") if x in given)
+
+
 def _merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in extra.items():
@@ -108,6 +117,7 @@ class Settings:
     write_qps: float = 10.0
     steady: float = 60.0
     mke_config: dict[str, Any] = field(default_factory=dict, compare=False)
+    sides: tuple[str, ...] = ("by hand", "mke")
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -117,7 +127,8 @@ class Settings:
                     pods_per_node=int(os.environ.get("MKE_BENCH_SCALE_PODS_PER_NODE", "30")),
                     write_qps=float(os.environ.get("MKE_BENCH_SCALE_WRITE_QPS", "10")),
                     steady=float(os.environ.get("MKE_BENCH_SCALE_STEADY", "60")),
-                    mke_config=_mke_config_from_env())
+                    mke_config=_mke_config_from_env(),
+                    sides=_sides_from_env())
         except ValueError as e:
             raise Skip(f"MKE_BENCH_SCALE_*: {e} (e.g. MKE_BENCH_SCALE_NODES=10,100)") from e
         bad = [x for x in s.stores if x not in STORES]
@@ -930,6 +941,7 @@ def run(report: Any) -> None:
                 print(f"(waiting for {LOCK}: another control-plane test is running)", flush=True)
                 fcntl.flock(lock, fcntl.LOCK_EX)
             print(f"steps {','.join(map(str, s.nodes))} nodes x {s.pods_per_node} pods; stores {','.join(s.stores)}; "
+                  f"sides {' and '.join(s.sides)}; "
                   f"writes {s.write_qps:g}/s; steady {s.steady:g} s; mke: {' '.join(_mke_command())}; "
                   f"binaries {bins}", flush=True)
             if s.mke_config:
@@ -937,7 +949,7 @@ def run(report: Any) -> None:
             try:
                 for nodes in s.nodes:
                     for store in s.stores:
-                        for kind in (ByHand, Mke):
+                        for kind in (k for k in (ByHand, Mke) if k.label in s.sides):
                             t0 = time.monotonic()
                             try:
                                 r = run_one(kind, store, nodes, s, bins, kwok, stages, tmp)
@@ -947,8 +959,8 @@ def run(report: Any) -> None:
                             print(f"  {nodes} nodes, {store}, {kind.label}: "
                                   f"{'FAILED: ' + r['error'] if 'error' in r else 'done'} "
                                   f"({time.monotonic() - t0:.0f} s)", flush=True)
-                        print_step(store, nodes, nodes * s.pods_per_node, results[(store, nodes, "mke")],
-                                   results[(store, nodes, "by hand")])
+                        print_step(store, nodes, nodes * s.pods_per_node, results.get((store, nodes, "mke"), {}),
+                                   results.get((store, nodes, "by hand"), {}))
             except Skip as e:
                 print(f"stopped: {e}", flush=True)
             print_goals(results, s)

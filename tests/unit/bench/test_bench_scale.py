@@ -14,8 +14,24 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (s.nodes, s.stores, s.pods_per_node) == ((10, 100), ("etcd", "sqlite"), 30)
 
 
+def test_one_side_and_a_setting_for_mke(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    assert bs.Settings.from_env().sides == ("by hand", "mke")
+    f = tmp_path / "tune.yaml"
+    f.write_text("extraEnv:\n  kube-apiserver: {GOGC: '100'}\nkonnectivity: {agentPort: 8133}\n")
+    monkeypatch.setenv("MKE_BENCH_SCALE_SIDES", "mke")
+    monkeypatch.setenv("MKE_BENCH_SCALE_MKE_CONFIG", str(f))
+    s = bs.Settings.from_env()
+    assert s.sides == ("mke",)
+    cp = bs.Mke(tmp_path, "etcd", "", tmp_path, s.mke_config)
+    assert bs._merged(cp.config(), cp.extra) == {
+        "konnectivity": {"enabled": False, "agentPort": 8133}, "network": {"provider": "custom"},
+        "extraEnv": {"kube-apiserver": {"GOGC": "100"}}}
+
+
 @pytest.mark.parametrize("var,value", [("MKE_BENCH_SCALE_NODES", "ten"), ("MKE_BENCH_SCALE_NODES", "0"),
-                                       ("MKE_BENCH_SCALE_STORES", "etcd,redis"), ("MKE_BENCH_SCALE_STEADY", "x")])
+                                       ("MKE_BENCH_SCALE_STORES", "etcd,redis"), ("MKE_BENCH_SCALE_STEADY", "x"),
+                                       ("MKE_BENCH_SCALE_SIDES", "mke,kubeadm"),
+                                       ("MKE_BENCH_SCALE_MKE_CONFIG", "/nonexistent/tune.yaml")])
 def test_bad_settings_are_one_line(monkeypatch: pytest.MonkeyPatch, var: str, value: str) -> None:
     monkeypatch.setenv(var, value)
     with pytest.raises(bs.Skip) as e:
