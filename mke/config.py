@@ -165,63 +165,54 @@ def _registry(v: Any, where: str) -> str:
 _FLAG_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 
-def _extra_args(v: Any, where: str) -> Mapping[str, Mapping[str, str]]:
+def _per_component(v: Any, where: str, what: str, key: str,
+                   entry: Callable[[Any, Any, str], tuple[str, str]]) -> Mapping[str, Mapping[str, str]]:
+    """extraArgs/extraEnv: component -> {``key`` -> value}, each pair checked by ``entry``."""
     from mke.components import supervised_names
 
     if not isinstance(v, dict):
-        raise _fail(where, f"expected a mapping of component name to flags, got {v!r}")
+        raise _fail(where, f"expected a mapping of component name to {what}, got {v!r}")
     out: dict[str, dict[str, str]] = {}
-    for comp, flags in v.items():
+    names = supervised_names()
+    for comp, given in v.items():
         w = f"{where}.{comp}"
-        names = supervised_names()
         if comp not in names:
             raise _fail(w, f"unknown component{_hint(str(comp), names)}; one of {', '.join(names)}")
-        if flags is None:
-            flags = {}
-        if not isinstance(flags, dict):
-            raise _fail(w, f"expected a mapping of flag name to value, got {flags!r}")
-        parsed: dict[str, str] = {}
-        for flag, val in flags.items():
-            fw = f"{w}.{flag}"
-            if not isinstance(flag, str) or not _FLAG_RE.match(flag.lstrip("-")):
-                raise _fail(fw, "flag names are written without leading dashes, e.g. v: '2'")
-            if isinstance(val, bool):
-                val = "true" if val else "false"
-            if not isinstance(val, (str, int, float)):
-                raise _fail(fw, f"expected a scalar flag value, got {val!r}")
-            parsed[flag.lstrip("-")] = str(val)
-        out[comp] = parsed
+        if given is None:
+            given = {}
+        if not isinstance(given, dict):
+            raise _fail(w, f"expected a mapping of {key} to value, got {given!r}")
+        out[comp] = dict(entry(k, val, f"{w}.{k}") for k, val in given.items())
     return out
+
+
+def _flag(flag: Any, val: Any, where: str) -> tuple[str, str]:
+    if not isinstance(flag, str) or not _FLAG_RE.match(flag.lstrip("-")):
+        raise _fail(where, "flag names are written without leading dashes, e.g. v: '2'")
+    if isinstance(val, bool):
+        val = "true" if val else "false"
+    if not isinstance(val, (str, int, float)):
+        raise _fail(where, f"expected a scalar flag value, got {val!r}")
+    return flag.lstrip("-"), str(val)
 
 
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def _extra_env(v: Any, where: str) -> Mapping[str, Mapping[str, str]]:
-    from mke.components import supervised_names
+def _env_var(name: Any, val: Any, where: str) -> tuple[str, str]:
+    if not isinstance(name, str) or not _ENV_RE.match(name):
+        raise _fail(where, "not an environment variable name (letters, digits and _, e.g. GOGC: '100')")
+    if isinstance(val, bool) or not isinstance(val, (str, int, float)):
+        raise _fail(where, f"expected a string or number, got {val!r}")
+    return name, str(val)
 
-    if not isinstance(v, dict):
-        raise _fail(where, f"expected a mapping of component name to environment variables, got {v!r}")
-    out: dict[str, dict[str, str]] = {}
-    names = supervised_names()
-    for comp, env in v.items():
-        w = f"{where}.{comp}"
-        if comp not in names:
-            raise _fail(w, f"unknown component{_hint(str(comp), names)}; one of {', '.join(names)}")
-        if env is None:
-            env = {}
-        if not isinstance(env, dict):
-            raise _fail(w, f"expected a mapping of variable name to value, got {env!r}")
-        parsed: dict[str, str] = {}
-        for name, val in env.items():
-            vw = f"{w}.{name}"
-            if not isinstance(name, str) or not _ENV_RE.match(name):
-                raise _fail(vw, "not an environment variable name (letters, digits and _, e.g. GOGC: '100')")
-            if isinstance(val, bool) or not isinstance(val, (str, int, float)):
-                raise _fail(vw, f"expected a string or number, got {val!r}")
-            parsed[name] = str(val)
-        out[comp] = parsed
-    return out
+
+def _extra_args(v: Any, where: str) -> Mapping[str, Mapping[str, str]]:
+    return _per_component(v, where, "flags", "flag name", _flag)
+
+
+def _extra_env(v: Any, where: str) -> Mapping[str, Mapping[str, str]]:
+    return _per_component(v, where, "environment variables", "variable name", _env_var)
 
 
 # ---------------------------------------------------------------- registries (per node)
