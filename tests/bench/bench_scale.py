@@ -817,7 +817,8 @@ def _fmt(v: float | None, unit: str) -> str:
 
 
 def print_step(store: str, nodes: int, pods: int, mke: dict[str, Any], hand: dict[str, Any]) -> None:
-    print(f"\n-- {nodes} nodes / {pods} pods, {store}: mke vs the same binaries by hand", flush=True)
+    sides = " vs ".join(label for label, r in (("mke", mke), ("the same binaries by hand", hand)) if r)
+    print(f"\n-- {nodes} nodes / {pods} pods, {store}: {sides}", flush=True)
     for label, r in (("mke", mke), ("by hand", hand)):
         if "error" in r:
             print(f"   {label}: FAILED: {r['error']}")

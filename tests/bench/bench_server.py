@@ -57,18 +57,12 @@ def _wait_readyz(pki: Path, t0: float, timeout: float = 120.0, proc: subprocess.
     raise RuntimeError("not ready in time")
 
 
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
-def _anon_kib(pid: int) -> int:
-    """The part of RSS that is the process's own memory (what `free` counts as used); the rest
-    is the binary's text and data read from its file (page cache, shared)."""
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith("Anonymous:"):
+def _kib(pid: int, key: str, name: str = "status") -> int:
+    """``key`` (in KiB) from /proc/<pid>/<name>: VmRSS from status; Anonymous from smaps_rollup,
+    the part of RSS that is the process's own memory (what `free` counts as used), the rest being
+    the binary's text and data read from its file (page cache, shared)."""
+    for line in Path(f"/proc/{pid}/{name}").read_text().splitlines():
+        if line.startswith(f"{key}:"):
             return int(line.split()[1])
     return 0
 
@@ -161,11 +155,11 @@ def run(report) -> None:
                 time.sleep(0.5)
             time.sleep(float(os.environ.get("MKE_BENCH_SETTLE", "20")))
             status = json.loads((data / "run" / "status.json").read_text())
-            mke_rss = _rss_kib(proc.pid)
+            mke_rss = _kib(proc.pid, "VmRSS")
             pids = {c["name"]: c["pid"] for c in status["components"] if c.get("pid")}
-            parts = {k: _rss_kib(p) for k, p in pids.items()}
+            parts = {k: _kib(p, "VmRSS") for k, p in pids.items()}
             total = mke_rss + sum(parts.values())
-            anon = _anon_kib(proc.pid) + sum(_anon_kib(p) for p in pids.values())
+            anon = sum(_kib(p, "Anonymous", "smaps_rollup") for p in (proc.pid, *pids.values()))
             print(f"RSS: mke process {mke_rss / 1024:.1f} MiB (target < 60 MB); "
                   + ", ".join(f"{k} {v / 1024:.0f} MiB" for k, v in parts.items())
                   + f"; control plane total {total / 1024:.0f} MiB ({total * 1024 / 1e6:.0f} MB; k0s documents "
