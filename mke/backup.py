@@ -298,15 +298,15 @@ def create_backup(data_dir: Path, cfg: ClusterConfig, out: Path, *, node_name: s
     ``sqlite_hold``: see ``sqlite_backup`` (continuous backup's base snapshot)."""
     from mke import __version__
     from mke.config import config_to_dict
-    from mke.pki import ClusterPKI, ca_hash
+    from mke.pkifiles import PKIFiles
     from mke.storage.kine import DIALECTS, scheme
 
     t0 = time.monotonic()
     data_dir = Path(data_dir)
-    pki = ClusterPKI(data_dir / "pki")
+    pki = PKIFiles(data_dir / "pki")  # no cryptography: scheduled backups run inside mke server
     if not pki.crt("ca").is_file():
         raise BackupError(f"{pki.crt('ca')}: no cluster CA; is {data_dir} a controller's data dir (--data-dir)?")
-    cluster = ca_hash(pki.ca_cert("ca"))
+    cluster = pki.ca_pin("ca")
     out = Path(out).absolute()
     if out.is_dir():
         raise UsageError(f"--out {out}: is a directory; name the archive file (e.g. {out / archive_name(node_name, scheduled=False)})")
@@ -467,10 +467,14 @@ def read_archive(path: Path, dest: Path | None = None) -> Manifest:
 def check_contents(path: Path, manifest: Manifest, tree: Path) -> None:
     """What the checksums cannot say: the CA is the cluster the manifest names, the etcd snapshot
     carries etcd's own sha256 and the SQLite copy passes its integrity check."""
-    from mke.pki import ca_hash, load_cert
+    from mke import der
 
-    cert = load_cert(tree / "pki" / "ca.crt")
-    if cert is None or ca_hash(cert) != manifest.cluster:
+    pin: str | None
+    try:
+        pin = der.ca_pin((tree / "pki" / "ca.crt").read_bytes())
+    except (OSError, ValueError):
+        pin = None
+    if pin is None or pin != manifest.cluster:
         raise BackupError(f"{path}: pki/ca.crt is not the CA of cluster {manifest.cluster} its manifest names; "
                           "the archive was altered")
     if manifest.datastore == ETCD_SNAPSHOT:
@@ -519,12 +523,14 @@ def verify(path: Path) -> Manifest:
 def current_cluster(data_dir: Path) -> str | None:
     """The cluster whose state ``data_dir`` holds (its CA's hash), "" for a datastore without a
     CA, None when it holds no cluster."""
-    from mke.pki import ca_hash, load_cert
+    from mke import der
 
     ca = Path(data_dir) / "pki" / "ca.crt"
     if ca.exists():
-        cert = load_cert(ca)
-        return ca_hash(cert) if cert is not None else ""
+        try:
+            return der.ca_pin(ca.read_bytes())
+        except (OSError, ValueError):
+            return ""
     if (Path(data_dir) / "etcd" / "member").exists() or (Path(data_dir) / "kine" / "state.db").exists():
         return ""
     return None

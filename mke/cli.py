@@ -91,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     # Import only the module of the command being run (fast start-up).
     only = next((a for a in argv if not a.startswith("-")), None)
     try:
+        if argv[:1] == ["_pki"]:  # mke's own helper (mke.pkifiles), kept out of the commands and their help
+            from mke.pki import helper_main
+
+            return helper_main(argv[1:])
         parser = make_parser(only if only in COMMANDS else None)
         args = parser.parse_args(argv)
         run: Callable[[argparse.Namespace], int] = args._run

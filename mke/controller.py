@@ -30,7 +30,7 @@ from mke.node.binaries import BinaryResolver
 from mke.node.datadir import DEFAULT_DATA_DIR, EMBEDDED_WORKER_DIR
 from mke.node.hostinfo import advertised_address, api_url, host_addresses, node_name
 from mke.node.role import NodeRole
-from mke.pki import PKIRequest
+from mke.pkifiles import PKIRequest
 
 # ---------------------------------------------------------------- the controller
 
@@ -237,7 +237,7 @@ class Controller(NodeRole):
         False while it is still to be done (tried again on the next tick)."""
         from mke.kubeapi import KubeClient
         from mke.manifests.k8s import cluster_role_binding, subject
-        from mke.pki import ADMIN_GROUP
+        from mke.pkifiles import ADMIN_GROUP
 
         pending = self.ctx.pki.admin_binding_pending
         if not pending.exists():

@@ -129,9 +129,8 @@ def _error_of(data: bytes) -> str:
 
 def checked_files(doc: dict[str, Any], tok: JoinToken, url: str) -> dict[str, bytes]:
     """The answer's files, decoded; refuses the whole answer on one bad name or content."""
-    from cryptography import x509
-
-    from mke.pki import SECRETS_ENCRYPTION, ca_hash
+    from mke import der
+    from mke.pkifiles import SECRETS_ENCRYPTION
 
     files, config = doc.get("files"), doc.get("config")
     if not isinstance(files, dict) or not isinstance(config, dict):
@@ -150,7 +149,7 @@ def checked_files(doc: dict[str, Any], tok: JoinToken, url: str) -> dict[str, by
             older = " (an older mke? upgrade that controller first)" if needed not in ("ca.crt", "ca.key") else ""
             raise TokenError(f"the controller's answer lacks {needed}{older}; nothing was written")
     try:
-        same_ca = ca_hash(x509.load_pem_x509_certificate(out["ca.crt"])) == tok.ca_hash
+        same_ca = der.ca_pin(out["ca.crt"]) == tok.ca_hash
     except ValueError:
         same_ca = False
     if not same_ca:
@@ -159,12 +158,10 @@ def checked_files(doc: dict[str, Any], tok: JoinToken, url: str) -> dict[str, by
 
 
 def _same_cluster(tok: JoinToken, ca_file: Path) -> None:
-    from cryptography import x509
-
-    from mke.pki import ca_hash
+    from mke import der
 
     try:
-        ours = ca_hash(x509.load_pem_x509_certificate(ca_file.read_bytes()))
+        ours = der.ca_pin(ca_file.read_bytes())
     except (OSError, ValueError) as e:
         raise MkeError(f"{ca_file}: unreadable ({_one_line(str(e), 120)}); restore it, or run `mke reset` and "
                        "join again") from e

@@ -165,15 +165,13 @@ def decode_token(text: str, *, role: str | None = None, now: dt.datetime | None 
     if tok.role not in ROLES or not _ID_RE.match(tok.token_id) or not _SECRET_RE.match(tok.token_secret) \
             or not tok.api_url.startswith("https://"):
         raise TokenError("the join token is malformed (bad role, API address or bootstrap token)")
-    from cryptography import x509
-
-    from mke.pki import ca_hash
+    from mke import der  # not cryptography: a server joining with a token runs for months (mke.der)
 
     try:
-        ca = x509.load_pem_x509_certificate(tok.ca_pem.encode())
+        pin = der.ca_pin(tok.ca_pem)
     except ValueError as e:
         raise TokenError("the join token is malformed: its CA certificate does not parse") from e
-    if ca_hash(ca) != tok.ca_hash:
+    if pin != tok.ca_hash:
         raise TokenError("the join token's CA does not match its CA hash (altered token)")
     now = now or dt.datetime.now(dt.UTC)
     if tok.expires is not None and tok.expires <= now:
@@ -216,9 +214,7 @@ class TokenStore:
     def create(self, *, role: str, api_url: str, ca_pem: str, ttl: dt.timedelta | None, mke_api_url: str = "",
                description: str = "", now: dt.datetime | None = None, single_use: bool | None = None) -> JoinToken:
         """Store a new token; ``single_use`` defaults to True for controller tokens, which must expire."""
-        from cryptography import x509
-
-        from mke.pki import ca_hash
+        from mke import der
 
         if role not in ROLES:
             raise UsageError(f"--role {role!r}: one of {', '.join(ROLES)}")
@@ -229,7 +225,7 @@ class TokenStore:
         tok_id, tok_secret = new_bootstrap_token()
         tok = JoinToken(
             role=role, api_url=api_url, mke_api_url=mke_api_url if role == "controller" else "", ca_pem=ca_pem,
-            ca_hash=ca_hash(x509.load_pem_x509_certificate(ca_pem.encode())), token_id=tok_id,
+            ca_hash=der.ca_pin(ca_pem), token_id=tok_id,
             token_secret=tok_secret, expires=(now + ttl).replace(microsecond=0) if ttl else None,
         )
         self.client.create(tok.secret_manifest(description, single_use=single_use))

@@ -12,7 +12,7 @@ from mke.logsink import LogSink
 from mke.node.binaries import BinaryResolver
 
 if TYPE_CHECKING:
-    from mke.pki import ClusterPKI
+    from mke.pkifiles import PKIFiles
 
 
 @dataclass(kw_only=True)
@@ -38,10 +38,11 @@ class ControllerContext:
         return self.config.env_for(component)
 
     @property
-    def pki(self) -> ClusterPKI:
-        from mke.pki import ClusterPKI
+    def pki(self) -> PKIFiles:
+        """The pki dir; what needs ``cryptography`` runs in a helper process (mke.pkifiles)."""
+        from mke.pkifiles import PKIFiles
 
-        return ClusterPKI(self.pki_dir)
+        return PKIFiles(self.pki_dir)
 
     @property
     def pki_dir(self) -> Path:

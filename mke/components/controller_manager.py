@@ -9,7 +9,7 @@ from __future__ import annotations
 from mke.components.base import SupervisedComponent, https_ok
 from mke.node.files import private_dir
 from mke.node.tls import K8S_MIN_VERSION, go_cipher_suites
-from mke.pki import CLIENT_CA, KUBELET_SERVING_CA, SERVER_CA
+from mke.pkifiles import CLIENT_CA, KUBELET_SERVING_CA, SERVER_CA
 
 SECURE_PORT = 10257
 

@@ -31,14 +31,10 @@ are a second line.
 
 from __future__ import annotations
 
-import base64
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
-
-from cryptography import x509
-from cryptography.x509.oid import NameOID
 
 from mke.components.base import LoopComponent
 from mke.components.context import ControllerContext
@@ -85,7 +81,7 @@ class ControlPlaneNames:
 def control_plane_names(ctx: ControllerContext, controller_ips: Iterable[str] = ()) -> ControlPlaneNames:
     """The control plane's addresses and names from this controller's config and PKI request, plus
     ``controller_ips`` (every apiserver's address, from the ``kubernetes`` EndpointSlice)."""
-    from mke.pki import PKIRequest
+    from mke.pkifiles import PKIRequest
 
     cfg = ctx.config
     req = PKIRequest(node_name=ctx.node_name, api_address=ctx.api_address, external_address=cfg.api.external_address,
@@ -108,10 +104,24 @@ def _is_ip(text: str) -> bool:
         return False
 
 
+Facts = dict[str, Any] | str  # mke.pki.csr_facts: what a CSR's request says, or why it does not parse
+
+
+def request_facts(spec: dict[str, Any]) -> Facts:
+    """``mke.pki.csr_facts`` of ``spec.request`` in this process (loads cryptography: the
+    approver inside ``mke server`` gets its facts from the helper instead, mke.pkifiles)."""
+    if not isinstance(spec.get("request"), str):
+        return "unparsable request (no request)"
+    from mke.pki import csr_facts
+
+    return csr_facts(spec["request"])
+
+
 def check_serving_csr(csr: dict[str, Any], node: dict[str, Any] | None,
-                      control_plane: ControlPlaneNames | None = None) -> str | None:
+                      control_plane: ControlPlaneNames | None = None, facts: Facts | None = None) -> str | None:
     """None when ``csr`` may be approved, else why not. Without ``control_plane``, only
-    loopback, ``localhost`` and ``kubernetes``/``kubernetes.*`` are refused outright."""
+    loopback, ``localhost`` and ``kubernetes``/``kubernetes.*`` are refused outright.
+    ``facts``: ``request_facts`` of its spec, made here when not given."""
     control_plane = control_plane or ControlPlaneNames()
     spec = csr.get("spec", {})
     user = spec.get("username", "")
@@ -122,20 +132,14 @@ def check_serving_csr(csr: dict[str, Any], node: dict[str, Any] | None,
     node_name = user.removeprefix("system:node:")
     if not set(spec.get("usages", [])) <= ALLOWED_USAGES or "server auth" not in spec.get("usages", []):
         return f"usages {spec.get('usages')} are not server auth"
-    try:
-        req = x509.load_pem_x509_csr(base64.b64decode(spec["request"]))
-    except (KeyError, ValueError) as e:
-        return f"unparsable request ({e})"
-    cn = [a.value for a in req.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
-    orgs = [a.value for a in req.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
-    if cn != [user] or orgs != ["system:nodes"]:
-        return f"subject {req.subject.rfc4514_string()} does not match {user}"
-    try:
-        san = req.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
+    facts = request_facts(spec) if facts is None else facts
+    if isinstance(facts, str):
+        return facts
+    if facts["cn"] != [user] or facts["orgs"] != ["system:nodes"]:
+        return f"subject {facts['subject']} does not match {user}"
+    if not facts["san"]:
         return "no subject alternative names"
-    others = [g for g in san if not isinstance(g, (x509.DNSName, x509.IPAddress))]
-    if others:
+    if facts["others"]:
         return "SANs other than DNS names and IP addresses"
     if node is None:
         return f"node {node_name} is not registered yet"
@@ -147,12 +151,12 @@ def check_serving_csr(csr: dict[str, Any], node: dict[str, Any] | None,
         except ValueError:
             pass
     names = {a["address"] for a in addrs if a.get("type") in ("Hostname", "InternalDNS", "ExternalDNS")} | {node_name}
-    for ip in san.get_values_for_type(x509.IPAddress):
+    for ip in map(ipaddress.ip_address, facts["ips"]):
         if control_plane.refuses_ip(ip, node_name):
             return f"IP {ip} is an address of the control plane"
         if ip not in ips:
             return f"IP {ip} is not an address of node {node_name}"
-    for dns in san.get_values_for_type(x509.DNSName):
+    for dns in facts["dns"]:
         if control_plane.refuses_name(dns, node_name):
             return f"DNS name {dns} names the control plane"
         if dns not in names:
@@ -160,25 +164,29 @@ def check_serving_csr(csr: dict[str, Any], node: dict[str, Any] | None,
     return None
 
 
-def bootstrap_client_csr(csr: dict[str, Any]) -> tuple[str, str, str | None] | None:
-    """(token id, node name, why it may not be approved or None) of a kubelet client CSR made with
-    an mke worker token; None for any other CSR (not this approver's)."""
+def is_bootstrap_client_csr(csr: dict[str, Any]) -> bool:
+    """A kubelet client CSR made with an mke worker token (this approver's to decide)."""
     from mke.manifests.bootstrap_rbac import WORKER_GROUP
 
     spec = csr.get("spec", {})
-    user = spec.get("username", "")
-    if spec.get("signerName") != CLIENT_SIGNER or not user.startswith(BOOTSTRAP_USER) \
-            or WORKER_GROUP not in (spec.get("groups") or []):
+    return spec.get("signerName") == CLIENT_SIGNER and spec.get("username", "").startswith(BOOTSTRAP_USER) \
+        and WORKER_GROUP in (spec.get("groups") or [])
+
+
+def bootstrap_client_csr(csr: dict[str, Any], facts: Facts | None = None) -> tuple[str, str, str | None] | None:
+    """(token id, node name, why it may not be approved or None) of a kubelet client CSR made with
+    an mke worker token; None for any other CSR (not this approver's). ``facts``: as for
+    ``check_serving_csr``."""
+    if not is_bootstrap_client_csr(csr):
         return None
-    token_id = user.removeprefix(BOOTSTRAP_USER)
-    try:
-        req = x509.load_pem_x509_csr(base64.b64decode(spec["request"]))
-    except (KeyError, ValueError) as e:
-        return token_id, "", f"unparsable request ({e})"
-    cn = [str(a.value) for a in req.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
-    orgs = [str(a.value) for a in req.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
+    spec = csr["spec"]
+    token_id = spec["username"].removeprefix(BOOTSTRAP_USER)
+    facts = request_facts(spec) if facts is None else facts
+    if isinstance(facts, str):
+        return token_id, "", facts
+    cn, orgs = facts["cn"], facts["orgs"]
     if len(cn) != 1 or not cn[0].startswith("system:node:") or orgs != ["system:nodes"]:
-        return token_id, "", f"subject {req.subject.rfc4514_string()} is not system:node:<name> in system:nodes"
+        return token_id, "", f"subject {facts['subject']} is not system:node:<name> in system:nodes"
     node_name = cn[0].removeprefix("system:node:")
     usages = set(spec.get("usages") or [])
     if not usages <= CLIENT_USAGES or "client auth" not in usages:
@@ -199,6 +207,7 @@ class KubeletServingCSRApprover(LoopComponent):
         self._reported: set[str] = set()
         self._old_binding_gone = False
         self.approved = 0
+        self._facts: dict[str, Facts] = {}  # spec.request -> its facts, for the CSRs still undecided
 
     def control_plane(self, client: Any) -> ControlPlaneNames:
         """This controller's names and addresses and every apiserver's address (all controllers)."""
@@ -236,13 +245,30 @@ class KubeletServingCSRApprover(LoopComponent):
         self.ctx.sink.line(self.name, f"approved {name}: node {node_name}'s client certificate (token {token_id})")
         return True
 
+    def facts(self, csrs: list[dict[str, Any]]) -> dict[str, Facts]:
+        """The facts of these CSRs' requests: the new ones from one ``mke _pki csr-facts`` helper
+        (cryptography stays out of mke server), the others remembered while they stay undecided."""
+        from mke.pkifiles import csr_facts
+
+        requests = {c["spec"]["request"] for c in csrs if isinstance(c.get("spec", {}).get("request"), str)}
+        new = sorted(requests - self._facts.keys())
+        self._facts = {r: f for r, f in self._facts.items() if r in requests}
+        self._facts.update(zip(new, csr_facts(new), strict=True))
+        return self._facts
+
     def approve_pending(self, client: Any) -> int:
         n = 0
         control_plane: ControlPlaneNames | None = None
-        for csr in client.list("certificates.k8s.io/v1", "CertificateSigningRequest"):
-            if any(c.get("type") in ("Approved", "Denied") for c in csr.get("status", {}).get("conditions", []) or []):
-                continue
-            joining = bootstrap_client_csr(csr)
+        mine = [csr for csr in client.list("certificates.k8s.io/v1", "CertificateSigningRequest")
+                if not any(c.get("type") in ("Approved", "Denied")
+                           for c in csr.get("status", {}).get("conditions", []) or [])
+                and (is_bootstrap_client_csr(csr) or csr.get("spec", {}).get("signerName") == SIGNER)]
+        facts = self.facts(mine)
+        for csr in mine:
+            request = csr["spec"].get("request")
+            known = facts.get(request, "unparsable request (no request)") if isinstance(request, str) \
+                else "unparsable request (no request)"
+            joining = bootstrap_client_csr(csr, known)
             if joining is not None:
                 n += self.client_csr(client, csr, *joining)
                 continue
@@ -252,7 +278,7 @@ class KubeletServingCSRApprover(LoopComponent):
             node_name = csr["spec"].get("username", "").removeprefix("system:node:")
             node = client.get("v1", "Node", node_name) if node_name else None
             control_plane = control_plane or self.control_plane(client)
-            why = check_serving_csr(csr, node, control_plane)
+            why = check_serving_csr(csr, node, control_plane, known)
             if why:
                 if name not in self._reported:
                     self.ctx.sink.line(self.name, f"leaving {name} pending: {why}", level="warn")

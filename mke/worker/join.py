@@ -236,13 +236,9 @@ def denied_client_csr(bootstrap_kubeconfig: Path, node_name: str, *, timeout: fl
     Asked with the bootstrap token itself (``system:node-bootstrapper`` may list CSRs): the
     Denied CSRs that token made for ``node_name``. None as well when the question cannot be asked.
     """
-    import base64
-
-    from cryptography import x509
-    from cryptography.x509.oid import NameOID
-
     from mke.errors import MkeError
     from mke.kubeapi import KubeClient
+    from mke.pkifiles import csr_facts  # in a helper: cryptography stays out of mke worker
 
     try:
         client = KubeClient.from_kubeconfig(bootstrap_kubeconfig, timeout=timeout)
@@ -257,18 +253,21 @@ def denied_client_csr(bootstrap_kubeconfig: Path, node_name: str, *, timeout: fl
         client.close()
     if not token_id or not isinstance(body, dict):
         return None
+    denied: list[tuple[str, dict[str, Any]]] = []  # (request, its last Denied condition)
     for csr in body.get("items") or []:
         spec = csr.get("spec") or {}
-        if spec.get("username") != f"system:bootstrap:{token_id}":
+        if spec.get("username") != f"system:bootstrap:{token_id}" or not isinstance(spec.get("request"), str):
             continue
-        denied = [c for c in (csr.get("status") or {}).get("conditions") or [] if c.get("type") == "Denied"]
-        if not denied:
-            continue
-        try:
-            req = x509.load_pem_x509_csr(base64.b64decode(spec["request"]))
-            cn = [str(a.value) for a in req.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
-        except (KeyError, ValueError):
-            continue
-        if cn == [f"system:node:{node_name}"]:
-            return str(denied[-1].get("message") or denied[-1].get("reason") or "denied")
+        conditions = [c for c in (csr.get("status") or {}).get("conditions") or [] if c.get("type") == "Denied"]
+        if conditions:
+            denied.append((spec["request"], conditions[-1]))
+    if not denied:
+        return None
+    try:
+        facts = csr_facts([request for request, _ in denied])
+    except MkeError:
+        return None
+    for (_, why), fact in zip(denied, facts, strict=True):
+        if isinstance(fact, dict) and fact["cn"] == [f"system:node:{node_name}"]:
+            return str(why.get("message") or why.get("reason") or "denied")
     return None

@@ -165,7 +165,8 @@ def check_node_ip(text: str, host_addresses: tuple[str, ...]) -> str:
 def client_cert_status(kubeconfig: Path, *, now: dt.datetime | None = None) -> tuple[bool, str]:
     """(usable, why) for kubelet's own kubeconfig: present, and its client certificate not expired."""
     import yaml
-    from cryptography import x509
+
+    from mke import der  # not cryptography: mke worker runs for months (mke.der)
 
     if not kubeconfig.exists():
         return False, f"{kubeconfig} does not exist"
@@ -178,13 +179,13 @@ def client_cert_status(kubeconfig: Path, *, now: dt.datetime | None = None) -> t
             pem = base64.b64decode(user["client-certificate-data"])
         else:
             pem = Path(user["client-certificate"]).read_bytes()
-        cert = x509.load_pem_x509_certificates(pem)[0]
+        not_after = der.certificate_not_after(der.pem_certificate(pem))
     except (OSError, KeyError, IndexError, TypeError, ValueError, yaml.YAMLError) as e:
         return False, f"{kubeconfig}: unreadable credentials ({e})"
     now = now or dt.datetime.now(dt.UTC)
-    if cert.not_valid_after_utc <= now:
-        return False, f"its client certificate expired at {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
-    return True, f"client certificate valid until {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+    if not_after <= now:
+        return False, f"its client certificate expired at {not_after:%Y-%m-%d %H:%M} UTC"
+    return True, f"client certificate valid until {not_after:%Y-%m-%d %H:%M} UTC"
 
 
 MAX_PARALLEL_IMAGE_PULLS = 5

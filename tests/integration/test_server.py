@@ -337,6 +337,11 @@ def test_server_with_etcd_survives_kills(tmp_path: Path, bin_dir: Path | None) -
         print(f"mke server (etcd) ready in {took:.1f}s")
         assert (server.data_dir / "run" / "etcd.pid").exists()
         check_cluster(server)
+        # the PKI was made by `mke _pki ensure` helpers: cryptography is not resident in the
+        # long-running server (issue 18, mke.pkifiles)
+        assert server.proc is not None
+        maps = Path(f"/proc/{server.proc.pid}/maps").read_text()
+        assert "cryptography" not in maps and (server.data_dir / "pki" / "apiserver.crt").exists()
 
         from kubernetes import client
 

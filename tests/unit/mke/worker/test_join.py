@@ -218,3 +218,35 @@ def test_worker_command_token_sources(tmp_path, monkeypatch):
     assert read_token(argparse.Namespace(token="mke1.arg", token_file=None)) == "mke1.arg"
     with pytest.raises(UsageError, match="not both"):
         read_token(argparse.Namespace(token="x", token_file=f))
+
+
+def test_kubelets_client_certificate_status_reads_its_end_of_validity(tmp_path):
+    """mke worker decides whether kubelet must bootstrap again from its kubeconfig's client
+    certificate, read with mke.der (real certificates, in the data and in the file form)."""
+    import base64
+
+    import yaml
+
+    from mke.worker.kubelet import client_cert_status
+
+    ca_key = new_key()
+    ca = make_ca_cert(ca_key, "kubernetes-client-ca")
+    now = dt.datetime.now(dt.UTC)
+    spec = CertSpec(name="kubelet", ca="client-ca", cn="system:node:w1", orgs=("system:nodes",), client=True)
+    cert = make_leaf_cert(spec, new_key(), ca, ca_key, not_before=now - dt.timedelta(days=400))  # 365 days: expired
+    fresh = make_leaf_cert(spec, new_key(), ca, ca_key, not_before=now)
+
+    def kubeconfig(name: str, user: dict) -> Path:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump({"users": [{"name": "kubelet", "user": user}]}))
+        return path
+
+    expired = kubeconfig("expired.conf", {"client-certificate-data": base64.b64encode(cert_pem(cert)).decode()})
+    ok, why = client_cert_status(expired)
+    assert not ok and why == f"its client certificate expired at {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+    (tmp_path / "kubelet.crt").write_bytes(cert_pem(fresh))
+    ok, why = client_cert_status(kubeconfig("files.conf", {"client-certificate": str(tmp_path / "kubelet.crt")}))
+    assert ok and why == f"client certificate valid until {fresh.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+    ok, why = client_cert_status(kubeconfig("bad.conf", {"client-certificate-data": base64.b64encode(b"junk").decode()}))
+    assert not ok and "unreadable credentials (no PEM certificate)" in why
+    assert client_cert_status(tmp_path / "missing.conf") == (False, f"{tmp_path / 'missing.conf'} does not exist")
