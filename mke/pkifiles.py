@@ -7,8 +7,7 @@ start and every 12 hours (docs/performance.md, empty cluster). So the server hol
 ``PKIFiles``, whose ``ensure`` and ``csr_facts`` run in a short-lived helper, this same mke
 started as ``mke _pki <op>`` with JSON on stdin and stdout (no secret on its command line),
 and reads CA pins with mke.der. Commands that run and exit (``mke certificate``, ``mke
-kubeconfig``, a worker's join) use mke.pki's ``ClusterPKI`` directly: the same class with
-the crypto in process.
+kubeconfig``) use mke.pki's ``ClusterPKI``: the same class with the crypto in process.
 """
 
 from __future__ import annotations
