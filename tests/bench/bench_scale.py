@@ -76,10 +76,11 @@ class Skip(Exception):
     """The benchmark cannot run here; the message says what to do (one line)."""
 
 
-def _mke_config_from_env() -> dict[str, Any]:
-    """``MKE_BENCH_SCALE_MKE_CONFIG``: a YAML file whose mapping is merged into the mke side's
-    mke.yaml (to measure a setting against mke's defaults, e.g. ``extraEnv``)."""
-    name = os.environ.get("MKE_BENCH_SCALE_MKE_CONFIG")
+def mke_config_from_env(var: str = "MKE_BENCH_SCALE_MKE_CONFIG") -> dict[str, Any]:
+    """``$var`` (``MKE_BENCH_SCALE_MKE_CONFIG``; bench_server's ``MKE_BENCH_SERVER_CONFIG``): a
+    YAML file whose mapping is merged into mke's mke.yaml (to measure a setting against mke's
+    defaults, e.g. ``extraEnv``); {} when unset, Skip naming it when unreadable."""
+    name = os.environ.get(var)
     if not name:
         return {}
     import yaml
@@ -87,9 +88,9 @@ def _mke_config_from_env() -> dict[str, Any]:
     try:
         data = yaml.safe_load(Path(name).read_text())
     except (OSError, yaml.YAMLError) as e:
-        raise Skip(f"MKE_BENCH_SCALE_MKE_CONFIG={name}: {str(e).splitlines()[0]}") from None
+        raise Skip(f"{var}={name}: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
-        raise Skip(f"MKE_BENCH_SCALE_MKE_CONFIG={name}: expected a mapping of mke.yaml keys")
+        raise Skip(f"{var}={name}: expected a mapping of mke.yaml keys")
     return data
 
 
@@ -127,7 +128,7 @@ class Settings:
                     pods_per_node=int(os.environ.get("MKE_BENCH_SCALE_PODS_PER_NODE", "30")),
                     write_qps=float(os.environ.get("MKE_BENCH_SCALE_WRITE_QPS", "10")),
                     steady=float(os.environ.get("MKE_BENCH_SCALE_STEADY", "60")),
-                    mke_config=_mke_config_from_env(),
+                    mke_config=mke_config_from_env(),
                     sides=_sides_from_env())
         except ValueError as e:
             raise Skip(f"MKE_BENCH_SCALE_*: {e} (e.g. MKE_BENCH_SCALE_NODES=10,100)") from e

@@ -105,11 +105,23 @@ def run(report) -> None:
     if os.geteuid() != 0 or bins is None:
         print("skipped: needs root and etcd + kube-apiserver in $MKE_TEST_BIN_DIR or dist/linux-amd64/bin")
         return
+    import yaml
+
+    from tests.bench.bench_scale import Skip, mke_config_from_env
+
+    try:
+        extra = mke_config_from_env("MKE_BENCH_SERVER_CONFIG")  # a setting's empty-cluster RSS, e.g. extraEnv
+    except Skip as e:
+        print(f"skipped: {e}")
+        return
+    if extra:
+        print(f"mke.yaml also has: {json.dumps(extra)}", flush=True)
     with tempfile.TemporaryDirectory(prefix="mke-bench-") as tmp:
         tmp_path = Path(tmp)
         cfg = tmp_path / "mke.yaml"
-        cfg.write_text("konnectivity: {enabled: %s}\n" % ("true" if os.access(bins / "konnectivity-server", os.X_OK)
-                                                          else "false"))
+        konnectivity = os.access(bins / "konnectivity-server", os.X_OK)
+        cfg.write_text(yaml.safe_dump({**extra, "konnectivity": {**extra.get("konnectivity", {}),
+                                                                 "enabled": konnectivity}}))
         mke_times, hand_times = [], []
         for i in range(ROUNDS):
             # by hand: PKI made beforehand, etcd and apiserver started together

@@ -47,3 +47,18 @@ def test_slo_verdict() -> None:
     lists = {"server": {0.99: {"list-cluster": (31.0, 3)}}, "worst_mutating": None}
     assert bs.slo(lists)[0] is False
     assert bs.slo({"error": "kwok exited"}) == (None, "failed")
+
+
+def test_bench_servers_config_variable_shares_the_reader(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """bench_server's MKE_BENCH_SERVER_CONFIG is read like MKE_BENCH_SCALE_MKE_CONFIG, naming its own variable."""
+    monkeypatch.delenv("MKE_BENCH_SERVER_CONFIG", raising=False)
+    assert bs.mke_config_from_env("MKE_BENCH_SERVER_CONFIG") == {}
+    good = tmp_path / "small.yaml"
+    good.write_text("extraEnv: {kube-apiserver: {GOGC: '25'}}\n")
+    monkeypatch.setenv("MKE_BENCH_SERVER_CONFIG", str(good))
+    assert bs.mke_config_from_env("MKE_BENCH_SERVER_CONFIG") == {"extraEnv": {"kube-apiserver": {"GOGC": "25"}}}
+    for text in ("- a list\n", "extraEnv: [\n"):
+        good.write_text(text)
+        with pytest.raises(bs.Skip) as e:
+            bs.mke_config_from_env("MKE_BENCH_SERVER_CONFIG")
+        assert str(e.value).startswith(f"MKE_BENCH_SERVER_CONFIG={good}: ") and "\n" not in str(e.value)
