@@ -132,10 +132,17 @@ class Controller(NodeRole):
         finish_interrupted_restore(self.data_dir, self.say)  # a restore killed while it committed
         from mke import skew
 
-        # refused before anything starts: a minor version skipped or gone back (docs/upgrade.md)
-        self.kubernetes_version = skew.check_controller(self.data_dir, self.bin_dir)
-        write_running_config(self.data_dir, self.config)  # what `mke token`/`kubeconfig` act on
-        rep = self.ctx.pki.ensure(self.pki_request())
+        # the PKI helper (mke.pkifiles) runs while this process checks versions and finds binaries
+        pending = self.ctx.pki.start_ensure(self.pki_request())
+        try:
+            # refused before anything starts: a minor version skipped or gone back (docs/upgrade.md)
+            self.kubernetes_version = skew.check_controller(self.data_dir, self.bin_dir)
+            write_running_config(self.data_dir, self.config)  # what `mke token`/`kubeconfig` act on
+            self.ctx.binaries.prefetch(self.binary_names())
+        except BaseException:
+            pending.abandon()
+            raise
+        rep = pending.result()
         if rep.migrated:
             self.ctx.sink.line("pki", "this data dir had one CA for everything: it stays the server CA (tokens, "
                                "kubeconfigs and workers keep working); new client and kubelet-serving CAs were made")
@@ -143,7 +150,6 @@ class Controller(NodeRole):
             self.ctx.sink.line("pki", f"{self.ctx.pki.legacy_ca} (the CA from before CA separation) is still "
                                "trusted for client and kubelet serving certificates; remove it on every controller "
                                "once every node renewed them (docs/security.md, Certificate authorities)", level="warn")
-        self.ctx.binaries.prefetch(self.binary_names())
 
     def start(self) -> None:
         self.manager = ComponentManager(self.stages(), on_change=self.write_status, stopping=self.stopping,

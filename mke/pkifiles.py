@@ -270,8 +270,13 @@ class PKIFiles:
 
     def ensure(self, req: PKIRequest) -> EnsureReport:
         """``ClusterPKI.ensure`` in a short-lived ``mke _pki ensure``: create or renew what is needed."""
-        doc = run_helper("ensure", {"dir": str(self.dir), "request": dataclasses.asdict(req)})
-        return EnsureReport(**doc)
+        return self.start_ensure(req).result()
+
+    def start_ensure(self, req: PKIRequest) -> Helper:
+        """``ensure`` started: the helper works while the caller does something else (mke server's
+        start checks versions and finds binaries meanwhile); ``result()`` waits for its report."""
+        return Helper("ensure", {"dir": str(self.dir), "request": dataclasses.asdict(req)},
+                      lambda doc: EnsureReport(**doc))
 
     # -- kubeconfigs
 
@@ -325,22 +330,53 @@ def helper_command() -> tuple[list[str], dict[str, str]]:
     return [sys.executable, "-m", "mke"], env
 
 
+class Helper:
+    """One ``mke _pki <op>`` running, ``payload`` as JSON on its stdin."""
+
+    def __init__(self, op: str, payload: dict[str, Any], make: Any = None) -> None:
+        self.op, self.make = op, make
+        cmd, env = helper_command()
+        try:
+            self.proc = subprocess.Popen([*cmd, "_pki", op], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, env=env)
+        except OSError as e:
+            raise PKIError(f"{cmd[0]}: cannot run the PKI helper: {e.strerror}") from e
+        stdin, self.proc.stdin = self.proc.stdin, None  # communicate() then only reads
+        assert stdin is not None
+        try:  # the whole request now: the helper reads it at once and works while the caller goes on
+            with stdin:
+                stdin.write(json.dumps(payload).encode())
+        except BrokenPipeError:
+            pass  # it exited before reading: result() reports its error
+
+    def result(self) -> Any:
+        """Its answer (through ``make``), or PKIError with the helper's own one-line error."""
+        try:
+            out, err = self.proc.communicate(timeout=HELPER_TIMEOUT)
+        except subprocess.TimeoutExpired as e:
+            self.proc.kill()
+            self.proc.communicate()
+            raise PKIError(f"mke _pki {self.op}: no answer in {HELPER_TIMEOUT:.0f} s") from e
+        if self.proc.returncode != 0:
+            lines = [ln for ln in err.decode(errors="replace").splitlines() if ln.strip()]
+            why = lines[-1].removeprefix("mke: error: ") if lines else f"exit status {self.proc.returncode}"
+            raise PKIError(why)
+        try:
+            doc = json.loads(out)
+        except ValueError as e:
+            raise PKIError(f"mke _pki {self.op} answered something that is not JSON ({e})") from e
+        return self.make(doc) if self.make is not None else doc
+
+    def abandon(self) -> None:
+        """Let it finish (it writes every file by temp + rename, under the pki lock) and drop its answer."""
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            self.proc.communicate(timeout=HELPER_TIMEOUT)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
 def run_helper(op: str, payload: dict[str, Any]) -> Any:
     """Run ``mke _pki <op>`` with ``payload`` as JSON on stdin; its JSON answer, or PKIError with
     the helper's own one-line error."""
-    cmd, env = helper_command()
-    try:
-        proc = subprocess.run([*cmd, "_pki", op], input=json.dumps(payload).encode(), capture_output=True,
-                              env=env, timeout=HELPER_TIMEOUT, check=False)
-    except subprocess.TimeoutExpired as e:
-        raise PKIError(f"mke _pki {op}: no answer in {HELPER_TIMEOUT:.0f} s") from e
-    except OSError as e:
-        raise PKIError(f"{cmd[0]}: cannot run the PKI helper: {e.strerror}") from e
-    if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.decode(errors="replace").splitlines() if ln.strip()]
-        why = lines[-1].removeprefix("mke: error: ") if lines else f"exit status {proc.returncode}"
-        raise PKIError(why)
-    try:
-        return json.loads(proc.stdout)
-    except ValueError as e:
-        raise PKIError(f"mke _pki {op} answered something that is not JSON ({e})") from e
+    return Helper(op, payload).result()

@@ -95,3 +95,18 @@ def test_bad_helper_input_is_one_line(argv: list[str], stdin: str, why: str) -> 
     assert res.returncode != 0
     assert res.stderr.count("\n") == 1 and res.stderr.startswith("mke: error: ") and why in res.stderr
     assert res.stdout == ""
+
+
+def test_a_started_ensure_runs_beside_the_caller_and_an_abandoned_one_leaves_a_whole_pki(tmp_path: Path) -> None:
+    """mke server starts the helper, then checks versions and finds binaries; when that fails, the
+    helper is let finish (every file by temp + rename under the pki lock), its answer dropped."""
+    started = PKIFiles(tmp_path / "a").start_ensure(REQ)
+    rep = started.result()
+    assert "apiserver" in rep.created and started.proc.returncode == 0
+    abandoned = PKIFiles(tmp_path / "b").start_ensure(REQ)
+    abandoned.abandon()
+    assert abandoned.proc.returncode == 0
+    again = ClusterPKI(tmp_path / "b").ensure(REQ)
+    assert again.created == [] and again.renewed == []
+    assert sorted(p.name for p in (tmp_path / "b").rglob("*") if p.is_file()) == \
+        sorted(p.name for p in (tmp_path / "a").rglob("*") if p.is_file())
