@@ -92,8 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     only = next((a for a in argv if not a.startswith("-")), None)
     try:
         if argv[:1] == ["_pki"]:  # mke's own helper (mke.pkifiles), kept out of the commands and their help
-            from mke.pki import helper_main
-
+            helper_main: Callable[[list[str]], int] = importlib.import_module("mke.pki").helper_main
             return helper_main(argv[1:])
         parser = make_parser(only if only in COMMANDS else None)
         args = parser.parse_args(argv)
