@@ -324,7 +324,12 @@ def helper_command() -> tuple[list[str], dict[str, str]]:
 
     env = dict(os.environ)
     if start.executable:
-        return [os.path.realpath(start.executable)], env
+        # the very file this mke started from, which its entry keeps open (mke.start.payload_path):
+        # an upgrade that replaced the path since must not answer for the running version
+        exe = start.payload_path or start.executable
+        if exe.startswith("/proc/self/"):
+            exe = f"/proc/{os.getpid()}/" + exe.removeprefix("/proc/self/")
+        return [exe], env
     src = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
     return [sys.executable, "-m", "mke"], env

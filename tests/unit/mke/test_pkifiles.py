@@ -110,3 +110,19 @@ def test_a_started_ensure_runs_beside_the_caller_and_an_abandoned_one_leaves_a_w
     assert again.created == [] and again.renewed == []
     assert sorted(p.name for p in (tmp_path / "b").rglob("*") if p.is_file()) == \
         sorted(p.name for p in (tmp_path / "a").rglob("*") if p.is_file())
+
+
+def test_dist_mkes_helper_is_the_file_it_started_from(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """From dist/mke the helper runs the executable through the entry's open fd of it, so an upgrade
+    that replaced dist/mke's path meanwhile does not answer for the running version."""
+    from mke import start
+    from mke.pkifiles import helper_command
+
+    monkeypatch.setattr(start, "executable", "/usr/local/bin/mke")
+    monkeypatch.setattr(start, "payload_path", "/proc/self/fd/7")
+    assert helper_command()[0] == [f"/proc/{os.getpid()}/fd/7"]
+    monkeypatch.setattr(start, "payload_path", "/usr/local/bin/mke")  # the entry gave no fd
+    assert helper_command()[0] == ["/usr/local/bin/mke"]
+    monkeypatch.setattr(start, "executable", None)  # from source
+    cmd, env = helper_command()
+    assert cmd == [sys.executable, "-m", "mke"] and env["PYTHONPATH"].split(os.pathsep)[0] == str(REPO)
