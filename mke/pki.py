@@ -52,7 +52,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime as dt
-import hashlib
 import ipaddress
 import json
 import os
@@ -142,12 +141,6 @@ def load_cert(path: Path) -> x509.Certificate | None:
         return x509.load_pem_x509_certificate(path.read_bytes())
     except (OSError, ValueError):
         return None
-
-
-def ca_hash(cert: x509.Certificate) -> str:
-    """``sha256:<hex>`` of the CA's SubjectPublicKeyInfo (the kubeadm-style CA pin)."""
-    spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return "sha256:" + hashlib.sha256(spki).hexdigest()
 
 
 def _now() -> dt.datetime:
@@ -530,7 +523,7 @@ def csr_facts(request_b64: str) -> dict[str, Any] | str:
 
 
 def helper_main(argv: list[str]) -> int:
-    """``mke _pki ensure|csr-facts``: JSON on stdin, JSON on stdout (mke.pkifiles.run_helper)."""
+    """``mke _pki ensure|csr-facts``: JSON on stdin, JSON on stdout (mke.pkifiles.Helper)."""
     op = argv[0] if len(argv) == 1 else ""
     if op not in ("ensure", "csr-facts"):
         raise PKIError("mke _pki: ensure or csr-facts (mke's own helper; JSON on stdin)")
@@ -553,6 +546,6 @@ __all__ = [
     "ADMIN_BINDING_PENDING", "ADMIN_GROUP", "CAS", "CLIENT_CA", "CLIENT_CA_BUNDLE", "ENCRYPTION_PROVIDER",
     "FILE_KUBECONFIGS", "KUBECONFIGS", "KUBELET_SERVING_CA", "KUBELET_SERVING_CA_BUNDLE", "LEAF_CAS", "LEGACY_CA",
     "SECRETS_ENCRYPTION", "SERVER_CA", "SUPER_ADMIN", "CertSpec", "ClusterPKI", "EnsureReport", "PKIFiles",
-    "PKIRequest", "ca_hash", "cert_pem", "cert_sans", "csr_facts", "helper_main", "key_pem", "leaf_specs",
+    "PKIRequest", "cert_pem", "cert_sans", "csr_facts", "helper_main", "key_pem", "leaf_specs",
     "load_cert", "load_key", "make_ca_cert", "make_leaf_cert", "new_key",
 ]

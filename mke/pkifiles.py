@@ -21,7 +21,6 @@ import ipaddress
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -314,25 +313,19 @@ class PKIFiles:
 def csr_facts(requests: Iterable[str]) -> list[dict[str, Any] | str]:
     """``mke.pki.csr_facts`` of each base64 PEM CSR, in one ``mke _pki csr-facts``."""
     requests = list(requests)
-    return run_helper("csr-facts", {"requests": requests}) if requests else []
+    return Helper("csr-facts", {"requests": requests}).result() if requests else []
 
 
 def helper_command() -> tuple[list[str], dict[str, str]]:
-    """The command and environment that run this mke again: dist/mke itself, or ``python -m
-    mke`` from the source tree this module was loaded from."""
+    """The command and environment of the helper: this very mke again (mke.start.self_command),
+    from source with this module's tree first on PYTHONPATH."""
     from mke import start
 
     env = dict(os.environ)
-    if start.executable:
-        # the very file this mke started from, which its entry keeps open (mke.start.payload_path):
-        # an upgrade that replaced the path since must not answer for the running version
-        exe = start.payload_path or start.executable
-        if exe.startswith("/proc/self/"):
-            exe = f"/proc/{os.getpid()}/" + exe.removeprefix("/proc/self/")
-        return [exe], env
-    src = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
-    return [sys.executable, "-m", "mke"], env
+    if not start.executable:
+        src = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
+    return start.self_command(running_file=True), env
 
 
 class Helper:
@@ -379,9 +372,3 @@ class Helper:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-
-
-def run_helper(op: str, payload: dict[str, Any]) -> Any:
-    """Run ``mke _pki <op>`` with ``payload`` as JSON on stdin; its JSON answer, or PKIError with
-    the helper's own one-line error."""
-    return Helper(op, payload).result()

@@ -40,6 +40,20 @@ executable: str | None = None
 payload_path: str | None = None
 
 
+def self_command(*, running_file: bool = False) -> list[str]:
+    """The command that runs this mke again: the dist/mke it started from, or ``python -m mke``
+    when run from source (a venv's python by its own path, not its link's target).
+
+    ``running_file``: the very file this process started from, through the entry's open fd of it
+    (``/proc/<pid>/fd/N``), for a child that must be this version even if an upgrade replaced the
+    path meanwhile (mke.pkifiles' helper). Otherwise the path, resolved (a systemd unit)."""
+    if not executable:
+        return [os.path.abspath(sys.executable), "-m", "mke"]
+    if running_file and payload_path:
+        return [payload_path.replace("/proc/self/", f"/proc/{os.getpid()}/", 1)]
+    return [os.path.realpath(executable)]
+
+
 def adopt(environ: dict[str, str] | os._Environ[str] = os.environ) -> None:
     """Take the entry's variables out of ``environ`` and give the caller's values back."""
     global executable, payload_path

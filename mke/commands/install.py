@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import re
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -66,16 +64,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         help="no service manager: `mke start` runs mke in the background, nothing restarts it "
                              "(hosts without systemd or OpenRC; docs/create-cluster.md)")
         rp.set_defaults(service_actions=tuple(rp.service_actions))
-
-
-def mke_executable() -> list[str]:
-    """The command that runs this mke: the dist/mke file it started from (mke/start.py), or
-    ``python -m mke`` when run from source."""
-    from mke import start
-
-    if start.executable:
-        return [os.path.realpath(start.executable)]
-    return [os.path.abspath(sys.executable), "-m", "mke"]  # a venv's python: not its target
 
 
 def _word(value: object) -> str:
@@ -128,6 +116,7 @@ def check_words(command: Sequence[str], *paths: Path | None) -> None:
 def run(args: argparse.Namespace) -> int:
     import datetime as dt
 
+    from mke import start
     from mke.node.files import private_dir, write_file_atomic
     from mke.service import ROLES, ServiceSpec, detached, detect, read_record, service_name
     from mke.tokens import decode_token
@@ -145,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     writes_token = token is not None and args.token_file is None
     if writes_token:
         args.token, args.token_file = None, data_dir / f"{role}-token"
-    spec = ServiceSpec(role=role, command=(*mke_executable(), command, *service_flags(args.service_actions, args)),
+    spec = ServiceSpec(role=role, command=(*start.self_command(), command, *service_flags(args.service_actions, args)),
                        data_dir=data_dir, token_file=args.token_file if writes_token else None)
     check_words(spec.command, spec.data_dir, spec.token_file)
     # 2. the service manager: there, no mke service installed (or --force), and its tools

@@ -604,11 +604,12 @@ def _expired_token(text: str) -> str:
 def _other_cluster_token(text: str, tmp) -> str:
     import dataclasses
 
-    from mke.pki import ca_hash, cert_pem, make_ca_cert, new_key
+    from mke import der
+    from mke.pki import cert_pem, make_ca_cert, new_key
     from mke.tokens import decode_token
 
     ca = make_ca_cert(new_key(), "another-cluster-ca")
-    return dataclasses.replace(decode_token(text), ca_pem=cert_pem(ca).decode(), ca_hash=ca_hash(ca)).encode()
+    return dataclasses.replace(decode_token(text), ca_pem=cert_pem(ca).decode(), ca_hash=der.ca_pin(cert_pem(ca))).encode()
 
 
 @pytest.mark.parametrize("case", ["malformed", "another cluster", "expired", "controller token", "invalidated"])

@@ -567,11 +567,11 @@ def test_a_single_ca_data_dir_from_an_older_mke_keeps_working_after_the_upgrade(
         assert client.CoreV1Api(kube_client(new)).read_namespaced_config_map("before-upgrade", "default").data == {
             "a": "b"}
         # the token made before the upgrade still pins this cluster's (server) CA and is accepted
-        from mke.pki import ca_hash, load_cert
+        from mke import der
         from mke.tokens import decode_token
 
         tok = decode_token(token, role="worker")
-        assert tok.ca_hash == ca_hash(load_cert(pki / "ca.crt"))
+        assert tok.ca_hash == der.ca_pin((pki / "ca.crt").read_bytes())
         res = subprocess.run(
             ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", str(pki / "ca.crt"),
              "-H", f"Authorization: Bearer {tok.bootstrap_token}", "-H", "Content-Type: application/json", "-X",

@@ -14,7 +14,7 @@ def tokens() -> dict[str, str]:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    from mke.pki import ca_hash
+    from mke import der
     from mke.tokens import JoinToken
 
     key = ec.generate_private_key(ec.SECP256R1())
@@ -27,7 +27,7 @@ def tokens() -> dict[str, str]:
 
     def tok(role: str, **kw) -> str:
         return JoinToken(role=role, api_url="https://127.0.0.1:9", mke_api_url="https://127.0.0.1:9", ca_pem=pem,
-                         ca_hash=ca_hash(ca), token_id="abcdef", token_secret="0123456789abcdef", **kw).encode()
+                         ca_hash=der.ca_pin(pem), token_id="abcdef", token_secret="0123456789abcdef", **kw).encode()
 
     out = {
         "worker": tok("worker", expires=now + dt.timedelta(hours=1)),

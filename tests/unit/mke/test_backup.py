@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from mke import backup
+from mke import backup, der
 from mke.backup import (
     COMPLETE,
     MANIFEST,
@@ -36,7 +36,6 @@ from mke.backup import (
 )
 from mke.config import default_config, load_config, parse_config, parse_duration, with_overrides
 from mke.errors import BackupError, BusyError, ConfigError
-from mke.pki import ca_hash, load_cert
 
 REPO = Path(__file__).resolve().parents[3]
 KINE = with_overrides(default_config(), **{"storage.type": "kine"})
@@ -117,7 +116,7 @@ def test_archive_holds_manifest_first_config_pki_and_database(archive: Path, con
     m = json.loads(got[0][1])
     assert m["format"] == "mke-backup/1" and m["storage"] == "kine" and m["database"] == "SQLite"
     assert m["datastore"] == "kine/state.db" and m["revision"] == 2 and m["scheduled"] is False
-    assert m["cluster"] == ca_hash(load_cert(controller / "pki" / "ca.crt"))
+    assert m["cluster"] == der.ca_pin((controller / "pki" / "ca.crt").read_bytes())
     names = [i.name for i, _ in got[1:]]
     assert names == [f["path"] for f in m["files"]]
     for must in ("config.json", "pki/ca.crt", "pki/ca.key", "pki/sa.key", "pki/secrets-encryption.key",
@@ -222,7 +221,7 @@ def test_etcd_snapshot_checksum_is_checked(tmp_path: Path, make_pki):
     body = os.urandom(10000)
     (tree / "etcd").mkdir()
     (tree / "etcd" / "snapshot.db").write_bytes(body + hashlib.sha256(body).digest())
-    m = backup.Manifest(created=0, mke_version="x", node_name="n", cluster=ca_hash(pki.ca_cert("ca")), storage="etcd",
+    m = backup.Manifest(created=0, mke_version="x", node_name="n", cluster=der.ca_pin(pki.crt("ca").read_bytes()), storage="etcd",
                         database="etcd", datastore="etcd/snapshot.db", revision=1, scheduled=False, files=())
     backup.check_contents(tmp_path / "a", m, tree)
     (tree / "etcd" / "snapshot.db").write_bytes(body[:-1] + b"x" + hashlib.sha256(body).digest())

@@ -28,12 +28,13 @@ from pathlib import Path
 
 import pytest
 
+from mke import der
 from mke import join as join_module
 from mke.components.mke_api import SHARED_FILES, Limits
 from mke.config import config_to_dict, parse_config
 from mke.errors import MkeError, TokenError
 from mke.join import join_control_plane
-from mke.pki import ca_hash, load_cert
+from mke.pki import load_cert
 from mke.tokens import JoinToken
 from tests.support.apiservers import TLSServer
 
@@ -55,7 +56,7 @@ def token_for(pki, mke_api_url: str, *, expires: dt.datetime | None = None, ca_p
     ca = load_cert((ca_pki or pki).crt("ca"))
     assert ca is not None
     return JoinToken(role="controller", api_url="https://127.0.0.1:6443", mke_api_url=mke_api_url,
-                     ca_pem=(ca_pki or pki).crt("ca").read_text(), ca_hash=ca_hash(ca), token_id="abcdef",
+                     ca_pem=(ca_pki or pki).crt("ca").read_text(), ca_hash=der.ca_pin((ca_pki or pki).crt("ca").read_bytes()), token_id="abcdef",
                      token_secret="0123456789abcdef", expires=expires).encode()
 
 

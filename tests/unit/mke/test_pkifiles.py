@@ -125,4 +125,4 @@ def test_dist_mkes_helper_is_the_file_it_started_from(monkeypatch: pytest.Monkey
     assert helper_command()[0] == ["/usr/local/bin/mke"]
     monkeypatch.setattr(start, "executable", None)  # from source
     cmd, env = helper_command()
-    assert cmd == [sys.executable, "-m", "mke"] and env["PYTHONPATH"].split(os.pathsep)[0] == str(REPO)
+    assert cmd == [os.path.abspath(sys.executable), "-m", "mke"] and env["PYTHONPATH"].split(os.pathsep)[0] == str(REPO)

@@ -65,6 +65,22 @@ def test_running_payload_reads_the_entrys_fd(fresh, tmp_path, monkeypatch):
         os.close(fd)
 
 
+def test_self_command_runs_this_mke_again(fresh, tmp_path):
+    """One answer to "the command that runs this mke": a service unit gets dist/mke's path,
+    resolved; a child that must be this very version (the PKI helper) gets the entry's open fd
+    of the file it started from; from source, ``python -m mke``."""
+    exe = tmp_path / "mke-1.0"
+    exe.write_bytes(b"x")
+    (tmp_path / "mke").symlink_to(exe.name)
+    assert start.self_command() == start.self_command(running_file=True) == \
+        [os.path.abspath(sys.executable), "-m", "mke"]
+    start.executable, start.payload_path = str(tmp_path / "mke"), "/proc/self/fd/7"
+    assert start.self_command() == [str(exe)]
+    assert start.self_command(running_file=True) == [f"/proc/{os.getpid()}/fd/7"]
+    start.payload_path = str(tmp_path / "mke")  # the entry gave no fd
+    assert start.self_command(running_file=True) == [str(tmp_path / "mke")]
+
+
 def test_fips_runtime_setup_blocks_builtin_hashes_and_keeps_callers_openssl_settings(tmp_path):
     code = ("import os, sys, json; from mke import start; start._fips_runtime(sys.argv[1]); import hashlib; "
             "out = {k: v for k, v in os.environ.items() if 'OPENSSL' in k or 'MKE_FIPS' in k}; "

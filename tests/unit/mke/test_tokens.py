@@ -9,8 +9,9 @@ import zlib
 
 import pytest
 
+from mke import der
 from mke.errors import TokenError, UsageError
-from mke.pki import ClusterPKI, PKIRequest, ca_hash
+from mke.pki import ClusterPKI, PKIRequest
 from mke.tokens import PREFIX, JoinToken, TokenStore, decode_token, parse_duration
 
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
@@ -24,10 +25,8 @@ def ca_pem(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def make(ca_pem: str, **kw: object) -> JoinToken:
-    from cryptography import x509
-
     args = dict(role="worker", api_url="https://192.0.2.1:6443", ca_pem=ca_pem,
-                ca_hash=ca_hash(x509.load_pem_x509_certificate(ca_pem.encode())), token_id="abcdef",
+                ca_hash=der.ca_pin(ca_pem), token_id="abcdef",
                 token_secret="0123456789abcdef", expires=NOW + dt.timedelta(hours=24))
     args.update(kw)
     return JoinToken(**args)  # type: ignore[arg-type]

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from mke import der
 from mke.errors import TokenError
-from mke.pki import CertSpec, ca_hash, cert_pem, key_pem, make_ca_cert, make_leaf_cert, new_key
+from mke.pki import CertSpec, cert_pem, key_pem, make_ca_cert, make_leaf_cert, new_key
 from mke.tokens import GROUP_PREFIX, JoinToken
 from mke.worker.context import WorkerOptions
 from mke.worker.join import WorkerSettings, bootstrap_kubeconfig, check_token
@@ -46,7 +47,7 @@ class Cluster:
 
     def token(self, *, role: str = "worker", api: str, expires: dt.datetime | None = None, tid: str = "abcdef",
               known: bool = True) -> str:
-        tok = JoinToken(role=role, api_url=api, ca_pem=cert_pem(self.ca).decode(), ca_hash=ca_hash(self.ca),
+        tok = JoinToken(role=role, api_url=api, ca_pem=cert_pem(self.ca).decode(), ca_hash=der.ca_pin(cert_pem(self.ca)),
                         token_id=tid, token_secret="0123456789abcdef", expires=expires)
         if known:
             self.known_tokens[tok.bootstrap_token] = f"{GROUP_PREFIX}{role}"
