@@ -150,6 +150,10 @@ class Controller(NodeRole):
             self.ctx.sink.line("pki", f"{self.ctx.pki.legacy_ca} (the CA from before CA separation) is still "
                                "trusted for client and kubelet serving certificates; remove it on every controller "
                                "once every node renewed them (docs/security.md, Certificate authorities)", level="warn")
+        if self.ctx.small_host:
+            self.ctx.sink.line("mke", f"{(self.ctx.memory or 0) / (1 << 30):.1f} GiB of memory for this controller "
+                               "(the host's or its cgroup's limit): kube-apiserver and etcd collect garbage more often "
+                               "(GOGC 25 and 50) to stay small; mke.yaml's extraEnv sets other values")
 
     def start(self) -> None:
         self.manager = ComponentManager(self.stages(), on_change=self.write_status, stopping=self.stopping,

@@ -102,8 +102,11 @@ class KubeAPIServer(SupervisedComponent):
     # half of what is live instead of by all of it. Measured by tests/bench/bench_scale.py and
     # bench_server.py (docs/performance.md, "Tuned defaults"): kube-apiserver's heap is most of
     # the control plane's memory and grows with the cluster; 50 keeps its RSS below the same
-    # binary run with upstream defaults, for a little more CPU. mke.yaml's extraEnv changes it.
+    # binary run with upstream defaults, for a little more CPU. On a controller with 4 GiB or
+    # less (ctx.small_host), 25: memory is the scarce thing there (an empty control plane under
+    # 480 MiB), for about a quarter more of kube-apiserver's CPU. mke.yaml's extraEnv changes it.
     GOGC = "50"
+    GOGC_SMALL_HOST = "25"
 
     def __init__(self, ctx, *, etcd_servers: str, etcd_tls: bool = True) -> None:
         super().__init__(ctx)
@@ -111,7 +114,7 @@ class KubeAPIServer(SupervisedComponent):
         self.etcd_tls = etcd_tls
 
     def env(self) -> dict[str, str]:
-        return {"GOGC": self.GOGC}
+        return {"GOGC": self.GOGC_SMALL_HOST if self.ctx.small_host else self.GOGC}
 
     @property
     def egress_config(self):

@@ -15,6 +15,10 @@ if TYPE_CHECKING:
     from mke.pkifiles import PKIFiles
 
 
+#: A controller with this much memory or less gets the small-machine garbage collection.
+SMALL_HOST = 4 << 30
+
+
 @dataclass(kw_only=True)
 class ControllerContext:
     config: ClusterConfig
@@ -28,6 +32,9 @@ class ControllerContext:
     # What the controller this one joined through answered (mke.join), for the storage
     # backend (etcd: the members); None for the first controller.
     join: Mapping[str, Any] | None = None
+    # The memory this controller may use (bytes; the host's, or its cgroup's limit); None: read
+    # it on first use (mke.node.sysinfo.usable_memory).
+    memory: int | None = None
 
     def extra_args(self, component: str) -> dict[str, str]:
         """Flags mke.yaml's ``extraArgs`` adds to ``component``."""
@@ -36,6 +43,16 @@ class ControllerContext:
     def extra_env(self, component: str) -> dict[str, str]:
         """Environment mke.yaml's ``extraEnv`` adds to ``component``."""
         return self.config.env_for(component)
+
+    @property
+    def small_host(self) -> bool:
+        """At most SMALL_HOST of memory: kube-apiserver and etcd collect garbage more often
+        (docs/performance.md, "Empty cluster")."""
+        if self.memory is None:
+            from mke.node.sysinfo import usable_memory
+
+            self.memory = usable_memory()
+        return 0 < self.memory <= SMALL_HOST
 
     @property
     def pki(self) -> PKIFiles:

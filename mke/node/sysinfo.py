@@ -325,6 +325,53 @@ def meminfo(proc: Path = Path("/proc")) -> dict[str, int]:
     return out
 
 
+def usable_memory(proc: Path = Path("/proc")) -> int:
+    """The memory this process may use, in bytes: the host's MemTotal, or less when its memory
+    cgroup or an ancestor sets a limit (a container's, a systemd unit's MemoryMax): cgroup v2's
+    ``memory.max`` or v1's ``memory.limit_in_bytes``, found through /proc/self/mountinfo. 0 when
+    /proc/meminfo cannot be read."""
+    limit = meminfo(proc).get("MemTotal", 0)
+    try:
+        groups = (proc / "self" / "cgroup").read_text().splitlines()
+        mounts = (proc / "self" / "mountinfo").read_text().splitlines()
+    except OSError:
+        return limit
+    paths: dict[str, str] = {}  # "v2" or "v1" -> this process's cgroup path in that hierarchy
+    for line in groups:
+        ident, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if ident == "0" and not controllers:
+            paths["v2"] = path
+        elif "memory" in controllers.split(","):
+            paths["v1"] = path
+    for line in mounts:
+        # ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTIONS
+        fields, _, tail = line.partition(" - ")
+        f, t = fields.split(), tail.split()
+        if len(f) < 5 or len(t) < 3:
+            continue
+        if t[0] == "cgroup2" and "v2" in paths:
+            version, name = "v2", "memory.max"
+        elif t[0] == "cgroup" and "memory" in t[2].split(",") and "v1" in paths:
+            version, name = "v1", "memory.limit_in_bytes"
+        else:
+            continue
+        root, mountpoint, path = f[3], Path(f[4].replace("\\040", " ")), paths.pop(version)
+        rel = os.path.relpath(path, root) if path.startswith(root) else path.lstrip("/")
+        d = mountpoint / rel if rel != "." else mountpoint
+        while True:
+            try:
+                value = (d / name).read_text().strip()
+            except OSError:
+                value = ""
+            if value.isdigit() and int(value) < 1 << 60:  # v1's "no limit" is a huge number
+                limit = min(limit, int(value)) if limit else int(value)
+            if d == mountpoint or not d.is_relative_to(mountpoint):
+                break
+            d = d.parent
+    return limit
+
+
 def statfs_type(path: Path) -> int | None:
     """f_type of the file system holding ``path`` (statfs(2); os.statvfs does not give it)."""
     buf = ctypes.create_string_buffer(120)  # struct statfs is 120 bytes on 64-bit Linux; f_type comes first

@@ -46,6 +46,13 @@ class Etcd(SupervisedComponent):
     # GetCertificate, GetClientCertificate); the trusted CA files at start
     reloads = frozenset({"cert-file", "key-file", "peer-cert-file", "peer-key-file"})
 
+    # upstream's GOGC (100), but 50 on a controller with 4 GiB or less (ctx.small_host; with
+    # kube-apiserver's 25 there: docs/performance.md, "Empty cluster"). extraEnv changes it.
+    GOGC_SMALL_HOST = "50"
+
+    def env(self) -> dict[str, str]:
+        return {"GOGC": self.GOGC_SMALL_HOST} if self.ctx.small_host else {}
+
     @property
     def data_dir(self):
         return self.ctx.data_dir / "etcd"

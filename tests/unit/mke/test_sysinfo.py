@@ -169,3 +169,68 @@ def test_server_stops_on_a_port_in_use_before_writing_anything(tmp_path):
     assert lines[-1].startswith("mke: error: sysinfo: port ") and "--ignore-sysinfo" in lines[-1]
     assert not [line for line in lines if ": WARN (" in line]
     assert not data.exists()
+
+
+def _limited_host(tmp_path: Path, *, v1: bool) -> Path:
+    """A /proc whose process sits in a cgroup two levels down, its parent limited to 2 GiB, on a
+    host of 8 GB: cgroup v2 (memory.max) or v1's memory controller (memory.limit_in_bytes)."""
+    proc, mnt = tmp_path / "proc", tmp_path / ("cg v1" if v1 else "cg")  # a space: mountinfo escapes it
+    leaf = mnt / "system.slice" / "mke.service"
+    leaf.mkdir(parents=True)
+    (proc / "self").mkdir(parents=True)
+    (proc / "meminfo").write_text("MemTotal:       8000000 kB\n")
+    name = "memory.limit_in_bytes" if v1 else "memory.max"
+    (leaf / name).write_text("9223372036854771712\n" if v1 else "max\n")  # no limit of its own
+    (leaf.parent / name).write_text("2147483648\n")
+    (mnt / name).write_text("max\n")
+    escaped = str(mnt).replace(" ", "\\040")
+    if v1:
+        (proc / "self" / "cgroup").write_text("5:memory:/system.slice/mke.service\n1:cpu,cpuacct:/\n0::/\n")
+        (proc / "self" / "mountinfo").write_text(
+            f"30 25 0:26 / {escaped} rw,nosuid shared:9 - cgroup cgroup rw,memory\n"
+            "31 25 0:27 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu,cpuacct\n")
+    else:
+        (proc / "self" / "cgroup").write_text("0::/system.slice/mke.service\n")
+        (proc / "self" / "mountinfo").write_text(
+            "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n"
+            f"26 22 0:23 / {escaped} rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n")
+    return proc
+
+
+@pytest.mark.parametrize("v1", [False, True], ids=["cgroup-v2", "cgroup-v1"])
+def test_usable_memory_is_the_cgroups_limit_when_it_is_lower(tmp_path, v1):
+    proc = _limited_host(tmp_path, v1=v1)
+    assert sysinfo.usable_memory(proc) == 2 << 30
+    (proc / "meminfo").write_text("MemTotal:       1000000 kB\n")  # a host smaller than the limit
+    assert sysinfo.usable_memory(proc) == 1000000 * 1024
+
+
+def test_usable_memory_without_a_limit_or_cgroups_is_the_hosts(tmp_path):
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    (proc / "meminfo").write_text("MemTotal:       8000000 kB\n")
+    assert sysinfo.usable_memory(proc) == 8000000 * 1024  # no /proc/self/cgroup
+    (proc / "self").mkdir()
+    (proc / "self" / "cgroup").write_text("0::/\n")
+    (proc / "self" / "mountinfo").write_text("26 22 0:23 / /nonexistent/cgroup rw - cgroup2 cgroup2 rw\n")
+    assert sysinfo.usable_memory(proc) == 8000000 * 1024
+
+
+def test_usable_memory_of_a_process_in_a_real_memory_cgroup(tmp_path):
+    """The kernel's own files: a child moved into a new memory cgroup limited to 1.5 GiB reads it."""
+    v1 = Path("/sys/fs/cgroup/memory")
+    base, name = (v1, "memory.limit_in_bytes") if (v1 / "cgroup.procs").exists() else (Path("/sys/fs/cgroup"), "memory.max")
+    if os.geteuid() != 0 or not (base / "cgroup.procs").exists() or (
+            base == Path("/sys/fs/cgroup") and "memory" not in (base / "cgroup.subtree_control").read_text()):
+        pytest.skip("needs root and a writable memory cgroup hierarchy")
+    group = base / f"mke-test-{os.getpid()}"
+    group.mkdir()
+    try:
+        (group / name).write_text(str(3 << 29))
+        code = ("import os, sys; open(sys.argv[1], 'w').write(str(os.getpid()));"
+                "from mke.node.sysinfo import usable_memory; print(usable_memory())")
+        out = subprocess.run([sys.executable, "-c", f"{code}", str(group / "cgroup.procs")], capture_output=True,
+                             text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, check=True).stdout
+        assert int(out) == 3 << 29
+    finally:
+        group.rmdir()

@@ -290,9 +290,9 @@ def test_extra_args_override_and_extend(tmp_path: Path) -> None:
 
 
 def test_apiserver_collects_garbage_at_half_and_extra_env_changes_it(tmp_path: Path) -> None:
-    def env(cfg: dict) -> dict[str, str]:
+    def env(cfg: dict, memory: int = 8 << 30) -> dict[str, str]:
         c = ControllerContext(config=parse_config(cfg), data_dir=tmp_path, node_name="n", api_address="192.0.2.1",
-                              binaries=BinaryResolver(tmp_path))
+                              binaries=BinaryResolver(tmp_path), memory=memory)
         api = KubeAPIServer(c, etcd_servers="https://127.0.0.1:2379")
         api.binary_path = tmp_path / "kube-apiserver"
         return dict(api.process_spec().env)
@@ -301,6 +301,25 @@ def test_apiserver_collects_garbage_at_half_and_extra_env_changes_it(tmp_path: P
     assert env({"extraEnv": {"kube-apiserver": {"GOGC": 100, "GOMEMLIMIT": "2GiB"}}}) == {
         "GOGC": "100", "GOMEMLIMIT": "2GiB"}
     assert env({"extraEnv": {"kube-scheduler": {"GOGC": 80}}})["GOGC"] == "50"
+    # a controller with 4 GiB or less: a quarter, unless extraEnv says otherwise
+    assert env({}, memory=4 << 30)["GOGC"] == "25" and env({}, memory=(4 << 30) + 1)["GOGC"] == "50"
+    assert env({"extraEnv": {"kube-apiserver": {"GOGC": 100}}}, memory=2 << 30)["GOGC"] == "100"
+    assert env({}, memory=0)["GOGC"] == "50"  # memory unknown (no /proc/meminfo): not small
+
+
+def test_etcd_keeps_upstreams_gogc_but_on_a_small_controller(tmp_path: Path) -> None:
+    from mke.storage.etcd import Etcd
+
+    def env(cfg: dict, memory: int) -> dict[str, str]:
+        c = ControllerContext(config=parse_config(cfg), data_dir=tmp_path, node_name="n", api_address="192.0.2.1",
+                              binaries=BinaryResolver(tmp_path), memory=memory)
+        etcd = Etcd(c)
+        etcd.binary_path = tmp_path / "etcd"
+        return dict(etcd.process_spec().env)
+
+    assert "GOGC" not in env({}, 8 << 30)
+    assert env({}, 2 << 30)["GOGC"] == "50"
+    assert env({"extraEnv": {"etcd": {"GOGC": "80"}}}, 2 << 30)["GOGC"] == "80"
 
 
 def test_etcd_mutual_tls(ctx: ControllerContext) -> None:
