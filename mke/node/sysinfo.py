@@ -216,9 +216,9 @@ class SysInfo:
                                                             "at reboot"))
         else:
             out.append(Result("data dir file system", PASS, str(probe)))
-        mem = meminfo(self.proc).get("MemTotal", 0)
+        mem, total = usable_memory(self.proc), meminfo(self.proc).get("MemTotal", 0)
         need = 1 * GIB if "controller" in self.roles else GIB // 2
-        desc = f"{mem / GIB:.1f} GiB"
+        desc = f"{mem / GIB:.1f} GiB" + (f" (its cgroup's limit; the host has {total / GIB:.1f})" if mem < total else "")
         out.append(Result("memory", PASS if mem >= need else WARN,
                           desc if mem >= need else f"{desc}; {need / GIB:g} GiB or more is recommended"))
         swap = meminfo(self.proc).get("SwapTotal", 0)

@@ -234,3 +234,15 @@ def test_usable_memory_of_a_process_in_a_real_memory_cgroup(tmp_path):
         assert int(out) == 3 << 29
     finally:
         group.rmdir()
+
+
+def test_the_memory_check_reads_the_cgroups_limit(tmp_path):
+    info = host(tmp_path)
+    info.roles = ("controller",)
+    limited = _limited_host(tmp_path / "limited", v1=False)
+    info.proc = limited
+    got = by_name(info.run())["memory"]
+    assert got.verdict == PASS and got.detail == "2.0 GiB (its cgroup's limit; the host has 7.6)"
+    (limited.parent / "cg" / "system.slice" / "memory.max").write_text("536870912\n")
+    got = by_name(info.run())["memory"]
+    assert got.verdict == WARN and got.detail.startswith("0.5 GiB (its cgroup's limit")
