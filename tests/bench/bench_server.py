@@ -7,12 +7,19 @@ the baseline gets a ready-made PKI and starts etcd and the apiserver at once, wi
 flags mke would pass (read from mke's own component classes). Both are timed by the
 same poller (GET /readyz every 50 ms with the admin certificate). Then the RSS of the
 mke process and of the whole control plane, once the manifests are applied.
+
+``MKE_BENCH_SERVER_CONFIG=file.yaml`` merges a setting into mke.yaml. ``MKE_BENCH_SERVER_MEMORY=2GiB``
+runs the RSS part in a memory cgroup of that size (v2 ``memory.max`` or v1's
+``memory.limit_in_bytes``, made here and removed after): a small controller, where mke's own
+defaults differ (mke.components.context.SMALL_HOST).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import ssl
@@ -67,10 +74,32 @@ def _kib(pid: int, key: str, name: str = "status") -> int:
     return 0
 
 
-def _mke(data: Path, bins: Path, cfg: Path) -> subprocess.Popen:
+def _mke(data: Path, bins: Path, cfg: Path, cgroup_procs: Path | None = None) -> subprocess.Popen:
+    def enter() -> None:  # in the child before exec: mke and all it starts live in the cgroup
+        if cgroup_procs is not None:
+            cgroup_procs.write_text(str(os.getpid()))
+
     return subprocess.Popen([sys.executable, "-m", "mke", "server", "--data-dir", str(data), "--bin-dir", str(bins),
                              "--config", str(cfg)], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=enter if cgroup_procs is not None else None)
+
+
+_SIZE = re.compile(r"^(\d+)\s*(?:([kmg])i?)?b?$", re.IGNORECASE)
+
+
+def memory_from_env(var: str = "MKE_BENCH_SERVER_MEMORY") -> int | None:
+    """``MKE_BENCH_SERVER_MEMORY`` in bytes (``2GiB``, ``1536Mi``, ``2147483648``); None when unset."""
+    from tests.bench.bench_scale import Skip
+
+    raw = os.environ.get(var, "").strip()
+    if not raw:
+        return None
+    m = _SIZE.match(raw)
+    size = int(m.group(1)) << {None: 0, "k": 10, "m": 20, "g": 30}[(m.group(2) or "").lower() or None] if m else 0
+    if size < 256 << 20:
+        raise Skip(f"{var}={raw}: give a size of 256Mi or more, like 2GiB or 1536Mi")
+    return size
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -111,6 +140,7 @@ def run(report) -> None:
 
     try:
         extra = mke_config_from_env("MKE_BENCH_SERVER_CONFIG")  # a setting's empty-cluster RSS, e.g. extraEnv
+        memory = memory_from_env()
     except Skip as e:
         print(f"skipped: {e}")
         return
@@ -153,31 +183,46 @@ def run(report) -> None:
 
         # RSS once everything runs and the manifests are applied.
         data = tmp_path / "rss"
-        proc = _mke(data, bins, cfg)
-        try:
-            deadline = time.time() + 180
-            status: dict = {}
-            while time.time() < deadline:
+        with contextlib.ExitStack() as stack:
+            procs_file = None
+            if memory is not None:
+                from tests.support.cgroups import CgroupUnavailable, memory_cgroup
+
                 try:
-                    status = json.loads((data / "run" / "status.json").read_text())
-                    if status.get("phase") == "running":
-                        break
-                except (OSError, ValueError):
-                    pass
-                time.sleep(0.5)
-            time.sleep(float(os.environ.get("MKE_BENCH_SETTLE", "20")))
-            status = json.loads((data / "run" / "status.json").read_text())
-            mke_rss = _kib(proc.pid, "VmRSS")
-            pids = {c["name"]: c["pid"] for c in status["components"] if c.get("pid")}
-            parts = {k: _kib(p, "VmRSS") for k, p in pids.items()}
-            total = mke_rss + sum(parts.values())
-            anon = sum(_kib(p, "Anonymous", "smaps_rollup") for p in (proc.pid, *pids.values()))
-            print(f"RSS: mke process {mke_rss / 1024:.1f} MiB (target < 60 MB); "
-                  + ", ".join(f"{k} {v / 1024:.0f} MiB" for k, v in parts.items())
-                  + f"; control plane total {total / 1024:.0f} MiB ({total * 1024 / 1e6:.0f} MB; k0s documents "
-                  "510 MB for its controller node with one worker and no pods, its OS's ~180 MB included); "
-                  f"of it anonymous (the processes' own, what `free` counts as used; the rest is the "
-                  f"binaries' text from the page cache) {anon / 1024:.0f} MiB", flush=True)
-        finally:
-            _stop(proc)
+                    procs_file = stack.enter_context(memory_cgroup(memory))
+                except CgroupUnavailable as e:
+                    print(f"skipped the RSS part: MKE_BENCH_SERVER_MEMORY: {e}")
+                    return
+                print(f"RSS in a memory cgroup of {memory / (1 << 30):.2f} GiB (mke's small-controller defaults "
+                      "apply at 4 GiB or less)", flush=True)
+            proc = _mke(data, bins, cfg, procs_file)
+            stack.callback(_stop, proc)
+            _rss(proc, data)
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def _rss(proc: subprocess.Popen, data: Path) -> None:
+    """The RSS of mke and of every component, once it runs and MKE_BENCH_SETTLE seconds passed."""
+    deadline = time.time() + 180
+    status: dict = {}
+    while time.time() < deadline:
+        try:
+            status = json.loads((data / "run" / "status.json").read_text())
+            if status.get("phase") == "running":
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.5)
+    time.sleep(float(os.environ.get("MKE_BENCH_SETTLE", "20")))
+    status = json.loads((data / "run" / "status.json").read_text())
+    mke_rss = _kib(proc.pid, "VmRSS")
+    pids = {c["name"]: c["pid"] for c in status["components"] if c.get("pid")}
+    parts = {k: _kib(p, "VmRSS") for k, p in pids.items()}
+    total = mke_rss + sum(parts.values())
+    anon = sum(_kib(p, "Anonymous", "smaps_rollup") for p in (proc.pid, *pids.values()))
+    print(f"RSS: mke process {mke_rss / 1024:.1f} MiB (target < 60 MB); "
+          + ", ".join(f"{k} {v / 1024:.0f} MiB" for k, v in parts.items())
+          + f"; control plane total {total / 1024:.0f} MiB ({total * 1024 / 1e6:.0f} MB; k0s documents "
+          "510 MB for its controller node with one worker and no pods, its OS's ~180 MB included); "
+          f"of it anonymous (the processes' own, what `free` counts as used; the rest is the "
+          f"binaries' text from the page cache) {anon / 1024:.0f} MiB", flush=True)
