@@ -600,7 +600,7 @@ class ClusterConfig:
     pod_security: PodSecurityConfig = _key("podSecurity", default_factory=PodSecurityConfig)
     images: ImagesConfig = _key("images", default_factory=ImagesConfig)
     extra_args: Mapping[str, Mapping[str, str]] = _key("extraArgs", _extra_args, doc="component -> flag -> value, added to (or replacing) mke's flags for that component", default_factory=dict)
-    extra_env: Mapping[str, Mapping[str, str]] = _key("extraEnv", _extra_env, doc="component -> environment variable -> value, added to (or replacing) mke's for that component, e.g. kube-apiserver: {GOGC: '100'} for Go's default garbage collection (docs/performance.md)", default_factory=dict)
+    extra_env: Mapping[str, Mapping[str, str]] = _key("extraEnv", _extra_env, doc="component -> environment variable -> value, added to (or replacing) mke's for that component; mke's own: kube-apiserver GOGC 50, and on a controller with 4 GiB or less (host or cgroup) kube-apiserver GOGC 25 and etcd GOGC 50; e.g. kube-apiserver: {GOGC: '100'} for Go's default garbage collection (docs/performance.md)", default_factory=dict)
     registries: RegistriesConfig = _key("registries", default_factory=RegistriesConfig)
     backup: BackupConfig = _key("backup", default_factory=BackupConfig)
 
