@@ -357,7 +357,7 @@ def usable_memory(proc: Path = Path("/proc")) -> int:
         else:
             continue
         root, mountpoint, path = f[3], Path(f[4].replace("\\040", " ")), paths.pop(version)
-        rel = os.path.relpath(path, root) if path.startswith(root) else path.lstrip("/")
+        rel = os.path.relpath(path, root) if root == "/" or f"{path}/".startswith(f"{root}/") else path.lstrip("/")
         d = mountpoint / rel if rel != "." else mountpoint
         while True:
             try:
