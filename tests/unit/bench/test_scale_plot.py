@@ -78,3 +78,24 @@ def test_bad_input_is_one_line_and_writes_nothing(capsys: pytest.CaptureFixture[
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and says in err
     assert sorted(tmp_path.iterdir()) == [empty, good]
+
+
+def test_the_docs_figure_is_drawn_from_the_logs_kept_beside_it(tmp_path: Path) -> None:
+    """docs/scale/scale.svg is what the command in docs/performance.md makes from docs/scale/logs."""
+    import re
+    import shlex
+
+    repo = Path(__file__).resolve().parents[3]
+    doc = (repo / "docs" / "performance.md").read_text()
+    cmd = re.search(r"python -m tests\.bench\.scale_plot (.*?)\n\n", doc, re.S)
+    assert cmd, "docs/performance.md lost the command that draws docs/scale/scale.svg"
+    words = shlex.split(cmd.group(1).replace("\\\n", " "))
+    logs = [w for w in words if w.endswith(".log") or "{" in w]
+    expanded = []
+    for w in logs:
+        m = re.match(r"(.*)\{(.*)\}(.*)", w)
+        expanded += [f"{m.group(1)}{x}{m.group(3)}" for x in m.group(2).split(",")] if m else [w]
+    caption = words[words.index("--caption") + 1]
+    out = tmp_path / "scale.svg"
+    assert sp.main(["-o", str(out), "--caption", caption, *(str(repo / p) for p in expanded)]) == 0
+    assert out.read_text() == (repo / "docs" / "scale" / "scale.svg").read_text()
