@@ -151,9 +151,14 @@ class Controller(NodeRole):
                                "trusted for client and kubelet serving certificates; remove it on every controller "
                                "once every node renewed them (docs/security.md, Certificate authorities)", level="warn")
         if self.ctx.small_host:
+            from mke.storage.etcd import Etcd
+
+            gogc = [f"kube-apiserver GOGC {KubeAPIServer.GOGC_SMALL_HOST}"]
+            if self.config.storage.type == Etcd.name:  # kine keeps upstream's
+                gogc.append(f"etcd GOGC {Etcd.GOGC_SMALL_HOST}")
             self.ctx.sink.line("mke", f"{(self.ctx.memory or 0) / (1 << 30):.1f} GiB of memory for this controller "
-                               "(the host's or its cgroup's limit): kube-apiserver and etcd collect garbage more often "
-                               "(GOGC 25 and 50) to stay small; mke.yaml's extraEnv sets other values")
+                               f"(the host's or its cgroup's limit): {' and '.join(gogc)}, garbage collected more "
+                               "often to stay small; mke.yaml's extraEnv sets other values")
 
     def start(self) -> None:
         self.manager = ComponentManager(self.stages(), on_change=self.write_status, stopping=self.stopping,

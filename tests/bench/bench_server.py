@@ -76,8 +76,8 @@ def _kib(pid: int, key: str, name: str = "status") -> int:
 
 def _mke(data: Path, bins: Path, cfg: Path, cgroup_procs: Path | None = None) -> subprocess.Popen:
     def enter() -> None:  # in the child before exec: mke and all it starts live in the cgroup
-        if cgroup_procs is not None:
-            cgroup_procs.write_text(str(os.getpid()))
+        assert cgroup_procs is not None
+        cgroup_procs.write_text(str(os.getpid()))
 
     return subprocess.Popen([sys.executable, "-m", "mke", "server", "--data-dir", str(data), "--bin-dir", str(bins),
                              "--config", str(cfg)], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},

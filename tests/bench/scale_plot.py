@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import re
 import sys
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from xml.sax.saxutils import escape
+
+from mke.node.files import write_file_atomic
 
 RSS = "RSS control plane + mke"
 WORST = "apiserver worst mutating pair p99"
@@ -179,18 +179,6 @@ def render(fig: Figures, caption: str = "") -> str:
     return "\n".join(out) + "\n"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tests.bench.scale_plot", description=__doc__.split("\n\n")[0])
     p.add_argument("-o", "--output", type=Path, required=True, help="the SVG to write")
@@ -212,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         svg = render(merge(figures), args.caption)
         if not args.output.parent.is_dir():
             raise PlotError(f"{args.output}: its directory does not exist")
-        _write_atomic(args.output, svg)
+        write_file_atomic(args.output, svg.encode(), 0o644)
     except PlotError as e:
         print(f"scale_plot: {e}", file=sys.stderr)
         return 1
